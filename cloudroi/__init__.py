@@ -1,0 +1,165 @@
+"""cloudroi: read just the region of a TIFF/COG you need, from HTTP(S), S3, any fsspec store or disk.
+
+    async with cloudroi.open("https://example.com/scene.tif") as img:
+        arr = await img.read(window=(1024, 2048, 512, 512))
+
+``cloudroi.read`` and ``cloudroi.info`` are synchronous helpers over the same machinery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Generator, Sequence
+from typing import Any, TypeVar
+
+import numpy.typing as npt
+
+from .context import Context, ContextOptions
+from .errors import (
+    AccessDeniedError,
+    CloudROIError,
+    LimitExceededError,
+    ObjectChangedError,
+    RangeNotSupportedError,
+    ReadTimeoutError,
+    SourceError,
+    SourceNotFoundError,
+    TiffFormatError,
+    TransientError,
+    UnsupportedTiffError,
+    UpstreamError,
+    WindowError,
+)
+from .fetch import RetryPolicy
+from .image import Image, ImageOptions, open_image
+from .plan import ReadPlan
+from .source.base import RangeSource
+from .source.memory import MemorySource
+from .types import ByteRange, ObjectMeta, Stats, Tile, Window
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AccessDeniedError",
+    "ByteRange",
+    "CloudROIError",
+    "Context",
+    "ContextOptions",
+    "Image",
+    "ImageOptions",
+    "LimitExceededError",
+    "MemorySource",
+    "ObjectChangedError",
+    "ObjectMeta",
+    "RangeNotSupportedError",
+    "RangeSource",
+    "ReadPlan",
+    "ReadTimeoutError",
+    "RetryPolicy",
+    "SourceError",
+    "SourceNotFoundError",
+    "Stats",
+    "Tile",
+    "TiffFormatError",
+    "TransientError",
+    "UnsupportedTiffError",
+    "UpstreamError",
+    "Window",
+    "WindowError",
+    "__version__",
+    "info",
+    "open",
+    "read",
+]
+
+T = TypeVar("T")
+
+
+class _Opening:
+    """What ``cloudroi.open`` returns: await it for an Image, or use it with ``async with``."""
+
+    def __init__(self, coro: Coroutine[Any, Any, Image]) -> None:
+        self._coro = coro
+        self._image: Image | None = None
+
+    def __await__(self) -> Generator[Any, None, Image]:
+        return self._coro.__await__()
+
+    async def __aenter__(self) -> Image:
+        self._image = await self._coro
+        return self._image
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._image is not None:
+            await self._image.close()
+
+
+def open(  # noqa: A001 - the verb users expect, like builtins.open and rasterio.open
+    url: str | RangeSource | bytes,
+    *,
+    context: Context | None = None,
+    **options: Any,
+) -> _Opening:
+    """Open a TIFF/COG by URL (``http(s)://``, ``s3://``, ``file://``, a local path, any async
+    fsspec URL), a ``RangeSource``, or bytes. Costs one ranged GET when the header fits the prefix.
+
+    ``options`` are the fields of ``ImageOptions`` (prefix_bytes, coalesce_gap, headers, ...).
+    Without ``context`` the Image gets a private ``Context`` that it closes on ``close()``.
+    """
+    return _Opening(open_image(url, context=context, **options))
+
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion from synchronous code, even under a running event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(coro))
+        except BaseException as exc:
+            error.append(exc)
+
+    thread = threading.Thread(target=target, name="cloudroi-sync")
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def read(
+    url: str,
+    window: Sequence[int] | None = None,
+    level: int = 0,
+    bands: int | Sequence[int] | None = None,
+    **kwargs: Any,
+) -> npt.NDArray[Any]:
+    """Synchronous ``open`` + ``read``; keyword arguments go to ``Image.read`` (out_shape,
+    boundless, fill_value, max_bytes, max_tiles) or, otherwise, to ``open``."""
+    read_keys = {"out_shape", "boundless", "fill_value", "max_bytes", "max_tiles"}
+    read_kwargs = {k: v for k, v in kwargs.items() if k in read_keys}
+    open_kwargs = {k: v for k, v in kwargs.items() if k not in read_keys}
+
+    async def go() -> npt.NDArray[Any]:
+        async with open(url, **open_kwargs) as img:
+            return await img.read(window, level, bands, **read_kwargs)
+
+    return _run(go())
+
+
+def info(url: str, **options: Any) -> dict[str, Any]:
+    """Synchronous ``open`` + ``Image.info()``: size, bands, dtype, levels, CRS, transform..."""
+
+    async def go() -> dict[str, Any]:
+        async with open(url, **options) as img:
+            return img.info()
+
+    return _run(go())
+

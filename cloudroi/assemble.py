@@ -1,0 +1,72 @@
+"""Placing decoded blocks into one preallocated window array, and deriving masks. Pure numpy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .plan import BlockRef
+from .tiff.structure import ImageIFD
+from .types import Window
+
+__all__ = ["block_window", "intersect", "paste", "valid_mask"]
+
+
+def intersect(a: Window, b: Window) -> Window | None:
+    col, row = max(a.col_off, b.col_off), max(a.row_off, b.row_off)
+    col_end, row_end = min(a.col_end, b.col_end), min(a.row_end, b.row_end)
+    if col_end <= col or row_end <= row:
+        return None
+    return Window(col, row, col_end - col, row_end - row)
+
+
+def block_window(ifd: ImageIFD, row: int, col: int) -> Window:
+    """The pixels a block covers in its level's grid (clipped at the image's edge)."""
+    return Window(
+        col * ifd.block_width, row * ifd.block_height, ifd.block_cols(col), ifd.block_rows(row)
+    )
+
+
+def paste(
+    out: npt.NDArray[Any],
+    block: npt.NDArray[Any],
+    ref: BlockRef,
+    ifd: ImageIFD,
+    out_window: Window,
+    samples: Sequence[int],
+) -> None:
+    """Copy the part of ``block`` (rows, cols, block_samples) inside ``out_window`` into ``out``
+    (len(samples), out_window.height, out_window.width); ``samples`` are 0-based sample indices.
+    """
+    bw = block_window(ifd, ref.row, ref.col)
+    part = intersect(bw, out_window)
+    if part is None:
+        return
+    src = block[
+        part.row_off - bw.row_off : part.row_end - bw.row_off,
+        part.col_off - bw.col_off : part.col_end - bw.col_off,
+    ]
+    dst_rows = slice(part.row_off - out_window.row_off, part.row_end - out_window.row_off)
+    dst_cols = slice(part.col_off - out_window.col_off, part.col_end - out_window.col_off)
+    if ifd.planar == 2:
+        for i, s in enumerate(samples):
+            if s == ref.plane:
+                out[i, dst_rows, dst_cols] = src[:, :, 0]
+        return
+    if len(samples) == 1:
+        out[0, dst_rows, dst_cols] = src[:, :, samples[0]]
+        return
+    for i, s in enumerate(samples):
+        out[i, dst_rows, dst_cols] = src[:, :, s]
+
+
+def valid_mask(data: npt.NDArray[Any], nodata: float | int) -> npt.NDArray[np.uint8]:
+    """255 where any band differs from ``nodata`` (NaN-aware), else 0: GDAL's per-dataset rule."""
+    if isinstance(nodata, float) and np.isnan(nodata):
+        valid = ~np.isnan(data)
+    else:
+        valid = data != np.asarray(nodata).astype(data.dtype)
+    return np.where(valid.any(axis=0), 255, 0).astype(np.uint8)

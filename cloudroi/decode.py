@@ -1,0 +1,178 @@
+"""Block (tile or strip) decoding with imagecodecs: decompress, undo the predictor, unpack bits.
+
+``BlockDecoder.decode`` is synchronous and meant to run in a worker thread (imagecodecs releases the
+GIL); ``decode_async`` is the event-loop-side wrapper. Output of every block is bounded by the size
+the header promises: codecs are given that size as their output buffer, so a decompression bomb
+cannot grow past it, and a block that decodes to fewer bytes than promised is an error, not a
+partly-filled array.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+import imagecodecs
+import numpy as np
+import numpy.typing as npt
+
+from .errors import TiffFormatError
+from .tiff.structure import ImageIFD
+
+__all__ = ["BlockDecoder", "decode_async"]
+
+_NATIVE = "<" if sys.byteorder == "little" else ">"
+
+_DECOMPRESSORS: dict[int, Callable[..., Any]] = {
+    5: imagecodecs.lzw_decode,
+    8: imagecodecs.deflate_decode if imagecodecs.DEFLATE.available else imagecodecs.zlib_decode,
+    32946: imagecodecs.deflate_decode if imagecodecs.DEFLATE.available else imagecodecs.zlib_decode,
+    32773: imagecodecs.packbits_decode,
+    34925: imagecodecs.lzma_decode,
+    50000: imagecodecs.zstd_decode,
+}
+
+#: Outer compression of a LERC blob, from the LercParameters tag (GDAL: 0 none, 1 deflate, 2 zstd).
+_LERC_OUTER: dict[int, Callable[..., Any]] = {1: _DECOMPRESSORS[8], 2: imagecodecs.zstd_decode}
+
+
+def _jpeg_colorspaces(ifd: ImageIFD) -> tuple[int | None, int | None]:
+    """(JPEG colorspace, output colorspace) as tifffile chooses them for TIFF JPEG blocks."""
+    if ifd.planar == 2:
+        return None, 1
+    if not ifd.extra_samples:
+        if ifd.photometric == 6:
+            return None, 2  # YCbCr coded, RGB out (what GDAL returns)
+        if ifd.photometric == 2:
+            return 2, 2  # RGB stored without JFIF colour conversion
+    return None, None
+
+
+class BlockDecoder:
+    """Decodes the blocks of one ImageIFD into ``(rows, block_width, block_samples)`` arrays."""
+
+    def __init__(self, ifd: ImageIFD) -> None:
+        self.ifd = ifd
+        self.samples = ifd.block_samples
+        self.dtype = ifd.dtype.newbyteorder("=")
+        self._bits = ifd.bits
+        self._packed = ifd.bits % 8 != 0
+        if ifd.predictor == 3:
+            # The floating-point predictor's byte planes are undone into native order directly.
+            self._file_dtype = self.dtype
+        else:
+            self._file_dtype = self.dtype.newbyteorder(ifd.byteorder)
+        if ifd.bits == 16 and ifd.sample_format == 3:
+            self._file_dtype = np.dtype(ifd.byteorder + "f2") if ifd.predictor != 3 else self.dtype
+        self._row_bytes = (
+            -(-ifd.block_width * self.samples * ifd.bits // 8)
+            if self._packed
+            else ifd.block_width * self.samples * self.dtype.itemsize
+        )
+        self._jpeg_cs = _jpeg_colorspaces(ifd) if ifd.compression == 7 else (None, None)
+
+    def block_rows(self, block_row: int) -> int:
+        """Rows a block holds: full tiles always, a short last strip for strips."""
+        ifd = self.ifd
+        return ifd.block_height if ifd.tiled else ifd.block_rows(block_row)
+
+    def expected_bytes(self, block_row: int) -> int:
+        return self.block_rows(block_row) * self._row_bytes
+
+    def decode(self, data: bytes, block_row: int) -> npt.NDArray[Any]:
+        """Decode one block's bytes; raise TiffFormatError when they do not fit the header."""
+        try:
+            return self._decode(data, block_row)
+        except TiffFormatError:
+            raise
+        except (ValueError, RuntimeError, MemoryError, IndexError, TypeError) as exc:
+            # imagecodecs raises its own *Error classes, all subclasses of RuntimeError/ValueError.
+            raise TiffFormatError(f"block decoding failed: {exc}") from exc
+
+    def _decode(self, data: bytes, block_row: int) -> npt.NDArray[Any]:
+        ifd = self.ifd
+        rows = self.block_rows(block_row)
+        if ifd.compression == 7:
+            return self._image_codec(
+                imagecodecs.jpeg_decode(
+                    data,
+                    tables=ifd.jpeg_tables,
+                    colorspace=self._jpeg_cs[0],
+                    outcolorspace=self._jpeg_cs[1],
+                ),
+                rows,
+            )
+        if ifd.compression == 50001:
+            return self._image_codec(
+                imagecodecs.webp_decode(data, hasalpha=self.samples == 4 or None), rows
+            )
+        if ifd.compression == 34887:
+            return self._lerc(data, rows)
+
+        expected = rows * self._row_bytes
+        if ifd.fill_order == 2:
+            data = imagecodecs.bitorder_decode(data)
+        if ifd.compression == 1:
+            raw = data[:expected]
+        else:
+            raw = _DECOMPRESSORS[ifd.compression](data, out=expected)
+        if len(raw) < expected:
+            raise TiffFormatError(f"block decoded to {len(raw)} bytes, {expected} expected")
+        return self._unpack(raw, rows)
+
+    def _unpack(self, raw: bytes, rows: int) -> npt.NDArray[Any]:
+        ifd = self.ifd
+        shape = (rows, ifd.block_width, self.samples)
+        if self._packed:
+            arr = imagecodecs.packints_decode(
+                raw, self.dtype, self._bits, runlen=ifd.block_width * self.samples
+            )
+            return np.asarray(arr).reshape(shape)
+        arr = np.frombuffer(raw, dtype=self._file_dtype, count=int(np.prod(shape))).reshape(shape)
+        if ifd.predictor == 1:
+            return arr if self._file_dtype == self.dtype else arr.astype(self.dtype)
+        arr = arr.astype(self.dtype, copy=True)  # writable, native order
+        if ifd.predictor == 2:
+            return np.asarray(imagecodecs.delta_decode(arr, axis=-2, out=arr))
+        return np.asarray(imagecodecs.floatpred_decode(arr, axis=-2, out=arr))
+
+    def _image_codec(self, arr: npt.NDArray[Any], rows: int) -> npt.NDArray[Any]:
+        ifd = self.ifd
+        arr = np.asarray(arr)
+        if arr.ndim == 2:
+            arr = arr[:, :, np.newaxis]
+        h, w, s = arr.shape
+        if s != self.samples or h < rows or w < min(ifd.block_width, ifd.width):
+            raise TiffFormatError(
+                f"block decoded to shape {arr.shape}, expected ({rows}, {ifd.block_width}, "
+                f"{self.samples})"
+            )
+        if arr.dtype != self.dtype:
+            arr = arr.astype(self.dtype)
+        return arr[:rows]
+
+    def _lerc(self, data: bytes, rows: int) -> npt.NDArray[Any]:
+        ifd = self.ifd
+        params = ifd.lerc_parameters
+        outer = params[1] if len(params) > 1 else 0
+        if outer:
+            if outer not in _LERC_OUTER:
+                raise TiffFormatError(f"LERC with unknown additional compression {outer}")
+            # The LERC blob is at most a little larger than the raw pixels it encodes.
+            bound = rows * ifd.block_width * self.samples * self.dtype.itemsize * 2 + 4096
+            data = _LERC_OUTER[outer](data, out=bound)
+        arr = imagecodecs.lerc_decode(data)
+        if isinstance(arr, tuple):
+            arr = arr[0]
+        return self._image_codec(np.asarray(arr), rows)
+
+
+async def decode_async(
+    decoder: BlockDecoder, data: bytes, block_row: int, executor: Executor | None = None
+) -> npt.NDArray[Any]:
+    """Decode in ``executor`` (a thread pool), never on the event loop."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(executor, decoder.decode, data, block_row)

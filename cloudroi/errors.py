@@ -1,0 +1,121 @@
+"""The exceptions cloudroi raises: every error a caller can see derives from CloudROIError.
+
+The whole tree::
+
+    CloudROIError
+    ├── TiffFormatError            the bytes are not a readable TIFF (truncated, loops, bad offsets)
+    │   └── UnsupportedTiffError   a valid TIFF using a feature cloudroi does not read (names it)
+    ├── WindowError                a window, level, band or output shape outside what the image has
+    ├── LimitExceededError         a configured budget (bytes, tiles, pixels, header size) would be passed
+    └── SourceError                the storage layer failed; ``url`` names the object
+        ├── SourceNotFoundError    404 / NoSuchKey / missing file
+        ├── AccessDeniedError      401 / 403 / permission denied
+        ├── RangeNotSupportedError the server ignored or mangled a Range request
+        ├── ObjectChangedError     the object's ETag/size changed after open (412, new ETag, 416)
+        └── UpstreamError          any other failure talking to storage
+            ├── TransientError     retryable: 5xx, 429, resets, truncated bodies (``retry_after``)
+            └── ReadTimeoutError   the read did not finish within its deadline
+
+Foreign exceptions (aiohttp, botocore, OSError) are translated into this tree in the source layer
+only; nothing above ``cloudroi.source`` catches them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDeniedError",
+    "CloudROIError",
+    "LimitExceededError",
+    "ObjectChangedError",
+    "RangeNotSupportedError",
+    "ReadTimeoutError",
+    "SourceError",
+    "SourceNotFoundError",
+    "TiffFormatError",
+    "TransientError",
+    "UnsupportedTiffError",
+    "UpstreamError",
+    "WindowError",
+]
+
+
+class CloudROIError(Exception):
+    """Base class of every error cloudroi raises on purpose."""
+
+
+class TiffFormatError(CloudROIError):
+    """The data is not a well-formed TIFF, or its header asks for something impossible."""
+
+
+class UnsupportedTiffError(TiffFormatError):
+    """A well-formed TIFF that uses a feature cloudroi does not read; the message names it."""
+
+    def __init__(self, feature: str) -> None:
+        super().__init__(f"unsupported TIFF feature: {feature}")
+        self.feature = feature
+
+
+class WindowError(CloudROIError, ValueError):
+    """A requested window, level, band list or output shape does not fit the image."""
+
+
+class LimitExceededError(CloudROIError):
+    """A read or open would exceed a configured budget; raised before the costly work starts."""
+
+    def __init__(self, what: str, value: int, limit: int) -> None:
+        super().__init__(f"{what} {value} exceeds the limit of {limit}")
+        self.what = what
+        self.value = value
+        self.limit = limit
+
+
+class SourceError(CloudROIError):
+    """Reading bytes from storage failed."""
+
+    def __init__(self, message: str, *, url: str = "") -> None:
+        super().__init__(f"{message} ({url})" if url else message)
+        self.url = url
+
+
+class SourceNotFoundError(SourceError):
+    """The object does not exist."""
+
+
+class AccessDeniedError(SourceError):
+    """Storage refused access to the object."""
+
+
+class RangeNotSupportedError(SourceError):
+    """The server did not honour a byte-range request (200 with a full body, wrong Content-Range,
+    an encoded range); cloudroi stops reading rather than download a whole object."""
+
+
+class ObjectChangedError(SourceError):
+    """The object changed between open and a later read: pixels from two versions are never mixed."""
+
+
+class UpstreamError(SourceError):
+    """Any other storage failure; ``status`` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, *, url: str = "", status: int | None = None) -> None:
+        super().__init__(message, url=url)
+        self.status = status
+
+
+class TransientError(UpstreamError):
+    """A failure worth retrying (5xx, 429, connection reset, truncated body)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str = "",
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, url=url, status=status)
+        self.retry_after = retry_after
+
+
+class ReadTimeoutError(UpstreamError):
+    """A request or a whole read took longer than its deadline."""

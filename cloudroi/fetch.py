@@ -1,0 +1,266 @@
+"""Running fetches: concurrency limit, retries with jittered backoff, accounting, block caching,
+coalescing and in-flight de-duplication.
+
+``Fetcher`` sends single-range GETs for one Image. ``Fetcher.blocks`` serves a list of block
+requests: cached blocks at once, blocks another read is already fetching by joining that fetch, the
+rest by coalesced GETs started here. A fetch shared by several readers is cancelled only when the
+last of them is cancelled, so one caller's timeout never breaks another's read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from .cache import LRUCache
+from .errors import ObjectChangedError, TransientError
+from .plan import coalesce, strip_leader
+from .source.base import RangeSource
+from .types import ByteRange, Stats
+
+__all__ = ["BlockRequest", "Fetcher", "Inflight", "LeaderMismatch", "RetryPolicy"]
+
+Purpose = Literal["header", "index", "tile"]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounded retries of transient failures: exponential backoff with full jitter."""
+
+    attempts: int = 4
+    base_delay: float = 0.05
+    max_delay: float = 2.0
+    max_retry_after: float = 5.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        backoff = random.uniform(0.0, min(self.max_delay, self.base_delay * (2**attempt)))
+        if retry_after is not None:
+            return min(max(retry_after, backoff), self.max_retry_after)
+        return backoff
+
+
+class LeaderMismatch(Exception):
+    """A block read through GDAL's size leader did not check out; TileByteCounts is needed."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRequest:
+    key: Hashable
+    range: ByteRange
+    leader: bool = False  # range is [offset-4, next_offset-4): strip and verify the leader
+
+
+class _Flight:
+    """One coalesced GET serving one or more blocks, with the number of readers waiting on it."""
+
+    __slots__ = ("task", "waiters")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.waiters = 0
+
+
+class Inflight:
+    """Block fetches under way, shared by the Images of one Context on one event loop."""
+
+    def __init__(self) -> None:
+        self._entries: dict[Hashable, tuple[asyncio.Future[bytes], _Flight]] = {}
+
+    def get(self, key: Hashable) -> tuple[asyncio.Future[bytes], _Flight] | None:
+        return self._entries.get(key)
+
+    def add(self, key: Hashable, fut: asyncio.Future[bytes], flight: _Flight) -> None:
+        self._entries[key] = (fut, flight)
+
+    def discard(self, key: Hashable, fut: asyncio.Future[bytes]) -> None:
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is fut:
+            del self._entries[key]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _silence(fut: asyncio.Future[bytes]) -> None:
+    # Mark an exception as retrieved: a block nobody waits for any more must not log noise.
+    if not fut.cancelled():
+        fut.exception()
+
+
+class Fetcher:
+    """Range GETs against one source for one Image: limited, retried, counted."""
+
+    def __init__(
+        self,
+        source: RangeSource,
+        stats: Stats,
+        limiter: asyncio.Semaphore,
+        retry: RetryPolicy,
+    ) -> None:
+        self.source = source
+        self.stats = stats
+        self._limiter = limiter
+        self._retry = retry
+
+    def _count(self, purpose: Purpose, nbytes: int) -> None:
+        s = self.stats
+        s.requests += 1
+        s.bytes_fetched += nbytes
+        if purpose == "header":
+            s.header_requests += 1
+            s.header_bytes += nbytes
+        elif purpose == "index":
+            s.index_requests += 1
+            s.index_bytes += nbytes
+        else:
+            s.tile_requests += 1
+            s.tile_bytes += nbytes
+
+    async def get(self, rng: ByteRange, purpose: Purpose) -> bytes:
+        """Exactly the bytes of ``rng``; transient failures retried per the policy."""
+        attempt = 0
+        while True:
+            try:
+                async with self._limiter:
+                    data = await self.source.read(rng)
+            except TransientError as exc:
+                self.stats.requests += 1
+                attempt += 1
+                if attempt >= self._retry.attempts:
+                    raise
+                self.stats.retries += 1
+                await asyncio.sleep(self._retry.delay(attempt, exc.retry_after))
+                continue
+            self._count(purpose, len(data))
+            if len(data) != rng.length:
+                raise ObjectChangedError(
+                    f"asked for {rng.length} bytes at {rng.start}, got {len(data)}",
+                    url=self.source.url,
+                )
+            return data
+
+    async def get_many(self, ranges: Sequence[ByteRange], purpose: Purpose) -> list[bytes]:
+        """All ranges concurrently; the first failure cancels the rest."""
+        if len(ranges) == 1:
+            return [await self.get(ranges[0], purpose)]
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(self.get(r, purpose)) for r in ranges]
+        return [t.result() for t in tasks]
+
+    async def open(self, length: int) -> tuple[object, bytes]:
+        """The source's first read (metadata + prefix), retried like any other."""
+        attempt = 0
+        while True:
+            try:
+                async with self._limiter:
+                    meta, data = await self.source.open(length)
+            except TransientError as exc:
+                self.stats.requests += 1
+                attempt += 1
+                if attempt >= self._retry.attempts:
+                    raise
+                self.stats.retries += 1
+                await asyncio.sleep(self._retry.delay(attempt, exc.retry_after))
+                continue
+            self._count("header", len(data))
+            return meta, data
+
+    # -- blocks ----------------------------------------------------------------------------
+
+    def blocks(
+        self,
+        requests: Sequence[BlockRequest],
+        *,
+        cache: LRUCache[bytes],
+        inflight: Inflight,
+        max_gap: int,
+        max_size: int,
+    ) -> list[Awaitable[bytes]]:
+        """One awaitable per request, resolving to that block's bytes.
+
+        Must be called on the event loop; starts the needed GETs immediately.
+        """
+        out: list[Awaitable[bytes] | None] = []
+        todo: list[tuple[int, BlockRequest]] = []
+        loop = asyncio.get_running_loop()
+        for i, req in enumerate(requests):
+            data = cache.get(req.key)
+            if data is not None:
+                self.stats.cache_hits += 1
+                fut: asyncio.Future[bytes] = loop.create_future()
+                fut.set_result(data)
+                out.append(fut)
+                continue
+            entry = inflight.get(req.key)
+            if entry is not None:
+                self.stats.inflight_shared += 1
+                out.append(self._join(*entry))
+                continue
+            self.stats.cache_misses += 1
+            out.append(None)  # filled in below, once its coalesced GET exists
+            todo.append((i, req))
+        groups = coalesce([req.range for _, req in todo], max_gap, max_size)
+        for group in groups:
+            flight = _Flight()
+            members = [todo[m] for m in group.members]
+            futures: list[asyncio.Future[bytes]] = []
+            for i, req in members:
+                fut = loop.create_future()
+                fut.add_done_callback(_silence)
+                inflight.add(req.key, fut, flight)
+                futures.append(fut)
+                out[i] = self._join(fut, flight)
+            flight.task = loop.create_task(
+                self._run_flight(group.range, members, futures, cache, inflight)
+            )
+        return [a for a in out if a is not None]
+
+    def _join(self, fut: asyncio.Future[bytes], flight: _Flight) -> Awaitable[bytes]:
+        # Count the waiter now, not when the coroutine first runs, so that a sibling reader
+        # cancelled in between cannot see zero waiters and cancel a fetch this reader needs.
+        flight.waiters += 1
+        return self._wait(fut, flight)
+
+    @staticmethod
+    async def _wait(fut: asyncio.Future[bytes], flight: _Flight) -> bytes:
+        try:
+            return await asyncio.shield(fut)
+        finally:
+            flight.waiters -= 1
+            if not fut.done() and flight.waiters <= 0 and flight.task is not None:
+                flight.task.cancel()
+
+    async def _run_flight(
+        self,
+        rng: ByteRange,
+        members: list[tuple[int, BlockRequest]],
+        futures: list[asyncio.Future[bytes]],
+        cache: LRUCache[bytes],
+        inflight: Inflight,
+    ) -> None:
+        try:
+            data = await self.get(rng, "tile")
+            for (_, req), fut in zip(members, futures, strict=True):
+                piece = data[req.range.start - rng.start : req.range.end - rng.start]
+                if req.leader:
+                    block = strip_leader(piece)
+                    if block is None:
+                        fut.set_exception(LeaderMismatch(req.key))
+                        continue
+                    piece = block
+                cache.put(req.key, piece)
+                fut.set_result(piece)
+        except asyncio.CancelledError:
+            for fut in futures:
+                fut.cancel()
+            raise
+        except BaseException as exc:
+            for fut in futures:
+                if not fut.done():
+                    fut.set_exception(exc)
+        finally:
+            for (_, req), fut in zip(members, futures, strict=True):
+                inflight.discard(req.key, fut)

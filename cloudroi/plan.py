@@ -1,0 +1,259 @@
+"""Pure read planning: window -> blocks -> byte ranges -> coalesced requests; overview choice.
+
+No I/O and no asyncio here, so every rule is table-testable: which blocks a window touches, how a
+GDAL ghost-area block leader bounds a block without TileByteCounts, how ranges merge, and which
+overview GDAL would pick for an output size (so resampled reads match GDAL pixel for pixel).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import TiffFormatError, WindowError
+from .tiff.structure import ImageIFD
+from .types import ByteRange, Window
+
+__all__ = [
+    "BlockRef",
+    "Coalesced",
+    "ReadPlan",
+    "block_ranges",
+    "blocks_for_window",
+    "choose_overview",
+    "coalesce",
+    "leader_ranges",
+    "nearest_indices",
+    "overview_window",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRef:
+    """One block of one image: ``plane`` (0 unless planar), grid ``row``/``col``, flat ``index``."""
+
+    plane: int
+    row: int
+    col: int
+    index: int
+
+
+def blocks_for_window(ifd: ImageIFD, window: Window, planes: Sequence[int]) -> list[BlockRef]:
+    """Blocks intersecting ``window`` (already clipped to the image), row-major per plane."""
+    if window.width <= 0 or window.height <= 0:
+        return []
+    r0, r1 = window.row_off // ifd.block_height, (window.row_end - 1) // ifd.block_height
+    c0, c1 = window.col_off // ifd.block_width, (window.col_end - 1) // ifd.block_width
+    return [
+        BlockRef(p, r, c, ifd.block_index(p, r, c))
+        for p in planes
+        for r in range(r0, r1 + 1)
+        for c in range(c0, c1 + 1)
+    ]
+
+
+def block_ranges(
+    offsets: npt.NDArray[np.uint64],
+    counts: npt.NDArray[np.uint64],
+    size: int,
+    max_block_bytes: int,
+) -> list[ByteRange | None]:
+    """Byte range of each block from its offset and byte count; None for a sparse block."""
+    out: list[ByteRange | None] = []
+    for off, cnt in zip(offsets.tolist(), counts.tolist(), strict=True):
+        if off == 0 or cnt == 0:
+            out.append(None)
+            continue
+        if cnt > max_block_bytes:
+            raise TiffFormatError(f"block of {cnt} bytes exceeds the {max_block_bytes}-byte cap")
+        if off + cnt > size:
+            raise TiffFormatError(f"block at {off} (+{cnt}) runs past the end of the file")
+        out.append(ByteRange(off, off + cnt))
+    return out
+
+
+def leader_ranges(
+    offsets: npt.NDArray[np.uint64],
+    next_offsets: npt.NDArray[np.uint64],
+    size: int,
+    max_block_bytes: int,
+) -> list[ByteRange | None | bool]:
+    """Ranges ``[offset - 4, next_offset - 4)`` for blocks written with GDAL's 4-byte size leader.
+
+    GDAL's COG writer puts each block's byte count in the 4 bytes before its offset and blocks in
+    row-major order, so the next block's offset bounds this one. Returns None for a sparse block and
+    False where the bound is unknown (next block sparse, last block, odd order): the caller then
+    needs TileByteCounts for that block.
+    """
+    out: list[ByteRange | None | bool] = []
+    for off, nxt in zip(offsets.tolist(), next_offsets.tolist(), strict=True):
+        if off == 0:
+            out.append(None)
+        elif off < 4 or nxt <= off or nxt > size or nxt - off > max_block_bytes + 8:
+            out.append(False)
+        else:
+            out.append(ByteRange(off - 4, nxt - 4))
+    return out
+
+
+def strip_leader(data: bytes) -> bytes | None:
+    """The block inside a leader range, or None when leader and trailer disagree with the data."""
+    if len(data) < 8:
+        return None
+    size = int.from_bytes(data[:4], "little")
+    if size == 0 or 4 + size + 4 > len(data):
+        return None
+    block = data[4 : 4 + size]
+    trailer = data[4 + size : 8 + size]
+    if block[-4:] != trailer:
+        return None
+    return block
+
+
+@dataclass(frozen=True, slots=True)
+class Coalesced:
+    """One request covering several block ranges; ``members`` index into the input list."""
+
+    range: ByteRange
+    members: tuple[int, ...]
+
+
+def coalesce(ranges: Sequence[ByteRange], max_gap: int, max_size: int) -> list[Coalesced]:
+    """Merge ranges whose gap is at most ``max_gap`` while the merged size stays <= ``max_size``.
+
+    A single range larger than ``max_size`` is kept whole; overlapping ranges always merge.
+    Output is ordered by offset.
+    """
+    order = sorted(range(len(ranges)), key=lambda i: (ranges[i].start, ranges[i].end))
+    groups: list[Coalesced] = []
+    cur_start = cur_end = -1
+    members: list[int] = []
+    for i in order:
+        r = ranges[i]
+        if members and (
+            r.start <= cur_end
+            or (r.start - cur_end <= max_gap and max(cur_end, r.end) - cur_start <= max_size)
+        ):
+            cur_end = max(cur_end, r.end)
+            members.append(i)
+            continue
+        if members:
+            groups.append(Coalesced(ByteRange(cur_start, cur_end), tuple(members)))
+        cur_start, cur_end, members = r.start, r.end, [i]
+    if members:
+        groups.append(Coalesced(ByteRange(cur_start, cur_end), tuple(members)))
+    return groups
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPlan:
+    """What a read of ``window`` at ``level`` would fetch, computed without fetching tiles.
+
+    ``index_requests`` are slices of TileOffsets/TileByteCounts a huge file needs first (empty
+    when the index is in memory). ``requests`` are the coalesced tile GETs; ``None`` while the
+    index slices are still missing. ``cached`` blocks need no request at all.
+    """
+
+    level: int
+    window: Window
+    blocks: tuple[BlockRef, ...]
+    cached: tuple[BlockRef, ...]
+    sparse: tuple[BlockRef, ...]
+    index_requests: tuple[ByteRange, ...]
+    requests: tuple[ByteRange, ...] | None
+    block_bytes: int | None
+
+    @property
+    def complete(self) -> bool:
+        return self.requests is not None
+
+    @property
+    def request_count(self) -> int | None:
+        return None if self.requests is None else len(self.index_requests) + len(self.requests)
+
+    @property
+    def bytes(self) -> int | None:
+        """Bytes the read would transfer (index slices + coalesced tile ranges)."""
+        if self.requests is None:
+            return None
+        return sum(r.length for r in self.index_requests) + sum(r.length for r in self.requests)
+
+
+# --------------------------------------------------------------------------------------------
+# overview choice and nearest-neighbour sampling, following GDAL's RasterIO
+# --------------------------------------------------------------------------------------------
+
+#: GDAL picks an overview up to 1.2x coarser than asked when resampling with nearest neighbour.
+OVERSAMPLING_THRESHOLD = 1.2
+
+
+def choose_overview(
+    levels: Sequence[tuple[int, int]], window: Window, out_shape: tuple[int, int]
+) -> int:
+    """The level GDAL would read for ``window`` (level-0 pixels) into ``out_shape`` (h, w)."""
+    out_h, out_w = out_shape
+    if out_w >= window.width and out_h >= window.height:
+        return 0
+    fx, fy = window.width / out_w, window.height / out_h
+    desired = fx if (fx < fy or out_h == 1) else fy
+    width0, height0 = levels[0]
+    best, best_factor = 0, 0.0
+    for i, (w, h) in enumerate(levels[1:], start=1):
+        factor = min(width0 / w, height0 / h)
+        if factor >= desired * OVERSAMPLING_THRESHOLD or factor <= best_factor:
+            continue
+        best, best_factor = i, factor
+    return best
+
+
+def overview_window(
+    levels: Sequence[tuple[int, int]], level: int, window: Window
+) -> Window:
+    """``window`` in level-0 pixels mapped onto ``level``'s grid, rounded as GDAL does."""
+    if level == 0:
+        return window
+    (w0, h0), (w, h) = levels[0], levels[level]
+    fx, fy = w0 / w, h0 / h
+    col = min(w - 1, int(window.col_off / fx + 0.5))
+    row = min(h - 1, int(window.row_off / fy + 0.5))
+    width = max(1, int(window.width / fx + 0.5))
+    height = max(1, int(window.height / fy + 0.5))
+    return Window(col, row, min(width, w - col), min(height, h - row))
+
+
+def nearest_indices(src_size: int, dst_size: int, limit: int | None = None) -> npt.NDArray[np.intp]:
+    """Source index for each of ``dst_size`` outputs over ``src_size`` inputs (GDAL's rule:
+    ``floor((i + 0.5) * src/dst + 1e-10)``, clamped to the source)."""
+    inc = src_size / dst_size
+    idx = np.floor((np.arange(dst_size) + 0.5) * inc + 1e-10).astype(np.intp)
+    hi = (src_size if limit is None else limit) - 1
+    return np.clip(idx, 0, max(hi, 0))
+
+
+def scale_window(window: Window, sx: float, sy: float) -> Window:
+    """A window scaled by factors (used for masks of a different resolution); rounds outward."""
+    col = math.floor(window.col_off * sx)
+    row = math.floor(window.row_off * sy)
+    return Window(
+        col, row, math.ceil(window.col_end * sx) - col, math.ceil(window.row_end * sy) - row
+    )
+
+
+def check_window(window: Sequence[int]) -> Window:
+    """Validate a user window: four integers, positive size."""
+    if len(window) != 4:
+        raise WindowError(f"a window is (col_off, row_off, width, height), got {window!r}")
+    try:
+        values = [int(v) for v in window]
+    except (TypeError, ValueError) as exc:
+        raise WindowError(f"window values must be integers, got {window!r}") from exc
+    if any(int(v) != v for v in window):
+        raise WindowError(f"window values must be integers, got {window!r}")
+    win = Window(*values)
+    if win.width <= 0 or win.height <= 0:
+        raise WindowError(f"window size must be positive, got {win.width} x {win.height}")
+    return win

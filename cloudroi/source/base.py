@@ -1,0 +1,86 @@
+"""The one I/O seam: a RangeSource returns exact byte ranges of one object, pinned to one version.
+
+Every backend (HTTP, fsspec/S3, local file, memory) implements this Protocol and translates its own
+exceptions into ``cloudroi.errors`` here, at the boundary; nothing above this layer sees aiohttp,
+botocore or OSError. Retrying, caching, coalescing and accounting live above, in ``cloudroi.fetch``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from ..errors import ObjectChangedError, RangeNotSupportedError
+from ..types import ByteRange, ObjectMeta
+
+__all__ = ["ContentRange", "RangeSource", "check_content_range", "parse_content_range"]
+
+
+@runtime_checkable
+class RangeSource(Protocol):
+    """Byte ranges of one object.
+
+    ``open`` is called once, first: it returns the object's metadata and its first
+    ``min(length, size)`` bytes in a single request where the backend allows it, and pins the
+    version it saw. ``read`` then returns exactly the requested bytes of that same version or raises
+    ``ObjectChangedError``; a range past the end of the object is a ``TiffFormatError``-worthy
+    request the caller never makes (it clips to ``meta.size``).
+    """
+
+    url: str
+
+    async def open(self, length: int) -> tuple[ObjectMeta, bytes]: ...
+
+    async def read(self, rng: ByteRange) -> bytes: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ContentRange:
+    """A parsed ``Content-Range`` value: ``first``/``last`` are None for ``bytes */total``."""
+
+    first: int | None
+    last: int | None
+    total: int | None
+
+
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*$", re.IGNORECASE)
+
+
+def parse_content_range(value: str | None) -> ContentRange | None:
+    """Parse ``bytes a-b/total``, ``bytes a-b/*`` or ``bytes */total``; None when malformed."""
+    if not value:
+        return None
+    m = _CONTENT_RANGE.match(value)
+    if m is None:
+        return None
+    first = int(m.group(1)) if m.group(1) is not None else None
+    last = int(m.group(2)) if m.group(2) is not None else None
+    total = int(m.group(3)) if m.group(3) != "*" else None
+    if first is not None and last is not None and last < first:
+        return None
+    return ContentRange(first, last, total)
+
+
+def check_content_range(
+    header: str | None, asked: ByteRange, *, size: int | None, url: str
+) -> ContentRange:
+    """Validate a 206 answer's Content-Range against what was asked.
+
+    The server may clip the end at the object's end, never move the start; the total must equal the
+    size seen at open (a different total means the object was replaced).
+    """
+    cr = parse_content_range(header)
+    if cr is None or cr.first is None or cr.last is None:
+        raise RangeNotSupportedError(f"206 with unusable Content-Range {header!r}", url=url)
+    if size is not None and cr.total is not None and cr.total != size:
+        raise ObjectChangedError(f"object size changed from {size} to {cr.total}", url=url)
+    end = cr.last + 1
+    clipped_ok = cr.total is not None and end == cr.total and end < asked.end
+    if cr.first != asked.start or (end != asked.end and not clipped_ok):
+        raise RangeNotSupportedError(
+            f"asked for bytes {asked.start}-{asked.end - 1}, got Content-Range {header!r}", url=url
+        )
+    return cr

@@ -1,0 +1,308 @@
+"""A real HTTP range server on 127.0.0.1 for tests, benchmarks and the demo.
+
+It serves named byte strings with single-range GETs (206 + Content-Range), HEAD, strong ETags,
+``If-Match`` (412 on mismatch) and 416 past the end, counts every request and body byte, and can add
+a fixed latency per request (to model an object store's first-byte time). It runs its own event
+loop in a background thread, so synchronous code (rasterio/GDAL, tifffile+fsspec) can use it too.
+
+``fault`` is a hook for fault-injection: a callable that sees each request and may return a
+``Fault`` describing how to misbehave (see ``cloudroi.testing.faults``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["Fault", "RangeServer", "RequestLog"]
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLog:
+    method: str
+    path: str
+    range: str | None
+    status: int
+    body_bytes: int
+    at: float
+
+
+@dataclass(slots=True)
+class Fault:
+    """How to misbehave for one request. ``kind`` is one of:
+
+    ``status`` (answer ``status`` with ``headers``), ``reset`` (close the connection after
+    ``after`` body bytes), ``truncate`` (send ``after`` bytes of a body whose Content-Length
+    promised more), ``stall`` (sleep ``delay`` seconds before the body), ``ignore_range`` (200 with
+    the whole object), ``wrong_range`` (206 whose Content-Range is shifted by ``shift``),
+    ``multipart`` (multipart/byteranges answer), ``encoded`` (Content-Encoding: gzip on a range).
+    """
+
+    kind: str
+    status: int = 503
+    headers: Mapping[str, str] = field(default_factory=dict)
+    after: int = 0
+    delay: float = 0.0
+    shift: int = 1
+
+
+FaultHook = Callable[["web.Request", str], Fault | None]
+
+
+def etag_of(data: bytes) -> str:
+    return '"' + hashlib.blake2b(data, digest_size=10).hexdigest() + '"'
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """Inclusive (first, last) of a single-range header, None when unsatisfiable or odd."""
+    m = _RANGE.match(header.strip())
+    if m is None:
+        return None
+    a, b = m.group(1), m.group(2)
+    if a == "" and b == "":
+        return None
+    if a == "":
+        n = int(b)
+        if n == 0:
+            return None
+        return max(0, size - n), size - 1
+    first = int(a)
+    last = size - 1 if b == "" else min(int(b), size - 1)
+    if first >= size or last < first:
+        return None
+    return first, last
+
+
+class RangeServer:
+    """Serve ``files`` (path -> bytes) on 127.0.0.1 with HTTP range support, in a thread."""
+
+    def __init__(
+        self,
+        files: Mapping[str, bytes] | None = None,
+        *,
+        latency: float = 0.0,
+        fault: FaultHook | None = None,
+        etags: bool = True,
+    ) -> None:
+        self._files: dict[str, bytes] = {}
+        self._etags: dict[str, str] = {}
+        for path, data in (files or {}).items():
+            self.add(path, data)
+        self.latency = latency
+        self.fault = fault
+        self.send_etags = etags
+        self.log: list[RequestLog] = []
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # -- content ---------------------------------------------------------------------------
+
+    def add(self, path: str, data: bytes) -> None:
+        path = "/" + path.lstrip("/")
+        self._files[path] = bytes(data)
+        self._etags[path] = etag_of(data)
+
+    def remove(self, path: str) -> None:
+        path = "/" + path.lstrip("/")
+        self._files.pop(path, None)
+        self._etags.pop(path, None)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
+
+    # -- accounting ------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        with self._lock:
+            self.log.clear()
+
+    def requests_for(self, path: str | None = None, method: str = "GET") -> list[RequestLog]:
+        with self._lock:
+            entries = list(self.log)
+        want = None if path is None else "/" + path.lstrip("/")
+        return [e for e in entries if e.method == method and (want is None or e.path == want)]
+
+    @property
+    def request_count(self) -> int:
+        with self._lock:
+            return len(self.log)
+
+    @property
+    def bytes_sent(self) -> int:
+        with self._lock:
+            return sum(e.body_bytes for e in self.log)
+
+    def _record(self, request: web.Request, status: int, nbytes: int) -> None:
+        with self._lock:
+            self.log.append(
+                RequestLog(
+                    request.method, request.path, request.headers.get("Range"), status, nbytes,
+                    time.monotonic(),
+                )
+            )
+
+    # -- serving ---------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        data = self._files.get(request.path)
+        if data is None:
+            self._record(request, 404, 0)
+            return web.Response(status=404, text="not found")
+        etag = self._etags[request.path]
+        fault = self.fault(request, etag) if self.fault is not None else None
+        if fault is not None:
+            return await self._misbehave(request, data, etag, fault)
+        headers = {"Accept-Ranges": "bytes"}
+        if self.send_etags:
+            headers["ETag"] = etag
+        if_match = request.headers.get("If-Match")
+        if if_match is not None and self.send_etags and if_match not in (etag, "*"):
+            self._record(request, 412, 0)
+            return web.Response(status=412, headers=headers)
+        size = len(data)
+        rng_header = request.headers.get("Range")
+        if rng_header is None:
+            body = data
+            status = 200
+        else:
+            rng = parse_range(rng_header, size)
+            if rng is None:
+                headers["Content-Range"] = f"bytes */{size}"
+                self._record(request, 416, 0)
+                return web.Response(status=416, headers=headers)
+            first, last = rng
+            body = data[first : last + 1]
+            status = 206
+            headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        if request.method == "HEAD":
+            headers["Content-Length"] = str(len(body))
+            self._record(request, status, 0)
+            return web.Response(status=status, headers=headers)
+        self._record(request, status, len(body))
+        return web.Response(
+            status=status, body=body, headers=headers, content_type="application/octet-stream"
+        )
+
+    async def _misbehave(
+        self, request: web.Request, data: bytes, etag: str, fault: Fault
+    ) -> web.StreamResponse:
+        size = len(data)
+        rng = parse_range(request.headers.get("Range", "bytes=0-"), size) or (0, size - 1)
+        first, last = rng
+        body = data[first : last + 1]
+        headers: dict[str, str] = {"ETag": etag, "Accept-Ranges": "bytes"}
+        kind = fault.kind
+        if kind == "status":
+            headers.update(fault.headers)
+            if fault.status == 416:
+                headers["Content-Range"] = f"bytes */{size}"
+            self._record(request, fault.status, 0)
+            return web.Response(status=fault.status, headers=headers, text="injected fault")
+        if kind == "ignore_range":
+            self._record(request, 200, size)
+            return web.Response(status=200, body=data, headers=headers)
+        if kind == "wrong_range":
+            headers["Content-Range"] = f"bytes {first + fault.shift}-{last + fault.shift}/{size}"
+            self._record(request, 206, len(body))
+            return web.Response(status=206, body=body, headers=headers)
+        if kind == "encoded":
+            headers["Content-Encoding"] = "gzip"
+            headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+            self._record(request, 206, len(body))
+            return web.Response(status=206, body=body, headers=headers)
+        if kind == "multipart":
+            boundary = "cloudroi-boundary"
+            part = (
+                f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
+                f"Content-Range: bytes {first}-{last}/{size}\r\n\r\n"
+            ).encode() + body + f"\r\n--{boundary}--\r\n".encode()
+            headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
+            self._record(request, 206, len(part))
+            return web.Response(status=206, body=part, headers=headers)
+        # Streaming faults: the status line and headers go out, then the body misbehaves.
+        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        resp = web.StreamResponse(status=206, headers=headers)
+        resp.content_length = len(body)
+        await resp.prepare(request)
+        if kind == "stall":
+            await asyncio.sleep(fault.delay)
+            await resp.write(body)
+            self._record(request, 206, len(body))
+            await resp.write_eof()
+            return resp
+        sent = body[: fault.after]
+        if sent:
+            await resp.write(sent)
+        self._record(request, 206, len(sent))
+        transport = request.transport
+        if transport is not None:
+            if kind == "reset":
+                transport.abort()
+            else:  # truncate: end the connection cleanly but early
+                transport.close()
+        return resp
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> RangeServer:
+        ready = threading.Event()
+        error: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                app = web.Application()
+                app.router.add_route("GET", "/{tail:.*}", self._handle)
+                app.router.add_route("HEAD", "/{tail:.*}", self._handle)
+                runner = web.AppRunner(app, access_log=None, handle_signals=False)
+                loop.run_until_complete(runner.setup())
+                site = web.TCPSite(runner, "127.0.0.1", 0)
+                loop.run_until_complete(site.start())
+                server: Any = site._server
+                self.port = server.sockets[0].getsockname()[1]
+                self._runner = runner
+            except BaseException as exc:  # surfaced to start()'s caller
+                error.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="cloudroi-rangeserver", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        if error:
+            raise error[0]
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+        self._loop = None
+        self._thread = None
+
+    def __enter__(self) -> RangeServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

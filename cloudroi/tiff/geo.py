@@ -1,0 +1,128 @@
+"""GeoTIFF keys to an EPSG code and a GDAL-order geotransform; GDAL's structural metadata block.
+
+Facts (GeoTIFF 1.1, OGC 19-008r4; GDAL's GTiff driver): ModelPixelScale + ModelTiepoint or
+ModelTransformation give the affine transform; ProjectedCSTypeGeoKey (3072) or GeographicTypeGeoKey
+(2048) the EPSG code (32767 = user-defined); GTRasterTypeGeoKey (1025) = 2 (PixelIsPoint) makes
+GDAL shift the transform by half a pixel so that it still describes pixel corners.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["GeoInfo", "parse_geokeys", "parse_ghost", "parse_nodata"]
+
+GT_RASTER_TYPE = 1025
+GEOGRAPHIC_TYPE = 2048
+PROJECTED_CS_TYPE = 3072
+USER_DEFINED = 32767
+PIXEL_IS_POINT = 2
+
+Transform = tuple[float, float, float, float, float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class GeoInfo:
+    epsg: int | None = None
+    transform: Transform | None = None
+    pixel_is_point: bool = False
+
+
+def _keys(directory: Sequence[int]) -> dict[int, tuple[int, int, int]]:
+    """GeoKey id -> (tag location, count, value or offset)."""
+    if len(directory) < 4:
+        return {}
+    n = directory[3]
+    keys: dict[int, tuple[int, int, int]] = {}
+    for i in range(min(n, (len(directory) - 4) // 4)):
+        key, loc, count, value = directory[4 + 4 * i : 8 + 4 * i]
+        keys[int(key)] = (int(loc), int(count), int(value))
+    return keys
+
+
+def _short_key(keys: dict[int, tuple[int, int, int]], key: int) -> int | None:
+    entry = keys.get(key)
+    if entry is None or entry[0] != 0:
+        return None
+    return entry[2]
+
+
+def parse_geokeys(
+    directory: Sequence[int] | None,
+    pixel_scale: Sequence[float] | None,
+    tiepoint: Sequence[float] | None,
+    transformation: Sequence[float] | None,
+) -> GeoInfo:
+    keys = _keys(directory or ())
+    epsg = None
+    for key in (PROJECTED_CS_TYPE, GEOGRAPHIC_TYPE):
+        code = _short_key(keys, key)
+        if code and code != USER_DEFINED:
+            epsg = code
+            break
+    point = _short_key(keys, GT_RASTER_TYPE) == PIXEL_IS_POINT
+
+    gt: Transform | None = None
+    if transformation is not None and len(transformation) >= 16:
+        m = transformation
+        gt = (float(m[3]), float(m[0]), float(m[1]), float(m[7]), float(m[4]), float(m[5]))
+    elif pixel_scale is not None and tiepoint is not None and len(tiepoint) >= 6:
+        sx, sy = float(pixel_scale[0]), float(pixel_scale[1])
+        i, j, x, y = (float(v) for v in (tiepoint[0], tiepoint[1], tiepoint[3], tiepoint[4]))
+        gt = (x - i * sx, sx, 0.0, y + j * sy, 0.0, -sy)
+    if gt is not None and point:
+        # GDAL reports pixel-corner georeferencing; a PixelIsPoint tiepoint names a pixel centre.
+        a, b, c, d, e, f = gt
+        gt = (a - 0.5 * b - 0.5 * c, b, c, d - 0.5 * e - 0.5 * f, e, f)
+    return GeoInfo(epsg=epsg, transform=gt, pixel_is_point=point)
+
+
+_GHOST_HEAD = re.compile(rb"GDAL_STRUCTURAL_METADATA_SIZE=(\d{1,8}) bytes\n")
+
+
+def parse_ghost(data: bytes) -> tuple[dict[str, str], int]:
+    """GDAL's structural metadata block at the start of ``data`` -> (keys, bytes it spans).
+
+    ``data`` starts right after the TIFF header. Returns ({}, 0) when there is none.
+    """
+    m = _GHOST_HEAD.match(data)
+    if m is None:
+        return {}, 0
+    size = int(m.group(1))
+    body = data[m.end() : m.end() + size]
+    items: dict[str, str] = {}
+    for line in body.decode("latin-1").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip():
+            items[key.strip()] = value.strip()
+    return items, m.end() + size
+
+
+def parse_nodata(text: str | None) -> float | None:
+    """GDAL_NODATA is ASCII ("-9999", "nan", "1e+20"); None when absent or unreadable."""
+    if text is None:
+        return None
+    text = text.strip().rstrip("\x00").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value
+
+
+def nodata_for_dtype(value: float | None, kind: str, lo: float, hi: float) -> float | int | None:
+    """The nodata value as the image's dtype sees it, or None when it cannot be represented."""
+    if value is None:
+        return None
+    if kind == "f":
+        return value
+    if math.isnan(value) or math.isinf(value) or value != math.floor(value):
+        return None
+    if not lo <= value <= hi:
+        return None
+    return int(value)

@@ -1,0 +1,453 @@
+"""From raw IFDs to the structure a reader needs: levels, masks, block grids, codecs, georeferencing.
+
+``scan`` walks the IFD chain over the bytes in hand and reports which bytes it still needs;
+``build`` turns a complete scan into a ``TiffStructure``. Both are pure: the I/O loop around them is
+``cloudroi.header``. Unsupported features are refused here, at open, naming the feature.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import LimitExceededError, TiffFormatError, UnsupportedTiffError
+from ..types import ByteRange
+from .geo import GeoInfo, nodata_for_dtype, parse_geokeys, parse_ghost, parse_nodata
+from .index import IndexArray
+from .parse import (
+    NeedBytes,
+    ParseLimits,
+    RawIFD,
+    SparseBuffer,
+    TagEntry,
+    TiffHeader,
+    check_value_range,
+    ifd_entries_range,
+    parse_header,
+    parse_ifd,
+    tag_ascii,
+    tag_bytes,
+    tag_values,
+)
+from .tags import INDEX_TAGS, WANTED_TAGS, Tag, compression_name
+
+__all__ = ["ImageIFD", "ScanResult", "TiffStructure", "build", "scan"]
+
+#: Compressions cloudroi decodes (codes from the TIFF registry; decoders from imagecodecs).
+SUPPORTED_COMPRESSION = frozenset({1, 5, 7, 8, 32946, 32773, 34887, 34925, 50000, 50001})
+FILETYPE_REDUCED = 1
+FILETYPE_PAGE = 2
+FILETYPE_MASK = 4
+
+
+@dataclass(slots=True)
+class ImageIFD:
+    """One image (a level or a mask) of the file, with its block grid and decoding parameters."""
+
+    offset: int
+    subfile_type: int
+    width: int
+    height: int
+    tiled: bool
+    block_width: int
+    block_height: int
+    samples: int
+    bits: int
+    sample_format: int
+    planar: int
+    compression: int
+    predictor: int
+    photometric: int
+    extra_samples: tuple[int, ...]
+    fill_order: int
+    byteorder: str
+    offsets: IndexArray
+    byte_counts: IndexArray
+    jpeg_tables: bytes | None = None
+    lerc_parameters: tuple[int, ...] = ()
+
+    @property
+    def is_mask(self) -> bool:
+        return bool(self.subfile_type & FILETYPE_MASK)
+
+    @property
+    def blocks_across(self) -> int:
+        return -(-self.width // self.block_width)
+
+    @property
+    def blocks_down(self) -> int:
+        return -(-self.height // self.block_height)
+
+    @property
+    def blocks_per_plane(self) -> int:
+        return self.blocks_across * self.blocks_down
+
+    @property
+    def planes(self) -> int:
+        return self.samples if self.planar == 2 else 1
+
+    @property
+    def block_samples(self) -> int:
+        """Samples per pixel inside one block (all of them when chunky, one when planar)."""
+        return 1 if self.planar == 2 else self.samples
+
+    @property
+    def n_blocks(self) -> int:
+        return self.blocks_per_plane * self.planes
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The dtype reads return (native byte order): 1-bit as uint8 0/1, as GDAL does."""
+        return sample_dtype(self.sample_format, self.bits)
+
+    def block_index(self, plane: int, row: int, col: int) -> int:
+        return plane * self.blocks_per_plane + row * self.blocks_across + col
+
+    def block_rows(self, row: int) -> int:
+        """Rows of valid data in block row ``row`` (strips at the bottom are short)."""
+        return min(self.block_height, self.height - row * self.block_height)
+
+    def block_cols(self, col: int) -> int:
+        return min(self.block_width, self.width - col * self.block_width)
+
+    def decoded_block_bytes(self) -> int:
+        px = self.block_width * self.block_height * self.block_samples
+        return -(-px * self.bits // 8) if self.bits < 8 else px * (self.bits // 8)
+
+
+def sample_dtype(sample_format: int, bits: int) -> np.dtype[Any]:
+    if sample_format == 3:
+        return np.dtype(f"f{bits // 8}")
+    if bits <= 8:
+        return np.dtype("i1" if sample_format == 2 else "u1")
+    size = 2 if bits <= 16 else 4 if bits <= 32 else 8
+    return np.dtype(f"{'i' if sample_format == 2 else 'u'}{size}")
+
+
+@dataclass(slots=True)
+class TiffStructure:
+    """Everything cloudroi learned from a file's header. Immutable after ``build`` except that
+    lazily loaded index blocks are added to the levels' IndexArrays (valid for this ETag)."""
+
+    header: TiffHeader
+    size: int
+    levels: list[ImageIFD]
+    masks: list[ImageIFD | None]
+    geo: GeoInfo
+    nodata: float | int | None
+    gdal_metadata: str | None
+    ghost: dict[str, str] = field(default_factory=dict)
+    header_bytes: int = 0  # bytes from 0 that held every part of the header read at open
+
+    @property
+    def block_leader(self) -> bool:
+        """GDAL wrote a 4-byte size before each block and repeated its last 4 bytes after it."""
+        return (
+            self.ghost.get("BLOCK_LEADER") == "SIZE_AS_UINT4"
+            and self.ghost.get("BLOCK_TRAILER") == "LAST_4_BYTES_REPEATED"
+            and self.ghost.get("KNOWN_INCOMPATIBLE_EDITION", "NO") == "NO"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# scanning: which IFDs exist and which bytes their wanted values need
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ScanResult:
+    header: TiffHeader | None
+    ifds: list[RawIFD]
+    missing: list[ByteRange]
+    needed_end: int  # end offset of the last byte the header parts read so far occupy
+
+
+def _subfile_type(buf: SparseBuffer, header: TiffHeader, raw: RawIFD) -> int:
+    entry = raw.entries.get(Tag.NEW_SUBFILE_TYPE)
+    if entry is None or entry.inline is None:
+        return 0
+    return int(tag_values(buf, header, entry)[0])
+
+
+def _wanted_entries(raw: RawIFD) -> list[TagEntry]:
+    return [e for t, e in raw.entries.items() if t in WANTED_TAGS]
+
+
+def scan(
+    buf: SparseBuffer, limits: ParseLimits, lazy_index_bytes: int
+) -> ScanResult:
+    """Walk the IFD chain (and the first IFD's SubIFDs) as far as the buffer allows.
+
+    Stops at a second full-resolution page: later pages are other images, not overviews.
+    """
+    try:
+        header = parse_header(buf)
+    except NeedBytes as need:
+        return ScanResult(None, [], [need.range], need.range.end)
+    needed_end = header.size
+    ifds: list[RawIFD] = []
+    missing: list[ByteRange] = []
+    visited: set[int] = set()
+    chain: list[int] = [header.first_ifd]
+    while chain:
+        offset = chain.pop(0)
+        if offset in visited:
+            raise TiffFormatError(f"IFD loop: offset {offset} is referenced twice")
+        visited.add(offset)
+        if len(visited) > limits.max_ifds:
+            raise LimitExceededError("IFD count", len(visited), limits.max_ifds)
+        try:
+            raw = parse_ifd(buf, header, offset, limits)
+        except NeedBytes as need:
+            missing.append(need.range)
+            continue
+        count = len(raw.entries)
+        needed_end = max(needed_end, ifd_entries_range(header, offset, count).end)
+        if ifds and not _subfile_type(buf, header, raw) & (FILETYPE_REDUCED | FILETYPE_MASK):
+            break  # a new page, not an overview or mask of the first image
+        ifds.append(raw)
+        for entry in _wanted_entries(raw):
+            rng = entry.value_range
+            if rng is None:
+                continue
+            check_value_range(entry, buf.size, limits)
+            if entry.tag in INDEX_TAGS and rng.length > lazy_index_bytes and not buf.has(
+                rng.start, rng.length
+            ):
+                continue  # loaded on demand, slice by slice
+            if buf.has(rng.start, rng.length):
+                needed_end = max(needed_end, rng.end)
+            else:
+                missing.append(rng)
+        if len(ifds) == 1 and Tag.SUB_IFDS in raw.entries:
+            entry = raw.entries[Tag.SUB_IFDS]
+            try:
+                chain.extend(int(v) for v in tag_values(buf, header, entry))
+            except NeedBytes as need:
+                missing.append(need.range)
+        if raw.next_ifd:
+            chain.append(raw.next_ifd)
+    return ScanResult(header, ifds, missing, needed_end)
+
+
+# --------------------------------------------------------------------------------------------
+# building: raw IFDs -> levels and masks
+# --------------------------------------------------------------------------------------------
+
+
+class _Tags:
+    """Typed access to one raw IFD's tag values over a buffer that holds them."""
+
+    def __init__(self, buf: SparseBuffer, header: TiffHeader, raw: RawIFD) -> None:
+        self.buf, self.header, self.raw = buf, header, raw
+
+    def has(self, tag: int) -> bool:
+        return tag in self.raw.entries
+
+    def ints(self, tag: int) -> tuple[int, ...] | None:
+        entry = self.raw.entries.get(tag)
+        if entry is None:
+            return None
+        return tuple(int(v) for v in tag_values(self.buf, self.header, entry))
+
+    def floats(self, tag: int) -> tuple[float, ...] | None:
+        entry = self.raw.entries.get(tag)
+        if entry is None:
+            return None
+        return tuple(float(v) for v in tag_values(self.buf, self.header, entry))
+
+    def int1(self, tag: int, default: int | None = None) -> int:
+        values = self.ints(tag)
+        if not values:
+            if default is None:
+                raise TiffFormatError(f"IFD at {self.raw.offset} lacks required tag {tag}")
+            return default
+        return values[0]
+
+    def ascii(self, tag: int) -> str | None:
+        entry = self.raw.entries.get(tag)
+        return None if entry is None else tag_ascii(self.buf, entry)
+
+    def raw_bytes(self, tag: int) -> bytes | None:
+        entry = self.raw.entries.get(tag)
+        return None if entry is None else tag_bytes(self.buf, entry)
+
+
+def _index_array(tags: _Tags, tag: int, expected: int) -> IndexArray:
+    entry = tags.raw.entries.get(tag)
+    if entry is None:
+        raise TiffFormatError(f"IFD at {tags.raw.offset} lacks tag {tag} (block index)")
+    if entry.type not in (3, 4, 13, 16, 18):
+        raise TiffFormatError(f"tag {tag} has field type {entry.type}, not an unsigned integer")
+    if entry.count < expected:
+        raise TiffFormatError(f"tag {tag} holds {entry.count} entries, {expected} needed")
+    char = {3: "u2", 4: "u4", 13: "u4", 16: "u8", 18: "u8"}[entry.type]
+    dtype = np.dtype(tags.header.byteorder + char)
+    if entry.inline is not None:
+        return IndexArray.from_bytes(0, expected, dtype, entry.inline)
+    if tags.buf.has(entry.offset, expected * dtype.itemsize):
+        data = tags.buf.get(entry.offset, expected * dtype.itemsize)
+        return IndexArray.from_bytes(entry.offset, expected, dtype, data)
+    return IndexArray(entry.offset, expected, dtype)
+
+
+def _check_supported(ifd: ImageIFD) -> None:
+    if ifd.compression not in SUPPORTED_COMPRESSION:
+        raise UnsupportedTiffError(f"{compression_name(ifd.compression)} compression")
+    if ifd.sample_format not in (1, 2, 3):
+        raise UnsupportedTiffError(f"SampleFormat {ifd.sample_format} (complex or undefined)")
+    if ifd.sample_format == 3 and ifd.bits not in (16, 32, 64):
+        raise UnsupportedTiffError(f"{ifd.bits}-bit floating point samples")
+    if not 1 <= ifd.bits <= 64:
+        raise TiffFormatError(f"BitsPerSample {ifd.bits}")
+    if ifd.bits % 8 and (ifd.sample_format != 1 or ifd.bits > 32):
+        raise UnsupportedTiffError(f"{ifd.bits}-bit samples of SampleFormat {ifd.sample_format}")
+    if ifd.bits % 8 and ifd.predictor != 1:
+        raise UnsupportedTiffError(f"predictor {ifd.predictor} with {ifd.bits}-bit samples")
+    if ifd.predictor not in (1, 2, 3):
+        raise UnsupportedTiffError(f"predictor {ifd.predictor}")
+    if ifd.predictor == 3 and ifd.sample_format != 3:
+        raise UnsupportedTiffError("floating-point predictor on integer samples")
+    if ifd.planar not in (1, 2):
+        raise TiffFormatError(f"PlanarConfiguration {ifd.planar}")
+    if ifd.photometric == 6 and ifd.compression != 7:
+        raise UnsupportedTiffError("YCbCr samples without JPEG compression")
+    if ifd.compression in (7, 50001) and ifd.bits != 8:
+        raise UnsupportedTiffError(f"{ifd.bits}-bit {compression_name(ifd.compression)}")
+    if ifd.fill_order not in (1, 2):
+        raise TiffFormatError(f"FillOrder {ifd.fill_order}")
+
+
+def _describe(
+    tags: _Tags, subfile_type: int, limits: ParseLimits
+) -> ImageIFD:
+    width = tags.int1(Tag.IMAGE_WIDTH)
+    height = tags.int1(Tag.IMAGE_LENGTH)
+    if not (0 < width <= limits.max_dimension and 0 < height <= limits.max_dimension):
+        raise TiffFormatError(f"image size {width} x {height}")
+    if tags.int1(Tag.IMAGE_DEPTH, 1) != 1:
+        raise UnsupportedTiffError("volumetric images (ImageDepth)")
+    samples = tags.int1(Tag.SAMPLES_PER_PIXEL, 1)
+    if not 0 < samples <= limits.max_samples:
+        raise TiffFormatError(f"SamplesPerPixel {samples}")
+    bits_all = tags.ints(Tag.BITS_PER_SAMPLE) or (1,)
+    if len(set(bits_all)) != 1:
+        raise UnsupportedTiffError(f"mixed BitsPerSample {bits_all}")
+    formats = tags.ints(Tag.SAMPLE_FORMAT) or (1,)
+    if len(set(formats)) != 1:
+        raise UnsupportedTiffError(f"mixed SampleFormat {formats}")
+    planar = tags.int1(Tag.PLANAR_CONFIG, 1) if samples > 1 else 1
+    tiled = tags.has(Tag.TILE_WIDTH) or tags.has(Tag.TILE_OFFSETS)
+    if tiled:
+        bw, bh = tags.int1(Tag.TILE_WIDTH), tags.int1(Tag.TILE_LENGTH)
+        off_tag, cnt_tag = Tag.TILE_OFFSETS, Tag.TILE_BYTE_COUNTS
+    else:
+        bw, bh = width, min(tags.int1(Tag.ROWS_PER_STRIP, height), height)
+        off_tag, cnt_tag = Tag.STRIP_OFFSETS, Tag.STRIP_BYTE_COUNTS
+    if bw <= 0 or bh <= 0:
+        raise TiffFormatError(f"block size {bw} x {bh}")
+    compression = tags.int1(Tag.COMPRESSION, 1)
+    ifd = ImageIFD(
+        offset=tags.raw.offset,
+        subfile_type=subfile_type,
+        width=width,
+        height=height,
+        tiled=tiled,
+        block_width=bw,
+        block_height=bh,
+        samples=samples,
+        bits=bits_all[0],
+        sample_format=formats[0],
+        planar=planar,
+        compression=compression,
+        predictor=tags.int1(Tag.PREDICTOR, 1),
+        photometric=tags.int1(Tag.PHOTOMETRIC, 1),
+        extra_samples=tags.ints(Tag.EXTRA_SAMPLES) or (),
+        fill_order=tags.int1(Tag.FILL_ORDER, 1),
+        byteorder=tags.header.byteorder,
+        offsets=IndexArray.from_values(()),
+        byte_counts=IndexArray.from_values(()),
+        jpeg_tables=tags.raw_bytes(Tag.JPEG_TABLES) if compression == 7 else None,
+        lerc_parameters=tags.ints(Tag.LERC_PARAMETERS) or (),
+    )
+    if ifd.compression in (7, 50001, 34887):
+        ifd.predictor = 1  # image codecs carry their own prediction; a predictor tag is ignored
+    _check_supported(ifd)
+    if ifd.n_blocks > limits.max_tiles:
+        raise LimitExceededError("block count", ifd.n_blocks, limits.max_tiles)
+    if ifd.decoded_block_bytes() > limits.max_tile_bytes:
+        raise LimitExceededError("decoded block bytes", ifd.decoded_block_bytes(),
+                                 limits.max_tile_bytes)
+    ifd.offsets = _index_array(tags, off_tag, ifd.n_blocks)
+    ifd.byte_counts = _index_array(tags, cnt_tag, ifd.n_blocks)
+    return ifd
+
+
+def _same_kind(a: ImageIFD, b: ImageIFD) -> bool:
+    return (a.samples, a.bits, a.sample_format) == (b.samples, b.bits, b.sample_format)
+
+
+def _is_mask_ifd(ifd: ImageIFD) -> bool:
+    return ifd.is_mask and ifd.samples == 1 and ifd.bits in (1, 8)
+
+
+def build(buf: SparseBuffer, result: ScanResult, limits: ParseLimits) -> TiffStructure:
+    """A complete ``scan`` (no missing bytes) -> the file's structure."""
+    if result.header is None or not result.ifds:
+        raise TiffFormatError("no image found in the file")
+    header = result.header
+    described: list[ImageIFD] = []
+    for raw in result.ifds:
+        tags = _Tags(buf, header, raw)
+        subfile = _subfile_type(buf, header, raw)
+        try:
+            described.append(_describe(tags, subfile, limits))
+        except (UnsupportedTiffError, TiffFormatError):
+            if not described:
+                raise  # the full-resolution image itself must be readable
+            continue  # an odd overview or mask is skipped, the image stays readable
+    base = described[0]
+    if base.is_mask:
+        raise TiffFormatError("the first IFD is a mask")
+    overviews = [
+        d for d in described[1:]
+        if not d.is_mask and _same_kind(d, base) and d.width < base.width
+        and d.height <= base.height
+    ]
+    overviews.sort(key=lambda d: -d.width)
+    levels = [base]
+    for ov in overviews:
+        if ov.width < levels[-1].width:
+            levels.append(ov)
+    mask_by_size = {(d.width, d.height): d for d in described[1:] if _is_mask_ifd(d)}
+    masks = [mask_by_size.get((lv.width, lv.height)) for lv in levels]
+
+    first = _Tags(buf, header, result.ifds[0])
+    geo = parse_geokeys(
+        first.ints(Tag.GEO_KEY_DIRECTORY),
+        first.floats(Tag.MODEL_PIXEL_SCALE),
+        first.floats(Tag.MODEL_TIEPOINT),
+        first.floats(Tag.MODEL_TRANSFORMATION),
+    )
+    dt = base.dtype
+    lo, hi = (np.iinfo(dt).min, np.iinfo(dt).max) if dt.kind in "iu" else (-math.inf, math.inf)
+    nodata = nodata_for_dtype(parse_nodata(first.ascii(Tag.GDAL_NODATA)), dt.kind, lo, hi)
+    ghost: dict[str, str] = {}
+    if buf.has(header.size, 64):
+        avail = min(buf.size - header.size, 4096)
+        if buf.has(header.size, avail):
+            ghost, _ = parse_ghost(buf.get(header.size, avail))
+    return TiffStructure(
+        header=header,
+        size=buf.size,
+        levels=levels,
+        masks=masks,
+        geo=geo,
+        nodata=nodata,
+        gdal_metadata=first.ascii(Tag.GDAL_METADATA),
+        ghost=ghost,
+        header_bytes=result.needed_end,
+    )
