@@ -19,6 +19,7 @@ from .cache import LRUCache
 from .errors import ObjectChangedError, TransientError
 from .plan import coalesce, strip_leader
 from .source.base import RangeSource
+from .tasks import gather_all
 from .types import ByteRange, Stats
 
 __all__ = ["BlockRequest", "Fetcher", "Inflight", "LeaderMismatch", "RetryPolicy"]
@@ -144,11 +145,7 @@ class Fetcher:
 
     async def get_many(self, ranges: Sequence[ByteRange], purpose: Purpose) -> list[bytes]:
         """All ranges concurrently; the first failure cancels the rest."""
-        if len(ranges) == 1:
-            return [await self.get(ranges[0], purpose)]
-        async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(self.get(r, purpose)) for r in ranges]
-        return [t.result() for t in tasks]
+        return await gather_all(self.get(r, purpose) for r in ranges)
 
     async def open(self, length: int) -> tuple[object, bytes]:
         """The source's first read (metadata + prefix), retried like any other."""

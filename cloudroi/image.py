@@ -40,6 +40,7 @@ from .plan import (
     overview_window,
 )
 from .source.base import RangeSource
+from .tasks import gather_all
 from .source.memory import MemorySource
 from .tiff.structure import ImageIFD, TiffStructure
 from .tiff.tags import PHOTOMETRIC_NAMES
@@ -531,12 +532,9 @@ class Image:
             await loop.run_in_executor(executor, decode_and_work, ref, data)
             stats.tiles_decoded += 1
 
-        pending = [(ref, aw) for ref, aw in zip(refs, sources, strict=True) if aw is not None]
-        if not pending:
-            return
-        async with asyncio.TaskGroup() as tg:
-            for ref, aw in pending:
-                tg.create_task(one(ref, aw))
+        await gather_all(
+            one(ref, aw) for ref, aw in zip(refs, sources, strict=True) if aw is not None
+        )
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -728,7 +726,7 @@ class Image:
                 max_gap=self.options.coalesce_gap,
                 max_size=self.options.coalesce_max,
             )
-            datas = await asyncio.gather(*awaitables)
+            datas = await gather_all(awaitables)
             for req, data in zip(requests, datas, strict=True):
                 self._preloaded[req.key] = data
                 total += len(data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -25,3 +26,51 @@ def server(range_server: RangeServer) -> Iterator[RangeServer]:
     yield range_server
     range_server.fault = None
     range_server.latency = 0.0
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """moto's S3 in server mode on 127.0.0.1 (a real HTTP endpoint, read through s3fs).
+
+    Yields the endpoint URL. Credentials are dummy values set in the environment for the session.
+    """
+    import os
+
+    from moto.server import ThreadedMotoServer
+
+    saved = {k: os.environ.get(k) for k in _S3_ENV}
+    os.environ.update(_S3_ENV)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+_S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+@pytest.fixture
+def s3_client(s3_server: str) -> Any:
+    """A boto3 client on the moto server, for putting test objects."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+
+
+@pytest.fixture
+def s3_storage_options(s3_server: str) -> dict[str, dict[str, Any]]:
+    """``ContextOptions.storage_options`` pointing s3:// at the moto server."""
+    return {"s3": {"endpoint_url": s3_server, "key": "testing", "secret": "testing"}}

@@ -116,8 +116,9 @@ class FsspecSource:
         try:
             data, content_range, etag = await self._s3_get(rng)
         except Exception as exc:
-            if _client_error_of(exc) is not None and "InvalidRange" in str(exc):
-                # An empty object cannot satisfy any range.
+            err = _client_error_of(exc)
+            if err is not None and err.response.get("Error", {}).get("Code") == "InvalidRange":
+                # Only an empty object cannot satisfy a range starting at byte 0.
                 return ObjectMeta(size=0), b""
             raise
         if content_range is None:

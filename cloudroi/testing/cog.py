@@ -1,0 +1,236 @@
+"""A small writer of Cloud-Optimized GeoTIFFs laid out the way GDAL's COG driver lays them out.
+
+Used for the bundled sample image and by tests that need a COG without GDAL. Layout (GDAL's
+``doc/source/drivers/raster/cog.rst``): TIFF header, the ghost area of structural metadata, every IFD
+with its tag arrays (full resolution first, masks right after their image, then overviews), then the
+tile data, smallest overview first, each tile preceded by its size as a little-endian uint32 and
+followed by a repeat of its last 4 bytes. Classic TIFF, little-endian, chunky, tiled.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import imagecodecs
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["write_cog"]
+
+_COMPRESSION = {"none": 1, "lzw": 5, "deflate": 8, "zstd": 50000}
+
+
+def _encode(block: npt.NDArray[Any], compression: str, predictor: int) -> bytes:
+    """Encode one (rows, cols, samples) tile."""
+    arr = np.ascontiguousarray(block)
+    if predictor == 2:
+        arr = imagecodecs.delta_encode(arr, axis=-2)
+    elif predictor == 3:
+        arr = imagecodecs.floatpred_encode(arr, axis=-2)
+    raw = np.ascontiguousarray(arr).tobytes()
+    if compression == "none":
+        return raw
+    if compression == "deflate":
+        return bytes(imagecodecs.zlib_encode(raw, level=6))
+    if compression == "zstd":
+        return bytes(imagecodecs.zstd_encode(raw, level=9))
+    if compression == "lzw":
+        return bytes(imagecodecs.lzw_encode(raw))
+    raise ValueError(f"compression {compression!r}")
+
+
+@dataclass
+class _Page:
+    data: npt.NDArray[Any]  # (rows, cols, samples)
+    subfile: int
+    tile: int
+    compression: str
+    predictor: int
+    tiles: list[bytes] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+
+
+def _tiles(page: _Page, fill: Any) -> list[bytes]:
+    h, w, s = page.data.shape
+    t = page.tile
+    out = []
+    for r in range(0, h, t):
+        for c in range(0, w, t):
+            block = np.full((t, t, s), fill, dtype=page.data.dtype)
+            part = page.data[r : r + t, c : c + t]
+            block[: part.shape[0], : part.shape[1]] = part
+            out.append(_encode(block, page.compression, page.predictor))
+    return out
+
+
+def _sample_format(dtype: np.dtype[Any]) -> int:
+    return {"u": 1, "i": 2, "f": 3}[dtype.kind]
+
+
+def _geokeys(epsg: int) -> list[int]:
+    geographic = epsg == 4326 or 4000 <= epsg < 5000
+    keys = [(1024, 0, 1, 2 if geographic else 1), (1025, 0, 1, 1)]
+    keys.append((2048, 0, 1, epsg) if geographic else (3072, 0, 1, epsg))
+    out = [1, 1, 0, len(keys)]
+    for k in keys:
+        out.extend(k)
+    return out
+
+
+def _ifd_entries(page: _Page, first: bool, extra: dict[int, tuple[int, Sequence[Any] | bytes]]
+                 ) -> dict[int, tuple[int, Sequence[Any] | bytes]]:
+    h, w, s = page.data.shape
+    dt = page.data.dtype
+    entries: dict[int, tuple[int, Sequence[Any] | bytes]] = {
+        254: (4, [page.subfile]),
+        256: (3 if w < 65536 else 4, [w]),
+        257: (3 if h < 65536 else 4, [h]),
+        258: (3, [dt.itemsize * 8] * s),
+        259: (3, [_COMPRESSION[page.compression]]),
+        262: (3, [4 if page.subfile & 4 else (2 if s in (3, 4) and dt == np.uint8 else 1)]),
+        277: (3, [s]),
+        284: (3, [1]),
+        322: (3, [page.tile]),
+        323: (3, [page.tile]),
+        324: (4, page.offsets),
+        325: (4, [len(t) for t in page.tiles]),
+        339: (3, [_sample_format(dt)] * s),
+    }
+    if page.predictor != 1:
+        entries[317] = (3, [page.predictor])
+    if s == 4 and dt == np.uint8 and not page.subfile & 4:
+        entries[338] = (3, [2])  # unassociated alpha
+    if first:
+        entries.update(extra)
+    return entries
+
+
+_TYPE_FMT = {1: "B", 2: "B", 3: "H", 4: "I", 7: "B", 12: "d"}
+
+
+def _pack_value(typ: int, value: Sequence[Any] | bytes) -> bytes:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    return struct.pack(f"<{len(value)}{_TYPE_FMT[typ]}", *value)
+
+
+def write_cog(
+    data: npt.NDArray[Any],
+    *,
+    tile: int = 256,
+    compression: str = "deflate",
+    predictor: int = 1,
+    overviews: int | None = None,
+    nodata: float | None = None,
+    mask: npt.NDArray[Any] | None = None,
+    epsg: int | None = None,
+    transform: tuple[float, float, float, float, float, float] | None = None,
+    leader: bool = True,
+) -> bytes:
+    """Encode ``data`` ((bands, rows, cols) or (rows, cols)) as a COG and return its bytes.
+
+    ``overviews`` levels are made by nearest decimation by 2, 4, ...; by default until the level
+    fits one tile. ``mask`` (rows, cols; nonzero = valid) adds a GDAL internal 8-bit mask with
+    its own overviews. ``transform`` is GDAL-order (x0, dx, 0, y0, 0, dy) for a north-up grid.
+    """
+    arr = np.asarray(data)
+    if arr.ndim == 2:
+        arr = arr[np.newaxis]
+    chunky = np.ascontiguousarray(np.moveaxis(arr, 0, -1))
+    h, w, _ = chunky.shape
+    if overviews is None:
+        overviews = 0
+        while max(h, w) >> overviews > tile:
+            overviews += 1
+    fill = nodata if nodata is not None else 0
+    pages: list[_Page] = []
+    for level in range(overviews + 1):
+        f = 1 << level
+        pages.append(_Page(chunky[::f, ::f], 0 if level == 0 else 1, tile, compression, predictor))
+        if mask is not None:
+            m = (np.asarray(mask)[::f, ::f] != 0).astype(np.uint8)[:, :, np.newaxis] * 255
+            pages.append(_Page(m, 4 if level == 0 else 5, tile, "deflate", 1))
+    for page in pages:
+        page.tiles = _tiles(page, fill if not page.subfile & 4 else 0)
+
+    extra: dict[int, tuple[int, Sequence[Any] | bytes]] = {}
+    if transform is not None:
+        x0, dx, _, y0, _, dy = transform
+        extra[33550] = (12, [dx, -dy, 0.0])
+        extra[33922] = (12, [0.0, 0.0, 0.0, x0, y0, 0.0])
+    if epsg is not None:
+        extra[34735] = (3, _geokeys(epsg))
+    if nodata is not None:
+        text = "nan" if np.isnan(nodata) else repr(float(nodata)).removesuffix(".0")
+        extra[42113] = (2, text.encode() + b"\x00")
+
+    ghost_lines = [
+        "LAYOUT=IFDS_BEFORE_DATA",
+        "BLOCK_ORDER=ROW_MAJOR",
+        "BLOCK_LEADER=SIZE_AS_UINT4" if leader else "BLOCK_LEADER=NONE",
+        "BLOCK_TRAILER=LAST_4_BYTES_REPEATED" if leader else "BLOCK_TRAILER=NONE",
+        "KNOWN_INCOMPATIBLE_EDITION=NO",
+    ]
+    body = "\n".join(ghost_lines) + "\n "
+    ghost = f"GDAL_STRUCTURAL_METADATA_SIZE={len(body):06d} bytes\n{body}".encode()
+
+    # Pass 1: sizes of every IFD with its out-of-line values, to place the tile data after them.
+    def ifd_blob(page: _Page, first: bool, at: int, next_ifd: int) -> bytes:
+        entries = sorted(_ifd_entries(page, first, extra).items())
+        n = len(entries)
+        table_end = at + 2 + 12 * n + 4
+        values = b""
+        table = struct.pack("<H", n)
+        for tag, (typ, value) in entries:
+            packed = _pack_value(typ, value)
+            count = len(value) if not isinstance(value, bytes | bytearray) else len(value)
+            if len(packed) <= 4:
+                table += struct.pack("<HHI", tag, typ, count) + packed.ljust(4, b"\x00")
+            else:
+                if (table_end + len(values)) % 2:
+                    values += b"\x00"
+                table += struct.pack("<HHII", tag, typ, count, table_end + len(values))
+                values += packed
+        table += struct.pack("<I", next_ifd)
+        return table + values
+
+    for page in pages:  # placeholder offsets so the arrays have their final size
+        page.offsets = [0] * len(page.tiles)
+    header_len = 8 + len(ghost)
+    sizes = []
+    at = header_len
+    for i, page in enumerate(pages):
+        blob = ifd_blob(page, i == 0, at, 0)
+        sizes.append(len(blob))
+        at += len(blob) + (len(blob) % 2)
+    data_start = at
+
+    # Tile data: smallest overview first (GDAL writes overviews before full resolution).
+    cursor = data_start
+    for page in reversed(pages):
+        for j, t in enumerate(page.tiles):
+            cursor += 4 if leader else 0
+            page.offsets[j] = cursor
+            cursor += len(t) + (4 if leader else 0)
+
+    out = bytearray(b"II*\x00" + struct.pack("<I", header_len) + ghost)
+    ifd_at = [header_len]
+    for s in sizes[:-1]:
+        ifd_at.append(ifd_at[-1] + s + (s % 2))
+    for i, page in enumerate(pages):
+        nxt = ifd_at[i + 1] if i + 1 < len(pages) else 0
+        blob = ifd_blob(page, i == 0, ifd_at[i], nxt)
+        assert len(out) == ifd_at[i]
+        out += blob + (b"\x00" if len(blob) % 2 else b"")
+    assert len(out) == data_start
+    for page in reversed(pages):
+        for t in page.tiles:
+            if leader:
+                out += struct.pack("<I", len(t))
+            out += t
+            if leader:
+                out += t[-4:]
+    return bytes(out)
