@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import LimitExceededError, TiffFormatError
+from .errors import TiffFormatError
 from .fetch import Fetcher
 from .plan import coalesce
 from .tiff.parse import ParseLimits, SparseBuffer
@@ -63,7 +63,9 @@ async def load_structure(
         ranges = _extend(result.missing, readahead, meta.size)
         fetched += sum(r.length for r in ranges)
         if fetched > limits.max_header_bytes:
-            raise LimitExceededError("header bytes", fetched, limits.max_header_bytes)
+            raise TiffFormatError(
+                f"header spans more than {limits.max_header_bytes} bytes ({fetched} fetched)"
+            )
         for rng, data in zip(ranges, await fetcher.get_many(ranges, "header"), strict=True):
             buf.add(rng.start, data)
         readahead *= 2

@@ -135,7 +135,7 @@ def coalesce(ranges: Sequence[ByteRange], max_gap: int, max_size: int) -> list[C
     for i in order:
         r = ranges[i]
         if members and (
-            r.start <= cur_end
+            r.start < cur_end
             or (r.start - cur_end <= max_gap and max(cur_end, r.end) - cur_start <= max_size)
         ):
             cur_end = max(cur_end, r.end)

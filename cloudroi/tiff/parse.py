@@ -12,7 +12,7 @@ import bisect
 import struct
 from dataclasses import dataclass, field
 
-from ..errors import LimitExceededError, TiffFormatError
+from ..errors import TiffFormatError
 from ..types import ByteRange
 from .tags import FIELD_TYPES
 
@@ -229,7 +229,9 @@ def parse_ifd(buf: SparseBuffer, header: TiffHeader, offset: int, limits: ParseL
 
 def check_value_range(entry: TagEntry, size: int, limits: ParseLimits) -> None:
     if entry.nbytes > limits.max_tag_bytes:
-        raise LimitExceededError(f"tag {entry.tag} value bytes", entry.nbytes, limits.max_tag_bytes)
+        raise TiffFormatError(
+            f"tag {entry.tag} claims {entry.nbytes} bytes (cap {limits.max_tag_bytes})"
+        )
     rng = entry.value_range
     if rng is not None and rng.end > size:
         raise TiffFormatError(f"tag {entry.tag} value at {rng.start} runs past the end of file")

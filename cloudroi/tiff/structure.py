@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LimitExceededError, TiffFormatError, UnsupportedTiffError
+from ..errors import TiffFormatError, UnsupportedTiffError
 from ..types import ByteRange
 from .geo import GeoInfo, nodata_for_dtype, parse_geokeys, parse_ghost, parse_nodata
 from .index import IndexArray
@@ -198,7 +198,7 @@ def scan(
             raise TiffFormatError(f"IFD loop: offset {offset} is referenced twice")
         visited.add(offset)
         if len(visited) > limits.max_ifds:
-            raise LimitExceededError("IFD count", len(visited), limits.max_ifds)
+            raise TiffFormatError(f"more than {limits.max_ifds} IFDs")
         try:
             raw = parse_ifd(buf, header, offset, limits)
         except NeedBytes as need:
@@ -377,10 +377,11 @@ def _describe(
         ifd.predictor = 1  # image codecs carry their own prediction; a predictor tag is ignored
     _check_supported(ifd)
     if ifd.n_blocks > limits.max_tiles:
-        raise LimitExceededError("block count", ifd.n_blocks, limits.max_tiles)
+        raise TiffFormatError(f"{ifd.n_blocks} blocks (cap {limits.max_tiles})")
     if ifd.decoded_block_bytes() > limits.max_tile_bytes:
-        raise LimitExceededError("decoded block bytes", ifd.decoded_block_bytes(),
-                                 limits.max_tile_bytes)
+        raise TiffFormatError(
+            f"blocks of {ifd.decoded_block_bytes()} decoded bytes (cap {limits.max_tile_bytes})"
+        )
     ifd.offsets = _index_array(tags, off_tag, ifd.n_blocks)
     ifd.byte_counts = _index_array(tags, cnt_tag, ifd.n_blocks)
     return ifd
