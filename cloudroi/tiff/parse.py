@@ -92,12 +92,22 @@ class SparseBuffer:
         i = bisect.bisect_right(self._starts, start) - 1
         return i >= 0 and start + length <= self._starts[i] + len(self._chunks[i])
 
+    def available(self, start: int, max_length: int) -> bytes:
+        """Up to ``max_length`` contiguous bytes held from ``start`` (possibly none)."""
+        i = bisect.bisect_right(self._starts, start) - 1
+        if i < 0:
+            return b""
+        c_start, c = self._starts[i], self._chunks[i]
+        return c[start - c_start : start - c_start + max_length]
+
     def get(self, start: int, length: int) -> bytes:
         """The bytes ``[start, start+length)``; ``NeedBytes`` if absent, error if past the end."""
         if start < 0 or length < 0 or start + length > self.size:
             raise TiffFormatError(
                 f"bytes {start}-{start + length} lie outside the {self.size}-byte object"
             )
+        if length == 0:
+            return b""
         i = bisect.bisect_right(self._starts, start) - 1
         if i >= 0:
             c_start, c = self._starts[i], self._chunks[i]

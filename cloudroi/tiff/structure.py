@@ -191,10 +191,15 @@ def scan(
     ifds: list[RawIFD] = []
     missing: list[ByteRange] = []
     visited: set[int] = set()
+    # SubIFDs may be both listed in the tag and chained by their next pointers (tifffile does
+    # both): reaching a listed one twice is not a loop.
+    listed: set[int] = set()
     chain: list[int] = [header.first_ifd]
     while chain:
         offset = chain.pop(0)
         if offset in visited:
+            if offset in listed:
+                continue
             raise TiffFormatError(f"IFD loop: offset {offset} is referenced twice")
         visited.add(offset)
         if len(visited) > limits.max_ifds:
@@ -225,7 +230,9 @@ def scan(
         if len(ifds) == 1 and Tag.SUB_IFDS in raw.entries:
             entry = raw.entries[Tag.SUB_IFDS]
             try:
-                chain.extend(int(v) for v in tag_values(buf, header, entry))
+                subs = [int(v) for v in tag_values(buf, header, entry)]
+                listed.update(subs)
+                chain.extend(subs)
             except NeedBytes as need:
                 missing.append(need.range)
         if raw.next_ifd:
@@ -436,11 +443,9 @@ def build(buf: SparseBuffer, result: ScanResult, limits: ParseLimits) -> TiffStr
     dt = base.dtype
     lo, hi = (np.iinfo(dt).min, np.iinfo(dt).max) if dt.kind in "iu" else (-math.inf, math.inf)
     nodata = nodata_for_dtype(parse_nodata(first.ascii(Tag.GDAL_NODATA)), dt.kind, lo, hi)
-    ghost: dict[str, str] = {}
-    if buf.has(header.size, 64):
-        avail = min(buf.size - header.size, 4096)
-        if buf.has(header.size, avail):
-            ghost, _ = parse_ghost(buf.get(header.size, avail))
+    ghost, span = parse_ghost(buf.available(header.size, 4096))
+    if span > len(buf.available(header.size, span)):
+        ghost = {}  # cut off by the end of the bytes in hand: do not trust a partial block
     return TiffStructure(
         header=header,
         size=buf.size,
