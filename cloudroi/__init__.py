@@ -1,4 +1,4 @@
-"""cloudroi: read just the region of a TIFF/COG you need, from HTTP(S), S3, any fsspec store or disk.
+"""cloudroi: read just the region of a TIFF/COG you need, from HTTP(S), S3, fsspec stores or disk.
 
     async with cloudroi.open("https://example.com/scene.tif") as img:
         arr = await img.read(window=(1024, 2048, 512, 512))
@@ -95,7 +95,7 @@ class _Opening:
             await self._image.close()
 
 
-def open(  # noqa: A001 - the verb users expect, like builtins.open and rasterio.open
+def open(
     url: str | RangeSource | bytes,
     *,
     context: Context | None = None,

@@ -4,9 +4,9 @@ The whole tree::
 
     CloudROIError
     ├── TiffFormatError            the bytes are not a readable TIFF (truncated, loops, bad offsets)
-    │   └── UnsupportedTiffError   a valid TIFF using a feature cloudroi does not read (names it)
+    │   └── UnsupportedTiffError   a valid TIFF using a feature not read here (names it)
     ├── WindowError                a window, level, band or output shape outside what the image has
-    ├── LimitExceededError         a configured budget (bytes, tiles, pixels, header size) would be passed
+    ├── LimitExceededError         a configured budget (bytes, tiles, output size) would be passed
     └── SourceError                the storage layer failed; ``url`` names the object
         ├── SourceNotFoundError    404 / NoSuchKey / missing file
         ├── AccessDeniedError      401 / 403 / permission denied
@@ -60,7 +60,7 @@ class WindowError(CloudROIError, ValueError):
 
 
 class LimitExceededError(CloudROIError):
-    """A read or open would exceed a configured budget; raised before the costly work starts."""
+    """A read would exceed a configured budget; raised before the costly work starts."""
 
     def __init__(self, what: str, value: int, limit: int) -> None:
         super().__init__(f"{what} {value} exceeds the limit of {limit}")
@@ -91,7 +91,7 @@ class RangeNotSupportedError(SourceError):
 
 
 class ObjectChangedError(SourceError):
-    """The object changed between open and a later read: pixels from two versions are never mixed."""
+    """The object changed between open and a later read; two versions are never mixed."""
 
 
 class UpstreamError(SourceError):

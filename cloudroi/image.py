@@ -40,8 +40,8 @@ from .plan import (
     overview_window,
 )
 from .source.base import RangeSource
-from .tasks import gather_all
 from .source.memory import MemorySource
+from .tasks import gather_all
 from .tiff.structure import ImageIFD, TiffStructure
 from .tiff.tags import PHOTOMETRIC_NAMES
 from .types import ByteRange, ObjectMeta, Stats, Tile, Window
@@ -655,9 +655,9 @@ class Image:
         if alpha is not None:
             a = (await self._read_ifd(ifd, win, [alpha - 1], 0, **budgets))[0]
             if a.dtype == np.uint8:
-                return a
+                return np.asarray(a, dtype=np.uint8)
             if a.dtype == np.uint16:
-                return (a >> 8).astype(np.uint8)
+                return np.asarray(a >> 8, dtype=np.uint8)
             return np.where(a > 0, 255, 0).astype(np.uint8)
         if self.nodata is not None:
             data = await self._read_ifd(
@@ -714,10 +714,11 @@ class Image:
             budget = self.options.max_preload_bytes - sum(len(v) for v in self._preloaded.values())
             if size > budget:
                 raise LimitExceededError("preload bytes", size, self.options.max_preload_bytes)
+            keys = [self._key(part, ref.index) for ref, rng in zip(refs, ranges, strict=True)
+                    if rng is not None]
             requests = [
-                BlockRequest(self._key(part, ref.index), rng)
-                for ref, rng in zip(refs, ranges, strict=True)
-                if rng is not None
+                BlockRequest(key, rng)
+                for key, rng in zip(keys, (r for r in ranges if r is not None), strict=True)
             ]
             awaitables = self._fetcher.blocks(
                 requests,
@@ -727,8 +728,8 @@ class Image:
                 max_size=self.options.coalesce_max,
             )
             datas = await gather_all(awaitables)
-            for req, data in zip(requests, datas, strict=True):
-                self._preloaded[req.key] = data
+            for key, data in zip(keys, datas, strict=True):
+                self._preloaded[key] = data
                 total += len(data)
             self.stats.preloaded_tiles += len(requests)
             self.stats.preloaded_bytes += sum(len(d) for d in datas)

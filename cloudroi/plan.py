@@ -81,7 +81,7 @@ def leader_ranges(
     next_offsets: npt.NDArray[np.uint64],
     size: int,
     max_block_bytes: int,
-) -> list[ByteRange | None | bool]:
+) -> list[ByteRange | bool | None]:
     """Ranges ``[offset - 4, next_offset - 4)`` for blocks written with GDAL's 4-byte size leader.
 
     GDAL's COG writer puts each block's byte count in the 4 bytes before its offset and blocks in
@@ -89,7 +89,7 @@ def leader_ranges(
     False where the bound is unknown (next block sparse, last block, odd order): the caller then
     needs TileByteCounts for that block.
     """
-    out: list[ByteRange | None | bool] = []
+    out: list[ByteRange | bool | None] = []
     for off, nxt in zip(offsets.tolist(), next_offsets.tolist(), strict=True):
         if off == 0:
             out.append(None)
@@ -231,7 +231,7 @@ def nearest_indices(src_size: int, dst_size: int, limit: int | None = None) -> n
     inc = src_size / dst_size
     idx = np.floor((np.arange(dst_size) + 0.5) * inc + 1e-10).astype(np.intp)
     hi = (src_size if limit is None else limit) - 1
-    return np.clip(idx, 0, max(hi, 0))
+    return np.asarray(np.clip(idx, 0, max(hi, 0)), dtype=np.intp)
 
 
 def scale_window(window: Window, sx: float, sy: float) -> Window:

@@ -54,7 +54,8 @@ async def test_cold_open_and_read_costs_one_header_get_plus_coalesced_tiles(
     async with cloudroi.open(url, context=ctx, remember_header_size=False) as img:
         assert server.request_count == 1, "open must be a single GET"
         plan = img.plan(window)
-        assert plan.complete and plan.requests
+        assert plan.complete
+        assert plan.requests
         arr = await img.read(window)
     np.testing.assert_array_equal(arr[0], DATA[300:812, 200:712])
     log = server.requests_for()
@@ -68,7 +69,8 @@ async def test_cold_open_and_read_costs_one_header_get_plus_coalesced_tiles(
     assert compressed is not None
     # Tile bytes moved are the tiles' own compressed sizes plus 8 bytes of leader/trailer each.
     assert server.bytes_sent - 32768 <= compressed + 8 * len(plan.blocks)
-    assert img.stats.requests == len(log) and img.stats.bytes_fetched == server.bytes_sent
+    assert img.stats.requests == len(log)
+    assert img.stats.bytes_fetched == server.bytes_sent
 
 
 async def test_second_open_takes_one_request_of_the_remembered_header_size(
@@ -139,13 +141,16 @@ async def test_windows_bands_and_boundless(server: RangeServer, ctx: cloudroi.Co
         arr = await img.read((1200, 900, 200, 200), boundless=True)
         assert arr.shape == (1, 200, 200)
         np.testing.assert_array_equal(arr[0, :100, :100], DATA[900:, 1200:])
-        assert (arr[0, 100:, :] == 0).all() and (arr[0, :, 100:] == 0).all()
+        assert (arr[0, 100:, :] == 0).all()
+        assert (arr[0, :, 100:] == 0).all()
         filled = await img.read((-5, -5, 10, 10), boundless=True, fill_value=7)
         assert (filled[0, :5, :] == 7).all()
         nowhere = await img.read((5000, 5000, 10, 10), boundless=True)
         assert (nowhere == 0).all()
         mask = await img.read_mask((1290, 990, 20, 20), boundless=True)
-        assert mask.shape == (20, 20) and (mask[10:, :] == 0).all() and (mask[:10, 10:] == 0).all()
+        assert mask.shape == (20, 20)
+        assert (mask[10:, :] == 0).all()
+        assert (mask[:10, 10:] == 0).all()
 
 
 async def test_overview_levels_and_out_shape(server: RangeServer, ctx: cloudroi.Context) -> None:
@@ -164,7 +169,8 @@ async def test_preload_then_reads_send_nothing(server: RangeServer, ctx: cloudro
     url = put(server, COG)
     async with cloudroi.open(url, context=ctx) as img:
         loaded = await img.preload(level=1)
-        assert loaded > 0 and img.stats.preloaded_tiles == 24
+        assert loaded > 0
+        assert img.stats.preloaded_tiles == 24
         server.reset()
         arr = await img.read(level=1)
         np.testing.assert_array_equal(arr[0], DATA[::2, ::2])
@@ -237,19 +243,22 @@ async def test_lazy_index_loads_only_the_slices_a_read_needs(
     async with cloudroi.open(url, context=ctx, lazy_index_bytes=1024, prefix_bytes=512,
                              remember_header_size=False) as img:
         base = img.structure.levels[0]
-        assert not base.offsets.resident and not base.byte_counts.resident
+        assert not base.offsets.resident
+        assert not base.byte_counts.resident
         opened = img.stats.bytes_fetched
         assert opened < 20_000 + 16 * 1024  # the 20 KiB arrays were not loaded whole
         window = (100, 100, 64, 64)
         plan = img.plan(window)
-        assert plan.requests is None and plan.index_requests
+        assert plan.requests is None
+        assert plan.index_requests
         arr = await img.read(window)
         np.testing.assert_array_equal(arr[0], DATA[100:164, 100:164])
         assert img.stats.index_requests >= 1
         assert base.byte_counts.loaded_bytes() == 0  # the leader bounded every block
         assert base.offsets.loaded_bytes() < 4 * 1024
         done = img.plan(window)
-        assert done.complete and done.index_requests == ()
+        assert done.complete
+        assert done.index_requests == ()
 
 
 async def test_corrupt_leader_falls_back_to_byte_counts(ctx: cloudroi.Context) -> None:
@@ -283,7 +292,8 @@ async def test_huge_sparse_image_opens_with_tens_of_kib(
         opened = img.stats.bytes_fetched
         assert opened <= 64 * 1024, opened
         arr = await img.read((100_000, 100_000, 1024, 1024))
-        assert (arr[0, 352:864, :512] == 7).all() and arr.sum() == 7 * 512 * 512
+        assert (arr[0, 352:864, :512] == 7).all()
+        assert arr.sum() == 7 * 512 * 512
         read_bytes = img.stats.bytes_fetched - opened
         assert read_bytes < 16 * 1024, read_bytes  # index slices + one small tile
 
@@ -297,7 +307,8 @@ async def test_local_file_and_sync_helpers(tmp_path: Path) -> None:
     arr2 = cloudroi.read(f"file://{path}", (10, 20, 30, 40))
     np.testing.assert_array_equal(arr2, arr)
     info = cloudroi.info(str(path))
-    assert info["width"] == 1300 and info["levels"][1] == [650, 500]
+    assert info["width"] == 1300
+    assert info["levels"][1] == [650, 500]
 
 
 async def test_strips_and_planar_over_http(server: RangeServer, ctx: cloudroi.Context) -> None:
@@ -307,7 +318,8 @@ async def test_strips_and_planar_over_http(server: RangeServer, ctx: cloudroi.Co
                      compression="lzw")
     url = put(server, out.getvalue())
     async with cloudroi.open(url, context=ctx) as img:
-        assert img.block_shape == (7, 500) and img.interleave == "band"
+        assert img.block_shape == (7, 500)
+        assert img.interleave == "band"
         arr = await img.read((3, 290, 100, 10), bands=[3, 1])
         np.testing.assert_array_equal(arr, rgb[[2, 0], 290:300, 3:103])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import numpy as np
@@ -11,8 +12,8 @@ from hypothesis import strategies as st
 
 from cloudroi.errors import TiffFormatError, WindowError
 from cloudroi.plan import (
-    blocks_for_window,
     block_ranges,
+    blocks_for_window,
     check_window,
     choose_overview,
     coalesce,
@@ -59,10 +60,10 @@ def test_coalesce_covers_every_range_once(
         # A group passes the size cap only through overlapping members (which must merge).
         if len(g.members) > 1 and g.range.length > max_size:
             spans = sorted((ranges[m].start, ranges[m].end) for m in g.members)
-            assert any(b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False))
+            assert any(b[0] < a[1] for a, b in itertools.pairwise(spans))
     starts = [g.range.start for g in groups]
     assert starts == sorted(starts)
-    for a, b in zip(groups, groups[1:], strict=False):
+    for a, b in itertools.pairwise(groups):
         assert b.range.start >= a.range.end  # groups never overlap
 
 
@@ -70,7 +71,7 @@ def test_coalesce_covers_every_range_once(
 @settings(max_examples=200, deadline=None)
 def test_coalesce_gap_rule(ranges: list[ByteRange], gap: int) -> None:
     groups = coalesce(ranges, gap, 10**9)
-    for a, b in zip(groups, groups[1:], strict=False):
+    for a, b in itertools.pairwise(groups):
         assert b.range.start - a.range.end > gap  # anything closer would have merged
 
 
@@ -139,7 +140,7 @@ def _leadered(blocks: list[bytes], start: int) -> tuple[bytes, list[int]]:
 def test_leader_ranges_and_strip() -> None:
     blocks = [b"abcdefgh", b"0123456789", b"xyzw"]
     data, offsets = _leadered(blocks, 16)
-    nxt = offsets[1:] + [0]
+    nxt = [*offsets[1:], 0]
     ranges = leader_ranges(
         np.array(offsets, np.uint64), np.array(nxt, np.uint64), len(data), 1000
     )

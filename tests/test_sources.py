@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -58,10 +59,8 @@ async def backend(
         client = request.getfixturevalue("s3_client")
         opts = request.getfixturevalue("s3_storage_options")
         bucket = "conformance"
-        try:
+        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
             client.create_bucket(Bucket=bucket)
-        except client.exceptions.BucketAlreadyOwnedByYou:
-            pass
 
         def put(name: str, data: bytes) -> str:
             client.put_object(Bucket=bucket, Key=name, Body=data)

@@ -72,10 +72,12 @@ class FileSource:
         return meta, data
 
     def _read_sync(self, rng: ByteRange) -> bytes:
-        assert self._fd is not None and self.meta is not None, "read before open"
+        assert self._fd is not None, "read before open"
+        assert self.meta is not None
         # In place (fstat of our descriptor) or replaced by a new file at the path (stat):
         # either way the version pinned at open is gone.
-        if _etag(os.fstat(self._fd)) != self.meta.etag or _etag(os.stat(self.path)) != self.meta.etag:
+        pinned = self.meta.etag
+        if _etag(os.fstat(self._fd)) != pinned or _etag(os.stat(self.path)) != pinned:
             raise ObjectChangedError("file changed since open", url=self.url)
         return os.pread(self._fd, rng.length, rng.start)
 

@@ -176,8 +176,8 @@ class HTTPSource:
                 meta = ObjectMeta(size=size, etag=resp.headers.get("ETag"))
                 data = await self._body(resp, size)
             elif resp.status == 416:
-                cr = parse_content_range(resp.headers.get("Content-Range"))
-                if cr is None or cr.total != 0:
+                unsatisfied = parse_content_range(resp.headers.get("Content-Range"))
+                if unsatisfied is None or unsatisfied.total != 0:
                     raise RangeNotSupportedError("416 for the first bytes", url=self.url)
                 meta, data = ObjectMeta(size=0, etag=resp.headers.get("ETag")), b""
             else:

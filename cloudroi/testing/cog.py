@@ -1,8 +1,8 @@
-"""A small writer of Cloud-Optimized GeoTIFFs laid out the way GDAL's COG driver lays them out.
+"""A small writer of Cloud-Optimized GeoTIFFs, laid out the way GDAL's COG driver lays them out.
 
 Used for the bundled sample image and by tests that need a COG without GDAL. Layout (GDAL's
-``doc/source/drivers/raster/cog.rst``): TIFF header, the ghost area of structural metadata, every IFD
-with its tag arrays (full resolution first, masks right after their image, then overviews), then the
+``doc/source/drivers/raster/cog.rst``): TIFF header, the ghost area of structural metadata,
+every IFD with its tag arrays (full resolution first, masks right after their image, then overviews), then the
 tile data, smallest overview first, each tile preceded by its size as a little-endian uint32 and
 followed by a repeat of its last 4 bytes. Classic TIFF, little-endian, chunky, tiled.
 """
@@ -186,7 +186,7 @@ def write_cog(
         table = struct.pack("<H", n)
         for tag, (typ, value) in entries:
             packed = _pack_value(typ, value)
-            count = len(value) if not isinstance(value, bytes | bytearray) else len(value)
+            count = len(value)
             if len(packed) <= 4:
                 table += struct.pack("<HHI", tag, typ, count) + packed.ljust(4, b"\x00")
             else:

@@ -8,6 +8,7 @@ fetches just those, and ``insert``s them. Pure data structure, no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +28,7 @@ class IndexArray:
         self,
         offset: int,
         count: int,
-        dtype: np.dtype[np.unsignedinteger[npt.NBitBase]],
+        dtype: np.dtype[Any],
         values: npt.NDArray[np.uint64] | None = None,
     ) -> None:
         self.offset = offset
@@ -43,7 +44,7 @@ class IndexArray:
 
     @classmethod
     def from_bytes(
-        cls, offset: int, count: int, dtype: np.dtype[np.unsignedinteger[npt.NBitBase]], data: bytes
+        cls, offset: int, count: int, dtype: np.dtype[Any], data: bytes
     ) -> IndexArray:
         values = np.frombuffer(data, dtype=dtype, count=count).astype(np.uint64)
         return cls(offset, count, dtype, values)

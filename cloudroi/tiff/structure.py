@@ -1,4 +1,4 @@
-"""From raw IFDs to the structure a reader needs: levels, masks, block grids, codecs, georeferencing.
+"""From raw IFDs to what a reader needs: levels, masks, block grids, codecs, georeferencing.
 
 ``scan`` walks the IFD chain over the bytes in hand and reports which bytes it still needs;
 ``build`` turns a complete scan into a ``TiffStructure``. Both are pure: the I/O loop around them is
@@ -114,8 +114,8 @@ class ImageIFD:
         return min(self.block_width, self.width - col * self.block_width)
 
     def decoded_block_bytes(self) -> int:
-        px = self.block_width * self.block_height * self.block_samples
-        return -(-px * self.bits // 8) if self.bits < 8 else px * (self.bits // 8)
+        row_bits = self.block_width * self.block_samples * self.bits
+        return self.block_height * -(-row_bits // 8)
 
 
 def sample_dtype(sample_format: int, bits: int) -> np.dtype[Any]:
@@ -310,9 +310,10 @@ def _check_supported(ifd: ImageIFD) -> None:
         raise UnsupportedTiffError(f"{ifd.bits}-bit floating point samples")
     if not 1 <= ifd.bits <= 64:
         raise TiffFormatError(f"BitsPerSample {ifd.bits}")
-    if ifd.bits % 8 and (ifd.sample_format != 1 or ifd.bits > 32):
+    packed = ifd.bits not in (8, 16, 32, 64)
+    if packed and (ifd.sample_format != 1 or ifd.bits > 32):
         raise UnsupportedTiffError(f"{ifd.bits}-bit samples of SampleFormat {ifd.sample_format}")
-    if ifd.bits % 8 and ifd.predictor != 1:
+    if packed and ifd.predictor != 1:
         raise UnsupportedTiffError(f"predictor {ifd.predictor} with {ifd.bits}-bit samples")
     if ifd.predictor not in (1, 2, 3):
         raise UnsupportedTiffError(f"predictor {ifd.predictor}")
