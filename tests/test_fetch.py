@@ -1,0 +1,109 @@
+"""Retries, the event loop staying free while decoding, and the block cache's bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Any
+
+import numpy as np
+import pytest
+
+import cloudroi
+from cloudroi.cache import LRUCache
+from cloudroi.fetch import RetryPolicy
+from cloudroi.testing import Fault, RangeServer
+from cloudroi.testing.cog import write_cog
+
+DATA = np.random.default_rng(3).normal(size=(1024, 1024)).astype(np.float32)
+COG = write_cog(DATA, tile=256, compression="deflate", predictor=3)
+_names = itertools.count()
+
+
+def put(server: RangeServer, data: bytes) -> str:
+    name = f"fetch-{next(_names)}.tif"
+    server.add(name, data)
+    return server.url(name)
+
+
+def fail_first(n: int, fault: Fault, *, only_tiles: bool = True) -> Any:
+    """A fault hook failing the first ``n`` matching requests, then behaving."""
+    seen = itertools.count()
+
+    def hook(request: Any, etag: str) -> Fault | None:
+        if only_tiles and request.headers.get("Range", "").startswith("bytes=0-"):
+            return None
+        return fault if next(seen) < n else None
+
+    return hook
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("status", status=503),
+        Fault("status", status=429, headers={"Retry-After": "0"}),
+        Fault("reset", after=100),
+        Fault("truncate", after=100),
+    ],
+    ids=["503", "429", "reset", "truncate"],
+)
+async def test_transient_failures_are_retried(server: RangeServer, fault: Fault) -> None:
+    url = put(server, COG)
+    async with cloudroi.open(url) as img:
+        server.fault = fail_first(2, fault)
+        arr = await img.read((0, 0, 300, 300))
+    np.testing.assert_array_equal(arr[0], DATA[:300, :300])
+    assert img.stats.retries >= 2
+
+
+async def test_retries_are_bounded(server: RangeServer) -> None:
+    url = put(server, COG)
+    ctx = cloudroi.Context(retry=RetryPolicy(attempts=3, base_delay=0.001))
+    async with cloudroi.open(url, context=ctx) as img:
+        server.fault = fail_first(10**6, Fault("status", status=503))
+        server.reset()
+        with pytest.raises(cloudroi.TransientError):
+            await img.read((512, 512, 10, 10))
+        assert server.request_count == 3
+    await ctx.close()
+
+
+async def test_open_is_retried_too(server: RangeServer) -> None:
+    url = put(server, COG)
+    server.fault = fail_first(1, Fault("status", status=502), only_tiles=False)
+    async with cloudroi.open(url) as img:
+        assert img.width == 1024
+        assert img.stats.retries == 1
+
+
+async def test_decoding_never_blocks_the_event_loop(caplog: pytest.LogCaptureFixture) -> None:
+    """asyncio's debug mode logs every callback that holds the loop longer than the threshold."""
+    big = np.random.default_rng(5).normal(size=(2048, 2048)).astype(np.float32)
+    cog = write_cog(big, tile=256, compression="deflate", predictor=3)
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.05
+    caplog.set_level(logging.WARNING, logger="asyncio")
+    try:
+        ctx = cloudroi.Context(block_cache=LRUCache[bytes](0, sizeof=len))
+        async with cloudroi.open(cog, context=ctx) as img:
+            arr = await img.read()
+        await ctx.close()
+    finally:
+        loop.set_debug(False)
+    np.testing.assert_array_equal(arr[0], big)
+    slow = [r.getMessage() for r in caplog.records if "took" in r.getMessage()]
+    assert slow == []
+
+
+def test_lru_cache_is_bounded_by_bytes() -> None:
+    cache = LRUCache[bytes](100, sizeof=len)
+    for i in range(10):
+        cache.put(i, bytes(30))
+    assert cache.size <= 100 and len(cache) == 3
+    assert cache.get(9) is not None and cache.get(0) is None
+    assert not cache.put("huge", bytes(101))  # larger than the whole budget: not stored
+    stats = cache.stats()
+    assert stats.evictions == 7 and stats.hits == 1 and stats.misses == 1
