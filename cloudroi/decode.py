@@ -59,12 +59,14 @@ class BlockDecoder:
         self.samples = ifd.block_samples
         self.dtype = ifd.dtype.newbyteorder("=")
         self._bits = ifd.bits
-        self._packed = ifd.bits % 8 != 0
+        # Samples of 1..63 bits other than whole bytes of a numpy width (24-bit too) are a
+        # bit stream, most significant bit first, rows padded to a byte.
+        self._packed = ifd.bits not in (8, 16, 32, 64)
         if ifd.predictor == 3:
             # The floating-point predictor's byte planes are undone into native order directly.
             self._file_dtype = self.dtype
         else:
-            self._file_dtype = self.dtype.newbyteorder(ifd.byteorder)
+            self._file_dtype = np.dtype(ifd.byteorder + self.dtype.str[1:])
         if ifd.bits == 16 and ifd.sample_format == 3:
             self._file_dtype = np.dtype(ifd.byteorder + "f2") if ifd.predictor != 3 else self.dtype
         self._row_bytes = (
@@ -114,7 +116,7 @@ class BlockDecoder:
 
         expected = rows * self._row_bytes
         if ifd.fill_order == 2:
-            data = imagecodecs.bitorder_decode(data)
+            data = bytes(imagecodecs.bitorder_decode(data))
         if ifd.compression == 1:
             raw = data[:expected]
         else:
@@ -127,6 +129,11 @@ class BlockDecoder:
         ifd = self.ifd
         shape = (rows, ifd.block_width, self.samples)
         if self._packed:
+            if self._bits == 24 and ifd.byteorder == ">":
+                # libtiff swaps the bytes of each 24-bit sample of a big-endian file before GDAL
+                # unpacks the bit stream (on the little-endian machines GDAL runs on).
+                triples = np.frombuffer(raw, np.uint8, len(raw) // 3 * 3).reshape(-1, 3)
+                raw = triples[:, ::-1].tobytes()
             arr = imagecodecs.packints_decode(
                 raw, self.dtype, self._bits, runlen=ifd.block_width * self.samples
             )
