@@ -1,0 +1,342 @@
+"""Output encoders: band arrays to NPY, PNG, JPEG, WebP and GeoTIFF bytes, plus 8-bit rendering.
+
+Arrays come in as cloudroi reads them, shaped (bands, height, width). NPY and GeoTIFF keep the
+file's dtype and every band (GeoTIFF with its georeferencing and nodata); PNG, JPEG and WebP are
+renderings: one band (grey) or three (RGB), scaled to 8 bits, with the validity mask as alpha
+where the format has one. Encoding is CPU work: ``encode_async`` runs it on an executor, never on
+the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import imagecodecs
+import numpy as np
+import numpy.typing as npt
+import tifffile
+
+__all__ = [
+    "CONTENT_TYPES",
+    "EXTENSIONS",
+    "FORMATS",
+    "GeoRef",
+    "Rendered",
+    "encode",
+    "encode_async",
+    "encode_geotiff",
+    "encode_npy",
+    "format_for_path",
+    "render",
+    "render_bands",
+    "scaled_transform",
+]
+
+#: Output formats and their media types.
+CONTENT_TYPES: dict[str, str] = {
+    "npy": "application/x-npy",
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "tif": "image/tiff; application=geotiff",
+}
+FORMATS = tuple(CONTENT_TYPES)
+#: File extensions the CLI recognises, mapped to formats.
+EXTENSIONS: dict[str, str] = {
+    ".npy": "npy",
+    ".png": "png",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".webp": "webp",
+    ".tif": "tif",
+    ".tiff": "tif",
+}
+#: Formats that are 8-bit renderings rather than the data itself.
+RENDERED = frozenset({"png", "jpeg", "webp"})
+ALPHA_FORMATS = frozenset({"png", "webp"})
+
+Transform = tuple[float, float, float, float, float, float]
+
+# GeoTIFF tags and keys (GeoTIFF 1.1, OGC 19-008r4) and GDAL's nodata tag.
+_MODEL_PIXEL_SCALE = 33550
+_MODEL_TIEPOINT = 33922
+_MODEL_TRANSFORMATION = 34264
+_GEO_KEY_DIRECTORY = 34735
+_GDAL_NODATA = 42113
+_GT_MODEL_TYPE = 1024
+_GT_RASTER_TYPE = 1025
+_GEOGRAPHIC_TYPE = 2048
+_PROJECTED_CS_TYPE = 3072
+_MODEL_PROJECTED = 1
+_MODEL_GEOGRAPHIC = 2
+_RASTER_PIXEL_IS_AREA = 1
+
+
+def format_for_path(path: str) -> str:
+    """The output format an output file name asks for, by its extension."""
+    lower = path.lower()
+    for ext, fmt in EXTENSIONS.items():
+        if lower.endswith(ext):
+            return fmt
+    known = ", ".join(EXTENSIONS)
+    raise ValueError(f"cannot tell the output format of {path!r}: use one of {known}")
+
+
+# --------------------------------------------------------------------------------------------
+# georeferencing
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GeoRef:
+    """Where an output array sits: GDAL-order geotransform of its pixel grid, EPSG code, nodata."""
+
+    transform: Transform | None = None
+    crs: int | None = None
+    nodata: float | int | None = None
+
+
+def scaled_transform(
+    gt: Transform,
+    col_off: float,
+    row_off: float,
+    width: float,
+    height: float,
+    out_width: int,
+    out_height: int,
+) -> Transform:
+    """The geotransform of an ``out_width`` x ``out_height`` grid covering the window
+    (``col_off``, ``row_off``, ``width``, ``height``) of the grid ``gt`` describes."""
+    x0, dx, rx, y0, ry, dy = gt
+    sx, sy = width / out_width, height / out_height
+    return (
+        x0 + col_off * dx + row_off * rx,
+        dx * sx,
+        rx * sy,
+        y0 + col_off * ry + row_off * dy,
+        ry * sx,
+        dy * sy,
+    )
+
+
+def _is_geographic(epsg: int) -> bool:
+    # EPSG keeps its 2D geographic CRSs in 4000-4999 (4326, 4258, 4269...); the geocentric and
+    # 3D codes in that range are not written in GeoTIFF keys.
+    return 4000 <= epsg <= 4999
+
+
+def _geotiff_tags(geo: GeoRef) -> list[tuple[int, str, int, Any, bool]]:
+    tags: list[tuple[int, str, int, Any, bool]] = []
+    gt = geo.transform
+    if gt is not None:
+        x0, dx, rx, y0, ry, dy = gt
+        if rx == 0 and ry == 0:
+            tags.append((_MODEL_PIXEL_SCALE, "d", 3, (dx, -dy, 0.0), True))
+            tags.append((_MODEL_TIEPOINT, "d", 6, (0.0, 0.0, 0.0, x0, y0, 0.0), True))
+        else:
+            matrix = (dx, rx, 0.0, x0, ry, dy, 0.0, y0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+            tags.append((_MODEL_TRANSFORMATION, "d", 16, matrix, True))
+    keys: list[tuple[int, int]] = [(_GT_RASTER_TYPE, _RASTER_PIXEL_IS_AREA)]
+    if geo.crs is not None:
+        if _is_geographic(geo.crs):
+            keys += [(_GT_MODEL_TYPE, _MODEL_GEOGRAPHIC), (_GEOGRAPHIC_TYPE, geo.crs)]
+        else:
+            keys += [(_GT_MODEL_TYPE, _MODEL_PROJECTED), (_PROJECTED_CS_TYPE, geo.crs)]
+    if gt is not None or geo.crs is not None:
+        keys.sort()
+        directory = [1, 1, 0, len(keys)]
+        for key, value in keys:
+            directory += [key, 0, 1, value]
+        tags.append((_GEO_KEY_DIRECTORY, "H", len(directory), tuple(directory), True))
+    if geo.nodata is not None:
+        tags.append((_GDAL_NODATA, "s", 0, _nodata_text(geo.nodata), True))
+    return tags
+
+
+def _nodata_text(value: float | int) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if value.is_integer():
+            return str(int(value))
+        return repr(value)
+    return str(value)
+
+
+# --------------------------------------------------------------------------------------------
+# data formats: every band, the file's dtype
+# --------------------------------------------------------------------------------------------
+
+
+def encode_npy(data: npt.NDArray[Any]) -> bytes:
+    """The array as a ``.npy`` file (no pickles)."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(data), allow_pickle=False)
+    return buf.getvalue()
+
+
+def encode_geotiff(data: npt.NDArray[Any], geo: GeoRef | None = None) -> bytes:
+    """A Deflate-compressed GeoTIFF of ``data`` (bands, height, width) with georeferencing kept."""
+    if data.ndim != 3:
+        raise ValueError(f"expected (bands, height, width), got shape {data.shape}")
+    bands, height, width = data.shape
+    tiled = height >= 256 and width >= 256
+    options: dict[str, Any] = {
+        "compression": "zlib",
+        "metadata": None,
+        "extratags": _geotiff_tags(geo or GeoRef()),
+    }
+    if tiled:
+        options["tile"] = (256, 256)
+    else:
+        options["rowsperstrip"] = max(1, (1 << 16) // max(1, width * data.dtype.itemsize))
+    if bands == 3 and data.dtype == np.uint8:
+        options["photometric"] = "rgb"
+    else:
+        options["photometric"] = "minisblack"
+    buf = io.BytesIO()
+    if bands == 1:
+        tifffile.imwrite(buf, data[0], **options)
+    else:
+        tifffile.imwrite(buf, data, planarconfig="separate", **options)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# renderings: 8 bits, grey or RGB, mask as alpha
+# --------------------------------------------------------------------------------------------
+
+
+def render_bands(
+    count: int, bands: Sequence[int] | None, alpha_band: int | None = None
+) -> list[int]:
+    """The 1-based bands an 8-bit rendering shows: those asked for (one or three), else the first
+    three colour bands (the alpha band excluded, shown as alpha instead), else band 1."""
+    if bands is not None:
+        chosen = list(bands)
+        if len(chosen) not in (1, 3):
+            raise ValueError(f"an image rendering shows 1 or 3 bands, got {len(chosen)}")
+        return chosen
+    colour = [b for b in range(1, count + 1) if b != alpha_band]
+    return colour[:3] if len(colour) >= 3 else colour[:1]
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """An 8-bit image shaped (height, width, channels) and the value range mapped onto 0..255."""
+
+    pixels: npt.NDArray[np.uint8]
+    rescale: tuple[float, float] | None
+
+
+def _valid_values(
+    data: npt.NDArray[Any], mask: npt.NDArray[np.uint8] | None, nodata: float | int | None
+) -> npt.NDArray[Any]:
+    keep = np.ones(data.shape[1:], dtype=bool)
+    if mask is not None:
+        keep &= mask > 0
+    values = data[:, keep]
+    if values.dtype.kind == "f":
+        values = values[np.isfinite(values)]
+    if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
+        values = values[values != nodata]
+    return values
+
+
+def render(
+    data: npt.NDArray[Any],
+    *,
+    mask: npt.NDArray[np.uint8] | None = None,
+    rescale: tuple[float, float] | None = None,
+    nodata: float | int | None = None,
+    alpha: bool = True,
+) -> Rendered:
+    """``data`` (1 or 3 bands) as 8-bit (height, width, channels) pixels.
+
+    uint8 data is shown as it is unless ``rescale`` is given; other dtypes map ``rescale`` =
+    (min, max) onto 0..255, or without it the valid pixels' own range. With a ``mask`` and
+    ``alpha`` an alpha channel is added; without ``alpha`` invalid pixels are black.
+    """
+    if data.ndim != 3 or data.shape[0] not in (1, 3):
+        raise ValueError(f"render takes 1 or 3 bands shaped (bands, h, w), got {data.shape}")
+    used = rescale
+    if data.dtype == np.uint8 and rescale is None:
+        pixels = data
+    else:
+        if used is None:
+            values = _valid_values(data, mask, nodata)
+            used = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+        lo, hi = used
+        span = hi - lo if hi != lo else 1.0
+        scaled = (data.astype(np.float64) - lo) * (255.0 / span)
+        scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
+        pixels = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    hwc = np.moveaxis(pixels, 0, -1)
+    if mask is not None:
+        if alpha:
+            hwc = np.concatenate([hwc, mask[:, :, None].astype(np.uint8)], axis=2)
+        else:
+            hwc = np.where(mask[:, :, None] > 0, hwc, 0).astype(np.uint8)
+    return Rendered(np.ascontiguousarray(hwc, dtype=np.uint8), used)
+
+
+def _encode_image(fmt: str, pixels: npt.NDArray[np.uint8], quality: int) -> bytes:
+    if fmt == "png":
+        return bytes(imagecodecs.png_encode(pixels))
+    if fmt == "jpeg":
+        if pixels.shape[2] in (2, 4):  # JPEG has no alpha
+            pixels = np.ascontiguousarray(pixels[:, :, :-1])
+        if pixels.shape[2] == 1:
+            pixels = np.ascontiguousarray(pixels[:, :, 0])
+        return bytes(imagecodecs.jpeg8_encode(pixels, level=quality))
+    if fmt == "webp":
+        channels = pixels.shape[2]
+        if channels in (1, 2):  # WebP stores RGB(A): repeat the grey channel
+            grey = np.repeat(pixels[:, :, :1], 3, axis=2)
+            pixels = np.concatenate([grey, pixels[:, :, 1:]], axis=2) if channels == 2 else grey
+        return bytes(
+            imagecodecs.webp_encode(np.ascontiguousarray(pixels), level=quality, lossless=False)
+        )
+    raise ValueError(f"not an image format: {fmt!r}")
+
+
+def encode(
+    fmt: str,
+    data: npt.NDArray[Any],
+    *,
+    mask: npt.NDArray[np.uint8] | None = None,
+    geo: GeoRef | None = None,
+    rescale: tuple[float, float] | None = None,
+    quality: int = 85,
+) -> tuple[bytes, tuple[float, float] | None]:
+    """Encode ``data`` (bands, h, w) as ``fmt``; returns the bytes and the rescale range used
+    (None for data formats and uint8 shown unscaled). Renderings take 1 or 3 bands."""
+    if fmt == "npy":
+        return encode_npy(data), None
+    if fmt == "tif":
+        return encode_geotiff(data, geo), None
+    if fmt not in RENDERED:
+        raise ValueError(f"unknown output format {fmt!r}; one of {', '.join(FORMATS)}")
+    nodata = geo.nodata if geo is not None else None
+    rendered = render(
+        data, mask=mask, rescale=rescale, nodata=nodata, alpha=fmt in ALPHA_FORMATS
+    )
+    return _encode_image(fmt, rendered.pixels, quality), rendered.rescale
+
+
+async def encode_async(
+    fmt: str,
+    data: npt.NDArray[Any],
+    *,
+    executor: Executor | None = None,
+    **kwargs: Any,
+) -> tuple[bytes, tuple[float, float] | None]:
+    """``encode`` on ``executor`` (or the default one), off the event loop."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(executor, lambda: encode(fmt, data, **kwargs))

@@ -1,0 +1,540 @@
+"""The region service's request core: one transport-independent request in, one response out.
+
+``handle(CoreRequest, ServiceState) -> CoreResponse`` does everything between a transport and the
+library: routing, parameter parsing, the allowlist, admission control and deadlines, limits decided
+from the header before any tile is fetched, reading, encoding (in threads), caching headers and
+problem details. The aiohttp app and the serverless handler only translate requests and responses.
+Nothing from the client's request reaches storage but the source URL: headers are never forwarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiohttp
+import numpy as np
+import numpy.typing as npt
+
+from .. import __version__
+from ..context import Context, ContextOptions
+from ..errors import CloudROIError, ObjectChangedError
+from ..image import Image, open_image
+from ..outputs import CONTENT_TYPES, RENDERED, encode_async, render_bands
+from ..types import Window
+from . import geometry
+from .config import ServiceConfig
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import Metrics
+from .openapi import openapi_document
+from .params import (
+    Rendering,
+    canonical,
+    parse_info,
+    parse_point,
+    parse_preview,
+    parse_region,
+)
+from .problems import PROBLEM_TYPE, Problem, bad_request, problem_for
+from .security import BadSourceError, SourcePolicy, guarded_session
+
+__all__ = ["CoreRequest", "CoreResponse", "ServiceState", "handle"]
+
+log = logging.getLogger("cloudroi.service")
+
+JSON_TYPE = "application/json"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class CoreRequest:
+    """A request as any transport sees it. ``headers`` are keyed by lower-case name."""
+
+    method: str
+    path: str
+    query: tuple[tuple[str, str], ...] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        method: str,
+        path: str,
+        query: Sequence[tuple[str, str]] | Mapping[str, str] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> CoreRequest:
+        items = tuple(query.items()) if isinstance(query, Mapping) else tuple(query)
+        return cls(
+            method.upper(),
+            path,
+            items,
+            {k.lower(): v for k, v in (headers or {}).items()},
+        )
+
+
+@dataclass(slots=True)
+class CoreResponse:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("Content-Type")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class ServiceState:
+    """What every request shares: config, allowlist, one Context (guarded HTTP session, caches,
+    decode pool), metrics and the admission counter. Create with ``await ServiceState.start``."""
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        policy: SourcePolicy,
+        context: Context,
+        metrics: Metrics,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.config = config
+        self.policy = policy
+        self.context = context
+        self._session = session
+        self.metrics = metrics
+        self.active = 0
+        self._openapi: bytes | None = None
+
+    @classmethod
+    async def start(cls, config: ServiceConfig) -> ServiceState:
+        policy = SourcePolicy(config.effective_sources(), config.allowed_networks)
+        session = guarded_session(
+            policy,
+            limit=config.max_upstream_connections,
+            connect_timeout=config.upstream_connect_timeout,
+            read_timeout=config.upstream_read_timeout,
+        )
+        options = ContextOptions(
+            max_connections=config.max_upstream_connections,
+            connect_timeout=config.upstream_connect_timeout,
+            read_timeout=config.upstream_read_timeout,
+            storage_options=config.storage_options(),
+            trust_env=False,
+        )
+        context = Context(options, session=session)
+        metrics = Metrics()
+        cache = context.block_cache
+        metrics.gauges["cloudroi_block_cache_bytes"] = (
+            "Bytes held by the block cache.", lambda: float(cache.size)
+        )
+        metrics.gauges["cloudroi_block_cache_entries"] = (
+            "Blocks held by the block cache.", lambda: float(len(cache))
+        )
+        return cls(config, policy, context, metrics, session)
+
+    async def close(self) -> None:
+        await self.context.close()
+        if self._session is not None:
+            await self._session.close()
+
+    async def resolve(self, url: str) -> str:
+        """The URL or path to open for a client's ``url``, or a 400/403."""
+        try:
+            local = self.policy.local_path(url)
+            if local is not None:
+                real = await asyncio.to_thread(os.path.realpath, local)
+                return self.policy.check_local_resolved(url, real).url
+            return self.policy.check_remote(url).url
+        except BadSourceError as exc:
+            raise bad_request(str(exc), code="invalid_url") from exc
+
+    def openapi_bytes(self) -> bytes:
+        if self._openapi is None:
+            self._openapi = json.dumps(openapi_document()).encode()
+        return self._openapi
+
+
+# --------------------------------------------------------------------------------------------
+# dispatch
+# --------------------------------------------------------------------------------------------
+
+Handler = Callable[[CoreRequest, ServiceState], Awaitable[CoreResponse]]
+
+
+async def handle(req: CoreRequest, state: ServiceState) -> CoreResponse:
+    """Answer one request. Never raises for anything a client can send."""
+    started = time.perf_counter()
+    route = _ROUTES.get(req.path)
+    endpoint = req.path if route is not None else "other"
+    try:
+        if route is None:
+            raise Problem(404, "not_found", f"no endpoint {req.path[:100]!r}")
+        if req.method not in ("GET", "HEAD"):
+            raise Problem(405, "method_not_allowed", "only GET and HEAD",
+                          headers={"Allow": "GET, HEAD"})
+        if req.path in _STORAGE_ENDPOINTS:
+            resp = await _admitted(route, req, state)
+        else:
+            resp = await route(req, state)
+    except Problem as p:
+        resp = _problem_response(p, req)
+    except CloudROIError as exc:
+        resp = _problem_response(problem_for(exc), req)
+    except Exception:
+        log.exception("unexpected error answering %s %s", req.method, req.path)
+        resp = _problem_response(Problem(500, "internal_error", "internal error"), req)
+    state.metrics.observe(endpoint, resp.status, time.perf_counter() - started)
+    if req.method == "HEAD":
+        resp.body = b""
+    return resp
+
+
+async def _admitted(route: Handler, req: CoreRequest, state: ServiceState) -> CoreResponse:
+    cfg = state.config
+    if state.active >= cfg.max_concurrency:
+        state.metrics.shed += 1
+        raise Problem(
+            503, "overloaded", "too many requests in progress; retry later",
+            headers={"Retry-After": str(cfg.retry_after)},
+        )
+    state.active += 1
+    state.metrics.in_flight += 1
+    try:
+        async with asyncio.timeout(cfg.request_timeout):
+            return await route(req, state)
+    except TimeoutError as exc:
+        raise Problem(
+            504, "timeout", f"the request took longer than {cfg.request_timeout:g} s"
+        ) from exc
+    finally:
+        state.active -= 1
+        state.metrics.in_flight -= 1
+
+
+def _problem_response(problem: Problem, req: CoreRequest) -> CoreResponse:
+    headers = {"Content-Type": PROBLEM_TYPE, "Cache-Control": "no-store"}
+    headers.update(problem.headers)
+    return CoreResponse(problem.status, headers, problem.body(req.path))
+
+
+def _json_response(doc: Any, headers: dict[str, str] | None = None) -> CoreResponse:
+    body = json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
+    return CoreResponse(200, {"Content-Type": JSON_TYPE, **(headers or {})}, body)
+
+
+# --------------------------------------------------------------------------------------------
+# endpoints that do not touch storage
+# --------------------------------------------------------------------------------------------
+
+
+async def _healthz(req: CoreRequest, state: ServiceState) -> CoreResponse:
+    return _json_response({"status": "ok", "version": __version__}, {"Cache-Control": "no-store"})
+
+
+async def _metrics(req: CoreRequest, state: ServiceState) -> CoreResponse:
+    body = state.metrics.render().encode()
+    return CoreResponse(
+        200, {"Content-Type": METRICS_CONTENT_TYPE, "Cache-Control": "no-store"}, body
+    )
+
+
+async def _openapi(req: CoreRequest, state: ServiceState) -> CoreResponse:
+    return CoreResponse(
+        200,
+        {"Content-Type": JSON_TYPE, "Cache-Control": "public, max-age=300"},
+        state.openapi_bytes(),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------------
+
+
+async def _with_image(
+    state: ServiceState, url: str, work: Callable[[Image], Awaitable[CoreResponse]]
+) -> CoreResponse:
+    """Open the source, run ``work``; an object replaced between open and read is read again
+    once, from its new version."""
+    target = await state.resolve(url)
+    for attempt in range(2):
+        try:
+            img = await open_image(target, context=state.context)
+            try:
+                return await work(img)
+            finally:
+                state.metrics.add_reads(img.stats)
+                await img.close()
+        except ObjectChangedError:
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _etag(state: ServiceState, img: Image, req: CoreRequest) -> str | None:
+    """A strong validator for this response: the source's ETag, the parameters, the version."""
+    if not img.meta.etag:
+        return None
+    h = hashlib.blake2b(digest_size=16)
+    cfg = state.config
+    for part in (
+        __version__, req.path, img.url, img.meta.etag, str(img.meta.size), canonical(req.query),
+        str(cfg.jpeg_quality), str(cfg.webp_quality),
+    ):
+        h.update(part.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return f'"{h.hexdigest()}"'
+
+
+def _cache_headers(state: ServiceState, etag: str | None) -> dict[str, str]:
+    headers = {"Cache-Control": f"public, max-age={state.config.cache_max_age}"}
+    if etag:
+        headers["ETag"] = etag
+    return headers
+
+
+def _not_modified(req: CoreRequest, etag: str | None) -> bool:
+    header = req.headers.get("if-none-match")
+    if not header or not etag:
+        return False
+    for candidate in header.split(","):
+        tag = candidate.strip()
+        if tag.startswith("W/"):
+            tag = tag[2:]
+        if tag in ("*", etag):
+            return True
+    return False
+
+
+async def _cached_or(
+    state: ServiceState,
+    req: CoreRequest,
+    img: Image,
+    make: Callable[[dict[str, str]], Awaitable[CoreResponse]],
+) -> CoreResponse:
+    etag = _etag(state, img, req)
+    headers = _cache_headers(state, etag)
+    if _not_modified(req, etag):
+        return CoreResponse(304, headers)
+    resp = await make(headers)
+    resp.headers.update(headers)
+    return resp
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+async def _info(req: CoreRequest, state: ServiceState) -> CoreResponse:
+    q = parse_info(req.query)
+
+    async def work(img: Image) -> CoreResponse:
+        async def make(headers: dict[str, str]) -> CoreResponse:
+            doc = {k: _json_value(v) for k, v in img.info().items()}
+            doc["overviews"] = len(img.levels) - 1
+            return _json_response(doc)
+
+        return await _cached_or(state, req, img, make)
+
+    return await _with_image(state, q.url, work)
+
+
+# -- geometry ---------------------------------------------------------------------------------
+
+
+def _check_level(img: Image, level: int) -> None:
+    if level >= len(img.levels):
+        raise bad_request(f"level must be 0..{len(img.levels) - 1}, got {level}",
+                          code="invalid_window")
+
+
+def _geometry(code: str, fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except ValueError as exc:
+        raise bad_request(str(exc), code=code) from exc
+
+
+def _check_pixels(state: ServiceState, width: int, height: int) -> None:
+    limit = state.config.max_output_pixels
+    if width * height > limit:
+        raise Problem(
+            413, "too_many_pixels",
+            f"output of {width}x{height} pixels exceeds the limit of {limit}; ask for a smaller "
+            "window, a lower resolution level or a smaller width/height",
+            limit=limit, value=width * height,
+        )
+
+
+# -- images -----------------------------------------------------------------------------------
+
+
+def _needs_mask(img: Image, boundless: bool) -> bool:
+    return img.has_mask or img.alpha_band is not None or img.nodata is not None or boundless
+
+
+async def _render(
+    state: ServiceState,
+    img: Image,
+    level: int,
+    win: Window,
+    out_shape: tuple[int, int] | None,
+    boundless: bool,
+    rendering: Rendering,
+) -> CoreResponse:
+    cfg = state.config
+    fmt = rendering.format
+    out_h, out_w = out_shape if out_shape is not None else (win.height, win.width)
+    _check_pixels(state, out_w, out_h)
+    bands: list[int] | None
+    if fmt in RENDERED:
+        try:
+            bands = render_bands(img.count, rendering.bands, img.alpha_band)
+        except ValueError as exc:
+            raise bad_request(f"{exc}; use format=npy or tif for other band counts") from exc
+    else:
+        bands = list(rendering.bands) if rendering.bands else None
+    budgets: dict[str, Any] = {
+        "out_shape": out_shape, "boundless": boundless,
+        "max_tiles": cfg.max_tiles, "max_bytes": cfg.max_fetch_bytes,
+    }
+    data = await img.read(win, level, bands, **budgets)
+    mask: npt.NDArray[np.uint8] | None = None
+    if fmt in RENDERED and _needs_mask(img, boundless):
+        mask = await img.read_mask(win, level, **budgets)
+    quality = rendering.quality or (cfg.jpeg_quality if fmt == "jpeg" else cfg.webp_quality)
+    try:
+        body, used = await encode_async(
+            fmt, data, executor=state.context.executor, mask=mask,
+            geo=geometry.out_geo(
+                img.levels, img.transform, img.crs, img.nodata, level, win, out_w, out_h
+            ),
+            rescale=rendering.rescale,
+            quality=quality,
+        )
+    except ValueError as exc:
+        raise bad_request(str(exc)) from exc
+    headers = {"Content-Type": CONTENT_TYPES[fmt]}
+    if used is not None:
+        headers["X-Cloudroi-Rescale"] = f"{used[0]:.17g},{used[1]:.17g}"
+    return CoreResponse(200, headers, body)
+
+
+async def _region(req: CoreRequest, state: ServiceState) -> CoreResponse:
+    q = parse_region(req.query)
+
+    async def work(img: Image) -> CoreResponse:
+        level = q.level or 0
+        _check_level(img, level)
+        wl, hl = img.levels[level]
+        if q.window is not None:
+            win, boundless = Window(*q.window), False
+            if not geometry.inside(win, wl, hl):
+                raise bad_request(
+                    f"window {tuple(win)} is outside the {wl}x{hl} grid of level {level}",
+                    code="invalid_window",
+                )
+        else:
+            bbox = q.bbox
+            assert bbox is not None
+            win = _geometry(
+                "invalid_window",
+                lambda: geometry.bbox_window(img.levels, img.transform, bbox, level),
+            )
+            boundless = not geometry.inside(win, wl, hl)
+        out_shape = geometry.out_shape(win, q.width, q.height)
+
+        async def make(headers: dict[str, str]) -> CoreResponse:
+            return await _render(state, img, level, win, out_shape, boundless, q.rendering)
+
+        return await _cached_or(state, req, img, make)
+
+    return await _with_image(state, q.url, work)
+
+
+async def _preview(req: CoreRequest, state: ServiceState) -> CoreResponse:
+    q = parse_preview(req.query, state.config.max_preview_size)
+
+    async def work(img: Image) -> CoreResponse:
+        w, h = img.width, img.height
+        scale = min(1.0, q.max_size / max(w, h))
+        out_shape = None
+        if scale < 1.0:
+            out_shape = (max(1, round(h * scale)), max(1, round(w * scale)))
+
+        async def make(headers: dict[str, str]) -> CoreResponse:
+            return await _render(
+                state, img, 0, Window(0, 0, w, h), out_shape, False, q.rendering
+            )
+
+        return await _cached_or(state, req, img, make)
+
+    return await _with_image(state, q.url, work)
+
+
+async def _point(req: CoreRequest, state: ServiceState) -> CoreResponse:
+    q = parse_point(req.query)
+    cfg = state.config
+
+    async def work(img: Image) -> CoreResponse:
+        gt = img.transform
+        if q.xy is not None:
+            convert = _geometry("no_georeference", lambda: geometry.to_pixel(gt))
+            c, r = convert(*q.xy)
+            col, row = math.floor(c), math.floor(r)
+        else:
+            assert q.colrow is not None
+            col, row = q.colrow
+        if not (0 <= col < img.width and 0 <= row < img.height):
+            raise bad_request(
+                f"point (col {col}, row {row}) is outside the {img.width}x{img.height} image",
+                code="invalid_window",
+            )
+
+        async def make(headers: dict[str, str]) -> CoreResponse:
+            budgets: dict[str, Any] = {"max_tiles": cfg.max_tiles, "max_bytes": cfg.max_fetch_bytes}
+            data = await img.read((col, row, 1, 1), 0, **budgets)
+            valid = True
+            if _needs_mask(img, False):
+                mask = await img.read_mask((col, row, 1, 1), 0, **budgets)
+                valid = bool(mask[0, 0])
+            doc: dict[str, Any] = {
+                "col": col,
+                "row": row,
+                "values": [_json_value(v) for v in data[:, 0, 0].tolist()],
+                "dtype": str(img.dtype),
+                "nodata": _json_value(img.nodata),
+                "valid": valid,
+                "crs": img.crs,
+            }
+            if gt is not None:
+                doc["x"] = gt[0] + (col + 0.5) * gt[1] + (row + 0.5) * gt[2]
+                doc["y"] = gt[3] + (col + 0.5) * gt[4] + (row + 0.5) * gt[5]
+            return _json_response(doc)
+
+        return await _cached_or(state, req, img, make)
+
+    return await _with_image(state, q.url, work)
+
+
+_ROUTES: dict[str, Handler] = {
+    "/healthz": _healthz,
+    "/metrics": _metrics,
+    "/openapi.json": _openapi,
+    "/info": _info,
+    "/region": _region,
+    "/preview": _preview,
+    "/point": _point,
+}
+_STORAGE_ENDPOINTS = frozenset({"/info", "/region", "/preview", "/point"})

@@ -1,0 +1,134 @@
+"""Service metrics in the Prometheus text exposition format (version 0.0.4), with no dependency.
+
+Counters and a latency histogram are updated by the request core on the event loop; gauges of the
+shared caches are read when /metrics is scraped. Label values are bounded: endpoints are the known
+routes (anything else is ``other``) and statuses are HTTP status codes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Iterable
+
+from ..types import Stats
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: Latency buckets in seconds: region reads run from milliseconds (cached) to seconds (cold).
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(pairs: Iterable[tuple[str, str]]) -> str:
+    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in pairs)
+    return "{" + inner + "}" if inner else ""
+
+
+def _number(value: float) -> str:
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
+class _Histogram:
+    __slots__ = ("counts", "sum", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(BUCKETS)
+        self.sum = 0.0
+        self.total = 0
+
+    def observe(self, value: float) -> None:
+        i = bisect.bisect_left(BUCKETS, value)
+        if i < len(self.counts):
+            self.counts[i] += 1
+        self.sum += value
+        self.total += 1
+
+
+class Metrics:
+    """What /metrics reports. ``gauges`` are callables read at scrape time."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int], int] = {}
+        self.latency: dict[str, _Histogram] = {}
+        self.upstream_requests = 0
+        self.upstream_bytes = 0
+        self.block_cache_hits = 0
+        self.block_cache_misses = 0
+        self.header_cache_hits = 0
+        self.shed = 0
+        self.in_flight = 0
+        self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+
+    def observe(self, endpoint: str, status: int, seconds: float) -> None:
+        key = (endpoint, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        hist = self.latency.get(endpoint)
+        if hist is None:
+            hist = self.latency[endpoint] = _Histogram()
+        hist.observe(seconds)
+
+    def add_reads(self, stats: Stats) -> None:
+        """Fold one Image's counters into the totals."""
+        self.upstream_requests += stats.requests
+        self.upstream_bytes += stats.bytes_fetched
+        self.block_cache_hits += stats.cache_hits
+        self.block_cache_misses += stats.cache_misses
+        self.header_cache_hits += stats.header_cache_hits
+
+    def render(self) -> str:
+        out: list[str] = []
+
+        def family(name: str, kind: str, help_text: str) -> None:
+            out.append(f"# HELP {name} {help_text}")
+            out.append(f"# TYPE {name} {kind}")
+
+        family("cloudroi_requests_total", "counter", "Requests answered, by endpoint and status.")
+        for (endpoint, status), n in sorted(self.requests.items()):
+            labels = _labels([("endpoint", endpoint), ("status", str(status))])
+            out.append(f"cloudroi_requests_total{labels} {n}")
+        family(
+            "cloudroi_request_duration_seconds", "histogram", "Time to answer, by endpoint."
+        )
+        for endpoint, hist in sorted(self.latency.items()):
+            running = 0
+            for bound, count in zip(BUCKETS, hist.counts, strict=True):
+                running += count
+                labels = _labels([("endpoint", endpoint), ("le", _number(bound))])
+                out.append(f"cloudroi_request_duration_seconds_bucket{labels} {running}")
+            labels = _labels([("endpoint", endpoint), ("le", "+Inf")])
+            out.append(f"cloudroi_request_duration_seconds_bucket{labels} {hist.total}")
+            ep = _labels([("endpoint", endpoint)])
+            out.append(f"cloudroi_request_duration_seconds_sum{ep} {_number(hist.sum)}")
+            out.append(f"cloudroi_request_duration_seconds_count{ep} {hist.total}")
+        counters = (
+            ("cloudroi_upstream_requests_total", "Requests sent to storage.",
+             self.upstream_requests),
+            ("cloudroi_upstream_bytes_total", "Bytes received from storage.", self.upstream_bytes),
+            ("cloudroi_block_cache_hits_total", "Blocks served from the block cache.",
+             self.block_cache_hits),
+            ("cloudroi_block_cache_misses_total", "Blocks not in the block cache.",
+             self.block_cache_misses),
+            ("cloudroi_header_cache_hits_total", "Opens that reused a parsed header.",
+             self.header_cache_hits),
+            ("cloudroi_requests_shed_total", "Requests refused with 503 under overload.",
+             self.shed),
+        )
+        for name, help_text, value in counters:
+            family(name, "counter", help_text)
+            out.append(f"{name} {value}")
+        family("cloudroi_requests_in_flight", "gauge", "Requests reading storage now.")
+        out.append(f"cloudroi_requests_in_flight {self.in_flight}")
+        for name, (help_text, read) in sorted(self.gauges.items()):
+            family(name, "gauge", help_text)
+            out.append(f"{name} {_number(read())}")
+        return "\n".join(out) + "\n"

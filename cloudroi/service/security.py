@@ -1,0 +1,372 @@
+"""Which sources the service may read, and which addresses its upstream connections may reach.
+
+Two independent gates, both needed:
+
+* ``SourcePolicy`` decides from the URL alone, before any request: the source must fall under an
+  allowlisted prefix, compared as parsed parts (scheme, host, port, path segments), never as raw
+  strings, so ``http://allowed@evil/`` or ``http://allowed.evil/`` do not pass; local paths
+  are resolved with realpath and must stay under an allowlisted root. Redirects are checked the
+  same way.
+* ``AddressGuard`` decides at connect time, from the address actually dialled (after DNS, for every
+  connection, redirects included): loopback, private, link-local (cloud metadata), shared,
+  multicast and reserved addresses are refused unless an allowlisted prefix names that very
+  address and port, or an allowlisted network contains it. A host name that resolves into a
+  private network is refused even when the name itself is allowlisted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import SplitResult, unquote, urlsplit
+
+import aiohttp
+from yarl import URL
+
+from ..errors import AccessDeniedError
+
+__all__ = [
+    "AddressGuard",
+    "AllowedPrefix",
+    "BadSourceError",
+    "SourceNotAllowedError",
+    "SourcePolicy",
+    "guarded_session",
+    "is_public_address",
+]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_MAX_URL = 4096
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class SourceNotAllowedError(AccessDeniedError):
+    """The service's configuration does not allow this source or upstream address."""
+
+
+class BadSourceError(ValueError):
+    """The ``url`` parameter is not a usable source URL at all (a 400, not a 403)."""
+
+
+def is_public_address(ip: IPAddress) -> bool:
+    """True for globally routable unicast addresses; False for loopback, private, link-local
+    (169.254.169.254 included), shared (100.64/10), multicast, reserved and unspecified ones, and
+    for IPv6 forms that embed such an IPv4 address."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is None and ip.teredo is not None:
+            embedded = ip.teredo[1]
+        if embedded is not None and not is_public_address(embedded):
+            return False
+        if ip in _NAT64:
+            return is_public_address(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return bool(ip.is_global) and not ip.is_multicast
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _parse_ip(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def _canonical_host(host: str) -> str:
+    """Lower-case, no trailing dot, IDNA for non-ASCII names, canonical form of IP literals."""
+    host = host.strip("[]").rstrip(".").lower()
+    ip = _parse_ip(host)
+    if ip is not None:
+        return str(ip)
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise BadSourceError(f"invalid host name {host!r}") from exc
+
+
+def _segments_under(path: str, prefix: str) -> bool:
+    """Whether ``path`` is ``prefix`` or lies under it, segment by segment."""
+    if prefix in ("", "/"):
+        return True
+    if prefix.endswith("/"):
+        return path.startswith(prefix)
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def _check_text(url: str) -> None:
+    if not url:
+        raise BadSourceError("url is empty")
+    if len(url) > _MAX_URL:
+        raise BadSourceError(f"url is longer than {_MAX_URL} characters")
+    if any(ord(c) < 0x21 or c in "\\\x7f" for c in url):
+        raise BadSourceError("url contains spaces, control characters or backslashes")
+
+
+def _clean_remote_path(path: str) -> str:
+    """An object path with percent-encoding undone where it could hide structure; dot segments
+    and empty segments are refused rather than interpreted."""
+    decoded = unquote(path)
+    if "%" in decoded and decoded != unquote(decoded):
+        raise BadSourceError("url path is encoded twice")
+    parts = decoded.split("/")
+    if any(p in (".", "..") for p in parts):
+        raise BadSourceError("url path contains '.' or '..' segments")
+    if "//" in decoded.lstrip("/"):
+        raise BadSourceError("url path contains empty segments")
+    return decoded
+
+
+@dataclass(frozen=True, slots=True)
+class AllowedPrefix:
+    """One allowlist entry, parsed. ``scheme`` is ``file`` for local roots (``path`` realpath'd)."""
+
+    scheme: str
+    host: str = ""
+    port: int | None = None
+    path: str = "/"
+
+    @property
+    def address(self) -> IPAddress | None:
+        """The IP literal this prefix names, if it names one."""
+        return _parse_ip(self.host) if self.host else None
+
+    def matches(self, scheme: str, host: str, port: int | None, path: str) -> bool:
+        return (
+            scheme == self.scheme
+            and host == self.host
+            and port == self.port
+            and _segments_under(path, self.path)
+        )
+
+    def __str__(self) -> str:
+        if self.scheme == "file":
+            return self.path
+        netloc = self.host if ":" not in self.host else f"[{self.host}]"
+        if self.port is not None and self.port != _DEFAULT_PORTS.get(self.scheme):
+            netloc += f":{self.port}"
+        return f"{self.scheme}://{netloc}{self.path}"
+
+
+def parse_prefix(text: str) -> AllowedPrefix:
+    """Parse one allowlist entry; local roots are made absolute and resolved with realpath."""
+    text = text.strip()
+    if text.startswith("/") or (os.name == "nt" and len(text) > 1 and text[1] == ":"):
+        return _local_prefix(text)
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if not scheme:
+        raise ValueError(f"allowlist entry {text!r} is neither a URL nor an absolute path")
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise ValueError(f"allowlist entry {text!r}: file:// URLs take no host")
+        return _local_prefix(unquote(parts.path))
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"allowlist entry {text!r} carries credentials")
+    if not parts.hostname:
+        raise ValueError(f"allowlist entry {text!r} has no host")
+    port = parts.port if parts.port is not None else _DEFAULT_PORTS.get(scheme)
+    path = parts.path or "/"
+    return AllowedPrefix(scheme, _canonical_host(parts.hostname), port, path)
+
+
+def _local_prefix(path: str) -> AllowedPrefix:
+    real = os.path.realpath(path)
+    # A root written with a trailing separator is a directory, and so is its realpath.
+    if path.endswith(("/", os.sep)) or os.path.isdir(real):
+        real = real.rstrip(os.sep) + os.sep
+    return AllowedPrefix("file", path=real)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A source the policy accepted: what to open, and the parsed parts it was judged on."""
+
+    url: str
+    scheme: str
+
+
+class SourcePolicy:
+    """The allowlist: URL prefixes and local roots; private networks for upstream connections."""
+
+    def __init__(self, prefixes: Iterable[str], networks: Iterable[str] = ()) -> None:
+        self.prefixes: tuple[AllowedPrefix, ...] = tuple(parse_prefix(p) for p in prefixes)
+        self.networks: tuple[IPNetwork, ...] = tuple(
+            ipaddress.ip_network(n, strict=False) for n in networks
+        )
+        self.guard = AddressGuard(
+            [
+                (addr, p.port)
+                for p in self.prefixes
+                if p.scheme in _DEFAULT_PORTS and (addr := p.address) is not None
+            ],
+            self.networks,
+        )
+
+    def describe(self) -> list[str]:
+        return [str(p) for p in self.prefixes]
+
+    def check_remote(self, url: str) -> Resolved:
+        """Judge a non-local URL (http(s), s3, other fsspec schemes) by its parsed parts."""
+        _check_text(url)
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise BadSourceError(f"unparseable url: {exc}") from exc
+        scheme = parts.scheme.lower()
+        if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+            raise SourceNotAllowedError("credentials in source URLs are not allowed", url=url)
+        if parts.fragment:
+            raise BadSourceError("source URLs take no #fragment")
+        if scheme in _DEFAULT_PORTS:
+            return self._check_http(url, parts, scheme, port)
+        if not parts.netloc:
+            raise BadSourceError(f"{scheme}:// URL without a bucket or host")
+        if port is not None or parts.query:
+            raise BadSourceError(f"{scheme}:// URLs take no port or query")
+        host = parts.netloc.lower()
+        path = _clean_remote_path(parts.path)
+        if not self._allowed(scheme, host, None, path):
+            raise SourceNotAllowedError("source not allowed by this service", url=url)
+        return Resolved(f"{scheme}://{host}{path}", scheme)
+
+    def _check_http(self, url: str, parts: SplitResult, scheme: str, port: int | None) -> Resolved:
+        # Judge the URL as aiohttp will send it: parsed by yarl, dot segments refused up front.
+        try:
+            target = URL(url)
+        except ValueError as exc:
+            raise BadSourceError(f"unparseable url: {exc}") from exc
+        if not target.host or not parts.hostname:
+            raise BadSourceError("http(s) URL without a host")
+        host = _canonical_host(target.host)
+        if host != _canonical_host(parts.hostname):
+            raise BadSourceError("ambiguous host in url")
+        _clean_remote_path(parts.path or "/")
+        path = target.path or "/"
+        effective_port = target.port if target.port is not None else _DEFAULT_PORTS[scheme]
+        if port is not None and port != effective_port:
+            raise BadSourceError("ambiguous port in url")
+        if not self._allowed(scheme, host, effective_port, path):
+            raise SourceNotAllowedError("source not allowed by this service", url=url)
+        return Resolved(str(target), scheme)
+
+    def _allowed(self, scheme: str, host: str, port: int | None, path: str) -> bool:
+        return any(p.matches(scheme, host, port, path) for p in self.prefixes)
+
+    def check_local_resolved(self, original: str, real: str) -> Resolved:
+        """Judge a local path already resolved with realpath (``resolve_local`` does that)."""
+        for p in self.prefixes:
+            if p.scheme != "file":
+                continue
+            root = p.path
+            inside = real.startswith(root) if root.endswith(os.sep) else real == root
+            if inside:
+                return Resolved(real, "file")
+        raise SourceNotAllowedError("path not under an allowed root", url=original)
+
+    @staticmethod
+    def local_path(url: str) -> str | None:
+        """The path a local source names (``file://`` URL or absolute path), None if remote."""
+        if url.startswith("/"):
+            return url
+        parts = urlsplit(url)
+        if parts.scheme.lower() != "file":
+            return None
+        if parts.netloc not in ("", "localhost"):
+            raise BadSourceError("file:// URLs take no host")
+        if parts.query or parts.fragment:
+            raise BadSourceError("file:// URLs take no query or fragment")
+        path = unquote(parts.path)
+        if not path.startswith("/"):
+            raise BadSourceError("file:// URLs need an absolute path")
+        return path
+
+    def check_redirect(self, location: URL) -> None:
+        """Refuse a redirect whose target falls outside the allowlist."""
+        self.check_remote(str(location))
+
+
+class AddressGuard:
+    """Connect-time check of every address an upstream socket is about to dial."""
+
+    def __init__(
+        self, allowed: Sequence[tuple[IPAddress, int | None]], networks: Sequence[IPNetwork]
+    ) -> None:
+        self.allowed = {(addr, port) for addr, port in allowed}
+        self.networks = tuple(networks)
+
+    def permits(self, ip: IPAddress, port: int) -> bool:
+        if (ip, port) in self.allowed:
+            return True
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        if mapped is not None and (mapped, port) in self.allowed:
+            return True
+        if any(ip in net for net in self.networks if net.version == ip.version):
+            return True
+        return is_public_address(ip)
+
+    def socket_factory(self, addr_info: tuple[Any, ...]) -> socket.socket:
+        """For ``aiohttp.TCPConnector(socket_factory=...)``: create the socket only for an
+        address this guard permits."""
+        family, type_, proto, _, sockaddr = addr_info
+        ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        if not self.permits(ip, int(sockaddr[1])):
+            # Not an OSError: aiohttp would treat it as a failed connection and try the next
+            # address or retry; this must end the request instead.
+            raise SourceNotAllowedError("upstream address not allowed by this service")
+        return socket.socket(family=family, type=type_, proto=proto)
+
+
+def guarded_session(
+    policy: SourcePolicy,
+    *,
+    limit: int = 64,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 20.0,
+) -> aiohttp.ClientSession:
+    """An aiohttp session whose every connection passes ``policy.guard`` and whose every redirect
+    passes ``policy``; no proxies from the environment, no decompression of ranges."""
+    connector = aiohttp.TCPConnector(
+        limit=limit,
+        ttl_dns_cache=60,
+        socket_factory=policy.guard.socket_factory,
+        # One address at a time: with happy eyeballs a refused address would be skipped quietly.
+        happy_eyeballs_delay=None,
+    )
+    trace = aiohttp.TraceConfig()
+
+    async def on_redirect(
+        session: aiohttp.ClientSession,
+        ctx: SimpleNamespace,
+        params: aiohttp.TraceRequestRedirectParams,
+    ) -> None:
+        location = params.response.headers.get("Location")
+        if location is None:
+            return
+        try:
+            target = params.response.url.join(URL(location))
+        except ValueError as exc:
+            raise SourceNotAllowedError("unparseable redirect target") from exc
+        try:
+            policy.check_redirect(target)
+        except BadSourceError as exc:
+            raise SourceNotAllowedError(f"redirect refused: {exc}") from exc
+
+    trace.on_request_redirect.append(on_redirect)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+        ),
+        auto_decompress=False,
+        trust_env=False,
+        trace_configs=[trace],
+    )
+
