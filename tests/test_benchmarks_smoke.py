@@ -1,0 +1,59 @@
+"""The benchmark suite in smoke mode: toy corpus, one run, every reader runs and pixels match.
+
+Not timed: this only proves the suite works end to end (corpus written by GDAL, range server,
+one subprocess per reader, pixel checks against rasterio), as ``benchmarks.run --smoke`` in CI.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Readers installed in the project's venv (the test and bench extras); aiocogeo lives in its own.
+MAIN_READERS = ["cloudroi", "rasterio", "tifffile", "async-tiff"]
+
+
+@pytest.fixture(scope="module")
+def smoke_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "## Benchmark results" in proc.stdout
+    assert (out / "smoke.md").read_text().startswith("## Benchmark results")
+    return json.loads((out / "smoke.json").read_text())
+
+
+def test_every_workload_ran(smoke_report: dict) -> None:
+    assert set(smoke_report["workloads"]) == {"W1", "W2", "W3", "W4", "W5"}
+    assert "W6" in smoke_report["w6"]
+
+
+@pytest.mark.parametrize("reader", MAIN_READERS)
+def test_reader_runs_and_matches_rasterio(smoke_report: dict, reader: str) -> None:
+    for key, summary in smoke_report["workloads"].items():
+        row = summary["rows"][reader]
+        assert row["error"] is None, f"{key}/{reader}: {row['error']}"
+        assert row["pixels_ok"] is True, f"{key}/{reader}: {row['pixels']}"
+        assert row["requests"] >= 1 and row["bytes"] > 0, f"{key}/{reader}"
+        assert row["rss_peak"] > row["rss_before"] if "rss_before" in row else True
+
+
+def test_cloudroi_traffic_is_near_the_minimum(smoke_report: dict) -> None:
+    for key, summary in smoke_report["workloads"].items():
+        row = summary["rows"]["cloudroi"]
+        # Every block needed is fetched once, and little else: a loose bound for the toy corpus.
+        assert summary["minimum"]["total"] <= row["bytes"] <= 2 * summary["minimum"]["total"], key
+
+
+def test_aiocogeo_is_shown_not_dropped(smoke_report: dict) -> None:
+    for key, summary in smoke_report["workloads"].items():
+        row = summary["rows"]["aiocogeo"]
+        assert row["error"] is not None or row["pixels"] != "not checked", key
