@@ -12,7 +12,7 @@ from .plan import BlockRef
 from .tiff.structure import ImageIFD
 from .types import Window
 
-__all__ = ["block_window", "intersect", "paste", "valid_mask"]
+__all__ = ["block_window", "fill_block", "intersect", "paste", "valid_mask"]
 
 
 def intersect(a: Window, b: Window) -> Window | None:
@@ -61,6 +61,25 @@ def paste(
         return
     for i, s in enumerate(samples):
         out[i, dst_rows, dst_cols] = src[:, :, s]
+
+
+def fill_block(
+    out: npt.NDArray[Any],
+    value: Any,
+    ref: BlockRef,
+    ifd: ImageIFD,
+    out_window: Window,
+    samples: Sequence[int],
+) -> None:
+    """Set the part of ``out`` a block with no data (sparse) covers to ``value``."""
+    part = intersect(block_window(ifd, ref.row, ref.col), out_window)
+    if part is None:
+        return
+    rows = slice(part.row_off - out_window.row_off, part.row_end - out_window.row_off)
+    cols = slice(part.col_off - out_window.col_off, part.col_end - out_window.col_off)
+    for i, s in enumerate(samples):
+        if ifd.planar != 2 or s == ref.plane:
+            out[i, rows, cols] = value
 
 
 def valid_mask(data: npt.NDArray[Any], nodata: float | int) -> npt.NDArray[np.uint8]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .assemble import block_window, intersect, paste, valid_mask
+from .assemble import block_window, fill_block, intersect, paste, valid_mask
 from .context import Context
 from .decode import BlockDecoder
 from .errors import LimitExceededError, WindowError
@@ -510,31 +510,29 @@ class Image:
         self,
         ifd: ImageIFD,
         refs: list[BlockRef],
-        work: Callable[[BlockRef, npt.NDArray[Any]], None],
-        *,
-        max_bytes: int | None = None,
-        max_tiles: int | None = None,
+        sources: list[Awaitable[bytes] | None],
+        work: Callable[[BlockRef, npt.NDArray[Any] | None], None],
     ) -> None:
-        """Fetch, decode (thread pool) and hand each block to ``work`` (also in the pool)."""
-        sources = await self._block_sources(ifd, refs, max_bytes=max_bytes, max_tiles=max_tiles)
+        """Await each block's bytes, decode them and hand the block to ``work``, both in the
+        thread pool. ``work`` gets None for a block with no data (sparse)."""
         decoder = self._decoder(ifd)
         loop = asyncio.get_running_loop()
         executor = self.context.executor
         stats = self.stats
 
         def decode_and_work(ref: BlockRef, data: bytes) -> None:
-            if data:
-                work(ref, decoder.decode(data, ref.row))
+            work(ref, decoder.decode(data, ref.row) if data else None)
 
-        async def one(ref: BlockRef, aw: Awaitable[bytes]) -> None:
+        async def one(ref: BlockRef, aw: Awaitable[bytes] | None) -> None:
+            if aw is None:
+                work(ref, None)
+                return
             data = await aw
             stats.tiles_read += 1
             await loop.run_in_executor(executor, decode_and_work, ref, data)
             stats.tiles_decoded += 1
 
-        await gather_all(
-            one(ref, aw) for ref, aw in zip(refs, sources, strict=True) if aw is not None
-        )
+        await gather_all(one(ref, aw) for ref, aw in zip(refs, sources, strict=True))
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -550,13 +548,21 @@ class Image:
     ) -> npt.NDArray[Any]:
         dtype = ifd.dtype
         self._check_output(len(samples), win.height, win.width, dtype)
-        out = np.full((len(samples), win.height, win.width), fill, dtype=dtype)
         refs = self._refs(ifd, win, samples)
+        sources = await self._block_sources(ifd, refs, max_bytes=max_bytes, max_tiles=max_tiles)
+        shape = (len(samples), win.height, win.width)
+        inside = intersect(win, Window(0, 0, ifd.width, ifd.height)) == win
+        # Inside the image every pixel comes from a block (or a sparse block's fill), so the
+        # array need not be filled first; a boundless window is prefilled for its outside part.
+        out = np.empty(shape, dtype=dtype) if inside else np.full(shape, fill, dtype=dtype)
 
-        def work(ref: BlockRef, block: npt.NDArray[Any]) -> None:
-            paste(out, block, ref, ifd, win, samples)
+        def work(ref: BlockRef, block: npt.NDArray[Any] | None) -> None:
+            if block is None:
+                fill_block(out, fill, ref, ifd, win, samples)
+            else:
+                paste(out, block, ref, ifd, win, samples)
 
-        await self._run_blocks(ifd, refs, work, max_bytes=max_bytes, max_tiles=max_tiles)
+        await self._run_blocks(ifd, refs, sources, work)
         return out
 
     async def read(
