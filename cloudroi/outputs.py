@@ -288,6 +288,8 @@ def render(
 
 def _encode_image(fmt: str, pixels: npt.NDArray[np.uint8], quality: int) -> bytes:
     if fmt == "png":
+        if pixels.shape[2] == 1:  # the PNG encoder takes grey as (h, w)
+            pixels = np.ascontiguousarray(pixels[:, :, 0])
         return bytes(imagecodecs.png_encode(pixels))
     if fmt == "jpeg":
         if pixels.shape[2] in (2, 4):  # JPEG has no alpha
