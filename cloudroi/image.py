@@ -8,6 +8,7 @@ window -> blocks (plan) -> index slices if the index is lazy -> coalesced concur
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import numpy.typing as npt
 from .assemble import block_window, fill_block, intersect, paste, valid_mask
 from .context import Context
 from .decode import BlockDecoder
-from .errors import LimitExceededError, WindowError
+from .errors import LimitExceededError, ReadTimeoutError, WindowError
 from .fetch import BlockRequest, Fetcher, LeaderMismatch
 from .header import (
     DEFAULT_LAZY_INDEX_BYTES,
@@ -65,7 +66,7 @@ class ImageOptions:
     #: Merge block ranges separated by at most this many bytes into one GET ...
     coalesce_gap: int = 8 * 1024
     #: ... while the merged GET stays under this size.
-    coalesce_max: int = 16 << 20
+    coalesce_max: int = 2 << 20
     max_preload_bytes: int = 512 << 20
     #: Refuse reads whose output array would exceed this many bytes (0: no limit).
     max_output_bytes: int = 4 << 30
@@ -576,6 +577,7 @@ class Image:
         fill_value: float | int | None = None,
         max_bytes: int | None = None,
         max_tiles: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - maps the overrun to ReadTimeoutError
     ) -> npt.NDArray[Any]:
         """Pixels of ``window`` = (col_off, row_off, width, height) of ``level`` as an array shaped
         (bands, height, width) in the file's dtype. ``bands`` are 1-based (None: all).
@@ -584,7 +586,24 @@ class Image:
         is resampled by nearest neighbour from the overview GDAL would choose. Outside pixels
         raise ``WindowError`` unless ``boundless``, which fills them with ``fill_value``, the
         nodata value or 0. ``max_bytes``/``max_tiles`` refuse a read before any block is fetched.
+        ``timeout`` (seconds) bounds the whole read, retries included: ``ReadTimeoutError``.
         """
+        async with _deadline(timeout, self.url):
+            return await self._read(
+                window, level, bands, out_shape, boundless, fill_value, max_bytes, max_tiles
+            )
+
+    async def _read(
+        self,
+        window: Sequence[int] | None,
+        level: int,
+        bands: int | Sequence[int] | None,
+        out_shape: tuple[int, int] | None,
+        boundless: bool,
+        fill_value: float | int | None,
+        max_bytes: int | None,
+        max_tiles: int | None,
+    ) -> npt.NDArray[Any]:
         samples = self._samples(bands)
         ifd = self._level(level)
         win = self._window(window, ifd, boundless)
@@ -600,9 +619,20 @@ class Image:
         src = await self._read_ifd(
             src_ifd, src_win, samples, fill, max_bytes=max_bytes, max_tiles=max_tiles
         )
+        return await self._resample(src, src_win, out_h, out_w)
+
+    async def _resample(
+        self, src: npt.NDArray[Any], src_win: Window, out_h: int, out_w: int
+    ) -> npt.NDArray[Any]:
+        """Nearest-neighbour sampling of ``src`` (.., h, w) to (.., out_h, out_w), in the pool."""
         rows = nearest_indices(src_win.height, out_h)
         cols = nearest_indices(src_win.width, out_w)
-        return np.ascontiguousarray(src[:, rows][:, :, cols])
+
+        def sample() -> npt.NDArray[Any]:
+            return np.ascontiguousarray(src[..., rows, :][..., cols])
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.context.executor, sample)
 
     def _resample_source(
         self, level: int, win: Window, out_shape: tuple[int, int], boundless: bool
@@ -631,21 +661,32 @@ class Image:
         boundless: bool = False,
         max_bytes: int | None = None,
         max_tiles: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - maps the overrun to ReadTimeoutError
     ) -> npt.NDArray[np.uint8]:
         """The validity mask of a window as uint8 0 (invalid) / 255 (valid), shaped (h, w).
 
         From the GDAL internal mask when there is one; else the alpha band; else where any band
         differs from nodata; else all valid. Pixels outside the image are 0.
         """
+        async with _deadline(timeout, self.url):
+            return await self._read_mask(level, window, out_shape, boundless, max_bytes, max_tiles)
+
+    async def _read_mask(
+        self,
+        level: int,
+        window: Sequence[int] | None,
+        out_shape: tuple[int, int] | None,
+        boundless: bool,
+        max_bytes: int | None,
+        max_tiles: int | None,
+    ) -> npt.NDArray[np.uint8]:
         ifd = self._level(level)
         win = self._window(window, ifd, boundless)
         if out_shape is not None:
             out_h, out_w = _check_shape(out_shape)
             level, src_win = self._resample_source(level, win, (out_h, out_w), boundless)
             full = await self._mask_at(level, src_win, max_bytes, max_tiles)
-            rows = nearest_indices(src_win.height, out_h)
-            cols = nearest_indices(src_win.width, out_w)
-            return np.ascontiguousarray(full[rows][:, cols])
+            return await self._resample(full, src_win, out_h, out_w)
         return await self._mask_at(level, win, max_bytes, max_tiles)
 
     async def _mask_at(
@@ -792,6 +833,19 @@ class Image:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def _deadline(timeout: float | None, url: str) -> AsyncIterator[None]:  # noqa: ASYNC109
+    """Bound the body's run time; the overrun becomes ``ReadTimeoutError``."""
+    if timeout is None:
+        yield
+        return
+    try:
+        async with asyncio.timeout(timeout):
+            yield
+    except TimeoutError as exc:
+        raise ReadTimeoutError(f"read did not finish within {timeout} s", url=url) from exc
 
 
 class _NeedCounts(Exception):

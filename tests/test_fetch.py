@@ -102,8 +102,29 @@ def test_lru_cache_is_bounded_by_bytes() -> None:
     cache = LRUCache[bytes](100, sizeof=len)
     for i in range(10):
         cache.put(i, bytes(30))
-    assert cache.size <= 100 and len(cache) == 3
-    assert cache.get(9) is not None and cache.get(0) is None
+    assert cache.size <= 100
+    assert len(cache) == 3
+    assert cache.get(9) is not None
+    assert cache.get(0) is None
     assert not cache.put("huge", bytes(101))  # larger than the whole budget: not stored
     stats = cache.stats()
-    assert stats.evictions == 7 and stats.hits == 1 and stats.misses == 1
+    assert stats.evictions == 7
+    assert stats.hits == 1
+    assert stats.misses == 1
+
+
+async def test_read_timeout_is_typed(server: RangeServer) -> None:
+    url = put(server, COG)
+    async with cloudroi.open(url) as img:
+        server.latency = 0.5
+        with pytest.raises(cloudroi.ReadTimeoutError):
+            await img.read((0, 0, 1024, 1024), timeout=0.1)
+        server.latency = 0.0
+        arr = await img.read((0, 0, 10, 10), timeout=5)
+    np.testing.assert_array_equal(arr[0], DATA[:10, :10])
+    with_nodata = put(server, write_cog(DATA, tile=256, compression="deflate", nodata=0.0))
+    async with cloudroi.open(with_nodata) as img:
+        server.latency = 0.5
+        with pytest.raises(cloudroi.ReadTimeoutError):
+            await img.read_mask((0, 0, 1024, 1024), timeout=0.1)
+    await asyncio.sleep(0.6)  # let the server finish the abandoned requests before the next test
