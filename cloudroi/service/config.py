@@ -179,6 +179,8 @@ def settings_table() -> str:
             shown = ", ".join(value) if value else "(empty)"
         elif value is None:
             shown = "(unset)"
+        elif isinstance(value, bool):
+            shown = str(value).lower()
         else:
             shown = str(value)
         rows.append(f"| `{s.env}` | `{shown}` | {s.help} |")

@@ -366,6 +366,13 @@ def _geometry(code: str, fn: Callable[[], T]) -> T:
         raise bad_request(str(exc), code=code) from exc
 
 
+def _require_georeference(img: Image) -> None:
+    if img.transform is None:
+        raise bad_request(
+            "the image has no georeferencing; use pixel coordinates", code="no_georeference"
+        )
+
+
 def _check_pixels(state: ServiceState, width: int, height: int) -> None:
     limit = state.config.max_output_pixels
     if width * height > limit:
@@ -448,6 +455,7 @@ async def _region(req: CoreRequest, state: ServiceState) -> CoreResponse:
         else:
             bbox = q.bbox
             assert bbox is not None
+            _require_georeference(img)
             win = _geometry(
                 "invalid_window",
                 lambda: geometry.bbox_window(img.levels, img.transform, bbox, level),
@@ -490,6 +498,7 @@ async def _point(req: CoreRequest, state: ServiceState) -> CoreResponse:
     async def work(img: Image) -> CoreResponse:
         gt = img.transform
         if q.xy is not None:
+            _require_georeference(img)
             convert = _geometry("no_georeference", lambda: geometry.to_pixel(gt))
             c, r = convert(*q.xy)
             col, row = math.floor(c), math.floor(r)

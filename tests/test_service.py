@@ -1,0 +1,702 @@
+"""The region service end to end: aiohttp's test server on a real socket, the real range server
+and moto's S3 server as upstreams, outputs decoded with numpy, imagecodecs, tifffile and rasterio,
+and every error status provoked for real."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import imagecodecs
+import numpy as np
+import pytest
+import rasterio
+import tifffile
+from aiohttp.test_utils import TestClient, TestServer
+from multidict import CIMultiDict
+
+import cloudroi
+from cloudroi.service import CoreRequest, ServiceConfig, ServiceState, create_app, handle
+from cloudroi.service.config import settings_table
+from cloudroi.testing import Fault, RangeServer
+from cloudroi.testing.cog import write_cog
+from cloudroi.testing.sample import SAMPLE_NAME, sample_cog_bytes
+
+ROOT = Path(__file__).resolve().parent.parent
+RGB_GT = (500000.0, 10.0, 0.0, 4200000.0, 0.0, -10.0)
+DEM_GT = (10.0, 0.001, 0.0, 50.0, 0.0, -0.001)
+NODATA = -9999.0
+
+
+def rgb_pixels() -> np.ndarray:
+    yy, xx = np.mgrid[0:500, 0:600]
+    return np.stack([xx % 251, yy % 241, (xx + 2 * yy) % 239]).astype(np.uint8)
+
+
+def rgb_mask() -> np.ndarray:
+    mask = np.full((500, 600), 255, np.uint8)
+    mask[:50, :80] = 0
+    return mask
+
+
+def dem_pixels() -> np.ndarray:
+    yy, xx = np.mgrid[0:400, 0:500]
+    dem = (xx * 1.5 + yy * 0.25).astype(np.float32)
+    dem[200:260, 300:380] = NODATA
+    return dem
+
+
+@pytest.fixture(scope="module")
+def images() -> dict[str, bytes]:
+    j2k = io.BytesIO()
+    tifffile.imwrite(j2k, rgb_pixels()[0, :64, :64], tile=(32, 32), compression="jpeg2000")
+    plain = io.BytesIO()
+    tifffile.imwrite(plain, rgb_pixels()[0, :64, :64], tile=(32, 32), compression="zlib")
+    return {
+        "plain.tif": plain.getvalue(),
+        "rgb.tif": write_cog(rgb_pixels(), tile=128, mask=rgb_mask(), epsg=32633,
+                             transform=RGB_GT),
+        "dem.tif": write_cog(dem_pixels(), tile=128, predictor=3, nodata=NODATA, epsg=4326,
+                             transform=DEM_GT),
+        "j2k.tif": j2k.getvalue(),
+    }
+
+
+@dataclass
+class Upstream:
+    """The test's files on the shared range server, under a prefix of their own (so that the
+    process-wide caches never carry one test's blocks into another)."""
+
+    server: RangeServer
+    prefix: str
+
+    def url(self, name: str) -> str:
+        return self.server.url(self.prefix + name)
+
+    @property
+    def root(self) -> str:
+        return self.server.url(self.prefix)
+
+    def requests(self, name: str | None = None) -> list[Any]:
+        if name is None:
+            mine = "/" + self.prefix
+            return [e for e in self.server.requests_for(None) if e.path.startswith(mine)]
+        return self.server.requests_for(self.prefix + name)
+
+
+@pytest.fixture
+def upstream(server: RangeServer, images: dict[str, bytes]) -> Upstream:
+    prefix = f"svc-{uuid.uuid4().hex[:10]}/"
+    for name, data in images.items():
+        server.add(prefix + name, data)
+    return Upstream(server, prefix)
+
+
+Client = TestClient[Any, Any]
+MakeClient = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture
+async def make_client(upstream: Upstream) -> AsyncIterator[MakeClient]:
+    clients: list[Client] = []
+
+    async def make(**overrides: Any) -> Client:
+        overrides.setdefault("allowed_sources", (upstream.root,))
+        client = TestClient(TestServer(create_app(ServiceConfig(**overrides))))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture
+async def client(make_client: MakeClient) -> Client:
+    return await make_client()
+
+
+async def get(
+    client: Client, path: str, **params: Any
+) -> tuple[int, CIMultiDict[str], bytes]:
+    async with client.get(path, params={k: str(v) for k, v in params.items()}) as resp:
+        return resp.status, resp.headers.copy(), await resp.read()
+
+
+async def problem(client: Client, path: str, status: int, **params: Any) -> dict[str, Any]:
+    got, headers, body = await get(client, path, **params)
+    assert got == status, body
+    assert headers["Content-Type"] == "application/problem+json"
+    assert headers["Cache-Control"] == "no-store"
+    doc = json.loads(body)
+    assert doc["status"] == status
+    assert doc["type"] == "about:blank"
+    assert doc["title"]
+    assert doc["detail"]
+    return doc
+
+
+# --------------------------------------------------------------------------------------------
+# endpoints
+# --------------------------------------------------------------------------------------------
+
+
+async def test_healthz_never_touches_storage(client: Client, upstream: Upstream) -> None:
+    status, headers, body = await get(client, "/healthz")
+    assert status == 200
+    assert json.loads(body)["status"] == "ok"
+    assert headers["Cache-Control"] == "no-store"
+    assert upstream.requests() == []
+
+
+async def test_info(client: Client, upstream: Upstream) -> None:
+    status, headers, body = await get(client, "/info", url=upstream.url("rgb.tif"))
+    assert status == 200
+    doc = json.loads(body)
+    assert (doc["width"], doc["height"], doc["count"], doc["dtype"]) == (600, 500, 3, "uint8")
+    assert doc["levels"] == [[600, 500], [300, 250], [150, 125], [75, 63]]
+    assert doc["overviews"] == 3
+    assert doc["crs"] == 32633
+    assert doc["transform"] == list(RGB_GT)
+    assert doc["bounds"] == [500000.0, 4195000.0, 506000.0, 4200000.0]
+    assert doc["has_mask"] is True
+    assert doc["block_shape"] == [128, 128]
+    assert re.fullmatch(r'"[0-9a-f]{32}"', headers["ETag"])
+    assert headers["Cache-Control"] == "public, max-age=3600"
+    dem = json.loads((await get(client, "/info", url=upstream.url("dem.tif")))[2])
+    assert (dem["nodata"], dem["crs"], dem["dtype"]) == (NODATA, 4326, "float32")
+
+
+async def test_etag_and_conditional_requests(client: Client, upstream: Upstream) -> None:
+    params = {"url": upstream.url("rgb.tif"), "window": "0,0,256,256"}
+    _, headers, body = await get(client, "/region", **params)
+    etag = headers["ETag"]
+    _, again, body2 = await get(client, "/region", **params)
+    assert again["ETag"] == etag
+    assert body2 == body
+    _, other, _ = await get(client, "/region", **{**params, "window": "0,0,256,255"})
+    assert other["ETag"] != etag
+    before = len(upstream.requests())
+    async with client.get("/region", params=params, headers={"If-None-Match": etag}) as resp:
+        assert resp.status == 304
+        assert resp.headers["ETag"] == etag
+        assert await resp.read() == b""
+    # A 304 costs only the open (the source's ETag must be checked), no tile reads.
+    assert len(upstream.requests()) - before == 1
+
+
+async def test_region_png_is_the_window_with_the_mask_as_alpha(
+    client: Client, upstream: Upstream
+) -> None:
+    status, headers, body = await get(
+        client, "/region", url=upstream.url("rgb.tif"), window="40,30,200,100"
+    )
+    assert status == 200
+    assert headers["Content-Type"] == "image/png"
+    png = imagecodecs.png_decode(body)
+    assert png.shape == (100, 200, 4)
+    expected = rgb_pixels()[:, 30:130, 40:240]
+    np.testing.assert_array_equal(np.moveaxis(png[:, :, :3], -1, 0), expected)
+    np.testing.assert_array_equal(png[:, :, 3], rgb_mask()[30:130, 40:240])
+
+
+async def test_region_npy_keeps_every_band_and_the_dtype(
+    client: Client, upstream: Upstream
+) -> None:
+    status, headers, body = await get(
+        client, "/region", url=upstream.url("rgb.tif"), window="300,200,300,300", format="npy"
+    )
+    assert status == 200
+    assert headers["Content-Type"] == "application/x-npy"
+    arr = np.load(io.BytesIO(body), allow_pickle=False)
+    np.testing.assert_array_equal(arr, rgb_pixels()[:, 200:500, 300:600])
+    _, _, body = await get(
+        client, "/region", url=upstream.url("rgb.tif"), window="10,20,30,40", level=1,
+        bands="3,1", format="npy",
+    )
+    arr = np.load(io.BytesIO(body))
+    np.testing.assert_array_equal(arr, rgb_pixels()[[2, 0], ::2, ::2][:, 20:60, 10:40])
+
+
+async def test_region_geotiff_keeps_georeferencing(
+    client: Client, upstream: Upstream, tmp_path: Path
+) -> None:
+    status, headers, body = await get(
+        client, "/region", url=upstream.url("dem.tif"), window="50,60,200,100", level=1,
+        format="tif",
+    )
+    assert status == 200
+    assert headers["Content-Type"] == "image/tiff; application=geotiff"
+    path = tmp_path / "region.tif"
+    path.write_bytes(body)
+    expected = dem_pixels()[::2, ::2][60:160, 50:250]
+    np.testing.assert_array_equal(tifffile.imread(path), expected)
+    with rasterio.open(path) as ds:
+        np.testing.assert_array_equal(ds.read(1), expected)
+        assert ds.crs.to_epsg() == 4326
+        assert ds.nodata == NODATA
+        # Level 1 pixels are twice the size; the window starts at level-0 pixel (100, 120).
+        assert ds.transform.to_gdal() == pytest.approx(
+            (10.0 + 100 * 0.001, 0.002, 0.0, 50.0 - 120 * 0.001, 0.0, -0.002)
+        )
+
+
+async def test_region_bbox_and_boundless_bbox(client: Client, upstream: Upstream) -> None:
+    url = upstream.url("dem.tif")
+    status, _, body = await get(client, "/region", url=url, bbox="10.1,49.75,10.3,49.9",
+                                format="npy")
+    assert status == 200
+    np.testing.assert_array_equal(np.load(io.BytesIO(body))[0], dem_pixels()[100:250, 100:300])
+    # Half outside the image: filled with nodata, transparent in PNG.
+    bbox = "9.95,49.95,10.05,50.05"
+    _, _, body = await get(client, "/region", url=url, bbox=bbox, format="npy")
+    arr = np.load(io.BytesIO(body))[0]
+    assert arr.shape == (100, 100)
+    assert (arr[:50] == NODATA).all()
+    assert (arr[:, :50] == NODATA).all()
+    np.testing.assert_array_equal(arr[50:, 50:], dem_pixels()[:50, :50])
+    _, headers, body = await get(client, "/region", url=url, bbox=bbox, rescale="0,100")
+    png = imagecodecs.png_decode(body)
+    assert png.shape == (100, 100, 2)
+    assert (png[:50, :, 1] == 0).all()
+    assert (png[50:, 50:, 1] == 255).all()
+    assert headers["X-Cloudroi-Rescale"] == "0,100"
+
+
+async def test_region_width_height_read_the_best_overview(
+    client: Client, upstream: Upstream
+) -> None:
+    url = upstream.url("rgb.tif")
+    status, _, body = await get(client, "/region", url=url, window="0,0,600,500", width=150,
+                                format="npy")
+    assert status == 200
+    arr = np.load(io.BytesIO(body))
+    assert arr.shape == (3, 125, 150)
+    async with cloudroi.open(url) as img:
+        expected = await img.read((0, 0, 600, 500), out_shape=(125, 150))
+        assert img.stats.tile_requests <= 2  # from the smallest overview, not level 0
+    np.testing.assert_array_equal(arr, expected)
+    _, _, body = await get(client, "/region", url=url, window="100,100,300,200", width=64,
+                           height=48, format="npy")
+    assert np.load(io.BytesIO(body)).shape == (3, 48, 64)
+
+
+async def test_preview(client: Client, upstream: Upstream) -> None:
+    url = upstream.url("rgb.tif")
+    status, _headers, body = await get(client, "/preview", url=url, max_size=300)
+    assert status == 200
+    png = imagecodecs.png_decode(body)
+    assert png.shape == (250, 300, 4)
+    async with cloudroi.open(url) as img:
+        expected = await img.read(out_shape=(250, 300))
+    np.testing.assert_array_equal(np.moveaxis(png[:, :, :3], -1, 0), expected)
+    # Only the overview's blocks were read (level 1 has 3 x 2 tiles, plus its mask's).
+    tile_reads = [
+        e for e in upstream.requests("rgb.tif") if e.range and not e.range.startswith("bytes=0-")
+    ]
+    assert 0 < len(tile_reads) <= 12
+
+
+async def test_jpeg_and_webp(client: Client, upstream: Upstream) -> None:
+    url = upstream.url("rgb.tif")
+    expected = np.moveaxis(rgb_pixels()[:, 100:228, 100:228], 0, -1).astype(int)
+    for fmt, decode, channels in (("jpeg", imagecodecs.jpeg8_decode, 3),
+                                  ("webp", imagecodecs.webp_decode, 4)):
+        status, headers, body = await get(client, "/region", url=url, window="100,100,128,128",
+                                          format=fmt, quality=95)
+        assert status == 200
+        assert headers["Content-Type"] == f"image/{fmt}"
+        img = decode(body)
+        assert img.shape[:2] == (128, 128)
+        assert img.shape[2] in (3, channels)  # an all-opaque alpha may be left out
+        # Lossy codecs on a busy synthetic pattern: close on average, not exact.
+        assert np.abs(img[:, :, :3].astype(int) - expected).mean() < 20
+
+
+async def test_point(client: Client, upstream: Upstream) -> None:
+    url = upstream.url("dem.tif")
+    status, headers, body = await get(client, "/point", url=url, x="10.2505", y="49.8505")
+    assert status == 200
+    doc = json.loads(body)
+    assert (doc["col"], doc["row"]) == (250, 149)
+    assert doc["values"] == [float(dem_pixels()[149, 250])]
+    assert doc["valid"] is True
+    assert doc["x"] == pytest.approx(10.2505)
+    assert "ETag" in headers
+    doc = json.loads((await get(client, "/point", url=url, col=310, row=210))[2])
+    assert doc["values"] == [NODATA]
+    assert doc["valid"] is False
+    doc = json.loads((await get(client, "/point", url=upstream.url("rgb.tif"), col=5, row=5))[2])
+    assert doc["values"] == rgb_pixels()[:, 5, 5].tolist()
+    assert doc["valid"] is False  # inside the masked corner
+
+
+async def test_head_and_client_headers_are_not_forwarded(
+    client: Client, upstream: Upstream
+) -> None:
+    seen: list[dict[str, str]] = []
+
+    def record(request, etag):  # type: ignore[no-untyped-def]
+        seen.append(dict(request.headers))
+
+    upstream.server.fault = record
+    secret = {"Authorization": "Bearer secret-token", "Cookie": "session=1",
+              "X-Amz-Security-Token": "t"}
+    params = {"url": upstream.url("rgb.tif"), "window": "0,0,64,64"}
+    async with client.get("/region", params=params, headers=secret) as resp:
+        assert resp.status == 200
+    async with client.head("/region", params=params, headers=secret) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == "image/png"
+        assert await resp.read() == b""
+    assert seen
+    for headers in seen:
+        lowered = {k.lower(): v for k, v in headers.items()}
+        assert "authorization" not in lowered
+        assert "cookie" not in lowered
+        assert "x-amz-security-token" not in lowered
+        assert "secret-token" not in json.dumps(headers)
+
+
+async def test_metrics_count_requests_and_upstream_traffic(
+    client: Client, upstream: Upstream
+) -> None:
+    url = upstream.url("rgb.tif")
+    await get(client, "/region", url=url, window="0,0,256,256")
+    await get(client, "/region", url=url, window="0,0,256,256")
+    await get(client, "/info", url=upstream.url("missing.tif"))
+    status, headers, body = await get(client, "/metrics")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    text = body.decode()
+    values = {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r"^([a-z_]+(?:\{[^}]*\})?) (\S+)$", text, re.MULTILINE)
+    }
+    assert values['cloudroi_requests_total{endpoint="/region",status="200"}'] == 2
+    assert values['cloudroi_requests_total{endpoint="/info",status="404"}'] == 1
+    assert values['cloudroi_request_duration_seconds_count{endpoint="/region"}'] == 2
+    assert values['cloudroi_request_duration_seconds_bucket{endpoint="/region",le="+Inf"}'] == 2
+    # Requests of opens that failed (the 404) have no Image to count them.
+    upstream_logs = [e for e in upstream.requests() if e.status != 404]
+    assert values["cloudroi_upstream_requests_total"] == len(upstream_logs)
+    assert values["cloudroi_upstream_bytes_total"] == sum(e.body_bytes for e in upstream_logs)
+    assert values["cloudroi_block_cache_hits_total"] > 0  # the second read was served from cache
+    assert values["cloudroi_requests_in_flight"] == 0
+    assert "# TYPE cloudroi_request_duration_seconds histogram" in text
+
+
+# --------------------------------------------------------------------------------------------
+# errors, each provoked for real
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "code"),
+    [
+        ("/region", {"window": "0,0,10,10"}, "missing_parameter"),  # no url
+        ("/region", {"url": "@", "window": "0,0,10"}, "invalid_parameter"),
+        ("/region", {"url": "@", "window": "a,b,c,d"}, "invalid_parameter"),
+        ("/region", {"url": "@", "window": "0,0,0,10"}, "invalid_parameter"),
+        ("/region", {"url": "@"}, "missing_parameter"),
+        ("/region", {"url": "@", "window": "0,0,1,1", "bbox": "0,0,1,1"}, "missing_parameter"),
+        ("/region", {"url": "@", "bbox": "1,0,0,1"}, "invalid_parameter"),
+        ("/region", {"url": "@", "bbox": "0,0,nan,1"}, "invalid_parameter"),
+        ("/region", {"url": "@", "window": "0,0,1,1", "level": "1", "width": "5"},
+         "invalid_parameter"),
+        ("/region", {"url": "@", "window": "0,0,1,1", "format": "gif"}, "invalid_parameter"),
+        ("/region", {"url": "@", "window": "0,0,1,1", "rescale": "5,1"}, "invalid_parameter"),
+        ("/region", {"url": "@", "window": "0,0,1,1", "quality": "0"}, "invalid_parameter"),
+        ("/region", {"url": "@", "window": "0,0,1,1", "windw": "1"}, "unknown_parameter"),
+        ("/region", {"url": "@", "window": "0,0,1,1", "width": "99999999999999999"},
+         "invalid_parameter"),
+        ("/region", {"url": "@rgb", "window": "0,0,1,1", "level": "7"}, "invalid_window"),
+        ("/region", {"url": "@rgb", "window": "590,0,20,20"}, "invalid_window"),
+        ("/region", {"url": "@rgb", "window": "0,0,20,20", "bands": "4"}, "invalid_window"),
+        ("/region", {"url": "@rgb", "window": "0,0,20,20", "bands": "1,2"},
+         "invalid_parameter"),
+        ("/region", {"url": "@rgb", "bbox": "0,0,1,1"}, "invalid_window"),
+        ("/region", {"url": "@plain", "bbox": "0,0,1,1"}, "no_georeference"),
+        ("/point", {"url": "@rgb", "col": "600", "row": "0"}, "invalid_window"),
+        ("/point", {"url": "@rgb", "x": "1"}, "missing_parameter"),
+        ("/point", {"url": "@rgb", "x": "1", "y": "2", "col": "1", "row": "1"},
+         "missing_parameter"),
+        ("/point", {"url": "@plain", "x": "1", "y": "2"}, "no_georeference"),
+        ("/preview", {"url": "@rgb", "max_size": "100000"}, "invalid_parameter"),
+        ("/info", {"url": "relative/path.tif"}, "invalid_url"),
+        ("/info", {"url": "@/../rgb.tif"}, "invalid_url"),
+    ],
+)
+async def test_bad_requests_are_400(
+    client: Client, upstream: Upstream, path: str, params: dict[str, str], code: str
+) -> None:
+    if "url" in params:
+        value = params["url"]
+        if value.startswith("@"):
+            name = value[1:]
+            params = {**params, "url": upstream.url(name + ".tif") if name and "/" not in name
+                      else upstream.root + name.lstrip("/")}
+    doc = await problem(client, path, 400, **params)
+    assert doc["code"] == code
+    assert doc["instance"] == path
+
+
+async def test_duplicate_parameters_are_400(client: Client, upstream: Upstream) -> None:
+    url = upstream.url("rgb.tif")
+    async with client.get(f"/region?url={url}&window=0,0,1,1&window=0,0,2,2") as resp:
+        assert resp.status == 400
+        assert "more than once" in (await resp.json())["detail"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port}/elsewhere/rgb.tif",
+        "http://127.0.0.1:{port}@evil.example/{prefix}rgb.tif",
+        "http://localhost:{port}/{prefix}rgb.tif",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:127.0.0.1]:{port}/{prefix}rgb.tif",
+        "s3://bucket/{prefix}rgb.tif",
+        "file:///etc/passwd",
+        "/etc/passwd",
+        "memory://x",
+    ],
+)
+async def test_sources_outside_the_allowlist_are_403_without_upstream_requests(
+    client: Client, upstream: Upstream, url: str
+) -> None:
+    url = url.format(port=upstream.server.port, prefix=upstream.prefix)
+    before = upstream.server.request_count
+    doc = await problem(client, "/region", 403, url=url, window="0,0,8,8")
+    assert doc["code"] == "source_not_allowed"
+    assert upstream.server.request_count == before
+
+
+async def test_redirect_to_a_private_address_is_403(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    with RangeServer({"x/rgb.tif": b"not reached"}) as other:
+        def redirect(request, etag):  # type: ignore[no-untyped-def]
+            if request.path.endswith("/moved.tif"):
+                return Fault("status", status=302, headers={"Location": other.url("x/rgb.tif")})
+            return None
+
+        upstream.server.add(upstream.prefix + "moved.tif", b"")
+        upstream.server.fault = redirect
+        client = await make_client()
+        doc = await problem(client, "/info", 403, url=upstream.url("moved.tif"))
+        assert doc["code"] == "source_not_allowed"
+        # Allowlisting the other server by name does not help: it resolves to loopback.
+        named = f"http://localhost:{other.port}/x/"
+        client = await make_client(allowed_sources=(upstream.root, named))
+        upstream.server.fault = lambda request, etag: (
+            Fault("status", status=302, headers={"Location": named + "rgb.tif"})
+            if request.path.endswith("/moved.tif") else None
+        )
+        doc = await problem(client, "/info", 403, url=upstream.url("moved.tif"))
+        assert "address" in doc["detail"]
+        assert other.request_count == 0
+
+
+async def test_missing_source_and_unknown_endpoint_are_404(
+    client: Client, upstream: Upstream
+) -> None:
+    doc = await problem(client, "/region", 404, url=upstream.url("nope.tif"), window="0,0,1,1")
+    assert doc["code"] == "source_not_found"
+    doc = await problem(client, "/tiles/1/2/3", 404)
+    assert doc["code"] == "not_found"
+
+
+async def test_other_methods_are_405(client: Client) -> None:
+    async with client.post("/region", data=b"x") as resp:
+        assert resp.status == 405
+        assert resp.headers["Allow"] == "GET, HEAD"
+        assert resp.headers["Content-Type"] == "application/problem+json"
+
+
+async def test_limits_are_413_before_any_tile_fetch(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    client = await make_client(max_output_pixels=10_000, max_tiles=4)
+    url = upstream.url("rgb.tif")
+    doc = await problem(client, "/region", 413, url=url, window="0,0,101,100")
+    assert (doc["code"], doc["limit"], doc["value"]) == ("too_many_pixels", 10_000, 10_100)
+    doc = await problem(client, "/preview", 413, url=url, max_size=500)
+    assert doc["code"] == "too_many_pixels"
+    # 9600 output pixels, but 5 level-0 blocks to read: too many tiles.
+    doc = await problem(client, "/region", 413, url=url, window="0,0,600,16", format="npy")
+    assert (doc["code"], doc["limit"], doc["value"]) == ("limit_exceeded", 4, 5)
+    # Resampled: a 64 x 64 output of a 600 x 500 window comes from overview 3 (one block), but
+    # from level 0 ... it would need 20 blocks; the overview is what is read and checked.
+    status, _, _ = await get(client, "/region", url=url, window="0,0,600,500", width=64,
+                             format="npy")
+    assert status == 200
+    # Every refusal was decided from the header alone: the refused requests fetched no tile
+    # (the one tile read is the resampled 200 above, from the overview).
+    ranges = [e.range for e in upstream.requests("rgb.tif")]
+    tile_reads = [r for r in ranges if r is None or not r.startswith("bytes=0-")]
+    assert len(ranges) == 5
+    assert len(tile_reads) <= 2
+    client = await make_client(max_fetch_bytes=100)
+    doc = await problem(client, "/region", 413, url=url, window="0,0,64,64", format="npy")
+    assert doc["code"] == "limit_exceeded"
+
+
+async def test_unsupported_tiff_is_422(client: Client, upstream: Upstream) -> None:
+    doc = await problem(client, "/region", 422, url=upstream.url("j2k.tif"), window="0,0,8,8",
+                        format="npy")
+    assert doc["code"] == "unsupported_tiff"
+    assert "JPEG 2000" in doc["feature"]
+    upstream.server.add(upstream.prefix + "text.tif", b"this is not a TIFF at all" * 10)
+    doc = await problem(client, "/info", 422, url=upstream.url("text.tif"))
+    assert doc["code"] == "invalid_tiff"
+
+
+async def test_upstream_failures_are_502(client: Client, upstream: Upstream) -> None:
+    upstream.server.fault = lambda request, etag: Fault("ignore_range")
+    doc = await problem(client, "/info", 502, url=upstream.url("rgb.tif"))
+    assert doc["code"] == "range_not_supported"
+    upstream.server.fault = lambda request, etag: Fault("status", status=500)
+    doc = await problem(client, "/info", 502, url=upstream.url("dem.tif"))
+    assert doc["code"] == "upstream_error"
+    assert "injected" not in json.dumps(doc)  # upstream bodies are never echoed
+    upstream.server.fault = lambda request, etag: Fault("status", status=403)
+    doc = await problem(client, "/info", 403, url=upstream.url("dem.tif"))
+    assert doc["code"] == "upstream_access_denied"
+
+
+async def test_deadline_is_504(make_client: MakeClient, upstream: Upstream) -> None:
+    client = await make_client(request_timeout=0.3)
+    upstream.server.latency = 2.0
+    started = asyncio.get_running_loop().time()
+    doc = await problem(client, "/info", 504, url=upstream.url("rgb.tif"))
+    assert doc["code"] == "timeout"
+    assert asyncio.get_running_loop().time() - started < 1.5
+
+
+async def test_overload_is_503_with_retry_after(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    client = await make_client(max_concurrency=1, retry_after=7)
+    upstream.server.latency = 0.4
+    slow = asyncio.ensure_future(get(client, "/info", url=upstream.url("rgb.tif")))
+    await asyncio.sleep(0.15)
+    async with client.get("/info", params={"url": upstream.url("dem.tif")}) as resp:
+        assert resp.status == 503
+        assert resp.headers["Retry-After"] == "7"
+        assert (await resp.json())["code"] == "overloaded"
+    status, _, _ = await get(client, "/healthz")  # not subject to admission
+    assert status == 200
+    assert (await slow)[0] == 200
+    metrics = (await get(client, "/metrics"))[2].decode()
+    assert "cloudroi_requests_shed_total 1" in metrics
+
+
+# --------------------------------------------------------------------------------------------
+# other sources: S3 (moto) and local files; the default allowlist
+# --------------------------------------------------------------------------------------------
+
+
+async def test_s3_sources(make_client: MakeClient, s3_server: str, s3_client: Any,
+                          images: dict[str, bytes]) -> None:
+    bucket = f"svc-{uuid.uuid4().hex[:8]}"
+    s3_client.create_bucket(Bucket=bucket)
+    s3_client.put_object(Bucket=bucket, Key="ok/rgb.tif", Body=images["rgb.tif"])
+    s3_client.put_object(Bucket=bucket, Key="private/rgb.tif", Body=images["rgb.tif"])
+    client = await make_client(allowed_sources=(f"s3://{bucket}/ok/",), s3_endpoint_url=s3_server)
+    status, _, body = await get(client, "/region", url=f"s3://{bucket}/ok/rgb.tif",
+                                window="10,10,100,50", format="npy")
+    assert status == 200, body
+    np.testing.assert_array_equal(np.load(io.BytesIO(body)), rgb_pixels()[:, 10:60, 10:110])
+    await problem(client, "/info", 403, url=f"s3://{bucket}/private/rgb.tif")
+    await problem(client, "/info", 404, url=f"s3://{bucket}/ok/missing.tif")
+
+
+async def test_local_files_stay_under_their_roots(
+    make_client: MakeClient, tmp_path: Path, images: dict[str, bytes]
+) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "dem.tif").write_bytes(images["dem.tif"])
+    secret = tmp_path / "secret.tif"
+    secret.write_bytes(images["rgb.tif"])
+    os.symlink(secret, root / "link.tif")
+    client = await make_client(allowed_sources=(f"{root}/",))
+    for url in (str(root / "dem.tif"), f"file://{root}/dem.tif"):
+        status, _, body = await get(client, "/point", url=url, col=1, row=2)
+        assert status == 200
+        assert json.loads(body)["values"] == [float(dem_pixels()[2, 1])]
+    for url in (str(root / "link.tif"), f"{root}/../secret.tif", str(secret),
+                f"file://{root}/../secret.tif"):
+        await problem(client, "/info", 403, url=url)
+    await problem(client, "/info", 404, url=str(root / "missing.tif"))
+
+
+async def test_default_configuration_allows_only_the_sample(
+    make_client: MakeClient, upstream: Upstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLOUDROI_SAMPLE_DIR", str(tmp_path))
+    (tmp_path / SAMPLE_NAME).write_bytes(sample_cog_bytes(256))
+    (tmp_path / "other.tif").write_bytes(sample_cog_bytes(256))
+    client = await make_client(allowed_sources=())
+    status, _, body = await get(client, "/info", url=str(tmp_path / SAMPLE_NAME))
+    assert status == 200
+    assert json.loads(body)["width"] == 256
+    await problem(client, "/info", 403, url=str(tmp_path / "other.tif"))
+    await problem(client, "/info", 403, url=upstream.url("rgb.tif"))
+
+
+# --------------------------------------------------------------------------------------------
+# the request core without a transport, and configuration
+# --------------------------------------------------------------------------------------------
+
+
+async def test_core_handle_without_a_transport(upstream: Upstream) -> None:
+    state = await ServiceState.start(ServiceConfig(allowed_sources=(upstream.root,)))
+    try:
+        resp = await handle(
+            CoreRequest.build("get", "/region", {"url": upstream.url("rgb.tif"),
+                                                 "window": "0,0,16,16", "format": "npy"}),
+            state,
+        )
+        assert resp.status == 200
+        assert resp.content_type == "application/x-npy"
+        np.testing.assert_array_equal(np.load(io.BytesIO(resp.body)), rgb_pixels()[:, :16, :16])
+        resp = await handle(CoreRequest.build("GET", "/info", {"url": "http://evil/"}), state)
+        assert resp.status == 403
+        assert resp.json()["code"] == "source_not_allowed"
+    finally:
+        await state.close()
+
+
+def test_config_from_env() -> None:
+    config = ServiceConfig.from_env({
+        "CLOUDROI_ALLOWED_SOURCES": "s3://a/b/, https://h/p/",
+        "CLOUDROI_MAX_TILES": "12",
+        "CLOUDROI_REQUEST_TIMEOUT": "2.5",
+        "CLOUDROI_S3_ANONYMOUS": "yes",
+        "CLOUDROI_PORT": "",
+    }, port=9999)
+    assert config.allowed_sources == ("s3://a/b/", "https://h/p/")
+    assert (config.max_tiles, config.request_timeout, config.port) == (12, 2.5, 9999)
+    assert config.storage_options() == {"s3": {"anon": True}}
+    with pytest.raises(ValueError, match="CLOUDROI_MAX_TILES"):
+        ServiceConfig.from_env({"CLOUDROI_MAX_TILES": "many"})
+    with pytest.raises(ValueError, match="max_tiles"):
+        ServiceConfig.from_env({"CLOUDROI_MAX_TILES": "0"})
+    with pytest.raises(ValueError, match=r"CIDR|network|does not appear"):
+        ServiceConfig.from_env({"CLOUDROI_ALLOWED_NETWORKS": "not-a-net"})
+
+
+def test_docs_show_every_setting() -> None:
+    docs = (ROOT / "docs" / "service.md").read_text()
+    assert settings_table() in docs
