@@ -12,7 +12,15 @@ from .plan import BlockRef
 from .tiff.structure import ImageIFD
 from .types import Window
 
-__all__ = ["block_window", "fill_block", "intersect", "paste", "valid_mask"]
+__all__ = [
+    "alpha_mask",
+    "block_window",
+    "fill_block",
+    "intersect",
+    "mask_source",
+    "paste",
+    "valid_mask",
+]
 
 
 def intersect(a: Window, b: Window) -> Window | None:
@@ -89,3 +97,44 @@ def valid_mask(data: npt.NDArray[Any], nodata: float | int) -> npt.NDArray[np.ui
     else:
         valid = data != np.asarray(nodata).astype(data.dtype)
     return np.where(valid.any(axis=0), 255, 0).astype(np.uint8)
+
+
+def mask_source(
+    count: int,
+    extra_samples: Sequence[int],
+    dtype: np.dtype[Any],
+    has_mask_ifd: bool,
+    has_nodata: bool,
+) -> tuple[str, int | None]:
+    """Where rasterio's ``dataset_mask()`` takes an image's validity mask from, in its order:
+
+    ``("mask", None)``: GDAL's internal mask IFD. ``("alpha", band)``: the alpha band, which GDAL
+    only uses as a mask when it is the last of 2 or 4 bands (ExtraSamples 1 or 2) and 8- or
+    16-bit unsigned, and only when no nodata is set. ``("alpha_nodata", band)``: a 4-band RGBA
+    whose nodata shadows the alpha: valid where the alpha band differs from nodata.
+    ``("nodata", None)``: valid where any band differs from nodata. ``("none", None)``: all valid.
+    """
+    if has_mask_ifd:
+        return "mask", None
+    alpha = (
+        count in (2, 4)
+        and len(extra_samples) > 0
+        and extra_samples[-1] in (1, 2)
+        and dtype in (np.dtype(np.uint8), np.dtype(np.uint16))
+    )
+    if alpha and not has_nodata:
+        return "alpha", count
+    if alpha and count == 4:
+        return "alpha_nodata", count
+    if has_nodata:
+        return "nodata", None
+    return "none", None
+
+
+def alpha_mask(alpha: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
+    """An alpha band as GDAL's 0..255 mask: 8-bit as it is; 16-bit divided by 257, except that
+    a non-zero alpha never becomes 0 (GDAL's rescaled alpha band)."""
+    if alpha.dtype == np.uint8:
+        return alpha
+    scaled = alpha.astype(np.uint32) // 257
+    return np.where((alpha > 0) & (scaled == 0), 1, scaled).astype(np.uint8)

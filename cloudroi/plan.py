@@ -27,7 +27,9 @@ __all__ = [
     "choose_overview",
     "coalesce",
     "leader_ranges",
+    "level_factors",
     "nearest_indices",
+    "nearest_source",
     "overview_window",
 ]
 
@@ -187,8 +189,11 @@ class ReadPlan:
 # overview choice and nearest-neighbour sampling, following GDAL's RasterIO
 # --------------------------------------------------------------------------------------------
 
-#: GDAL picks an overview up to 1.2x coarser than asked when resampling with nearest neighbour.
+#: GDAL picks an overview up to 1.2x coarser than asked when resampling with nearest neighbour
+#: (GDAL_OVERVIEW_OVERSAMPLING_THRESHOLD), plus an epsilon of 0.1 against numerical noise; it
+#: stops looking once an overview is within that epsilon of the factor asked for.
 OVERSAMPLING_THRESHOLD = 1.2
+OVERVIEW_EPSILON = 0.1
 
 
 def choose_overview(
@@ -204,10 +209,46 @@ def choose_overview(
     best, best_factor = 0, 0.0
     for i, (w, h) in enumerate(levels[1:], start=1):
         factor = min(width0 / w, height0 / h)
-        if factor >= desired * OVERSAMPLING_THRESHOLD or factor <= best_factor:
+        if factor >= desired * OVERSAMPLING_THRESHOLD + OVERVIEW_EPSILON or factor <= best_factor:
             continue
         best, best_factor = i, factor
+        if abs(desired - factor) < OVERVIEW_EPSILON:
+            break
     return best
+
+
+def level_factors(levels: Sequence[tuple[int, int]], level: int) -> tuple[float, float]:
+    """(x, y) factors by which ``level`` is coarser than level 0."""
+    (w0, h0), (w, h) = levels[0], levels[level]
+    return w0 / w, h0 / h
+
+
+def nearest_source(
+    window: Window,
+    out_shape: tuple[int, int],
+    factors: tuple[float, float],
+    size: tuple[int, int],
+) -> tuple[Window, npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """GDAL's nearest-neighbour sampling of ``window`` into ``out_shape`` (h, w) from a level
+    ``factors`` = (fx, fy) times coarser than the window's grid, of ``size`` = (width, height).
+
+    GDAL keeps the window in floating point on the overview (offset / factor, extent / factor)
+    and takes, for output pixel i, source pixel ``floor(off + (i + 0.5) * extent / n + 1e-10)``.
+    Returns the window of that level holding every sampled pixel, and the row and column indices
+    into it. With factors (1, 1) this is plain nearest sampling of ``window``.
+    """
+    out_h, out_w = out_shape
+    fx, fy = factors
+    rows = _sample(window.row_off / fy, window.height / fy, out_h, size[1])
+    cols = _sample(window.col_off / fx, window.width / fx, out_w, size[0])
+    r0, c0 = int(rows[0]), int(cols[0])
+    covering = Window(c0, r0, int(cols[-1]) - c0 + 1, int(rows[-1]) - r0 + 1)
+    return covering, rows - r0, cols - c0
+
+
+def _sample(offset: float, extent: float, n: int, limit: int) -> npt.NDArray[np.intp]:
+    idx = np.floor(offset + (np.arange(n) + 0.5) * (extent / n) + 1e-10).astype(np.intp)
+    return np.asarray(np.clip(idx, 0, max(limit - 1, 0)), dtype=np.intp)
 
 
 def overview_window(

@@ -11,7 +11,7 @@ import io
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy.typing as npt
 import rasterio
 import tifffile
 from rasterio.enums import Resampling
-from rasterio.errors import NotGeoreferencedWarning
+from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning
 from rasterio.shutil import copy as rio_copy
 from rasterio.windows import Window as RioWindow
 
@@ -268,7 +268,6 @@ class GdalSpec:
     kind: str = "mixed"
     overview_factors: tuple[int, ...] = ()
     config: tuple[tuple[str, str], ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def id(self) -> str:
@@ -291,6 +290,10 @@ class GdalSpec:
             alpha = np.full((self.height, self.width), np.iinfo(dt).max, dtype=dt)
             alpha[40:90, 100:220] = 0
             alpha[120:130, :] = np.iinfo(dt).max // 2
+            # Every level of partial transparency, where rescaling rules would show.
+            ramp = np.arange(self.width, dtype=np.float64) / (self.width - 1) * np.iinfo(dt).max
+            alpha[150:160, :] = ramp.astype(dt)
+            alpha[160:162, :256] = np.arange(256, dtype=dt)
             arr[-1] = alpha
         return arr
 
@@ -363,9 +366,11 @@ def _win(w: RioWindow) -> WindowT:
 
 @contextmanager
 def quiet() -> Iterator[None]:
-    """Silence rasterio's warning about files without georeferencing (tests run with -W error)."""
+    """Silence rasterio's notes on files without georeferencing and on nodata shadowing an alpha
+    band: both are cases the tests create on purpose (and pytest runs with -W error)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        warnings.simplefilter("ignore", NodataShadowWarning)
         yield
 
 
