@@ -47,7 +47,7 @@ class Param:
     example: str | None = None
 
 
-_INT_LIST = r"^\d{1,6}(,\d{1,6}){0,255}$"
+_INT_LIST = r"^[1-9]\d{0,4}(,[1-9]\d{0,4}){0,255}$"
 _NUM = r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?"
 
 URL_PARAM = Param(
