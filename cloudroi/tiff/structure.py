@@ -32,7 +32,7 @@ from .parse import (
     tag_bytes,
     tag_values,
 )
-from .tags import INDEX_TAGS, WANTED_TAGS, Tag, compression_name
+from .tags import COMPRESSION_NAMES, INDEX_TAGS, WANTED_TAGS, Tag, compression_name
 
 __all__ = ["ImageIFD", "ScanResult", "TiffStructure", "build", "scan"]
 
@@ -301,11 +301,21 @@ def _index_array(tags: _Tags, tag: int, expected: int) -> IndexArray:
     return IndexArray(entry.offset, expected, dtype)
 
 
+_SAMPLE_FORMAT_NAMES = {
+    4: "undefined samples",
+    5: "complex integer samples",
+    6: "complex floating-point samples",
+}
+
+
 def _check_supported(ifd: ImageIFD) -> None:
     if ifd.compression not in SUPPORTED_COMPRESSION:
-        raise UnsupportedTiffError(f"{compression_name(ifd.compression)} compression")
+        known = ifd.compression in COMPRESSION_NAMES
+        name = compression_name(ifd.compression)
+        raise UnsupportedTiffError(f"{name} compression" if known else name)
     if ifd.sample_format not in (1, 2, 3):
-        raise UnsupportedTiffError(f"SampleFormat {ifd.sample_format} (complex or undefined)")
+        kind = _SAMPLE_FORMAT_NAMES.get(ifd.sample_format, "samples of unknown format")
+        raise UnsupportedTiffError(f"{kind} (SampleFormat {ifd.sample_format})")
     if ifd.sample_format == 3 and ifd.bits not in (16, 32, 64):
         raise UnsupportedTiffError(f"{ifd.bits}-bit floating point samples")
     if not 1 <= ifd.bits <= 64:
