@@ -17,8 +17,8 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
-from tilegrid import paste_tiles, tiles_for_window  # noqa: E402
+import numpy as np
+from tilegrid import paste_tiles, tiles_for_window
 
 
 def rss_now() -> int:
@@ -59,7 +59,7 @@ async def run(job):
         async with sem:
             got = await asyncio.gather(*(cog.get_tile(c, r, level) for c, r in xy))
         tiles = {}
-        for key, arr in zip(xy, got):
+        for key, arr in zip(xy, got):  # noqa: B905 - runs on Python 3.8 (no strict=)
             tiles[key] = np.asarray(np.ma.getdata(arr))
         return paste_tiles(win, tw, th, tiles, ifd.bands, ifd.dtype, 0)
 
@@ -78,14 +78,18 @@ def main():
         import aiocogeo  # noqa: F401
 
         out["rss_before"] = rss_now()
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        cpu0 = ru.ru_utime + ru.ru_stime
         t0 = time.perf_counter()
         loop = asyncio.new_event_loop()
         arrays, t_open = loop.run_until_complete(run(job))
         loop.close()
         t1 = time.perf_counter()
+        ru = resource.getrusage(resource.RUSAGE_SELF)
         out.update(
             ok=True,
             wall=t1 - t0,
+            cpu=ru.ru_utime + ru.ru_stime - cpu0,
             open_wall=t_open - t0,
             open_done=time.monotonic() - (t1 - t_open),
             rss_peak=rss_peak(),
@@ -93,7 +97,7 @@ def main():
         if job.get("save"):
             np.savez(job["save"], *arrays)
     except BaseException as exc:
-        out["error"] = "{}: {}".format(type(exc).__name__, exc)[:500]
+        out["error"] = f"{type(exc).__name__}: {exc}"[:500]
         out["traceback"] = traceback.format_exc()[-3000:]
     sys.stdout.write("\n" + json.dumps(out) + "\n")
 

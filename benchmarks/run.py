@@ -1,5 +1,5 @@
-"""The benchmark suite: cloudroi beside rasterio (/vsicurl/), tifffile+fsspec, async-tiff and aiocogeo,
-same corpus, same range server, same workloads, one run.
+"""The benchmark suite: cloudroi beside rasterio (/vsicurl/), tifffile+fsspec, async-tiff and
+aiocogeo: same corpus, same range server, same workloads, one run.
 
     .venv/bin/python -m benchmarks.run [--runs N] [--latency 0.02] [--quick] [--smoke]
                                        [--readers a,b] [--workloads W1,W2] [--profile]
@@ -14,6 +14,7 @@ and writes results/latest.json and results/latest.md (git-ignored), printing the
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -24,7 +25,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -261,8 +262,20 @@ def _worker_cmd(reader: str, acg_python: str | None, job_path: Path) -> list[str
     return [sys.executable, "-m", "benchmarks.worker", str(job_path)]
 
 
+def parse_variants(specs: list[str]) -> dict[str, dict[str, Any]]:
+    """``--variant NAME=JSON``: extra cloudroi rows, e.g. ``notrust={"context":
+    {"trust_env": false}}``; keys ``context`` (ContextOptions), ``open`` (ImageOptions),
+    ``session`` (aiohttp.ClientSession keyword arguments)."""
+    out = {}
+    for spec in specs:
+        name, _, js = spec.partition("=")
+        out[f"cloudroi[{name}]"] = json.loads(js)
+    return out
+
+
 def run_worker(
-    reader: str, job: dict[str, Any], acg_python: str | None, tmp: Path, timeout: float
+    reader: str, job: dict[str, Any], acg_python: str | None, tmp: Path, timeout: float,
+    prefix: list[str] | None = None,
 ) -> dict[str, Any]:
     job_path = tmp / f"job-{reader}-{time.monotonic_ns()}.json"
     job_path.write_text(json.dumps(job))
@@ -271,7 +284,7 @@ def run_worker(
                 "PYTHONWARNINGS": "ignore"})
     try:
         proc = subprocess.run(
-            _worker_cmd(reader, acg_python, job_path), cwd=ROOT, env=env,
+            (prefix or []) + _worker_cmd(reader, acg_python, job_path), cwd=ROOT, env=env,
             capture_output=True, text=True, timeout=timeout,
         )
     except subprocess.TimeoutExpired:
@@ -290,7 +303,7 @@ def traffic(log: list[Any], latency: float, open_done: float | None) -> dict[str
     times = sorted(e.at for e in log)
     rounds = None
     if latency > 0 and times:
-        rounds = 1 + sum(1 for a, b in zip(times, times[1:], strict=False) if b - a > latency / 2)
+        rounds = 1 + sum(1 for a, b in itertools.pairwise(times) if b - a > latency / 2)
     out: dict[str, Any] = {
         "requests": len(log),
         "bytes": sum(e.body_bytes for e in log),
@@ -310,6 +323,7 @@ def run_workload(
     wl: Workload, readers: list[str], runs: int, server: Any, files: dict[str, dict[str, str]],
     reference: list[np.ndarray], unavailable: dict[str, str], acg_python: str | None,
     tmp: Path, base_latency: float, profile_dir: Path | None,
+    variants: dict[str, dict[str, Any]],
 ) -> dict[str, Cell]:
     latency = base_latency if wl.latency is None else wl.latency
     server.latency = latency
@@ -329,7 +343,8 @@ def run_workload(
             if cell.error is not None:
                 continue
             save = tmp / f"{wl.key}-{reader}.npz" if run == 0 else None
-            job = {**base_job, "reader": reader, "save": str(save) if save else None}
+            job = {**base_job, "reader": reader, "save": str(save) if save else None,
+                   "variant": variants.get(reader, {})}
             server.reset()
             res = run_worker(reader, job, acg_python, tmp, timeout)
             log = list(server.log)
@@ -349,6 +364,22 @@ def run_workload(
         server.reset()
         run_worker("cloudroi", {**base_job, "reader": "cloudroi", "profile": str(out)},
                    acg_python, tmp, timeout)
+        pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if Path(pyspy).exists():
+            from benchmarks.pyspy_summary import summarise as summarise_pyspy
+
+            # py-spy sees every thread (the decode pool too) and native waits; pyinstrument
+            # sees only the event loop's thread.
+            raw = profile_dir / f"pyspy-{wl.key}-cloudroi.raw"
+            server.reset()
+            prefix = [pyspy, "record", "-r", "250", "--threads", "--idle", "-f", "raw",
+                      "-o", str(raw), "--"]
+            run_worker("cloudroi", {**base_job, "reader": "cloudroi"}, acg_python, tmp,
+                       timeout, prefix)
+            if raw.exists():
+                (profile_dir / f"pyspy-{wl.key}-cloudroi.txt").write_text(
+                    summarise_pyspy(raw, 250) + "\n"
+                )
     return cells
 
 
@@ -379,6 +410,7 @@ def summarise(wl: Workload, cells: dict[str, Cell], minimum: dict[str, int]) -> 
             "wall_min": min((r["wall"] for r in ok), default=None),
             "wall_max": max((r["wall"] for r in ok), default=None),
             "open_median": cell.median("open_wall"),
+            "cpu_median": cell.median("cpu"),
             "requests": cell.median("requests"),
             "rounds": cell.median("rounds"),
             "bytes": cell.median("bytes"),
@@ -410,11 +442,13 @@ def markdown_table(s: dict[str, Any], latency: float) -> str:
         f"latency {lat * 1000:.0f} ms per request; minimum bytes {_fmt_bytes(m['total'])} "
         f"(header {_fmt_bytes(m['header'])} + {m['blocks']} blocks "
         f"{_fmt_bytes(m['block_bytes'])}); decode floor {s.get('decode_floor', 0):.3f} s "
-        "(the same blocks decoded from memory by tifffile's codecs, one thread per core)",
+        "(the same blocks decoded from memory by tifffile's codecs, one thread per core); "
+        f"load average {s.get('loadavg', 0):.2f}",
         "",
     ]
     split = any("open_bytes" in r for r in s["rows"].values())
-    head = ["reader", "median s", "min-max s", "requests", "rounds", "bytes", "bytes/min"]
+    head = ["reader", "median s", "min-max s", "CPU s", "requests", "rounds", "bytes",
+            "bytes/min"]
     if split:
         head += ["open req", "open bytes", "read req", "read bytes"]
     head += ["peak RSS MiB", "RSS growth MiB", "cloudroi / reader", "pixels vs rasterio"]
@@ -428,6 +462,7 @@ def markdown_table(s: dict[str, Any], latency: float) -> str:
             name,
             f"{r['wall_median']:.3f}",
             f"{r['wall_min']:.3f}-{r['wall_max']:.3f}",
+            "-" if r["cpu_median"] is None else f"{r['cpu_median']:.2f}",
             f"{r['requests']:.0f}",
             "-" if r["rounds"] is None else f"{r['rounds']:.0f}",
             _fmt_bytes(r["bytes"]),
@@ -566,8 +601,11 @@ def render(report: dict[str, Any], latency: float) -> str:
         "",
         "Every run is a fresh process (cold caches). Time covers opening the files and all reads. "
         "Requests and bytes are counted by the server. Rounds = sequential round trips seen by "
-        "the server. Peak RSS is the worker process's high-water RSS (VmHWM); RSS growth is that peak minus "
-        "the RSS after imports. `cloudroi / reader` < 1 means cloudroi is faster.",
+        "the server. Peak RSS is the worker process's high-water RSS (VmHWM); RSS growth is that "
+        "peak minus "
+        "the RSS after imports. CPU s is the worker's user+system time (all threads): steadier "
+        "than wall time when the machine is shared. `cloudroi / reader` < 1 means cloudroi is "
+        "faster. Load average is the machine's at the start of each workload.",
         "",
     ]
     for s in report["workloads"].values():
@@ -584,7 +622,9 @@ def render(report: dict[str, Any], latency: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=(__doc__ or "").split("\n")[0]
+    )
     ap.add_argument("--runs", type=int, default=None, help="runs per cell (default 5; quick 3)")
     ap.add_argument("--latency", type=float, default=0.02, help="seconds added to each request")
     ap.add_argument("--quick", action="store_true", help="3 runs per cell")
@@ -593,12 +633,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readers", default=",".join(READERS))
     ap.add_argument("--workloads", default="W1,W2,W3,W4,W5,W6")
     ap.add_argument("--profile", action="store_true",
-                    help="also profile cloudroi on each workload with pyinstrument")
+                    help="also profile cloudroi on each workload (pyinstrument and py-spy; "
+                    "results/profile-*.txt, results/pyspy-*.txt)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                    help="add a cloudroi row with other options (see parse_variants)")
     args = ap.parse_args(argv)
     runs = args.runs or (1 if args.smoke else 3 if args.quick else 5)
     spec = SMOKE if args.smoke else FULL
-    readers = [r for r in args.readers.split(",") if r]
+    variants = parse_variants(args.variant)
+    readers = [r for r in args.readers.split(",") if r] + list(variants)
     wanted = set(args.workloads.split(","))
 
     from cloudroi.testing import RangeServer
@@ -636,6 +680,7 @@ def main(argv: list[str] | None = None) -> int:
         files = {n: {"url": server.url(f"{n}.tif"), "path": f"{n}.tif"} for n in paths}
         for wl in workloads:
             t0 = time.perf_counter()
+            load = os.getloadavg()[0]
             print(f"{wl.key}: {wl.title} ...", flush=True)
             per_file: dict[str, list[tuple[int, list[int]]]] = {}
             for f, level, win in wl.reads:
@@ -650,10 +695,11 @@ def main(argv: list[str] | None = None) -> int:
             floor = decode_floor(paths, wl.reads, runs)
             cells = run_workload(
                 wl, readers, runs, server, files, reference, unavailable, acg_python, tmp,
-                args.latency, args.out if args.profile else None,
+                args.latency, args.out if args.profile else None, variants,
             )
             summary = summarise(wl, cells, minimum)
             summary["decode_floor"] = floor
+            summary["loadavg"] = load
             summary["raw"] = {n: c.runs for n, c in cells.items()}
             report["workloads"][wl.key] = summary
             print(markdown_table(summary, args.latency), flush=True)

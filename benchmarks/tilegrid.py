@@ -8,7 +8,7 @@ aiocogeo worker (which runs on an older Python in its own venv) can import it to
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -17,7 +17,7 @@ __all__ = ["paste_tiles", "tiles_for_window"]
 
 def tiles_for_window(
     window: Sequence[int], tile_w: int, tile_h: int, width: int, height: int
-) -> List[Tuple[int, int]]:
+) -> list[tuple[int, int]]:
     """(tile_col, tile_row) of every tile that ``window`` = (col, row, w, h) intersects, row-major;
     the window must lie inside the ``width`` x ``height`` image."""
     col, row, w, h = (int(v) for v in window)
@@ -34,9 +34,9 @@ def paste_tiles(
     window: Sequence[int],
     tile_w: int,
     tile_h: int,
-    tiles: Dict[Tuple[int, int], "np.ndarray | None"],
+    tiles: dict[tuple[int, int], np.ndarray | None],
     bands: int,
-    dtype: "np.dtype | str",
+    dtype: np.dtype | str,
     fill: float = 0,
 ) -> np.ndarray:
     """The (bands, h, w) array of ``window`` from decoded ``tiles`` shaped (bands, tile_h, tile_w)

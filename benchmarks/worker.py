@@ -57,6 +57,12 @@ def rss_peak() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _cpu() -> float:
+    """User + system CPU seconds of this process, all threads: less noisy than wall time."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def _files_used(reads: list[Read]) -> list[str]:
     return list(dict.fromkeys(f for f, _, _ in reads))
 
@@ -68,8 +74,16 @@ async def run_cloudroi(job: dict[str, Any]) -> Result:
     import cloudroi
 
     reads: list[Read] = job["reads"]
-    ctx = cloudroi.Context(**job.get("cloudroi_context", {}))
-    opts = job.get("cloudroi_options", {})
+    variant = job.get("variant", {})
+    session = None
+    if "session" in variant:  # an experiment: cloudroi over a differently configured session
+        import aiohttp
+
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=64), auto_decompress=False, **variant["session"]
+        )
+    ctx = cloudroi.Context(session=session, **variant.get("context", {}))
+    opts = variant.get("open", {})
     try:
         names = _files_used(reads)
         imgs = await asyncio.gather(
@@ -88,6 +102,8 @@ async def run_cloudroi(job: dict[str, Any]) -> Result:
             await img.close()
     finally:
         await ctx.close()
+        if session is not None:
+            await session.close()
     return list(arrays), t_open
 
 
@@ -256,7 +272,7 @@ def _import_reader(name: str) -> None:
         "rasterio": ["rasterio"],
         "tifffile": ["tifffile", "fsspec", "aiohttp", "imagecodecs"],
         "async-tiff": ["async_tiff", "obstore"],
-    }[name]
+    }[name.split("[")[0]]
     for m in mods:
         __import__(m)
 
@@ -267,19 +283,21 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     try:
         _import_reader(name)
         out["rss_before"] = rss_now()
-        fn = READERS[name]
+        fn = READERS[name.split("[")[0]]
         profiler = None
         if job.get("profile"):
             from pyinstrument import Profiler
 
             profiler = Profiler(interval=0.0005, async_mode="enabled")
             profiler.start()
+        cpu0 = _cpu()
         t0 = time.perf_counter()
         if asyncio.iscoroutinefunction(fn):
             arrays, t_open = asyncio.run(fn(job))
         else:
             arrays, t_open = fn(job)
         t1 = time.perf_counter()
+        cpu = _cpu() - cpu0
         if profiler is not None:
             profiler.stop()
             with open(job["profile"], "w") as f:
@@ -287,6 +305,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         out.update(
             ok=True,
             wall=t1 - t0,
+            cpu=cpu,
             open_wall=t_open - t0,
             # the server stamps its log with time.monotonic(), one clock for every process
             open_done=time.monotonic() - (t1 - t_open),
