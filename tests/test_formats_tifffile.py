@@ -4,6 +4,7 @@ window and compared bit for bit with the pixels written, tifffile's decode and G
 from __future__ import annotations
 
 import io
+import struct
 from itertools import product
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 from corpus import (
+    ROWS_PER_STRIP,
     Array,
     Corpus,
     TiffSpec,
@@ -341,3 +343,80 @@ def test_corpus_ids_are_unique() -> None:
     specs = LAYOUT_SPECS + CODEC_SPECS + PREDICTOR_SPECS + LERC_SPECS + WEBP_SPECS + JPEG_SPECS
     specs += BILEVEL_SPECS + PACKED_SPECS
     assert len({s.id for s in specs}) == len(specs)
+
+
+# --------------------------------------------------------------------------------------------
+# photometric interpretations GDAL returns raw, and FillOrder 2
+# --------------------------------------------------------------------------------------------
+
+_CMAP = np.random.default_rng(5).integers(0, 65535, (3, 256), dtype=np.uint16)
+PHOTOMETRIC_CASES: dict[str, tuple[Array, dict[str, Any]]] = {
+    "palette": (TiffSpec(dtype="uint8").array()[0],
+                {"photometric": "palette", "colormap": _CMAP, "compression": "lzw"}),
+    "miniswhite-u8": (TiffSpec(dtype="uint8").array()[0],
+                      {"photometric": "miniswhite", "compression": "zlib"}),
+    "cmyk": (np.moveaxis(TiffSpec(dtype="uint8", bands=4).array(), 0, -1),
+             {"photometric": "separated", "tile": (64, 64), "compression": "zstd"}),
+    "rgb-extra-samples": (np.moveaxis(TiffSpec(dtype="uint16", bands=5).array(), 0, -1),
+                          {"photometric": "rgb", "extrasamples": ("unspecified", "unassalpha"),
+                           "tile": (64, 64), "compression": "zlib", "predictor": 2}),
+}
+
+
+@pytest.mark.parametrize("case", list(PHOTOMETRIC_CASES))
+async def test_photometric_raw_values(case: str) -> None:
+    """Palette indices, MinIsWhite values and extra samples come back as stored, as GDAL
+    returns them; CMYK comes back as stored (as tifffile returns it), which GDAL does not."""
+    arr, kwargs = PHOTOMETRIC_CASES[case]
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr, metadata=None, **kwargs)
+    data = buf.getvalue()
+    want = arr[np.newaxis] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
+    h, w = want.shape[1:]
+    gdal = rio_memory_read(data, (0, 0, w, h))
+    if case == "cmyk":
+        # GDAL converts 8-bit CMYK to RGBA through libtiff (integer arithmetic below); tifffile
+        # and cloudroi return the stored inks. Check that this is the only difference.
+        c, m, y, k = (want[i].astype(np.int64) for i in range(4))
+        rgba = [(255 - k) * (255 - c) // 255, (255 - k) * (255 - m) // 255,
+                (255 - k) * (255 - y) // 255, np.full_like(k, 255)]
+        assert_same(gdal, np.stack(rgba).astype(np.uint8), "GDAL's CMYK to RGBA")
+        gdal = want
+    async with cloudroi.open(data) as img:
+        for name, win in windows(w, h, img.block_shape).items():
+            got = await img.read(win)
+            assert_same(got, window_slice(want, win), f"written {name}")
+            assert_same(got, window_slice(gdal, win), f"rasterio {name}")
+
+
+def _fill_order_2(data: bytes) -> bytes:
+    """``data`` with FillOrder = 2: the tag tifffile will not write is put in place of a
+    CellLength tag written for the purpose, and every strip's bytes are bit-reversed."""
+    out = bytearray(data)
+    with tifffile.TiffFile(io.BytesIO(data)) as tf:
+        page = tf.pages[0]
+        entry = page.tags[265].offset
+        fmt = tf.byteorder + "H"
+        strips = list(zip(page.dataoffsets, page.databytecounts, strict=True))
+    assert struct.unpack_from(fmt, out, entry)[0] == 265
+    struct.pack_into(fmt, out, entry, 266)
+    for off, cnt in strips:
+        raw = np.frombuffer(bytes(out[off : off + cnt]), np.uint8)
+        out[off : off + cnt] = np.packbits(np.unpackbits(raw, bitorder="little")).tobytes()
+    return bytes(out)
+
+
+@pytest.mark.parametrize("compression", [None, "packbits", "zlib"])
+async def test_fill_order_2(compression: str | None) -> None:
+    spec = TiffSpec(dtype="bool", width=301, tiled=False, compression=compression,
+                    photometric="minisblack")
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, spec.array()[0].astype(bool), photometric="minisblack",
+                     rowsperstrip=ROWS_PER_STRIP, compression=compression, metadata=None,
+                     extratags=[(265, 3, 1, 2, True)])
+    data = _fill_order_2(buf.getvalue())
+    (decoded, *_) = tifffile_pages(data)
+    assert_same(decoded, spec.array(), "tifffile reads FillOrder 2")
+    refs = {"written": spec.array(), "rasterio": _rio_whole(data, spec)}
+    async with cloudroi.open(data) as img:
+        await check_reads(img, spec, refs)
