@@ -305,7 +305,13 @@ class GdalSpec:
         return m
 
     def sparse_windows(self) -> list[RioWindow]:
-        """The windows written in a sparse file (every other block is left out)."""
+        """The windows written in a sparse file (the other blocks are never written)."""
+        if dict(self.options).get("TILED") != "YES":
+            rows = int(dict(self.options).get("BLOCKYSIZE", ROWS_PER_STRIP))
+            return [
+                RioWindow(0, rows, self.width, rows),
+                RioWindow(0, 3 * rows, self.width, 2 * rows),
+            ]
         return [
             RioWindow(64, 0, 64, 64),
             RioWindow(0, 64, 128, 64),

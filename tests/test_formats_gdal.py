@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tifffile
 from corpus import (
     Array,
     Corpus,
@@ -333,6 +334,9 @@ async def test_masks(spec: GdalSpec, corpus: Corpus) -> None:
         if spec.sparse or spec.nodata is not None:
             # Sparse blocks read as nodata (or 0), as GDAL fills them.
             await check_level(img, path, 0)
+    if spec.sparse:
+        with tifffile.TiffFile(path) as tf:
+            assert 0 in tf.pages[0].dataoffsets, "GDAL wrote every block: nothing sparse tested"
     if spec.mask == "internal" and not spec.sparse:
         whole = rio_mask(path, (0, 0, spec.width, spec.height))
         assert_same(whole, spec.mask_array(), "GDAL kept the mask written")
