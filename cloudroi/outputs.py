@@ -24,6 +24,7 @@ import tifffile
 
 __all__ = [
     "CONTENT_TYPES",
+    "DEFAULT_PNG_LEVEL",
     "EXTENSIONS",
     "FORMATS",
     "GeoRef",
@@ -57,6 +58,9 @@ EXTENSIONS: dict[str, str] = {
     ".tif": "tif",
     ".tiff": "tif",
 }
+#: zlib level of PNG output: on a 512 x 512 grey+alpha rendering, level 4 encodes in half the
+#: time of zlib's default 6 for about a quarter more bytes (measured on the sample DEM).
+DEFAULT_PNG_LEVEL = 4
 #: Formats that are 8-bit renderings rather than the data itself.
 RENDERED = frozenset({"png", "jpeg", "webp"})
 ALPHA_FORMATS = frozenset({"png", "webp"})
@@ -274,9 +278,12 @@ def render(
             used = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
         lo, hi = used
         span = hi - lo if hi != lo else 1.0
-        scaled = (data.astype(np.float64) - lo) * (255.0 / span)
-        scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
-        pixels = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        # float32 is exact enough for 256 output levels and halves the memory traffic.
+        scaled = (data.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / span)
+        np.nan_to_num(scaled, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+        np.rint(scaled, out=scaled)
+        np.clip(scaled, 0, 255, out=scaled)
+        pixels = scaled.astype(np.uint8)
     hwc = np.moveaxis(pixels, 0, -1)
     if mask is not None:
         if alpha:
@@ -286,11 +293,13 @@ def render(
     return Rendered(np.ascontiguousarray(hwc, dtype=np.uint8), used)
 
 
-def _encode_image(fmt: str, pixels: npt.NDArray[np.uint8], quality: int) -> bytes:
+def _encode_image(
+    fmt: str, pixels: npt.NDArray[np.uint8], quality: int, png_level: int
+) -> bytes:
     if fmt == "png":
         if pixels.shape[2] == 1:  # the PNG encoder takes grey as (h, w)
             pixels = np.ascontiguousarray(pixels[:, :, 0])
-        return bytes(imagecodecs.png_encode(pixels))
+        return bytes(imagecodecs.png_encode(pixels, level=png_level))
     if fmt == "jpeg":
         if pixels.shape[2] in (2, 4):  # JPEG has no alpha
             pixels = np.ascontiguousarray(pixels[:, :, :-1])
@@ -316,9 +325,11 @@ def encode(
     geo: GeoRef | None = None,
     rescale: tuple[float, float] | None = None,
     quality: int = 85,
+    png_level: int = DEFAULT_PNG_LEVEL,
 ) -> tuple[bytes, tuple[float, float] | None]:
     """Encode ``data`` (bands, h, w) as ``fmt``; returns the bytes and the rescale range used
-    (None for data formats and uint8 shown unscaled). Renderings take 1 or 3 bands."""
+    (None for data formats and uint8 shown unscaled). Renderings take 1 or 3 bands;
+    ``quality`` (1..100) is JPEG's and WebP's, ``png_level`` (1..9) PNG's zlib level."""
     if fmt == "npy":
         return encode_npy(data), None
     if fmt == "tif":
@@ -329,7 +340,7 @@ def encode(
     rendered = render(
         data, mask=mask, rescale=rescale, nodata=nodata, alpha=fmt in ALPHA_FORMATS
     )
-    return _encode_image(fmt, rendered.pixels, quality), rendered.rescale
+    return _encode_image(fmt, rendered.pixels, quality, png_level), rendered.rescale
 
 
 async def encode_async(

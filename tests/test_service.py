@@ -272,6 +272,26 @@ async def test_region_bbox_and_boundless_bbox(client: Client, upstream: Upstream
     assert headers["X-Cloudroi-Rescale"] == "0,100"
 
 
+async def test_nodata_becomes_alpha(client: Client, upstream: Upstream) -> None:
+    url = upstream.url("dem.tif")
+    for params in ({"window": "280,190,120,90"}, {"window": "140,95,60,45", "level": 1},
+                   {"window": "0,0,500,400", "width": 125}):
+        status, headers, body = await get(client, "/region", url=url, rescale="0,900", **params)
+        assert status == 200
+        png = imagecodecs.png_decode(body)
+        win = tuple(int(v) for v in params["window"].split(","))
+        level = int(params.get("level", 0))
+        out_shape = (png.shape[0], png.shape[1]) if "width" in params else None
+        async with cloudroi.open(url) as img:
+            mask = await img.read_mask(win, level, out_shape=out_shape)
+            data = await img.read(win, level, out_shape=out_shape)
+        assert (mask == 0).any()
+        np.testing.assert_array_equal(png[:, :, 1], mask)
+        expected = np.clip(np.rint(data[0].astype(np.float64) * 255 / 900), 0, 255)
+        valid = mask > 0
+        np.testing.assert_array_equal(png[:, :, 0][valid], expected[valid])
+
+
 async def test_region_width_height_read_the_best_overview(
     client: Client, upstream: Upstream
 ) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import __version__
+from ..assemble import valid_mask
 from ..context import Context, ContextOptions
 from ..errors import CloudROIError, ObjectChangedError
 from ..image import Image, open_image
@@ -288,7 +289,7 @@ def _etag(state: ServiceState, img: Image, req: CoreRequest) -> str | None:
     cfg = state.config
     for part in (
         __version__, req.path, img.url, img.meta.etag, str(img.meta.size), canonical(req.query),
-        str(cfg.jpeg_quality), str(cfg.webp_quality),
+        str(cfg.jpeg_quality), str(cfg.webp_quality), str(cfg.png_level),
     ):
         h.update(part.encode("utf-8", "surrogatepass"))
         h.update(b"\0")
@@ -391,6 +392,14 @@ def _needs_mask(img: Image, boundless: bool) -> bool:
     return img.has_mask or img.alpha_band is not None or img.nodata is not None or boundless
 
 
+def _mask_is_nodata_of(img: Image, bands: list[int] | None, boundless: bool) -> bool:
+    """Whether the image's mask is its nodata test over all bands and ``bands`` are all of them
+    (outside pixels of a boundless read are left to ``read_mask``)."""
+    if img.has_mask or img.alpha_band is not None or img.nodata is None or boundless:
+        return False
+    return bands is None or sorted(set(bands)) == list(range(1, img.count + 1))
+
+
 async def _render(
     state: ServiceState,
     img: Image,
@@ -419,7 +428,16 @@ async def _render(
     data = await img.read(win, level, bands, **budgets)
     mask: npt.NDArray[np.uint8] | None = None
     if fmt in RENDERED and _needs_mask(img, boundless):
-        mask = await img.read_mask(win, level, **budgets)
+        if _mask_is_nodata_of(img, bands, boundless):
+            # The mask is "any band differs from nodata" and every band is in ``data``: derive
+            # it here rather than read and decode the same blocks a second time.
+            nodata = img.nodata
+            assert nodata is not None
+            mask = await asyncio.get_running_loop().run_in_executor(
+                state.context.executor, valid_mask, data, nodata
+            )
+        else:
+            mask = await img.read_mask(win, level, **budgets)
     quality = rendering.quality or (cfg.jpeg_quality if fmt == "jpeg" else cfg.webp_quality)
     try:
         body, used = await encode_async(
@@ -429,6 +447,7 @@ async def _render(
             ),
             rescale=rendering.rescale,
             quality=quality,
+            png_level=cfg.png_level,
         )
     except ValueError as exc:
         raise bad_request(str(exc)) from exc
