@@ -276,7 +276,7 @@ async def test_nodata_becomes_alpha(client: Client, upstream: Upstream) -> None:
     url = upstream.url("dem.tif")
     for params in ({"window": "280,190,120,90"}, {"window": "140,95,60,45", "level": 1},
                    {"window": "0,0,500,400", "width": 125}):
-        status, headers, body = await get(client, "/region", url=url, rescale="0,900", **params)
+        status, _, body = await get(client, "/region", url=url, rescale="0,900", **params)
         assert status == 200
         png = imagecodecs.png_decode(body)
         win = tuple(int(v) for v in params["window"].split(","))
@@ -413,6 +413,33 @@ async def test_metrics_count_requests_and_upstream_traffic(
     assert values["cloudroi_block_cache_hits_total"] > 0  # the second read was served from cache
     assert values["cloudroi_requests_in_flight"] == 0
     assert "# TYPE cloudroi_request_duration_seconds histogram" in text
+
+
+async def test_source_replaced_mid_read_is_read_again_from_its_new_version(
+    client: Client, upstream: Upstream
+) -> None:
+    name = upstream.prefix + "rgb.tif"
+    newer = write_cog(255 - rgb_pixels(), tile=128, mask=rgb_mask(), epsg=32633,
+                      transform=RGB_GT)
+    swapped: list[bool] = []
+
+    def replace_after_first_tile(request, etag):  # type: ignore[no-untyped-def]
+        rng = request.headers.get("Range", "")
+        if request.path == "/" + name and not rng.startswith("bytes=0-") and not swapped:
+            swapped.append(True)
+            upstream.server.add(name, newer)  # this request still gets the old bytes
+        return None
+
+    upstream.server.fault = replace_after_first_tile
+    # Blocks of rows 0 and 3: far apart in the file, so two tile GETs; the second sees a new
+    # ETag (412), and the whole read starts again from the new version.
+    status, _, body = await get(client, "/region", url=upstream.url("rgb.tif"),
+                                window="0,0,128,500", format="npy")
+    assert swapped
+    assert status == 200, body
+    np.testing.assert_array_equal(np.load(io.BytesIO(body)), 255 - rgb_pixels()[:, :, :128])
+    statuses = [e.status for e in upstream.requests("rgb.tif")]
+    assert 412 in statuses
 
 
 # --------------------------------------------------------------------------------------------
