@@ -91,9 +91,15 @@ def fill_block(
 
 
 def valid_mask(data: npt.NDArray[Any], nodata: float | int) -> npt.NDArray[np.uint8]:
-    """255 where any band differs from ``nodata`` (NaN-aware), else 0: GDAL's per-dataset rule."""
-    if isinstance(nodata, float) and np.isnan(nodata):
-        valid = ~np.isnan(data)
+    """255 where any band differs from ``nodata`` (NaN-aware), else 0: GDAL's per-dataset rule.
+
+    Floats compare as GDAL does: half and single precision in single precision (GDAL reads half
+    floats as Float32), doubles in double precision.
+    """
+    if data.dtype.kind == "f":
+        wide = np.dtype(np.float32 if data.dtype.itemsize <= 4 else np.float64)
+        value = np.asarray(nodata, dtype=wide)
+        valid = ~np.isnan(data) if np.isnan(value) else data.astype(wide, copy=False) != value
     else:
         valid = data != np.asarray(nodata).astype(data.dtype)
     return np.where(valid.any(axis=0), 255, 0).astype(np.uint8)

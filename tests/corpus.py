@@ -286,6 +286,9 @@ class GdalSpec:
             fill = np.array(self.nodata).astype(dt)
             arr[:, 10:30, 20:90] = fill
             arr[:, 128:192, 0:64] = fill
+            if dt.kind == "f" and np.isfinite(self.nodata) and abs(self.nodata) < 65504:
+                # The half float nearest nodata: valid data unless it is nodata itself.
+                arr[:, 5, 5:10] = np.float16(self.nodata)
         if self.mask == "alpha":
             alpha = np.full((self.height, self.width), np.iinfo(dt).max, dtype=dt)
             alpha[40:90, 100:220] = 0

@@ -551,3 +551,66 @@ def test_spec_names_are_unique() -> None:
     # The same spec may appear in two lists; two different specs may not share a name.
     for n in dupes:
         assert len({s for s in specs if s.name == n}) == 1, n
+
+
+# --------------------------------------------------------------------------------------------
+# GDAL_NODATA text as GDAL applies it
+# --------------------------------------------------------------------------------------------
+
+#: (dtype, nodata given to rasterio, text patched into the tag or None, nodata GDAL applies)
+NODATA_CASES = {
+    "u16-half": ("uint16", 0.5, None, 0),  # integer bands truncate toward zero
+    "i16-minus-1.5": ("int16", -1.5, None, -1),
+    "u8-out-of-range": ("uint8", 255, "300", None),  # nothing masked
+    "u16-trailing-junk": ("uint16", 7000, "7abc", 7),  # atof: the leading number
+    "i64-exponent": ("int64", -(2**63), None, -9),  # 64-bit bands: the leading integer
+    "i8-min": ("int8", -128, None, -128),
+    "f32-1e20": ("float32", 1e20, None, float(np.float32(1e20))),  # single precision
+    "f32-minus-inf": ("float32", float("-inf"), None, float("-inf")),
+    "f64-max": ("float64", float(np.finfo(np.float64).max), None, float(np.finfo(np.float64).max)),
+    "f16-9999": ("float16", -9999, None, -9999.0),
+}
+
+
+def _patch_nodata(path: Any, text: str) -> None:
+    with tifffile.TiffFile(path) as tf:
+        tag = tf.pages[0].tags[42113]
+        old, offset = tag.value, tag.valueoffset
+    assert len(text) == len(old), (text, old)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(text.encode("ascii"))
+
+
+@pytest.mark.parametrize("case", list(NODATA_CASES))
+async def test_nodata_as_gdal_applies_it(case: str, tmp_path: Any) -> None:
+    dtype, given, text, applied = NODATA_CASES[case]
+    options = _opts(("NBITS", "16")) if dtype == "float16" else _opts()
+    spec = GdalSpec(f"nodata-{case}", dtype="float32" if dtype == "float16" else dtype,
+                    nodata=given, options=options)
+    path = Corpus(tmp_path).gdal(spec)
+    if text is not None:
+        _patch_nodata(path, text)
+    if dtype == "float16":
+        # Half floats next to the nodata value: -9999 is stored as -9992 by GDAL, -10000 is
+        # what float16(-9999) rounds to; GDAL compares in single precision and masks neither.
+        with rio_open(path) as src:
+            assert src.nodata == -9999
+    whole = (0, 0, spec.width, spec.height)
+    async with cloudroi.open(str(path)) as img:
+        if applied is None:
+            assert img.nodata is None
+        else:
+            assert img.nodata == applied
+            assert type(img.nodata) is type(applied)
+        assert_same(await img.read_mask(), rio_mask(path, whole), "mask vs dataset_mask")
+        assert_same(await img.read(), rio_read(path, whole), "pixels vs rasterio")
+        if applied is not None:
+            # What the mask hides is exactly the pixels equal to the nodata GDAL applies.
+            data = await img.read()
+            hidden = await img.read_mask() == 0
+            if dtype == "float16":
+                assert not hidden.any()
+                assert (data[0, 5, 5:10] == np.float16(-9999)).all()  # -10000, kept valid
+            else:
+                assert np.array_equal(hidden, (data == applied).any(axis=0))

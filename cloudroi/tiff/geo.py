@@ -12,8 +12,11 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["GeoInfo", "parse_geokeys", "parse_ghost", "parse_nodata"]
+import numpy as np
+
+__all__ = ["GeoInfo", "nodata_value", "parse_geokeys", "parse_ghost", "parse_nodata"]
 
 GT_RASTER_TYPE = 1025
 GEOGRAPHIC_TYPE = 2048
@@ -113,6 +116,44 @@ def parse_nodata(text: str | None) -> float | None:
     except ValueError:
         return None
     return value
+
+
+_FLOAT_PREFIX = re.compile(
+    r"\s*[+-]?(?:nan|inf(?:inity)?|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)", re.IGNORECASE
+)
+_INT_PREFIX = re.compile(r"\s*[+-]?\d+")
+
+
+def nodata_value(text: str | None, dtype: np.dtype[Any]) -> float | int | None:
+    """GDAL_NODATA as GDAL applies it to a band of ``dtype``; None when GDAL would mask nothing.
+
+    GDAL reads the text with ``atof`` (its leading number), except for 64-bit integer bands,
+    where it takes the leading integer (so "-9.2e+18" means -9). Integer bands truncate a
+    fractional value toward zero (0.5 masks 0) and ignore values outside their range; Float32
+    bands (and half floats, which GDAL reads as Float32) round it to single precision.
+    """
+    if text is None:
+        return None
+    text = text.rstrip("\x00")
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if dtype.itemsize == 8:
+            m = _INT_PREFIX.match(text)
+            value = int(m.group()) if m else None
+        else:
+            m = _FLOAT_PREFIX.match(text)
+            number = float(m.group()) if m else math.nan
+            value = None if not math.isfinite(number) else math.trunc(number)
+            if m and math.isfinite(number) and not info.min <= number <= info.max:
+                value = None
+        if value is None or not int(info.min) <= value <= int(info.max):
+            return None
+        return value
+    m = _FLOAT_PREFIX.match(text)
+    if m is None:
+        return None
+    number = float(m.group())
+    return float(np.float32(number)) if dtype.itemsize <= 4 else number
 
 
 def nodata_for_dtype(value: float | None, kind: str, lo: float, hi: float) -> float | int | None:

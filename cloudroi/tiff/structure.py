@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +14,7 @@ import numpy as np
 
 from ..errors import TiffFormatError, UnsupportedTiffError
 from ..types import ByteRange
-from .geo import GeoInfo, nodata_for_dtype, parse_geokeys, parse_ghost, parse_nodata
+from .geo import GeoInfo, nodata_value, parse_geokeys, parse_ghost
 from .index import IndexArray
 from .parse import (
     NeedBytes,
@@ -451,9 +450,7 @@ def build(buf: SparseBuffer, result: ScanResult, limits: ParseLimits) -> TiffStr
         first.floats(Tag.MODEL_TIEPOINT),
         first.floats(Tag.MODEL_TRANSFORMATION),
     )
-    dt = base.dtype
-    lo, hi = (np.iinfo(dt).min, np.iinfo(dt).max) if dt.kind in "iu" else (-math.inf, math.inf)
-    nodata = nodata_for_dtype(parse_nodata(first.ascii(Tag.GDAL_NODATA)), dt.kind, lo, hi)
+    nodata = nodata_value(first.ascii(Tag.GDAL_NODATA), base.dtype)
     ghost, span = parse_ghost(buf.available(header.size, 4096))
     if span > len(buf.available(header.size, span)):
         ghost = {}  # cut off by the end of the bytes in hand: do not trust a partial block
