@@ -575,13 +575,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="S3-compatible endpoint for s3:// URLs "
                             "(default: $CLOUDROI_S3_ENDPOINT_URL or AWS's)")
 
+    url_help = "http(s)://, s3://, file:// URL or a local path"
     p = sub.add_parser("info", help="describe an image")
-    p.add_argument("url")
+    p.add_argument("url", help=url_help)
     p.add_argument("--json", action="store_true", help="print JSON")
     common(p)
 
     p = sub.add_parser("read", help="read a region into a file")
-    p.add_argument("url")
+    p.add_argument("url", help=url_help)
     _add_region_args(p)
     p.add_argument("--size", type=_size, metavar="W,H",
                    help="output size: reads the best overview and resamples (nearest)")
@@ -604,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
 
     p = sub.add_parser("compare", help="lazy vs preloaded vs streamed reads, cold and warm")
-    p.add_argument("url")
+    p.add_argument("url", help=url_help)
     _add_region_args(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     common(p)

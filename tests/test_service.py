@@ -596,6 +596,11 @@ async def test_limits_are_413_before_any_tile_fetch(
     client = await make_client(max_fetch_bytes=100)
     doc = await problem(client, "/region", 413, url=url, window="0,0,64,64", format="npy")
     assert doc["code"] == "limit_exceeded"
+    client = await make_client(max_response_bytes=10_000)
+    doc = await problem(client, "/region", 413, url=url, window="0,0,64,64", format="npy")
+    assert (doc["code"], doc["value"]) == ("response_too_large", 3 * 64 * 64 + 128)
+    status, _, _ = await get(client, "/region", url=url, window="0,0,32,32", format="npy")
+    assert status == 200
 
 
 async def test_unsupported_tiff_is_422(client: Client, upstream: Upstream) -> None:

@@ -37,6 +37,8 @@ class ServiceConfig:
     max_fetch_bytes: int = 256 << 20
     #: Largest /preview side.
     max_preview_size: int = 2048
+    #: Largest encoded response body (0: no limit); a serverless front end sets its own cap.
+    max_response_bytes: int = 0
     #: Seconds a request may take before it is answered 504.
     request_timeout: float = 30.0
     #: Requests reading storage at once; more are answered 503 with Retry-After.
@@ -103,6 +105,8 @@ class ServiceConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.max_response_bytes < 0:
+            raise ValueError("max_response_bytes must be 0 (no limit) or positive")
         if self.request_timeout <= 0:
             raise ValueError("request_timeout must be positive")
         for quality in (self.jpeg_quality, self.webp_quality):
@@ -152,6 +156,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLOUDROI_MAX_FETCH_BYTES", "max_fetch_bytes", int,
             "Most compressed bytes one request may fetch; more gets 413."),
     Setting("CLOUDROI_MAX_PREVIEW_SIZE", "max_preview_size", int, "Largest /preview max_size."),
+    Setting("CLOUDROI_MAX_RESPONSE_BYTES", "max_response_bytes", int,
+            "Largest encoded response body, 0 for no limit; larger answers get 413."),
     Setting("CLOUDROI_REQUEST_TIMEOUT", "request_timeout", float,
             "Seconds before a request is answered 504."),
     Setting("CLOUDROI_MAX_CONCURRENCY", "max_concurrency", int,

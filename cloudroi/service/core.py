@@ -451,6 +451,14 @@ async def _render(
         )
     except ValueError as exc:
         raise bad_request(str(exc)) from exc
+    limit = cfg.max_response_bytes
+    if limit and len(body) > limit:
+        raise Problem(
+            413, "response_too_large",
+            f"the encoded response of {len(body)} bytes exceeds the limit of {limit}; ask for "
+            "fewer pixels or a more compact format",
+            limit=limit, value=len(body),
+        )
     headers = {"Content-Type": CONTENT_TYPES[fmt]}
     if used is not None:
         headers["X-Cloudroi-Rescale"] = f"{used[0]:.17g},{used[1]:.17g}"
