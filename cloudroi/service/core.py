@@ -332,8 +332,11 @@ async def _cached_or(
 
 
 def _json_value(value: Any) -> Any:
+    """``value`` with non-finite floats (which JSON cannot carry) as null, lists included."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
     return value
 
 
