@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .assemble import block_window, fill_block, intersect, paste, valid_mask
+from .assemble import (
+    alpha_mask,
+    block_window,
+    fill_block,
+    intersect,
+    mask_source,
+    paste,
+    valid_mask,
+)
 from .context import Context
 from .decode import BlockDecoder
 from .errors import LimitExceededError, ReadTimeoutError, WindowError
@@ -37,8 +45,9 @@ from .plan import (
     choose_overview,
     coalesce,
     leader_ranges,
+    level_factors,
     nearest_indices,
-    overview_window,
+    nearest_source,
 )
 from .source.base import RangeSource
 from .source.memory import MemorySource
@@ -613,20 +622,20 @@ class Image:
                 ifd, win, samples, fill, max_bytes=max_bytes, max_tiles=max_tiles
             )
         out_h, out_w = _check_shape(out_shape)
-        src_level, src_win = self._resample_source(level, win, (out_h, out_w), boundless)
+        src_level, src_win, rows, cols = self._resample_source(
+            level, win, (out_h, out_w), boundless
+        )
         src_ifd = self.structure.levels[src_level]
         self._check_output(len(samples), out_h, out_w, src_ifd.dtype)
         src = await self._read_ifd(
             src_ifd, src_win, samples, fill, max_bytes=max_bytes, max_tiles=max_tiles
         )
-        return await self._resample(src, src_win, out_h, out_w)
+        return await self._resample(src, rows, cols)
 
     async def _resample(
-        self, src: npt.NDArray[Any], src_win: Window, out_h: int, out_w: int
+        self, src: npt.NDArray[Any], rows: npt.NDArray[np.intp], cols: npt.NDArray[np.intp]
     ) -> npt.NDArray[Any]:
-        """Nearest-neighbour sampling of ``src`` (.., h, w) to (.., out_h, out_w), in the pool."""
-        rows = nearest_indices(src_win.height, out_h)
-        cols = nearest_indices(src_win.width, out_w)
+        """Pick ``rows`` and ``cols`` of ``src`` (.., h, w), in the pool."""
 
         def sample() -> npt.NDArray[Any]:
             return np.ascontiguousarray(src[..., rows, :][..., cols])
@@ -636,21 +645,24 @@ class Image:
 
     def _resample_source(
         self, level: int, win: Window, out_shape: tuple[int, int], boundless: bool
-    ) -> tuple[int, Window]:
-        """(level, window on that level) to read for a resampled read, as GDAL chooses them."""
-        if level != 0:
-            return level, win
-        chosen = choose_overview(self.levels, win, out_shape)
-        if chosen == 0:
-            return 0, win
-        if not boundless:
-            return chosen, overview_window(self.levels, chosen, win)
-        (w0, h0), (w, h) = self.levels[0], self.levels[chosen]
-        fx, fy = w0 / w, h0 / h
+    ) -> tuple[int, Window, npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+        """(level, window on that level, rows, cols into it) of a resampled read: the overview
+        GDAL picks and the pixels its nearest-neighbour sampling takes."""
+        chosen = level if level != 0 else choose_overview(self.levels, win, out_shape)
+        factors = level_factors(self.levels, chosen) if level == 0 else (1.0, 1.0)
+        width, height = self.levels[chosen]
+        inside = win.col_off >= 0 and win.row_off >= 0
+        inside = inside and win.col_end <= self.levels[level][0]
+        inside = inside and win.row_end <= self.levels[level][1]
+        if inside or not boundless:
+            return (chosen, *nearest_source(win, out_shape, factors, (width, height)))
+        fx, fy = factors
         col, row = math.floor(win.col_off / fx + 0.5), math.floor(win.row_off / fy + 0.5)
-        return chosen, Window(
+        src = Window(
             col, row, max(1, int(win.width / fx + 0.5)), max(1, int(win.height / fy + 0.5))
         )
+        out_h, out_w = out_shape
+        return chosen, src, nearest_indices(src.height, out_h), nearest_indices(src.width, out_w)
 
     async def read_mask(
         self,
@@ -684,9 +696,11 @@ class Image:
         win = self._window(window, ifd, boundless)
         if out_shape is not None:
             out_h, out_w = _check_shape(out_shape)
-            level, src_win = self._resample_source(level, win, (out_h, out_w), boundless)
+            level, src_win, rows, cols = self._resample_source(
+                level, win, (out_h, out_w), boundless
+            )
             full = await self._mask_at(level, src_win, max_bytes, max_tiles)
-            return await self._resample(full, src_win, out_h, out_w)
+            return await self._resample(full, rows, cols)
         return await self._mask_at(level, win, max_bytes, max_tiles)
 
     async def _mask_at(
@@ -695,18 +709,20 @@ class Image:
         ifd = self.structure.levels[level]
         budgets = {"max_bytes": max_bytes, "max_tiles": max_tiles}
         mask_ifd = self.structure.masks[level]
+        source, band = mask_source(
+            self.count, self._base.extra_samples, self.dtype, mask_ifd is not None,
+            self.nodata is not None,
+        )
         if mask_ifd is not None:
             raw = await self._read_ifd(mask_ifd, win, [0], 0, **budgets)
             return np.where(raw[0] != 0, 255, 0).astype(np.uint8)
-        alpha = self.alpha_band
-        if alpha is not None:
-            a = (await self._read_ifd(ifd, win, [alpha - 1], 0, **budgets))[0]
-            if a.dtype == np.uint8:
-                return np.asarray(a, dtype=np.uint8)
-            if a.dtype == np.uint16:
-                return np.asarray(a >> 8, dtype=np.uint8)
-            return np.where(a > 0, 255, 0).astype(np.uint8)
-        if self.nodata is not None:
+        if source == "alpha" and band is not None:
+            return alpha_mask((await self._read_ifd(ifd, win, [band - 1], 0, **budgets))[0])
+        if source == "alpha_nodata" and band is not None and self.nodata is not None:
+            fill = self._fill(None, ifd.dtype)
+            a = await self._read_ifd(ifd, win, [band - 1], fill, **budgets)
+            mask = valid_mask(a, self.nodata)
+        elif self.nodata is not None:
             data = await self._read_ifd(
                 ifd, win, list(range(self.count)), self._fill(None, ifd.dtype), **budgets
             )

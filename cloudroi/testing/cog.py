@@ -2,9 +2,10 @@
 
 Used for the bundled sample image and by tests that need a COG without GDAL. Layout (GDAL's
 ``doc/source/drivers/raster/cog.rst``): TIFF header, the ghost area of structural metadata,
-every IFD with its tag arrays (full resolution first, masks right after their image, then overviews), then the
-tile data, smallest overview first, each tile preceded by its size as a little-endian uint32 and
-followed by a repeat of its last 4 bytes. Classic TIFF, little-endian, chunky, tiled.
+every IFD with its tag arrays (full resolution first, masks right after their image, then
+overviews), then the tile data, smallest overview first, each tile preceded by its size as a
+little-endian uint32 and followed by a repeat of its last 4 bytes. Classic TIFF, little-endian,
+chunky, tiled.
 """
 
 from __future__ import annotations

@@ -255,7 +255,7 @@ def tag_bytes(buf: SparseBuffer, entry: TagEntry) -> bytes:
 
 def tag_values(buf: SparseBuffer, header: TiffHeader, entry: TagEntry) -> tuple[int | float, ...]:
     """Numeric values of a tag (rationals as floats)."""
-    char, itemsize, per = FIELD_TYPES[entry.type]
+    char, _itemsize, per = FIELD_TYPES[entry.type]
     data = tag_bytes(buf, entry)
     if per == 2:
         nums = struct.unpack(f"{header.byteorder}{2 * entry.count}{char}", data)
