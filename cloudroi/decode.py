@@ -138,7 +138,7 @@ class BlockDecoder:
                 triples = np.frombuffer(raw, np.uint8, len(raw) // 3 * 3).reshape(-1, 3)
                 raw = np.ascontiguousarray(triples[:, ::-1]).reshape(-1)
             arr = imagecodecs.packints_decode(
-                raw, self.dtype, self._bits, runlen=ifd.block_width * self.samples
+                bytes(raw), self.dtype, self._bits, runlen=ifd.block_width * self.samples
             )
             return np.asarray(arr).reshape(shape)
         if ifd.predictor == 3:
