@@ -99,15 +99,17 @@ def open(
     url: str | RangeSource | bytes,
     *,
     context: Context | None = None,
+    stats: Stats | None = None,
     **options: Any,
 ) -> _Opening:
     """Open a TIFF/COG by URL (``http(s)://``, ``s3://``, ``file://``, a local path, any async
     fsspec URL), a ``RangeSource``, or bytes. Costs one ranged GET when the header fits the prefix.
 
     ``options`` are the fields of ``ImageOptions`` (prefix_bytes, coalesce_gap, headers, ...).
+    ``stats``: a ``Stats`` to count into (it also records the requests of an open that fails).
     Without ``context`` the Image gets a private ``Context`` that it closes on ``close()``.
     """
-    return _Opening(open_image(url, context=context, **options))
+    return _Opening(open_image(url, context=context, stats=stats, **options))
 
 
 

@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from .cache import LRUCache
 from .errors import ObjectChangedError, TransientError
 from .plan import coalesce, strip_leader
 from .source.base import RangeSource
 from .tasks import gather_all
-from .types import ByteRange, Stats
+from .types import ByteRange, ObjectMeta, Stats
 
 __all__ = ["BlockRequest", "Fetcher", "Inflight", "LeaderMismatch", "RetryPolicy"]
 
 Purpose = Literal["header", "index", "tile"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +108,8 @@ class Fetcher:
         self._retry = retry
 
     def _count(self, purpose: Purpose, nbytes: int) -> None:
+        """Account one answered request (``requests`` itself is counted as it is sent)."""
         s = self.stats
-        s.requests += 1
         s.bytes_fetched += nbytes
         if purpose == "header":
             s.header_requests += 1
@@ -120,50 +121,48 @@ class Fetcher:
             s.tile_requests += 1
             s.tile_bytes += nbytes
 
-    async def get(self, rng: ByteRange, purpose: Purpose) -> bytes:
-        """Exactly the bytes of ``rng``; transient failures retried per the policy."""
+    async def _attempts(self, send: Callable[[], Awaitable[T]]) -> T:
+        """``send()`` under the concurrency limit, retrying transient failures per the policy.
+
+        Every attempt counts as a request, failed ones included, unless the source serves
+        bytes already in hand.
+        """
+        counts = getattr(self.source, "counts_requests", True)
         attempt = 0
         while True:
+            if counts:
+                self.stats.requests += 1
             try:
                 async with self._limiter:
-                    data = await self.source.read(rng)
+                    return await send()
             except TransientError as exc:
-                self.stats.requests += 1
                 attempt += 1
                 if attempt >= self._retry.attempts:
                     raise
                 self.stats.retries += 1
                 await asyncio.sleep(self._retry.delay(attempt, exc.retry_after))
-                continue
+
+    async def get(self, rng: ByteRange, purpose: Purpose) -> bytes:
+        """Exactly the bytes of ``rng``; transient failures retried per the policy."""
+        data = await self._attempts(lambda: self.source.read(rng))
+        if getattr(self.source, "counts_requests", True):
             self._count(purpose, len(data))
-            if len(data) != rng.length:
-                raise ObjectChangedError(
-                    f"asked for {rng.length} bytes at {rng.start}, got {len(data)}",
-                    url=self.source.url,
-                )
-            return data
+        if len(data) != rng.length:
+            raise ObjectChangedError(
+                f"asked for {rng.length} bytes at {rng.start}, got {len(data)}",
+                url=self.source.url,
+            )
+        return data
 
     async def get_many(self, ranges: Sequence[ByteRange], purpose: Purpose) -> list[bytes]:
         """All ranges concurrently; the first failure cancels the rest."""
         return await gather_all(self.get(r, purpose) for r in ranges)
 
-    async def open(self, length: int) -> tuple[object, bytes]:
+    async def open(self, length: int) -> tuple[ObjectMeta, bytes]:
         """The source's first read (metadata + prefix), retried like any other."""
-        attempt = 0
-        while True:
-            try:
-                async with self._limiter:
-                    meta, data = await self.source.open(length)
-            except TransientError as exc:
-                self.stats.requests += 1
-                attempt += 1
-                if attempt >= self._retry.attempts:
-                    raise
-                self.stats.retries += 1
-                await asyncio.sleep(self._retry.delay(attempt, exc.retry_after))
-                continue
-            self._count("header", len(data))
-            return meta, data
+        meta, data = await self._attempts(lambda: self.source.open(length))
+        self._count("header", len(data))
+        return meta, data
 
     # -- blocks ----------------------------------------------------------------------------
 

@@ -50,7 +50,7 @@ from .plan import (
     nearest_source,
 )
 from .source.base import RangeSource
-from .source.memory import MemorySource
+from .source.memory import MemorySource, PrefetchedSource
 from .tasks import gather_all
 from .tiff.structure import ImageIFD, TiffStructure
 from .tiff.tags import PHOTOMETRIC_NAMES
@@ -897,14 +897,19 @@ async def open_image(
     target: str | RangeSource | bytes,
     *,
     context: Context | None = None,
+    stats: Stats | None = None,
     **options: Any,
 ) -> Image:
-    """Open ``target`` (URL, path, RangeSource or bytes) and parse its header."""
+    """Open ``target`` (URL, path, RangeSource or bytes) and parse its header.
+
+    ``stats`` (optional) is the Stats object the Image will count into; passing one lets a caller
+    see the requests of an open that fails.
+    """
     opts = ImageOptions(**options)
     owns = context is None
     ctx = context if context is not None else Context()
     try:
-        return await _open_with(ctx, target, opts, owns)
+        return await _open_with(ctx, target, opts, owns, stats if stats is not None else Stats())
     except BaseException:
         if owns:
             await ctx.close()
@@ -912,7 +917,7 @@ async def open_image(
 
 
 async def _open_with(
-    ctx: Context, target: str | RangeSource | bytes, opts: ImageOptions, owns: bool
+    ctx: Context, target: str | RangeSource | bytes, opts: ImageOptions, owns: bool, stats: Stats
 ) -> Image:
     if isinstance(target, bytes | bytearray | memoryview):
         source: RangeSource = MemorySource(target)
@@ -920,15 +925,15 @@ async def _open_with(
         source = await ctx.source(target, headers=opts.headers)
     else:
         source = target
-    stats = Stats()
     fetcher = Fetcher(
         source, stats, asyncio.Semaphore(ctx.options.max_concurrency), ctx.options.retry
     )
+    # A URL's header size is worth remembering only for storage with a round trip to save.
+    remember = opts.remember_header_size and not isinstance(source, MemorySource)
     try:
-        remembered = ctx.header_sizes.get(source.url) if opts.remember_header_size else None
+        remembered = ctx.header_sizes.get(source.url) if remember else None
         prefix_len = remembered if remembered else opts.prefix_bytes
         meta, prefix = await fetcher.open(prefix_len)
-        assert isinstance(meta, ObjectMeta)
         structure = None
         header_key = (source.url, meta.etag)
         if meta.etag:
@@ -944,11 +949,15 @@ async def _open_with(
             structure = await load_structure(fetcher, meta, prefix, header_opts)
             if meta.etag:
                 ctx.header_cache.put(header_key, structure)
-        if opts.remember_header_size and 0 < structure.header_bytes <= _MAX_REMEMBERED_HEADER:
+        if remember and 0 < structure.header_bytes <= _MAX_REMEMBERED_HEADER:
             ctx.header_sizes.put(source.url, structure.header_bytes)
     except BaseException:
         await source.close()
         raise
+    if meta.size <= len(prefix) and not isinstance(source, MemorySource):
+        # The whole object came with the first GET: blocks are served from it, not refetched.
+        source = PrefetchedSource(source, meta, prefix)
+        fetcher.source = source
     token: object = (source.url, meta.etag) if meta.etag else object()
     if isinstance(source, MemorySource):
         token = ("memory", meta.etag)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -78,24 +78,22 @@ async def test_open_is_retried_too(server: RangeServer) -> None:
         assert img.stats.retries == 1
 
 
-async def test_decoding_never_blocks_the_event_loop(caplog: pytest.LogCaptureFixture) -> None:
-    """asyncio's debug mode logs every callback that holds the loop longer than the threshold."""
+async def test_decoding_never_blocks_the_event_loop() -> None:
+    """Decoding runs in the pool: the event loop's thread spends a small share of the CPU.
+
+    CPU time, not wall time, so the check holds on a loaded machine.
+    """
     big = np.random.default_rng(5).normal(size=(2048, 2048)).astype(np.float32)
     cog = write_cog(big, tile=256, compression="deflate", predictor=3)
-    loop = asyncio.get_running_loop()
-    loop.set_debug(True)
-    loop.slow_callback_duration = 0.05
-    caplog.set_level(logging.WARNING, logger="asyncio")
-    try:
-        ctx = cloudroi.Context(block_cache=LRUCache[bytes](0, sizeof=len))
-        async with cloudroi.open(cog, context=ctx) as img:
-            arr = await img.read()
-        await ctx.close()
-    finally:
-        loop.set_debug(False)
+    ctx = cloudroi.Context(block_cache=LRUCache[bytes](0, sizeof=len))
+    async with cloudroi.open(cog, context=ctx) as img:
+        loop_cpu, all_cpu = time.thread_time(), time.process_time()
+        arr = await img.read()
+        loop_cpu, all_cpu = time.thread_time() - loop_cpu, time.process_time() - all_cpu
+    await ctx.close()
     np.testing.assert_array_equal(arr[0], big)
-    slow = [r.getMessage() for r in caplog.records if "took" in r.getMessage()]
-    assert slow == []
+    assert img.stats.tiles_decoded == 64
+    assert loop_cpu < 0.5 * all_cpu, (loop_cpu, all_cpu)  # decoding on the loop gives 1.0
 
 
 def test_lru_cache_is_bounded_by_bytes() -> None:

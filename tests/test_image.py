@@ -339,3 +339,21 @@ def test_public_api_is_pinned() -> None:
 
 
 _ = os
+
+
+async def test_small_object_is_read_once(server: RangeServer, ctx: cloudroi.Context) -> None:
+    tiny = write_cog(DATA[:100, :120], tile=64, compression="deflate")
+    assert len(tiny) < 32 * 1024
+    url = put(server, tiny)
+    async with cloudroi.open(url, context=ctx) as img:
+        arr = await img.read()
+    np.testing.assert_array_equal(arr[0], DATA[:100, :120])
+    assert server.request_count == 1
+    assert img.stats.requests == 1
+
+
+async def test_stats_of_a_failed_open_are_visible(server: RangeServer) -> None:
+    stats = cloudroi.Stats()
+    with pytest.raises(cloudroi.SourceNotFoundError):
+        await cloudroi.open(server.url("nothing-here.tif"), stats=stats)
+    assert stats.requests == 1

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 
 from ..types import ByteRange, ObjectMeta
+from .base import RangeSource
 
-__all__ = ["MemorySource"]
+__all__ = ["MemorySource", "PrefetchedSource"]
 
 
 class MemorySource:
@@ -27,3 +28,28 @@ class MemorySource:
 
     async def close(self) -> None:
         return None
+
+
+class PrefetchedSource:
+    """An object that came back whole with the first GET: later reads come from memory.
+
+    Wraps the source that fetched it (closing it on close); ``counts_requests`` tells the fetcher
+    that reads here cost no request.
+    """
+
+    counts_requests = False
+
+    def __init__(self, inner: RangeSource, meta: ObjectMeta, data: bytes) -> None:
+        self.url = inner.url
+        self.meta = meta
+        self._inner = inner
+        self._data = data
+
+    async def open(self, length: int) -> tuple[ObjectMeta, bytes]:
+        return self.meta, self._data[: max(0, length)]
+
+    async def read(self, rng: ByteRange) -> bytes:
+        return self._data[rng.start : min(rng.end, len(self._data))]
+
+    async def close(self) -> None:
+        await self._inner.close()

@@ -45,7 +45,13 @@ class Fault:
     ``after`` body bytes), ``truncate`` (send ``after`` bytes of a body whose Content-Length
     promised more), ``stall`` (sleep ``delay`` seconds before the body), ``ignore_range`` (200 with
     the whole object), ``wrong_range`` (206 whose Content-Range is shifted by ``shift``),
-    ``multipart`` (multipart/byteranges answer), ``encoded`` (Content-Encoding: gzip on a range).
+    ``multipart`` (multipart/byteranges answer), ``encoded`` (Content-Encoding: gzip on a range),
+    ``changed`` (206 with other bytes and another ETag, as a server that ignores If-Match answers
+    after an overwrite), ``shrunk`` (416 with ``Content-Range: bytes */size``, the object now
+    ``size`` bytes long).
+
+    ``ignore_range`` streams the whole object in 64 KiB writes and records only the bytes the
+    socket accepted, so a test can check that a client stopped reading.
     """
 
     kind: str
@@ -54,6 +60,7 @@ class Fault:
     after: int = 0
     delay: float = 0.0
     shift: int = 1
+    size: int = 0
 
 
 FaultHook = Callable[["web.Request", str], Fault | None]
@@ -93,6 +100,7 @@ class RangeServer:
         latency: float = 0.0,
         fault: FaultHook | None = None,
         etags: bool = True,
+        honour_if_match: bool = True,
     ) -> None:
         self._files: dict[str, bytes] = {}
         self._etags: dict[str, str] = {}
@@ -101,6 +109,8 @@ class RangeServer:
         self.latency = latency
         self.fault = fault
         self.send_etags = etags
+        #: False: behave like a server that ignores If-Match (the client must compare ETags).
+        self.honour_if_match = honour_if_match
         self.log: list[RequestLog] = []
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -171,7 +181,12 @@ class RangeServer:
         if self.send_etags:
             headers["ETag"] = etag
         if_match = request.headers.get("If-Match")
-        if if_match is not None and self.send_etags and if_match not in (etag, "*"):
+        if (
+            if_match is not None
+            and self.send_etags
+            and self.honour_if_match
+            and if_match not in (etag, "*")
+        ):
             self._record(request, 412, 0)
             return web.Response(status=412, headers=headers)
         size = len(data)
@@ -213,9 +228,18 @@ class RangeServer:
                 headers["Content-Range"] = f"bytes */{size}"
             self._record(request, fault.status, 0)
             return web.Response(status=fault.status, headers=headers, text="injected fault")
+        if kind == "shrunk":
+            headers["Content-Range"] = f"bytes */{fault.size}"
+            self._record(request, 416, 0)
+            return web.Response(status=416, headers=headers)
+        if kind == "changed":
+            other = bytes(b ^ 0x5A for b in body)
+            headers["ETag"] = etag_of(etag.encode() + b"-changed")
+            headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+            self._record(request, 206, len(other))
+            return web.Response(status=206, body=other, headers=headers)
         if kind == "ignore_range":
-            self._record(request, 200, size)
-            return web.Response(status=200, body=data, headers=headers)
+            return await self._stream_whole(request, data, headers)
         if kind == "wrong_range":
             headers["Content-Range"] = f"bytes {first + fault.shift}-{last + fault.shift}/{size}"
             self._record(request, 206, len(body))
@@ -241,9 +265,13 @@ class RangeServer:
         await resp.prepare(request)
         if kind == "stall":
             await asyncio.sleep(fault.delay)
-            await resp.write(body)
+            try:
+                await resp.write(body)
+                await resp.write_eof()
+            except (ConnectionError, RuntimeError):
+                self._record(request, 206, 0)  # the client gave up waiting
+                return resp
             self._record(request, 206, len(body))
-            await resp.write_eof()
             return resp
         sent = body[: fault.after]
         if sent:
@@ -255,6 +283,31 @@ class RangeServer:
                 transport.abort()
             else:  # truncate: end the connection cleanly but early
                 transport.close()
+        return resp
+
+    async def _stream_whole(
+        self, request: web.Request, data: bytes, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        """200 with the whole object, written in chunks until the client stops reading."""
+        resp = web.StreamResponse(status=200, headers=headers)
+        resp.content_length = len(data)
+        written = 0
+        try:
+            await resp.prepare(request)
+            view = memoryview(data)
+            for start in range(0, len(data), 1 << 16):
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    break
+                await resp.write(view[start : start + (1 << 16)])
+                written = start + len(view[start : start + (1 << 16)])
+            else:
+                await resp.write_eof()
+        except (ConnectionError, RuntimeError):
+            pass  # the client hung up: what it was sent is what gets recorded
+        transport = request.transport
+        unsent = transport.get_write_buffer_size() if transport is not None else 0
+        self._record(request, 200, max(0, written - unsent))
         return resp
 
     # -- lifecycle -------------------------------------------------------------------------
