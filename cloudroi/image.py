@@ -44,6 +44,7 @@ from .plan import (
     check_window,
     choose_overview,
     coalesce,
+    leader_ends,
     leader_ranges,
     level_factors,
     nearest_indices,
@@ -365,10 +366,11 @@ class Image:
         if not self._use_leader(ifd):
             exact = block_ranges(offsets, ifd.byte_counts.get(idx), size, cap)
             return [(r, False) for r in exact]
-        following = np.minimum(np.asarray(idx) + 1, ifd.n_blocks - 1)
-        nxt = ifd.offsets.get(following)
-        nxt[np.asarray(idx) + 1 >= ifd.n_blocks] = 0
-        lead = leader_ranges(offsets, nxt, size, cap)
+        # A leader range is only worth it when it cannot drag in much more than the block: a
+        # compressed block is rarely larger than its decoded size (LZW's worst case is 1.5x).
+        lead_cap = min(cap, ifd.decoded_block_bytes() * 2 + (64 << 10))
+        lead = leader_ranges(offsets, leader_ends(offsets, self._known_offsets(), size),
+                             size, lead_cap)
         unknown = [i for i, r in enumerate(lead) if r is False]
         exact_of: dict[int, ByteRange | None] = {}
         if unknown:
@@ -386,6 +388,15 @@ class Image:
             else:
                 out.append((None, False))
         return out
+
+    def _known_offsets(self) -> npt.NDArray[np.uint64]:
+        """Sorted offsets of every block of every level and mask loaded so far."""
+        parts = [
+            ifd.offsets.known()
+            for ifd in (*self.structure.levels, *(m for m in self.structure.masks if m))
+        ]
+        known = np.unique(np.concatenate(parts)) if parts else np.empty(0, np.uint64)
+        return known[known > 0]
 
     def plan(
         self,

@@ -26,6 +26,7 @@ __all__ = [
     "blocks_for_window",
     "choose_overview",
     "coalesce",
+    "leader_ends",
     "leader_ranges",
     "level_factors",
     "nearest_indices",
@@ -78,27 +79,42 @@ def block_ranges(
     return out
 
 
+def leader_ends(
+    offsets: npt.NDArray[np.uint64], known: npt.NDArray[np.uint64], size: int
+) -> npt.NDArray[np.int64]:
+    """Where each block's leader range can end: 4 bytes before the smallest known block offset
+    above it (that block's leader), or the end of the file when no known block follows.
+
+    Blocks never overlap, so any block starting after this one starts after its data and trailer.
+    ``known`` is sorted, unique, without zeros.
+    """
+    pos = np.searchsorted(known, offsets, side="right")
+    following = known[np.minimum(pos, max(len(known) - 1, 0))] if len(known) else offsets
+    ends = np.where(pos < len(known), following.astype(np.int64) - 4, size)
+    return np.asarray(ends, dtype=np.int64)
+
+
 def leader_ranges(
     offsets: npt.NDArray[np.uint64],
-    next_offsets: npt.NDArray[np.uint64],
+    ends: npt.NDArray[np.int64],
     size: int,
     max_block_bytes: int,
 ) -> list[ByteRange | bool | None]:
-    """Ranges ``[offset - 4, next_offset - 4)`` for blocks written with GDAL's 4-byte size leader.
+    """Ranges ``[offset - 4, end)`` for blocks written with GDAL's 4-byte size leader.
 
-    GDAL's COG writer puts each block's byte count in the 4 bytes before its offset and blocks in
-    row-major order, so the next block's offset bounds this one. Returns None for a sparse block and
-    False where the bound is unknown (next block sparse, last block, odd order): the caller then
-    needs TileByteCounts for that block.
+    GDAL's COG writer puts each block's byte count in the 4 bytes before its offset, repeats its
+    last 4 bytes after it, and writes blocks in row-major order, so a following block bounds this
+    one (see ``leader_ends``). Returns None for a sparse block and False where no usable bound is
+    known (it would span more than ``max_block_bytes``): the caller then needs TileByteCounts.
     """
     out: list[ByteRange | bool | None] = []
-    for off, nxt in zip(offsets.tolist(), next_offsets.tolist(), strict=True):
+    for off, end in zip(offsets.tolist(), ends.tolist(), strict=True):
         if off == 0:
             out.append(None)
-        elif off < 4 or nxt <= off or nxt > size or nxt - off > max_block_bytes + 8:
+        elif off < 4 or end <= off or end > size or end - (off - 4) > max_block_bytes + 8:
             out.append(False)
         else:
-            out.append(ByteRange(off - 4, nxt - 4))
+            out.append(ByteRange(off - 4, end))
     return out
 
 

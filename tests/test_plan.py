@@ -17,6 +17,7 @@ from cloudroi.plan import (
     check_window,
     choose_overview,
     coalesce,
+    leader_ends,
     leader_ranges,
     nearest_indices,
     overview_window,
@@ -140,12 +141,11 @@ def _leadered(blocks: list[bytes], start: int) -> tuple[bytes, list[int]]:
 def test_leader_ranges_and_strip() -> None:
     blocks = [b"abcdefgh", b"0123456789", b"xyzw"]
     data, offsets = _leadered(blocks, 16)
-    nxt = [*offsets[1:], 0]
-    ranges = leader_ranges(
-        np.array(offsets, np.uint64), np.array(nxt, np.uint64), len(data), 1000
-    )
-    assert ranges[2] is False  # the last block has no following offset to bound it
-    for rng, block in zip(ranges[:2], blocks[:2], strict=True):
+    offs = np.array(offsets, np.uint64)
+    ends = leader_ends(offs, offs, len(data))
+    assert ends.tolist() == [offsets[1] - 4, offsets[2] - 4, len(data)]
+    ranges = leader_ranges(offs, ends, len(data), 1000)
+    for rng, block in zip(ranges, blocks, strict=True):
         assert isinstance(rng, ByteRange)
         assert strip_leader(data[rng.start : rng.end]) == block
     # A corrupted trailer is refused, so the caller falls back to TileByteCounts.
@@ -154,7 +154,12 @@ def test_leader_ranges_and_strip() -> None:
     bad = bytearray(data[rng.start : rng.end])
     bad[-1] ^= 0xFF
     assert strip_leader(bytes(bad)) is None
-    assert leader_ranges(np.array([0], np.uint64), np.array([5], np.uint64), 100, 10) == [None]
+    assert leader_ranges(np.array([0], np.uint64), np.array([5], np.int64), 100, 10) == [None]
+    # Only the first and last blocks known: the first one's range would swallow the middle block
+    # and exceed a tight cap, so no leader range is offered for it.
+    sparse_known = np.array([offsets[0], offsets[2]], np.uint64)
+    far = leader_ranges(offs[:1], leader_ends(offs[:1], sparse_known, len(data)), len(data), 10)
+    assert far == [False]
 
 
 def test_choose_overview_matches_gdal_rule() -> None:

@@ -101,6 +101,14 @@ class IndexArray:
             flat_out[n] = self._blocks[block][pos]
         return out
 
+    def known(self) -> npt.NDArray[np.uint64]:
+        """Every value loaded so far (all of them when resident), in no particular order."""
+        if self._values is not None:
+            return self._values
+        if not self._blocks:
+            return np.empty(0, dtype=np.uint64)
+        return np.concatenate(list(self._blocks.values()))
+
     def loaded_bytes(self) -> int:
         if self._values is not None:
             return self.nbytes
