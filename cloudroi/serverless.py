@@ -59,7 +59,9 @@ _TEXT_TYPES = ("application/json", PROBLEM_TYPE)
 
 def body_limit(payload_limit: int = LAMBDA_PAYLOAD_LIMIT) -> int:
     """The largest raw body whose base64 form, with the envelope, fits ``payload_limit``."""
-    return max(0, (payload_limit - ENVELOPE_RESERVE) // 4 * 3)
+    if payload_limit <= ENVELOPE_RESERVE:
+        raise ValueError(f"payload limit must exceed the {ENVELOPE_RESERVE} byte envelope reserve")
+    return (payload_limit - ENVELOPE_RESERVE) // 4 * 3
 
 
 def lambda_config(

@@ -1,0 +1,179 @@
+"""A Lambda Runtime API on 127.0.0.1 for tests: hands events to a runtime client, collects answers.
+
+It speaks the documented runtime protocol (``/2018-06-01/runtime/invocation/next``, ``.../{id}/
+response``, ``.../{id}/error``, ``/2018-06-01/runtime/init/error``), so the real runtime client
+(``python -m awslambdaric cloudroi.serverless.handler``, the Lambda image's command) can be run
+as a subprocess against it: the closest to a Lambda invocation that works without AWS or Docker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+PREFIX = "/2018-06-01/runtime"
+
+
+class RuntimeAPI:
+    """Queue events with ``invoke``; answers arrive in ``results`` keyed by request id."""
+
+    def __init__(self) -> None:
+        self._events: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.results: dict[str, tuple[str, Any]] = {}
+        self.init_errors: list[Any] = []
+        self._done = threading.Condition()
+        self._stopping = threading.Event()
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if self.path != f"{PREFIX}/invocation/next":
+                    self._send(404, b"{}")
+                    return
+                while not api._stopping.is_set():
+                    try:
+                        request_id, body = api._events.get(timeout=0.2)
+                    except queue.Empty:
+                        continue
+                    deadline = int((time.time() + 30) * 1000)
+                    self._send(200, body, {
+                        "Lambda-Runtime-Aws-Request-Id": request_id,
+                        "Lambda-Runtime-Deadline-Ms": str(deadline),
+                        "Lambda-Runtime-Invoked-Function-Arn":
+                            "arn:aws:lambda:eu-west-1:123456789012:function:cloudroi",
+                        "Lambda-Runtime-Trace-Id": f"Root=1-{request_id[:8]}-{request_id[9:]}",
+                    })
+                    return
+                self._send(503, b"{}")
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                payload = json.loads(self.rfile.read(length) or b"null")
+                parts = self.path[len(PREFIX):].strip("/").split("/")
+                if parts[:2] == ["init", "error"]:
+                    api.init_errors.append(payload)
+                elif len(parts) == 3 and parts[0] == "invocation":
+                    with api._done:
+                        api.results[parts[1]] = (parts[2], payload)
+                        api._done.notify_all()
+                else:
+                    self._send(404, b"{}")
+                    return
+                self._send(202, b'{"status":"OK"}')
+
+            def _send(
+                self, status: int, body: bytes, headers: Mapping[str, str] | None = None
+            ) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def address(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"{host}:{port}"
+
+    def __enter__(self) -> RuntimeAPI:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+    def invoke(self, event: Mapping[str, Any]) -> str:
+        request_id = str(uuid.uuid4())
+        self._events.put((request_id, json.dumps(event).encode()))
+        return request_id
+
+    def wait(self, request_id: str, timeout: float) -> tuple[str, Any]:
+        """("response" or "error", payload) once the runtime client answered ``request_id``."""
+        deadline = time.monotonic() + timeout
+        with self._done:
+            while request_id not in self.results:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.init_errors:
+                    raise TimeoutError(
+                        f"no answer for {request_id}; init errors: {self.init_errors}"
+                    )
+                self._done.wait(min(left, 0.2))
+            return self.results[request_id]
+
+
+class RuntimeClient:
+    """``python -m awslambdaric HANDLER`` in a subprocess against a fresh RuntimeAPI; ``invoke``
+    hands it one event (as Lambda does, one at a time) and returns its answer."""
+
+    def __init__(
+        self,
+        python: str,
+        handler: str,
+        env: Mapping[str, str],
+        *,
+        timeout: float = 60.0,
+        cwd: str | None = None,
+    ) -> None:
+        self.api = RuntimeAPI()
+        self.timeout = timeout
+        self._argv = [python, "-m", "awslambdaric", handler]
+        self._env = dict(env)
+        self._cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> RuntimeClient:
+        self.api.__enter__()
+        env = {**os.environ, **self._env, "AWS_LAMBDA_RUNTIME_API": self.api.address}
+        self.proc = subprocess.Popen(
+            self._argv, env=env, cwd=self._cwd, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def invoke(self, event: Mapping[str, Any]) -> tuple[str, Any]:
+        """("response" or "error", payload)."""
+        try:
+            return self.api.wait(self.api.invoke(event), self.timeout)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\nruntime client output:\n{self._stop()[-4000:]}") from exc
+
+    def _stop(self) -> str:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return ""
+        if proc.poll() is None:
+            proc.terminate()
+        try:
+            out = proc.communicate(timeout=10)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out = proc.communicate(timeout=10)[0]
+        return out.decode(errors="replace")
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._stop()
+        finally:
+            self.api.__exit__()

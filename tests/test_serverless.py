@@ -1,0 +1,533 @@
+"""The Lambda handler in-process: real-format API Gateway and Function URL events (tests/events/),
+the real range server and moto's S3 server upstream, every error status, Lambda's 6 MB response
+limit, cold then warm invocations, and the real runtime client (awslambdaric) in a subprocess."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import sys
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import imagecodecs
+import numpy as np
+import pytest
+from lambda_runtime_api import RuntimeClient
+
+from cloudroi import serverless
+from cloudroi.serverless import LambdaApp, body_limit, to_core_request
+from cloudroi.service import ServiceConfig
+from cloudroi.testing import Fault, RangeServer
+from cloudroi.testing.cog import write_cog
+
+EVENTS = Path(__file__).resolve().parent / "events"
+KINDS = ("http-api-v2", "rest-api-v1", "function-url")
+NODATA = -9999.0
+GT = (500000.0, 10.0, 0.0, 4200000.0, 0.0, -10.0)
+
+
+# --------------------------------------------------------------------------------------------
+# events and answers
+# --------------------------------------------------------------------------------------------
+
+
+def make_event(
+    kind: str,
+    path: str,
+    query: Sequence[tuple[str, str]] | Mapping[str, str] = (),
+    *,
+    method: str = "GET",
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The fixture event of ``kind`` with its request line replaced the way API Gateway or the
+    Function URL would fill every field that carries it."""
+    event: dict[str, Any] = json.loads((EVENTS / f"{kind}.json").read_text())
+    pairs = list(query.items()) if isinstance(query, Mapping) else list(query)
+    if event.get("version") == "2.0":
+        stage = event["requestContext"]["stage"]
+        raw_path = path if stage == "$default" else f"/{stage}{path}"
+        event["rawPath"] = raw_path
+        event["requestContext"]["http"]["path"] = raw_path
+        event["requestContext"]["http"]["method"] = method
+        event["rawQueryString"] = urlencode(pairs)
+        joined: dict[str, str] = {}
+        for k, v in pairs:
+            joined[k] = f"{joined[k]},{v}" if k in joined else v
+        if joined:
+            event["queryStringParameters"] = joined
+        else:
+            event.pop("queryStringParameters", None)
+        for k, v in (headers or {}).items():
+            event["headers"][k.lower()] = v
+    else:
+        event["path"] = path
+        event["httpMethod"] = method
+        event["requestContext"]["httpMethod"] = method
+        event["requestContext"]["path"] = f"/{event['requestContext']['stage']}{path}"
+        event["pathParameters"] = {"proxy": path.lstrip("/")}
+        multi: dict[str, list[str]] = {}
+        for k, v in pairs:
+            multi.setdefault(k, []).append(v)
+        event["multiValueQueryStringParameters"] = multi or None
+        event["queryStringParameters"] = {k: v[-1] for k, v in multi.items()} or None
+        for k, v in (headers or {}).items():
+            event["headers"][k] = v
+            event["multiValueHeaders"][k] = [v]
+    return event
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    base64: bool
+    size: int  # bytes of the whole response document, as Lambda serializes it
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def answer_of(doc: Mapping[str, Any]) -> Answer:
+    assert set(doc) >= {"statusCode", "headers", "body", "isBase64Encoded"}
+    body = base64.b64decode(doc["body"]) if doc["isBase64Encoded"] else doc["body"].encode()
+    return Answer(doc["statusCode"], dict(doc["headers"]), body, doc["isBase64Encoded"],
+                  len(json.dumps(doc).encode()))
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of the context object Lambda passes (the handler does not rely on it)."""
+
+    function_name: str = "cloudroi"
+    aws_request_id: str = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
+    memory_limit_in_mb: int = 1769
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 29_000
+
+
+def invoke(app: LambdaApp, event: Mapping[str, Any]) -> Answer:
+    doc = app(event, LambdaContext())
+    # What the runtime sends back must be plain JSON.
+    json.loads(json.dumps(doc))
+    return answer_of(doc)
+
+
+def problem(ans: Answer, status: int, code: str) -> dict[str, Any]:
+    assert ans.status == status, ans.body
+    assert ans.headers["Content-Type"] == "application/problem+json"
+    assert ans.headers["Cache-Control"] == "no-store"
+    assert not ans.base64
+    doc = ans.json()
+    assert (doc["status"], doc["code"]) == (status, code), doc
+    assert doc["detail"]
+    return doc
+
+
+# --------------------------------------------------------------------------------------------
+# sources
+# --------------------------------------------------------------------------------------------
+
+
+def rgb_pixels() -> np.ndarray:
+    yy, xx = np.mgrid[0:300, 0:400]
+    return np.stack([xx % 251, yy % 241, (xx + 2 * yy) % 239]).astype(np.uint8)
+
+
+def rgb_mask() -> np.ndarray:
+    mask = np.full((300, 400), 255, np.uint8)
+    mask[:40, :60] = 0
+    return mask
+
+
+def dem_pixels(size: int = 320) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size]
+    dem = (xx * 1.5 + yy * 0.25).astype(np.float32)
+    dem[100:140, 200:260] = NODATA
+    return dem
+
+
+def noise_pixels() -> np.ndarray:
+    """Incompressible, so that the blocks lie well beyond the header's 32 KiB first GET."""
+    return np.random.default_rng(4).integers(0, 65535, (512, 512), dtype=np.uint16)
+
+
+@pytest.fixture(scope="module")
+def images() -> dict[str, bytes]:
+    return {
+        "rgb.tif": write_cog(rgb_pixels(), tile=128, mask=rgb_mask(), epsg=32633, transform=GT),
+        "dem.tif": write_cog(dem_pixels(), tile=128, predictor=3, nodata=NODATA, epsg=32633,
+                             transform=GT),
+        "noise.tif": write_cog(noise_pixels(), tile=128),
+        "text.tif": b"this is not a TIFF at all" * 10,
+    }
+
+
+@dataclass
+class Upstream:
+    """The test's files on the shared range server under a prefix of their own, so that the
+    process-wide caches never carry one test's blocks into another."""
+
+    server: RangeServer
+    prefix: str
+
+    def url(self, name: str) -> str:
+        return self.server.url(self.prefix + name)
+
+    @property
+    def root(self) -> str:
+        return self.server.url(self.prefix)
+
+    def gets(self, name: str) -> int:
+        return len(self.server.requests_for(self.prefix + name))
+
+
+@pytest.fixture
+def upstream(server: RangeServer, images: dict[str, bytes]) -> Upstream:
+    prefix = f"fn-{uuid.uuid4().hex[:10]}/"
+    for name, data in images.items():
+        server.add(prefix + name, data)
+    return Upstream(server, prefix)
+
+
+@pytest.fixture
+def bucket(s3_client: Any, images: dict[str, bytes]) -> str:
+    name = f"fn-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=name)
+    for key, data in images.items():
+        s3_client.put_object(Bucket=name, Key=f"cogs/{key}", Body=data)
+    return name
+
+
+@pytest.fixture
+def make_app(upstream: Upstream, s3_server: str) -> Iterator[Any]:
+    apps: list[LambdaApp] = []
+
+    def make(payload_limit: int = serverless.LAMBDA_PAYLOAD_LIMIT, **overrides: Any) -> LambdaApp:
+        overrides.setdefault("allowed_sources", (upstream.root,))
+        overrides.setdefault("s3_endpoint_url", s3_server)
+        app = LambdaApp(ServiceConfig(**overrides), payload_limit=payload_limit)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.close()
+
+
+# --------------------------------------------------------------------------------------------
+# 200s for every event kind
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_region_png_npy_and_info_from_http(kind: str, make_app: Any, upstream: Upstream) -> None:
+    app = make_app()
+    ans = invoke(app, make_event(kind, "/region", {"url": upstream.url("rgb.tif"),
+                                                    "window": "20,10,200,100"}))
+    assert ans.status == 200, ans.body
+    assert ans.base64
+    assert ans.headers["Content-Type"] == "image/png"
+    png = imagecodecs.png_decode(ans.body)
+    assert png.shape == (100, 200, 4)
+    np.testing.assert_array_equal(np.moveaxis(png[:, :, :3], -1, 0),
+                                  rgb_pixels()[:, 10:110, 20:220])
+    np.testing.assert_array_equal(png[:, :, 3], rgb_mask()[10:110, 20:220])
+
+    ans = invoke(app, make_event(kind, "/region", {"url": upstream.url("dem.tif"),
+                                                    "window": "150,80,128,64", "format": "npy"}))
+    assert (ans.status, ans.headers["Content-Type"], ans.base64) == (
+        200, "application/x-npy", True)
+    arr = np.load(io.BytesIO(ans.body), allow_pickle=False)
+    np.testing.assert_array_equal(arr, dem_pixels()[np.newaxis, 80:144, 150:278])
+    assert re.fullmatch(r'"[0-9a-f]{32}"', ans.headers["ETag"])
+
+    ans = invoke(app, make_event(kind, "/info", {"url": upstream.url("dem.tif")}))
+    assert (ans.status, ans.base64) == (200, False)
+    assert ans.headers["Content-Type"] == "application/json"
+    doc = ans.json()
+    assert (doc["width"], doc["height"], doc["dtype"], doc["nodata"]) == (
+        320, 320, "float32", NODATA)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_region_from_s3(kind: str, make_app: Any, bucket: str) -> None:
+    app = make_app(allowed_sources=(f"s3://{bucket}/cogs/",))
+    url = f"s3://{bucket}/cogs/dem.tif"
+    ans = invoke(app, make_event(kind, "/region", {"url": url, "window": "0,0,160,160",
+                                                    "level": "1", "format": "npy"}))
+    assert (ans.status, ans.base64) == (200, True), ans.body
+    arr = np.load(io.BytesIO(ans.body))
+    np.testing.assert_array_equal(arr[0], dem_pixels()[::2, ::2])
+    ans = invoke(app, make_event(kind, "/region", {"url": f"s3://{bucket}/cogs/rgb.tif",
+                                                    "window": "0,0,64,64", "format": "png"}))
+    assert ans.status == 200
+    np.testing.assert_array_equal(
+        np.moveaxis(imagecodecs.png_decode(ans.body)[:, :, :3], -1, 0), rgb_pixels()[:, :64, :64]
+    )
+    problem(invoke(app, make_event(kind, "/info", {"url": f"s3://{bucket}/cogs/missing.tif"})),
+            404, "source_not_found")
+    problem(invoke(app, make_event(kind, "/info", {"url": f"s3://{bucket}/other/dem.tif"})),
+            403, "source_not_allowed")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_healthz_metrics_openapi_and_head(kind: str, make_app: Any) -> None:
+    app = make_app()
+    ans = invoke(app, make_event(kind, "/healthz"))
+    assert (ans.status, ans.base64, ans.json()["status"]) == (200, False, "ok")
+    ans = invoke(app, make_event(kind, "/metrics"))
+    assert ans.status == 200
+    assert ans.headers["Content-Type"].startswith("text/plain")
+    assert 'cloudroi_requests_total{endpoint="/healthz",status="200"} 1' in ans.body.decode()
+    ans = invoke(app, make_event(kind, "/openapi.json"))
+    assert ans.json()["openapi"].startswith("3.1")
+    ans = invoke(app, make_event(kind, "/healthz", method="HEAD"))
+    assert (ans.status, ans.body) == (200, b"")
+
+
+# --------------------------------------------------------------------------------------------
+# errors
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_client_errors(kind: str, make_app: Any, upstream: Upstream) -> None:
+    app = make_app(max_output_pixels=10_000)
+    rgb = upstream.url("rgb.tif")
+
+    def call(path: str, query: Any = (), **kw: Any) -> Answer:
+        return invoke(app, make_event(kind, path, query, **kw))
+
+    problem(call("/region", {"url": rgb, "window": "390,0,20,20"}), 400, "invalid_window")
+    problem(call("/region", {"url": rgb, "window": "0,0,8,8", "colour": "red"}),
+            400, "unknown_parameter")
+    # A repeated parameter must arrive repeated (payload 2.0 joins them in
+    # queryStringParameters; rawQueryString keeps them apart).
+    doc = problem(call("/region", [("url", rgb), ("window", "0,0,8,8"), ("window", "0,0,9,9")]),
+                  400, "invalid_parameter")
+    assert "window" in doc["detail"]
+    problem(call("/region", {"window": "0,0,8,8"}), 400, "missing_parameter")
+    problem(call("/info", {"url": "http://169.254.169.254/latest/meta-data/"}),
+            403, "source_not_allowed")
+    problem(call("/info", {"url": upstream.url("missing.tif")}), 404, "source_not_found")
+    problem(call("/tiles/1/2/3"), 404, "not_found")
+    ans = call("/info", {"url": rgb}, method="POST")
+    problem(ans, 405, "method_not_allowed")
+    assert ans.headers["Allow"] == "GET, HEAD"
+    problem(call("/region", {"url": rgb, "window": "0,0,200,200"}), 413, "too_many_pixels")
+    problem(call("/info", {"url": upstream.url("text.tif")}), 422, "invalid_tiff")
+    # Every refusal above was decided from the header at most: no block was fetched.
+    opens = upstream.server.requests_for(upstream.prefix + "rgb.tif")
+    assert all((e.range or "").startswith("bytes=0-") for e in opens), opens
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_upstream_errors(kind: str, make_app: Any, upstream: Upstream) -> None:
+    app = make_app(request_timeout=0.3)
+    upstream.server.fault = lambda request, etag: Fault("ignore_range")
+    problem(invoke(app, make_event(kind, "/info", {"url": upstream.url("rgb.tif")})),
+            502, "range_not_supported")
+    upstream.server.fault = None
+    upstream.server.latency = 1.0
+    problem(invoke(app, make_event(kind, "/info", {"url": upstream.url("dem.tif")})),
+            504, "timeout")
+    upstream.server.latency = 0.0
+    # The loop survives a timed-out invocation: the next one is answered normally.
+    ans = invoke(app, make_event(kind, "/info", {"url": upstream.url("rgb.tif")}))
+    assert ans.status == 200
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_conditional_request_headers_reach_the_core(
+    kind: str, make_app: Any, upstream: Upstream
+) -> None:
+    app = make_app()
+    query = {"url": upstream.url("rgb.tif"), "window": "0,0,64,64"}
+    etag = invoke(app, make_event(kind, "/region", query)).headers["ETag"]
+    ans = invoke(app, make_event(kind, "/region", query, headers={"If-None-Match": etag}))
+    assert (ans.status, ans.body, ans.headers["ETag"]) == (304, b"", etag)
+
+
+# --------------------------------------------------------------------------------------------
+# Lambda's response limit
+# --------------------------------------------------------------------------------------------
+
+
+def test_bodies_over_lambdas_6_mb_limit_are_413(make_app: Any, server: RangeServer) -> None:
+    prefix = f"big-{uuid.uuid4().hex[:8]}/"
+    server.add(prefix + "big.tif", write_cog(dem_pixels(1400), tile=256, predictor=3))
+    app = make_app(allowed_sources=(server.url(prefix),))
+    assert app.config.max_response_bytes == body_limit() < 6 * 1024 * 1024 * 3 // 4
+    url = server.url(prefix + "big.tif")
+    # 1000 x 1000 float32 is 4 MB raw and 5.3 MB in base64: under the limit.
+    ans = invoke(app, make_event("http-api-v2", "/region",
+                                 {"url": url, "window": "0,0,1000,1000", "format": "npy"}))
+    assert ans.status == 200
+    assert 5_000_000 < ans.size <= serverless.LAMBDA_PAYLOAD_LIMIT
+    np.testing.assert_array_equal(np.load(io.BytesIO(ans.body))[0], dem_pixels(1400)[:1000, :1000])
+    # 1400 x 1400 float32 is 7.8 MB raw, 10.5 MB in base64: refused with a 413 instead of the
+    # invocation failing with Lambda's own payload error.
+    ans = invoke(app, make_event("http-api-v2", "/region",
+                                 {"url": url, "window": "0,0,1400,1400", "format": "npy"}))
+    doc = problem(ans, 413, "response_too_large")
+    assert doc["limit"] == body_limit()
+    assert doc["value"] > doc["limit"]
+
+
+def test_a_smaller_configured_response_cap_is_kept(make_app: Any) -> None:
+    assert make_app(max_response_bytes=1000).config.max_response_bytes == 1000
+    assert make_app(max_response_bytes=10**9).config.max_response_bytes == body_limit()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_any_answer_over_the_payload_limit_is_413(kind: str, make_app: Any) -> None:
+    # The core caps encoded images; the adapter also measures the whole response document, so
+    # even a JSON answer (here the OpenAPI document, about 17 KB) cannot exceed the limit.
+    app = make_app(payload_limit=17_000)
+    ans = invoke(app, make_event(kind, "/openapi.json"))
+    doc = problem(ans, 413, "response_too_large")
+    assert doc["limit"] == 17_000
+    assert ans.size < 17_000
+    assert invoke(app, make_event(kind, "/healthz")).status == 200
+
+
+# --------------------------------------------------------------------------------------------
+# cold and warm
+# --------------------------------------------------------------------------------------------
+
+
+def metric(app: LambdaApp, name: str) -> float:
+    text = invoke(app, make_event("http-api-v2", "/metrics")).body.decode()
+    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    assert m is not None, text
+    return float(m.group(1))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_warm_invocations_reuse_the_state(kind: str, make_app: Any, upstream: Upstream) -> None:
+    app = make_app()
+    event = make_event(kind, "/region", {"url": upstream.url("noise.tif"),
+                                          "window": "0,0,512,512", "format": "npy"})
+    cold = invoke(app, event)
+    cold_gets = upstream.gets("noise.tif")
+    state, loop = app.state, app.loop
+    cold_upstream = metric(app, "cloudroi_upstream_requests_total")
+    warm = invoke(app, event)
+    warm_gets = upstream.gets("noise.tif") - cold_gets
+    assert cold.status == warm.status == 200
+    assert warm.body == cold.body
+    np.testing.assert_array_equal(np.load(io.BytesIO(cold.body))[0], noise_pixels())
+    # Cold: the header GET, then the 16 blocks (coalesced into as few GETs as the 2 MiB cap lets).
+    # Warm: the same state, so only the open's one GET (the ETag must be checked); every block
+    # comes from the block cache.
+    assert cold_gets >= 2
+    assert warm_gets == 1
+    assert app.state is state
+    assert app.loop is loop
+    assert metric(app, "cloudroi_upstream_requests_total") - cold_upstream == warm_gets
+    assert metric(app, "cloudroi_block_cache_hits_total") >= 16
+    assert app.invocations >= 4
+
+
+def test_warm_s3_invocation_makes_fewer_requests(make_app: Any, bucket: str) -> None:
+    app = make_app(allowed_sources=(f"s3://{bucket}/cogs/",))
+    event = make_event("function-url", "/region", {"url": f"s3://{bucket}/cogs/noise.tif",
+                                                    "window": "0,0,512,512", "format": "npy"})
+    assert invoke(app, event).status == 200
+    cold = metric(app, "cloudroi_upstream_requests_total")
+    assert invoke(app, event).status == 200
+    warm = metric(app, "cloudroi_upstream_requests_total") - cold
+    assert cold >= 2
+    assert warm == 1
+
+
+def test_module_handler_configured_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, upstream: Upstream
+) -> None:
+    serverless.reset()
+    monkeypatch.setenv("CLOUDROI_ALLOWED_SOURCES", upstream.root)
+    monkeypatch.setenv("CLOUDROI_MAX_TILES", "2")
+    try:
+        ans = answer_of(serverless.handler(
+            make_event("rest-api-v1", "/info", {"url": upstream.url("rgb.tif")}), None))
+        assert ans.status == 200
+        first = serverless._current()
+        assert first.config.max_tiles == 2
+        assert first.config.max_response_bytes == body_limit()
+        ans = answer_of(serverless.handler(
+            make_event("http-api-v2", "/region", {"url": upstream.url("rgb.tif"),
+                                                  "window": "0,0,400,300"}), None))
+        problem(ans, 413, "limit_exceeded")
+        assert serverless._current() is first  # the same state and loop for the warm call
+        assert first.invocations == 2
+    finally:
+        serverless.reset()
+
+
+# --------------------------------------------------------------------------------------------
+# event translation
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_named_http_api_stage_is_not_part_of_the_route(make_app: Any) -> None:
+    event = make_event("http-api-v2", "/healthz")
+    event["requestContext"]["stage"] = "prod"
+    event["rawPath"] = event["requestContext"]["http"]["path"] = "/prod/healthz"
+    assert to_core_request(event)[0].path == "/healthz"
+    assert invoke(make_app(), event).status == 200
+
+
+def test_query_values_and_headers_arrive_intact() -> None:
+    url = "https://example.com/a b/c+d.tif?x=1&y=2"
+    for kind in KINDS:
+        event = make_event(kind, "/region", [("url", url), ("window", "1,2,3,4")],
+                           headers={"If-None-Match": '"abc"'})
+        req, version = to_core_request(event)
+        assert req.query == (("url", url), ("window", "1,2,3,4"))
+        assert req.headers["if-none-match"] == '"abc"'
+        assert req.method == "GET"
+        assert version == ("1.0" if kind == "rest-api-v1" else "2.0")
+    event = make_event("rest-api-v1", "/info")
+    event["multiValueHeaders"]["Accept"] = ["image/png", "*/*"]
+    assert to_core_request(event)[0].headers["accept"] == "image/png, */*"
+
+
+def test_events_that_are_not_http_are_refused(make_app: Any) -> None:
+    scheduled = {"version": "0", "source": "aws.events", "detail-type": "Scheduled Event"}
+    with pytest.raises(ValueError, match="not an API Gateway"):
+        make_app()(scheduled, LambdaContext())
+
+
+# --------------------------------------------------------------------------------------------
+# the real runtime client
+# --------------------------------------------------------------------------------------------
+
+
+def test_runtime_client_runs_the_handler(upstream: Upstream) -> None:
+    """``python -m awslambdaric cloudroi.serverless.handler`` (the Lambda image's command) against
+    a Runtime API on 127.0.0.1: a cold and a warm invocation in one process."""
+    event = make_event("function-url", "/region", {"url": upstream.url("noise.tif"),
+                                                    "window": "0,0,512,512", "format": "npy"})
+    env = {"CLOUDROI_ALLOWED_SOURCES": upstream.root}
+    with RuntimeClient(sys.executable, "cloudroi.serverless.handler", env) as client:
+        kind, cold = client.invoke(event)
+        cold_gets = upstream.gets("noise.tif")
+        assert kind == "response", cold
+        kind, warm = client.invoke(event)
+        warm_gets = upstream.gets("noise.tif") - cold_gets
+        assert kind == "response", warm
+    cold_ans, warm_ans = answer_of(cold), answer_of(warm)
+    assert cold_ans.status == warm_ans.status == 200
+    np.testing.assert_array_equal(np.load(io.BytesIO(cold_ans.body))[0], noise_pixels())
+    assert warm_ans.body == cold_ans.body
+    assert cold_gets >= 2
+    assert warm_gets == 1
