@@ -332,14 +332,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_healthy(cmd: list[str], env: dict[str, str], proc: subprocess.Popen[bytes]) -> None:
+def wait_healthy(
+    cmd: list[str], env: dict[str, str], proc: subprocess.Popen[bytes], log: Path
+) -> None:
     deadline = time.monotonic() + 30
     while True:
         result = run(cmd, env=env, timeout=20)
         if result.returncode == 0:
             return
-        assert proc.poll() is None, "cloudroi serve exited"
-        assert time.monotonic() < deadline, result.stderr
+        assert proc.poll() is None, f"cloudroi serve exited: {log.read_text()[-2000:]}"
+        assert time.monotonic() < deadline, result.stderr + log.read_text()[-2000:]
         time.sleep(0.3)
 
 
@@ -371,13 +373,16 @@ def test_image_install_steps_in_a_fresh_venv(
     health = service.one("HEALTHCHECK")
     check = exec_form(health[health.index("CMD") + 3:].strip())
     check = [str(into(a)) if a.startswith("/usr/local/bin/") else a for a in check]
-    proc = subprocess.Popen(exec_form(service.one("CMD")), env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(exec_form(service.one("CMD")), env=env, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_healthy(check, env, proc)
+        wait_healthy(check, env, proc, log)
     finally:
         proc.terminate()
         proc.wait(15)
+    assert f"serving on http://127.0.0.1:{port}" in log.read_text()
     result = run(check, env=env, timeout=20)
     assert result.returncode == 1  # and it notices when the server is gone
     assert "unhealthy" in result.stderr
