@@ -110,8 +110,13 @@ def _context(args: argparse.Namespace, *, fresh_caches: bool = False) -> Context
         storage["s3"] = {"endpoint_url": endpoint}
     options = ContextOptions(storage_options=storage)
     if fresh_caches:
+        # Every cache of its own, so that a "cold" run owes nothing to the runs before it.
         return Context(
-            options, block_cache=LRUCache(256 << 20, sizeof=len), header_cache=LRUCache(64)
+            options,
+            block_cache=LRUCache(256 << 20, sizeof=len),
+            decoded_cache=LRUCache(256 << 20, sizeof=lambda a: int(a.nbytes)),
+            header_cache=LRUCache(64),
+            header_sizes=LRUCache(64),
         )
     return Context(options)
 

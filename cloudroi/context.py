@@ -29,12 +29,19 @@ from .source.fsspec import FsspecSource
 from .source.http import HTTPSource
 from .tiff.structure import TiffStructure
 
-__all__ = ["Context", "ContextOptions", "default_block_cache", "default_header_cache"]
+__all__ = [
+    "Context",
+    "ContextOptions",
+    "default_block_cache",
+    "default_decoded_cache",
+    "default_header_cache",
+]
 
 _lock = threading.Lock()
 _block_cache: LRUCache[bytes] | None = None
 _header_cache: LRUCache[TiffStructure] | None = None
 _header_sizes: LRUCache[int] | None = None
+_decoded_cache: LRUCache[Any] | None = None
 _executor: ThreadPoolExecutor | None = None
 
 
@@ -46,6 +53,17 @@ def default_block_cache() -> LRUCache[bytes]:
             mib = int(os.environ.get("CLOUDROI_BLOCK_CACHE_MB", "256"))
             _block_cache = LRUCache(mib << 20, sizeof=len)
         return _block_cache
+
+
+def default_decoded_cache() -> LRUCache[Any]:
+    """Decoded blocks (numpy arrays, read-only), 128 MiB unless configured: a block read again
+    is neither fetched nor decoded again, as GDAL's block cache does."""
+    global _decoded_cache
+    with _lock:
+        if _decoded_cache is None:
+            mib = int(os.environ.get("CLOUDROI_DECODED_CACHE_MB", "128"))
+            _decoded_cache = LRUCache(mib << 20, sizeof=lambda a: int(a.nbytes))
+        return _decoded_cache
 
 
 def default_header_cache() -> LRUCache[TiffStructure]:
@@ -103,6 +121,7 @@ class Context:
         session: aiohttp.ClientSession | None = None,
         connector_factory: Callable[[], aiohttp.BaseConnector] | None = None,
         block_cache: LRUCache[bytes] | None = None,
+        decoded_cache: LRUCache[Any] | None = None,
         header_cache: LRUCache[TiffStructure] | None = None,
         header_sizes: LRUCache[int] | None = None,
         executor: Executor | None = None,
@@ -117,6 +136,9 @@ class Context:
         self._owns_session = session is None
         self._connector_factory = connector_factory
         self.block_cache = block_cache if block_cache is not None else default_block_cache()
+        self.decoded_cache = (
+            decoded_cache if decoded_cache is not None else default_decoded_cache()
+        )
         self.header_cache = header_cache if header_cache is not None else default_header_cache()
         self.header_sizes = header_sizes if header_sizes is not None else default_header_sizes()
         self.executor: Executor = executor if executor is not None else default_executor()

@@ -452,15 +452,22 @@ class Image:
         *,
         max_bytes: int | None = None,
         max_tiles: int | None = None,
-    ) -> list[Awaitable[bytes] | None]:
-        """An awaitable of each block's bytes (None for sparse blocks), budgets checked first."""
+    ) -> list[BlockSource]:
+        """Each block's source: its decoded array when the decoded-block cache has it, else an
+        awaitable of its bytes; None for a sparse block. Budgets are checked first."""
         if max_tiles is not None and len(refs) > max_tiles:
             raise LimitExceededError("tiles", len(refs), max_tiles)
         loop = asyncio.get_running_loop()
-        result: list[Awaitable[bytes] | None] = [None] * len(refs)
+        result: list[BlockSource] = [None] * len(refs)
         todo: list[int] = []
+        decoded_cache = self.context.decoded_cache
         for i, ref in enumerate(refs):
             key = self._key(ifd, ref.index)
+            decoded = decoded_cache.get(key)
+            if decoded is not None:
+                self.stats.decoded_cache_hits += 1
+                result[i] = decoded
+                continue
             data = self._preloaded.get(key)
             if data is None:
                 data = self.context.block_cache.get(key)
@@ -527,26 +534,36 @@ class Image:
             dec = self._decoders[ifd.offset] = BlockDecoder(ifd)
         return dec
 
+    def _decode_block(self, ifd: ImageIFD, ref: BlockRef, data: bytes) -> npt.NDArray[Any]:
+        """Decode one block (in a pool thread) and keep the result in the decoded-block cache."""
+        block = self._decoder(ifd).decode(data, ref.row)
+        block.flags.writeable = False  # shared through the cache: nobody may change it
+        self.context.decoded_cache.put(self._key(ifd, ref.index), block)
+        return block
+
     async def _run_blocks(
         self,
         ifd: ImageIFD,
         refs: list[BlockRef],
-        sources: list[Awaitable[bytes] | None],
+        sources: list[BlockSource],
         work: Callable[[BlockRef, npt.NDArray[Any] | None], None],
     ) -> None:
-        """Await each block's bytes, decode them and hand the block to ``work``, both in the
-        thread pool. ``work`` gets None for a block with no data (sparse)."""
-        decoder = self._decoder(ifd)
+        """Get each block (decoded from cache, or fetched and decoded) and hand it to ``work``,
+        decoding and working in the thread pool. ``work`` gets None for a sparse block."""
+        self._decoder(ifd)  # built once, on the loop
         loop = asyncio.get_running_loop()
         executor = self.context.executor
         stats = self.stats
 
         def decode_and_work(ref: BlockRef, data: bytes) -> None:
-            work(ref, decoder.decode(data, ref.row) if data else None)
+            work(ref, self._decode_block(ifd, ref, data) if data else None)
 
-        async def one(ref: BlockRef, aw: Awaitable[bytes] | None) -> None:
+        async def one(ref: BlockRef, aw: BlockSource) -> None:
             if aw is None:
                 work(ref, None)
+                return
+            if isinstance(aw, np.ndarray):
+                await loop.run_in_executor(executor, work, ref, aw)
                 return
             data = await aw
             stats.tiles_read += 1
@@ -828,27 +845,29 @@ class Image:
         win = self._window(window, ifd, False)
         refs = self._refs(ifd, win, samples)
         sources = await self._block_sources(ifd, refs, max_bytes=max_bytes, max_tiles=max_tiles)
-        decoder = self._decoder(ifd)
+        self._decoder(ifd)
         loop = asyncio.get_running_loop()
         fill = self._fill(None, ifd.dtype)
-        groups: dict[tuple[int, int], list[tuple[BlockRef, Awaitable[bytes] | None]]] = {}
+        groups: dict[tuple[int, int], list[tuple[BlockRef, BlockSource]]] = {}
         for ref, aw in zip(refs, sources, strict=True):
             groups.setdefault((ref.row, ref.col), []).append((ref, aw))
 
-        async def make(row: int, col: int, parts: list[tuple[BlockRef, Awaitable[bytes] | None]]
-                       ) -> Tile:
+        async def make(row: int, col: int, parts: list[tuple[BlockRef, BlockSource]]) -> Tile:
             part_win = intersect(block_window(ifd, row, col), win)
             assert part_win is not None
             out = np.full((len(samples), part_win.height, part_win.width), fill, dtype=ifd.dtype)
             for ref, aw in parts:
                 if aw is None:
                     continue
-                data = await aw
-                self.stats.tiles_read += 1
-                block = await loop.run_in_executor(
-                    self.context.executor, decoder.decode, data, ref.row
-                )
-                self.stats.tiles_decoded += 1
+                if isinstance(aw, np.ndarray):
+                    block = aw
+                else:
+                    data = await aw
+                    self.stats.tiles_read += 1
+                    block = await loop.run_in_executor(
+                        self.context.executor, self._decode_block, ifd, ref, data
+                    )
+                    self.stats.tiles_decoded += 1
                 paste(out, block, ref, ifd, part_win, samples)
             return Tile(int(level), row, col, part_win, out)
 
@@ -873,6 +892,10 @@ async def _deadline(timeout: float | None, url: str) -> AsyncIterator[None]:  # 
             yield
     except TimeoutError as exc:
         raise ReadTimeoutError(f"read did not finish within {timeout} s", url=url) from exc
+
+
+#: How a block reaches a read: decoded already, bytes to come, or nothing (sparse).
+BlockSource = npt.NDArray[Any] | Awaitable[bytes] | None
 
 
 class _NeedCounts(Exception):

@@ -92,6 +92,7 @@ class Stats:
     sparse_tiles: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
+    decoded_cache_hits: int = 0
     header_cache_hits: int = 0
     inflight_shared: int = 0
     preloaded_tiles: int = 0

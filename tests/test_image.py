@@ -40,6 +40,7 @@ async def ctx() -> AsyncIterator[cloudroi.Context]:
 
     context = cloudroi.Context(
         block_cache=LRUCache[bytes](64 << 20, sizeof=len),
+        decoded_cache=LRUCache[object](0),  # off: these tests watch fetches and decodes
         header_cache=LRUCache[TiffStructure](64),
     )
     yield context
@@ -357,3 +358,31 @@ async def test_stats_of_a_failed_open_are_visible(server: RangeServer) -> None:
     with pytest.raises(cloudroi.SourceNotFoundError):
         await cloudroi.open(server.url("nothing-here.tif"), stats=stats)
     assert stats.requests == 1
+
+
+async def test_decoded_block_cache_skips_fetch_and_decode(server: RangeServer) -> None:
+    from cloudroi.cache import LRUCache
+
+    url = put(server, COG)
+    ctx = cloudroi.Context(
+        block_cache=LRUCache[bytes](0, sizeof=len),
+        decoded_cache=LRUCache[np.ndarray](64 << 20, sizeof=lambda a: int(a.nbytes)),
+    )
+    async with cloudroi.open(url, context=ctx) as img:
+        first = await img.read((0, 0, 300, 300))
+        decoded = img.stats.tiles_decoded
+        server.reset()
+        again = await img.read((10, 10, 200, 200))
+        assert server.request_count == 0
+        assert img.stats.tiles_decoded == decoded  # nothing decoded twice
+        assert img.stats.decoded_cache_hits == 4
+        tiles = [t async for t in img.iter_tiles((0, 0, 256, 256))]
+        assert len(tiles) == 4
+        assert img.stats.tiles_decoded == decoded
+    await ctx.close()
+    np.testing.assert_array_equal(again, first[:, 10:210, 10:210])
+    # Cached blocks are shared between reads, so they are read-only; results are fresh arrays.
+    cached = next(iter(ctx.decoded_cache._data.values()))[0]
+    with pytest.raises(ValueError, match="read-only"):
+        cached[0, 0, 0] = 1
+    again[0, 0, 0] = 1  # a read's result is the caller's to change

@@ -64,6 +64,7 @@ class Metrics:
         self.upstream_bytes = 0
         self.block_cache_hits = 0
         self.block_cache_misses = 0
+        self.decoded_cache_hits = 0
         self.header_cache_hits = 0
         self.shed = 0
         self.in_flight = 0
@@ -83,6 +84,7 @@ class Metrics:
         self.upstream_bytes += stats.bytes_fetched
         self.block_cache_hits += stats.cache_hits
         self.block_cache_misses += stats.cache_misses
+        self.decoded_cache_hits += stats.decoded_cache_hits
         self.header_cache_hits += stats.header_cache_hits
 
     def render(self) -> str:
@@ -118,6 +120,9 @@ class Metrics:
              self.block_cache_hits),
             ("cloudroi_block_cache_misses_total", "Blocks not in the block cache.",
              self.block_cache_misses),
+            ("cloudroi_decoded_cache_hits_total",
+             "Blocks served decoded from the decoded-block cache (neither fetched nor decoded).",
+             self.decoded_cache_hits),
             ("cloudroi_header_cache_hits_total", "Opens that reused a parsed header.",
              self.header_cache_hits),
             ("cloudroi_requests_shed_total", "Requests refused with 503 under overload.",
