@@ -28,7 +28,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from .service.config import ServiceConfig
 from .service.core import CoreRequest, CoreResponse, ServiceState, handle
@@ -122,7 +122,9 @@ def _v2_request(event: Mapping[str, Any]) -> CoreRequest:
     ctx = event.get("requestContext") or {}
     http = ctx.get("http") or {}
     method = http.get("method") or "GET"
-    path = _strip_stage(event["rawPath"] or "/", ctx.get("stage"))
+    # rawPath is the path as sent (percent-encoded); aiohttp's request.path, the other adapter's
+    # input, is decoded.
+    path = _strip_stage(unquote(event["rawPath"] or "/"), ctx.get("stage"))
     # rawQueryString keeps repeated parameters apart and commas inside values intact;
     # queryStringParameters joins both with commas and cannot be split back.
     query = parse_qsl(event.get("rawQueryString") or "", keep_blank_values=True)
@@ -171,7 +173,7 @@ def _is_text(content_type: str | None) -> bool:
     return media.startswith("text/") or media in _TEXT_TYPES or media.endswith("+json")
 
 
-def to_lambda_response(resp: CoreResponse, version: str = _V2) -> dict[str, Any]:
+def to_lambda_response(resp: CoreResponse) -> dict[str, Any]:
     """The response document Lambda returns to API Gateway or the Function URL."""
     headers = dict(resp.headers)
     if _is_text(resp.content_type):
@@ -181,15 +183,14 @@ def to_lambda_response(resp: CoreResponse, version: str = _V2) -> dict[str, Any]
             body, encoded = base64.b64encode(resp.body).decode("ascii"), True
     else:
         body, encoded = base64.b64encode(resp.body).decode("ascii"), True
-    out: dict[str, Any] = {
+    # The same document for payload 1.0 and 2.0: every header has one value, so "headers"
+    # suffices (1.0's multiValueHeaders is optional).
+    return {
         "statusCode": resp.status,
         "headers": headers,
         "body": body,
         "isBase64Encoded": encoded,
     }
-    if version == _V1:
-        out["multiValueHeaders"] = {k: [v] for k, v in headers.items()}
-    return out
 
 
 def _document_size(doc: Mapping[str, Any]) -> int:
@@ -236,16 +237,16 @@ class LambdaApp:
         self._lock = threading.Lock()
 
     def __call__(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
-        req, version = to_core_request(event)
+        req = to_core_request(event)[0]
         with self._lock:
             resp = self.loop.run_until_complete(self._answer(req))
             self.invocations += 1
-        doc = to_lambda_response(resp, version)
+        doc = to_lambda_response(resp)
         size = _document_size(doc)
         if size > self.payload_limit:
             log.warning("response of %d bytes for %s over the %d byte limit",
                         size, req.path, self.payload_limit)
-            doc = to_lambda_response(_too_large(size, self.payload_limit, req), version)
+            doc = to_lambda_response(_too_large(size, self.payload_limit, req))
         return doc
 
     async def _answer(self, req: CoreRequest) -> CoreResponse:

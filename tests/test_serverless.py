@@ -495,6 +495,9 @@ def test_query_values_and_headers_arrive_intact() -> None:
         assert req.headers["if-none-match"] == '"abc"'
         assert req.method == "GET"
         assert version == ("1.0" if kind == "rest-api-v1" else "2.0")
+    event = make_event("http-api-v2", "/healthz")
+    event["rawPath"] = "/heal%74hz"
+    assert to_core_request(event)[0].path == "/healthz"
     event = make_event("rest-api-v1", "/info")
     event["multiValueHeaders"]["Accept"] = ["image/png", "*/*"]
     assert to_core_request(event)[0].headers["accept"] == "image/png, */*"
