@@ -398,3 +398,46 @@ async def test_s3_overwrite_serves_the_new_version_and_never_the_cached_old_one(
 def cache_hits(img: cloudroi.Image) -> int:
     """Blocks served from any cache (compressed, or decoded where the Context keeps those)."""
     return int(img.stats.cache_hits + getattr(img.stats, "decoded_cache_hits", 0))
+
+
+# --------------------------------------------------------------------------------------------
+# abandoned reads leave nothing behind
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="fetch.Fetcher._join creates a _wait coroutine per block eagerly; when a read fails "
+    "or is cancelled before awaiting it, the coroutine is never awaited (RuntimeWarning) and "
+    "its waiter count never drops, so the flight can no longer be cancelled (reported to the "
+    "lead with a suggested diff)",
+)
+async def test_a_failed_tile_iteration_leaves_no_unawaited_block_fetch(
+    make_ctx: MakeContext,
+) -> None:
+    import gc
+    import sys
+
+    strips = IMAGES["strips.tif"]
+    leaked: list[str] = []
+    saved = sys.unraisablehook
+    sys.unraisablehook = lambda u: leaked.append(f"{u.exc_value}")
+    try:
+        with RangeServer({"s.tif": strips.data}) as srv:
+            ctx = make_ctx()
+            async with cloudroi.open(srv.url("s.tif"), context=ctx, coalesce_gap=0,
+                                     coalesce_max=1) as img:
+                srv.fault = fail_first(1, Fault("status", status=412),
+                                       match=lambda r: not is_open(r))
+
+                async def iterate() -> None:
+                    async for _ in img.iter_tiles((0, 0, 400, 300)):
+                        pass
+
+                with pytest.raises(cloudroi.ObjectChangedError):
+                    await iterate()
+                assert await eventually(lambda: len(ctx.inflight) == 0, 2.0)
+        gc.collect()
+    finally:
+        sys.unraisablehook = saved
+    assert leaked == []
