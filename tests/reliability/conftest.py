@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
-
-LONG = os.environ.get("CLOUDROI_LONG") == "1"
+from reliability_support import LONG
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
