@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from .cache import LRUCache
 from .errors import ObjectChangedError, TransientError
@@ -22,7 +22,14 @@ from .source.base import RangeSource
 from .tasks import gather_all
 from .types import ByteRange, ObjectMeta, Stats
 
-__all__ = ["BlockRequest", "Fetcher", "Inflight", "LeaderMismatch", "RetryPolicy"]
+__all__ = [
+    "BlockRequest",
+    "BlockWaiter",
+    "Fetcher",
+    "Inflight",
+    "LeaderMismatch",
+    "RetryPolicy",
+]
 
 Purpose = Literal["header", "index", "tile"]
 T = TypeVar("T")
@@ -84,6 +91,43 @@ class Inflight:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class BlockWaiter:
+    """One reader's share of a block fetch: awaitable once, for the block's bytes.
+
+    It counts as a waiter of its fetch from creation (so a sibling reader cancelled before this
+    one starts cannot cancel a fetch this one needs) until awaited to the end or ``release()``d;
+    when the last waiter of an unfinished fetch lets go, the fetch is cancelled and its
+    connection released. Not a coroutine, so one left unawaited leaves no warning behind.
+    """
+
+    __slots__ = ("_flight", "_fut", "_released")
+
+    def __init__(self, fut: asyncio.Future[bytes], flight: _Flight | None) -> None:
+        self._fut = fut
+        self._flight = flight
+        self._released = False
+        if flight is not None:
+            flight.waiters += 1
+
+    def __await__(self) -> Generator[Any, None, bytes]:
+        try:
+            return (yield from asyncio.shield(self._fut).__await__())
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Give up this share (no-op once awaited or released)."""
+        if self._released:
+            return
+        self._released = True
+        flight = self._flight
+        if flight is None:
+            return
+        flight.waiters -= 1
+        if not self._fut.done() and flight.waiters <= 0 and flight.task is not None:
+            flight.task.cancel()
 
 
 def _silence(fut: asyncio.Future[bytes]) -> None:
@@ -174,12 +218,13 @@ class Fetcher:
         inflight: Inflight,
         max_gap: int,
         max_size: int,
-    ) -> list[Awaitable[bytes]]:
-        """One awaitable per request, resolving to that block's bytes.
+    ) -> list[BlockWaiter]:
+        """One ``BlockWaiter`` per request, resolving to that block's bytes.
 
-        Must be called on the event loop; starts the needed GETs immediately.
+        Must be called on the event loop; starts the needed GETs immediately. A caller that
+        stops before awaiting every waiter must ``release()`` the rest.
         """
-        out: list[Awaitable[bytes] | None] = []
+        out: list[BlockWaiter | None] = []
         todo: list[tuple[int, BlockRequest]] = []
         loop = asyncio.get_running_loop()
         for i, req in enumerate(requests):
@@ -188,12 +233,12 @@ class Fetcher:
                 self.stats.cache_hits += 1
                 fut: asyncio.Future[bytes] = loop.create_future()
                 fut.set_result(data)
-                out.append(fut)
+                out.append(BlockWaiter(fut, None))
                 continue
             entry = inflight.get(req.key)
             if entry is not None:
                 self.stats.inflight_shared += 1
-                out.append(self._join(*entry))
+                out.append(BlockWaiter(*entry))
                 continue
             self.stats.cache_misses += 1
             out.append(None)  # filled in below, once its coalesced GET exists
@@ -208,26 +253,11 @@ class Fetcher:
                 fut.add_done_callback(_silence)
                 inflight.add(req.key, fut, flight)
                 futures.append(fut)
-                out[i] = self._join(fut, flight)
+                out[i] = BlockWaiter(fut, flight)
             flight.task = loop.create_task(
                 self._run_flight(group.range, members, futures, cache, inflight)
             )
-        return [a for a in out if a is not None]
-
-    def _join(self, fut: asyncio.Future[bytes], flight: _Flight) -> Awaitable[bytes]:
-        # Count the waiter now, not when the coroutine first runs, so that a sibling reader
-        # cancelled in between cannot see zero waiters and cancel a fetch this reader needs.
-        flight.waiters += 1
-        return self._wait(fut, flight)
-
-    @staticmethod
-    async def _wait(fut: asyncio.Future[bytes], flight: _Flight) -> bytes:
-        try:
-            return await asyncio.shield(fut)
-        finally:
-            flight.waiters -= 1
-            if not fut.done() and flight.waiters <= 0 and flight.task is not None:
-                flight.task.cancel()
+        return [w for w in out if w is not None]
 
     async def _run_flight(
         self,

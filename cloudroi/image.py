@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from .assemble import (
 from .context import Context
 from .decode import BlockDecoder
 from .errors import LimitExceededError, ReadTimeoutError, WindowError
-from .fetch import BlockRequest, Fetcher, LeaderMismatch
+from .fetch import BlockRequest, BlockWaiter, Fetcher, LeaderMismatch
 from .header import (
     DEFAULT_LAZY_INDEX_BYTES,
     DEFAULT_PREFIX_BYTES,
@@ -477,7 +477,8 @@ class Image:
             self.stats.cache_hits += 1
             fut: asyncio.Future[bytes] = loop.create_future()
             fut.set_result(data)
-            result[i] = fut
+            key_only = BlockRequest(key, ByteRange(0, 0))
+            result[i] = _Pending(BlockWaiter(fut, None), key_only)
         if not todo:
             return result
         todo_refs = [refs[i] for i in todo]
@@ -499,23 +500,26 @@ class Image:
                 continue
             requests.append(BlockRequest(self._key(ifd, ref.index), rng, leader))
             slots.append(i)
-        awaitables = self._fetcher.blocks(
+        waiters = self._fetcher.blocks(
             requests,
             cache=self.context.block_cache,
             inflight=self.context.inflight,
             max_gap=self.options.coalesce_gap,
             max_size=self.options.coalesce_max,
         )
-        for i, req, aw in zip(slots, requests, awaitables, strict=True):
-            result[i] = self._with_leader_fallback(ifd, refs[i], req, aw) if req.leader else aw
+        for i, req, waiter in zip(slots, requests, waiters, strict=True):
+            result[i] = _Pending(waiter, req)
         return result
 
-    async def _with_leader_fallback(
-        self, ifd: ImageIFD, ref: BlockRef, req: BlockRequest, aw: Awaitable[bytes]
-    ) -> bytes:
+    async def _block_bytes(self, ifd: ImageIFD, ref: BlockRef, pending: _Pending) -> bytes:
+        """A pending block's bytes; when GDAL's leader does not check out, read the block again
+        bounded by TileByteCounts, as GDAL does."""
+        req = pending.request
         try:
-            return await aw
+            return await pending.waiter
         except LeaderMismatch:
+            if not req.leader:
+                raise
             # The leader did not check out: fall back to TileByteCounts, as GDAL does.
             await self._load_index(ifd.byte_counts.missing([ref.index]), ifd)
             (rng,) = block_ranges(
@@ -558,19 +562,22 @@ class Image:
         def decode_and_work(ref: BlockRef, data: bytes) -> None:
             work(ref, self._decode_block(ifd, ref, data) if data else None)
 
-        async def one(ref: BlockRef, aw: BlockSource) -> None:
-            if aw is None:
+        async def one(ref: BlockRef, src: BlockSource) -> None:
+            if src is None:
                 work(ref, None)
                 return
-            if isinstance(aw, np.ndarray):
-                await loop.run_in_executor(executor, work, ref, aw)
+            if isinstance(src, np.ndarray):
+                await loop.run_in_executor(executor, work, ref, src)
                 return
-            data = await aw
+            data = await self._block_bytes(ifd, ref, src)
             stats.tiles_read += 1
             await loop.run_in_executor(executor, decode_and_work, ref, data)
             stats.tiles_decoded += 1
 
-        await gather_all(one(ref, aw) for ref, aw in zip(refs, sources, strict=True))
+        try:
+            await gather_all(one(ref, src) for ref, src in zip(refs, sources, strict=True))
+        finally:
+            _release(sources)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -811,14 +818,18 @@ class Image:
                 BlockRequest(key, rng)
                 for key, rng in zip(keys, (r for r in ranges if r is not None), strict=True)
             ]
-            awaitables = self._fetcher.blocks(
+            waiters = self._fetcher.blocks(
                 requests,
                 cache=self.context.block_cache,
                 inflight=self.context.inflight,
                 max_gap=self.options.coalesce_gap,
                 max_size=self.options.coalesce_max,
             )
-            datas = await gather_all(awaitables)
+            try:
+                datas = await gather_all(waiters)
+            finally:
+                for waiter in waiters:
+                    waiter.release()
             for key, data in zip(keys, datas, strict=True):
                 self._preloaded[key] = data
                 total += len(data)
@@ -862,7 +873,7 @@ class Image:
                 if isinstance(aw, np.ndarray):
                     block = aw
                 else:
-                    data = await aw
+                    data = await self._block_bytes(ifd, ref, aw)
                     self.stats.tiles_read += 1
                     block = await loop.run_in_executor(
                         self.context.executor, self._decode_block, ifd, ref, data
@@ -879,6 +890,7 @@ class Image:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            _release(sources)
 
 
 @contextlib.asynccontextmanager
@@ -894,8 +906,23 @@ async def _deadline(timeout: float | None, url: str) -> AsyncIterator[None]:  # 
         raise ReadTimeoutError(f"read did not finish within {timeout} s", url=url) from exc
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A block whose bytes are on their way (or in the compressed cache)."""
+
+    waiter: BlockWaiter
+    request: BlockRequest
+
+
 #: How a block reaches a read: decoded already, bytes to come, or nothing (sparse).
-BlockSource = npt.NDArray[Any] | Awaitable[bytes] | None
+BlockSource = npt.NDArray[Any] | _Pending | None
+
+
+def _release(sources: list[BlockSource]) -> None:
+    """Let go of every block fetch a read did not await (it failed or was cancelled first)."""
+    for src in sources:
+        if isinstance(src, _Pending):
+            src.waiter.release()
 
 
 class _NeedCounts(Exception):

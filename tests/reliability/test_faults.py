@@ -405,13 +405,6 @@ def cache_hits(img: cloudroi.Image) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fetch.Fetcher._join creates a _wait coroutine per block eagerly; when a read fails "
-    "or is cancelled before awaiting it, the coroutine is never awaited (RuntimeWarning) and "
-    "its waiter count never drops, so the flight can no longer be cancelled (reported to the "
-    "lead with a suggested diff)",
-)
 async def test_a_failed_tile_iteration_leaves_no_unawaited_block_fetch(
     make_ctx: MakeContext,
 ) -> None:

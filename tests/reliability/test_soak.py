@@ -29,12 +29,6 @@ from cloudroi.tiff.structure import TiffStructure
 IMAGES = make_images()
 RATE = 0.10
 
-# A read that fails while some of its block fetches are still to be awaited drops coroutines that
-# were never awaited (fetch.Fetcher._join; test_faults.py pins it as an expected failure until
-# fetch.py is fixed). They carry no pixels; the soak's own checks are unaffected.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <coroutine object:pytest.PytestUnraisableExceptionWarning"
-)
 
 
 @pytest.fixture(scope="module")
