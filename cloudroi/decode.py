@@ -107,6 +107,10 @@ class BlockDecoder:
     def _decode(self, data: bytes, block_row: int) -> npt.NDArray[Any]:
         ifd = self.ifd
         rows = self.block_rows(block_row)
+        if ifd.compression in (7, 50001, 34887):
+            # These codecs size their output from their own stream header: check it against the
+            # block first, so a small block claiming a huge image cannot allocate it (a bomb).
+            self._check_claimed_size(data, rows)
         if ifd.compression == 7:
             return self._image_codec(
                 imagecodecs.jpeg_decode(
@@ -139,6 +143,23 @@ class BlockDecoder:
         if len(raw) < expected:
             raise TiffFormatError(f"block decoded to {len(raw)} bytes, {expected} expected")
         return self._unpack(raw, rows)
+
+    def _check_claimed_size(self, data: bytes, rows: int) -> None:
+        ifd = self.ifd
+        if ifd.compression == 7:
+            size = _jpeg_size(data)
+        elif ifd.compression == 50001:
+            size = _webp_size(data)
+        else:
+            return  # LERC: checked after its outer decompression, in _lerc
+        if size is None:
+            raise TiffFormatError("image-codec block without a readable size header")
+        height, width = size
+        if height > max(rows, ifd.block_height) or width > ifd.block_width:
+            raise TiffFormatError(
+                f"block claims {width} x {height} pixels; blocks are "
+                f"{ifd.block_width} x {ifd.block_height}"
+            )
 
     def _libtiff(self, data: bytes, rows: int) -> npt.NDArray[Any]:
         """Decode through libtiff: the block wrapped as the single strip of a minimal TIFF whose
@@ -204,10 +225,80 @@ class BlockDecoder:
             # The LERC blob is at most a little larger than the raw pixels it encodes.
             bound = rows * ifd.block_width * self.samples * self.dtype.itemsize * 2 + 4096
             data = _LERC_OUTER[outer](data, out=bound)
+        claimed = _lerc_size(data)
+        if claimed is None:
+            raise TiffFormatError("LERC block without a LERC2 header")
+        height, width, depth = claimed
+        if height > max(rows, ifd.block_height) or width > ifd.block_width or depth > self.samples:
+            raise TiffFormatError(
+                f"LERC block claims {width} x {height} x {depth}; blocks are "
+                f"{ifd.block_width} x {ifd.block_height} x {self.samples}"
+            )
         arr = imagecodecs.lerc_decode(data)
         if isinstance(arr, tuple):
             arr = arr[0]
         return self._image_codec(np.asarray(arr), rows)
+
+
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from a JPEG stream's start-of-frame segment, or None."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
+            i += 2
+            continue
+        if marker in _SOF_MARKERS:
+            return int.from_bytes(data[i + 5 : i + 7], "big"), int.from_bytes(
+                data[i + 7 : i + 9], "big"
+            )
+        if marker == 0xDA:  # scan data before any frame header
+            return None
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from a WebP stream's VP8, VP8L or VP8X header, or None."""
+    if len(data) < 30 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return None
+    kind = data[12:16]
+    if kind == b"VP8 ":
+        width = int.from_bytes(data[26:28], "little") & 0x3FFF
+        height = int.from_bytes(data[28:30], "little") & 0x3FFF
+        return height, width
+    if kind == b"VP8L":
+        bits = int.from_bytes(data[21:25], "little")
+        return ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
+    if kind == b"VP8X":
+        width = int.from_bytes(data[24:27], "little") + 1
+        height = int.from_bytes(data[27:30], "little") + 1
+        return height, width
+    return None
+
+
+def _lerc_size(data: bytes) -> tuple[int, int, int] | None:
+    """(rows, columns, values per pixel) from a LERC2 blob's header, or None."""
+    if data[:6] != b"Lerc2 " or len(data) < 30:
+        return None
+    version = int.from_bytes(data[6:10], "little", signed=True)
+    pos = 10 + (4 if version >= 3 else 0)  # a checksum from version 3 on
+    rows = int.from_bytes(data[pos : pos + 4], "little", signed=True)
+    cols = int.from_bytes(data[pos + 4 : pos + 8], "little", signed=True)
+    depth = int.from_bytes(data[pos + 8 : pos + 12], "little", signed=True) if version >= 4 else 1
+    if rows <= 0 or cols <= 0 or depth <= 0:
+        return None
+    return rows, cols, depth
 
 
 def _single_strip_tiff(
