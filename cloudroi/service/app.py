@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
 
 from .config import ServiceConfig
 from .core import CoreRequest, ServiceState, handle
@@ -18,10 +19,11 @@ __all__ = ["CONFIG", "STATE", "create_app", "run"]
 
 CONFIG: web.AppKey[ServiceConfig] = web.AppKey("cloudroi_config", ServiceConfig)
 STATE: web.AppKey[ServiceState] = web.AppKey("cloudroi_state", ServiceState)
+RESOLVER: web.AppKey[AbstractResolver] = web.AppKey("cloudroi_resolver", AbstractResolver)
 
 
 async def _state_context(app: web.Application) -> AsyncIterator[None]:
-    state = await ServiceState.start(app[CONFIG])
+    state = await ServiceState.start(app[CONFIG], resolver=app.get(RESOLVER))
     app[STATE] = state
     try:
         yield
@@ -44,11 +46,15 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     return web.Response(status=resp.status, headers=resp.headers, body=resp.body or None)
 
 
-def create_app(config: ServiceConfig | None = None) -> web.Application:
+def create_app(
+    config: ServiceConfig | None = None, *, resolver: AbstractResolver | None = None
+) -> web.Application:
     """The region service as an aiohttp application (configuration from the environment when
-    ``config`` is None)."""
+    ``config`` is None; ``resolver`` replaces aiohttp's DNS resolver for upstream HTTP)."""
     app = web.Application(client_max_size=64 * 1024)
     app[CONFIG] = config if config is not None else ServiceConfig.from_env()
+    if resolver is not None:
+        app[RESOLVER] = resolver
     app.cleanup_ctx.append(_state_context)
     app.router.add_route("*", "/{tail:.*}", _dispatch)
     return app

@@ -10,7 +10,7 @@ import dataclasses
 import ipaddress
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..outputs import DEFAULT_PNG_LEVEL
@@ -57,6 +57,9 @@ class ServiceConfig:
     jpeg_quality: int = 85
     webp_quality: int = 85
     png_level: int = DEFAULT_PNG_LEVEL
+    #: Keys a client must present (``X-API-Key`` or ``Authorization: Bearer``) on every endpoint
+    #: but /healthz. Empty: no authentication. Kept out of repr so they never reach a log.
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
 
     def effective_sources(self) -> tuple[str, ...]:
         """The allowlist in force: the configured prefixes, or just the sample image's path."""
@@ -116,6 +119,9 @@ class ServiceConfig:
             raise ValueError("png_level is 1..9")
         for net in self.allowed_networks:
             ipaddress.ip_network(net, strict=False)
+        for key in self.api_keys:
+            if not key or any(c.isspace() or c == "," for c in key):
+                raise ValueError("API keys are non-empty and hold no spaces or commas")
 
 
 def _list(raw: str) -> tuple[str, ...]:
@@ -179,6 +185,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLOUDROI_WEBP_QUALITY", "webp_quality", int, "WebP quality, 1..100."),
     Setting("CLOUDROI_PNG_LEVEL", "png_level", int,
             "PNG zlib level, 1 (fast) .. 9 (small); 4 halves the encode time of 6."),
+    Setting("CLOUDROI_API_KEYS", "api_keys", _list,
+            "Comma-separated API keys; when set, every endpoint but /healthz needs one in "
+            "`X-API-Key` (or `Authorization: Bearer`), else 401. Unset: no authentication."),
 )
 
 

@@ -45,7 +45,7 @@ from .params import (
     parse_region,
 )
 from .problems import PROBLEM_TYPE, Problem, bad_request, problem_for
-from .security import BadSourceError, SourcePolicy, guarded_session
+from .security import ApiKeys, BadSourceError, SourcePolicy, guarded_session
 
 __all__ = ["CoreRequest", "CoreResponse", "ServiceState", "handle"]
 
@@ -112,17 +112,22 @@ class ServiceState:
         self.context = context
         self._session = session
         self.metrics = metrics
+        self.api_keys = ApiKeys(config.api_keys)
         self.active = 0
         self._openapi: bytes | None = None
 
     @classmethod
-    async def start(cls, config: ServiceConfig) -> ServiceState:
+    async def start(
+        cls, config: ServiceConfig, *, resolver: aiohttp.abc.AbstractResolver | None = None
+    ) -> ServiceState:
+        """``resolver`` replaces aiohttp's DNS resolver for upstream HTTP (tests, custom DNS)."""
         policy = SourcePolicy(config.effective_sources(), config.allowed_networks)
         session = guarded_session(
             policy,
             limit=config.max_upstream_connections,
             connect_timeout=config.upstream_connect_timeout,
             read_timeout=config.upstream_read_timeout,
+            resolver=resolver,
         )
         options = ContextOptions(
             max_connections=config.max_upstream_connections,
@@ -177,6 +182,12 @@ async def handle(req: CoreRequest, state: ServiceState) -> CoreResponse:
     route = _ROUTES.get(req.path)
     endpoint = req.path if route is not None else "other"
     try:
+        if req.path != "/healthz" and not _authorized(req, state):
+            raise Problem(
+                401, "unauthorized",
+                "this service needs an API key: send it in X-API-Key or as Authorization: Bearer",
+                headers={"WWW-Authenticate": 'Bearer realm="cloudroi"'},
+            )
         if route is None:
             raise Problem(404, "not_found", f"no endpoint {req.path[:100]!r}")
         if req.method not in ("GET", "HEAD"):
@@ -197,6 +208,10 @@ async def handle(req: CoreRequest, state: ServiceState) -> CoreResponse:
     if req.method == "HEAD":
         resp.body = b""
     return resp
+
+
+def _authorized(req: CoreRequest, state: ServiceState) -> bool:
+    return not state.api_keys.required or state.api_keys.permits(req.headers)
 
 
 async def _admitted(route: Handler, req: CoreRequest, state: ServiceState) -> CoreResponse:

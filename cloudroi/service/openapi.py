@@ -27,6 +27,7 @@ _PROBLEM_SCHEMA: dict[str, Any] = {
 
 _ERRORS = {
     "400": "Invalid parameters, or a window/level/band the image does not have.",
+    "401": "An API key is required (only when the service is configured with API keys).",
     "403": "The source is not allowed by this service, or storage refused access.",
     "404": "The source does not exist.",
     "413": "The output or the tiles/bytes to read exceed the service's limits.",

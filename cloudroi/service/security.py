@@ -16,10 +16,12 @@ Two independent gates, both needed:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -33,6 +35,7 @@ from ..errors import AccessDeniedError
 __all__ = [
     "AddressGuard",
     "AllowedPrefix",
+    "ApiKeys",
     "BadSourceError",
     "SourceNotAllowedError",
     "SourcePolicy",
@@ -51,7 +54,10 @@ class SourceNotAllowedError(AccessDeniedError):
 
 
 class BadSourceError(ValueError):
-    """The ``url`` parameter is not a usable source URL at all (a 400, not a 403)."""
+    """The ``url`` parameter is not a URL at all (a 400): empty, overlong, spaces or control
+    characters, no host. Anything that parses but hides structure (credentials, fragments,
+    backslashes, dot or empty segments, double encoding, odd ports) is a refusal instead:
+    ``SourceNotAllowedError``, a 403, like any other source outside the allowlist."""
 
 
 def is_public_address(ip: IPAddress) -> bool:
@@ -105,8 +111,11 @@ def _check_text(url: str) -> None:
         raise BadSourceError("url is empty")
     if len(url) > _MAX_URL:
         raise BadSourceError(f"url is longer than {_MAX_URL} characters")
-    if any(ord(c) < 0x21 or c in "\\\x7f" for c in url):
-        raise BadSourceError("url contains spaces, control characters or backslashes")
+    if any(ord(c) < 0x21 or c == "\x7f" for c in url):
+        raise BadSourceError("url contains spaces or control characters")
+    if "\\" in url:
+        # Parsers disagree on whether a backslash ends the authority: http://allowed\@evil/
+        raise SourceNotAllowedError("backslashes in source URLs are not allowed")
 
 
 def _clean_remote_path(path: str) -> str:
@@ -114,12 +123,12 @@ def _clean_remote_path(path: str) -> str:
     and empty segments are refused rather than interpreted."""
     decoded = unquote(path)
     if "%" in decoded and decoded != unquote(decoded):
-        raise BadSourceError("url path is encoded twice")
+        raise SourceNotAllowedError("url path is encoded twice")
     parts = decoded.split("/")
     if any(p in (".", "..") for p in parts):
-        raise BadSourceError("url path contains '.' or '..' segments")
+        raise SourceNotAllowedError("url path contains '.' or '..' segments")
     if "//" in decoded.lstrip("/"):
-        raise BadSourceError("url path contains empty segments")
+        raise SourceNotAllowedError("url path contains empty segments")
     return decoded
 
 
@@ -219,18 +228,18 @@ class SourcePolicy:
             parts = urlsplit(url)
             port = parts.port
         except ValueError as exc:
-            raise BadSourceError(f"unparseable url: {exc}") from exc
+            raise SourceNotAllowedError(f"unparseable host or port: {exc}", url=url) from exc
         scheme = parts.scheme.lower()
         if parts.username is not None or parts.password is not None or "@" in parts.netloc:
             raise SourceNotAllowedError("credentials in source URLs are not allowed", url=url)
-        if parts.fragment:
-            raise BadSourceError("source URLs take no #fragment")
+        if parts.fragment or "#" in url:
+            raise SourceNotAllowedError("source URLs take no #fragment", url=url)
         if scheme in _DEFAULT_PORTS:
             return self._check_http(url, parts, scheme, port)
         if not parts.netloc:
             raise BadSourceError(f"{scheme}:// URL without a bucket or host")
         if port is not None or parts.query:
-            raise BadSourceError(f"{scheme}:// URLs take no port or query")
+            raise SourceNotAllowedError(f"{scheme}:// URLs take no port or query", url=url)
         host = parts.netloc.lower()
         path = _clean_remote_path(parts.path)
         if not self._allowed(scheme, host, None, path):
@@ -242,17 +251,17 @@ class SourcePolicy:
         try:
             target = URL(url)
         except ValueError as exc:
-            raise BadSourceError(f"unparseable url: {exc}") from exc
+            raise SourceNotAllowedError(f"unparseable url: {exc}", url=url) from exc
         if not target.host or not parts.hostname:
             raise BadSourceError("http(s) URL without a host")
         host = _canonical_host(target.host)
         if host != _canonical_host(parts.hostname):
-            raise BadSourceError("ambiguous host in url")
+            raise SourceNotAllowedError("ambiguous host in url", url=url)
         _clean_remote_path(parts.path or "/")
         path = target.path or "/"
         effective_port = target.port if target.port is not None else _DEFAULT_PORTS[scheme]
         if port is not None and port != effective_port:
-            raise BadSourceError("ambiguous port in url")
+            raise SourceNotAllowedError("ambiguous port in url", url=url)
         if not self._allowed(scheme, host, effective_port, path):
             raise SourceNotAllowedError("source not allowed by this service", url=url)
         return Resolved(str(target), scheme)
@@ -274,15 +283,16 @@ class SourcePolicy:
     @staticmethod
     def local_path(url: str) -> str | None:
         """The path a local source names (``file://`` URL or absolute path), None if remote."""
+        _check_text(url)  # before realpath, which raises ValueError on a NUL byte
         if url.startswith("/"):
             return url
         parts = urlsplit(url)
         if parts.scheme.lower() != "file":
             return None
         if parts.netloc not in ("", "localhost"):
-            raise BadSourceError("file:// URLs take no host")
-        if parts.query or parts.fragment:
-            raise BadSourceError("file:// URLs take no query or fragment")
+            raise SourceNotAllowedError("file:// URLs take no host", url=url)
+        if parts.query or parts.fragment or "#" in url:
+            raise SourceNotAllowedError("file:// URLs take no query or fragment", url=url)
         path = unquote(parts.path)
         if not path.startswith("/"):
             raise BadSourceError("file:// URLs need an absolute path")
@@ -324,18 +334,52 @@ class AddressGuard:
         return socket.socket(family=family, type=type_, proto=proto)
 
 
+class ApiKeys:
+    """The service's API keys, compared in constant time: the presented key and every configured
+    one are hashed to equal-length digests, and all of them are compared, match or not."""
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        self._digests = tuple(_key_digest(k) for k in keys)
+
+    @property
+    def required(self) -> bool:
+        return bool(self._digests)
+
+    def permits(self, headers: Mapping[str, str]) -> bool:
+        """Whether ``headers`` (lower-case names) carry a configured key, in ``X-API-Key`` or as
+        ``Authorization: Bearer <key>``."""
+        presented = headers.get("x-api-key")
+        if presented is None:
+            scheme, _, value = headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer":
+                return False
+            presented = value.strip()
+        digest = _key_digest(presented)
+        ok = False
+        for known in self._digests:
+            ok |= hmac.compare_digest(digest, known)
+        return ok
+
+
+def _key_digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+
+
 def guarded_session(
     policy: SourcePolicy,
     *,
     limit: int = 64,
     connect_timeout: float = 5.0,
     read_timeout: float = 20.0,
+    resolver: aiohttp.abc.AbstractResolver | None = None,
 ) -> aiohttp.ClientSession:
     """An aiohttp session whose every connection passes ``policy.guard`` and whose every redirect
-    passes ``policy``; no proxies from the environment, no decompression of ranges."""
+    passes ``policy``; no proxies from the environment, no decompression of ranges. ``resolver``
+    replaces aiohttp's DNS resolver (the guard judges whatever address it returns)."""
     connector = aiohttp.TCPConnector(
         limit=limit,
         ttl_dns_cache=60,
+        resolver=resolver,
         socket_factory=policy.guard.socket_factory,
         # One address at a time: with happy eyeballs a refused address would be skipped quietly.
         happy_eyeballs_delay=None,

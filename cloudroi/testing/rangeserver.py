@@ -61,6 +61,8 @@ class Fault:
     delay: float = 0.0
     shift: int = 1
     size: int = 0
+    #: Body of a ``status`` answer (default: the text "injected fault").
+    body: bytes = b""
 
 
 FaultHook = Callable[["web.Request", str], Fault | None]
@@ -227,7 +229,9 @@ class RangeServer:
             if fault.status == 416:
                 headers["Content-Range"] = f"bytes */{size}"
             self._record(request, fault.status, 0)
-            return web.Response(status=fault.status, headers=headers, text="injected fault")
+            return web.Response(
+                status=fault.status, headers=headers, body=fault.body or b"injected fault"
+            )
         if kind == "shrunk":
             headers["Content-Range"] = f"bytes */{fault.size}"
             self._record(request, 416, 0)
