@@ -35,6 +35,8 @@ class ServiceConfig:
     max_tiles: int = 1024
     #: Most compressed bytes one request may fetch.
     max_fetch_bytes: int = 256 << 20
+    #: Largest decoded block (tile or strip) of a source the service reads.
+    max_block_bytes: int = 64 << 20
     #: Largest /preview side.
     max_preview_size: int = 2048
     #: Largest encoded response body (0: no limit); a serverless front end sets its own cap.
@@ -102,7 +104,8 @@ class ServiceConfig:
 
     def validate(self) -> None:
         positive = (
-            "max_output_pixels", "max_tiles", "max_fetch_bytes", "max_preview_size",
+            "max_output_pixels", "max_tiles", "max_fetch_bytes", "max_block_bytes",
+            "max_preview_size",
             "max_concurrency", "max_upstream_connections",
         )
         for name in positive:
@@ -161,6 +164,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Most blocks one request may read (all bands); more gets 413."),
     Setting("CLOUDROI_MAX_FETCH_BYTES", "max_fetch_bytes", int,
             "Most compressed bytes one request may fetch; more gets 413."),
+    Setting("CLOUDROI_MAX_BLOCK_BYTES", "max_block_bytes", int,
+            "Largest decoded block (tile or strip) of a source; a file with larger blocks gets "
+            "413 before any tile is fetched."),
     Setting("CLOUDROI_MAX_PREVIEW_SIZE", "max_preview_size", int, "Largest /preview max_size."),
     Setting("CLOUDROI_MAX_RESPONSE_BYTES", "max_response_bytes", int,
             "Largest encoded response body, 0 for no limit; larger answers get 413."),

@@ -403,6 +403,21 @@ def _check_pixels(state: ServiceState, width: int, height: int) -> None:
         )
 
 
+def _check_blocks(state: ServiceState, img: Image) -> None:
+    """Refuse a file whose blocks decode to more than the limit each: a small file can declare
+    one huge deflated tile, and a 1 x 1 window of it would cost the whole tile in memory."""
+    limit = state.config.max_block_bytes
+    ifds = [*img.structure.levels, *(m for m in img.structure.masks if m is not None)]
+    largest = max(ifd.decoded_block_bytes() for ifd in ifds)
+    if largest > limit:
+        raise Problem(
+            413, "limit_exceeded",
+            f"the source's blocks decode to {largest} bytes each, more than this service's limit "
+            f"of {limit}",
+            limit=limit, value=largest,
+        )
+
+
 # -- images -----------------------------------------------------------------------------------
 
 
@@ -431,6 +446,7 @@ async def _render(
     fmt = rendering.format
     out_h, out_w = out_shape if out_shape is not None else (win.height, win.width)
     _check_pixels(state, out_w, out_h)
+    _check_blocks(state, img)
     bands: list[int] | None
     if fmt in RENDERED:
         try:
@@ -557,6 +573,7 @@ async def _point(req: CoreRequest, state: ServiceState) -> CoreResponse:
             )
 
         async def make(headers: dict[str, str]) -> CoreResponse:
+            _check_blocks(state, img)
             budgets: dict[str, Any] = {"max_tiles": cfg.max_tiles, "max_bytes": cfg.max_fetch_bytes}
             data = await img.read((col, row, 1, 1), 0, **budgets)
             valid = True
