@@ -36,6 +36,11 @@ _DECOMPRESSORS: dict[int, Callable[..., Any]] = {
     50000: imagecodecs.zstd_decode,
 }
 
+#: The most a codec can expand its input (LZW: 4096-byte strings from codes of 9+ bits; Deflate:
+#: 1032:1; PackBits: a 2-byte run is 128 bytes). A block declaring more output than its compressed
+#: bytes could ever give is refused before its output buffer is allocated.
+_MAX_RATIO: dict[int, int] = {5: 4096, 8: 1032, 32946: 1032, 32773: 64}
+
 #: Outer compression of a LERC blob, from the LercParameters tag (GDAL: 0 none, 1 deflate, 2 zstd).
 _LERC_OUTER: dict[int, Callable[..., Any]] = {1: _DECOMPRESSORS[8], 2: imagecodecs.zstd_decode}
 
@@ -129,6 +134,11 @@ class BlockDecoder:
             return self._lerc(data, rows)
 
         expected = rows * self._row_bytes
+        ratio = _MAX_RATIO.get(ifd.compression)
+        if ratio is not None and expected > len(data) * ratio + 1024:
+            raise TiffFormatError(
+                f"{len(data)} compressed bytes cannot decode to the {expected} bytes of the block"
+            )
         if self._via_libtiff:
             return self._libtiff(data, rows)
         if ifd.fill_order == 2:

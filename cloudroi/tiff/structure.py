@@ -164,11 +164,20 @@ class ScanResult:
     needed_end: int  # end offset of the last byte the header parts read so far occupy
 
 
+def _integers(values: tuple[int | float, ...], tag: int) -> tuple[int, ...]:
+    """Tag values as ints; a rational 0/0 (NaN) or an infinite double is a format error."""
+    try:
+        return tuple(int(v) for v in values)
+    except (ValueError, OverflowError) as exc:
+        raise TiffFormatError(f"tag {tag} holds a value that is not an integer") from exc
+
+
 def _subfile_type(buf: SparseBuffer, header: TiffHeader, raw: RawIFD) -> int:
     entry = raw.entries.get(Tag.NEW_SUBFILE_TYPE)
     if entry is None or entry.inline is None:
         return 0
-    return int(tag_values(buf, header, entry)[0])
+    values = _integers(tag_values(buf, header, entry), entry.tag)
+    return values[0] if values else 0  # an entry of count 0 says nothing
 
 
 def _wanted_entries(raw: RawIFD) -> list[TagEntry]:
@@ -229,7 +238,7 @@ def scan(
         if len(ifds) == 1 and Tag.SUB_IFDS in raw.entries:
             entry = raw.entries[Tag.SUB_IFDS]
             try:
-                subs = [int(v) for v in tag_values(buf, header, entry)]
+                subs = list(_integers(tag_values(buf, header, entry), entry.tag))
                 listed.update(subs)
                 chain.extend(subs)
             except NeedBytes as need:
@@ -257,7 +266,7 @@ class _Tags:
         entry = self.raw.entries.get(tag)
         if entry is None:
             return None
-        return tuple(int(v) for v in tag_values(self.buf, self.header, entry))
+        return _integers(tag_values(self.buf, self.header, entry), tag)
 
     def floats(self, tag: int) -> tuple[float, ...] | None:
         entry = self.raw.entries.get(tag)

@@ -178,6 +178,24 @@ def put_int(buf: bytearray, f: Field, value: int, byteorder: str) -> None:
     struct.pack_into(fmt, buf, f.offset, value & ((1 << (8 * f.size)) - 1))
 
 
+@dataclass(frozen=True)
+class Mutation:
+    """A seed with integer fields overwritten (offset, width in bytes, value) and maybe cut
+    short: small to print and shrink, unlike the bytes it stands for."""
+
+    seed: str
+    edits: tuple[tuple[int, int, int], ...] = ()
+    cut: int | None = None
+
+    def data(self) -> bytes:
+        raw = seeds()[self.seed]
+        byteorder = layout(raw).byteorder
+        buf = bytearray(raw)
+        for offset, size, value in self.edits:
+            put_int(buf, Field(offset, size, "edit"), value, byteorder)
+        return bytes(buf if self.cut is None else buf[: self.cut])
+
+
 # --------------------------------------------------------------------------------------------
 # decompression bombs: a small block that claims or expands to far more than its tile
 # --------------------------------------------------------------------------------------------
