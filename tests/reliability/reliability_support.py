@@ -111,10 +111,14 @@ class Tally:
     hangs: int = 0
     typed: Counter[str] = field(default_factory=Counter)
     untyped: list[str] = field(default_factory=list)
+    #: Reads that raised CancelledError although nothing cancelled them (test_faults.py pins the
+    #: fetch.py race behind it as an expected failure).
+    spurious_cancels: int = 0
 
     @property
     def reads(self) -> int:
-        return self.exact + self.wrong + self.hangs + sum(self.typed.values()) + len(self.untyped)
+        return (self.exact + self.wrong + self.hangs + sum(self.typed.values())
+                + len(self.untyped) + self.spurious_cancels)
 
     async def check(self, work: Awaitable[Array], expected: Array, *, hang_after: float) -> None:
         """Run one read; count it as exact, wrong, a typed/untyped failure or a hang."""
@@ -123,6 +127,12 @@ class Tally:
                 got = await work
         except TimeoutError:
             self.hangs += 1
+            return
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # a real cancellation of the soak itself
+            self.spurious_cancels += 1
             return
         except cloudroi.CloudROIError as exc:
             self.typed[type(exc).__name__] += 1
@@ -142,4 +152,15 @@ class Tally:
         return (
             f"reads {self.reads}: exact {self.exact}, wrong {self.wrong}, hangs {self.hangs}, "
             f"typed failures {sum(self.typed.values())} ({typed}), untyped {len(self.untyped)}"
+            + (f", spurious CancelledError {self.spurious_cancels}" if self.spurious_cancels
+               else "")
         )
+
+    def known_races(self) -> None:
+        """Called after every other assertion: a read that raised CancelledError on its own is
+        the fetch.py race pinned in test_faults.py; until it is fixed it makes this run an
+        expected failure rather than a flaky one."""
+        if self.spurious_cancels:
+            import pytest
+
+            pytest.xfail(f"{self.spurious_cancels} reads hit the joined-a-cancelled-fetch race")

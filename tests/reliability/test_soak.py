@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import aiohttp
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -154,6 +155,7 @@ def check(tally: Tally, faults: RandomFaults, elapsed: float, ops: Counter[str])
     # Not vacuous: faults did happen at about the configured rate, and most reads got through.
     assert faults.total >= RATE / 2 * faults.requests
     assert tally.exact >= 0.6 * tally.reads
+    tally.known_races()
 
 
 async def test_soak(soak_server: RangeServer) -> None:
@@ -210,6 +212,14 @@ async def service_soak(client: TestClient[Any, Any], server: RangeServer, reques
                   "level": str(level), "format": "npy"}
 
         async def work() -> Array:
+            try:
+                return await answer()
+            except aiohttp.ServerDisconnectedError:
+                # Only a handler ended by CancelledError drops the connection without an answer:
+                # the fetch.py race pinned in test_faults.py, counted as what it is.
+                raise asyncio.CancelledError from None
+
+        async def answer() -> Array:
             async with client.get("/region", params=params) as resp:
                 body = await resp.read()
                 if resp.status == 200:
@@ -241,6 +251,7 @@ async def test_service_soak(service: TestClient[Any, Any], soak_server: RangeSer
     assert tally.hangs == 0
     assert tally.exact >= 0.5 * tally.reads
     assert faults.total > 0
+    tally.known_races()
 
 
 @pytest.mark.slow
@@ -251,3 +262,4 @@ async def test_service_soak_long(service: TestClient[Any, Any], soak_server: Ran
     assert tally.untyped == []
     assert tally.wrong == 0
     assert tally.hangs == 0
+    tally.known_races()
