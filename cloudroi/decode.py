@@ -151,7 +151,10 @@ class BlockDecoder:
             # it (bomb guard), returns a view of what it wrote, and a predictor then runs in place.
             raw = _DECOMPRESSORS[ifd.compression](data, out=np.empty(expected, np.uint8))
         if len(raw) < expected:
-            raise TiffFormatError(f"block decoded to {len(raw)} bytes, {expected} expected")
+            got = len(raw)
+            # ``raw`` may view a buffer of the full block size: not kept alive by the traceback.
+            del raw
+            raise TiffFormatError(f"block decoded to {got} bytes, {expected} expected")
         return self._unpack(raw, rows)
 
     def _check_claimed_size(self, data: bytes, rows: int) -> None:
