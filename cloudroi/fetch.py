@@ -65,11 +65,22 @@ class BlockRequest:
 class _Flight:
     """One coalesced GET serving one or more blocks, with the number of readers waiting on it."""
 
-    __slots__ = ("task", "waiters")
+    __slots__ = ("entries", "registry", "task", "waiters")
 
-    def __init__(self) -> None:
+    def __init__(self, registry: Inflight) -> None:
         self.task: asyncio.Task[None] | None = None
         self.waiters = 0
+        self.registry = registry
+        self.entries: list[tuple[Hashable, asyncio.Future[bytes]]] = []
+
+    def abandon(self) -> None:
+        """Its last reader let go: cancel the GET and withdraw its blocks from the registry at
+        once, so that a reader arriving meanwhile starts a fetch of its own rather than joining
+        one that is being cancelled."""
+        if self.task is not None:
+            self.task.cancel()
+        for key, fut in self.entries:
+            self.registry.discard(key, fut)
 
 
 class Inflight:
@@ -126,8 +137,8 @@ class BlockWaiter:
         if flight is None:
             return
         flight.waiters -= 1
-        if not self._fut.done() and flight.waiters <= 0 and flight.task is not None:
-            flight.task.cancel()
+        if not self._fut.done() and flight.waiters <= 0:
+            flight.abandon()
 
 
 def _silence(fut: asyncio.Future[bytes]) -> None:
@@ -245,13 +256,14 @@ class Fetcher:
             todo.append((i, req))
         groups = coalesce([req.range for _, req in todo], max_gap, max_size)
         for group in groups:
-            flight = _Flight()
+            flight = _Flight(inflight)
             members = [todo[m] for m in group.members]
             futures: list[asyncio.Future[bytes]] = []
             for i, req in members:
                 fut = loop.create_future()
                 fut.add_done_callback(_silence)
                 inflight.add(req.key, fut, flight)
+                flight.entries.append((req.key, fut))
                 futures.append(fut)
                 out[i] = BlockWaiter(fut, flight)
             flight.task = loop.create_task(
