@@ -250,8 +250,8 @@ def webp_bomb(side: int = 16383) -> bytes:
     return bytes(w)
 
 
-def zlib_bomb(size: int = 256 << 20) -> bytes:
-    return zlib.compress(bytes(size), 9)
+def zlib_bomb(size: int = 64 << 20) -> bytes:
+    return zlib.compress(bytes(size), 6)
 
 
 #: seed name -> the bomb that fits its codec
