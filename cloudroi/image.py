@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -558,8 +559,13 @@ class Image:
         loop = asyncio.get_running_loop()
         executor = self.context.executor
         stats = self.stats
+        # Set when the read ends: decodes still queued in the pool for a read that already
+        # failed (or was cancelled) are skipped instead of burning CPU for nobody.
+        over = threading.Event()
 
         def decode_and_work(ref: BlockRef, data: bytes) -> None:
+            if over.is_set():
+                return
             work(ref, self._decode_block(ifd, ref, data) if data else None)
 
         async def one(ref: BlockRef, src: BlockSource) -> None:
@@ -577,6 +583,7 @@ class Image:
         try:
             await gather_all(one(ref, src) for ref, src in zip(refs, sources, strict=True))
         finally:
+            over.set()
             _release(sources)
 
     # -- reading ----------------------------------------------------------------------------
