@@ -41,6 +41,17 @@ _DECOMPRESSORS: dict[int, Callable[..., Any]] = {
 #: bytes could ever give is refused before its output buffer is allocated.
 _MAX_RATIO: dict[int, int] = {5: 4096, 8: 1032, 32946: 1032, 32773: 64}
 
+# imagecodecs loads each codec's extension module on first attribute access (2.3 ms for the
+# libtiff one, measured): resolve them all at import, not inside the first read's decode.
+_tiff_decode = imagecodecs.tiff_decode
+_TiffError = imagecodecs.TiffError
+_jpeg_decode = imagecodecs.jpeg_decode
+_webp_decode = imagecodecs.webp_decode
+_lerc_decode = imagecodecs.lerc_decode
+_delta_decode = imagecodecs.delta_decode
+_packints_decode = imagecodecs.packints_decode
+_bitorder_decode = imagecodecs.bitorder_decode
+
 #: Outer compression of a LERC blob, from the LercParameters tag (GDAL: 0 none, 1 deflate, 2 zstd).
 _LERC_OUTER: dict[int, Callable[..., Any]] = {1: _DECOMPRESSORS[8], 2: imagecodecs.zstd_decode}
 
@@ -118,7 +129,7 @@ class BlockDecoder:
             self._check_claimed_size(data, rows)
         if ifd.compression == 7:
             return self._image_codec(
-                imagecodecs.jpeg_decode(
+                _jpeg_decode(
                     data,
                     tables=ifd.jpeg_tables,
                     colorspace=self._jpeg_cs[0],
@@ -128,7 +139,7 @@ class BlockDecoder:
             )
         if ifd.compression == 50001:
             return self._image_codec(
-                imagecodecs.webp_decode(data, hasalpha=self.samples == 4 or None), rows
+                _webp_decode(data, hasalpha=self.samples == 4 or None), rows
             )
         if ifd.compression == 34887:
             return self._lerc(data, rows)
@@ -142,7 +153,7 @@ class BlockDecoder:
         if self._via_libtiff:
             return self._libtiff(data, rows)
         if ifd.fill_order == 2:
-            data = bytes(imagecodecs.bitorder_decode(data))
+            data = bytes(_bitorder_decode(data))
         raw: bytes | npt.NDArray[np.uint8]
         if ifd.compression == 1:
             raw = data[:expected]
@@ -183,8 +194,8 @@ class BlockDecoder:
             ifd.sample_format, ifd.compression, ifd.predictor,
         )
         try:
-            arr = np.asarray(imagecodecs.tiff_decode(blob))
-        except imagecodecs.TiffError as exc:
+            arr = np.asarray(_tiff_decode(blob))
+        except _TiffError as exc:
             raise TiffFormatError(f"block decoding failed: {exc}") from exc
         arr = arr.reshape(rows, ifd.block_width, self.samples)
         return arr if arr.dtype == self.dtype else arr.astype(self.dtype)
@@ -198,7 +209,7 @@ class BlockDecoder:
                 # unpacks the bit stream (on the little-endian machines GDAL runs on).
                 triples = np.frombuffer(raw, np.uint8, len(raw) // 3 * 3).reshape(-1, 3)
                 raw = np.ascontiguousarray(triples[:, ::-1]).reshape(-1)
-            arr = imagecodecs.packints_decode(
+            arr = _packints_decode(
                 bytes(raw), self.dtype, self._bits, runlen=ifd.block_width * self.samples
             )
             return np.asarray(arr).reshape(shape)
@@ -211,7 +222,7 @@ class BlockDecoder:
             return arr
         if not arr.flags.writeable:
             arr = arr.copy()  # uncompressed blocks are views of the fetched bytes
-        return np.asarray(imagecodecs.delta_decode(arr, axis=-2, out=arr))
+        return np.asarray(_delta_decode(arr, axis=-2, out=arr))
 
     def _image_codec(self, arr: npt.NDArray[Any], rows: int) -> npt.NDArray[Any]:
         ifd = self.ifd
@@ -247,7 +258,7 @@ class BlockDecoder:
                 f"LERC block claims {width} x {height} x {depth}; blocks are "
                 f"{ifd.block_width} x {ifd.block_height} x {self.samples}"
             )
-        arr = imagecodecs.lerc_decode(data)
+        arr = _lerc_decode(data)
         if isinstance(arr, tuple):
             arr = arr[0]
         return self._image_codec(np.asarray(arr), rows)
@@ -372,7 +383,7 @@ def _undo_float_predictor(
     flat = buf.reshape(rows, size * values)
     # Bytes ``samples`` apart form separate running sums: accumulate along the middle axis.
     strands = flat.reshape(rows, size * width, samples)
-    imagecodecs.delta_decode(strands, axis=-2, out=strands)
+    _delta_decode(strands, axis=-2, out=strands)
     planes = flat.reshape(rows, size, values)
     out = np.empty((rows, values, size), np.uint8)
     little = sys.byteorder == "little"
