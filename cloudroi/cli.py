@@ -34,7 +34,6 @@ from .context import Context, ContextOptions
 from .errors import CloudROIError, LimitExceededError
 from .image import Image, open_image
 from .outputs import RENDERED, encode, format_for_path, render_bands
-from .plan import choose_overview, overview_window
 from .types import Stats, Window
 
 __all__ = ["main"]
@@ -174,12 +173,9 @@ def _target(img: Image, args: argparse.Namespace) -> Target:
 
 def _blocks_to_read(img: Image, t: Target, bands: Sequence[int] | None) -> int:
     """How many blocks the read will decode (the progress bar's total)."""
-    level, win = t.level, t.window
-    if t.out_shape is not None and level == 0:
-        level = choose_overview(img.levels, win, t.out_shape)
-        win = overview_window(img.levels, level, win) if not t.boundless else win
     try:
-        return len(img.plan(win, level, bands, boundless=t.boundless).blocks)
+        plan = img.plan(t.window, t.level, bands, boundless=t.boundless, out_shape=t.out_shape)
+        return len(plan.blocks)
     except CloudROIError:
         return 0
 

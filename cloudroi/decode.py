@@ -1,19 +1,17 @@
 """Block (tile or strip) decoding with imagecodecs: decompress, undo the predictor, unpack bits.
 
-``BlockDecoder.decode`` is synchronous and meant to run in a worker thread (imagecodecs releases the
-GIL); ``decode_async`` is the event-loop-side wrapper. Output of every block is bounded by the size
-the header promises: codecs are given that size as their output buffer, so a decompression bomb
-cannot grow past it, and a block that decodes to fewer bytes than promised is an error, not a
-partly-filled array.
+``BlockDecoder.decode`` is synchronous and runs in the Context's thread pool (imagecodecs releases
+the GIL), never on the event loop. Output of every block is bounded by the size the header
+promises: codecs are given that size as their output buffer, so a decompression bomb cannot grow
+past it, and a block that decodes to fewer bytes than promised is an error, not a partly-filled
+array.
 """
 
 from __future__ import annotations
 
-import asyncio
 import struct
 import sys
 from collections.abc import Callable
-from concurrent.futures import Executor
 from typing import Any
 
 import imagecodecs
@@ -23,7 +21,7 @@ import numpy.typing as npt
 from .errors import TiffFormatError
 from .tiff.structure import ImageIFD
 
-__all__ = ["BlockDecoder", "decode_async"]
+__all__ = ["BlockDecoder"]
 
 _NATIVE = "<" if sys.byteorder == "little" else ">"
 
@@ -106,9 +104,6 @@ class BlockDecoder:
         """Rows a block holds: full tiles always, a short last strip for strips."""
         ifd = self.ifd
         return ifd.block_height if ifd.tiled else ifd.block_rows(block_row)
-
-    def expected_bytes(self, block_row: int) -> int:
-        return self.block_rows(block_row) * self._row_bytes
 
     def decode(self, data: bytes, block_row: int) -> npt.NDArray[Any]:
         """Decode one block's bytes; raise TiffFormatError when they do not fit the header."""
@@ -390,11 +385,3 @@ def _undo_float_predictor(
     for k in range(size):
         out[:, :, k] = planes[:, size - 1 - k if little else k, :]
     return out.view(dtype).reshape(shape)
-
-
-async def decode_async(
-    decoder: BlockDecoder, data: bytes, block_row: int, executor: Executor | None = None
-) -> npt.NDArray[Any]:
-    """Decode in ``executor`` (a thread pool), never on the event loop."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(executor, decoder.decode, data, block_row)

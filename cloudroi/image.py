@@ -406,14 +406,20 @@ class Image:
         bands: int | Sequence[int] | None = None,
         *,
         boundless: bool = False,
+        out_shape: tuple[int, int] | None = None,
     ) -> ReadPlan:
-        """The requests ``read`` would make, computed without fetching anything.
+        """The requests ``read`` (with the same arguments) would make, computed without fetching
+        anything. With ``out_shape``, the plan is of the overview and window the resampled read
+        would use (its ``level`` and ``window`` say which).
 
         For a file whose block index is loaded lazily and not yet in memory, the plan lists the
         index slices to fetch first and leaves ``requests`` as None.
         """
         ifd = self._level(level)
         win = self._window(window, ifd, boundless)
+        if out_shape is not None:
+            level, win, _, _ = self._resample_source(level, win, _check_shape(out_shape), boundless)
+            ifd = self.structure.levels[level]
         refs = self._refs(ifd, win, self._samples(bands))
         cached = [r for r in refs if self._is_cached(self._key(ifd, r.index))]
         todo = [r for r in refs if not self._is_cached(self._key(ifd, r.index))]

@@ -7,7 +7,6 @@ overview GDAL would pick for an output size (so resampled reads match GDAL pixel
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,7 +30,6 @@ __all__ = [
     "level_factors",
     "nearest_indices",
     "nearest_source",
-    "overview_window",
 ]
 
 
@@ -267,21 +265,6 @@ def _sample(offset: float, extent: float, n: int, limit: int) -> npt.NDArray[np.
     return np.asarray(np.clip(idx, 0, max(limit - 1, 0)), dtype=np.intp)
 
 
-def overview_window(
-    levels: Sequence[tuple[int, int]], level: int, window: Window
-) -> Window:
-    """``window`` in level-0 pixels mapped onto ``level``'s grid, rounded as GDAL does."""
-    if level == 0:
-        return window
-    (w0, h0), (w, h) = levels[0], levels[level]
-    fx, fy = w0 / w, h0 / h
-    col = min(w - 1, int(window.col_off / fx + 0.5))
-    row = min(h - 1, int(window.row_off / fy + 0.5))
-    width = max(1, int(window.width / fx + 0.5))
-    height = max(1, int(window.height / fy + 0.5))
-    return Window(col, row, min(width, w - col), min(height, h - row))
-
-
 def nearest_indices(src_size: int, dst_size: int, limit: int | None = None) -> npt.NDArray[np.intp]:
     """Source index for each of ``dst_size`` outputs over ``src_size`` inputs (GDAL's rule:
     ``floor((i + 0.5) * src/dst + 1e-10)``, clamped to the source)."""
@@ -289,15 +272,6 @@ def nearest_indices(src_size: int, dst_size: int, limit: int | None = None) -> n
     idx = np.floor((np.arange(dst_size) + 0.5) * inc + 1e-10).astype(np.intp)
     hi = (src_size if limit is None else limit) - 1
     return np.asarray(np.clip(idx, 0, max(hi, 0)), dtype=np.intp)
-
-
-def scale_window(window: Window, sx: float, sy: float) -> Window:
-    """A window scaled by factors (used for masks of a different resolution); rounds outward."""
-    col = math.floor(window.col_off * sx)
-    row = math.floor(window.row_off * sy)
-    return Window(
-        col, row, math.ceil(window.col_end * sx) - col, math.ceil(window.row_end * sy) - row
-    )
 
 
 def check_window(window: Sequence[int]) -> Window:

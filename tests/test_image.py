@@ -386,3 +386,16 @@ async def test_decoded_block_cache_skips_fetch_and_decode(server: RangeServer) -
     with pytest.raises(ValueError, match="read-only"):
         cached[0, 0, 0] = 1
     again[0, 0, 0] = 1  # a read's result is the caller's to change
+
+
+async def test_plan_of_a_resampled_read_is_what_the_read_fetches(
+    server: RangeServer, ctx: cloudroi.Context
+) -> None:
+    url = put(server, COG)
+    async with cloudroi.open(url, context=ctx) as img:
+        plan = img.plan((0, 0, 1300, 1000), out_shape=(250, 325))
+        assert plan.level == 2  # the overview GDAL picks for a 4x reduction
+        assert plan.requests is not None
+        server.reset()
+        await img.read((0, 0, 1300, 1000), out_shape=(250, 325))
+        assert server.request_count == len(plan.requests)

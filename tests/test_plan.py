@@ -20,7 +20,6 @@ from cloudroi.plan import (
     leader_ends,
     leader_ranges,
     nearest_indices,
-    overview_window,
     strip_leader,
 )
 from cloudroi.tiff.index import IndexArray
@@ -174,12 +173,6 @@ def test_choose_overview_matches_gdal_rule() -> None:
     # The least-reduced axis decides.
     assert choose_overview(levels, win, (125, 1000)) == 0
     assert choose_overview(levels, win, (10, 10)) == 3
-
-
-def test_overview_window_rounding() -> None:
-    levels = [(1000, 1000), (500, 500)]
-    assert overview_window(levels, 1, Window(101, 99, 300, 301)) == Window(51, 50, 150, 151)
-    assert overview_window(levels, 1, Window(999, 999, 1, 1)) == Window(499, 499, 1, 1)
 
 
 def test_nearest_indices() -> None:
