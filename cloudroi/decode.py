@@ -77,13 +77,9 @@ class BlockDecoder:
         # Samples of 1..63 bits other than whole bytes of a numpy width (24-bit too) are a
         # bit stream, most significant bit first, rows padded to a byte.
         self._packed = ifd.bits not in (8, 16, 32, 64)
-        if ifd.predictor == 3:
-            # The floating-point predictor's byte planes are undone into native order directly.
-            self._file_dtype = self.dtype
-        else:
-            self._file_dtype = np.dtype(ifd.byteorder + self.dtype.str[1:])
-        if ifd.bits == 16 and ifd.sample_format == 3:
-            self._file_dtype = np.dtype(ifd.byteorder + "f2") if ifd.predictor != 3 else self.dtype
+        # Samples as stored (the floating-point predictor is undone into native order directly,
+        # by _undo_float_predictor, so this is only used without it).
+        self._file_dtype = np.dtype(ifd.byteorder + self.dtype.str[1:])
         self._row_bytes = (
             -(-ifd.block_width * self.samples * ifd.bits // 8)
             if self._packed
