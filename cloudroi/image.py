@@ -880,19 +880,23 @@ class Image:
             part_win = intersect(block_window(ifd, row, col), win)
             assert part_win is not None
             out = np.full((len(samples), part_win.height, part_win.width), fill, dtype=ifd.dtype)
+            def place(ref: BlockRef, block: npt.NDArray[Any] | bytes) -> None:
+                # In the pool: decode (unless cached) and paste, off the event loop.
+                if not isinstance(block, np.ndarray):
+                    block = self._decode_block(ifd, ref, block)
+                paste(out, block, ref, ifd, part_win, samples)
+
             for ref, aw in parts:
                 if aw is None:
                     continue
                 if isinstance(aw, np.ndarray):
-                    block = aw
-                else:
-                    data = await self._block_bytes(ifd, ref, aw)
-                    self.stats.tiles_read += 1
-                    block = await loop.run_in_executor(
-                        self.context.executor, self._decode_block, ifd, ref, data
-                    )
+                    await loop.run_in_executor(self.context.executor, place, ref, aw)
+                    continue
+                data = await self._block_bytes(ifd, ref, aw)
+                self.stats.tiles_read += 1
+                if data:
+                    await loop.run_in_executor(self.context.executor, place, ref, data)
                     self.stats.tiles_decoded += 1
-                paste(out, block, ref, ifd, part_win, samples)
             return Tile(int(level), row, col, part_win, out)
 
         tasks = [asyncio.ensure_future(make(r, c, parts)) for (r, c), parts in groups.items()]
