@@ -20,6 +20,7 @@ import imagecodecs
 import numpy as np
 import pytest
 from lambda_runtime_api import RuntimeClient
+from upstream import Upstream
 
 from cloudroi import serverless
 from cloudroi.serverless import LambdaApp, body_limit, to_core_request
@@ -171,31 +172,9 @@ def images() -> dict[str, bytes]:
     }
 
 
-@dataclass
-class Upstream:
-    """The test's files on the shared range server under a prefix of their own, so that the
-    process-wide caches never carry one test's blocks into another."""
-
-    server: RangeServer
-    prefix: str
-
-    def url(self, name: str) -> str:
-        return self.server.url(self.prefix + name)
-
-    @property
-    def root(self) -> str:
-        return self.server.url(self.prefix)
-
-    def gets(self, name: str) -> int:
-        return len(self.server.requests_for(self.prefix + name))
-
-
 @pytest.fixture
 def upstream(server: RangeServer, images: dict[str, bytes]) -> Upstream:
-    prefix = f"fn-{uuid.uuid4().hex[:10]}/"
-    for name, data in images.items():
-        server.add(prefix + name, data)
-    return Upstream(server, prefix)
+    return Upstream.publish(server, images, "fn")
 
 
 @pytest.fixture

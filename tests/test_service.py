@@ -11,7 +11,6 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import rasterio
 import tifffile
 from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
+from upstream import Upstream
 
 import cloudroi
 from cloudroi.service import CoreRequest, ServiceConfig, ServiceState, create_app, handle
@@ -70,34 +70,9 @@ def images() -> dict[str, bytes]:
     }
 
 
-@dataclass
-class Upstream:
-    """The test's files on the shared range server, under a prefix of their own (so that the
-    process-wide caches never carry one test's blocks into another)."""
-
-    server: RangeServer
-    prefix: str
-
-    def url(self, name: str) -> str:
-        return self.server.url(self.prefix + name)
-
-    @property
-    def root(self) -> str:
-        return self.server.url(self.prefix)
-
-    def requests(self, name: str | None = None) -> list[Any]:
-        if name is None:
-            mine = "/" + self.prefix
-            return [e for e in self.server.requests_for(None) if e.path.startswith(mine)]
-        return self.server.requests_for(self.prefix + name)
-
-
 @pytest.fixture
 def upstream(server: RangeServer, images: dict[str, bytes]) -> Upstream:
-    prefix = f"svc-{uuid.uuid4().hex[:10]}/"
-    for name, data in images.items():
-        server.add(prefix + name, data)
-    return Upstream(server, prefix)
+    return Upstream.publish(server, images, "svc")
 
 
 Client = TestClient[Any, Any]
