@@ -456,12 +456,14 @@ class Image:
         self,
         ifd: ImageIFD,
         refs: list[BlockRef],
+        win: Window,
         *,
         max_bytes: int | None = None,
         max_tiles: int | None = None,
     ) -> list[BlockSource]:
-        """Each block's source: its decoded array when the decoded-block cache has it, else an
-        awaitable of its bytes; None for a sparse block. Budgets are checked first."""
+        """Each block's source: its decoded array when the decoded-block cache has one with the
+        rows ``win`` needs, else an awaitable of its bytes; None for a sparse block. Budgets are
+        checked first."""
         if max_tiles is not None and len(refs) > max_tiles:
             raise LimitExceededError("tiles", len(refs), max_tiles)
         loop = asyncio.get_running_loop()
@@ -471,7 +473,7 @@ class Image:
         for i, ref in enumerate(refs):
             key = self._key(ifd, ref.index)
             decoded = decoded_cache.get(key)
-            if decoded is not None:
+            if decoded is not None and len(decoded) >= _rows_needed(ifd, ref, win):
                 self.stats.decoded_cache_hits += 1
                 result[i] = decoded
                 continue
@@ -545,9 +547,16 @@ class Image:
             dec = self._decoders[ifd.offset] = BlockDecoder(ifd)
         return dec
 
-    def _decode_block(self, ifd: ImageIFD, ref: BlockRef, data: bytes) -> npt.NDArray[Any]:
-        """Decode one block (in a pool thread) and keep the result in the decoded-block cache."""
-        block = self._decoder(ifd).decode(data, ref.row)
+    def _decode_block(
+        self, ifd: ImageIFD, ref: BlockRef, data: bytes, win: Window
+    ) -> npt.NDArray[Any]:
+        """Decode one block (in a pool thread) and keep the result in the decoded-block cache.
+
+        Only the block's rows down to the end of ``win`` are decoded where the codec can stop
+        early (a window ending a few rows into a block pays for those rows, not the block); the
+        cache keeps what was decoded and a later read needing more rows decodes again.
+        """
+        block = self._decoder(ifd).decode(data, ref.row, _rows_needed(ifd, ref, win))
         block.flags.writeable = False  # shared through the cache: nobody may change it
         self.context.decoded_cache.put(self._key(ifd, ref.index), block)
         return block
@@ -557,6 +566,7 @@ class Image:
         ifd: ImageIFD,
         refs: list[BlockRef],
         sources: list[BlockSource],
+        win: Window,
         work: Callable[[BlockRef, npt.NDArray[Any] | None], None],
     ) -> None:
         """Get each block (decoded from cache, or fetched and decoded) and hand it to ``work``,
@@ -572,7 +582,7 @@ class Image:
         def decode_and_work(ref: BlockRef, data: bytes) -> None:
             if over.is_set():
                 return
-            work(ref, self._decode_block(ifd, ref, data) if data else None)
+            work(ref, self._decode_block(ifd, ref, data, win) if data else None)
 
         async def one(ref: BlockRef, src: BlockSource) -> None:
             if src is None:
@@ -607,7 +617,9 @@ class Image:
         dtype = ifd.dtype
         self._check_output(len(samples), win.height, win.width, dtype)
         refs = self._refs(ifd, win, samples)
-        sources = await self._block_sources(ifd, refs, max_bytes=max_bytes, max_tiles=max_tiles)
+        sources = await self._block_sources(
+            ifd, refs, win, max_bytes=max_bytes, max_tiles=max_tiles
+        )
         shape = (len(samples), win.height, win.width)
         inside = intersect(win, Window(0, 0, ifd.width, ifd.height)) == win
         # Inside the image every pixel comes from a block (or a sparse block's fill), so the
@@ -620,7 +632,7 @@ class Image:
             else:
                 paste(out, block, ref, ifd, win, samples)
 
-        await self._run_blocks(ifd, refs, sources, work)
+        await self._run_blocks(ifd, refs, sources, win, work)
         return out
 
     async def read(
@@ -868,7 +880,9 @@ class Image:
         ifd = self._level(level)
         win = self._window(window, ifd, False)
         refs = self._refs(ifd, win, samples)
-        sources = await self._block_sources(ifd, refs, max_bytes=max_bytes, max_tiles=max_tiles)
+        sources = await self._block_sources(
+            ifd, refs, win, max_bytes=max_bytes, max_tiles=max_tiles
+        )
         self._decoder(ifd)
         loop = asyncio.get_running_loop()
         fill = self._fill(None, ifd.dtype)
@@ -883,7 +897,7 @@ class Image:
             def place(ref: BlockRef, block: npt.NDArray[Any] | bytes) -> None:
                 # In the pool: decode (unless cached) and paste, off the event loop.
                 if not isinstance(block, np.ndarray):
-                    block = self._decode_block(ifd, ref, block)
+                    block = self._decode_block(ifd, ref, block, win)
                 paste(out, block, ref, ifd, part_win, samples)
 
             for ref, aw in parts:
@@ -933,6 +947,12 @@ class _Pending:
 
 #: How a block reaches a read: decoded already, bytes to come, or nothing (sparse).
 BlockSource = npt.NDArray[Any] | _Pending | None
+
+
+def _rows_needed(ifd: ImageIFD, ref: BlockRef, win: Window) -> int:
+    """How many of a block's rows, from its top, a read of ``win`` uses."""
+    top = ref.row * ifd.block_height
+    return max(1, min(ifd.block_rows(ref.row), win.row_end - top))
 
 
 def _release(sources: list[BlockSource]) -> None:
