@@ -143,6 +143,9 @@ class Context:
         self.header_sizes = header_sizes if header_sizes is not None else default_header_sizes()
         self.executor: Executor = executor if executor is not None else default_executor()
         self.inflight = Inflight()
+        #: HTTP origins that answered a multi-range GET otherwise than with usable
+        #: multipart/byteranges (origin -> how): asked range by range from then on.
+        self.multirange_refused: dict[str, str] = {}
         self._filesystems: dict[str, Any] = {}
         self._fs_lock = asyncio.Lock()
         self._closed = False
@@ -209,7 +212,10 @@ class Context:
         scheme = parts.scheme.lower()
         if scheme in ("http", "https"):
             merged = {**self.options.http_headers, **(headers or {})}
-            return HTTPSource(url, self.http_session(), headers=merged)
+            return HTTPSource(
+                url, self.http_session(), headers=merged,
+                multirange_refused=self.multirange_refused,
+            )
         if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
             return FileSource(url)
         try:

@@ -1,10 +1,11 @@
 """Running fetches: concurrency limit, retries with jittered backoff, accounting, block caching,
 coalescing and in-flight de-duplication.
 
-``Fetcher`` sends single-range GETs for one Image. ``Fetcher.blocks`` serves a list of block
-requests: cached blocks at once, blocks another read is already fetching by joining that fetch, the
-rest by coalesced GETs started here. A fetch shared by several readers is cancelled only when the
-last of them is cancelled, so one caller's timeout never breaks another's read.
+``Fetcher`` sends range GETs for one Image. ``Fetcher.blocks`` serves a list of block requests:
+cached blocks at once, blocks another read is already fetching by joining that fetch, the rest by
+coalesced GETs started here (asked for, several of them as one multi-range GET). A fetch shared by
+several readers is cancelled only when the last of them is cancelled, so one caller's timeout never
+breaks another's read.
 """
 
 from __future__ import annotations
@@ -213,6 +214,24 @@ class Fetcher:
         """All ranges concurrently; the first failure cancels the rest."""
         return await gather_all(self.get(r, purpose) for r in ranges)
 
+    async def get_together(self, ranges: Sequence[ByteRange]) -> list[bytes]:
+        """Tile ranges in one multi-range GET; one GET each when the source answers that one
+        otherwise (it then remembers not to be asked again)."""
+        read_many = getattr(self.source, "read_many", None)
+        datas = None if read_many is None else await self._attempts(lambda: read_many(ranges))
+        if datas is None:
+            if read_many is not None:
+                self._count("tile", 0)  # the refused GET (its body was not read)
+            return await self.get_many(ranges, "tile")
+        self._count("tile", sum(len(d) for d in datas))
+        for rng, data in zip(ranges, datas, strict=True):
+            if len(data) != rng.length:
+                raise ObjectChangedError(
+                    f"asked for {rng.length} bytes at {rng.start}, got {len(data)}",
+                    url=self.source.url,
+                )
+        return list(datas)
+
     async def open(self, length: int) -> tuple[ObjectMeta, bytes]:
         """The source's first read (metadata + prefix), retried like any other."""
         meta, data = await self._attempts(lambda: self.source.open(length))
@@ -229,11 +248,14 @@ class Fetcher:
         inflight: Inflight,
         max_gap: int,
         max_size: int,
+        multirange: bool = False,
     ) -> list[BlockWaiter]:
         """One ``BlockWaiter`` per request, resolving to that block's bytes.
 
         Must be called on the event loop; starts the needed GETs immediately. A caller that
-        stops before awaiting every waiter must ``release()`` the rest.
+        stops before awaiting every waiter must ``release()`` the rest. With ``multirange``
+        (and a source that takes them and has not refused one), up to ``MULTI_RANGES``
+        coalesced ranges totalling at most ``MULTI_BYTES`` go out as one multi-range GET.
         """
         out: list[BlockWaiter | None] = []
         todo: list[tuple[int, BlockRequest]] = []
@@ -255,42 +277,45 @@ class Fetcher:
             out.append(None)  # filled in below, once its coalesced GET exists
             todo.append((i, req))
         groups = coalesce([req.range for _, req in todo], max_gap, max_size)
-        for group in groups:
+        together = multirange and len(groups) > 1 and getattr(self.source, "multirange", False)
+        for batch in _batches(groups) if together else [[g] for g in groups]:
             flight = _Flight(inflight)
-            members = [todo[m] for m in group.members]
-            futures: list[asyncio.Future[bytes]] = []
-            for i, req in members:
-                fut = loop.create_future()
-                fut.add_done_callback(_silence)
-                inflight.add(req.key, fut, flight)
-                flight.entries.append((req.key, fut))
-                futures.append(fut)
-                out[i] = BlockWaiter(fut, flight)
-            flight.task = loop.create_task(
-                self._run_flight(group.range, members, futures, cache, inflight)
-            )
+            jobs: list[_Job] = []
+            for group in batch:
+                members = [todo[m] for m in group.members]
+                futures: list[asyncio.Future[bytes]] = []
+                for i, req in members:
+                    fut = loop.create_future()
+                    fut.add_done_callback(_silence)
+                    inflight.add(req.key, fut, flight)
+                    flight.entries.append((req.key, fut))
+                    futures.append(fut)
+                    out[i] = BlockWaiter(fut, flight)
+                jobs.append((group.range, members, futures))
+            flight.task = loop.create_task(self._run_flight(jobs, cache, inflight))
         return [w for w in out if w is not None]
 
     async def _run_flight(
-        self,
-        rng: ByteRange,
-        members: list[tuple[int, BlockRequest]],
-        futures: list[asyncio.Future[bytes]],
-        cache: LRUCache[bytes],
-        inflight: Inflight,
+        self, jobs: list[_Job], cache: LRUCache[bytes], inflight: Inflight
     ) -> None:
+        """One GET (or one multi-range GET) and the blocks it carries."""
+        futures = [fut for _, _, futs in jobs for fut in futs]
         try:
-            data = await self.get(rng, "tile")
-            for (_, req), fut in zip(members, futures, strict=True):
-                piece = data[req.range.start - rng.start : req.range.end - rng.start]
-                if req.leader:
-                    block = strip_leader(piece)
-                    if block is None:
-                        fut.set_exception(LeaderMismatch(req.key))
-                        continue
-                    piece = block
-                cache.put(req.key, piece)
-                fut.set_result(piece)
+            if len(jobs) == 1:
+                datas = [await self.get(jobs[0][0], "tile")]
+            else:
+                datas = await self.get_together([rng for rng, _, _ in jobs])
+            for (rng, members, futs), data in zip(jobs, datas, strict=True):
+                for (_, req), fut in zip(members, futs, strict=True):
+                    piece = data[req.range.start - rng.start : req.range.end - rng.start]
+                    if req.leader:
+                        block = strip_leader(piece)
+                        if block is None:
+                            fut.set_exception(LeaderMismatch(req.key))
+                            continue
+                        piece = block
+                    cache.put(req.key, piece)
+                    fut.set_result(piece)
         except asyncio.CancelledError:
             for fut in futures:
                 fut.cancel()
@@ -300,5 +325,31 @@ class Fetcher:
                 if not fut.done():
                     fut.set_exception(exc)
         finally:
-            for (_, req), fut in zip(members, futures, strict=True):
-                inflight.discard(req.key, fut)
+            for _, members, futs in jobs:
+                for (_, req), fut in zip(members, futs, strict=True):
+                    inflight.discard(req.key, fut)
+
+
+#: One coalesced range of a flight: the range, its blocks (slot, request) and their futures.
+_Job = tuple[ByteRange, list[tuple[int, BlockRequest]], list["asyncio.Future[bytes]"]]
+
+#: A multi-range GET carries at most this many ranges ...
+MULTI_RANGES = 8
+#: ... totalling at most this many bytes: parallel GETs keep more of a fast link busy than one
+#: long response, so big reads still spread over several connections.
+MULTI_BYTES = 4 << 20
+
+
+def _batches(groups: Sequence[Any]) -> list[list[Any]]:
+    """Consecutive coalesced groups packed into multi-range GETs within the limits above."""
+    out: list[list[Any]] = []
+    size = 0
+    for group in groups:
+        length = group.range.length
+        if out and len(out[-1]) < MULTI_RANGES and size + length <= MULTI_BYTES:
+            out[-1].append(group)
+            size += length
+        else:
+            out.append([group])
+            size = length
+    return out

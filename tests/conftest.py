@@ -23,9 +23,11 @@ def server(range_server: RangeServer) -> Iterator[RangeServer]:
     range_server.reset()
     range_server.fault = None
     range_server.latency = 0.0
+    range_server.multirange = True
     yield range_server
     range_server.fault = None
     range_server.latency = 0.0
+    range_server.multirange = True
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Readers installed in the project's venv (the test and bench extras); aiocogeo lives in its own.
-MAIN_READERS = ["cloudroi", "rasterio", "tifffile", "async-tiff"]
+MAIN_READERS = ["cloudroi", "cloudroi[multirange]", "rasterio", "tifffile", "async-tiff"]
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,15 @@ def test_cloudroi_traffic_is_near_the_minimum(smoke_report: dict) -> None:
         row = summary["rows"]["cloudroi"]
         # Every block needed is fetched once, and little else: a loose bound for the toy corpus.
         assert summary["minimum"]["total"] <= row["bytes"] <= 2 * summary["minimum"]["total"], key
+
+
+def test_multirange_row_sends_one_get_for_the_window(smoke_report: dict) -> None:
+    """W1's window spans 3 block rows: 3 GETs by default, 1 multi-range GET with the option."""
+    rows = smoke_report["workloads"]["W1"]["rows"]
+    assert rows["cloudroi"]["requests"] == 4
+    assert rows["cloudroi[multirange]"]["requests"] == 2
+    assert rows["cloudroi[multirange]"]["bytes"] < 1.1 * smoke_report["workloads"]["W1"][
+        "minimum"]["total"]
 
 
 def test_aiocogeo_is_shown_not_dropped(smoke_report: dict) -> None:

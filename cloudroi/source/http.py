@@ -1,17 +1,24 @@
-"""HTTP(S) byte ranges with aiohttp: one range per GET, every answer checked, ETag pinned.
+"""HTTP(S) byte ranges with aiohttp: one range per GET (or, asked for, several in one
+``multipart/byteranges`` GET), every answer checked, ETag pinned.
 
 Facts this relies on (HTTP semantics, RFC 9110): a server may ignore ``Range`` and answer 200 with
 the whole body, so a 200 is only accepted when the whole object is what was asked for; a 206 must
 carry a ``Content-Range`` that matches the request; ``If-Match`` compares strong validators only, so
 a weak ETag is compared by hand instead; ``Accept-Encoding: identity`` keeps ranges meaningful.
+A multi-range GET is answered by servers that support it (nginx, Apache, Go's file server) with
+206 ``multipart/byteranges`` (RFC 9110 14.6), whose parts may be merged or reordered; S3, GCS and
+many others answer 200 with the whole object, some serve only the first range.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import email.utils
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping, Sequence
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -28,6 +35,8 @@ from ..types import ByteRange, ObjectMeta
 from .base import check_content_range, parse_content_range
 
 __all__ = ["HTTPSource", "parse_retry_after"]
+
+log = logging.getLogger("cloudroi.http")
 
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MAX_RETRY_AFTER = 30.0
@@ -84,12 +93,19 @@ class HTTPSource:
         *,
         headers: Mapping[str, str] | None = None,
         timeout: aiohttp.ClientTimeout | None = None,
+        multirange_refused: MutableMapping[str, str] | None = None,
     ) -> None:
         self.url = url
         self._session = session
         self._headers = dict(headers or {})
         self._timeout = timeout
         self.meta: ObjectMeta | None = None
+        parts = urlsplit(url)
+        self._origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+        #: Origins whose servers did not answer a multi-range GET with usable
+        #: multipart/byteranges, and how they answered (shared through the Context, so each
+        #: origin is asked once).
+        self._refused = multirange_refused if multirange_refused is not None else {}
 
     def _request_headers(self, rng: ByteRange) -> dict[str, str]:
         headers = dict(self._headers)
@@ -101,17 +117,7 @@ class HTTPSource:
         return headers
 
     async def _send(self, rng: ByteRange) -> aiohttp.ClientResponse:
-        try:
-            kwargs: dict[str, object] = {"headers": self._request_headers(rng)}
-            if self._timeout is not None:
-                kwargs["timeout"] = self._timeout
-            return await self._session.get(self.url, **kwargs)  # type: ignore[arg-type]
-        except aiohttp.InvalidURL as exc:
-            raise SourceNotFoundError(f"invalid URL: {exc}", url=self.url) from exc
-        except aiohttp.TooManyRedirects as exc:
-            raise UpstreamError("too many redirects", url=self.url) from exc
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise TransientError(f"request failed: {exc!r}", url=self.url) from exc
+        return await self._send_headers(self._request_headers(rng))
 
     async def _body(self, resp: aiohttp.ClientResponse, expected: int) -> bytes:
         """Exactly ``expected`` bytes of body, or an error; never reads more than that."""
@@ -224,5 +230,163 @@ class HTTPSource:
         resp.release()
         return data
 
+    @property
+    def multirange(self) -> bool:
+        """Whether a multi-range GET is worth trying: not refused by this origin before."""
+        return self._origin not in self._refused
+
+    async def read_many(self, ranges: Sequence[ByteRange]) -> list[bytes] | None:
+        """Several ranges (sorted, disjoint) in one GET, each exactly; None when the server
+        answers otherwise (200, a single range, a malformed multipart body): the caller then
+        asks range by range, and this origin is not asked for several ranges again."""
+        assert self.meta is not None, "read before open"
+        if len(ranges) < 2 or not self.multirange:
+            return None
+        headers = self._request_headers(ranges[0])
+        headers["Range"] = "bytes=" + ",".join(f"{r.start}-{r.end - 1}" for r in ranges)
+        resp = await self._send_headers(headers)
+        try:
+            if resp.status == 416:
+                cr = parse_content_range(resp.headers.get("Content-Range"))
+                total = cr.total if cr else None
+                raise ObjectChangedError(
+                    f"ranges not satisfiable (object is now {total} bytes, was {self.meta.size})",
+                    url=self.url,
+                )
+            if resp.status not in (200, 206):
+                raise _status_error(resp, self.url)
+            self._check_etag(resp)
+            ctype = resp.headers.get("Content-Type", "")
+            boundary = _boundary(ctype) if resp.status == 206 else None
+            if boundary is None:
+                # 200 (the whole object is on its way) or one range only: stop reading.
+                self._refuse(f"HTTP {resp.status} {ctype!r}")
+                resp.close()
+                return None
+            self._check_encoding(resp)
+            try:
+                parts = await self._parts(resp, boundary, ranges)
+            except _NotByteranges as exc:
+                self._refuse(str(exc))
+                resp.close()
+                return None
+        except BaseException:
+            resp.close()
+            raise
+        resp.release()
+        return parts
+
+    def _refuse(self, why: str) -> None:
+        self._refused[self._origin] = why
+        log.info("%s: no multi-range GETs from now on (%s)", self._origin, why)
+    async def _send_headers(self, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        try:
+            kwargs: dict[str, object] = {"headers": headers}
+            if self._timeout is not None:
+                kwargs["timeout"] = self._timeout
+            return await self._session.get(self.url, **kwargs)  # type: ignore[arg-type]
+        except aiohttp.InvalidURL as exc:
+            raise SourceNotFoundError(f"invalid URL: {exc}", url=self.url) from exc
+        except aiohttp.TooManyRedirects as exc:
+            raise UpstreamError("too many redirects", url=self.url) from exc
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise TransientError(f"request failed: {exc!r}", url=self.url) from exc
+
+    async def _parts(
+        self, resp: aiohttp.ClientResponse, boundary: bytes, ranges: Sequence[ByteRange]
+    ) -> list[bytes]:
+        """Read a multipart/byteranges body and cut the asked ranges out of its parts.
+
+        Bounded: at most two parts per range asked, 32 header lines per part, part bodies
+        totalling at most twice the bytes asked (+64 KiB, for a server merging close ranges).
+        """
+        assert self.meta is not None
+        size = self.meta.size
+        content = resp.content
+        delimiter, closing = b"--" + boundary, b"--" + boundary + b"--"
+        budget = 2 * sum(r.length for r in ranges) + 65536
+        starts: list[int] = []
+        bodies: list[bytes] = []
+        stray = blank = 0
+        try:
+            while True:
+                line = (await content.readline()).rstrip(b"\r\n")
+                if not line and content.at_eof():
+                    raise TransientError("multipart body ended early", url=self.url)
+                if line == closing:
+                    break
+                if line != delimiter:
+                    # the CRLF before each delimiter, and a preamble before the first one
+                    if line:
+                        stray += 1
+                    else:
+                        blank += 1
+                    if stray > 8 or blank > 2 * len(ranges) + 8:
+                        raise _NotByteranges("no multipart delimiter")
+                    continue
+                if len(bodies) >= 2 * len(ranges):
+                    raise _NotByteranges("more parts than ranges asked")
+                cr = None
+                for _ in range(32):
+                    header = (await content.readline()).rstrip(b"\r\n")
+                    if not header:
+                        break
+                    name, _, value = header.partition(b":")
+                    if name.strip().lower() == b"content-range":
+                        cr = parse_content_range(value.decode("latin-1"))
+                else:
+                    raise _NotByteranges("part headers do not end")
+                if cr is None or cr.first is None or cr.last is None:
+                    raise _NotByteranges("part without a usable Content-Range")
+                if cr.total is not None and cr.total != size:
+                    raise ObjectChangedError(
+                        f"object size changed from {size} to {cr.total}", url=self.url
+                    )
+                length = cr.last - cr.first + 1
+                if cr.last >= size or length > budget:
+                    raise _NotByteranges("part outside the object or larger than asked")
+                budget -= length
+                body = await content.readexactly(length)
+                at = bisect.bisect(starts, cr.first)
+                starts.insert(at, cr.first)
+                bodies.insert(at, body)
+            if not content.at_eof():
+                await content.read(1024)  # the epilogue's CRLF
+        except asyncio.IncompleteReadError as exc:
+            raise TransientError(
+                f"truncated multipart part: {len(exc.partial)} of {exc.expected} bytes",
+                url=self.url,
+            ) from exc
+        except ValueError as exc:  # aiohttp: a line longer than its buffer
+            raise _NotByteranges(f"unreadable multipart body: {exc}") from exc
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise TransientError(f"body read failed: {exc!r}", url=self.url) from exc
+        out = []
+        for r in ranges:
+            i = bisect.bisect(starts, r.start) - 1
+            if i < 0 or starts[i] + len(bodies[i]) < r.end:
+                raise _NotByteranges(f"bytes {r.start}-{r.end - 1} missing from the answer")
+            body, off = bodies[i], r.start - starts[i]
+            out.append(body if off == 0 and len(body) == r.length else body[off : off + r.length])
+        return out
+
     async def close(self) -> None:
         return None
+
+
+class _NotByteranges(Exception):
+    """A 206 multipart answer cloudroi cannot use as the ranges it asked for."""
+
+
+def _boundary(content_type: str) -> bytes | None:
+    """The boundary of a ``multipart/byteranges`` Content-Type, else None."""
+    kind, _, params = content_type.partition(";")
+    if kind.strip().lower() != "multipart/byteranges":
+        return None
+    for param in params.split(";"):
+        name, _, value = param.strip().partition("=")
+        if name.strip().lower() == "boundary":
+            value = value.strip().strip('"')
+            if 0 < len(value) <= 200:
+                return value.encode("latin-1")
+    return None

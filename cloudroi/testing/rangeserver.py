@@ -1,7 +1,9 @@
 """A real HTTP range server on 127.0.0.1 for tests, benchmarks and the demo.
 
-It serves named byte strings with single-range GETs (206 + Content-Range), HEAD, strong ETags,
-``If-Match`` (412 on mismatch) and 416 past the end, counts every request and body byte, and can add
+It serves named byte strings with single-range GETs (206 + Content-Range), multi-range GETs (206
+``multipart/byteranges``, as nginx and Apache answer them; with ``multirange=False`` a 200 with the
+whole object, as S3 answers them), HEAD, strong ETags, ``If-Match`` (412 on mismatch) and 416 past
+the end, counts every request and body byte (multipart framing included), and can add
 a fixed latency per request (to model an object store's first-byte time). It runs its own event
 loop in a background thread, so synchronous code (rasterio/GDAL, tifffile+fsspec) can use it too.
 
@@ -72,6 +74,37 @@ def etag_of(data: bytes) -> str:
     return '"' + hashlib.blake2b(data, digest_size=10).hexdigest() + '"'
 
 
+def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
+    """Inclusive (first, last) of each range of a (multi-)range header, None when any is
+    unsatisfiable or odd."""
+    spec = header.strip()
+    if not spec.startswith("bytes="):
+        return None
+    out = []
+    for part in spec[len("bytes="):].split(","):
+        rng = parse_range("bytes=" + part.strip(), size)
+        if rng is None:
+            return None
+        out.append(rng)
+    return out
+
+
+def multipart_byteranges(
+    data: bytes, ranges: list[tuple[int, int]], boundary: str
+) -> bytes:
+    """A ``multipart/byteranges`` body (RFC 9110 14.6) of ``ranges`` of ``data``."""
+    size = len(data)
+    chunks = []
+    for first, last in ranges:
+        chunks.append(
+            f"\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Range: bytes {first}-{last}/{size}\r\n\r\n".encode()
+        )
+        chunks.append(data[first : last + 1])
+    chunks.append(f"\r\n--{boundary}--\r\n".encode())
+    return b"".join(chunks)
+
+
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
     """Inclusive (first, last) of a single-range header, None when unsatisfiable or odd."""
     m = _RANGE.match(header.strip())
@@ -103,6 +136,7 @@ class RangeServer:
         fault: FaultHook | None = None,
         etags: bool = True,
         honour_if_match: bool = True,
+        multirange: bool = True,
     ) -> None:
         self._files: dict[str, bytes] = {}
         self._etags: dict[str, str] = {}
@@ -113,6 +147,8 @@ class RangeServer:
         self.send_etags = etags
         #: False: behave like a server that ignores If-Match (the client must compare ETags).
         self.honour_if_match = honour_if_match
+        #: False: answer multi-range GETs with 200 and the whole object, as S3 does.
+        self.multirange = multirange
         self.log: list[RequestLog] = []
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -196,6 +232,19 @@ class RangeServer:
         if rng_header is None:
             body = data
             status = 200
+        elif "," in rng_header and request.method == "GET":
+            ranges = parse_ranges(rng_header, size)
+            if ranges is None:
+                headers["Content-Range"] = f"bytes */{size}"
+                self._record(request, 416, 0)
+                return web.Response(status=416, headers=headers)
+            if not self.multirange:
+                return await self._stream_whole(request, data, headers)
+            boundary = "cloudroi-" + etag.strip('"')[:16]
+            body = multipart_byteranges(data, ranges, boundary)
+            headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
+            self._record(request, 206, len(body))
+            return web.Response(status=206, body=body, headers=headers)
         else:
             rng = parse_range(rng_header, size)
             if rng is None:
