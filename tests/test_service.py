@@ -202,6 +202,23 @@ async def test_region_npy_keeps_every_band_and_the_dtype(
     np.testing.assert_array_equal(arr, rgb_pixels()[[2, 0], ::2, ::2][:, 20:60, 10:40])
 
 
+async def test_multirange_setting_asks_upstream_once_per_read(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    client = await make_client(multirange=True)
+    upstream.server.reset()
+    status, _, body = await get(
+        client, "/region", url=upstream.url("rgb.tif"), window="300,100,200,300", format="npy"
+    )
+    assert status == 200
+    np.testing.assert_array_equal(np.load(io.BytesIO(body)), rgb_pixels()[:, 100:400, 300:500])
+    multi = [e for e in upstream.server.log if e.range and "," in e.range]
+    assert multi  # the window's 3 block rows came in multi-range GETs
+    assert all(e.status == 206 for e in multi)
+    assert ServiceConfig.from_env({"CLOUDROI_MULTIRANGE": "true"}).multirange
+    assert not ServiceConfig.from_env({}).multirange
+
+
 async def test_region_geotiff_keeps_georeferencing(
     client: Client, upstream: Upstream, tmp_path: Path
 ) -> None:

@@ -52,6 +52,8 @@ class ServiceConfig:
     upstream_connect_timeout: float = 5.0
     upstream_read_timeout: float = 20.0
     max_upstream_connections: int = 64
+    #: Ask HTTP upstreams for a read's ranges in one multi-range GET (see ImageOptions).
+    multirange: bool = False
     #: endpoint_url for s3:// sources (MinIO, moto, other S3-compatible stores).
     s3_endpoint_url: str | None = None
     #: Read S3 without credentials (public buckets).
@@ -183,6 +185,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds an upstream read may stall."),
     Setting("CLOUDROI_MAX_UPSTREAM_CONNECTIONS", "max_upstream_connections", int,
             "Pooled upstream HTTP connections."),
+    Setting("CLOUDROI_MULTIRANGE", "multirange", _bool,
+            "Ask HTTP upstreams for a read's byte ranges in one multi-range GET (fewer requests "
+            "where they answer `multipart/byteranges`, as nginx and Apache do; S3 and GCS do not, "
+            "and cost one wasted round trip per origin)."),
     Setting("CLOUDROI_S3_ENDPOINT_URL", "s3_endpoint_url", str,
             "Endpoint of an S3-compatible store for `s3://` sources (credentials come from the "
             "usual AWS variables or role)."),

@@ -284,7 +284,9 @@ async def _with_image(
     target = await state.resolve(url)
     for attempt in range(2):
         try:
-            img = await open_image(target, context=state.context)
+            img = await open_image(
+                target, context=state.context, multirange=state.config.multirange
+            )
             try:
                 return await work(img)
             finally:
