@@ -127,6 +127,26 @@ async def test_one_fault_gives_exact_pixels_or_its_typed_error(
     np.testing.assert_array_equal(await read_u16(url, ctx, **options), expected)
 
 
+@pytest.mark.parametrize("kind", sorted(FAULTS))
+async def test_a_fault_on_a_multi_range_get_gives_exact_pixels_or_its_typed_error(
+    server: RangeServer, ctx: cloudroi.Context, kind: str
+) -> None:
+    """multirange=True: whatever answers the first multi-range GET, the read returns the exact
+    pixels (retried, or range by range after an unusable answer) or ObjectChangedError."""
+    _, url = put(server, U16.data)
+    server.fault = fail_first(1, fault_of(kind), match=lambda r: "," in r.headers.get("Range", ""))
+    options = {"multirange": True, "coalesce_gap": 0, "coalesce_max": 1}
+    expected = U16.window(0, WINDOW)
+    if kind in ("412", "changed", "shrunk"):
+        with pytest.raises(CHANGED):
+            await read_u16(url, ctx, **options)
+    else:
+        np.testing.assert_array_equal(await read_u16(url, ctx, **options), expected)
+    assert any("," in (e.range or "") for e in server.log)  # the fault met a multi-range GET
+    server.fault = None
+    np.testing.assert_array_equal(await read_u16(url, ctx, **options), expected)
+
+
 @pytest.mark.parametrize("kind", sorted(TRANSIENT))
 async def test_a_fault_on_every_attempt_is_retried_a_bounded_number_of_times(
     server: RangeServer, ctx: cloudroi.Context, kind: str
@@ -321,10 +341,11 @@ async def test_an_object_replaced_after_open_is_detected(
             np.testing.assert_array_equal(got, U16.window(0, (0, 0, 64, 64)) ^ np.uint16(0x0F0F))
 
 
+@pytest.mark.parametrize("multirange", [False, True])
 @pytest.mark.parametrize("honour_if_match", [True, False])
 @pytest.mark.parametrize("after", [0, 1, 3, 7])
 async def test_an_object_replaced_mid_read_never_mixes_pixels(
-    honour_if_match: bool, after: int, make_ctx: MakeContext
+    honour_if_match: bool, after: int, multirange: bool, make_ctx: MakeContext
 ) -> None:
     """The object is replaced while a read's tile GETs are in flight (after ``after`` of them):
     the read returns the old pixels exactly, or raises ObjectChangedError; never a mix."""
@@ -339,7 +360,7 @@ async def test_an_object_replaced_mid_read_never_mixes_pixels(
 
         ctx = make_ctx(max_concurrency=2)
         async with cloudroi.open(srv.url("a.tif"), context=ctx, coalesce_gap=0,
-                                 coalesce_max=1) as img:
+                                 coalesce_max=1, multirange=multirange) as img:
             srv.fault = swap
             try:
                 got = await img.read((0, 0, 1100, 900))
