@@ -311,10 +311,8 @@ class HTTPSource:
         try:
             while True:
                 line = (await content.readline()).rstrip(b"\r\n")
-                if not line and content.at_eof():
-                    raise TransientError("multipart body ended early", url=self.url)
-                if line == closing:
-                    break
+                if line == closing or (not line and content.at_eof()):
+                    break  # the end (a missing closing delimiter is forgiven if all is there)
                 if line != delimiter:
                     # the CRLF before each delimiter, and a preamble before the first one
                     if line:
