@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar
 
 from .cache import LRUCache
 from .errors import ObjectChangedError, TransientError
-from .plan import coalesce, strip_leader
+from .plan import coalesce, leader_span
 from .source.base import RangeSource
 from .tasks import gather_all
 from .types import ByteRange, ObjectMeta, Stats
@@ -306,14 +306,18 @@ class Fetcher:
             else:
                 datas = await self.get_together([rng for rng, _, _ in jobs])
             for (rng, members, futs), data in zip(jobs, datas, strict=True):
+                view = memoryview(data)
                 for (_, req), fut in zip(members, futs, strict=True):
-                    piece = data[req.range.start - rng.start : req.range.end - rng.start]
+                    lo, hi = req.range.start - rng.start, req.range.end - rng.start
                     if req.leader:
-                        block = strip_leader(piece)
-                        if block is None:
+                        span = leader_span(view[lo:hi])
+                        if span is None:
                             fut.set_exception(LeaderMismatch(req.key))
                             continue
-                        piece = block
+                        lo, hi = lo + span[0], lo + span[1]
+                    # One copy per block (none when the block is the whole GET), made on the
+                    # loop: every copy here delays the bytes of the other GETs.
+                    piece = data if lo == 0 and hi == len(data) else bytes(view[lo:hi])
                     cache.put(req.key, piece)
                     fut.set_result(piece)
         except asyncio.CancelledError:

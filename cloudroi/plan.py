@@ -116,18 +116,24 @@ def leader_ranges(
     return out
 
 
-def strip_leader(data: bytes) -> bytes | None:
-    """The block inside a leader range, or None when leader and trailer disagree with the data."""
+def leader_span(data: bytes | memoryview) -> tuple[int, int] | None:
+    """Where the block lies inside a leader range (start, end), or None when the leader and the
+    trailer disagree with the data."""
     if len(data) < 8:
         return None
     size = int.from_bytes(data[:4], "little")
-    if size == 0 or 4 + size + 4 > len(data):
+    if size < 4 or 4 + size + 4 > len(data):
         return None
-    block = data[4 : 4 + size]
-    trailer = data[4 + size : 8 + size]
-    if block[-4:] != trailer:
+    # GDAL's trailer repeats the block's last 4 bytes.
+    if data[size : 4 + size] != data[4 + size : 8 + size]:
         return None
-    return block
+    return 4, 4 + size
+
+
+def strip_leader(data: bytes) -> bytes | None:
+    """The block inside a leader range, or None when leader and trailer disagree with the data."""
+    span = leader_span(data)
+    return None if span is None else data[span[0] : span[1]]
 
 
 @dataclass(frozen=True, slots=True)
