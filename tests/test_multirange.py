@@ -5,6 +5,7 @@ answers otherwise; every answer checked, every pixel compared."""
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -289,7 +290,11 @@ def _mutated_framing(ranges: list[tuple[int, int]], size: int, seed: int) -> byt
     return out + b"\r\n--b0undary--\r\n"
 
 
-@pytest.mark.parametrize("seed", range(40))
+#: CLOUDROI_LONG=1 (the reliability suites' long-run switch): 2000 damaged answers, else 40.
+DAMAGED = 2000 if os.environ.get("CLOUDROI_LONG") == "1" else 40
+
+
+@pytest.mark.parametrize("seed", range(DAMAGED))
 async def test_damaged_framing_gives_exact_pixels_or_a_typed_error(
     odd_server: tuple[str, dict[str, Any]], seed: int
 ) -> None:
