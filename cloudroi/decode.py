@@ -119,8 +119,8 @@ class BlockDecoder:
         TiffFormatError when they do not fit the header.
 
         ``rows``: only the block's first ``rows`` rows are needed (a window ending inside the
-        block). Codecs that can stop early (LZW and Deflate, through libtiff; uncompressed) then
-        return just those rows, and the others the whole block: at least ``rows`` either way.
+        block). LZW, uncompressed blocks, and Deflate when at most a third of the block is needed
+        then return just those rows; otherwise the whole block: at least ``rows`` either way.
         """
         try:
             return self._decode(data, block_row, rows)
@@ -168,7 +168,7 @@ class BlockDecoder:
             prefix = zlib.decompressobj().decompress(data, size)
             if len(prefix) < size:
                 raise TiffFormatError(f"block decoded to {len(prefix)} bytes, {size} expected")
-            return self._unpack(np.frombuffer(bytearray(prefix), np.uint8), part)
+            return self._unpack(prefix, part)
         if self._libtiff_whole:
             return self._libtiff(data, rows)
         if ifd.fill_order == 2:

@@ -203,33 +203,33 @@ class Fetcher:
         data = await self._attempts(lambda: self.source.read(rng))
         if getattr(self.source, "counts_requests", True):
             self._count(purpose, len(data))
+        self._check_length(rng, data)
+        return data
+
+    def _check_length(self, rng: ByteRange, data: bytes) -> None:
         if len(data) != rng.length:
             raise ObjectChangedError(
                 f"asked for {rng.length} bytes at {rng.start}, got {len(data)}",
                 url=self.source.url,
             )
-        return data
 
     async def get_many(self, ranges: Sequence[ByteRange], purpose: Purpose) -> list[bytes]:
         """All ranges concurrently; the first failure cancels the rest."""
         return await gather_all(self.get(r, purpose) for r in ranges)
 
     async def get_together(self, ranges: Sequence[ByteRange]) -> list[bytes]:
-        """Tile ranges in one multi-range GET; one GET each when the source answers that one
-        otherwise (it then remembers not to be asked again)."""
+        """Tile ranges in one multi-range GET; one GET each when the source cannot, or answers
+        that one otherwise (it then remembers not to be asked again)."""
         read_many = getattr(self.source, "read_many", None)
-        datas = None if read_many is None else await self._attempts(lambda: read_many(ranges))
+        if read_many is None or not getattr(self.source, "multirange", False):
+            return await self.get_many(ranges, "tile")  # refused since this flight was planned
+        datas = await self._attempts(lambda: read_many(ranges))
         if datas is None:
-            if read_many is not None:
-                self._count("tile", 0)  # the refused GET (its body was not read)
+            self._count("tile", 0)  # the refused GET (its body was not read)
             return await self.get_many(ranges, "tile")
         self._count("tile", sum(len(d) for d in datas))
         for rng, data in zip(ranges, datas, strict=True):
-            if len(data) != rng.length:
-                raise ObjectChangedError(
-                    f"asked for {rng.length} bytes at {rng.start}, got {len(data)}",
-                    url=self.source.url,
-                )
+            self._check_length(rng, data)
         return list(datas)
 
     async def open(self, length: int) -> tuple[ObjectMeta, bytes]:

@@ -4,6 +4,7 @@ answers otherwise; every answer checked, every pixel compared."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import AsyncIterator, Callable
@@ -147,10 +148,16 @@ def _parts(ranges: list[tuple[int, int]], size: int, *, total: int | None = None
     return out + b"--b0undary--\r\n"
 
 
-async def _read(url: str) -> tuple[np.ndarray, cloudroi.Image, cloudroi.Context]:
-    ctx = cloudroi.Context()
-    img = await cloudroi.open(url, context=ctx, multirange=True)
-    return (await img.read(WINDOW))[0], img, ctx
+@contextlib.asynccontextmanager
+async def _opened(
+    url: str, **options: Any
+) -> AsyncIterator[tuple[cloudroi.Image, cloudroi.Context]]:
+    """The COG opened with multi-range GETs in a fresh Context; both closed afterwards."""
+    async with (
+        cloudroi.Context(**options) as ctx,
+        cloudroi.open(url, context=ctx, multirange=True) as img,
+    ):
+        yield img, ctx
 
 
 @pytest.mark.parametrize(
@@ -173,14 +180,10 @@ async def test_usable_multipart_answers(
 ) -> None:
     url, state = odd_server
     state["answer"] = answer
-    got, img, ctx = await _read(url)
-    try:
-        np.testing.assert_array_equal(got, WANT)
+    async with _opened(url) as (img, ctx):
+        np.testing.assert_array_equal((await img.read(WINDOW))[0], WANT)
         assert img.stats.tile_requests == 1
         assert not ctx.multirange_refused
-    finally:
-        await img.close()
-        await ctx.close()
 
 
 @pytest.mark.parametrize(
@@ -207,17 +210,13 @@ async def test_unusable_answers_fall_back_range_by_range(
 ) -> None:
     url, state = odd_server
     state["answer"] = answer
-    got, img, ctx = await _read(url)
-    try:
-        np.testing.assert_array_equal(got, WANT)
+    async with _opened(url) as (img, ctx):
+        np.testing.assert_array_equal((await img.read(WINDOW))[0], WANT)
         assert list(ctx.multirange_refused) == [url.rsplit("/", 1)[0]]
         multi = [h for h, _ in state["log"] if "," in h]
         assert len(multi) == 1  # asked once ...
         await img.read((300, 400, 200, 130))
         assert len([h for h, _ in state["log"] if "," in h]) == 1  # ... and not again
-    finally:
-        await img.close()
-        await ctx.close()
 
 
 async def test_part_of_another_object_size_is_object_changed(
@@ -225,13 +224,9 @@ async def test_part_of_another_object_size_is_object_changed(
 ) -> None:
     url, state = odd_server
     state["answer"] = lambda r, n: _multipart(_parts(r, n, total=n + 1))
-    ctx = cloudroi.Context()
-    try:
-        async with cloudroi.open(url, context=ctx, multirange=True) as img:
-            with pytest.raises(cloudroi.ObjectChangedError):
-                await img.read(WINDOW)
-    finally:
-        await ctx.close()
+    async with _opened(url) as (img, _):
+        with pytest.raises(cloudroi.ObjectChangedError):
+            await img.read(WINDOW)
 
 
 async def test_truncated_multipart_is_retried(odd_server: tuple[str, dict[str, Any]]) -> None:
@@ -245,14 +240,10 @@ async def test_truncated_multipart_is_retried(odd_server: tuple[str, dict[str, A
         return _multipart(body)
 
     state["answer"] = answer
-    got, img, ctx = await _read(url)
-    try:
-        np.testing.assert_array_equal(got, WANT)
+    async with _opened(url) as (img, ctx):
+        np.testing.assert_array_equal((await img.read(WINDOW))[0], WANT)
         assert img.stats.retries >= 1
         assert not ctx.multirange_refused
-    finally:
-        await img.close()
-        await ctx.close()
 
 
 def test_multipart_body_round_trip() -> None:
@@ -307,13 +298,9 @@ async def test_damaged_framing_gives_exact_pixels_or_a_typed_error(
         return _multipart(_parts(r, n))
 
     state["answer"] = answer
-    ctx = cloudroi.Context(read_timeout=5)
-    try:
-        async with cloudroi.open(url, context=ctx, multirange=True) as img:
-            try:
-                got = await img.read(WINDOW, timeout=20)
-            except cloudroi.CloudROIError:
-                return  # typed; the exact pixels are checked when the read succeeds
-            np.testing.assert_array_equal(got[0], WANT)
-    finally:
-        await ctx.close()
+    async with _opened(url, read_timeout=5) as (img, _):
+        try:
+            got = await img.read(WINDOW, timeout=20)
+        except cloudroi.CloudROIError:
+            return  # typed; the exact pixels are checked when the read succeeds
+        np.testing.assert_array_equal(got[0], WANT)

@@ -236,12 +236,12 @@ class HTTPSource:
         return self._origin not in self._refused
 
     async def read_many(self, ranges: Sequence[ByteRange]) -> list[bytes] | None:
-        """Several ranges (sorted, disjoint) in one GET, each exactly; None when the server
-        answers otherwise (200, a single range, a malformed multipart body): the caller then
-        asks range by range, and this origin is not asked for several ranges again."""
+        """Several ranges (sorted, disjoint, at least two) in one GET, each exactly; None when
+        the server answers otherwise (200, a single range, a malformed multipart body): the
+        caller then asks range by range, and ``multirange`` is False for this origin from then
+        on. Always sends the GET: callers check ``multirange`` first."""
         assert self.meta is not None, "read before open"
-        if len(ranges) < 2 or not self.multirange:
-            return None
+        assert len(ranges) >= 2, "a multi-range GET needs several ranges"
         headers = self._request_headers(ranges[0])
         headers["Range"] = "bytes=" + ",".join(f"{r.start}-{r.end - 1}" for r in ranges)
         resp = await self._send_headers(headers)
@@ -279,6 +279,7 @@ class HTTPSource:
     def _refuse(self, why: str) -> None:
         self._refused[self._origin] = why
         log.info("%s: no multi-range GETs from now on (%s)", self._origin, why)
+
     async def _send_headers(self, headers: dict[str, str]) -> aiohttp.ClientResponse:
         try:
             kwargs: dict[str, object] = {"headers": headers}

@@ -304,10 +304,7 @@ class RangeServer:
             return web.Response(status=206, body=body, headers=headers)
         if kind == "multipart":
             boundary = "cloudroi-boundary"
-            part = (
-                f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
-                f"Content-Range: bytes {first}-{last}/{size}\r\n\r\n"
-            ).encode() + body + f"\r\n--{boundary}--\r\n".encode()
+            part = multipart_byteranges(data, [(first, last)], boundary)
             headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
             self._record(request, 206, len(part))
             return web.Response(status=206, body=part, headers=headers)
