@@ -191,7 +191,15 @@ class Context:
                     import s3fs
                 except ImportError as exc:  # pragma: no cover - depends on the install
                     raise SourceError("s3:// needs s3fs: pip install 'cloudroi[s3]'") from exc
-                fs = s3fs.S3FileSystem(asynchronous=True, skip_instance_cache=True, **opts)
+                # cloudroi's RetryPolicy owns the count: botocore (up to 5 attempts in its
+                # legacy mode) and s3fs (5 more around each) would otherwise multiply it, one
+                # range costing up to 20 GETs and a stall no policy describes.
+                config = dict(opts.pop("config_kwargs", None) or {})
+                config["retries"] = {"total_max_attempts": 1, "mode": "standard"}
+                fs = s3fs.S3FileSystem(
+                    asynchronous=True, skip_instance_cache=True, config_kwargs=config, **opts
+                )
+                fs.retries = 1
                 await fs.set_session()
             else:
                 import fsspec

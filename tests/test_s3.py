@@ -71,3 +71,89 @@ async def test_missing_and_denied(s3_client: Any, bucket: str, s3ctx: cloudroi.C
         await cloudroi.open(f"s3://{bucket}/no-such-key.tif", context=s3ctx)
     with pytest.raises(cloudroi.SourceNotFoundError):
         await cloudroi.open("s3://no-such-bucket-cloudroi/x.tif", context=s3ctx)
+
+
+# --------------------------------------------------------------------------------------------
+# one retry policy: s3fs and botocore must not retry under cloudroi's RetryPolicy
+# --------------------------------------------------------------------------------------------
+
+_SLOWDOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message><RequestId>1</RequestId></Error>"
+)
+
+
+class SlowDownProxy:
+    """A reverse proxy on 127.0.0.1 in front of moto's server: forwards every request, except
+    that the first ``failures`` ranged GETs of a key not ending in ``-header`` answer 503
+    SlowDown; counts the ranged GETs it sees (the ones storage would bill)."""
+
+    def __init__(self, upstream: str, failures: int) -> None:
+        self.upstream = upstream
+        self.failures = failures
+        self.gets = 0
+        self.refused = 0
+        self._runner: Any = None
+        self.url = ""
+
+    async def _handle(self, request: Any) -> Any:
+        import aiohttp
+        from aiohttp import web
+
+        ranged = request.method == "GET" and "Range" in request.headers
+        if ranged:
+            self.gets += 1
+            if not request.headers["Range"].startswith("bytes=0-") and self.refused < self.failures:
+                self.refused += 1
+                return web.Response(status=503, body=_SLOWDOWN, content_type="application/xml")
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        body = await request.read()
+        async with aiohttp.ClientSession(auto_decompress=False) as session, session.request(
+            request.method, self.upstream + request.path_qs, headers=headers, data=body
+        ) as resp:
+            data = await resp.read()
+            out_headers = {
+                k: v for k, v in resp.headers.items()
+                if k.lower() not in ("transfer-encoding", "content-length", "connection")
+            }
+            return web.Response(status=resp.status, body=data, headers=out_headers)
+
+    async def __aenter__(self) -> SlowDownProxy:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._runner.cleanup()
+
+
+@pytest.mark.parametrize(("failures", "expect_ok"), [(2, True), (10, False)])
+async def test_one_retry_policy_owns_the_count(
+    s3_client: Any, bucket: str, s3_server: str, failures: int, expect_ok: bool
+) -> None:
+    _, url = put(s3_client, bucket, COG)
+    policy = cloudroi.RetryPolicy(attempts=4, base_delay=0.001, max_delay=0.002)
+    async with SlowDownProxy(s3_server, failures) as proxy:
+        options = {"s3": {"endpoint_url": proxy.url, "key": "testing", "secret": "testing"}}
+        async with cloudroi.Context(storage_options=options, retry=policy) as ctx, \
+                cloudroi.open(url, context=ctx) as img:
+            opened = proxy.gets
+            if expect_ok:
+                arr = await img.read((0, 0, 64, 64))
+                np.testing.assert_array_equal(arr[0], DATA[:64, :64])
+                # the two 503s and the answer: 3 GETs, as the policy says
+                assert proxy.gets - opened == failures + 1
+                assert img.stats.retries == failures
+            else:
+                with pytest.raises(cloudroi.TransientError):
+                    await img.read((0, 0, 64, 64))
+                # 4 attempts of cloudroi's policy, each one GET: not 4 x s3fs's 5 x botocore's
+                assert proxy.gets - opened == policy.attempts
