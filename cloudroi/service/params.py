@@ -259,13 +259,15 @@ def parse_info(items: Sequence[tuple[str, str]]) -> InfoQuery:
 
 def parse_region(items: Sequence[tuple[str, str]]) -> RegionQuery:
     q = query_dict(items, REGION_PARAMS)
-    if ("window" in q) == ("bbox" in q):
-        raise bad_request("give exactly one of window and bbox", code="missing_parameter")
+    if "window" in q and "bbox" in q:
+        raise bad_request("give window or bbox, not both", code="conflicting_parameters")
+    if "window" not in q and "bbox" not in q:
+        raise bad_request("give one of window and bbox", code="missing_parameter")
     level = _int("level", q["level"], 0, MAX_LEVEL) if "level" in q else None
     width = _int("width", q["width"], 1, MAX_SIDE) if "width" in q else None
     height = _int("height", q["height"], 1, MAX_SIDE) if "height" in q else None
     if level is not None and (width is not None or height is not None):
-        raise bad_request("give level or width/height, not both")
+        raise bad_request("give level or width/height, not both", code="conflicting_parameters")
     return RegionQuery(
         url=q["url"],
         window=_window(q["window"]) if "window" in q else None,
@@ -291,7 +293,9 @@ def parse_point(items: Sequence[tuple[str, str]]) -> PointQuery:
     q = query_dict(items, POINT_PARAMS)
     has_xy = "x" in q or "y" in q
     has_cr = "col" in q or "row" in q
-    if has_xy == has_cr:
+    if has_xy and has_cr:
+        raise bad_request("give x and y, or col and row, not both", code="conflicting_parameters")
+    if not has_xy and not has_cr:
         raise bad_request("give x and y, or col and row", code="missing_parameter")
     if has_xy:
         if "x" not in q or "y" not in q:

@@ -79,6 +79,8 @@ def parse_geokeys(
         sx, sy = float(pixel_scale[0]), float(pixel_scale[1])
         i, j, x, y = (float(v) for v in (tiepoint[0], tiepoint[1], tiepoint[3], tiepoint[4]))
         gt = (x - i * sx, sx, 0.0, y + j * sy, 0.0, -sy)
+    if gt is not None and not all(math.isfinite(v) for v in gt):
+        gt = None  # NaN or infinite numbers describe no grid: the image is not georeferenced
     if gt is not None and point:
         # GDAL reports pixel-corner georeferencing; a PixelIsPoint tiepoint names a pixel centre.
         a, b, c, d, e, f = gt
