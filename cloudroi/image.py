@@ -19,9 +19,11 @@ import numpy as np
 import numpy.typing as npt
 
 from .assemble import (
+    ReadTarget,
+    SampledTarget,
+    WindowTarget,
     alpha_mask,
     block_window,
-    fill_block,
     intersect,
     mask_source,
     paste,
@@ -41,7 +43,6 @@ from .plan import (
     BlockRef,
     ReadPlan,
     block_ranges,
-    blocks_for_window,
     check_window,
     choose_overview,
     coalesce,
@@ -421,10 +422,12 @@ class Image:
         """
         ifd = self._level(level)
         win = self._window(window, ifd, boundless)
+        target: ReadTarget = WindowTarget(win)
         if out_shape is not None:
-            level, win, _, _ = self._resample_source(level, win, _check_shape(out_shape), boundless)
+            level, target = self._resample_source(level, win, _check_shape(out_shape), boundless)
             ifd = self.structure.levels[level]
-        refs = self._refs(ifd, win, self._samples(bands))
+            win = _covering(target, ifd)
+        refs = self._refs(ifd, target, self._samples(bands))
         cached = [r for r in refs if self._is_cached(self._key(ifd, r.index))]
         todo = [r for r in refs if not self._is_cached(self._key(ifd, r.index))]
         index_needs = self._index_needs(ifd, [r.index for r in todo])
@@ -447,12 +450,9 @@ class Image:
             tuple(g.range for g in groups), sum(r.length for r in real),
         )
 
-    def _refs(self, ifd: ImageIFD, win: Window, samples: Samples) -> list[BlockRef]:
-        inner = intersect(win, Window(0, 0, ifd.width, ifd.height))
-        if inner is None:
-            return []
+    def _refs(self, ifd: ImageIFD, target: ReadTarget, samples: Samples) -> list[BlockRef]:
         planes = sorted(set(samples)) if ifd.planar == 2 else [0]
-        return blocks_for_window(ifd, inner, planes)
+        return target.blocks(ifd, planes)
 
     # -- fetching blocks --------------------------------------------------------------------
 
@@ -460,13 +460,13 @@ class Image:
         self,
         ifd: ImageIFD,
         refs: list[BlockRef],
-        win: Window,
+        target: ReadTarget,
         *,
         max_bytes: int | None = None,
         max_tiles: int | None = None,
     ) -> list[BlockSource]:
         """Each block's source: its decoded array when the decoded-block cache has one with the
-        rows ``win`` needs, else an awaitable of its bytes; None for a sparse block. Budgets are
+        rows ``target`` needs, else an awaitable of its bytes; None for a sparse block. Budgets are
         checked first."""
         if max_tiles is not None and len(refs) > max_tiles:
             raise LimitExceededError("tiles", len(refs), max_tiles)
@@ -477,7 +477,7 @@ class Image:
         for i, ref in enumerate(refs):
             key = self._key(ifd, ref.index)
             decoded = decoded_cache.get(key)
-            if decoded is not None and len(decoded) >= _rows_needed(ifd, ref, win):
+            if decoded is not None and len(decoded) >= target.rows_needed(ifd, ref):
                 self.stats.decoded_cache_hits += 1
                 result[i] = decoded
                 continue
@@ -553,7 +553,7 @@ class Image:
         return dec
 
     def _decode_block(
-        self, ifd: ImageIFD, ref: BlockRef, data: bytes, win: Window
+        self, ifd: ImageIFD, ref: BlockRef, data: bytes, target: ReadTarget
     ) -> npt.NDArray[Any]:
         """Decode one block (in a pool thread) and keep the result in the decoded-block cache.
 
@@ -561,7 +561,7 @@ class Image:
         early (a window ending a few rows into a block pays for those rows, not the block); the
         cache keeps what was decoded and a later read needing more rows decodes again.
         """
-        block = self._decoder(ifd).decode(data, ref.row, _rows_needed(ifd, ref, win))
+        block = self._decoder(ifd).decode(data, ref.row, target.rows_needed(ifd, ref))
         block.flags.writeable = False  # shared through the cache: nobody may change it
         self.context.decoded_cache.put(self._key(ifd, ref.index), block)
         return block
@@ -571,7 +571,7 @@ class Image:
         ifd: ImageIFD,
         refs: list[BlockRef],
         sources: list[BlockSource],
-        win: Window,
+        target: ReadTarget,
         work: Callable[[BlockRef, npt.NDArray[Any] | None], None],
     ) -> None:
         """Get each block (decoded from cache, or fetched and decoded) and hand it to ``work``,
@@ -587,7 +587,7 @@ class Image:
         def decode_and_work(ref: BlockRef, data: bytes) -> None:
             if over.is_set():
                 return
-            work(ref, self._decode_block(ifd, ref, data, win) if data else None)
+            work(ref, self._decode_block(ifd, ref, data, target) if data else None)
 
         async def one(ref: BlockRef, src: BlockSource) -> None:
             if src is None:
@@ -612,7 +612,7 @@ class Image:
     async def _read_ifd(
         self,
         ifd: ImageIFD,
-        win: Window,
+        target: ReadTarget,
         samples: Samples,
         fill: Any,
         *,
@@ -620,24 +620,27 @@ class Image:
         max_tiles: int | None = None,
     ) -> npt.NDArray[Any]:
         dtype = ifd.dtype
-        self._check_output(len(samples), win.height, win.width, dtype)
-        refs = self._refs(ifd, win, samples)
+        height, width = target.shape
+        self._check_output(len(samples), height, width, dtype)
+        refs = self._refs(ifd, target, samples)
         sources = await self._block_sources(
-            ifd, refs, win, max_bytes=max_bytes, max_tiles=max_tiles
+            ifd, refs, target, max_bytes=max_bytes, max_tiles=max_tiles
         )
-        shape = (len(samples), win.height, win.width)
-        inside = intersect(win, Window(0, 0, ifd.width, ifd.height)) == win
+        shape = (len(samples), height, width)
         # Inside the image every pixel comes from a block (or a sparse block's fill), so the
-        # array need not be filled first; a boundless window is prefilled for its outside part.
-        out = np.empty(shape, dtype=dtype) if inside else np.full(shape, fill, dtype=dtype)
+        # array need not be filled first; a boundless read is prefilled for its outside part.
+        if target.inside(ifd):
+            out = np.empty(shape, dtype=dtype)
+        else:
+            out = np.full(shape, fill, dtype=dtype)
 
         def work(ref: BlockRef, block: npt.NDArray[Any] | None) -> None:
             if block is None:
-                fill_block(out, fill, ref, ifd, win, samples)
+                target.fill(out, fill, ref, ifd, samples)
             else:
-                paste(out, block, ref, ifd, win, samples)
+                target.paste(out, block, ref, ifd, samples)
 
-        await self._run_blocks(ifd, refs, sources, win, work)
+        await self._run_blocks(ifd, refs, sources, target, work)
         return out
 
     async def read(
@@ -682,37 +685,27 @@ class Image:
         ifd = self._level(level)
         win = self._window(window, ifd, boundless)
         fill = self._fill(fill_value, ifd.dtype)
-        if out_shape is None:
-            return await self._read_ifd(
-                ifd, win, samples, fill, max_bytes=max_bytes, max_tiles=max_tiles
-            )
-        out_h, out_w = _check_shape(out_shape)
-        src_level, src_win, rows, cols = self._resample_source(
-            level, win, (out_h, out_w), boundless
+        target: ReadTarget = WindowTarget(win)
+        if out_shape is not None:
+            level, target = self._resample_source(level, win, _check_shape(out_shape), boundless)
+            ifd = self.structure.levels[level]
+        return await self._read_ifd(
+            ifd, target, samples, fill, max_bytes=max_bytes, max_tiles=max_tiles
         )
-        src_ifd = self.structure.levels[src_level]
-        self._check_output(len(samples), out_h, out_w, src_ifd.dtype)
-        src = await self._read_ifd(
-            src_ifd, src_win, samples, fill, max_bytes=max_bytes, max_tiles=max_tiles
-        )
-        return await self._resample(src, rows, cols)
-
-    async def _resample(
-        self, src: npt.NDArray[Any], rows: npt.NDArray[np.intp], cols: npt.NDArray[np.intp]
-    ) -> npt.NDArray[Any]:
-        """Pick ``rows`` and ``cols`` of ``src`` (.., h, w), in the pool."""
-
-        def sample() -> npt.NDArray[Any]:
-            return np.ascontiguousarray(src[..., rows, :][..., cols])
-
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.context.executor, sample)
 
     def _resample_source(
         self, level: int, win: Window, out_shape: tuple[int, int], boundless: bool
+    ) -> tuple[int, SampledTarget]:
+        """(level, samples) of a resampled read: the overview GDAL picks and the pixels its
+        nearest-neighbour sampling takes there. The read then fetches only the blocks holding a
+        sampled pixel and pastes each as it is decoded (never the whole source window)."""
+        level, src, rows, cols = self._nearest(level, win, out_shape, boundless)
+        return level, SampledTarget(src.row_off + rows, src.col_off + cols)
+
+    def _nearest(
+        self, level: int, win: Window, out_shape: tuple[int, int], boundless: bool
     ) -> tuple[int, Window, npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-        """(level, window on that level, rows, cols into it) of a resampled read: the overview
-        GDAL picks and the pixels its nearest-neighbour sampling takes."""
+        """(level, window on that level, rows, cols into it) of a resampled read."""
         chosen = level if level != 0 else choose_overview(self.levels, win, out_shape)
         factors = level_factors(self.levels, chosen) if level == 0 else (1.0, 1.0)
         width, height = self.levels[chosen]
@@ -759,17 +752,15 @@ class Image:
     ) -> npt.NDArray[np.uint8]:
         ifd = self._level(level)
         win = self._window(window, ifd, boundless)
+        target: ReadTarget = WindowTarget(win)
         if out_shape is not None:
-            out_h, out_w = _check_shape(out_shape)
-            level, src_win, rows, cols = self._resample_source(
-                level, win, (out_h, out_w), boundless
-            )
-            full = await self._mask_at(level, src_win, max_bytes, max_tiles)
-            return await self._resample(full, rows, cols)
-        return await self._mask_at(level, win, max_bytes, max_tiles)
+            # Nearest sampling commutes with a per-pixel mask: the mask of the samples is the
+            # samples of the mask, so only the sampled blocks are read.
+            level, target = self._resample_source(level, win, _check_shape(out_shape), boundless)
+        return await self._mask_at(level, target, max_bytes, max_tiles)
 
     async def _mask_at(
-        self, level: int, win: Window, max_bytes: int | None, max_tiles: int | None
+        self, level: int, target: ReadTarget, max_bytes: int | None, max_tiles: int | None
     ) -> npt.NDArray[np.uint8]:
         ifd = self.structure.levels[level]
         budgets = {"max_bytes": max_bytes, "max_tiles": max_tiles}
@@ -779,31 +770,23 @@ class Image:
             self.nodata is not None,
         )
         if mask_ifd is not None:
-            raw = await self._read_ifd(mask_ifd, win, [0], 0, **budgets)
+            raw = await self._read_ifd(mask_ifd, target, [0], 0, **budgets)
             return np.where(raw[0] != 0, 255, 0).astype(np.uint8)
         if source == "alpha" and band is not None:
-            return alpha_mask((await self._read_ifd(ifd, win, [band - 1], 0, **budgets))[0])
+            return alpha_mask((await self._read_ifd(ifd, target, [band - 1], 0, **budgets))[0])
         if source == "alpha_nodata" and band is not None and self.nodata is not None:
             fill = self._fill(None, ifd.dtype)
-            a = await self._read_ifd(ifd, win, [band - 1], fill, **budgets)
+            a = await self._read_ifd(ifd, target, [band - 1], fill, **budgets)
             mask = valid_mask(a, self.nodata)
         elif self.nodata is not None:
             data = await self._read_ifd(
-                ifd, win, list(range(self.count)), self._fill(None, ifd.dtype), **budgets
+                ifd, target, list(range(self.count)), self._fill(None, ifd.dtype), **budgets
             )
             mask = valid_mask(data, self.nodata)
         else:
-            mask = np.full((win.height, win.width), 255, dtype=np.uint8)
+            mask = np.full(target.shape, 255, dtype=np.uint8)
         # Outside the image nothing is valid, whatever the fill value looks like.
-        inner = intersect(win, Window(0, 0, ifd.width, ifd.height))
-        if inner is None:
-            mask[:] = 0
-        elif inner != win:
-            keep = np.zeros_like(mask)
-            rs = slice(inner.row_off - win.row_off, inner.row_end - win.row_off)
-            cs = slice(inner.col_off - win.col_off, inner.col_end - win.col_off)
-            keep[rs, cs] = mask[rs, cs]
-            mask = keep
+        target.zero_outside(mask, ifd)
         return mask
 
     # -- loading strategies -----------------------------------------------------------------
@@ -885,9 +868,10 @@ class Image:
         samples = self._samples(bands)
         ifd = self._level(level)
         win = self._window(window, ifd, False)
-        refs = self._refs(ifd, win, samples)
+        target = WindowTarget(win)
+        refs = self._refs(ifd, target, samples)
         sources = await self._block_sources(
-            ifd, refs, win, max_bytes=max_bytes, max_tiles=max_tiles
+            ifd, refs, target, max_bytes=max_bytes, max_tiles=max_tiles
         )
         self._decoder(ifd)
         loop = asyncio.get_running_loop()
@@ -903,7 +887,7 @@ class Image:
             def place(ref: BlockRef, block: npt.NDArray[Any] | bytes) -> None:
                 # In the pool: decode (unless cached) and paste, off the event loop.
                 if not isinstance(block, np.ndarray):
-                    block = self._decode_block(ifd, ref, block, win)
+                    block = self._decode_block(ifd, ref, block, target)
                 paste(out, block, ref, ifd, part_win, samples)
 
             for ref, aw in parts:
@@ -955,10 +939,14 @@ class _Pending:
 BlockSource = npt.NDArray[Any] | _Pending | None
 
 
-def _rows_needed(ifd: ImageIFD, ref: BlockRef, win: Window) -> int:
-    """How many of a block's rows, from its top, a read of ``win`` uses."""
-    top = ref.row * ifd.block_height
-    return max(1, min(ifd.block_rows(ref.row), win.row_end - top))
+def _covering(target: SampledTarget, ifd: ImageIFD) -> Window:
+    """The smallest window of ``ifd``'s grid holding every sampled pixel inside the image."""
+    rows = target.rows[(target.rows >= 0) & (target.rows < ifd.height)]
+    cols = target.cols[(target.cols >= 0) & (target.cols < ifd.width)]
+    if not rows.size or not cols.size:
+        return Window(0, 0, 0, 0)
+    r0, c0 = int(rows.min()), int(cols.min())
+    return Window(c0, r0, int(cols.max()) - c0 + 1, int(rows.max()) - r0 + 1)
 
 
 def _release(sources: list[BlockSource]) -> None:

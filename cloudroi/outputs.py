@@ -239,18 +239,27 @@ class Rendered:
     rescale: tuple[float, float] | None
 
 
-def _valid_values(
+#: Rows converted at a time by ``render``: its working copies are strips, not the whole image.
+RENDER_ROWS = 256
+
+
+def _valid_range(
     data: npt.NDArray[Any], mask: npt.NDArray[np.uint8] | None, nodata: float | int | None
-) -> npt.NDArray[Any]:
-    keep = np.ones(data.shape[1:], dtype=bool)
-    if mask is not None:
-        keep &= mask > 0
-    values = data[:, keep]
-    if values.dtype.kind == "f":
-        values = values[np.isfinite(values)]
-    if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
-        values = values[values != nodata]
-    return values
+) -> tuple[float, float] | None:
+    """(min, max) of the valid values (masked, non-finite and nodata values left out), strip by
+    strip; None when there is none."""
+    lo, hi = math.inf, -math.inf
+    skip_nodata = nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata))
+    for r0 in range(0, data.shape[1], RENDER_ROWS):
+        strip = data[:, r0 : r0 + RENDER_ROWS]
+        values = strip if mask is None else strip[:, mask[r0 : r0 + RENDER_ROWS] > 0]
+        if values.dtype.kind == "f":
+            values = values[np.isfinite(values)]
+        if skip_nodata:
+            values = values[values != nodata]
+        if values.size:
+            lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
+    return (lo, hi) if lo <= hi else None
 
 
 def render(
@@ -269,28 +278,31 @@ def render(
     """
     if data.ndim != 3 or data.shape[0] not in (1, 3):
         raise ValueError(f"render takes 1 or 3 bands shaped (bands, h, w), got {data.shape}")
+    bands, height, width = data.shape
+    with_alpha = mask is not None and alpha
+    out = np.empty((height, width, bands + int(with_alpha)), dtype=np.uint8)
     used = rescale
     if data.dtype == np.uint8 and rescale is None:
-        pixels = data
+        for b in range(bands):
+            out[:, :, b] = data[b]
     else:
         if used is None:
-            values = _valid_values(data, mask, nodata)
-            used = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+            used = _valid_range(data, mask, nodata) or (0.0, 1.0)
         lo, hi = used
-        span = hi - lo if hi != lo else 1.0
-        # float32 is exact enough for 256 output levels and halves the memory traffic.
-        scaled = (data.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / span)
-        np.nan_to_num(scaled, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
-        np.rint(scaled, out=scaled)
-        np.clip(scaled, 0, 255, out=scaled)
-        pixels = scaled.astype(np.uint8)
-    hwc = np.moveaxis(pixels, 0, -1)
+        factor = np.float32(255.0 / (hi - lo if hi != lo else 1.0))
+        # float32 is exact enough for 256 output levels; strips keep the copy small.
+        for r0 in range(0, height, RENDER_ROWS):
+            scaled = (data[:, r0 : r0 + RENDER_ROWS].astype(np.float32) - np.float32(lo)) * factor
+            np.nan_to_num(scaled, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+            np.rint(scaled, out=scaled)
+            np.clip(scaled, 0, 255, out=scaled)
+            out[r0 : r0 + RENDER_ROWS, :, :bands] = np.moveaxis(scaled, 0, -1)
     if mask is not None:
-        if alpha:
-            hwc = np.concatenate([hwc, mask[:, :, None].astype(np.uint8)], axis=2)
+        if with_alpha:
+            out[:, :, bands] = mask
         else:
-            hwc = np.where(mask[:, :, None] > 0, hwc, 0).astype(np.uint8)
-    return Rendered(np.ascontiguousarray(hwc, dtype=np.uint8), used)
+            out[mask == 0] = 0
+    return Rendered(out, used)
 
 
 def _encode_image(

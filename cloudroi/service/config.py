@@ -41,6 +41,12 @@ class ServiceConfig:
     max_preview_size: int = 2048
     #: Largest encoded response body (0: no limit); a serverless front end sets its own cap.
     max_response_bytes: int = 0
+    #: Most bytes one request may hold (array read, mask, rendering, encoded body), estimated
+    #: from the header before any tile is fetched.
+    max_request_bytes: int = 512 << 20
+    #: Most bytes all requests in progress may hold together; a request that does not fit waits
+    #: in line (up to a quarter of request_timeout) and is then answered 503.
+    memory_budget_bytes: int = 2 << 30
     #: Seconds a request may take before it is answered 504.
     request_timeout: float = 30.0
     #: Requests reading storage at once; more are answered 503 with Retry-After.
@@ -107,12 +113,14 @@ class ServiceConfig:
     def validate(self) -> None:
         positive = (
             "max_output_pixels", "max_tiles", "max_fetch_bytes", "max_block_bytes",
-            "max_preview_size",
+            "max_preview_size", "max_request_bytes", "memory_budget_bytes",
             "max_concurrency", "max_upstream_connections",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.max_request_bytes > self.memory_budget_bytes:
+            raise ValueError("max_request_bytes cannot exceed memory_budget_bytes")
         if self.max_response_bytes < 0:
             raise ValueError("max_response_bytes must be 0 (no limit) or positive")
         if self.request_timeout <= 0:
@@ -172,6 +180,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLOUDROI_MAX_PREVIEW_SIZE", "max_preview_size", int, "Largest /preview max_size."),
     Setting("CLOUDROI_MAX_RESPONSE_BYTES", "max_response_bytes", int,
             "Largest encoded response body, 0 for no limit; larger answers get 413."),
+    Setting("CLOUDROI_MAX_REQUEST_BYTES", "max_request_bytes", int,
+            "Most bytes one request may hold (the array read, its mask, the 8-bit rendering and "
+            "the encoded body), estimated from the header before any tile is fetched; more gets "
+            "413 with the numbers."),
+    Setting("CLOUDROI_MEMORY_BUDGET_BYTES", "memory_budget_bytes", int,
+            "Most bytes all requests in progress may hold together; a request that does not fit "
+            "waits in line for up to a quarter of the request timeout, then gets 503."),
     Setting("CLOUDROI_REQUEST_TIMEOUT", "request_timeout", float,
             "Seconds before a request is answered 504."),
     Setting("CLOUDROI_MAX_CONCURRENCY", "max_concurrency", int,

@@ -32,6 +32,7 @@ from ..image import Image, open_image
 from ..outputs import CONTENT_TYPES, RENDERED, encode_async, render_bands
 from ..types import Window
 from . import geometry
+from .budget import BudgetExhausted, MemoryBudget, RequestBytes, estimate_region
 from .config import ServiceConfig
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
@@ -113,6 +114,7 @@ class ServiceState:
         self._session = session
         self.metrics = metrics
         self.api_keys = ApiKeys(config.api_keys)
+        self.memory = MemoryBudget(config.memory_budget_bytes)
         self.active = 0
         self._openapi: bytes | None = None
 
@@ -145,7 +147,11 @@ class ServiceState:
         metrics.gauges["cloudroi_block_cache_entries"] = (
             "Blocks held by the block cache.", lambda: float(len(cache))
         )
-        return cls(config, policy, context, metrics, session)
+        state = cls(config, policy, context, metrics, session)
+        metrics.gauges["cloudroi_memory_reserved_bytes"] = (
+            "Bytes reserved by requests in progress (estimated).", lambda: float(state.memory.used)
+        )
+        return state
 
     async def close(self) -> None:
         await self.context.close()
@@ -243,7 +249,7 @@ def _problem_response(problem: Problem, req: CoreRequest) -> CoreResponse:
 
 
 def _json_response(doc: Any, headers: dict[str, str] | None = None) -> CoreResponse:
-    body = json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
+    body = json.dumps(_json_value(doc), allow_nan=False, separators=(",", ":")).encode()
     return CoreResponse(200, {"Content-Type": JSON_TYPE, **(headers or {})}, body)
 
 
@@ -349,9 +355,12 @@ async def _cached_or(
 
 
 def _json_value(value: Any) -> Any:
-    """``value`` with non-finite floats (which JSON cannot carry) as null, lists included."""
+    """``value`` with non-finite floats (which JSON cannot carry) as null, lists and
+    dictionaries included."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_json_value(v) for v in value]
     return value
@@ -377,7 +386,7 @@ async def _info(req: CoreRequest, state: ServiceState) -> CoreResponse:
 def _check_level(img: Image, level: int) -> None:
     if level >= len(img.levels):
         raise bad_request(f"level must be 0..{len(img.levels) - 1}, got {level}",
-                          code="invalid_window")
+                          code="invalid_level")
 
 
 def _geometry(code: str, fn: Callable[[], T]) -> T:
@@ -449,14 +458,94 @@ async def _render(
     out_h, out_w = out_shape if out_shape is not None else (win.height, win.width)
     _check_pixels(state, out_w, out_h)
     _check_blocks(state, img)
+    _check_bands(img, rendering.bands)
     bands: list[int] | None
     if fmt in RENDERED:
         try:
             bands = render_bands(img.count, rendering.bands, img.alpha_band)
         except ValueError as exc:
-            raise bad_request(f"{exc}; use format=npy or tif for other band counts") from exc
+            raise bad_request(
+                f"{exc}; use format=npy or tif for other band counts", code="invalid_bands"
+            ) from exc
     else:
         bands = list(rendering.bands) if rendering.bands else None
+    need = _request_bytes(img, fmt, bands, boundless, out_h, out_w)
+    if need.total > cfg.max_request_bytes:
+        raise Problem(
+            413, "request_too_large",
+            f"this request would hold {need.describe()}, more than the limit of "
+            f"{cfg.max_request_bytes}; ask for fewer pixels or bands, or a lower level",
+            limit=cfg.max_request_bytes, value=need.total,
+        )
+    try:
+        async with state.memory.reserve(need.total, cfg.request_timeout / 4):
+            return await _read_and_encode(state, img, level, win, out_shape, boundless,
+                                          rendering, bands, (out_h, out_w))
+    except BudgetExhausted as exc:
+        state.metrics.shed += 1
+        raise Problem(
+            503, "overloaded",
+            "the service's memory budget is taken by requests in progress; retry later",
+            headers={"Retry-After": str(cfg.retry_after)},
+        ) from exc
+
+
+def _check_bands(img: Image, bands: tuple[int, ...] | None) -> None:
+    """Bands exist, and a request names at most as many as the source has (three for a
+    single-band source shown as RGB): repeats cannot multiply what a request holds."""
+    if bands is None:
+        return
+    for b in bands:
+        if not 1 <= b <= img.count:
+            raise bad_request(
+                f"bands are numbered 1..{img.count} in this source, got {b}", code="invalid_bands"
+            )
+    most = max(img.count, 3)
+    if len(bands) > most:
+        raise bad_request(
+            f"at most {most} bands for this {img.count}-band source, got {len(bands)}",
+            code="invalid_bands",
+        )
+
+
+def _request_bytes(
+    img: Image, fmt: str, bands: list[int] | None, boundless: bool, height: int, width: int
+) -> RequestBytes:
+    """What the answer would hold (see ``service.budget``), before anything is fetched."""
+    itemsize = img.dtype.itemsize
+    n = len(bands) if bands is not None else img.count
+    pixels = height * width
+    mask = 0
+    if fmt in RENDERED and _needs_mask(img, boundless):
+        if _mask_is_nodata_of(img, bands, boundless):
+            mask = n * pixels + 2 * pixels  # the comparison with nodata, then the mask
+        elif img.has_mask or img.alpha_band is not None:
+            mask = pixels * itemsize + 2 * pixels
+        elif img.nodata is not None:
+            # every band is read to test it against nodata
+            mask = img.count * pixels * (itemsize + 1) + 2 * pixels
+        else:
+            mask = pixels
+    return estimate_region(
+        height=height, width=width, bands=n, itemsize=itemsize, rendered=fmt in RENDERED,
+        mask_bytes=mask,
+    )
+
+
+async def _read_and_encode(
+    state: ServiceState,
+    img: Image,
+    level: int,
+    win: Window,
+    out_shape: tuple[int, int] | None,
+    boundless: bool,
+    rendering: Rendering,
+    bands: list[int] | None,
+    out_hw: tuple[int, int],
+) -> CoreResponse:
+    cfg = state.config
+    fmt = rendering.format
+    out_h, out_w = out_hw
     budgets: dict[str, Any] = {
         "out_shape": out_shape, "boundless": boundless,
         "max_tiles": cfg.max_tiles, "max_bytes": cfg.max_fetch_bytes,
@@ -564,6 +653,11 @@ async def _point(req: CoreRequest, state: ServiceState) -> CoreResponse:
             _require_georeference(img)
             convert = _geometry("no_georeference", lambda: geometry.to_pixel(gt))
             c, r = convert(*q.xy)
+            if not (math.isfinite(c) and math.isfinite(r)):
+                raise bad_request(
+                    f"point {q.xy} does not map to a pixel through the image's geotransform",
+                    code="invalid_window",
+                )
             col, row = math.floor(c), math.floor(r)
         else:
             assert q.colrow is not None
