@@ -66,6 +66,10 @@ class StubDNS(AbstractResolver):
         "mapped.example.test": ["::ffff:10.0.0.7"],
         "v6.example.test": ["fd00:ec2::254"],
         "shared.example.test": ["100.100.100.200"],
+        "nat64local.example.test": ["64:ff9b:1::a9fe:a9fe"],
+        "compat.example.test": ["::a9fe:a9fe"],
+        "translated.example.test": ["::ffff:0:a9fe:a9fe"],
+        "sitelocal.example.test": ["fec0::1"],
     }
 
     def __init__(self) -> None:
@@ -148,6 +152,8 @@ async def target(tmp_path: Path) -> AsyncIterator[Target]:
                 upstream.url("ok/"), "http://tiles.example.test/cogs/",
                 "http://meta.example.test/", "http://mapped.example.test/",
                 "http://v6.example.test/", "http://shared.example.test/",
+                "http://nat64local.example.test/", "http://compat.example.test/",
+                "http://translated.example.test/", "http://sitelocal.example.test/",
                 "s3://bucket/ok/", f"{root}/",
             ),
             upstream_connect_timeout=1.0,
@@ -217,6 +223,9 @@ SSRF: dict[str, list[str]] = {
         "http://[::127.0.0.1]:{port}/ok/rgb.tif",  # IPv4-compatible
         "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",  # NAT64
         "http://[2002:a9fe:a9fe::]/latest/meta-data/",  # 6to4
+        "http://[64:ff9b:1::a9fe:a9fe]/latest/meta-data/",  # local-use NAT64
+        "http://[::a9fe:a9fe]/latest/meta-data/",  # IPv4-compatible
+        "http://[::ffff:0:a9fe:a9fe]/latest/meta-data/",  # IPv4-translated
     ],
     "userinfo": [
         "http://127.0.0.1:{port}@evil.example/ok/rgb.tif",
@@ -278,6 +287,10 @@ SSRF: dict[str, list[str]] = {
         "http://mapped.example.test/x.tif",  # -> ::ffff:10.0.0.7
         "http://v6.example.test/x.tif",  # -> fd00:ec2::254
         "http://shared.example.test/x.tif",  # -> 100.100.100.200
+        "http://nat64local.example.test/x.tif",  # -> 64:ff9b:1::a9fe:a9fe (local-use NAT64)
+        "http://compat.example.test/x.tif",  # -> ::a9fe:a9fe (IPv4-compatible)
+        "http://translated.example.test/x.tif",  # -> ::ffff:0:a9fe:a9fe (IPv4-translated)
+        "http://sitelocal.example.test/x.tif",  # -> fec0::1 (site-local)
     ],
     "redirect": [f"http://127.0.0.1:{{port}}{path}" for path in sorted(REDIRECTS)],
 }
