@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from yarl import URL
 
 from cloudroi.service.security import (
     BadSourceError,
@@ -266,6 +267,50 @@ def test_malformed_urls_are_bad_requests(url: str) -> None:
 def test_allowed_url_is_what_gets_requested() -> None:
     resolved = POLICY.check_remote("https://DATA.example.com:443/cogs/a.tif?x=1")
     assert resolved.url == "https://data.example.com/cogs/a.tif?x=1"
+    # The host compared has no trailing dot, and neither has the host dialled.
+    resolved = POLICY.check_remote("https://data.example.com./cogs/a.tif")
+    assert resolved.url == "https://data.example.com/cogs/a.tif"
+
+
+SHARP = "xn--maive-cdn-h1a.com"  # maßive-cdn.com under IDNA 2008 / UTS 46, as yarl dials it
+
+
+@pytest.mark.parametrize(
+    ("allow", "url", "dialled"),
+    [
+        # IDNA 2003 folds ß to ss; the connection does not: these are two different hosts.
+        ("https://massive-cdn.com/", "https://maßive-cdn.com/x.tif", None),
+        ("https://massive-cdn.com/", "https://MAẞIVE-cdn.com/x.tif", None),
+        ("https://massive-cdn.com/", f"https://{SHARP}/x.tif", None),
+        ("https://maßive-cdn.com/", "https://massive-cdn.com/x.tif", None),
+        ("https://maßive-cdn.com/", "https://maßive-cdn.com/x.tif", SHARP),
+        ("https://maßive-cdn.com/", f"https://{SHARP}/x.tif", SHARP),
+        ("https://maßive-cdn.com/", f"https://{SHARP.upper()}/x.tif", SHARP),
+        ("https://maßive-cdn.com/", "https://MAßIVE-CDN.COM/x.tif", SHARP),
+        ("https://maßive-cdn.com/", "https://MAẞIVE-cdn.com/x.tif", SHARP),
+        ("https://maßive-cdn.com/", "https://\uff4d\uff41ßive-cdn.com/x.tif", SHARP),  # fullwidth
+        ("https://maßive-cdn.com/", "https://maßive-cdn.com./x.tif", SHARP),
+        (f"https://{SHARP}/", "https://maßive-cdn.com/x.tif", SHARP),
+        ("https://massive-cdn.com/",  # fullwidth "massive"
+         "https://\uff4d\uff41\uff53\uff53\uff49\uff56\uff45-cdn.com/x.tif", "massive-cdn.com"),
+        ("https://massive-cdn.com/", "https://massive-cdn\u3002com/x.tif", "massive-cdn.com"),
+        ("https://massive-cdn.com/", "https://MASSIVE-CDN.COM./x.tif", "massive-cdn.com"),
+        ("https://bücher.example/", "https://BÜCHER.example/x.tif", "xn--bcher-kva.example"),
+    ],
+)
+def test_idna_host_compared_is_the_host_dialled(allow: str, url: str, dialled: str | None
+                                                 ) -> None:
+    """The allowlist and the client URL go through the host encoding the connection uses (yarl:
+    UTS 46, non-transitional), and the URL handed to the HTTP client carries that very host."""
+    policy = SourcePolicy([allow])
+    if dialled is None:
+        with pytest.raises(SourceNotAllowedError):
+            policy.check_remote(url)
+        return
+    resolved = policy.check_remote(url)
+    assert URL(resolved.url).raw_host == dialled
+    assert resolved.url == f"https://{dialled}/x.tif"
+    assert policy.prefixes[0].host == dialled
 
 
 def test_local_roots_are_resolved_with_realpath(tmp_path: Path) -> None:

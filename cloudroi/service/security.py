@@ -160,16 +160,24 @@ def _parse_ip(host: str) -> IPAddress | None:
         return None
 
 
-def _canonical_host(host: str) -> str:
-    """Lower-case, no trailing dot, IDNA for non-ASCII names, canonical form of IP literals."""
-    host = host.strip("[]").rstrip(".").lower()
-    ip = _parse_ip(host)
-    if ip is not None:
-        return str(ip)
-    try:
-        return host.encode("idna").decode("ascii")
-    except UnicodeError as exc:
-        raise BadSourceError(f"invalid host name {host!r}") from exc
+def _wire_url(text: str) -> tuple[URL, str]:
+    """An http(s) URL parsed exactly as aiohttp will parse it, rebuilt on the host it will dial,
+    and that host: yarl's encoding (UTS 46 via the ``idna`` package, non-transitional, so ``ß``
+    stays ``ß``: ``maßive-cdn.com`` is ``xn--maive-cdn-h1a.com``, not ``massive-cdn.com``; case
+    and width folded; IP literals compressed), lower-case, without trailing dots. The allowlist
+    and client URLs both go through here, so the string compared is the string dialled.
+    ValueError if yarl cannot parse ``text`` (BadSourceError if it has no host)."""
+    url = URL(text)
+    raw = url.raw_host
+    host = (raw or "").rstrip(".").lower()
+    if not host:
+        raise BadSourceError("http(s) URL without a host")
+    if host != raw:
+        url = url.with_host(host)
+    # The URL goes to aiohttp as a string: it must parse back to this very host.
+    if URL(str(url)).raw_host != host:
+        raise ValueError(f"host {raw!r} does not keep its form")
+    return url, host
 
 
 def _segments_under(path: str, prefix: str) -> bool:
@@ -257,7 +265,13 @@ def parse_prefix(text: str) -> AllowedPrefix:
         raise ValueError(f"allowlist entry {text!r} has no host")
     port = parts.port if parts.port is not None else _DEFAULT_PORTS.get(scheme)
     path = parts.path or "/"
-    return AllowedPrefix(scheme, _canonical_host(parts.hostname), port, path)
+    if scheme not in _DEFAULT_PORTS:
+        return AllowedPrefix(scheme, parts.netloc.lower(), port, path)  # as check_remote sees it
+    try:
+        _, host = _wire_url(text)
+    except ValueError as exc:
+        raise ValueError(f"allowlist entry {text!r}: {exc}") from exc
+    return AllowedPrefix(scheme, host, port, path)
 
 
 def _local_prefix(path: str) -> AllowedPrefix:
@@ -322,15 +336,19 @@ class SourcePolicy:
         return Resolved(f"{scheme}://{host}{path}", scheme)
 
     def _check_http(self, url: str, parts: SplitResult, scheme: str, port: int | None) -> Resolved:
-        # Judge the URL as aiohttp will send it: parsed by yarl, dot segments refused up front.
+        # Judge the URL as aiohttp will send it: parsed by yarl, on the host string it dials
+        # (the URL returned carries that host), dot segments refused up front.
+        if not parts.hostname:
+            raise BadSourceError("http(s) URL without a host")
         try:
-            target = URL(url)
+            target, host = _wire_url(url)
+            # Another parser must find the same host, or the URL hides its structure.
+            _, other = _wire_url(str(URL.build(scheme=scheme, host=parts.hostname)))
+        except BadSourceError:
+            raise
         except ValueError as exc:
             raise SourceNotAllowedError(f"unparseable url: {exc}", url=url) from exc
-        if not target.host or not parts.hostname:
-            raise BadSourceError("http(s) URL without a host")
-        host = _canonical_host(target.host)
-        if host != _canonical_host(parts.hostname):
+        if host != other:
             raise SourceNotAllowedError("ambiguous host in url", url=url)
         _clean_remote_path(parts.path or "/")
         path = target.path or "/"

@@ -352,6 +352,82 @@ async def test_nul_and_control_characters_are_400_not_500(target: Target) -> Non
 
 
 # --------------------------------------------------------------------------------------------
+# IDNA: the host compared with the allowlist is the host dialled
+# --------------------------------------------------------------------------------------------
+
+
+class NameLog(AbstractResolver):
+    """Resolves the listed names to 127.0.0.1 and records every name it is asked for."""
+
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+        self.asked: list[str] = []
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.asked.append(host)
+        if host not in self.names:
+            raise OSError(f"test resolver: no such host {host}")
+        return [ResolveResult(hostname=host, host="127.0.0.1", port=port, family=socket.AF_INET,
+                              proto=0, flags=socket.AI_NUMERICHOST)]
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_idna_host_allowed_is_the_host_dialled() -> None:
+    """maßive-cdn.com is xn--maive-cdn-h1a.com on the wire (UTS 46), not massive-cdn.com (IDNA
+    2003): it must not pass an allowlist naming massive-cdn.com. Every spelling of an allowed
+    unicode host resolves, and is sent as Host, under the one punycode name compared."""
+    hosts: list[str] = []
+
+    def record_host(request: Any, etag: str) -> Fault | None:
+        hosts.append(request.headers["Host"])
+        return None
+
+    dns = NameLog({"massive-cdn.com", "xn--maive-cdn-h1a.com", "xn--bcher-kva.example"})
+    with RangeServer({"ok/rgb.tif": RGB}, fault=record_host) as upstream:
+        port = upstream.port
+        config = ServiceConfig(
+            allowed_sources=(f"http://massive-cdn.com:{port}/ok/", f"http://bücher.example:{port}/ok/"),
+            allowed_networks=("127.0.0.0/8",),
+            upstream_connect_timeout=1.0,
+        )
+        client = TestClient(TestServer(create_app(config, resolver=dns)))
+        await client.start_server()
+        try:
+            for url in (f"http://maßive-cdn.com:{port}/ok/rgb.tif",
+                        f"http://xn--maive-cdn-h1a.com:{port}/ok/rgb.tif",
+                        f"http://MAẞIVE-CDN.com:{port}/ok/rgb.tif",
+                        f"http://bucher.example:{port}/ok/rgb.tif"):
+                async with client.get("/info", params={"url": url}) as resp:
+                    assert resp.status == 403, (url, await resp.text())
+                    assert (await resp.json(content_type=None))["code"] == "source_not_allowed"
+            assert dns.asked == []
+            assert upstream.request_count == 0
+            for url, wire in (
+                (f"http://massive-cdn.com:{port}/ok/rgb.tif", "massive-cdn.com"),
+                (f"http://MASSIVE-cdn.com.:{port}/ok/rgb.tif", "massive-cdn.com"),
+                (f"http://bücher.example:{port}/ok/rgb.tif", "xn--bcher-kva.example"),
+                (f"http://BÜCHER.example:{port}/ok/rgb.tif", "xn--bcher-kva.example"),
+                (f"http://xn--bcher-kva.example:{port}/ok/rgb.tif", "xn--bcher-kva.example"),
+                (f"http://\uff42ücher.example.:{port}/ok/rgb.tif", "xn--bcher-kva.example"),
+            ):
+                dns.asked.clear()
+                hosts.clear()
+                async with client.get("/info", params={"url": url}) as resp:
+                    assert resp.status == 200, (url, await resp.text())
+                    assert (await resp.json())["width"] == 600
+                # The block cache may answer later reads, but the header is read every time.
+                assert set(dns.asked) <= {wire}, (url, dns.asked)
+                assert hosts, url
+                assert set(hosts) == {f"{wire}:{port}"}, (url, hosts)
+        finally:
+            await client.close()
+
+
+# --------------------------------------------------------------------------------------------
 # upstream error bodies never reach the client
 # --------------------------------------------------------------------------------------------
 
