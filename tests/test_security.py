@@ -264,6 +264,24 @@ def test_malformed_urls_are_bad_requests(url: str) -> None:
         assert isinstance(info.value, SourceNotAllowedError)
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["s3://bucket/prefix/x%00.tif", "https://data.example.com/cogs/a%00.tif",
+     "https://data.example.com/cogs/%00/a.tif"],
+)
+def test_encoded_nul_in_a_remote_url_is_a_bad_request(url: str) -> None:
+    with pytest.raises(BadSourceError, match="NUL"):
+        POLICY.check_remote(url)
+
+
+def test_encoded_nul_in_a_local_url_is_a_bad_request(tmp_path: Path) -> None:
+    policy = SourcePolicy([str(tmp_path)])
+    with pytest.raises(BadSourceError, match="NUL"):
+        policy.local_path(f"file://{tmp_path}/a.tif%00")
+    # An absolute path is not percent-decoded: %00 there is three characters of a file name.
+    assert policy.local_path(f"{tmp_path}/a%00.tif") == f"{tmp_path}/a%00.tif"
+
+
 def test_allowed_url_is_what_gets_requested() -> None:
     resolved = POLICY.check_remote("https://DATA.example.com:443/cogs/a.tif?x=1")
     assert resolved.url == "https://data.example.com/cogs/a.tif?x=1"

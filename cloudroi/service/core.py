@@ -162,6 +162,8 @@ class ServiceState:
             return self.policy.check_remote(url).url
         except BadSourceError as exc:
             raise bad_request(str(exc), code="invalid_url") from exc
+        except ValueError as exc:  # e.g. realpath on something the checks above let through
+            raise bad_request(f"url is not a usable source: {exc}", code="invalid_url") from exc
 
     def openapi_bytes(self) -> bytes:
         if self._openapi is None:

@@ -56,10 +56,11 @@ class SourceNotAllowedError(AccessDeniedError):
 
 
 class BadSourceError(ValueError):
-    """The ``url`` parameter is not a URL at all (a 400): empty, overlong, spaces or control
-    characters, no host. Anything that parses but hides structure (credentials, fragments,
-    backslashes, dot or empty segments, double encoding, odd ports) is a refusal instead:
-    ``SourceNotAllowedError``, a 403, like any other source outside the allowlist."""
+    """The ``url`` parameter is not a source at all (a 400): empty, overlong, spaces or control
+    characters, a NUL byte (also percent-encoded), no scheme, no host. Anything that parses but
+    hides structure (credentials, fragments, backslashes, dot or empty segments, double encoding,
+    odd ports) is a refusal instead: ``SourceNotAllowedError``, a 403, like any other source
+    outside the allowlist."""
 
 
 # The IANA special-purpose address registries (RFC 6890 and later), as of 2025: every block that
@@ -201,10 +202,23 @@ def _check_text(url: str) -> None:
         raise SourceNotAllowedError("backslashes in source URLs are not allowed")
 
 
+def _not_a_source(url: str) -> BadSourceError:
+    shown = url if len(url) <= 100 else url[:100] + "..."
+    return BadSourceError(
+        f"url must be an http(s)://, s3:// or file:// URL, or an absolute path; got {shown!r}"
+    )
+
+
+def _refuse_nul(decoded: str) -> None:
+    if "\x00" in decoded:
+        raise BadSourceError("url contains a NUL byte (%00)")
+
+
 def _clean_remote_path(path: str) -> str:
     """An object path with percent-encoding undone where it could hide structure; dot segments
-    and empty segments are refused rather than interpreted."""
+    and empty segments are refused rather than interpreted, a NUL byte is a bad request."""
     decoded = unquote(path)
+    _refuse_nul(decoded)
     if "%" in decoded and decoded != unquote(decoded):
         raise SourceNotAllowedError("url path is encoded twice")
     parts = decoded.split("/")
@@ -319,14 +333,14 @@ class SourcePolicy:
         except ValueError as exc:
             raise SourceNotAllowedError(f"unparseable host or port: {exc}", url=url) from exc
         scheme = parts.scheme.lower()
+        if not scheme or (scheme not in _DEFAULT_PORTS and not parts.netloc):
+            raise _not_a_source(url)
         if parts.username is not None or parts.password is not None or "@" in parts.netloc:
             raise SourceNotAllowedError("credentials in source URLs are not allowed", url=url)
         if parts.fragment or "#" in url:
             raise SourceNotAllowedError("source URLs take no #fragment", url=url)
         if scheme in _DEFAULT_PORTS:
             return self._check_http(url, parts, scheme, port)
-        if not parts.netloc:
-            raise BadSourceError(f"{scheme}:// URL without a bucket or host")
         if port is not None or parts.query:
             raise SourceNotAllowedError(f"{scheme}:// URLs take no port or query", url=url)
         host = parts.netloc.lower()
@@ -387,6 +401,7 @@ class SourcePolicy:
         if parts.query or parts.fragment or "#" in url:
             raise SourceNotAllowedError("file:// URLs take no query or fragment", url=url)
         path = unquote(parts.path)
+        _refuse_nul(path)  # before realpath, which raises ValueError on it
         if not path.startswith("/"):
             raise BadSourceError("file:// URLs need an absolute path")
         return path

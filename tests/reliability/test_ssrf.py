@@ -351,6 +351,38 @@ async def test_nul_and_control_characters_are_400_not_500(target: Target) -> Non
             assert (await resp.json())["code"] == "invalid_url"
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        "file://{root}/rgb.tif%00",  # /info?url=file:///.../rgb.tif%2500 on the wire
+        "file://{root}/rgb%00.tif",
+        "file://{root}/%00/rgb.tif",
+        "http://127.0.0.1:{port}/ok/rgb.tif%00",
+        "http://127.0.0.1:{port}/ok/%00rgb.tif",
+    ],
+)
+async def test_encoded_nul_is_400_not_500(target: Target, template: str) -> None:
+    url = fill(template, target)
+    before = target.upstream.request_count
+    async with target.client.get("/info", params={"url": url}) as resp:
+        doc = await resp.json(content_type=None)
+        assert resp.status == 400, (url, doc)
+    assert doc["code"] == "invalid_url"
+    assert "NUL" in doc["detail"]
+    assert target.upstream.request_count == before
+
+
+@pytest.mark.parametrize("url", ["foo.tif", "garbage", "data/rgb.tif", "s3:foo", "c:rgb.tif"])
+async def test_a_url_that_is_no_source_says_what_a_source_is(target: Target, url: str) -> None:
+    async with target.client.get("/info", params={"url": url}) as resp:
+        doc = await resp.json(content_type=None)
+        assert resp.status == 400, (url, doc)
+    assert doc["code"] == "invalid_url"
+    assert doc["detail"] == (
+        f"url must be an http(s)://, s3:// or file:// URL, or an absolute path; got {url!r}"
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # IDNA: the host compared with the allowlist is the host dialled
 # --------------------------------------------------------------------------------------------
