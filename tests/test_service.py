@@ -169,6 +169,39 @@ async def test_etag_and_conditional_requests(client: Client, upstream: Upstream)
     assert len(upstream.requests()) - before == 1
 
 
+async def test_keyed_answers_are_private_to_shared_caches(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    """With API keys a shared cache (a CDN in front of the service) must not hand a keyed answer
+    to a client without a key: 200s and 304s are ``private`` and vary on the key headers. Without
+    keys they stay ``public``."""
+    key = "k-3c1f0e9a7b5d2468"
+    keyed = await make_client(api_keys=(key,))
+    open_ = await make_client()
+    for path, params in (("/info", {}), ("/region", {"window": "0,0,64,64"}),
+                         ("/preview", {"max_size": "64"}), ("/point", {"col": "3", "row": "4"})):
+        query = {"url": upstream.url("rgb.tif"), **params}
+        for headers in ({"X-API-Key": key}, {"Authorization": f"Bearer {key}"}):
+            async with keyed.get(path, params=query, headers=headers) as resp:
+                assert resp.status == 200, (path, await resp.text())
+                assert resp.headers["Cache-Control"] == "private, max-age=3600", path
+                varies = {v.strip().lower() for v in resp.headers["Vary"].split(",")}
+                assert {"x-api-key", "authorization"} <= varies, path
+                etag = resp.headers["ETag"]
+            async with keyed.get(path, params=query,
+                                 headers={**headers, "If-None-Match": etag}) as resp:
+                assert resp.status == 304, path
+                assert resp.headers["Cache-Control"] == "private, max-age=3600", path
+                assert "x-api-key" in resp.headers["Vary"].lower(), path
+        async with keyed.get(path, params=query) as resp:
+            assert resp.status == 401
+            assert resp.headers["Cache-Control"] == "no-store"
+        async with open_.get(path, params=query) as resp:
+            assert resp.status == 200, (path, await resp.text())
+            assert resp.headers["Cache-Control"] == "public, max-age=3600", path
+            assert "Vary" not in resp.headers, path
+
+
 async def test_region_png_is_the_window_with_the_mask_as_alpha(
     client: Client, upstream: Upstream
 ) -> None:
