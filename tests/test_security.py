@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from yarl import URL
 
 from cloudroi.service.security import (
     BadSourceError,
@@ -51,6 +52,133 @@ from cloudroi.testing import Fault, RangeServer
 )
 def test_address_classification(address: str, public: bool) -> None:
     assert is_public_address(ipaddress.ip_address(address)) is public
+
+
+# Every row of the IANA IPv4 and IPv6 special-purpose address registries (and the embedded-IPv4
+# forms), one address inside and, where one exists, a public neighbour just outside.
+# (address, public, what it is)
+REGISTRY_TABLE: list[tuple[str, bool, str]] = [
+    ("0.1.2.3", False, "0.0.0.0/8 this network"),
+    ("1.0.0.1", True, "neighbour of 0.0.0.0/8"),
+    ("10.255.255.254", False, "10.0.0.0/8 private"),
+    ("11.0.0.1", True, "neighbour of 10.0.0.0/8"),
+    ("100.64.0.1", False, "100.64.0.0/10 shared address space"),
+    ("100.127.255.254", False, "100.64.0.0/10 shared address space"),
+    ("100.63.255.254", True, "neighbour of 100.64.0.0/10"),
+    ("100.128.0.1", True, "neighbour of 100.64.0.0/10"),
+    ("127.255.255.254", False, "127.0.0.0/8 loopback"),
+    ("128.0.0.1", True, "neighbour of 127.0.0.0/8"),
+    ("169.254.0.1", False, "169.254.0.0/16 link-local"),
+    ("169.253.255.254", True, "neighbour of 169.254.0.0/16"),
+    ("169.255.0.1", True, "neighbour of 169.254.0.0/16"),
+    ("172.31.255.254", False, "172.16.0.0/12 private"),
+    ("172.15.255.254", True, "neighbour of 172.16.0.0/12"),
+    ("172.32.0.1", True, "neighbour of 172.16.0.0/12"),
+    ("192.0.0.9", False, "192.0.0.0/24 IETF protocol assignments (refused whole)"),
+    ("192.0.0.170", False, "192.0.0.0/24 NAT64 discovery"),
+    ("192.0.1.1", True, "neighbour of 192.0.0.0/24"),
+    ("192.0.2.1", False, "192.0.2.0/24 documentation"),
+    ("192.0.3.1", True, "neighbour of 192.0.2.0/24"),
+    ("192.31.196.1", True, "192.31.196.0/24 AS112, globally reachable"),
+    ("192.52.193.1", True, "192.52.193.0/24 AMT, globally reachable"),
+    ("192.88.99.1", False, "192.88.99.0/24 deprecated 6to4 relay anycast"),
+    ("192.88.98.1", True, "neighbour of 192.88.99.0/24"),
+    ("192.168.0.1", False, "192.168.0.0/16 private"),
+    ("192.169.0.1", True, "neighbour of 192.168.0.0/16"),
+    ("192.175.48.1", True, "192.175.48.0/24 AS112 delegation, globally reachable"),
+    ("198.18.0.1", False, "198.18.0.0/15 benchmarking"),
+    ("198.19.255.254", False, "198.18.0.0/15 benchmarking"),
+    ("198.17.255.254", True, "neighbour of 198.18.0.0/15"),
+    ("198.20.0.1", True, "neighbour of 198.18.0.0/15"),
+    ("198.51.100.7", False, "198.51.100.0/24 documentation"),
+    ("198.51.101.1", True, "neighbour of 198.51.100.0/24"),
+    ("203.0.113.9", False, "203.0.113.0/24 documentation"),
+    ("203.0.114.1", True, "neighbour of 203.0.113.0/24"),
+    ("224.0.0.251", False, "224.0.0.0/4 multicast"),
+    ("233.252.0.1", False, "224.0.0.0/4 multicast (MCAST-TEST-NET)"),
+    ("239.255.255.250", False, "224.0.0.0/4 multicast"),
+    ("223.255.255.254", True, "neighbour of 224.0.0.0/4"),
+    ("240.0.0.1", False, "240.0.0.0/4 reserved"),
+    ("255.255.255.254", False, "240.0.0.0/4 reserved"),
+    ("255.255.255.255", False, "limited broadcast"),
+    ("::", False, "::/128 unspecified"),
+    ("::1", False, "::1/128 loopback"),
+    ("::ffff:169.254.169.254", False, "::ffff:0:0/96 IPv4-mapped, judged by the IPv4"),
+    ("::ffff:10.0.0.1", False, "::ffff:0:0/96 IPv4-mapped, judged by the IPv4"),
+    ("::ffff:8.8.8.8", True, "::ffff:0:0/96 IPv4-mapped of a public IPv4"),
+    ("::a9fe:a9fe", False, "::/96 IPv4-compatible (deprecated; refused whole)"),
+    ("::127.0.0.1", False, "::/96 IPv4-compatible"),
+    ("::8.8.8.8", False, "::/96 IPv4-compatible (deprecated; refused whole)"),
+    ("::ffff:0:a9fe:a9fe", False, "::ffff:0:0:0/96 IPv4-translated (refused whole)"),
+    ("::ffff:0:808:808", False, "::ffff:0:0:0/96 IPv4-translated (refused whole)"),
+    ("::1:0:0:1", False, "::/8 reserved by the IETF"),
+    ("64:ff9b::a9fe:a9fe", False, "64:ff9b::/96 NAT64, judged by the IPv4"),
+    ("64:ff9b::7f00:1", False, "64:ff9b::/96 NAT64, judged by the IPv4"),
+    ("64:ff9b::808:808", True, "64:ff9b::/96 NAT64 of a public IPv4"),
+    ("64:ff9b:1::a9fe:a9fe", False, "64:ff9b:1::/48 local-use NAT64"),
+    ("64:ff9b:1::808:808", False, "64:ff9b:1::/48 local-use NAT64 (refused whole)"),
+    ("100::1", False, "100::/64 discard-only"),
+    ("100:0:0:1::1", False, "100:0:0:1::/64 dummy prefix"),
+    ("2001::1", False, "2001::/23 IETF protocol assignments (Teredo 2001::/32)"),
+    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False, "2001::/32 Teredo"),
+    ("2001:1::1", False, "2001::/23 IETF protocol assignments"),
+    ("2001:2::1", False, "2001:2::/48 benchmarking"),
+    ("2001:20::1", False, "2001:20::/28 ORCHIDv2"),
+    ("2001:1ff:ffff::1", False, "2001::/23 IETF protocol assignments"),
+    ("2001:200::1", True, "neighbour of 2001::/23"),
+    ("2001:db8::1", False, "2001:db8::/32 documentation"),
+    ("2001:db7::1", True, "neighbour of 2001:db8::/32"),
+    ("2001:db9::1", True, "neighbour of 2001:db8::/32"),
+    ("2002:a9fe:a9fe::1", False, "2002::/16 6to4, judged by the IPv4"),
+    ("2002:7f00:1::", False, "2002::/16 6to4 of 127.0.0.1"),
+    ("2002:c0a8:101::", False, "2002::/16 6to4 of 192.168.1.1"),
+    ("2002:808:808::1", True, "2002::/16 6to4 of a public IPv4"),
+    ("2620:4f:8000::1", True, "2620:4f:8000::/48 AS112-v6, globally reachable"),
+    ("3fff::1", False, "3fff::/20 documentation"),
+    ("3fff:fff:ffff::1", False, "3fff::/20 documentation"),
+    ("3fff:1000::1", True, "neighbour of 3fff::/20"),
+    ("5f00::1", False, "5f00::/16 SRv6 SIDs"),
+    ("4000::1", False, "outside 2000::/3, not assigned for global unicast"),
+    ("1000::1", False, "outside 2000::/3, not assigned for global unicast"),
+    ("fc00::1", False, "fc00::/7 unique local"),
+    ("fd00:ec2::254", False, "fc00::/7 unique local (AWS metadata)"),
+    ("fe80::1", False, "fe80::/10 link-local"),
+    ("febf::1", False, "fe80::/10 link-local"),
+    ("fec0::1", False, "fec0::/10 site-local (deprecated)"),
+    ("feff::1", False, "fec0::/10 site-local (deprecated)"),
+    ("ff02::1", False, "ff00::/8 multicast"),
+    ("ff0e::fb", False, "ff00::/8 multicast"),
+    ("2620:0:1::200:5efe:a00:7", False, "ISATAP interface id embedding 10.0.0.7"),
+    ("2620:0:1::5efe:a9fe:a9fe", False, "ISATAP interface id embedding 169.254.169.254"),
+    ("2620:0:1::200:5efe:808:808", True, "ISATAP interface id embedding a public IPv4"),
+    ("2001:4860:4860::8888", True, "public"),
+    ("2606:4700:4700::1111", True, "public"),
+    ("2a00:1450:4001::1", True, "public"),
+    ("8.8.8.8", True, "public"),
+]
+
+
+@pytest.mark.parametrize(("address", "public", "what"), REGISTRY_TABLE,
+                         ids=[row[0] for row in REGISTRY_TABLE])
+def test_special_purpose_registries(address: str, public: bool, what: str) -> None:
+    assert is_public_address(ipaddress.ip_address(address)) is public, what
+
+
+def test_address_guard_allowances_cover_embedded_forms() -> None:
+    """An allowlisted literal or network is honoured whichever IPv6 form embeds its IPv4 (the
+    connector may dial ::ffff:a.b.c.d; an IPv6-only host reaches 10/8 through NAT64), and only
+    that IPv4."""
+    guard = SourcePolicy(["http://127.0.0.1:8123/"], ["10.0.0.0/8", "fd00::/8"]).guard
+    ip = ipaddress.ip_address
+    for address, port in (("::ffff:127.0.0.1", 8123), ("64:ff9b::7f00:1", 8123),
+                          ("::ffff:10.1.2.3", 443), ("64:ff9b::a01:203", 443),
+                          ("2002:a01:203::1", 443), ("fd00:ec2::254", 80)):
+        assert guard.permits(ip(address), port), address
+    for address, port in (("::ffff:127.0.0.1", 8124), ("64:ff9b::7f00:1", 80),
+                          ("::ffff:192.168.0.1", 443), ("64:ff9b::c0a8:1", 443),
+                          ("64:ff9b:1::a01:203", 443), ("2002:c0a8:1::1", 443),
+                          ("fe80::1", 80), ("::ffff:169.254.169.254", 80)):
+        assert not guard.permits(ip(address), port), address
 
 
 POLICY = SourcePolicy(
@@ -136,9 +264,71 @@ def test_malformed_urls_are_bad_requests(url: str) -> None:
         assert isinstance(info.value, SourceNotAllowedError)
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["s3://bucket/prefix/x%00.tif", "https://data.example.com/cogs/a%00.tif",
+     "https://data.example.com/cogs/%00/a.tif"],
+)
+def test_encoded_nul_in_a_remote_url_is_a_bad_request(url: str) -> None:
+    with pytest.raises(BadSourceError, match="NUL"):
+        POLICY.check_remote(url)
+
+
+def test_encoded_nul_in_a_local_url_is_a_bad_request(tmp_path: Path) -> None:
+    policy = SourcePolicy([str(tmp_path)])
+    with pytest.raises(BadSourceError, match="NUL"):
+        policy.local_path(f"file://{tmp_path}/a.tif%00")
+    # An absolute path is not percent-decoded: %00 there is three characters of a file name.
+    assert policy.local_path(f"{tmp_path}/a%00.tif") == f"{tmp_path}/a%00.tif"
+
+
 def test_allowed_url_is_what_gets_requested() -> None:
     resolved = POLICY.check_remote("https://DATA.example.com:443/cogs/a.tif?x=1")
     assert resolved.url == "https://data.example.com/cogs/a.tif?x=1"
+    # The host compared has no trailing dot, and neither has the host dialled.
+    resolved = POLICY.check_remote("https://data.example.com./cogs/a.tif")
+    assert resolved.url == "https://data.example.com/cogs/a.tif"
+
+
+SHARP = "xn--maive-cdn-h1a.com"  # maßive-cdn.com under IDNA 2008 / UTS 46, as yarl dials it
+
+
+@pytest.mark.parametrize(
+    ("allow", "url", "dialled"),
+    [
+        # IDNA 2003 folds ß to ss; the connection does not: these are two different hosts.
+        ("https://massive-cdn.com/", "https://maßive-cdn.com/x.tif", None),
+        ("https://massive-cdn.com/", "https://MAẞIVE-cdn.com/x.tif", None),
+        ("https://massive-cdn.com/", f"https://{SHARP}/x.tif", None),
+        ("https://maßive-cdn.com/", "https://massive-cdn.com/x.tif", None),
+        ("https://maßive-cdn.com/", "https://maßive-cdn.com/x.tif", SHARP),
+        ("https://maßive-cdn.com/", f"https://{SHARP}/x.tif", SHARP),
+        ("https://maßive-cdn.com/", f"https://{SHARP.upper()}/x.tif", SHARP),
+        ("https://maßive-cdn.com/", "https://MAßIVE-CDN.COM/x.tif", SHARP),
+        ("https://maßive-cdn.com/", "https://MAẞIVE-cdn.com/x.tif", SHARP),
+        ("https://maßive-cdn.com/", "https://\uff4d\uff41ßive-cdn.com/x.tif", SHARP),  # fullwidth
+        ("https://maßive-cdn.com/", "https://maßive-cdn.com./x.tif", SHARP),
+        (f"https://{SHARP}/", "https://maßive-cdn.com/x.tif", SHARP),
+        ("https://massive-cdn.com/",  # fullwidth "massive"
+         "https://\uff4d\uff41\uff53\uff53\uff49\uff56\uff45-cdn.com/x.tif", "massive-cdn.com"),
+        ("https://massive-cdn.com/", "https://massive-cdn\u3002com/x.tif", "massive-cdn.com"),
+        ("https://massive-cdn.com/", "https://MASSIVE-CDN.COM./x.tif", "massive-cdn.com"),
+        ("https://bücher.example/", "https://BÜCHER.example/x.tif", "xn--bcher-kva.example"),
+    ],
+)
+def test_idna_host_compared_is_the_host_dialled(allow: str, url: str, dialled: str | None
+                                                 ) -> None:
+    """The allowlist and the client URL go through the host encoding the connection uses (yarl:
+    UTS 46, non-transitional), and the URL handed to the HTTP client carries that very host."""
+    policy = SourcePolicy([allow])
+    if dialled is None:
+        with pytest.raises(SourceNotAllowedError):
+            policy.check_remote(url)
+        return
+    resolved = policy.check_remote(url)
+    assert URL(resolved.url).raw_host == dialled
+    assert resolved.url == f"https://{dialled}/x.tif"
+    assert policy.prefixes[0].host == dialled
 
 
 def test_local_roots_are_resolved_with_realpath(tmp_path: Path) -> None:
@@ -255,7 +445,13 @@ def test_socket_factory_refuses_before_creating_a_socket() -> None:
     # packet goes anywhere but loopback in this test suite.
     guard = SourcePolicy(["https://data.example.com/"]).guard
     for address, family in (("169.254.169.254", socket.AF_INET), ("10.0.0.1", socket.AF_INET),
-                            ("::ffff:169.254.169.254", socket.AF_INET6), ("::1", socket.AF_INET6)):
+                            ("::ffff:169.254.169.254", socket.AF_INET6), ("::1", socket.AF_INET6),
+                            ("64:ff9b:1::a9fe:a9fe", socket.AF_INET6),  # local-use NAT64
+                            ("::a9fe:a9fe", socket.AF_INET6),  # IPv4-compatible
+                            ("::127.0.0.1", socket.AF_INET6),
+                            ("::ffff:0:a9fe:a9fe", socket.AF_INET6),  # IPv4-translated
+                            ("fec0::1", socket.AF_INET6), ("3fff::1", socket.AF_INET6),
+                            ("192.0.0.170", socket.AF_INET)):
         with pytest.raises(SourceNotAllowedError):
             guard.socket_factory((family, socket.SOCK_STREAM, 6, "", (address, 80)))
     sock = guard.socket_factory((socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 443)))

@@ -5,10 +5,12 @@ and every error status provoked for real."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import json
 import os
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -167,6 +169,39 @@ async def test_etag_and_conditional_requests(client: Client, upstream: Upstream)
         assert await resp.read() == b""
     # A 304 costs only the open (the source's ETag must be checked), no tile reads.
     assert len(upstream.requests()) - before == 1
+
+
+async def test_keyed_answers_are_private_to_shared_caches(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    """With API keys a shared cache (a CDN in front of the service) must not hand a keyed answer
+    to a client without a key: 200s and 304s are ``private`` and vary on the key headers. Without
+    keys they stay ``public``."""
+    key = "k-3c1f0e9a7b5d2468"
+    keyed = await make_client(api_keys=(key,))
+    open_ = await make_client()
+    for path, params in (("/info", {}), ("/region", {"window": "0,0,64,64"}),
+                         ("/preview", {"max_size": "64"}), ("/point", {"col": "3", "row": "4"})):
+        query = {"url": upstream.url("rgb.tif"), **params}
+        for headers in ({"X-API-Key": key}, {"Authorization": f"Bearer {key}"}):
+            async with keyed.get(path, params=query, headers=headers) as resp:
+                assert resp.status == 200, (path, await resp.text())
+                assert resp.headers["Cache-Control"] == "private, max-age=3600", path
+                varies = {v.strip().lower() for v in resp.headers["Vary"].split(",")}
+                assert {"x-api-key", "authorization"} <= varies, path
+                etag = resp.headers["ETag"]
+            async with keyed.get(path, params=query,
+                                 headers={**headers, "If-None-Match": etag}) as resp:
+                assert resp.status == 304, path
+                assert resp.headers["Cache-Control"] == "private, max-age=3600", path
+                assert "x-api-key" in resp.headers["Vary"].lower(), path
+        async with keyed.get(path, params=query) as resp:
+            assert resp.status == 401
+            assert resp.headers["Cache-Control"] == "no-store"
+        async with open_.get(path, params=query) as resp:
+            assert resp.status == 200, (path, await resp.text())
+            assert resp.headers["Cache-Control"] == "public, max-age=3600", path
+            assert "Vary" not in resp.headers, path
 
 
 async def test_region_png_is_the_window_with_the_mask_as_alpha(
@@ -687,6 +722,73 @@ async def test_local_files_stay_under_their_roots(
                 f"file://{root}/../secret.tif"):
         await problem(client, "/info", 403, url=url)
     await problem(client, "/info", 404, url=str(root / "missing.tif"))
+
+
+async def _wake_fifo_readers(fifo: Path) -> None:
+    """Open the write end of ``fifo`` until no reader is left: a thread stuck opening it for
+    reading (what the service did before it refused non-regular files) returns, so that a
+    failing test ends instead of leaving the thread pool blocked."""
+    for _ in range(500):
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # no reader has it open
+                return
+            raise
+        os.close(fd)
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.timeout(60)
+async def test_open_refuses_a_fifo_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.tif"
+    os.mkfifo(fifo)
+    try:
+        for url in (str(fifo), f"file://{fifo}", str(tmp_path), "/dev/null"):
+            started = time.perf_counter()
+            async with asyncio.timeout(5):
+                with pytest.raises(cloudroi.SourceNotFoundError, match="not a regular file"):
+                    await cloudroi.open(url)
+            assert time.perf_counter() - started < 2, url
+    finally:
+        await _wake_fifo_readers(fifo)
+
+
+@pytest.mark.timeout(90)
+async def test_a_fifo_in_an_allowed_directory_does_not_block_the_service(
+    make_client: MakeClient, tmp_path: Path, images: dict[str, bytes]
+) -> None:
+    """Opening a FIFO for reading waits for a writer: each such request used to hold a worker
+    thread forever, and after a handful of them ordinary files timed out too. Now a FIFO is a
+    404 at once and the thread pool stays free."""
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "dem.tif").write_bytes(images["dem.tif"])
+    fifo = root / "pipe.tif"
+    os.mkfifo(fifo)
+    client = await make_client(allowed_sources=(f"{root}/",), request_timeout=3.0,
+                               max_concurrency=64)
+    try:
+        async with asyncio.timeout(20):
+            started = time.perf_counter()
+            answers = await asyncio.gather(
+                *(get(client, "/info", url=str(fifo)) for _ in range(6)),
+                *(get(client, "/region", url=f"file://{fifo}", window="0,0,8,8")
+                  for _ in range(6)),
+            )
+            fifo_time = time.perf_counter() - started
+            for status, _, body in answers:
+                assert status == 404, body
+                assert json.loads(body)["code"] == "source_not_found"
+            assert fifo_time < 3.0, fifo_time
+            started = time.perf_counter()
+            status, _, body = await get(client, "/point", url=str(root / "dem.tif"), col=1, row=2)
+            ordinary_time = time.perf_counter() - started
+            assert status == 200, body
+            assert json.loads(body)["values"] == [float(dem_pixels()[2, 1])]
+            assert ordinary_time < 3.0, ordinary_time
+    finally:
+        await _wake_fifo_readers(fifo)
 
 
 async def test_default_configuration_allows_only_the_sample(

@@ -168,6 +168,8 @@ class ServiceState:
             return self.policy.check_remote(url).url
         except BadSourceError as exc:
             raise bad_request(str(exc), code="invalid_url") from exc
+        except ValueError as exc:  # e.g. realpath on something the checks above let through
+            raise bad_request(f"url is not a usable source: {exc}", code="invalid_url") from exc
 
     def openapi_bytes(self) -> bytes:
         if self._openapi is None:
@@ -320,7 +322,15 @@ def _etag(state: ServiceState, img: Image, req: CoreRequest) -> str | None:
 
 
 def _cache_headers(state: ServiceState, etag: str | None) -> dict[str, str]:
-    headers = {"Cache-Control": f"public, max-age={state.config.cache_max_age}"}
+    """``public`` without API keys; with keys ``private`` and ``Vary`` on the key headers, so
+    that a shared cache in front of the service never hands a keyed answer to a keyless client."""
+    if state.api_keys.required:
+        headers = {
+            "Cache-Control": f"private, max-age={state.config.cache_max_age}",
+            "Vary": "X-API-Key, Authorization",
+        }
+    else:
+        headers = {"Cache-Control": f"public, max-age={state.config.cache_max_age}"}
     if etag:
         headers["ETag"] = etag
     return headers

@@ -9,7 +9,8 @@ Two independent gates, both needed:
   same way.
 * ``AddressGuard`` decides at connect time, from the address actually dialled (after DNS, for every
   connection, redirects included): loopback, private, link-local (cloud metadata), shared,
-  multicast and reserved addresses are refused unless an allowlisted prefix names that very
+  multicast, reserved and every other non-global address (the IANA special-purpose registries,
+  ``is_public_address``) are refused unless an allowlisted prefix names that very
   address and port, or an allowlisted network contains it. A host name that resolves into a
   private network is refused even when the name itself is allowlisted.
 """
@@ -39,6 +40,7 @@ __all__ = [
     "BadSourceError",
     "SourceNotAllowedError",
     "SourcePolicy",
+    "embedded_ipv4",
     "guarded_session",
     "is_public_address",
 ]
@@ -54,28 +56,102 @@ class SourceNotAllowedError(AccessDeniedError):
 
 
 class BadSourceError(ValueError):
-    """The ``url`` parameter is not a URL at all (a 400): empty, overlong, spaces or control
-    characters, no host. Anything that parses but hides structure (credentials, fragments,
-    backslashes, dot or empty segments, double encoding, odd ports) is a refusal instead:
-    ``SourceNotAllowedError``, a 403, like any other source outside the allowlist."""
+    """The ``url`` parameter is not a source at all (a 400): empty, overlong, spaces or control
+    characters, a NUL byte (also percent-encoded), no scheme, no host. Anything that parses but
+    hides structure (credentials, fragments, backslashes, dot or empty segments, double encoding,
+    odd ports) is a refusal instead: ``SourceNotAllowedError``, a 403, like any other source
+    outside the allowlist."""
+
+
+# The IANA special-purpose address registries (RFC 6890 and later), as of 2025: every block that
+# is not globally reachable, or that a server has no business dialling, is refused. Python's
+# ``ipaddress`` tables lag behind (3.11.7 calls fec0::/10, 3fff::/20, 5f00::/16, ::/96 and
+# 64:ff9b:1::/48 global), so ``is_public_address`` requires both this table and ``is_global``.
+_REFUSED_V4: tuple[tuple[str, str], ...] = (
+    ("0.0.0.0/8", "this network"),
+    ("10.0.0.0/8", "private"),
+    ("100.64.0.0/10", "shared address space (carrier-grade NAT, some cloud metadata)"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local (cloud metadata)"),
+    ("172.16.0.0/12", "private"),
+    ("192.0.0.0/24", "IETF protocol assignments (its two global /32s refused too)"),
+    ("192.0.2.0/24", "documentation (TEST-NET-1)"),
+    ("192.88.99.0/24", "deprecated 6to4 relay anycast"),
+    ("192.168.0.0/16", "private"),
+    ("198.18.0.0/15", "benchmarking"),
+    ("198.51.100.0/24", "documentation (TEST-NET-2)"),
+    ("203.0.113.0/24", "documentation (TEST-NET-3)"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved"),
+    ("255.255.255.255/32", "limited broadcast"),
+)
+_REFUSED_V6: tuple[tuple[str, str], ...] = (
+    ("::/8", "reserved by the IETF: ::/128 unspecified, ::1 loopback, ::/96 IPv4-compatible "
+             "(deprecated), ::ffff:0:0:0/96 IPv4-translated; ::ffff:0:0/96 IPv4-mapped is "
+             "judged by its IPv4 before this table"),
+    ("64:ff9b:1::/48", "local-use IPv4/IPv6 translation"),
+    ("100::/64", "discard-only"),
+    ("100:0:0:1::/64", "dummy prefix"),
+    ("2001::/23", "IETF protocol assignments: Teredo 2001::/32, benchmarking 2001:2::/48, "
+                  "ORCHIDv2 2001:20::/28 (its few global entries refused too)"),
+    ("2001:db8::/32", "documentation"),
+    ("3fff::/20", "documentation"),
+    ("5f00::/16", "segment routing (SRv6) SIDs"),
+    ("fc00::/7", "unique local (fd00:ec2::254: cloud metadata)"),
+    ("fe80::/10", "link-local"),
+    ("fec0::/10", "site-local (deprecated)"),
+    ("ff00::/8", "multicast"),
+)
+_V4_NETS = tuple(ipaddress.IPv4Network(n) for n, _ in _REFUSED_V4)
+_V6_NETS = tuple(ipaddress.IPv6Network(n) for n, _ in _REFUSED_V6)
+# Global unicast is 2000::/3; the rest of the IPv6 space is unassigned or special-purpose.
+_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_SIXTOFOUR = ipaddress.IPv6Network("2002::/16")
+_ISATAP_IDS = (0x00005EFE, 0x02005EFE)
+
+
+def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for, where dialling the one reaches the other:
+    IPv4-mapped, IPv4-compatible, IPv4-translated, NAT64 (64:ff9b::/96) and 6to4. None for IPv4
+    addresses and other IPv6 ones."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip in _SIXTOFOUR:
+        return ip.sixtofour
+    if any(ip in net for net in (_MAPPED, _COMPATIBLE, _TRANSLATED, _NAT64)):
+        value = int(ip) & 0xFFFFFFFF
+        if ip in _COMPATIBLE and value <= 1:
+            return None  # :: and ::1 are themselves, not 0.0.0.0 and 0.0.0.1
+        return ipaddress.IPv4Address(value)
+    return None
 
 
 def is_public_address(ip: IPAddress) -> bool:
-    """True for globally routable unicast addresses; False for loopback, private, link-local
-    (169.254.169.254 included), shared (100.64/10), multicast, reserved and unspecified ones, and
-    for IPv6 forms that embed such an IPv4 address."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        embedded = ip.ipv4_mapped or ip.sixtofour
-        if embedded is None and ip.teredo is not None:
-            embedded = ip.teredo[1]
-        if embedded is not None and not is_public_address(embedded):
-            return False
-        if ip in _NAT64:
-            return is_public_address(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-    return bool(ip.is_global) and not ip.is_multicast
-
-
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+    """True for globally reachable unicast addresses only: False for every non-global row of the
+    IANA special-purpose registries (``_REFUSED_V4``, ``_REFUSED_V6``; loopback, private,
+    link-local with cloud metadata, shared, documentation, benchmarking, multicast, reserved,
+    unspecified, local-use NAT64, Teredo, ...), for IPv6 outside 2000::/3, and for whatever
+    Python's ``ipaddress`` does not call global. IPv4-mapped, NAT64 (64:ff9b::/96) and 6to4
+    addresses are judged by the IPv4 address they embed; IPv4-compatible and IPv4-translated
+    ones are refused whatever they embed; an ISATAP interface id embedding a refused IPv4 is
+    refused."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return not any(ip in net for net in _V4_NETS) and bool(ip.is_global)
+    if ip in _MAPPED or ip in _NAT64 or ip in _SIXTOFOUR:
+        embedded = embedded_ipv4(ip)
+        assert embedded is not None
+        return is_public_address(embedded)
+    if ip not in _GLOBAL_UNICAST or any(ip in net for net in _V6_NETS):
+        return False
+    if (int(ip) >> 32) & 0xFFFFFFFF in _ISATAP_IDS and not is_public_address(
+        ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    ):
+        return False
+    return bool(ip.is_global)
 
 
 def _parse_ip(host: str) -> IPAddress | None:
@@ -85,16 +161,24 @@ def _parse_ip(host: str) -> IPAddress | None:
         return None
 
 
-def _canonical_host(host: str) -> str:
-    """Lower-case, no trailing dot, IDNA for non-ASCII names, canonical form of IP literals."""
-    host = host.strip("[]").rstrip(".").lower()
-    ip = _parse_ip(host)
-    if ip is not None:
-        return str(ip)
-    try:
-        return host.encode("idna").decode("ascii")
-    except UnicodeError as exc:
-        raise BadSourceError(f"invalid host name {host!r}") from exc
+def _wire_url(text: str) -> tuple[URL, str]:
+    """An http(s) URL parsed exactly as aiohttp will parse it, rebuilt on the host it will dial,
+    and that host: yarl's encoding (UTS 46 via the ``idna`` package, non-transitional, so ``ß``
+    stays ``ß``: ``maßive-cdn.com`` is ``xn--maive-cdn-h1a.com``, not ``massive-cdn.com``; case
+    and width folded; IP literals compressed), lower-case, without trailing dots. The allowlist
+    and client URLs both go through here, so the string compared is the string dialled.
+    ValueError if yarl cannot parse ``text`` (BadSourceError if it has no host)."""
+    url = URL(text)
+    raw = url.raw_host
+    host = (raw or "").rstrip(".").lower()
+    if not host:
+        raise BadSourceError("http(s) URL without a host")
+    if host != raw:
+        url = url.with_host(host)
+    # The URL goes to aiohttp as a string: it must parse back to this very host.
+    if URL(str(url)).raw_host != host:
+        raise ValueError(f"host {raw!r} does not keep its form")
+    return url, host
 
 
 def _segments_under(path: str, prefix: str) -> bool:
@@ -118,10 +202,23 @@ def _check_text(url: str) -> None:
         raise SourceNotAllowedError("backslashes in source URLs are not allowed")
 
 
+def _not_a_source(url: str) -> BadSourceError:
+    shown = url if len(url) <= 100 else url[:100] + "..."
+    return BadSourceError(
+        f"url must be an http(s)://, s3:// or file:// URL, or an absolute path; got {shown!r}"
+    )
+
+
+def _refuse_nul(decoded: str) -> None:
+    if "\x00" in decoded:
+        raise BadSourceError("url contains a NUL byte (%00)")
+
+
 def _clean_remote_path(path: str) -> str:
     """An object path with percent-encoding undone where it could hide structure; dot segments
-    and empty segments are refused rather than interpreted."""
+    and empty segments are refused rather than interpreted, a NUL byte is a bad request."""
     decoded = unquote(path)
+    _refuse_nul(decoded)
     if "%" in decoded and decoded != unquote(decoded):
         raise SourceNotAllowedError("url path is encoded twice")
     parts = decoded.split("/")
@@ -182,7 +279,13 @@ def parse_prefix(text: str) -> AllowedPrefix:
         raise ValueError(f"allowlist entry {text!r} has no host")
     port = parts.port if parts.port is not None else _DEFAULT_PORTS.get(scheme)
     path = parts.path or "/"
-    return AllowedPrefix(scheme, _canonical_host(parts.hostname), port, path)
+    if scheme not in _DEFAULT_PORTS:
+        return AllowedPrefix(scheme, parts.netloc.lower(), port, path)  # as check_remote sees it
+    try:
+        _, host = _wire_url(text)
+    except ValueError as exc:
+        raise ValueError(f"allowlist entry {text!r}: {exc}") from exc
+    return AllowedPrefix(scheme, host, port, path)
 
 
 def _local_prefix(path: str) -> AllowedPrefix:
@@ -230,14 +333,14 @@ class SourcePolicy:
         except ValueError as exc:
             raise SourceNotAllowedError(f"unparseable host or port: {exc}", url=url) from exc
         scheme = parts.scheme.lower()
+        if not scheme or (scheme not in _DEFAULT_PORTS and not parts.netloc):
+            raise _not_a_source(url)
         if parts.username is not None or parts.password is not None or "@" in parts.netloc:
             raise SourceNotAllowedError("credentials in source URLs are not allowed", url=url)
         if parts.fragment or "#" in url:
             raise SourceNotAllowedError("source URLs take no #fragment", url=url)
         if scheme in _DEFAULT_PORTS:
             return self._check_http(url, parts, scheme, port)
-        if not parts.netloc:
-            raise BadSourceError(f"{scheme}:// URL without a bucket or host")
         if port is not None or parts.query:
             raise SourceNotAllowedError(f"{scheme}:// URLs take no port or query", url=url)
         host = parts.netloc.lower()
@@ -247,15 +350,19 @@ class SourcePolicy:
         return Resolved(f"{scheme}://{host}{path}", scheme)
 
     def _check_http(self, url: str, parts: SplitResult, scheme: str, port: int | None) -> Resolved:
-        # Judge the URL as aiohttp will send it: parsed by yarl, dot segments refused up front.
+        # Judge the URL as aiohttp will send it: parsed by yarl, on the host string it dials
+        # (the URL returned carries that host), dot segments refused up front.
+        if not parts.hostname:
+            raise BadSourceError("http(s) URL without a host")
         try:
-            target = URL(url)
+            target, host = _wire_url(url)
+            # Another parser must find the same host, or the URL hides its structure.
+            _, other = _wire_url(str(URL.build(scheme=scheme, host=parts.hostname)))
+        except BadSourceError:
+            raise
         except ValueError as exc:
             raise SourceNotAllowedError(f"unparseable url: {exc}", url=url) from exc
-        if not target.host or not parts.hostname:
-            raise BadSourceError("http(s) URL without a host")
-        host = _canonical_host(target.host)
-        if host != _canonical_host(parts.hostname):
+        if host != other:
             raise SourceNotAllowedError("ambiguous host in url", url=url)
         _clean_remote_path(parts.path or "/")
         path = target.path or "/"
@@ -294,6 +401,7 @@ class SourcePolicy:
         if parts.query or parts.fragment or "#" in url:
             raise SourceNotAllowedError("file:// URLs take no query or fragment", url=url)
         path = unquote(parts.path)
+        _refuse_nul(path)  # before realpath, which raises ValueError on it
         if not path.startswith("/"):
             raise BadSourceError("file:// URLs need an absolute path")
         return path
@@ -313,13 +421,14 @@ class AddressGuard:
         self.networks = tuple(networks)
 
     def permits(self, ip: IPAddress, port: int) -> bool:
-        if (ip, port) in self.allowed:
-            return True
-        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
-        if mapped is not None and (mapped, port) in self.allowed:
-            return True
-        if any(ip in net for net in self.networks if net.version == ip.version):
-            return True
+        """Allowlisted literal and port, or inside an allowed network (an IPv6 form embedding
+        an IPv4 address, see ``embedded_ipv4``, is allowed where that IPv4 is), or public."""
+        embedded = embedded_ipv4(ip)
+        for candidate in (ip,) if embedded is None else (ip, embedded):
+            if (candidate, port) in self.allowed:
+                return True
+            if any(candidate in net for net in self.networks if net.version == candidate.version):
+                return True
         return is_public_address(ip)
 
     def socket_factory(self, addr_info: tuple[Any, ...]) -> socket.socket:

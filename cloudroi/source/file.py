@@ -1,9 +1,11 @@
-"""Local files as a RangeSource; every system call runs in a worker thread, off the event loop."""
+"""Local files as a RangeSource; every system call runs in a worker thread, off the event loop.
+Only regular files are read: a FIFO, socket, device or directory is ``SourceNotFoundError``."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import stat
 from urllib.parse import unquote, urlsplit
 
 from ..errors import (
@@ -50,12 +52,24 @@ class FileSource:
         self._fd: int | None = None
         self.meta: ObjectMeta | None = None
 
+    def _not_regular(self) -> SourceNotFoundError:
+        return SourceNotFoundError("not a regular file", url=self.url)
+
     def _open_sync(self, length: int) -> tuple[ObjectMeta, bytes]:
-        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        # Only regular files: opening a FIFO for reading waits for a writer (forever, holding
+        # this worker thread), and a device may never stop answering. stat() first, so that
+        # nothing else is even opened; then O_NONBLOCK, so that a FIFO put at the path in
+        # between cannot block the open either, and fstat() of the descriptor decides.
+        if not stat.S_ISREG(os.stat(self.path).st_mode):
+            raise self._not_regular()
+        nonblock = getattr(os, "O_NONBLOCK", 0)
+        fd = os.open(self.path, os.O_RDONLY | nonblock | getattr(os, "O_CLOEXEC", 0))
         try:
             st = os.fstat(fd)
-            if not os.path.isfile(self.path):
-                raise IsADirectoryError(21, "not a regular file")
+            if not stat.S_ISREG(st.st_mode):
+                raise self._not_regular()
+            if nonblock:
+                os.set_blocking(fd, True)  # no meaning for a regular file; restored anyway
             data = os.pread(fd, min(length, st.st_size), 0)
         except BaseException:
             os.close(fd)

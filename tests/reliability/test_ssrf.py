@@ -66,6 +66,10 @@ class StubDNS(AbstractResolver):
         "mapped.example.test": ["::ffff:10.0.0.7"],
         "v6.example.test": ["fd00:ec2::254"],
         "shared.example.test": ["100.100.100.200"],
+        "nat64local.example.test": ["64:ff9b:1::a9fe:a9fe"],
+        "compat.example.test": ["::a9fe:a9fe"],
+        "translated.example.test": ["::ffff:0:a9fe:a9fe"],
+        "sitelocal.example.test": ["fec0::1"],
     }
 
     def __init__(self) -> None:
@@ -148,6 +152,8 @@ async def target(tmp_path: Path) -> AsyncIterator[Target]:
                 upstream.url("ok/"), "http://tiles.example.test/cogs/",
                 "http://meta.example.test/", "http://mapped.example.test/",
                 "http://v6.example.test/", "http://shared.example.test/",
+                "http://nat64local.example.test/", "http://compat.example.test/",
+                "http://translated.example.test/", "http://sitelocal.example.test/",
                 "s3://bucket/ok/", f"{root}/",
             ),
             upstream_connect_timeout=1.0,
@@ -217,6 +223,9 @@ SSRF: dict[str, list[str]] = {
         "http://[::127.0.0.1]:{port}/ok/rgb.tif",  # IPv4-compatible
         "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",  # NAT64
         "http://[2002:a9fe:a9fe::]/latest/meta-data/",  # 6to4
+        "http://[64:ff9b:1::a9fe:a9fe]/latest/meta-data/",  # local-use NAT64
+        "http://[::a9fe:a9fe]/latest/meta-data/",  # IPv4-compatible
+        "http://[::ffff:0:a9fe:a9fe]/latest/meta-data/",  # IPv4-translated
     ],
     "userinfo": [
         "http://127.0.0.1:{port}@evil.example/ok/rgb.tif",
@@ -278,6 +287,10 @@ SSRF: dict[str, list[str]] = {
         "http://mapped.example.test/x.tif",  # -> ::ffff:10.0.0.7
         "http://v6.example.test/x.tif",  # -> fd00:ec2::254
         "http://shared.example.test/x.tif",  # -> 100.100.100.200
+        "http://nat64local.example.test/x.tif",  # -> 64:ff9b:1::a9fe:a9fe (local-use NAT64)
+        "http://compat.example.test/x.tif",  # -> ::a9fe:a9fe (IPv4-compatible)
+        "http://translated.example.test/x.tif",  # -> ::ffff:0:a9fe:a9fe (IPv4-translated)
+        "http://sitelocal.example.test/x.tif",  # -> fec0::1 (site-local)
     ],
     "redirect": [f"http://127.0.0.1:{{port}}{path}" for path in sorted(REDIRECTS)],
 }
@@ -336,6 +349,114 @@ async def test_nul_and_control_characters_are_400_not_500(target: Target) -> Non
         async with target.client.get("/info", params={"url": url}) as resp:
             assert resp.status == 400, (url, await resp.text())
             assert (await resp.json())["code"] == "invalid_url"
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "file://{root}/rgb.tif%00",  # /info?url=file:///.../rgb.tif%2500 on the wire
+        "file://{root}/rgb%00.tif",
+        "file://{root}/%00/rgb.tif",
+        "http://127.0.0.1:{port}/ok/rgb.tif%00",
+        "http://127.0.0.1:{port}/ok/%00rgb.tif",
+    ],
+)
+async def test_encoded_nul_is_400_not_500(target: Target, template: str) -> None:
+    url = fill(template, target)
+    before = target.upstream.request_count
+    async with target.client.get("/info", params={"url": url}) as resp:
+        doc = await resp.json(content_type=None)
+        assert resp.status == 400, (url, doc)
+    assert doc["code"] == "invalid_url"
+    assert "NUL" in doc["detail"]
+    assert target.upstream.request_count == before
+
+
+@pytest.mark.parametrize("url", ["foo.tif", "garbage", "data/rgb.tif", "s3:foo", "c:rgb.tif"])
+async def test_a_url_that_is_no_source_says_what_a_source_is(target: Target, url: str) -> None:
+    async with target.client.get("/info", params={"url": url}) as resp:
+        doc = await resp.json(content_type=None)
+        assert resp.status == 400, (url, doc)
+    assert doc["code"] == "invalid_url"
+    assert doc["detail"] == (
+        f"url must be an http(s)://, s3:// or file:// URL, or an absolute path; got {url!r}"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# IDNA: the host compared with the allowlist is the host dialled
+# --------------------------------------------------------------------------------------------
+
+
+class NameLog(AbstractResolver):
+    """Resolves the listed names to 127.0.0.1 and records every name it is asked for."""
+
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+        self.asked: list[str] = []
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.asked.append(host)
+        if host not in self.names:
+            raise OSError(f"test resolver: no such host {host}")
+        return [ResolveResult(hostname=host, host="127.0.0.1", port=port, family=socket.AF_INET,
+                              proto=0, flags=socket.AI_NUMERICHOST)]
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_idna_host_allowed_is_the_host_dialled() -> None:
+    """maßive-cdn.com is xn--maive-cdn-h1a.com on the wire (UTS 46), not massive-cdn.com (IDNA
+    2003): it must not pass an allowlist naming massive-cdn.com. Every spelling of an allowed
+    unicode host resolves, and is sent as Host, under the one punycode name compared."""
+    hosts: list[str] = []
+
+    def record_host(request: Any, etag: str) -> Fault | None:
+        hosts.append(request.headers["Host"])
+        return None
+
+    dns = NameLog({"massive-cdn.com", "xn--maive-cdn-h1a.com", "xn--bcher-kva.example"})
+    with RangeServer({"ok/rgb.tif": RGB}, fault=record_host) as upstream:
+        port = upstream.port
+        config = ServiceConfig(
+            allowed_sources=(f"http://massive-cdn.com:{port}/ok/", f"http://bücher.example:{port}/ok/"),
+            allowed_networks=("127.0.0.0/8",),
+            upstream_connect_timeout=1.0,
+        )
+        client = TestClient(TestServer(create_app(config, resolver=dns)))
+        await client.start_server()
+        try:
+            for url in (f"http://maßive-cdn.com:{port}/ok/rgb.tif",
+                        f"http://xn--maive-cdn-h1a.com:{port}/ok/rgb.tif",
+                        f"http://MAẞIVE-CDN.com:{port}/ok/rgb.tif",
+                        f"http://bucher.example:{port}/ok/rgb.tif"):
+                async with client.get("/info", params={"url": url}) as resp:
+                    assert resp.status == 403, (url, await resp.text())
+                    assert (await resp.json(content_type=None))["code"] == "source_not_allowed"
+            assert dns.asked == []
+            assert upstream.request_count == 0
+            for url, wire in (
+                (f"http://massive-cdn.com:{port}/ok/rgb.tif", "massive-cdn.com"),
+                (f"http://MASSIVE-cdn.com.:{port}/ok/rgb.tif", "massive-cdn.com"),
+                (f"http://bücher.example:{port}/ok/rgb.tif", "xn--bcher-kva.example"),
+                (f"http://BÜCHER.example:{port}/ok/rgb.tif", "xn--bcher-kva.example"),
+                (f"http://xn--bcher-kva.example:{port}/ok/rgb.tif", "xn--bcher-kva.example"),
+                (f"http://\uff42ücher.example.:{port}/ok/rgb.tif", "xn--bcher-kva.example"),
+            ):
+                dns.asked.clear()
+                hosts.clear()
+                async with client.get("/info", params={"url": url}) as resp:
+                    assert resp.status == 200, (url, await resp.text())
+                    assert (await resp.json())["width"] == 600
+                # The block cache may answer later reads, but the header is read every time.
+                assert set(dns.asked) <= {wire}, (url, dns.asked)
+                assert hosts, url
+                assert set(hosts) == {f"{wire}:{port}"}, (url, hosts)
+        finally:
+            await client.close()
 
 
 # --------------------------------------------------------------------------------------------
