@@ -247,12 +247,20 @@ class HTTPSource:
         resp = await self._send_headers(headers)
         try:
             if resp.status == 416:
+                # Every range asked lies inside the object seen at open: a 416 that names the
+                # same size (or none) means "no multi-range GETs here" (aiohttp's static file
+                # handler answers so), another size that the object changed.
                 cr = parse_content_range(resp.headers.get("Content-Range"))
                 total = cr.total if cr else None
-                raise ObjectChangedError(
-                    f"ranges not satisfiable (object is now {total} bytes, was {self.meta.size})",
-                    url=self.url,
-                )
+                if total is not None and total != self.meta.size:
+                    raise ObjectChangedError(
+                        f"ranges not satisfiable (object is now {total} bytes, "
+                        f"was {self.meta.size})",
+                        url=self.url,
+                    )
+                self._refuse("HTTP 416 for a multi-range GET")
+                resp.close()
+                return None
             if resp.status not in (200, 206):
                 raise _status_error(resp, self.url)
             self._check_etag(resp)
