@@ -17,10 +17,10 @@ import bisect
 import email.utils
 import logging
 import time
-from collections.abc import Mapping, MutableMapping, Sequence
-from urllib.parse import urlsplit
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 
 import aiohttp
+from yarl import URL
 
 from ..errors import (
     AccessDeniedError,
@@ -34,12 +34,25 @@ from ..errors import (
 from ..types import ByteRange, ObjectMeta
 from .base import check_content_range, parse_content_range
 
-__all__ = ["HTTPSource", "parse_retry_after"]
+__all__ = ["MAX_REDIRECTS", "HTTPSource", "RedirectCheck", "parse_retry_after"]
 
 log = logging.getLogger("cloudroi.http")
 
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MAX_RETRY_AFTER = 30.0
+_REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
+#: Statuses after which a GET to the remembered end of a redirect chain is sent through the
+#: original URL again (a presigned target may have expired, a moved object moved on).
+_REFOLLOW_STATUS = frozenset({401, 403, 404, 410})
+#: Redirects followed per GET; one more is an UpstreamError.
+MAX_REDIRECTS = 5
+#: Request headers that do not follow a redirect to another origin (as browsers and aiohttp do).
+_CREDENTIALS = ("Authorization", "Proxy-Authorization", "Cookie")
+#: Bytes of a redirect's body read (and dropped) to keep its connection; a longer one is closed.
+_REDIRECT_BODY = 64 << 10
+
+#: Called with each redirect target before it is requested; raises to refuse it.
+RedirectCheck = Callable[[URL], None]
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -94,18 +107,32 @@ class HTTPSource:
         headers: Mapping[str, str] | None = None,
         timeout: aiohttp.ClientTimeout | None = None,
         multirange_refused: MutableMapping[str, str] | None = None,
+        check_redirect: RedirectCheck | None = None,
     ) -> None:
         self.url = url
         self._session = session
         self._headers = dict(headers or {})
         self._timeout = timeout
         self.meta: ObjectMeta | None = None
-        parts = urlsplit(url)
-        self._origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+        try:
+            self._start: URL | None = URL(url)
+        except ValueError:
+            self._start = None  # reported as an invalid URL by the first request
+        #: Where GETs go: the end of the last redirect chain followed from ``url``.
+        self._target = self._start
+        self._check_redirect = check_redirect
         #: Origins whose servers did not answer a multi-range GET with usable
         #: multipart/byteranges, and how they answered (shared through the Context, so each
         #: origin is asked once).
         self._refused = multirange_refused if multirange_refused is not None else {}
+
+    @property
+    def _origin(self) -> str:
+        """The origin that serves the object's bytes (after redirects), as Context keys it."""
+        target = self._target
+        if target is None or not target.absolute:
+            return self.url
+        return str(target.origin())
 
     def _request_headers(self, rng: ByteRange) -> dict[str, str]:
         headers = dict(self._headers)
@@ -289,17 +316,80 @@ class HTTPSource:
         log.info("%s: no multi-range GETs from now on (%s)", self._origin, why)
 
     async def _send_headers(self, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """GET with ``headers``, redirects followed here (not by aiohttp): straight to the end
+        of the chain followed before, and from ``url`` again, once, if that end is gone."""
+        if self._start is None or not self._start.absolute or not self._start.host:
+            raise SourceNotFoundError("invalid URL", url=self.url)
+        target = self._target or self._start
+        resp = await self._follow(target, headers)
+        if target != self._start and resp.status in _REFOLLOW_STATUS:
+            log.info("%s: HTTP %d from its redirect target, following it again",
+                     self.url, resp.status)
+            resp.close()
+            resp = await self._follow(self._start, headers)
+        return resp
+
+    async def _follow(self, url: URL, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """GET ``url``, following at most ``MAX_REDIRECTS`` redirects by their ``Location``
+        alone (never ``URI``); every target is checked before it is requested."""
+        assert self._start is not None
+        if url.origin() != self._start.origin():
+            headers = _without_credentials(headers)
+        for hop in range(MAX_REDIRECTS + 1):
+            resp = await self._get(url, headers)
+            if resp.status not in _REDIRECT_STATUS:
+                self._target = url
+                return resp
+            status = resp.status
+            location = resp.headers.get("Location", "").strip()
+            await self._discard(resp)
+            if not location:
+                raise UpstreamError(
+                    f"HTTP {status} without a Location (not followed)", url=self.url, status=status
+                )
+            if hop == MAX_REDIRECTS:
+                raise UpstreamError(f"more than {MAX_REDIRECTS} redirects", url=self.url)
+            try:
+                target = url.join(URL(location)).with_fragment(None)
+            except ValueError as exc:
+                raise UpstreamError(
+                    f"HTTP {status} redirect to an unusable Location", url=self.url, status=status
+                ) from exc
+            if self._check_redirect is not None:
+                self._check_redirect(target)
+            if target.scheme not in ("http", "https") or not target.host:
+                raise UpstreamError(
+                    f"HTTP {status} redirect to a non-HTTP URL (not followed)", url=self.url
+                )
+            if target.origin() != url.origin():
+                headers = _without_credentials(headers)
+            url = target
+        raise AssertionError("unreachable")
+
+    async def _get(self, url: URL, headers: dict[str, str]) -> aiohttp.ClientResponse:
         try:
-            kwargs: dict[str, object] = {"headers": headers}
+            kwargs: dict[str, object] = {"headers": headers, "allow_redirects": False}
             if self._timeout is not None:
                 kwargs["timeout"] = self._timeout
-            return await self._session.get(self.url, **kwargs)  # type: ignore[arg-type]
+            return await self._session.get(url, **kwargs)  # type: ignore[arg-type]
         except aiohttp.InvalidURL as exc:
             raise SourceNotFoundError(f"invalid URL: {exc}", url=self.url) from exc
-        except aiohttp.TooManyRedirects as exc:
-            raise UpstreamError("too many redirects", url=self.url) from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise TransientError(f"request failed: {exc!r}", url=self.url) from exc
+
+    @staticmethod
+    async def _discard(resp: aiohttp.ClientResponse) -> None:
+        """Drop a redirect's body: read when short (the connection is reused), else close."""
+        length = resp.content_length
+        if length is not None and length <= _REDIRECT_BODY:
+            try:
+                await resp.content.readexactly(length)
+            except (asyncio.IncompleteReadError, aiohttp.ClientError, TimeoutError, OSError):
+                resp.close()
+                return
+            resp.release()
+        else:
+            resp.close()
 
     async def _parts(
         self, resp: aiohttp.ClientResponse, boundary: bytes, ranges: Sequence[ByteRange]
@@ -379,6 +469,10 @@ class HTTPSource:
 
     async def close(self) -> None:
         return None
+
+
+def _without_credentials(headers: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.title() not in _CREDENTIALS}
 
 
 class _NotByteranges(Exception):
