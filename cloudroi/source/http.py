@@ -78,7 +78,7 @@ def _status_error(resp: aiohttp.ClientResponse, url: str) -> SourceError:
     if status in (401, 403):
         return AccessDeniedError(what, url=url)
     if status == 412:
-        return ObjectChangedError(f"{what}: ETag no longer matches", url=url)
+        return ObjectChangedError(f"{what}: the object changed since it was opened", url=url)
     if status in _RETRYABLE_STATUS:
         return TransientError(
             what,
@@ -91,6 +91,24 @@ def _status_error(resp: aiohttp.ClientResponse, url: str) -> SourceError:
 
 def _is_weak(etag: str) -> bool:
     return etag.startswith(("W/", "w/"))
+
+
+def _meta(resp: aiohttp.ClientResponse, size: int) -> ObjectMeta:
+    return ObjectMeta(
+        size=size,
+        etag=resp.headers.get("ETag") or None,
+        last_modified=resp.headers.get("Last-Modified") or None,
+    )
+
+
+def _same_date(a: str, b: str) -> bool:
+    """Whether two HTTP dates name the same second (compared as text when unparseable)."""
+    if a.strip() == b.strip():
+        return True
+    try:
+        return email.utils.parsedate_to_datetime(a) == email.utils.parsedate_to_datetime(b)
+    except (TypeError, ValueError):
+        return False
 
 
 class HTTPSource:
@@ -138,9 +156,14 @@ class HTTPSource:
         headers = dict(self._headers)
         headers["Range"] = rng.http_header()
         headers["Accept-Encoding"] = "identity"
-        etag = self.meta.etag if self.meta else None
-        if etag and not _is_weak(etag):
-            headers["If-Match"] = etag
+        meta = self.meta
+        if meta is not None:
+            if meta.etag:
+                if not _is_weak(meta.etag):
+                    headers["If-Match"] = meta.etag
+            elif meta.last_modified:
+                # No ETag: the date is the validator (RFC 9110 13.1.4; a 412 if it changed).
+                headers["If-Unmodified-Since"] = meta.last_modified
         return headers
 
     async def _send(self, rng: ByteRange) -> aiohttp.ClientResponse:
@@ -174,12 +197,20 @@ class HTTPSource:
                 f"range answered with Content-Encoding {encoding!r}", url=self.url
             )
 
-    def _check_etag(self, resp: aiohttp.ClientResponse) -> None:
-        assert self.meta is not None
+    def _check_version(self, resp: aiohttp.ClientResponse) -> None:
+        """The answer comes from the version seen at open: same ETag, or without an ETag the
+        same Last-Modified (servers that ignore the preconditions are caught here)."""
+        meta = self.meta
+        assert meta is not None
         got = resp.headers.get("ETag")
-        if self.meta.etag and got and got != self.meta.etag:
+        if meta.etag:
+            if got and got != meta.etag:
+                raise ObjectChangedError(f"ETag changed from {meta.etag} to {got}", url=self.url)
+            return
+        modified = resp.headers.get("Last-Modified")
+        if meta.last_modified and modified and not _same_date(modified, meta.last_modified):
             raise ObjectChangedError(
-                f"ETag changed from {self.meta.etag} to {got}", url=self.url
+                f"Last-Modified changed from {meta.last_modified} to {modified}", url=self.url
             )
 
     async def open(self, length: int) -> tuple[ObjectMeta, bytes]:
@@ -196,7 +227,7 @@ class HTTPSource:
                     raise RangeNotSupportedError(
                         "Content-Range without the object size", url=self.url
                     )
-                meta = ObjectMeta(size=cr.total, etag=resp.headers.get("ETag"))
+                meta = _meta(resp, cr.total)
                 data = await self._body(resp, (cr.last or 0) + 1)
             elif resp.status == 200:
                 # Only acceptable when the whole object is no larger than what was asked.
@@ -206,13 +237,13 @@ class HTTPSource:
                     raise RangeNotSupportedError(
                         "server ignored the Range header (200 for a ranged GET)", url=self.url
                     )
-                meta = ObjectMeta(size=size, etag=resp.headers.get("ETag"))
+                meta = _meta(resp, size)
                 data = await self._body(resp, size)
             elif resp.status == 416:
                 unsatisfied = parse_content_range(resp.headers.get("Content-Range"))
                 if unsatisfied is None or unsatisfied.total != 0:
                     raise RangeNotSupportedError("416 for the first bytes", url=self.url)
-                meta, data = ObjectMeta(size=0, etag=resp.headers.get("ETag")), b""
+                meta, data = _meta(resp, 0), b""
             else:
                 raise _status_error(resp, self.url)
         except BaseException:
@@ -228,13 +259,13 @@ class HTTPSource:
         try:
             if resp.status == 206:
                 self._check_encoding(resp)
-                self._check_etag(resp)
+                self._check_version(resp)
                 check_content_range(
                     resp.headers.get("Content-Range"), rng, size=self.meta.size, url=self.url
                 )
                 data = await self._body(resp, rng.length)
             elif resp.status == 200:
-                self._check_etag(resp)
+                self._check_version(resp)
                 if resp.content_length is not None and resp.content_length != self.meta.size:
                     raise ObjectChangedError("object size changed", url=self.url)
                 if rng.start != 0 or rng.length != self.meta.size:
@@ -290,7 +321,7 @@ class HTTPSource:
                 return None
             if resp.status not in (200, 206):
                 raise _status_error(resp, self.url)
-            self._check_etag(resp)
+            self._check_version(resp)
             ctype = resp.headers.get("Content-Type", "")
             boundary = _boundary(ctype) if resp.status == 206 else None
             if boundary is None:
