@@ -224,3 +224,18 @@ async def test_guarded_session_checks_what_aiohttp_follows(
                     await session.get(server.url(base + "r0.tif"))
         assert other.request_count == 0
         assert server.requests_for("/elsewhere/cog.tif") == []
+
+
+async def test_multi_range_refusal_is_remembered_for_the_origin_serving_the_bytes(
+    redirects: tuple[RangeServer, Redirects, str],
+) -> None:
+    server, hook, base = redirects
+    with RangeServer({"x/cog.tif": COG}, multirange=False) as other:  # 200 to multi-range GETs
+        hook.answers[base + "r0.tif"] = (302, {"Location": other.url("x/cog.tif")})
+        async with cloudroi.Context() as ctx, cloudroi.open(
+            server.url(base + "r0.tif"), context=ctx, multirange=True, coalesce_gap=0
+        ) as img:
+            ctx.block_cache.clear()
+            np.testing.assert_array_equal((await img.read(WINDOW))[0], WANT)
+            assert list(ctx.multirange_refused) == [other.url("").rstrip("/")]
+            assert any("," in (e.range or "") for e in other.log)  # it was asked
