@@ -26,7 +26,7 @@ from .fetch import Inflight, RetryPolicy
 from .source.base import RangeSource
 from .source.file import FileSource
 from .source.fsspec import FsspecSource
-from .source.http import HTTPSource
+from .source.http import HTTPSource, RedirectCheck
 from .tiff.structure import TiffStructure
 
 __all__ = [
@@ -125,8 +125,13 @@ class Context:
         header_cache: LRUCache[TiffStructure] | None = None,
         header_sizes: LRUCache[int] | None = None,
         executor: Executor | None = None,
+        check_redirect: RedirectCheck | None = None,
         **kwargs: Any,
     ) -> None:
+        """``check_redirect`` is called with every HTTP redirect target before it is requested
+        and raises to refuse it (a ``CloudROIError``, e.g. ``AccessDeniedError``); without one,
+        any http(s) target is followed. Redirects are followed only by their ``Location``, at
+        most ``cloudroi.source.http.MAX_REDIRECTS`` per GET."""
         if options is None:
             options = ContextOptions(**kwargs)
         elif kwargs:
@@ -135,6 +140,7 @@ class Context:
         self._session = session
         self._owns_session = session is None
         self._connector_factory = connector_factory
+        self._check_redirect = check_redirect
         self.block_cache = block_cache if block_cache is not None else default_block_cache()
         self.decoded_cache = (
             decoded_cache if decoded_cache is not None else default_decoded_cache()
@@ -223,6 +229,7 @@ class Context:
             return HTTPSource(
                 url, self.http_session(), headers=merged,
                 multirange_refused=self.multirange_refused,
+                check_redirect=self._check_redirect,
             )
         if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
             return FileSource(url)

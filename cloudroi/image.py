@@ -218,6 +218,8 @@ class Image:
             "url": self.url,
             "size": self.meta.size,
             "etag": self.meta.etag,
+            "last_modified": self.meta.last_modified,
+            "version_pinned": self.meta.pinned_by,
             "width": self.width,
             "height": self.height,
             "count": self.count,
@@ -1050,7 +1052,13 @@ async def _open_with(
         # The whole object came with the first GET: blocks are served from it, not refetched.
         source = PrefetchedSource(source, meta, prefix)
         fetcher.source = source
-    token: object = (source.url, meta.etag) if meta.etag else object()
+    # Blocks are cached across Images under a validator of the version; without one (size
+    # only) under a token of this Image alone.
+    token: object = object()
+    if meta.etag:
+        token = (source.url, meta.etag)
+    elif meta.last_modified:
+        token = (source.url, "last-modified", meta.last_modified, meta.size)
     if isinstance(source, MemorySource):
         token = ("memory", meta.etag)
     return Image(

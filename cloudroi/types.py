@@ -47,11 +47,24 @@ class ObjectMeta:
     """What a source learned about an object on its first read.
 
     ``etag`` is an opaque validator (an HTTP/S3 ETag, or a synthesized one for files); ``None``
-    when the store gives none, in which case only the size guards against changes.
+    when the store gives none. ``last_modified`` is the HTTP ``Last-Modified`` value as sent,
+    the validator of an object without an ETag (one-second resolution). With neither, only the
+    size guards against changes.
     """
 
     size: int
     etag: str | None = None
+    last_modified: str | None = None
+
+    @property
+    def pinned_by(self) -> str:
+        """What pins reads to one version: ``"etag"``, ``"last-modified"`` or ``"size-only"``
+        (nothing identifies the version: a same-size replacement cannot be seen)."""
+        if self.etag:
+            return "etag"
+        if self.last_modified:
+            return "last-modified"
+        return "size-only"
 
 
 class Window(NamedTuple):

@@ -304,3 +304,87 @@ async def test_damaged_framing_gives_exact_pixels_or_a_typed_error(
         except cloudroi.CloudROIError:
             return  # typed; the exact pixels are checked when the read succeeds
         np.testing.assert_array_equal(got[0], WANT)
+
+
+# -- servers that answer every multi-range GET with 416 -----------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _static_server(root: Any) -> AsyncIterator[tuple[str, list[tuple[str | None, int]]]]:
+    """``root`` served by aiohttp's own static file handler on 127.0.0.1, which answers a
+    multi-range GET with 416 ``Content-Range: bytes */size``; yields the root URL and a log of
+    (Range, status) per request."""
+    log: list[tuple[str | None, int]] = []
+
+    async def record(request: web.Request, response: web.StreamResponse) -> None:
+        log.append((request.headers.get("Range"), response.status))  # the status as sent
+
+    app = web.Application()
+    app.on_response_prepare.append(record)
+    app.router.add_static("/s/", root)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/s/", log
+    finally:
+        await runner.cleanup()
+
+
+async def test_416_for_multi_range_falls_back_and_is_remembered(tmp_path: Any) -> None:
+    (tmp_path / "cog.tif").write_bytes(COG)
+    async with _static_server(tmp_path) as (root, log):
+        url = root + "cog.tif"
+        async with _opened(url) as (img, ctx):
+            log.clear()
+            np.testing.assert_array_equal((await img.read(WINDOW))[0], WANT)
+            multi = [(h, s) for h, s in log if h and "," in h]
+            assert [s for _, s in multi] == [416]  # asked once, refused ...
+            assert sorted(s for h, s in log if h and "," not in h) == [206, 206, 206]
+            assert img.stats.tile_requests == 4
+            assert list(ctx.multirange_refused) == [root.rsplit("/", 2)[0]]
+            log.clear()
+            got = await img.read((300, 400, 200, 130))
+            np.testing.assert_array_equal(got[0], PIXELS[400:530, 300:500])
+            assert [s for _, s in log] == [206, 206, 206]  # ... and not asked again
+            assert all("," not in (h or "") for h, _ in log)
+
+
+async def test_416_for_multi_range_with_another_size_is_object_changed(
+    odd_server: tuple[str, dict[str, Any]],
+) -> None:
+    url, state = odd_server
+    state["answer"] = lambda r, n: web.Response(
+        status=416, headers={"Content-Range": f"bytes */{n - 10}"})
+    async with _opened(url) as (img, ctx):
+        with pytest.raises(cloudroi.ObjectChangedError, match="not satisfiable"):
+            await img.read(WINDOW)
+        assert not ctx.multirange_refused
+
+
+async def test_service_with_multirange_on_a_416_origin(tmp_path: Any) -> None:
+    """CLOUDROI_MULTIRANGE=true against an origin that answers multi-range GETs with 416: every
+    multi-block /region is 200 with exact pixels, and the origin is asked once."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from cloudroi.service import ServiceConfig, create_app
+
+    (tmp_path / "cog.tif").write_bytes(COG)
+    async with _static_server(tmp_path) as (root, log):
+        config = ServiceConfig(allowed_sources=(root,), multirange=True)
+        client = TestClient(TestServer(create_app(config)))
+        await client.start_server()
+        try:
+            for _ in range(3):
+                params = {"url": root + "cog.tif", "window": ",".join(map(str, WINDOW)),
+                          "format": "npy"}
+                async with client.get("/region", params=params) as resp:
+                    body = await resp.read()
+                    assert resp.status == 200, body
+                got = np.load(__import__("io").BytesIO(body))
+                np.testing.assert_array_equal(got[0], WANT)
+        finally:
+            await client.close()
+        assert [s for h, s in log if h and "," in h] == [416]

@@ -138,7 +138,9 @@ class ServiceState:
             storage_options=config.storage_options(),
             trust_env=False,
         )
-        context = Context(options, session=session)
+        # Redirects are followed by the source, each target judged by the allowlist before it
+        # is requested; the session's connect-time guard still judges every address dialled.
+        context = Context(options, session=session, check_redirect=policy.check_redirect)
         metrics = Metrics()
         cache = context.block_cache
         metrics.gauges["cloudroi_block_cache_bytes"] = (

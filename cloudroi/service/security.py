@@ -407,8 +407,18 @@ class SourcePolicy:
         return path
 
     def check_redirect(self, location: URL) -> None:
-        """Refuse a redirect whose target falls outside the allowlist."""
-        self.check_remote(str(location))
+        """Refuse a redirect target that is not http(s) or falls outside the allowlist, with
+        ``SourceNotAllowedError`` (a 403). Called by the source for every hop before it is
+        requested. The error does not quote the target: it is the upstream's text and may carry
+        credentials (a presigned URL's signature)."""
+        try:
+            if location.scheme not in _DEFAULT_PORTS:
+                raise SourceNotAllowedError("redirect to a non-HTTP URL")
+            self.check_remote(str(location))
+        except (SourceNotAllowedError, BadSourceError) as exc:
+            raise SourceNotAllowedError(
+                "redirect to a source not allowed by this service"
+            ) from exc
 
 
 class AddressGuard:
@@ -482,9 +492,14 @@ def guarded_session(
     read_timeout: float = 20.0,
     resolver: aiohttp.abc.AbstractResolver | None = None,
 ) -> aiohttp.ClientSession:
-    """An aiohttp session whose every connection passes ``policy.guard`` and whose every redirect
-    passes ``policy``; no proxies from the environment, no decompression of ranges. ``resolver``
-    replaces aiohttp's DNS resolver (the guard judges whatever address it returns)."""
+    """An aiohttp session whose every connection passes ``policy.guard``; no proxies from the
+    environment, no decompression of ranges. ``resolver`` replaces aiohttp's DNS resolver (the
+    guard judges whatever address it returns).
+
+    cloudroi's HTTP source does not let aiohttp follow redirects: it follows them itself and has
+    ``policy.check_redirect`` judge each target first (see ``ServiceState.start``). For other
+    code using this session with redirects on, a trace hook judges every redirect aiohttp is
+    about to follow, from the header aiohttp takes it from (``Location``, else ``URI``)."""
     connector = aiohttp.TCPConnector(
         limit=limit,
         ttl_dns_cache=60,
@@ -500,17 +515,15 @@ def guarded_session(
         ctx: SimpleNamespace,
         params: aiohttp.TraceRequestRedirectParams,
     ) -> None:
-        location = params.response.headers.get("Location")
+        headers = params.response.headers
+        location = headers.get("Location") or headers.get("URI")  # as aiohttp picks it
         if location is None:
-            return
+            return  # not followed
         try:
             target = params.response.url.join(URL(location))
         except ValueError as exc:
             raise SourceNotAllowedError("unparseable redirect target") from exc
-        try:
-            policy.check_redirect(target)
-        except BadSourceError as exc:
-            raise SourceNotAllowedError(f"redirect refused: {exc}") from exc
+        policy.check_redirect(target)
 
     trace.on_request_redirect.append(on_redirect)
     return aiohttp.ClientSession(

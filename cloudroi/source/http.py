@@ -17,10 +17,10 @@ import bisect
 import email.utils
 import logging
 import time
-from collections.abc import Mapping, MutableMapping, Sequence
-from urllib.parse import urlsplit
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 
 import aiohttp
+from yarl import URL
 
 from ..errors import (
     AccessDeniedError,
@@ -34,12 +34,25 @@ from ..errors import (
 from ..types import ByteRange, ObjectMeta
 from .base import check_content_range, parse_content_range
 
-__all__ = ["HTTPSource", "parse_retry_after"]
+__all__ = ["MAX_REDIRECTS", "HTTPSource", "RedirectCheck", "parse_retry_after"]
 
 log = logging.getLogger("cloudroi.http")
 
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MAX_RETRY_AFTER = 30.0
+_REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
+#: Statuses after which a GET to the remembered end of a redirect chain is sent through the
+#: original URL again (a presigned target may have expired, a moved object moved on).
+_REFOLLOW_STATUS = frozenset({401, 403, 404, 410})
+#: Redirects followed per GET; one more is an UpstreamError.
+MAX_REDIRECTS = 5
+#: Request headers that do not follow a redirect to another origin (as browsers and aiohttp do).
+_CREDENTIALS = ("Authorization", "Proxy-Authorization", "Cookie")
+#: Bytes of a redirect's body read (and dropped) to keep its connection; a longer one is closed.
+_REDIRECT_BODY = 64 << 10
+
+#: Called with each redirect target before it is requested; raises to refuse it.
+RedirectCheck = Callable[[URL], None]
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -65,7 +78,7 @@ def _status_error(resp: aiohttp.ClientResponse, url: str) -> SourceError:
     if status in (401, 403):
         return AccessDeniedError(what, url=url)
     if status == 412:
-        return ObjectChangedError(f"{what}: ETag no longer matches", url=url)
+        return ObjectChangedError(f"{what}: the object changed since it was opened", url=url)
     if status in _RETRYABLE_STATUS:
         return TransientError(
             what,
@@ -78,6 +91,24 @@ def _status_error(resp: aiohttp.ClientResponse, url: str) -> SourceError:
 
 def _is_weak(etag: str) -> bool:
     return etag.startswith(("W/", "w/"))
+
+
+def _meta(resp: aiohttp.ClientResponse, size: int) -> ObjectMeta:
+    return ObjectMeta(
+        size=size,
+        etag=resp.headers.get("ETag") or None,
+        last_modified=resp.headers.get("Last-Modified") or None,
+    )
+
+
+def _same_date(a: str, b: str) -> bool:
+    """Whether two HTTP dates name the same second (compared as text when unparseable)."""
+    if a.strip() == b.strip():
+        return True
+    try:
+        return email.utils.parsedate_to_datetime(a) == email.utils.parsedate_to_datetime(b)
+    except (TypeError, ValueError):
+        return False
 
 
 class HTTPSource:
@@ -94,26 +125,45 @@ class HTTPSource:
         headers: Mapping[str, str] | None = None,
         timeout: aiohttp.ClientTimeout | None = None,
         multirange_refused: MutableMapping[str, str] | None = None,
+        check_redirect: RedirectCheck | None = None,
     ) -> None:
         self.url = url
         self._session = session
         self._headers = dict(headers or {})
         self._timeout = timeout
         self.meta: ObjectMeta | None = None
-        parts = urlsplit(url)
-        self._origin = f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+        try:
+            self._start: URL | None = URL(url)
+        except ValueError:
+            self._start = None  # reported as an invalid URL by the first request
+        #: Where GETs go: the end of the last redirect chain followed from ``url``.
+        self._target = self._start
+        self._check_redirect = check_redirect
         #: Origins whose servers did not answer a multi-range GET with usable
         #: multipart/byteranges, and how they answered (shared through the Context, so each
         #: origin is asked once).
         self._refused = multirange_refused if multirange_refused is not None else {}
 
+    @property
+    def _origin(self) -> str:
+        """The origin that serves the object's bytes (after redirects), as Context keys it."""
+        target = self._target
+        if target is None or not target.absolute:
+            return self.url
+        return str(target.origin())
+
     def _request_headers(self, rng: ByteRange) -> dict[str, str]:
         headers = dict(self._headers)
         headers["Range"] = rng.http_header()
         headers["Accept-Encoding"] = "identity"
-        etag = self.meta.etag if self.meta else None
-        if etag and not _is_weak(etag):
-            headers["If-Match"] = etag
+        meta = self.meta
+        if meta is not None:
+            if meta.etag:
+                if not _is_weak(meta.etag):
+                    headers["If-Match"] = meta.etag
+            elif meta.last_modified:
+                # No ETag: the date is the validator (RFC 9110 13.1.4; a 412 if it changed).
+                headers["If-Unmodified-Since"] = meta.last_modified
         return headers
 
     async def _send(self, rng: ByteRange) -> aiohttp.ClientResponse:
@@ -147,12 +197,20 @@ class HTTPSource:
                 f"range answered with Content-Encoding {encoding!r}", url=self.url
             )
 
-    def _check_etag(self, resp: aiohttp.ClientResponse) -> None:
-        assert self.meta is not None
+    def _check_version(self, resp: aiohttp.ClientResponse) -> None:
+        """The answer comes from the version seen at open: same ETag, or without an ETag the
+        same Last-Modified (servers that ignore the preconditions are caught here)."""
+        meta = self.meta
+        assert meta is not None
         got = resp.headers.get("ETag")
-        if self.meta.etag and got and got != self.meta.etag:
+        if meta.etag:
+            if got and got != meta.etag:
+                raise ObjectChangedError(f"ETag changed from {meta.etag} to {got}", url=self.url)
+            return
+        modified = resp.headers.get("Last-Modified")
+        if meta.last_modified and modified and not _same_date(modified, meta.last_modified):
             raise ObjectChangedError(
-                f"ETag changed from {self.meta.etag} to {got}", url=self.url
+                f"Last-Modified changed from {meta.last_modified} to {modified}", url=self.url
             )
 
     async def open(self, length: int) -> tuple[ObjectMeta, bytes]:
@@ -169,7 +227,7 @@ class HTTPSource:
                     raise RangeNotSupportedError(
                         "Content-Range without the object size", url=self.url
                     )
-                meta = ObjectMeta(size=cr.total, etag=resp.headers.get("ETag"))
+                meta = _meta(resp, cr.total)
                 data = await self._body(resp, (cr.last or 0) + 1)
             elif resp.status == 200:
                 # Only acceptable when the whole object is no larger than what was asked.
@@ -179,13 +237,13 @@ class HTTPSource:
                     raise RangeNotSupportedError(
                         "server ignored the Range header (200 for a ranged GET)", url=self.url
                     )
-                meta = ObjectMeta(size=size, etag=resp.headers.get("ETag"))
+                meta = _meta(resp, size)
                 data = await self._body(resp, size)
             elif resp.status == 416:
                 unsatisfied = parse_content_range(resp.headers.get("Content-Range"))
                 if unsatisfied is None or unsatisfied.total != 0:
                     raise RangeNotSupportedError("416 for the first bytes", url=self.url)
-                meta, data = ObjectMeta(size=0, etag=resp.headers.get("ETag")), b""
+                meta, data = _meta(resp, 0), b""
             else:
                 raise _status_error(resp, self.url)
         except BaseException:
@@ -201,13 +259,13 @@ class HTTPSource:
         try:
             if resp.status == 206:
                 self._check_encoding(resp)
-                self._check_etag(resp)
+                self._check_version(resp)
                 check_content_range(
                     resp.headers.get("Content-Range"), rng, size=self.meta.size, url=self.url
                 )
                 data = await self._body(resp, rng.length)
             elif resp.status == 200:
-                self._check_etag(resp)
+                self._check_version(resp)
                 if resp.content_length is not None and resp.content_length != self.meta.size:
                     raise ObjectChangedError("object size changed", url=self.url)
                 if rng.start != 0 or rng.length != self.meta.size:
@@ -247,15 +305,23 @@ class HTTPSource:
         resp = await self._send_headers(headers)
         try:
             if resp.status == 416:
+                # Every range asked lies inside the object seen at open: a 416 that names the
+                # same size (or none) means "no multi-range GETs here" (aiohttp's static file
+                # handler answers so), another size that the object changed.
                 cr = parse_content_range(resp.headers.get("Content-Range"))
                 total = cr.total if cr else None
-                raise ObjectChangedError(
-                    f"ranges not satisfiable (object is now {total} bytes, was {self.meta.size})",
-                    url=self.url,
-                )
+                if total is not None and total != self.meta.size:
+                    raise ObjectChangedError(
+                        f"ranges not satisfiable (object is now {total} bytes, "
+                        f"was {self.meta.size})",
+                        url=self.url,
+                    )
+                self._refuse("HTTP 416 for a multi-range GET")
+                resp.close()
+                return None
             if resp.status not in (200, 206):
                 raise _status_error(resp, self.url)
-            self._check_etag(resp)
+            self._check_version(resp)
             ctype = resp.headers.get("Content-Type", "")
             boundary = _boundary(ctype) if resp.status == 206 else None
             if boundary is None:
@@ -281,17 +347,80 @@ class HTTPSource:
         log.info("%s: no multi-range GETs from now on (%s)", self._origin, why)
 
     async def _send_headers(self, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """GET with ``headers``, redirects followed here (not by aiohttp): straight to the end
+        of the chain followed before, and from ``url`` again, once, if that end is gone."""
+        if self._start is None or not self._start.absolute or not self._start.host:
+            raise SourceNotFoundError("invalid URL", url=self.url)
+        target = self._target or self._start
+        resp = await self._follow(target, headers)
+        if target != self._start and resp.status in _REFOLLOW_STATUS:
+            log.info("%s: HTTP %d from its redirect target, following it again",
+                     self.url, resp.status)
+            resp.close()
+            resp = await self._follow(self._start, headers)
+        return resp
+
+    async def _follow(self, url: URL, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """GET ``url``, following at most ``MAX_REDIRECTS`` redirects by their ``Location``
+        alone (never ``URI``); every target is checked before it is requested."""
+        assert self._start is not None
+        if url.origin() != self._start.origin():
+            headers = _without_credentials(headers)
+        for hop in range(MAX_REDIRECTS + 1):
+            resp = await self._get(url, headers)
+            if resp.status not in _REDIRECT_STATUS:
+                self._target = url
+                return resp
+            status = resp.status
+            location = resp.headers.get("Location", "").strip()
+            await self._discard(resp)
+            if not location:
+                raise UpstreamError(
+                    f"HTTP {status} without a Location (not followed)", url=self.url, status=status
+                )
+            if hop == MAX_REDIRECTS:
+                raise UpstreamError(f"more than {MAX_REDIRECTS} redirects", url=self.url)
+            try:
+                target = url.join(URL(location)).with_fragment(None)
+            except ValueError as exc:
+                raise UpstreamError(
+                    f"HTTP {status} redirect to an unusable Location", url=self.url, status=status
+                ) from exc
+            if self._check_redirect is not None:
+                self._check_redirect(target)
+            if target.scheme not in ("http", "https") or not target.host:
+                raise UpstreamError(
+                    f"HTTP {status} redirect to a non-HTTP URL (not followed)", url=self.url
+                )
+            if target.origin() != url.origin():
+                headers = _without_credentials(headers)
+            url = target
+        raise AssertionError("unreachable")
+
+    async def _get(self, url: URL, headers: dict[str, str]) -> aiohttp.ClientResponse:
         try:
-            kwargs: dict[str, object] = {"headers": headers}
+            kwargs: dict[str, object] = {"headers": headers, "allow_redirects": False}
             if self._timeout is not None:
                 kwargs["timeout"] = self._timeout
-            return await self._session.get(self.url, **kwargs)  # type: ignore[arg-type]
+            return await self._session.get(url, **kwargs)  # type: ignore[arg-type]
         except aiohttp.InvalidURL as exc:
             raise SourceNotFoundError(f"invalid URL: {exc}", url=self.url) from exc
-        except aiohttp.TooManyRedirects as exc:
-            raise UpstreamError("too many redirects", url=self.url) from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise TransientError(f"request failed: {exc!r}", url=self.url) from exc
+
+    @staticmethod
+    async def _discard(resp: aiohttp.ClientResponse) -> None:
+        """Drop a redirect's body: read when short (the connection is reused), else close."""
+        length = resp.content_length
+        if length is not None and length <= _REDIRECT_BODY:
+            try:
+                await resp.content.readexactly(length)
+            except (asyncio.IncompleteReadError, aiohttp.ClientError, TimeoutError, OSError):
+                resp.close()
+                return
+            resp.release()
+        else:
+            resp.close()
 
     async def _parts(
         self, resp: aiohttp.ClientResponse, boundary: bytes, ranges: Sequence[ByteRange]
@@ -371,6 +500,10 @@ class HTTPSource:
 
     async def close(self) -> None:
         return None
+
+
+def _without_credentials(headers: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.title() not in _CREDENTIALS}
 
 
 class _NotByteranges(Exception):

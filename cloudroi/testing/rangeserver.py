@@ -2,9 +2,12 @@
 
 It serves named byte strings with single-range GETs (206 + Content-Range), multi-range GETs (206
 ``multipart/byteranges``, as nginx and Apache answer them; with ``multirange=False`` a 200 with the
-whole object, as S3 answers them), HEAD, strong ETags, ``If-Match`` (412 on mismatch) and 416 past
-the end, counts every request and body byte (multipart framing included), and can add
-a fixed latency per request (to model an object store's first-byte time). It runs its own event
+whole object, as S3 answers them), HEAD, strong ETags (or none, ``etags=False``), Last-Modified
+(``last_modified=True``; every version of a path gets a later second than the one before),
+``If-Match`` and ``If-Unmodified-Since`` (412 on mismatch) and 416 past the end, counts every
+request and body byte (multipart framing included), and can add a fixed latency per request (to
+model an object store's first-byte time). ``alternate`` serves several versions of one path in
+turn, one per request, as an object rewritten between requests would be. It runs its own event
 loop in a background thread, so synchronous code (rasterio/GDAL, tifffile+fsspec) can use it too.
 
 ``fault`` is a hook for fault-injection: a callable that sees each request and may return a
@@ -14,11 +17,12 @@ loop in a background thread, so synchronous code (rasterio/GDAL, tifffile+fsspec
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import hashlib
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +72,19 @@ class Fault:
 
 
 FaultHook = Callable[["web.Request", str], Fault | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Version:
+    """One version of a served object: its bytes, ETag and Last-Modified (epoch seconds)."""
+
+    data: bytes
+    etag: str
+    modified: int
+
+    @property
+    def http_date(self) -> str:
+        return email.utils.formatdate(self.modified, usegmt=True)
 
 
 def etag_of(data: bytes) -> str:
@@ -135,22 +152,25 @@ class RangeServer:
         latency: float = 0.0,
         fault: FaultHook | None = None,
         etags: bool = True,
+        last_modified: bool = False,
         honour_if_match: bool = True,
         multirange: bool = True,
     ) -> None:
-        self._files: dict[str, bytes] = {}
-        self._etags: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._files: dict[str, list[_Version]] = {}
+        self._turns: dict[str, int] = {}
         for path, data in (files or {}).items():
             self.add(path, data)
         self.latency = latency
         self.fault = fault
         self.send_etags = etags
-        #: False: behave like a server that ignores If-Match (the client must compare ETags).
+        self.send_last_modified = last_modified
+        #: False: behave like a server that ignores If-Match and If-Unmodified-Since (the client
+        #: must compare ETags and dates itself).
         self.honour_if_match = honour_if_match
         #: False: answer multi-range GETs with 200 and the whole object, as S3 does.
         self.multirange = multirange
         self.log: list[RequestLog] = []
-        self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -159,14 +179,41 @@ class RangeServer:
     # -- content ---------------------------------------------------------------------------
 
     def add(self, path: str, data: bytes) -> None:
+        """Serve ``data`` at ``path`` (replacing what was there: a new version)."""
+        self.alternate(path, [data])
+
+    def alternate(self, path: str, versions: Sequence[bytes]) -> None:
+        """Serve ``versions`` at ``path`` in turn, one per request (GET or HEAD), starting with
+        the first: an object rewritten between requests. Each version has its own ETag and its
+        own Last-Modified, one second after the previous version's."""
+        if not versions:
+            raise ValueError("at least one version")
         path = "/" + path.lstrip("/")
-        self._files[path] = bytes(data)
-        self._etags[path] = etag_of(data)
+        with self._lock:
+            before = self._files.get(path)
+            first = int(time.time())
+            if before:
+                first = max(first, max(v.modified for v in before) + 1)
+            self._files[path] = [
+                _Version(bytes(d), etag_of(d), first + i) for i, d in enumerate(versions)
+            ]
+            self._turns[path] = 0
 
     def remove(self, path: str) -> None:
         path = "/" + path.lstrip("/")
-        self._files.pop(path, None)
-        self._etags.pop(path, None)
+        with self._lock:
+            self._files.pop(path, None)
+            self._turns.pop(path, None)
+
+    def _version(self, path: str) -> _Version | None:
+        """The version answering this request (the next in turn when several alternate)."""
+        with self._lock:
+            versions = self._files.get(path)
+            if not versions:
+                return None
+            turn = self._turns.get(path, 0)
+            self._turns[path] = turn + 1
+            return versions[turn % len(versions)]
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
@@ -207,24 +254,20 @@ class RangeServer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if self.latency:
             await asyncio.sleep(self.latency)
-        data = self._files.get(request.path)
-        if data is None:
+        version = self._version(request.path)
+        if version is None:
             self._record(request, 404, 0)
             return web.Response(status=404, text="not found")
-        etag = self._etags[request.path]
+        data, etag = version.data, version.etag
         fault = self.fault(request, etag) if self.fault is not None else None
         if fault is not None:
-            return await self._misbehave(request, data, etag, fault)
+            return await self._misbehave(request, version, fault)
         headers = {"Accept-Ranges": "bytes"}
         if self.send_etags:
             headers["ETag"] = etag
-        if_match = request.headers.get("If-Match")
-        if (
-            if_match is not None
-            and self.send_etags
-            and self.honour_if_match
-            and if_match not in (etag, "*")
-        ):
+        if self.send_last_modified:
+            headers["Last-Modified"] = version.http_date
+        if self.honour_if_match and not self._preconditions_hold(request, version):
             self._record(request, 412, 0)
             return web.Response(status=412, headers=headers)
         size = len(data)
@@ -264,14 +307,32 @@ class RangeServer:
             status=status, body=body, headers=headers, content_type="application/octet-stream"
         )
 
+    def _preconditions_hold(self, request: web.Request, version: _Version) -> bool:
+        """RFC 9110 13.2.2: If-Match when sent, else If-Unmodified-Since (each only where this
+        server sends the validator it compares)."""
+        if_match = request.headers.get("If-Match")
+        if if_match is not None:
+            return not self.send_etags or if_match in (version.etag, "*")
+        since = request.headers.get("If-Unmodified-Since")
+        if since is not None and self.send_last_modified:
+            try:
+                limit = email.utils.parsedate_to_datetime(since).timestamp()
+            except (TypeError, ValueError):
+                return True  # an invalid date is ignored
+            return version.modified <= limit
+        return True
+
     async def _misbehave(
-        self, request: web.Request, data: bytes, etag: str, fault: Fault
+        self, request: web.Request, version: _Version, fault: Fault
     ) -> web.StreamResponse:
+        data, etag = version.data, version.etag
         size = len(data)
         rng = parse_range(request.headers.get("Range", "bytes=0-"), size) or (0, size - 1)
         first, last = rng
         body = data[first : last + 1]
         headers: dict[str, str] = {"ETag": etag, "Accept-Ranges": "bytes"}
+        if self.send_last_modified:
+            headers["Last-Modified"] = version.http_date
         kind = fault.kind
         if kind == "status":
             headers.update(fault.headers)
@@ -288,6 +349,9 @@ class RangeServer:
         if kind == "changed":
             other = bytes(b ^ 0x5A for b in body)
             headers["ETag"] = etag_of(etag.encode() + b"-changed")
+            if self.send_last_modified:
+                headers["Last-Modified"] = email.utils.formatdate(version.modified + 1,
+                                                                  usegmt=True)
             headers["Content-Range"] = f"bytes {first}-{last}/{size}"
             self._record(request, 206, len(other))
             return web.Response(status=206, body=other, headers=headers)

@@ -11,6 +11,7 @@ exists.
 from __future__ import annotations
 
 import hmac
+import io
 import os
 import socket
 import sys
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestClient, TestServer
@@ -29,7 +31,8 @@ from cloudroi.service import ServiceConfig, create_app
 from cloudroi.service.security import ApiKeys
 from cloudroi.testing import Fault, RangeServer
 
-RGB = make_images()["rgb.tif"].data
+RGB_SAMPLE = make_images()["rgb.tif"]
+RGB = RGB_SAMPLE.data
 
 # --------------------------------------------------------------------------------------------
 # every connect() of the process, while recording
@@ -123,22 +126,53 @@ REDIRECTS = {
     "/ok/to-decimal.tif": "http://2130706433:{other}/x/rgb.tif",
     "/ok/to-file.tif": "file:///etc/passwd",
 }
+#: Redirect answers the service must not follow at all (502 upstream_error, nothing else asked):
+#: a 3xx without a usable Location (``URI`` is never followed), and chains longer than 5 hops.
+UNFOLLOWED: dict[str, dict[str, str]] = {
+    "/ok/uri-only.tif": {"URI": "/elsewhere/rgb.tif"},
+    "/ok/uri-empty-location.tif": {"Location": "", "URI": "/elsewhere/rgb.tif"},
+    "/ok/uri-blank-location.tif": {"Location": " ", "URI": "/elsewhere/rgb.tif"},
+    "/ok/uri-to-other.tif": {"URI": "http://127.0.0.1:{other}/x/rgb.tif"},
+    "/ok/uri-to-metadata.tif": {"URI": "http://169.254.169.254/latest/meta-data/"},
+    "/ok/301-uri-only.tif": {"URI": "/elsewhere/rgb.tif"},
+    "/ok/308-uri-only.tif": {"URI": "/elsewhere/rgb.tif"},
+}
+#: /ok/chain-N.tif redirects to /ok/chain-(N+1).tif, /ok/chain-6.tif to /ok/rgb.tif: starting at
+#: chain-N takes 7 - N redirects.
+CHAIN = {f"/ok/chain-{i}.tif": f"/ok/chain-{i + 1}.tif" for i in range(1, 6)}
+CHAIN["/ok/chain-6.tif"] = "/ok/rgb.tif"
+#: Redirects inside the allowlisted prefix: followed.
+INSIDE = {
+    "/ok/moved.tif": "/ok/rgb.tif",
+    "/ok/moved-absolute.tif": "http://127.0.0.1:{port}/ok/rgb.tif",
+    **CHAIN,
+}
+
+
+def redirect_hook(upstream: RangeServer, other: RangeServer) -> Any:
+    """The upstream's answers for REDIRECTS, UNFOLLOWED and INSIDE."""
+
+    def hook(request: Any, etag: str) -> Fault | None:
+        fill = {"other": other.port, "port": upstream.port}
+        location = REDIRECTS.get(request.path) or INSIDE.get(request.path)
+        if location is not None:
+            return Fault("status", status=302, headers={"Location": location.format(**fill)})
+        headers = UNFOLLOWED.get(request.path)
+        if headers is not None:
+            status = int(request.path[4:7]) if request.path[4:7].isdigit() else 302
+            return Fault("status", status=status,
+                         headers={k: v.format(**fill) for k, v in headers.items()})
+        return None
+
+    return hook
 
 
 @pytest.fixture
 async def target(tmp_path: Path) -> AsyncIterator[Target]:
     files = {"ok/rgb.tif": RGB, "elsewhere/rgb.tif": RGB}
-    files.update({path.lstrip("/"): b"" for path in REDIRECTS})
+    files.update({path.lstrip("/"): b"" for path in (*REDIRECTS, *UNFOLLOWED, *INSIDE)})
     with RangeServer(files) as upstream, RangeServer({"x/rgb.tif": RGB}) as other:
-
-        def redirect(request: Any, etag: str) -> Fault | None:
-            location = REDIRECTS.get(request.path)
-            if location is None:
-                return None
-            location = location.format(other=other.port, port=upstream.port)
-            return Fault("status", status=302, headers={"Location": location})
-
-        upstream.fault = redirect
+        upstream.fault = redirect_hook(upstream, other)
         root = tmp_path / "data"
         root.mkdir()
         (root / "rgb.tif").write_bytes(RGB)
@@ -457,6 +491,91 @@ async def test_idna_host_allowed_is_the_host_dialled() -> None:
                 assert set(hosts) == {f"{wire}:{port}"}, (url, hosts)
         finally:
             await client.close()
+
+
+# --------------------------------------------------------------------------------------------
+# redirects: each hop judged before it is requested, only Location followed, at most 5 hops
+# --------------------------------------------------------------------------------------------
+
+
+def _dialled(connects: list[tuple[Any, ...]]) -> set[tuple[str, int]]:
+    return {(str(a[0]), int(a[1])) for a in connects if len(a) >= 2}
+
+
+async def _problem(client: TestClient[Any, Any], path: str, status: int, **params: str
+                   ) -> dict[str, Any]:
+    async with client.get(path, params=params) as resp:
+        body = await resp.read()
+        assert resp.status == status, body
+        assert resp.headers["Content-Type"] == "application/problem+json"
+        doc: dict[str, Any] = await resp.json(content_type=None)
+    return doc
+
+
+@pytest.mark.parametrize("path", sorted(UNFOLLOWED))
+async def test_redirect_without_a_location_is_not_followed(
+    target: Target, connects: list[tuple[Any, ...]], path: str
+) -> None:
+    """aiohttp would follow ``URI`` when ``Location`` is missing or empty; cloudroi follows only
+    ``Location``: such an answer is a 502 and its ``URI`` is never asked for."""
+    doc = await _problem(target.client, "/info", 502, url=target.upstream.url(path))
+    assert doc["code"] == "upstream_error"
+    assert [e.status for e in target.upstream.log] == [int(path[4:7]) if path[4:7].isdigit()
+                                                      else 302]
+    assert target.upstream.requests_for("elsewhere/rgb.tif") == []
+    assert target.other.request_count == 0
+    unexpected = _dialled(connects) - target.allowed_connects()
+    assert unexpected <= {("127.0.0.1", target.upstream.port)}
+
+
+async def test_redirect_chains_end_after_five_hops(target: Target) -> None:
+    doc = await _problem(target.client, "/info", 502, url=target.upstream.url("ok/chain-1.tif"))
+    assert doc["code"] == "upstream_error"
+    assert [e.path for e in target.upstream.log] == [f"/ok/chain-{i}.tif" for i in range(1, 7)]
+    target.upstream.reset()
+    async with target.client.get("/info", params={"url": target.upstream.url("ok/chain-2.tif")}
+                                 ) as resp:
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["width"] == 600
+    assert [e.path for e in target.upstream.log][:6] == [
+        *(f"/ok/chain-{i}.tif" for i in range(2, 7)), "/ok/rgb.tif"]
+
+
+async def test_redirect_inside_the_prefix_is_followed(target: Target) -> None:
+    want = RGB_SAMPLE.levels[0]
+    for name in ("ok/moved.tif", "ok/moved-absolute.tif", "ok/chain-3.tif", "ok/rgb.tif"):
+        params = {"url": target.upstream.url(name), "window": "0,0,600,500", "format": "npy"}
+        async with target.client.get("/region", params=params) as resp:
+            body = await resp.read()
+            assert resp.status == 200, body
+        np.testing.assert_array_equal(np.load(io.BytesIO(body)), want)
+    assert target.upstream.requests_for("elsewhere/rgb.tif") == []
+
+
+async def test_redirect_to_another_port_of_an_allowed_network(
+    target: Target, connects: list[tuple[Any, ...]]
+) -> None:
+    """With 127.0.0.0/8 allowed as a network, the address guard lets any loopback port through:
+    the allowlist alone must stop a redirect to another port, whichever header carries it."""
+    config = ServiceConfig(allowed_sources=(target.upstream.url("ok/"),),
+                           allowed_networks=("127.0.0.0/8",), upstream_connect_timeout=1.0)
+    client = TestClient(TestServer(create_app(config)))
+    await client.start_server()
+    try:
+        for path, status in (("ok/to-other.tif", 403), ("ok/to-other-mapped.tif", 403),
+                             ("ok/to-localhost.tif", 403), ("ok/uri-to-other.tif", 502),
+                             ("ok/uri-only.tif", 502), ("ok/uri-empty-location.tif", 502)):
+            doc = await _problem(client, "/info", status, url=target.upstream.url(path))
+            assert doc["code"] == ("source_not_allowed" if status == 403 else "upstream_error")
+            assert str(target.other.port) not in doc["detail"]
+        async with client.get("/info", params={"url": target.upstream.url("ok/moved.tif")}
+                              ) as resp:
+            assert resp.status == 200, await resp.text()
+    finally:
+        await client.close()
+    assert target.other.request_count == 0
+    assert ("127.0.0.1", target.other.port) not in _dialled(connects)
+    assert target.upstream.requests_for("elsewhere/rgb.tif") == []
 
 
 # --------------------------------------------------------------------------------------------
