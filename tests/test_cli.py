@@ -253,3 +253,53 @@ def test_demo(tmp_path: Path) -> None:
     assert png.shape == (1024, 1024, 2)  # grey + alpha
     assert (png[:, :, 1] == 0).any()  # the nodata "sea" is transparent
     assert (png[:, :, 1] == 255).any()
+
+
+def test_connection_refused_is_one_sentence() -> None:
+    port = free_port()  # bound and closed again: nothing listens there
+    result = cloudroi("info", f"http://127.0.0.1:{port}/x.tif")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "ConnectionKey" not in result.stderr
+    assert "ClientConnectorError" not in result.stderr
+    assert lines[0] == (
+        f"cloudroi info: error: cannot connect to 127.0.0.1:{port}: Connection refused "
+        f"(http://127.0.0.1:{port}/x.tif)"
+    )
+
+
+def test_describe_client_error() -> None:
+    import errno
+    import ssl
+
+    import aiohttp
+    from aiohttp.client_reqrep import ConnectionKey
+
+    from cloudroi.source.client_errors import describe_client_error
+
+    def key(host: str, port: int) -> ConnectionKey:
+        return ConnectionKey(host, port, False, True, None, None, None, None)
+
+    refused = ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed ('::1', 9)")
+    assert describe_client_error(aiohttp.ClientConnectorError(key("::1", 9), refused)) == (
+        "cannot connect to [::1]:9: Connection refused"
+    )
+    gai = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    assert describe_client_error(
+        aiohttp.ClientConnectorDNSError(key("nowhere.invalid", 443), gai)
+    ) == "cannot resolve host nowhere.invalid: Name or service not known"
+    assert describe_client_error(aiohttp.ServerDisconnectedError()) == (
+        "the server closed the connection without answering"
+    )
+    assert describe_client_error(TimeoutError()) == "timed out"
+    assert describe_client_error(
+        aiohttp.ConnectionTimeoutError("Connection timeout to host http://10.1.2.3/x")
+    ) == "timed out: Connection timeout to host http://10.1.2.3/x"
+    cert = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)")
+    assert describe_client_error(
+        aiohttp.ClientConnectorSSLError(key("127.0.0.1", 8443), cert)
+    ) == ("TLS handshake with 127.0.0.1:8443 failed: "
+          "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)")
+    reset = ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+    assert describe_client_error(reset) == "connection failed: Connection reset by peer"

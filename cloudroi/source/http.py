@@ -33,6 +33,7 @@ from ..errors import (
 )
 from ..types import ByteRange, ObjectMeta
 from .base import check_content_range, parse_content_range
+from .client_errors import describe_client_error
 
 __all__ = ["HTTPSource", "parse_retry_after"]
 
@@ -291,7 +292,7 @@ class HTTPSource:
         except aiohttp.TooManyRedirects as exc:
             raise UpstreamError("too many redirects", url=self.url) from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise TransientError(f"request failed: {exc!r}", url=self.url) from exc
+            raise TransientError(describe_client_error(exc), url=self.url) from exc
 
     async def _parts(
         self, resp: aiohttp.ClientResponse, boundary: bytes, ranges: Sequence[ByteRange]
