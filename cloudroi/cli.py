@@ -210,14 +210,14 @@ def _target(img: Image, args: argparse.Namespace) -> Target:
     if args.window is not None:
         win = Window(*args.window)
         # compare has no --boundless (its strategies read inside the image).
-        boundless = getattr(args, "boundless", None)
-        if not boundless and not geometry.inside(win, wl, hl):
+        allowed = getattr(args, "boundless", None)
+        boundless = not geometry.inside(win, wl, hl)
+        if boundless and not allowed:
             level_text = f" (level {level})" if level else ""
-            hint = "; --boundless fills outside pixels" if boundless is not None else ""
+            hint = "; --boundless fills outside pixels" if allowed is not None else ""
             raise WindowError(
                 f"window {tuple(win)} is outside the {wl}x{hl} image{level_text}{hint}"
             )
-        boundless = bool(boundless)
     else:
         try:
             win = geometry.bbox_window(img.levels, img.transform, tuple(args.bbox), level)

@@ -409,6 +409,12 @@ def test_boundless_window(url: str, tmp_path: Path) -> None:
     alpha[:50, :50] = 255  # outside pixels are masked
     np.testing.assert_array_equal(rgba[:, :, 3], alpha)
     np.testing.assert_array_equal(rgba[:50, :50, :3], np.moveaxis(expected[:, :50, :50], 0, -1))
+    # A window inside the image is read as it is, --boundless or not: no alpha channel added.
+    inside = tmp_path / "in.png"
+    result = cloudroi("read", url, "--window", "0,0,64,32", "--boundless", "-o", str(inside))
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(imagecodecs.png_decode(inside.read_bytes()),
+                                  np.moveaxis(pixels()[:, :32, :64], 0, -1))
 
 
 @pytest.mark.parametrize("unbuffered", ["1", ""], ids=["unbuffered", "buffered"])
