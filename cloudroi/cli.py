@@ -2,12 +2,16 @@
 
     cloudroi info URL [--json]
     cloudroi read URL (--window C,R,W,H | --bbox MINX,MINY,MAXX,MAXY) [--level N | --size W,H]
-                  [--bands 1,2,3] [--rescale MIN,MAX] -o OUT.{npy,png,jpg,webp,tif}
+                  [--boundless] [--bands 1,2,3] [--rescale MIN,MAX] [--quality 1..100]
+                  -o OUT.{npy,png,jpg,webp,tif}
     cloudroi serve [--host H] [--port P] [--allow PREFIX ...] [--allow-network CIDR ...]
     cloudroi compare URL (--window ... | --bbox ...) [--level N] [--json]
     cloudroi demo [-o demo.png]
 
-Errors print one line on stderr and exit with status 1 (2 for usage errors).
+Errors print one line on stderr and exit with status 1 (2 for usage errors). When the reader of
+stdout goes away (``cloudroi info URL | head -1``) the command stops quietly with status 141,
+128 + SIGPIPE, as a Unix tool killed by SIGPIPE reports. The progress bar is drawn only when
+stderr is a terminal.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import asyncio
 import json
 import math
 import os
+import signal
 import sys
 import time
 import tracemalloc
@@ -31,9 +36,9 @@ import numpy.typing as npt
 from . import __version__
 from .cache import LRUCache
 from .context import Context, ContextOptions
-from .errors import CloudROIError, LimitExceededError
+from .errors import CloudROIError, LimitExceededError, WindowError
 from .image import Image, open_image
-from .outputs import RENDERED, encode, format_for_path, render_bands
+from .outputs import ALPHA_FORMATS, RENDERED, encode, format_for_path, render_bands
 from .types import Stats, Window
 
 __all__ = ["main"]
@@ -44,6 +49,32 @@ PROGRESS_MIN_TILES = 16
 
 class UsageError(Exception):
     """A command-line value that does not make sense (exit status 2)."""
+
+
+class StdoutClosed(Exception):
+    """Whoever read our standard output has gone (``cloudroi info URL | head -1``)."""
+
+
+def _out(text: str = "", *, flush: bool = False) -> None:
+    """``print`` to stdout; a reader that has gone becomes ``StdoutClosed``, which is told apart
+    from a broken pipe to a server."""
+    try:
+        print(text, flush=flush)
+    except BrokenPipeError as exc:
+        raise StdoutClosed from exc
+
+
+def _stdout_closed() -> int:
+    """Stop quietly once stdout's reader has gone: point stdout at /dev/null, so the flush at
+    interpreter exit has nowhere to fail (Python's signal docs, "Note on SIGPIPE"), and return
+    128 + SIGPIPE. SIGPIPE itself stays ignored: with its default action a peer closing one of
+    asyncio's sockets would kill the process."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+    return 128 + signal.SIGPIPE
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,6 +116,16 @@ def _size(text: str) -> tuple[int, ...]:
     return values
 
 
+def _quality(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to 100, got {text!r}")
+    return value
+
+
 def _rescale(text: str) -> tuple[float, ...]:
     values = _numbers(text, 2, float, "--rescale MIN,MAX")
     if not values[0] < values[1]:
@@ -118,6 +159,14 @@ def _context(args: argparse.Namespace, *, fresh_caches: bool = False) -> Context
             header_sizes=LRUCache(64),
         )
     return Context(options)
+
+
+def _coordinate(v: float) -> str:
+    """A coordinate as text that reads back as the same float: whole numbers without a decimal
+    point (``6100000``), others as Python's shortest round-trip form (``6100690.987654321``)."""
+    if float(v).is_integer() and abs(v) < 2**53:
+        return str(int(v))
+    return repr(float(v))
 
 
 def _mib(n: float) -> str:
@@ -160,7 +209,15 @@ def _target(img: Image, args: argparse.Namespace) -> Target:
     wl, hl = img.levels[level]
     if args.window is not None:
         win = Window(*args.window)
-        boundless = False
+        # compare has no --boundless (its strategies read inside the image).
+        allowed = getattr(args, "boundless", None)
+        boundless = not geometry.inside(win, wl, hl)
+        if boundless and not allowed:
+            level_text = f" (level {level})" if level else ""
+            hint = "; --boundless fills outside pixels" if allowed is not None else ""
+            raise WindowError(
+                f"window {tuple(win)} is outside the {wl}x{hl} image{level_text}{hint}"
+            )
     else:
         try:
             win = geometry.bbox_window(img.levels, img.transform, tuple(args.bbox), level)
@@ -226,9 +283,10 @@ def _describe(info: dict[str, Any], stats: Stats) -> str:
         ("Mask", "internal mask" if info["has_mask"] else (
             f"alpha band {info['alpha_band']}" if info["alpha_band"] else "none")),
         ("CRS", f"EPSG:{info['crs']}" if info["crs"] else "none"),
-        ("Transform", ", ".join(f"{v:g}" for v in info["transform"])
+        # Exact: the bounds pasted into --bbox select the whole image.
+        ("Transform", ", ".join(map(_coordinate, info["transform"]))
          if info["transform"] else "none"),
-        ("Bounds", ", ".join(f"{v:g}" for v in info["bounds"]) if info["bounds"] else "none"),
+        ("Bounds", ", ".join(map(_coordinate, info["bounds"])) if info["bounds"] else "none"),
         ("File", f"{_mib(info['size'])}, {'BigTIFF' if info['bigtiff'] else 'classic TIFF'}"
                  f"{', COG layout' if info['cog_layout'] else ''}"),
         ("Opened with", f"{stats.requests} request(s), {_mib(stats.bytes_fetched)}"),
@@ -242,9 +300,9 @@ async def _info(args: argparse.Namespace) -> int:
         try:
             info = img.info()
             if args.json:
-                print(json.dumps(info, indent=2))
+                _out(json.dumps(info, indent=2))
             else:
-                print(_describe(info, img.stats))
+                _out(_describe(info, img.stats))
         finally:
             await img.close()
     return 0
@@ -272,21 +330,28 @@ async def _read(args: argparse.Namespace) -> int:
                 img.levels, img.transform, img.crs, img.nodata, t.level, t.window, out_w, out_h
             )
             rescale = tuple(args.rescale) if args.rescale else None
+
+            def encode_it() -> tuple[bytes, tuple[float, float] | None, bool]:
+                body, used = encode(fmt, data, mask=mask, geo=geo, rescale=rescale,
+                                    quality=args.quality)
+                return body, used, mask is not None and not mask.any()
+
             loop = asyncio.get_running_loop()
-            body, used = await loop.run_in_executor(
-                ctx.executor,
-                lambda: encode(fmt, data, mask=mask, geo=geo, rescale=rescale,
-                               quality=args.quality),
-            )
+            body, used, no_valid = await loop.run_in_executor(ctx.executor, encode_it)
             await asyncio.to_thread(Path(args.output).write_bytes, body)
             stats = img.stats
         finally:
             await img.close()
     took = time.perf_counter() - started
-    scaled = f", values {used[0]:g}..{used[1]:g} shown as 0..255" if used else ""
+    # Without a valid pixel there is no value range to show: the rescale is a placeholder.
+    scaled = f", values {used[0]:g}..{used[1]:g} shown as 0..255" if used and not no_valid else ""
+    empty = ""
+    if no_valid:
+        looks = "fully transparent" if fmt in ALPHA_FORMATS else "black"
+        empty = f"; the window holds no valid pixel (all nodata or masked): the image is {looks}"
     print(
         f"wrote {args.output}: {out_w}x{out_h}, {data.shape[0]} band(s) {data.dtype}{scaled}; "
-        f"{stats.requests} request(s), {_mib(stats.bytes_fetched)} in {took:.2f} s",
+        f"{stats.requests} request(s), {_mib(stats.bytes_fetched)} in {took:.2f} s{empty}",
         file=sys.stderr,
     )
     return 0
@@ -306,7 +371,7 @@ async def _read_target(
     total = _blocks_to_read(img, t, bands)
     progress = None
     follower = None
-    if total >= PROGRESS_MIN_TILES and not args.quiet:
+    if total >= PROGRESS_MIN_TILES and not args.quiet and sys.stderr.isatty():
         progress = Progress(img.stats, total, sys.stderr)
         follower = asyncio.create_task(progress.follow())
     try:
@@ -451,15 +516,15 @@ async def _compare(args: argparse.Namespace) -> int:
     runs = await compare(args.url, args)
     same = _same_pixels(runs)
     if args.json:
-        print(json.dumps({"runs": [r.row() for r in runs], "identical_pixels": same}, indent=2))
+        _out(json.dumps({"runs": [r.row() for r in runs], "identical_pixels": same}, indent=2))
     else:
-        print(_table(runs))
-        print(
+        _out(_table(runs))
+        _out(
             "\nlazy: only the window's tiles; preload: the whole level first, then the read from "
             "memory;\nstream: tiles yielded as they arrive (iter_tiles). Peak mem: traced Python "
             "and NumPy heap."
         )
-        print(f"All strategies returned identical pixels: {'yes' if same else 'NO'}")
+        _out(f"All strategies returned identical pixels: {'yes' if same else 'NO'}")
     return 0 if same else 1
 
 
@@ -474,17 +539,17 @@ async def _demo(args: argparse.Namespace) -> int:
 
     path = default_sample_path()
     if not path.exists():
-        print(f"Generating the sample COG at {path} (once; a few seconds)...", flush=True)
+        _out(f"Generating the sample COG at {path} (once; a few seconds)...", flush=True)
     path = await asyncio.to_thread(ensure_sample, path)
     data = await asyncio.to_thread(path.read_bytes)
     with RangeServer({SAMPLE_NAME: data}, latency=args.latency) as server:
         url = server.url(SAMPLE_NAME)
-        print(f"Serving {path.name} ({_mib(len(data))}) at {url} "
+        _out(f"Serving {path.name} ({_mib(len(data))}) at {url} "
               f"with {args.latency * 1000:.0f} ms per request\n")
         async with _context(args, fresh_caches=True) as ctx:
             img = await open_image(url, context=ctx)
             try:
-                print(_describe(img.info(), img.stats) + "\n")
+                _out(_describe(img.info(), img.stats) + "\n")
                 # A window across the sample's coastline, so the PNG shows nodata as transparent.
                 size = min(1024, img.width, img.height)
                 col = row = min(size // 2, img.width - size, img.height - size)
@@ -494,7 +559,7 @@ async def _demo(args: argparse.Namespace) -> int:
                 arr = await img.read(window)
                 mask = await img.read_mask(window)
                 took = time.perf_counter() - began
-                print(
+                _out(
                     f"Read window {window} over HTTP: {server.request_count} range request(s), "
                     f"{_mib(server.bytes_sent)} of the {_mib(len(data))} file "
                     f"({100 * server.bytes_sent / len(data):.1f}%), {took * 1000:.0f} ms\n"
@@ -503,15 +568,15 @@ async def _demo(args: argparse.Namespace) -> int:
                 await img.close()
         args.window, args.bbox, args.level = window, None, 0
         runs = await compare(url, args)
-        print(_table(runs))
+        _out(_table(runs))
         same = "yes" if _same_pixels(runs) else "NO"
-        print(f"All strategies returned identical pixels: {same}\n")
+        _out(f"All strategies returned identical pixels: {same}\n")
     loop = asyncio.get_running_loop()
     body, used = await loop.run_in_executor(None, lambda: encode("png", arr, mask=mask))
     await asyncio.to_thread(Path(args.output).write_bytes, body)
-    print(f"Wrote {args.output} ({size}x{size}; heights {used[0]:g}..{used[1]:g} m as grey, "
+    _out(f"Wrote {args.output} ({size}x{size}; heights {used[0]:g}..{used[1]:g} m as grey, "
           "nodata transparent)" if used else f"Wrote {args.output}")
-    print(
+    _out(
         "\nNext: `cloudroi serve` (allows only the sample by default), then e.g.\n"
         f"  curl -o region.png 'http://127.0.0.1:8080/region?url={path}&window=1024,1024,512,512'"
     )
@@ -544,8 +609,8 @@ def _serve(args: argparse.Namespace) -> int:
         policy = SourcePolicy(config.effective_sources(), config.allowed_networks)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    print(f"cloudroi {__version__} serving on http://{config.host}:{config.port}", flush=True)
-    print("allowed sources: " + ", ".join(policy.describe()), flush=True)
+    _out(f"cloudroi {__version__} serving on http://{config.host}:{config.port}", flush=True)
+    _out("allowed sources: " + ", ".join(policy.describe()), flush=True)
     run(config, print_fn=None)
     return 0
 
@@ -585,15 +650,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("read", help="read a region into a file")
     p.add_argument("url", help=url_help)
     _add_region_args(p)
+    p.add_argument("--boundless", action="store_true",
+                   help="allow a --window reaching outside the image: outside pixels are filled "
+                        "with nodata (else 0) and masked (--bbox does this by itself)")
     p.add_argument("--size", type=_size, metavar="W,H",
                    help="output size: reads the best overview and resamples (nearest)")
     p.add_argument("--bands", type=_bands, metavar="1,2,3", help="1-based bands (default: all)")
     p.add_argument("--rescale", type=_rescale, metavar="MIN,MAX",
                    help="values mapped onto 0..255 for png/jpg/webp")
-    p.add_argument("--quality", type=int, default=85, help="JPEG/WebP quality (1..100)")
+    p.add_argument("--quality", type=_quality, default=85, metavar="1..100",
+                   help="JPEG/WebP quality (default 85)")
     p.add_argument("-o", "--output", required=True,
                    help="output file: .npy, .png, .jpg, .webp or .tif (GeoTIFF)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar (it is drawn only when stderr is a terminal)")
     common(p)
 
     p = sub.add_parser("serve", help="run the region service")
@@ -620,6 +690,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            status = _main(argv)
+        except SystemExit:  # argparse's --help, --version and usage errors
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # here, where a reader gone away can still be answered quietly
+        return status
+    except (StdoutClosed, BrokenPipeError):
+        # A BrokenPipeError here comes from the flushes of stdout above; one from elsewhere
+        # (a server's socket) is an OSError that _main reports.
+        return _stdout_closed()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -33,6 +33,7 @@ from ..errors import (
 )
 from ..types import ByteRange, ObjectMeta
 from .base import check_content_range, parse_content_range
+from .client_errors import describe_client_error
 
 __all__ = ["MAX_REDIRECTS", "HTTPSource", "RedirectCheck", "parse_retry_after"]
 
@@ -406,7 +407,7 @@ class HTTPSource:
         except aiohttp.InvalidURL as exc:
             raise SourceNotFoundError(f"invalid URL: {exc}", url=self.url) from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise TransientError(f"request failed: {exc!r}", url=self.url) from exc
+            raise TransientError(describe_client_error(exc), url=self.url) from exc
 
     @staticmethod
     async def _discard(resp: aiohttp.ClientResponse) -> None:
