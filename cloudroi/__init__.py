@@ -1,7 +1,10 @@
 """cloudroi: read just the region of a TIFF/COG you need, from HTTP(S), S3, fsspec stores or disk.
 
-    async with cloudroi.open("https://example.com/scene.tif") as img:
-        arr = await img.read(window=(1024, 2048, 512, 512))
+    async def main() -> None:
+        async with cloudroi.open("https://example.com/scene.tif") as img:
+            arr = await img.read(window=(1024, 2048, 512, 512))
+
+    asyncio.run(main())
 
 ``cloudroi.read`` and ``cloudroi.info`` are synchronous helpers over the same machinery.
 """

@@ -23,6 +23,7 @@ from ..errors import (
 )
 from ..types import ByteRange, ObjectMeta
 from .base import check_content_range
+from .client_errors import describe_client_error
 
 __all__ = ["FsspecSource"]
 
@@ -68,7 +69,7 @@ def _translate(exc: BaseException, url: str) -> SourceError:
     if isinstance(exc, PermissionError):
         return AccessDeniedError(f"access denied: {exc}", url=url)
     if isinstance(exc, TimeoutError | ConnectionError):
-        return TransientError(f"request failed: {exc!r}", url=url)
+        return TransientError(describe_client_error(exc), url=url)
     return UpstreamError(f"storage error: {exc!r}", url=url)
 
 
