@@ -104,7 +104,9 @@ async def _http_errors(
         code = _HTTP_ERROR_CODES.get(exc.status, "http_error")
         detail = (f"no endpoint {request.path[:100]!r}" if exc.status == 404
                   else exc.reason or HTTPStatus(exc.status).phrase)
-        return problem_response(Problem(exc.status, code, detail), request.path[:200])
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return problem_response(Problem(exc.status, code, detail, headers=headers),
+                                request.path[:200])
     return resp
 
 
