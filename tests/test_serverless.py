@@ -10,19 +10,23 @@ import json
 import re
 import sys
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import hypothesis
 import imagecodecs
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lambda_runtime_api import RuntimeClient
 from upstream import Upstream
 
 from cloudroi import serverless
+from cloudroi.errors import CloudROIError
 from cloudroi.serverless import LambdaApp, body_limit, to_core_request
 from cloudroi.service import ServiceConfig
 from cloudroi.testing import Fault, RangeServer
@@ -482,10 +486,324 @@ def test_query_values_and_headers_arrive_intact() -> None:
     assert to_core_request(event)[0].headers["accept"] == "image/png, */*"
 
 
-def test_events_that_are_not_http_are_refused(make_app: Any) -> None:
-    scheduled = {"version": "0", "source": "aws.events", "detail-type": "Scheduled Event"}
-    with pytest.raises(ValueError, match="not an API Gateway"):
-        make_app()(scheduled, LambdaContext())
+# --------------------------------------------------------------------------------------------
+# malformed events
+# --------------------------------------------------------------------------------------------
+
+DROP = object()  # a field to remove rather than replace
+
+
+def healthz(kind: str) -> dict[str, Any]:
+    return make_event(kind, "/healthz", headers={"X-Secret-Token": "s3cr3t-in-a-header"})
+
+
+def changed(base: str | dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    """The /healthz event of kind ``base`` (or a copy of the event ``base``) with the field at
+    ``path`` replaced by ``value`` (or removed for ``DROP``)."""
+    event = healthz(base) if isinstance(base, str) else json.loads(json.dumps(base))
+    where = event
+    for key in path[:-1]:
+        where = where[key]
+    if value is DROP:
+        del where[path[-1]]
+    else:
+        where[path[-1]] = value
+    return event
+
+
+V2, V1 = "http-api-v2", "rest-api-v1"
+SCHEDULED = {"version": "0", "source": "aws.events", "detail-type": "Scheduled Event"}
+
+#: (id, event, words the problem's detail must contain)
+MALFORMED: list[tuple[str, Any, str]] = [
+    ("empty object", {}, "not an API Gateway"),
+    ("null", None, "must be an object, not null"),
+    ("empty list", [], "must be an object, not a list"),
+    ("list of events", [healthz(V2)], "not a list"),
+    ("string", "GET /healthz", "not a string"),
+    ("event as JSON text", json.dumps(healthz(V2)), "not a string"),
+    ("number", 42, "not a number"),
+    ("float", 2.0, "not a number"),
+    ("boolean", True, "not a boolean"),
+    ("bytes", b"GET /healthz", "not a bytes"),
+    ("huge string", "x" * 1_000_000, "not a string"),
+    ("scheduled event", SCHEDULED, "not an API Gateway"),
+    ("version 2.0 as a number", {**healthz(V2), "version": 2.0}, "not an API Gateway"),
+    # payload 2.0 (HTTP API and Function URL)
+    ("v2 rawPath null", changed(V2, ("rawPath",), None), "rawPath is missing"),
+    ("v2 rawPath missing", changed(V2, ("rawPath",), DROP), "rawPath is missing"),
+    ("v2 rawPath number", changed(V2, ("rawPath",), 123), "rawPath must be a string, not a number"),
+    ("v2 rawPath huge number", changed(V2, ("rawPath",), 10**40), "rawPath must be a string"),
+    ("v2 rawPath list", changed(V2, ("rawPath",), ["/healthz"]), "rawPath must be a string"),
+    ("v2 rawPath bytes", changed(V2, ("rawPath",), b"/healthz"), "rawPath must be a string"),
+    ("v2 headers list", changed(V2, ("headers",), [["accept", "*/*"]]),
+     "headers must be an object, not a list"),
+    ("v2 headers string", changed(V2, ("headers",), "accept: */*"), "headers must be an object"),
+    ("v2 header value list", changed(V2, ("headers", "accept"), ["*/*"]),
+     "headers['accept'] must be a string, not a list"),
+    ("v2 header value null", changed(V2, ("headers", "accept"), None), "headers['accept']"),
+    ("v2 header value object", changed(V2, ("headers", "accept"), {"q": 1}), "headers['accept']"),
+    ("v2 requestContext string", changed(V2, ("requestContext",), "ctx"),
+     "requestContext must be an object, not a string"),
+    ("v2 requestContext null", changed(V2, ("requestContext",), None),
+     "requestContext is missing"),
+    ("v2 requestContext list", changed(V2, ("requestContext",), []), "requestContext must be"),
+    ("v2 http string", changed(V2, ("requestContext", "http"), "GET"),
+     "requestContext.http must be an object, not a string"),
+    ("v2 http null", changed(V2, ("requestContext", "http"), None),
+     "requestContext.http is missing"),
+    ("v2 method number", changed(V2, ("requestContext", "http", "method"), 1),
+     "requestContext.http.method must be a string"),
+    ("v2 method missing", changed(V2, ("requestContext", "http", "method"), DROP),
+     "requestContext.http.method is missing"),
+    ("v2 method empty", changed(V2, ("requestContext", "http", "method"), ""),
+     "requestContext.http.method is empty"),
+    ("v2 stage number", changed(V2, ("requestContext", "stage"), 7),
+     "requestContext.stage must be a string"),
+    ("v2 rawQueryString number", changed(V2, ("rawQueryString",), 123),
+     "rawQueryString must be a string, not a number"),
+    ("v2 rawQueryString list", changed(V2, ("rawQueryString",), ["url=x"]), "rawQueryString"),
+    ("v2 rawQueryString boolean", changed(V2, ("rawQueryString",), True),
+     "rawQueryString must be a string, not a boolean"),
+    ("v2 queryStringParameters list", changed(V2, ("queryStringParameters",), [["url", "x"]]),
+     "queryStringParameters must be an object"),
+    ("v2 cookies string", changed(V2, ("cookies",), "a=b"), "cookies must be a list"),
+    ("v2 cookies numbers", changed(V2, ("cookies",), [1, 2]), "cookies must be a list of strings"),
+    ("v2 body object", changed(V2, ("body",), {"a": 1}), "body must be a string"),
+    ("v2 isBase64Encoded string", changed(V2, ("isBase64Encoded",), "yes"),
+     "isBase64Encoded must be a boolean"),
+    # payload 1.0 (REST API)
+    ("v1 httpMethod null", changed(V1, ("httpMethod",), None), "httpMethod is missing"),
+    ("v1 httpMethod number", changed(V1, ("httpMethod",), 5), "httpMethod must be a string"),
+    ("v1 httpMethod empty", changed(V1, ("httpMethod",), ""), "httpMethod is empty"),
+    ("v1 path null", changed(V1, ("path",), None), "path is missing"),
+    ("v1 path list", changed(V1, ("path",), ["/healthz"]), "path must be a string"),
+    ("v1 queryStringParameters list", changed(V1, ("queryStringParameters",), ["url"]),
+     "queryStringParameters must be an object, not a list"),
+    ("v1 queryStringParameters string", changed(V1, ("queryStringParameters",), "url=x"),
+     "queryStringParameters must be an object"),
+    ("v1 query value object", changed(V1, ("queryStringParameters",), {"url": {"a": 1}}),
+     "queryStringParameters['url'] must be a string, not an object"),
+    ("v1 multiValueQueryStringParameters list",
+     changed(V1, ("multiValueQueryStringParameters",), []),
+     "multiValueQueryStringParameters must be an object"),
+    ("v1 multi query value string",
+     changed(V1, ("multiValueQueryStringParameters",), {"url": "x"}),
+     "multiValueQueryStringParameters['url'] must be a list, not a string"),
+    ("v1 multi query nested list",
+     changed(V1, ("multiValueQueryStringParameters",), {"url": [["x"]]}),
+     "multiValueQueryStringParameters['url'] must be a string, not a list"),
+    ("v1 multi query null item",
+     changed(V1, ("multiValueQueryStringParameters",), {"url": [None]}),
+     "must be a string, not null"),
+    ("v1 headers list", changed(V1, ("headers",), []), "headers must be an object"),
+    ("v1 header value list", changed(V1, ("headers", "Accept"), ["*/*"]), "headers['Accept']"),
+    ("v1 multiValueHeaders string", changed(V1, ("multiValueHeaders",), "Accept: */*"),
+     "multiValueHeaders must be an object"),
+    ("v1 multi header value string", changed(V1, ("multiValueHeaders", "Accept"), "*/*"),
+     "multiValueHeaders['Accept'] must be a list"),
+    ("v1 requestContext string", changed(V1, ("requestContext",), "ctx"),
+     "requestContext must be an object"),
+    ("v1 stage list", changed(V1, ("requestContext", "stage"), ["Prod"]),
+     "requestContext.stage must be a string"),
+    ("v1 by version without httpMethod", {"version": "1.0", "path": "/healthz"},
+     "httpMethod is missing"),
+]
+
+
+@pytest.fixture(scope="module")
+def plain_app() -> Iterator[LambdaApp]:
+    """A function with the default configuration: enough for /healthz, which reads no storage."""
+    app = LambdaApp(ServiceConfig())
+    yield app
+    app.close()
+
+
+@pytest.mark.parametrize(("event", "words"), [(e, w) for _, e, w in MALFORMED],
+                         ids=[name for name, _, _ in MALFORMED])
+def test_malformed_events_are_400(
+    event: Any, words: str, plain_app: LambdaApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = plain_app.invocations
+    with caplog.at_level("WARNING", logger="cloudroi.serverless"):
+        doc = problem(invoke(plain_app, event), 400, "invalid_event")
+    assert words in doc["detail"], doc
+    assert "instance" not in doc
+    assert len(doc["detail"]) < 300
+    assert plain_app.invocations == before  # refused before the core
+    # Logged once at warning level with the reason, never with the event (or its headers).
+    records = [r for r in caplog.records if r.name == "cloudroi.serverless"]
+    assert [r.levelname for r in records] == ["WARNING"]
+    message = records[0].getMessage()
+    assert words in message
+    assert "s3cr3t" not in message
+    assert len(message) < 400
+
+
+#: Odd but well-formed events: answered by the core, never refused as malformed.
+ACCEPTED: list[tuple[str, Any, dict[str, str]]] = [
+    ("v2 numeric and boolean header values",
+     changed(V2, ("headers",), {"x-count": 5, "x-ratio": 0.5, "x-flag": True}),
+     {"x-count": "5", "x-ratio": "0.5", "x-flag": "True"}),
+    ("v2 headers null", changed(V2, ("headers",), None), {}),
+    ("v2 headers missing", changed(V2, ("headers",), DROP), {}),
+    ("v2 rawQueryString null", changed(V2, ("rawQueryString",), None), {}),
+    ("v2 cookies", changed(V2, ("cookies",), ["a=b", "c=d"]), {}),
+    ("v2 stage null", changed(V2, ("requestContext", "stage"), None), {}),
+    ("v1 query parameters null", changed(
+        changed(V1, ("queryStringParameters",), None), ("multiValueQueryStringParameters",), None
+    ), {}),
+    ("v1 multi header value null", changed(V1, ("multiValueHeaders", "Accept"), None), {}),
+    ("v1 multiValueHeaders null", changed(V1, ("multiValueHeaders",), None),
+     {"accept": "*/*", "x-secret-token": "s3cr3t-in-a-header"}),
+    ("v1 numeric header in multiValueHeaders",
+     changed(V1, ("multiValueHeaders", "X-Count"), [1, 2]), {"x-count": "1, 2"}),
+]
+
+
+@pytest.mark.parametrize(("event", "headers"), [(e, h) for _, e, h in ACCEPTED],
+                         ids=[name for name, _, _ in ACCEPTED])
+def test_odd_but_well_formed_events_are_answered(
+    event: Any, headers: dict[str, str], plain_app: LambdaApp
+) -> None:
+    req = to_core_request(event)[0]
+    assert (req.method, req.path) == ("GET", "/healthz")
+    assert headers.items() <= req.headers.items()
+    ans = invoke(plain_app, event)
+    assert (ans.status, ans.json()["status"]) == (200, "ok")
+
+
+def test_an_empty_raw_path_is_the_root(plain_app: LambdaApp) -> None:
+    ans = invoke(plain_app, changed(V2, ("rawPath",), ""))
+    problem(ans, 404, "not_found")
+
+
+def test_malformed_events_raise_a_typed_error_from_to_core_request() -> None:
+    with pytest.raises(serverless.InvalidEventError, match="rawPath must be a string"):
+        to_core_request(changed(V2, ("rawPath",), 5))
+    with pytest.raises(CloudROIError):
+        to_core_request([])
+
+
+def test_an_internal_failure_is_a_500_problem(
+    make_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app()
+    assert invoke(app, healthz(V2)).status == 200
+    app.close()  # the loop is gone: answering fails inside the function
+    with caplog.at_level("ERROR", logger="cloudroi.serverless"):
+        doc = problem(invoke(app, healthz(V2)), 500, "internal_error")
+    assert doc["detail"] == "internal error"
+    records = [r for r in caplog.records if r.name == "cloudroi.serverless"]
+    assert [r.levelname for r in records] == ["ERROR"]
+    assert records[0].exc_info is not None  # with the traceback
+
+
+def test_a_configuration_that_cannot_start_is_a_500_problem(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    serverless.reset()
+    monkeypatch.setenv("CLOUDROI_MAX_TILES", "many")
+    try:
+        with caplog.at_level("ERROR", logger="cloudroi.serverless"):
+            doc = serverless.handler(healthz(V2), None)
+        problem(answer_of(doc), 500, "internal_error")
+        assert any(r.exc_info for r in caplog.records if r.name == "cloudroi.serverless")
+    finally:
+        serverless.reset()
+
+
+# Arbitrary JSON values, and the valid events with one field replaced by one.
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                  max_size=4),
+    max_leaves=12,
+)
+
+
+def _scalar(v: Any) -> bool:
+    return isinstance(v, (str, int, float, bool))
+
+
+def _opt(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+def _map_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, dict) and all(check(x) for x in v.values())
+
+
+def _list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, list) and all(check(x) for x in v)
+
+
+def _method(v: Any) -> bool:
+    return isinstance(v, str) and v != ""
+
+
+def _stage(v: Any) -> bool:
+    return v is None or isinstance(v, str)
+
+
+#: (kind, path to the field, whether a value is well-formed there) — the payload formats'
+#: shapes as the handler must accept them.
+FIELDS: list[tuple[str, tuple[str, ...], Callable[[Any], bool]]] = [
+    (V2, ("rawPath",), lambda v: isinstance(v, str)),
+    (V2, ("rawQueryString",), _opt(lambda v: isinstance(v, str))),
+    (V2, ("headers",), _opt(_map_of(_scalar))),
+    (V2, ("headers", "accept"), _scalar),
+    (V2, ("queryStringParameters",), _opt(_map_of(_scalar))),
+    (V2, ("cookies",), _opt(_list_of(lambda v: isinstance(v, str)))),
+    (V2, ("requestContext",), lambda v: isinstance(v, dict) and _stage(v.get("stage"))
+     and isinstance(v.get("http"), dict) and _method(v["http"].get("method"))),
+    (V2, ("requestContext", "http"), lambda v: isinstance(v, dict) and _method(v.get("method"))),
+    (V2, ("requestContext", "http", "method"), _method),
+    (V2, ("requestContext", "stage"), _stage),
+    (V2, ("body",), _opt(lambda v: isinstance(v, str))),
+    (V2, ("isBase64Encoded",), _opt(lambda v: isinstance(v, bool))),
+    (V1, ("httpMethod",), _method),
+    (V1, ("path",), lambda v: isinstance(v, str)),
+    (V1, ("queryStringParameters",), _opt(_map_of(_scalar))),
+    (V1, ("multiValueQueryStringParameters",), _opt(_map_of(_opt(_list_of(_scalar))))),
+    (V1, ("headers",), _opt(_map_of(_scalar))),
+    (V1, ("multiValueHeaders",), _opt(_map_of(_opt(_list_of(_scalar))))),
+    (V1, ("multiValueHeaders", "Accept"), _opt(_list_of(_scalar))),
+    (V1, ("requestContext",), _opt(lambda v: isinstance(v, dict) and _stage(v.get("stage")))),
+    (V1, ("requestContext", "stage"), _stage),
+]
+
+
+def _never_raises(app: LambdaApp, event: Any) -> Answer:
+    doc = app(event, LambdaContext())
+    assert isinstance(doc, dict)
+    assert type(doc["statusCode"]) is int
+    ans = answer_of(json.loads(json.dumps(doc)))  # what the runtime sends is JSON
+    assert ans.status < 500, ans.body
+    return ans
+
+
+@settings(max_examples=150, deadline=None, database=None, derandomize=True)
+@given(event=JSON)
+def test_any_json_value_gets_a_response_document(event: Any, plain_app: LambdaApp) -> None:
+    ans = _never_raises(plain_app, event)
+    if not isinstance(event, dict):
+        problem(ans, 400, "invalid_event")
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@given(field=st.sampled_from(FIELDS), value=JSON)
+def test_one_malformed_field_is_a_400_and_a_well_formed_one_is_answered(
+    field: tuple[str, tuple[str, ...], Callable[[Any], bool]], value: Any, plain_app: LambdaApp
+) -> None:
+    kind, path, well_formed = field
+    ans = _never_raises(plain_app, changed(kind, path, value))
+    hypothesis.event("well-formed" if well_formed(value) else "malformed")
+    if well_formed(value):
+        assert ans.status == 200 or ans.json()["code"] != "invalid_event", ans.body
+    else:
+        problem(ans, 400, "invalid_event")
 
 
 # --------------------------------------------------------------------------------------------
@@ -495,7 +813,8 @@ def test_events_that_are_not_http_are_refused(make_app: Any) -> None:
 
 def test_runtime_client_runs_the_handler(upstream: Upstream) -> None:
     """``python -m awslambdaric cloudroi.serverless.handler`` (the Lambda image's command) against
-    a Runtime API on 127.0.0.1: a cold and a warm invocation in one process."""
+    a Runtime API on 127.0.0.1: a cold and a warm invocation in one process, then a malformed
+    event and one more."""
     event = make_event("function-url", "/region", {"url": upstream.url("noise.tif"),
                                                     "window": "0,0,512,512", "format": "npy"})
     env = {"CLOUDROI_ALLOWED_SOURCES": upstream.root}
@@ -506,6 +825,12 @@ def test_runtime_client_runs_the_handler(upstream: Upstream) -> None:
         kind, warm = client.invoke(event)
         warm_gets = upstream.gets("noise.tif") - cold_gets
         assert kind == "response", warm
+        # A malformed event is answered (not an invocation error), and the function lives on.
+        kind, bad = client.invoke({**event, "rawPath": None})
+        assert kind == "response", bad
+        problem(answer_of(bad), 400, "invalid_event")
+        kind, again = client.invoke(make_event("function-url", "/healthz"))
+        assert (kind, again["statusCode"]) == ("response", 200)
     cold_ans, warm_ans = answer_of(cold), answer_of(warm)
     assert cold_ans.status == warm_ans.status == 200
     np.testing.assert_array_equal(np.load(io.BytesIO(cold_ans.body))[0], noise_pixels())

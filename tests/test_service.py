@@ -5,11 +5,15 @@ and every error status provoked for real."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import io
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,6 +31,7 @@ from upstream import Upstream
 
 import cloudroi
 from cloudroi.service import CoreRequest, ServiceConfig, ServiceState, create_app, handle
+from cloudroi.service.app import start_site
 from cloudroi.service.config import settings_table
 from cloudroi.testing import Fault, RangeServer
 from cloudroi.testing.cog import write_cog
@@ -803,6 +808,163 @@ async def test_default_configuration_allows_only_the_sample(
     assert json.loads(body)["width"] == 256
     await problem(client, "/info", 403, url=str(tmp_path / "other.tif"))
     await problem(client, "/info", 403, url=upstream.url("rgb.tif"))
+
+
+# --------------------------------------------------------------------------------------------
+# answers aiohttp makes itself, on the service as `cloudroi serve` starts it
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def site(upstream: Upstream) -> AsyncIterator[int]:
+    """The service started by ``start_site``, as ``run`` starts it; its port."""
+    runner = await start_site(ServiceConfig(allowed_sources=(upstream.root,)), "127.0.0.1", 0)
+    try:
+        yield int(runner.addresses[0][1])
+    finally:
+        await runner.cleanup()
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    status = int(head[0].split()[1])
+    headers = {}
+    for line in head[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return status, headers, body
+
+
+async def exchange(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """``data`` sent as is on a new connection; the first response."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        async with asyncio.timeout(10):
+            writer.write(data)
+            # The server may answer and close before it read everything (the answer is there).
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            return await read_response(reader)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+def raw_problem(answer: tuple[int, dict[str, str], bytes], status: int, code: str) -> str:
+    got, headers, body = answer
+    assert got == status, answer
+    assert headers["content-type"] == "application/problem+json", answer
+    assert headers["cache-control"] == "no-store"
+    doc = json.loads(body)
+    assert doc["type"] == "about:blank"
+    assert (doc["status"], doc["code"]) == (status, code), doc
+    assert doc["title"]
+    assert 0 < len(doc["detail"]) < 300  # no echo of the 10 KB line
+    return str(doc["detail"])
+
+
+GET = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+TLS_HELLO = bytes.fromhex("16030100a5010000a10303") + bytes(32) + b"\x00\x00\x02\x13\x01\x01\x00"
+
+#: (id, bytes sent, status, code, words in the detail)
+PROTOCOL_ERRORS = [
+    ("request line of 10000 bytes", b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+     400, "line_too_long", "longer than 8190 bytes"),
+    ("header line of 10000 bytes", GET + b"X-Big: " + b"b" * 10_000 + b"\r\n\r\n",
+     400, "line_too_long", "longer than 8190 bytes"),
+    ("200 headers", GET + b"".join(b"X-H%d: v\r\n" % i for i in range(200)) + b"\r\n",
+     400, "invalid_http", "Too many headers"),
+    ("garbage bytes", b"\x00\x01\x02\xff\xfe garbage\r\n\r\n", 400, "invalid_http", "HTTP"),
+    ("TLS on the HTTP port", TLS_HELLO, 400, "invalid_http", "HTTP"),
+    ("HTTP version 9.x", b"GET /healthz HTTP/9.x\r\nHost: x\r\n\r\n",
+     400, "invalid_http", "HTTP"),
+    ("protocol FTP/1.1", b"GET /healthz FTP/1.1\r\nHost: x\r\n\r\n",
+     400, "invalid_http", "HTTP"),
+    ("header without a colon", GET + b"NoColonHere\r\n\r\n", 400, "invalid_http", "HTTP"),
+    ("bad Content-Length", b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: ab\r\n\r\n",
+     400, "invalid_http", "Content-Length"),
+    ("unknown Expect", GET + b"Expect: teapot\r\n\r\n", 417, "expectation_failed", "teapot"),
+    ("OPTIONS *", b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 404, "not_found", "endpoint"),
+    ("CONNECT", b"CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n", 404, "not_found", "endpoint"),
+]
+
+
+@pytest.mark.parametrize(("data", "status", "code", "words"),
+                         [case[1:] for case in PROTOCOL_ERRORS],
+                         ids=[case[0] for case in PROTOCOL_ERRORS])
+async def test_requests_aiohttp_refuses_get_problem_details(
+    site: int, data: bytes, status: int, code: str, words: str
+) -> None:
+    detail = raw_problem(await exchange(site, data), status, code)
+    assert words in detail
+    # The service is unharmed.
+    status, _, body = await exchange(site, GET + b"\r\n")
+    assert (status, json.loads(body)["status"]) == (200, "ok")
+
+
+async def test_expect_100_continue_still_works(site: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", site)
+    try:
+        async with asyncio.timeout(10):
+            writer.write(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                         b"Expect: 100-continue\r\n\r\n")
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(b"hello")
+            status, _, body = await read_response(reader)
+            assert (status, json.loads(body)["code"]) == (405, "method_not_allowed")
+            # and the connection is kept for the next request
+            writer.write(GET + b"\r\n")
+            assert (await read_response(reader))[0] == 200
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+def test_handler_failures_are_problems_too() -> None:
+    from cloudroi.service.app import _protocol_problem
+
+    assert _protocol_problem(500, RuntimeError("boom")).document() == {
+        "type": "about:blank", "title": "Internal Server Error", "status": 500,
+        "detail": "internal error", "code": "internal_error"}
+    assert _protocol_problem(504, None).code == "timeout"
+
+
+def test_run_serves_through_start_site_and_stops_gracefully(upstream: Upstream) -> None:
+    """``run`` (what ``cloudroi serve`` calls) in its own process: the protocol's answers are
+    problem details there too, and SIGTERM lets the request in flight finish."""
+    code = ("import sys; from cloudroi.service import ServiceConfig; "
+            "from cloudroi.service.app import run; "
+            "run(ServiceConfig(port=0, allowed_sources=(sys.argv[1],)))")
+    proc = subprocess.Popen([sys.executable, "-u", "-c", code, upstream.root],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"Running on http://127\.0\.0\.1:(\d+)", line)
+        assert match, line + proc.stderr.read() if proc.stderr else line
+        port = int(match.group(1))
+
+        async def check() -> None:
+            raw_problem(await exchange(port, PROTOCOL_ERRORS[0][1]), 400, "line_too_long")
+            upstream.server.latency = 1.0
+            query = f"url={upstream.url('rgb.tif')}".encode()
+            slow = asyncio.create_task(exchange(
+                port, b"GET /info?" + query + b" HTTP/1.1\r\nHost: x\r\n\r\n"))
+            await asyncio.sleep(0.4)  # the request is in flight, waiting for storage
+            proc.send_signal(signal.SIGTERM)
+            status, _, body = await slow
+            assert (status, json.loads(body)["width"]) == (200, 600)
+
+        asyncio.run(check())
+        assert proc.wait(timeout=30) == 0
+    finally:
+        upstream.server.latency = 0.0
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
 
 
 # --------------------------------------------------------------------------------------------
