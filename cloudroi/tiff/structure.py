@@ -21,17 +21,17 @@ from .parse import (
     ParseLimits,
     RawIFD,
     SparseBuffer,
-    TagEntry,
     TiffHeader,
     check_value_range,
     ifd_entries_range,
+    ifd_entry_count,
     parse_header,
     parse_ifd,
     tag_ascii,
     tag_bytes,
     tag_values,
 )
-from .tags import COMPRESSION_NAMES, INDEX_TAGS, WANTED_TAGS, Tag, compression_name
+from .tags import COMPRESSION_NAMES, INDEX_TAGS, Tag, compression_name, tag_name
 
 __all__ = ["ImageIFD", "ScanResult", "TiffStructure", "build", "scan"]
 
@@ -180,17 +180,31 @@ def _subfile_type(buf: SparseBuffer, header: TiffHeader, raw: RawIFD) -> int:
     return values[0] if values else 0  # an entry of count 0 says nothing
 
 
-def _wanted_entries(raw: RawIFD) -> list[TagEntry]:
-    return [e for t, e in raw.entries.items() if t in WANTED_TAGS]
+#: Tags read from the first IFD only: georeferencing and metadata describe the whole file, and
+#: SubIFDs are followed from the first image only. Their values in other IFDs are not fetched.
+FIRST_IFD_TAGS = frozenset({
+    Tag.SUB_IFDS, Tag.MODEL_PIXEL_SCALE, Tag.MODEL_TIEPOINT, Tag.MODEL_TRANSFORMATION,
+    Tag.GEO_KEY_DIRECTORY, Tag.GEO_DOUBLE_PARAMS, Tag.GEO_ASCII_PARAMS, Tag.GDAL_METADATA,
+    Tag.GDAL_NODATA,
+})
 
 
 def scan(
-    buf: SparseBuffer, limits: ParseLimits, lazy_index_bytes: int
+    buf: SparseBuffer,
+    limits: ParseLimits,
+    lazy_index_bytes: int,
+    parsed: dict[int, RawIFD] | None = None,
 ) -> ScanResult:
     """Walk the IFD chain (and the first IFD's SubIFDs) as far as the buffer allows.
 
     Stops at a second full-resolution page: later pages are other images, not overviews.
+    ``parsed`` (IFD offset -> RawIFD) carries IFDs parsed by an earlier call over the same
+    buffer, so that the rounds of one open parse each IFD once. The entries of all IFDs and the
+    bytes of the tag values read at open are capped (``max_total_entries``,
+    ``max_total_tag_bytes``) before any of them is asked for.
     """
+    if parsed is None:
+        parsed = {}
     try:
         header = parse_header(buf)
     except NeedBytes as need:
@@ -203,6 +217,8 @@ def scan(
     # both): reaching a listed one twice is not a loop.
     listed: set[int] = set()
     chain: list[int] = [header.first_ifd]
+    total_entries = 0
+    value_bytes = 0
     while chain:
         offset = chain.pop(0)
         if offset in visited:
@@ -212,25 +228,43 @@ def scan(
         visited.add(offset)
         if len(visited) > limits.max_ifds:
             raise TiffFormatError(f"more than {limits.max_ifds} IFDs")
-        try:
-            raw = parse_ifd(buf, header, offset, limits)
-        except NeedBytes as need:
-            missing.append(need.range)
-            continue
-        count = len(raw.entries)
-        needed_end = max(needed_end, ifd_entries_range(header, offset, count).end)
+        known = parsed.get(offset)
+        if known is None:
+            try:
+                count = ifd_entry_count(buf, header, offset, limits)
+                if total_entries + count > limits.max_total_entries:
+                    raise TiffFormatError(
+                        f"the IFDs hold more than {limits.max_total_entries} entries "
+                        f"({total_entries} before the IFD at {offset}, which claims {count})"
+                    )
+                known = parse_ifd(buf, header, offset, limits, count)
+            except NeedBytes as need:
+                missing.append(need.range)
+                continue
+            parsed[offset] = known
+        raw = known
+        total_entries += raw.count
+        needed_end = max(needed_end, ifd_entries_range(header, offset, raw.count).end)
         if ifds and not _subfile_type(buf, header, raw) & (FILETYPE_REDUCED | FILETYPE_MASK):
             break  # a new page, not an overview or mask of the first image
+        first = not ifds
         ifds.append(raw)
-        for entry in _wanted_entries(raw):
+        for entry in raw.entries.values():
             rng = entry.value_range
-            if rng is None:
+            if rng is None or (not first and entry.tag in FIRST_IFD_TAGS):
                 continue
             check_value_range(entry, buf.size, limits)
-            if entry.tag in INDEX_TAGS and rng.length > lazy_index_bytes and not buf.has(
-                rng.start, rng.length
-            ):
-                continue  # loaded on demand, slice by slice
+            if entry.tag in INDEX_TAGS and rng.length > lazy_index_bytes:
+                if not buf.has(rng.start, rng.length):
+                    continue  # loaded on demand, slice by slice
+            else:
+                value_bytes += rng.length
+                if value_bytes > limits.max_total_tag_bytes:
+                    raise TiffFormatError(
+                        f"the tag values to read at open exceed {limits.max_total_tag_bytes} "
+                        f"bytes ({value_bytes} with {tag_name(entry.tag)} of the IFD at "
+                        f"{offset})"
+                    )
             if buf.has(rng.start, rng.length):
                 needed_end = max(needed_end, rng.end)
             else:
