@@ -1,6 +1,7 @@
 """Header work is bounded per open: hostile headers (millions of IFD entries, a 64 MiB
 BitsPerSample, megabytes of tag values, a 60 MiB GDAL_METADATA) are refused with a typed error or
-skipped from a few KiB of reads, and large headers are parsed off the event loop.
+skipped from a few KiB of reads, large headers are parsed off the event loop, and the parsed-header
+cache is bounded by bytes.
 
 The files are written here with struct/numpy (no library writes such files), served by the real
 range server on 127.0.0.1 and read by the library or the service over a real socket.
@@ -9,7 +10,10 @@ range server on 127.0.0.1 and read by the library or the service over a real soc
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
@@ -18,12 +22,16 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 import cloudroi
+from cloudroi.cache import LRUCache
+from cloudroi.context import default_header_cache
 from cloudroi.fetch import Fetcher, RetryPolicy
 from cloudroi.header import OFF_LOOP_BYTES, OFF_LOOP_IFDS, HeaderOptions, load_structure
 from cloudroi.service import ServiceConfig, create_app
 from cloudroi.testing import RangeServer
+from cloudroi.testing.cog import write_cog
+from cloudroi.testing.rangeserver import etag_of
 from cloudroi.tiff.parse import ParseLimits, RawIFD, SparseBuffer
-from cloudroi.tiff.structure import scan
+from cloudroi.tiff.structure import TiffStructure, build, scan
 from cloudroi.types import ByteRange, Stats
 
 MiB = 1 << 20
@@ -252,6 +260,61 @@ def test_scan_rounds_share_the_parsed_ifds() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# the parsed-header cache: bounded by bytes
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_default_header_cache_has_a_byte_budget() -> None:
+    cache = default_header_cache()
+    assert cache.capacity == int(os.environ.get("CLOUDROI_HEADER_CACHE_MB", "64")) * MiB
+    assert cache.max_entries == int(os.environ.get("CLOUDROI_HEADER_CACHE_ENTRIES", "512"))
+
+
+def test_lru_cache_bounds_bytes_and_entries() -> None:
+    cache: LRUCache[bytes] = LRUCache(100, sizeof=len, max_entries=3)
+    for key in "abcd":
+        assert cache.put(key, b"x" * 10)
+    assert len(cache) == 3
+    assert cache.get("a") is None
+    assert cache.size == 30
+    assert cache.put("big", b"x" * 90)
+    assert cache.size <= 100
+    assert cache.get("big") is not None
+    assert not cache.put("huge", b"x" * 101)
+
+
+def test_a_structure_footprint_covers_its_memory_with_every_index_slice_loaded() -> None:
+    # 4096, 1024 and 256 tiles per level: index arrays of 16, 4 and 1 KiB, loaded lazily
+    # (lazy_index_bytes = 512).
+    pixels = np.arange(4096 * 4096, dtype=np.uint32).reshape(4096, 4096).astype(np.uint8)
+    data = write_cog(pixels, tile=64, overviews=2)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        buf = SparseBuffer(len(data))
+        buf.add(0, data[:16])
+        result = scan(buf, ParseLimits(), 512)
+        while result.missing:  # read what the header needs, as an open does, but no read-ahead
+            for rng in result.missing:
+                buf.add(rng.start, data[rng.start : rng.end])
+            result = scan(buf, ParseLimits(), 512)
+        structure = build(buf, result, ParseLimits())
+        for ifd in structure.levels:
+            for index in (ifd.offsets, ifd.byte_counts):
+                assert not index.resident
+                rng = index.byte_range
+                index.insert(rng, data[rng.start : rng.end])
+        del buf, result
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    footprint = structure.footprint()
+    assert held <= footprint <= 2 * held + 64 * 1024, (held, footprint)
+    assert footprint > 2 * 8 * (4096 + 1024 + 256)  # the three levels' indexes, fully loaded
+
+
+# --------------------------------------------------------------------------------------------
 # the service: 422 in bounded time, /healthz answering meanwhile, memory bounded
 # --------------------------------------------------------------------------------------------
 
@@ -350,3 +413,46 @@ async def test_service_parses_a_large_header_off_the_loop(
     assert elapsed < 3.0, elapsed
     assert latencies
     assert max(latencies) < 0.2, latencies
+
+
+def vm_rss() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_service_memory_stays_bounded_with_huge_metadata_under_many_urls(
+    server: RangeServer, publish: Publish, service: TestClient[Any, Any]
+) -> None:
+    # The issue's case: 60 MiB of GDAL_METADATA under 20 URLs took the service from 411 to
+    # 1611 MiB, and the header cache kept it.
+    meta = ascii_payload(60 * MiB)
+    data = hostile_tiff(1, 12, first=[(42112, 2, len(meta), meta)])
+    publish("svc-hdr/meta.tif", data)
+    etag = etag_of(data)
+    del meta, data
+    cache = default_header_cache()
+    url = server.url("svc-hdr/meta.tif")
+
+    async def info(n: int) -> None:
+        async with service.get("/info", params={"url": f"{url}?v={n}"}) as resp:
+            assert resp.status == 200, await resp.text()
+
+    await info(0)
+    gc.collect()
+    rss_before = vm_rss()
+    for n in range(1, 20):
+        await info(n)
+        assert cache.size <= cache.capacity
+    gc.collect()
+    growth = vm_rss() - rss_before
+    assert growth < 32 * MiB, growth / MiB
+    for n in range(20):
+        structure = cache.get((f"{url}?v={n}", etag))
+        assert structure is not None
+        assert structure.gdal_metadata is None
+        assert structure.footprint() < 64 * 1024
+    assert fetched_bytes(server, "svc-hdr/meta.tif") <= 20 * 64 * 1024
+    assert isinstance(structure, TiffStructure)

@@ -126,6 +126,15 @@ def sample_dtype(sample_format: int, bits: int) -> np.dtype[Any]:
     return np.dtype(f"{'i' if sample_format == 2 else 'u'}{size}")
 
 
+#: Fixed memory costs counted by ``TiffStructure.footprint`` (CPython 3.11 objects, rounded up):
+#: a structure with its GeoInfo and header; an ImageIFD with its two IndexArrays; one lazily
+#: loaded slice of an index (a numpy array header and its dict slot); a small str or tuple.
+_STRUCTURE_OVERHEAD = 2048
+_IFD_OVERHEAD = 1536
+_SLICE_OVERHEAD = 160
+_SMALL_OBJECT = 64
+
+
 @dataclass(slots=True)
 class TiffStructure:
     """Everything cloudroi learned from a file's header. Immutable after ``build`` except that
@@ -140,6 +149,28 @@ class TiffStructure:
     gdal_metadata: str | None
     ghost: dict[str, str] = field(default_factory=dict)
     header_bytes: int = 0  # bytes from 0 that held every part of the header read at open
+
+    def footprint(self) -> int:
+        """Bytes this structure can come to hold: what the header cache charges for it.
+
+        Index arrays count as fully loaded (8 bytes per value, as IndexArray keeps them, plus a
+        small array per lazily loaded slice), since a cached structure gains slices as reads
+        need them; then JPEG tables, LERC parameters, metadata and a fixed cost per object.
+        """
+        total = _STRUCTURE_OVERHEAD + len(self.gdal_metadata or "")
+        total += sum(len(k) + len(v) + _SMALL_OBJECT for k, v in self.ghost.items())
+        seen: set[int] = set()
+        for ifd in [*self.levels, *self.masks]:
+            if ifd is None or id(ifd) in seen:
+                continue
+            seen.add(id(ifd))
+            total += _IFD_OVERHEAD + len(ifd.jpeg_tables or b"")
+            total += 8 * (len(ifd.lerc_parameters) + len(ifd.extra_samples))
+            for index in (ifd.offsets, ifd.byte_counts):
+                total += 8 * index.count
+                if not index.resident:
+                    total += -(-index.count // IndexArray.BLOCK) * _SLICE_OVERHEAD
+        return total
 
     @property
     def block_leader(self) -> bool:
