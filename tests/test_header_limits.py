@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 import cloudroi
 from cloudroi.cache import LRUCache
-from cloudroi.context import default_header_cache
+from cloudroi.context import Context, default_header_cache
 from cloudroi.fetch import Fetcher, RetryPolicy
 from cloudroi.header import OFF_LOOP_BYTES, OFF_LOOP_IFDS, HeaderOptions, load_structure
 from cloudroi.service import ServiceConfig, create_app
@@ -281,6 +281,21 @@ def test_lru_cache_bounds_bytes_and_entries() -> None:
     assert cache.size <= 100
     assert cache.get("big") is not None
     assert not cache.put("huge", b"x" * 101)
+
+
+async def test_the_header_cache_evicts_by_bytes(server: RangeServer, publish: Publish) -> None:
+    # 900 KB of GDAL_METADATA (under the 1 MiB cap: kept) under 12 URLs, in a 4 MiB cache.
+    meta = ascii_payload(900_000)
+    publish("hdr/meta-900k.tif", hostile_tiff(1, 12, first=[(42112, 2, len(meta), meta)]))
+    cache = LRUCache[TiffStructure](4 * MiB, sizeof=TiffStructure.footprint, max_entries=512)
+    async with Context(header_cache=cache) as ctx:
+        for n in range(12):
+            url = server.url("hdr/meta-900k.tif") + f"?v={n}"
+            async with await cloudroi.open(url, context=ctx) as img:
+                assert img.structure.gdal_metadata is not None
+                assert img.structure.footprint() > 900_000
+            assert cache.size <= 4 * MiB
+    assert len(cache) == 4  # the four most recent: each one counts its metadata
 
 
 def test_a_structure_footprint_covers_its_memory_with_every_index_slice_loaded() -> None:
