@@ -1,4 +1,4 @@
-"""Bounded caches: a byte-budgeted LRU for blocks, a count-bounded LRU for parsed headers.
+"""Bounded caches: byte-budgeted LRUs for blocks and for parsed headers (also bounded in count).
 
 Both are thread-safe (the synchronous wrappers may use them from several threads) and keyed so that
 an overwritten object can never be served from a stale entry: every key includes the object's ETag.
@@ -28,13 +28,21 @@ class CacheStats:
 
 
 class LRUCache(Generic[V]):
-    """Least-recently-used mapping bounded by the summed ``sizeof`` of its values.
+    """Least-recently-used mapping bounded by the summed ``sizeof`` of its values, and by
+    ``max_entries`` values when given.
 
     A value larger than the whole capacity is not stored. ``capacity=0`` disables the cache.
     """
 
-    def __init__(self, capacity: int, sizeof: Callable[[V], int] = lambda v: 1) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        sizeof: Callable[[V], int] = lambda v: 1,
+        *,
+        max_entries: int | None = None,
+    ) -> None:
         self.capacity = capacity
+        self.max_entries = max_entries
         self._sizeof = sizeof
         self._data: OrderedDict[Hashable, tuple[V, int]] = OrderedDict()
         self._size = 0
@@ -57,7 +65,7 @@ class LRUCache(Generic[V]):
 
     def put(self, key: Hashable, value: V) -> bool:
         size = self._sizeof(value)
-        if size > self.capacity:
+        if size > self.capacity or self.max_entries == 0:
             return False
         with self._lock:
             old = self._data.pop(key, None)
@@ -65,7 +73,9 @@ class LRUCache(Generic[V]):
                 self._size -= old[1]
             self._data[key] = (value, size)
             self._size += size
-            while self._size > self.capacity:
+            while self._size > self.capacity or (
+                self.max_entries is not None and len(self._data) > self.max_entries
+            ):
                 _, (_, evicted) = self._data.popitem(last=False)
                 self._size -= evicted
                 self._evictions += 1

@@ -67,11 +67,16 @@ def default_decoded_cache() -> LRUCache[Any]:
 
 
 def default_header_cache() -> LRUCache[TiffStructure]:
-    """Parsed headers keyed by (url, ETag); 512 of them."""
+    """Parsed headers keyed by (url, ETag): 64 MiB of them (``TiffStructure.footprint``, index
+    arrays counted fully loaded) and at most 512, unless configured."""
     global _header_cache
     with _lock:
         if _header_cache is None:
-            _header_cache = LRUCache(int(os.environ.get("CLOUDROI_HEADER_CACHE_ENTRIES", "512")))
+            mib = int(os.environ.get("CLOUDROI_HEADER_CACHE_MB", "64"))
+            entries = int(os.environ.get("CLOUDROI_HEADER_CACHE_ENTRIES", "512"))
+            _header_cache = LRUCache(
+                mib << 20, sizeof=TiffStructure.footprint, max_entries=entries
+            )
         return _header_cache
 
 

@@ -1040,7 +1040,9 @@ async def _open_with(
             header_opts = HeaderOptions(
                 prefix_bytes=opts.prefix_bytes, lazy_index_bytes=opts.lazy_index_bytes
             )
-            structure = await load_structure(fetcher, meta, prefix, header_opts)
+            structure = await load_structure(
+                fetcher, meta, prefix, header_opts, executor=ctx.executor
+            )
             if meta.etag:
                 ctx.header_cache.put(header_key, structure)
         if remember and 0 < structure.header_bytes <= _MAX_REMEMBERED_HEADER:

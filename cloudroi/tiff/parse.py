@@ -9,12 +9,16 @@ object size and the configured ``ParseLimits`` before it is used to size anythin
 from __future__ import annotations
 
 import bisect
+import functools
 import struct
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 from ..errors import TiffFormatError
 from ..types import ByteRange
-from .tags import FIELD_TYPES
+from .tags import FIELD_TYPES, INDEX_TAGS, WANTED_TAGS, Tag, tag_name
 
 __all__ = [
     "NeedBytes",
@@ -23,6 +27,7 @@ __all__ = [
     "SparseBuffer",
     "TagEntry",
     "TiffHeader",
+    "ifd_entry_count",
     "parse_header",
     "parse_ifd",
     "tag_bytes",
@@ -50,6 +55,17 @@ class ParseLimits:
     max_tiles: int = 1 << 28
     max_tile_bytes: int = 512 << 20
     max_samples: int = 4096
+    #: IFD entries parsed per open, summed over every IFD read (a GDAL COG has ~20 per IFD).
+    max_total_entries: int = 100_000
+    #: Bytes of tag values read per open, summed over every IFD; TileOffsets/TileByteCounts
+    #: arrays loaded lazily (above ``lazy_index_bytes``) are not read at open and do not count.
+    max_total_tag_bytes: int = 16 << 20
+    #: Largest value of any wanted tag but the block index and GDAL_METADATA (geokeys,
+    #: tiepoints, JPEG tables, nodata...). BitsPerSample, SampleFormat and ExtraSamples are
+    #: capped at ``max_samples`` values, SubIFDs at ``max_ifds``.
+    max_small_tag_bytes: int = 1 << 20
+    #: A GDAL_METADATA value larger than this is skipped: neither read nor kept (not an error).
+    max_metadata_bytes: int = 1 << 20
 
 
 class SparseBuffer:
@@ -158,9 +174,11 @@ def parse_header(buf: SparseBuffer) -> TiffHeader:
     return header
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TagEntry:
-    """One IFD entry: where its value lives (inline bytes, or an offset in the file)."""
+    """One IFD entry: where its value lives (inline bytes, or an offset in the file). Not frozen
+    (but never changed): an open makes one per wanted entry, and a frozen dataclass costs four
+    times as much to create."""
 
     tag: int
     type: int
@@ -183,9 +201,12 @@ class TagEntry:
 
 @dataclass(slots=True)
 class RawIFD:
+    """One IFD's entries for the tags cloudroi reads (``WANTED_TAGS``); the others are dropped."""
+
     offset: int
     entries: dict[int, TagEntry] = field(default_factory=dict)
     next_ifd: int = 0
+    count: int = 0  # entries the IFD holds, wanted or not
 
     def __contains__(self, tag: int) -> bool:
         return tag in self.entries
@@ -198,8 +219,30 @@ def ifd_entries_range(header: TiffHeader, offset: int, count: int) -> ByteRange:
     return ByteRange.sized(offset, 2 + count * 12 + 4)
 
 
-def parse_ifd(buf: SparseBuffer, header: TiffHeader, offset: int, limits: ParseLimits) -> RawIFD:
-    """Parse the entries of the IFD at ``offset`` (not the values they point to)."""
+#: Tag number -> whether cloudroi reads it: one lookup per entry, for all entries at once.
+_WANTED = np.zeros(1 << 16, dtype=bool)
+_WANTED[sorted(WANTED_TAGS)] = True
+
+
+@functools.cache
+def _entry_dtype(byteorder: str, bigtiff: bool) -> np.dtype[Any]:
+    """One IFD entry as a numpy record; ``value`` (raw bytes) and ``voff`` (the same bytes read as
+    an offset) overlap."""
+    int_char, value_at, value_size = ("u8", 12, 8) if bigtiff else ("u4", 8, 4)
+    return np.dtype({
+        "names": ["tag", "type", "count", "value", "voff"],
+        "formats": [
+            byteorder + "u2", byteorder + "u2", byteorder + int_char, f"V{value_size}",
+            byteorder + int_char,
+        ],
+        "offsets": [0, 2, 4, value_at, value_at],
+        "itemsize": value_at + value_size,
+    })
+
+
+def ifd_entry_count(buf: SparseBuffer, header: TiffHeader, offset: int, limits: ParseLimits
+                    ) -> int:
+    """How many entries the IFD at ``offset`` claims (checked against ``max_tags_per_ifd``)."""
     bo = header.byteorder
     if offset < header.size or offset >= buf.size:
         raise TiffFormatError(f"IFD offset {offset} is outside the file")
@@ -210,38 +253,80 @@ def parse_ifd(buf: SparseBuffer, header: TiffHeader, offset: int, limits: ParseL
     if count == 0:
         raise TiffFormatError(f"IFD at {offset} has no entries")
     if count > limits.max_tags_per_ifd:
-        raise TiffFormatError(f"IFD at {offset} claims {count} entries")
+        raise TiffFormatError(
+            f"IFD at {offset} claims {count} entries (cap {limits.max_tags_per_ifd})"
+        )
+    return int(count)
+
+
+def parse_ifd(
+    buf: SparseBuffer, header: TiffHeader, offset: int, limits: ParseLimits,
+    count: int | None = None,
+) -> RawIFD:
+    """Parse the entries of the IFD at ``offset`` (not the values they point to).
+
+    All entries are decoded at once with numpy; only those of ``WANTED_TAGS`` are kept. A
+    GDAL_METADATA value above ``limits.max_metadata_bytes`` is dropped here, so it is never read.
+    """
+    if count is None:
+        count = ifd_entry_count(buf, header, offset, limits)
     rng = ifd_entries_range(header, offset, count)
     if rng.end > buf.size:
         raise TiffFormatError(f"IFD at {offset} runs past the end of the file")
     raw = buf.get(rng.start, rng.length)
-    entry_size, head = (20, 8) if header.bigtiff else (12, 2)
-    value_size = 8 if header.bigtiff else 4
-    entry_fmt = bo + ("HHQ" if header.bigtiff else "HHI")
-    off_fmt = bo + ("Q" if header.bigtiff else "I")
-    ifd = RawIFD(offset)
-    for i in range(count):
-        pos = head + i * entry_size
-        tag, typ, n = struct.unpack_from(entry_fmt, raw, pos)
-        value = raw[pos + entry_size - value_size : pos + entry_size]
+    head, value_size = (8, 8) if header.bigtiff else (2, 4)
+    table = np.frombuffer(raw, _entry_dtype(header.byteorder, header.bigtiff), count, head)
+    ifd = RawIFD(offset, count=count)
+    keep = np.flatnonzero(_WANTED[table["tag"]])
+    for tag, typ, n, value, voff in table[keep].tolist():
         if typ not in FIELD_TYPES:
             continue  # unknown field types are skipped, as libtiff does
+        if tag in ifd.entries:
+            continue  # the first of duplicated tags wins
         nbytes = n * FIELD_TYPES[typ][1]
+        if tag == Tag.GDAL_METADATA and nbytes > limits.max_metadata_bytes:
+            continue  # optional and unused beyond a size: not worth fetching or keeping
         if nbytes <= value_size:
-            entry = TagEntry(tag, typ, n, value[:nbytes], 0)
+            ifd.entries[tag] = TagEntry(tag, typ, n, value[:nbytes], 0)
         else:
-            (voff,) = struct.unpack(off_fmt, value)
-            entry = TagEntry(tag, typ, n, None, voff)
-        ifd.entries.setdefault(tag, entry)
-    (ifd.next_ifd,) = struct.unpack_from(off_fmt, raw, rng.length - value_size)
+            ifd.entries[tag] = TagEntry(tag, typ, n, None, voff)
+    (ifd.next_ifd,) = struct.unpack_from(
+        header.byteorder + ("Q" if header.bigtiff else "I"), raw, rng.length - value_size
+    )
     return ifd
 
 
+#: Tags whose values are one number per sample.
+_PER_SAMPLE_TAGS = frozenset({Tag.BITS_PER_SAMPLE, Tag.SAMPLE_FORMAT, Tag.EXTRA_SAMPLES})
+
+
 def check_value_range(entry: TagEntry, size: int, limits: ParseLimits) -> None:
+    """Refuse a wanted tag whose value is larger than its cap or lies past the end of the file,
+    before its bytes are asked for."""
     if entry.nbytes > limits.max_tag_bytes:
         raise TiffFormatError(
-            f"tag {entry.tag} claims {entry.nbytes} bytes (cap {limits.max_tag_bytes})"
+            f"{tag_name(entry.tag)} claims {entry.nbytes} bytes (cap {limits.max_tag_bytes})"
         )
+    if entry.tag in _PER_SAMPLE_TAGS:
+        if entry.count > limits.max_samples:
+            raise TiffFormatError(
+                f"{tag_name(entry.tag)} holds {entry.count} values "
+                f"(cap {limits.max_samples}, one per sample)"
+            )
+    elif entry.tag == Tag.SUB_IFDS:
+        if entry.count > limits.max_ifds:
+            raise TiffFormatError(
+                f"{tag_name(entry.tag)} lists {entry.count} IFDs (cap {limits.max_ifds})"
+            )
+    elif entry.tag not in INDEX_TAGS:
+        cap = (
+            limits.max_metadata_bytes if entry.tag == Tag.GDAL_METADATA
+            else limits.max_small_tag_bytes
+        )
+        if entry.nbytes > cap:
+            raise TiffFormatError(
+                f"{tag_name(entry.tag)} claims {entry.nbytes} bytes (cap {cap})"
+            )
     rng = entry.value_range
     if rng is not None and rng.end > size:
         raise TiffFormatError(f"tag {entry.tag} value at {rng.start} runs past the end of file")

@@ -21,17 +21,17 @@ from .parse import (
     ParseLimits,
     RawIFD,
     SparseBuffer,
-    TagEntry,
     TiffHeader,
     check_value_range,
     ifd_entries_range,
+    ifd_entry_count,
     parse_header,
     parse_ifd,
     tag_ascii,
     tag_bytes,
     tag_values,
 )
-from .tags import COMPRESSION_NAMES, INDEX_TAGS, WANTED_TAGS, Tag, compression_name
+from .tags import COMPRESSION_NAMES, INDEX_TAGS, Tag, compression_name, tag_name
 
 __all__ = ["ImageIFD", "ScanResult", "TiffStructure", "build", "scan"]
 
@@ -126,6 +126,15 @@ def sample_dtype(sample_format: int, bits: int) -> np.dtype[Any]:
     return np.dtype(f"{'i' if sample_format == 2 else 'u'}{size}")
 
 
+#: Fixed memory costs counted by ``TiffStructure.footprint`` (CPython 3.11 objects, rounded up):
+#: a structure with its GeoInfo and header; an ImageIFD with its two IndexArrays; one lazily
+#: loaded slice of an index (a numpy array header and its dict slot); a small str or tuple.
+_STRUCTURE_OVERHEAD = 2048
+_IFD_OVERHEAD = 1536
+_SLICE_OVERHEAD = 160
+_SMALL_OBJECT = 64
+
+
 @dataclass(slots=True)
 class TiffStructure:
     """Everything cloudroi learned from a file's header. Immutable after ``build`` except that
@@ -140,6 +149,28 @@ class TiffStructure:
     gdal_metadata: str | None
     ghost: dict[str, str] = field(default_factory=dict)
     header_bytes: int = 0  # bytes from 0 that held every part of the header read at open
+
+    def footprint(self) -> int:
+        """Bytes this structure can come to hold: what the header cache charges for it.
+
+        Index arrays count as fully loaded (8 bytes per value, as IndexArray keeps them, plus a
+        small array per lazily loaded slice), since a cached structure gains slices as reads
+        need them; then JPEG tables, LERC parameters, metadata and a fixed cost per object.
+        """
+        total = _STRUCTURE_OVERHEAD + len(self.gdal_metadata or "")
+        total += sum(len(k) + len(v) + _SMALL_OBJECT for k, v in self.ghost.items())
+        seen: set[int] = set()
+        for ifd in [*self.levels, *self.masks]:
+            if ifd is None or id(ifd) in seen:
+                continue
+            seen.add(id(ifd))
+            total += _IFD_OVERHEAD + len(ifd.jpeg_tables or b"")
+            total += 8 * (len(ifd.lerc_parameters) + len(ifd.extra_samples))
+            for index in (ifd.offsets, ifd.byte_counts):
+                total += 8 * index.count
+                if not index.resident:
+                    total += -(-index.count // IndexArray.BLOCK) * _SLICE_OVERHEAD
+        return total
 
     @property
     def block_leader(self) -> bool:
@@ -180,17 +211,31 @@ def _subfile_type(buf: SparseBuffer, header: TiffHeader, raw: RawIFD) -> int:
     return values[0] if values else 0  # an entry of count 0 says nothing
 
 
-def _wanted_entries(raw: RawIFD) -> list[TagEntry]:
-    return [e for t, e in raw.entries.items() if t in WANTED_TAGS]
+#: Tags read from the first IFD only: georeferencing and metadata describe the whole file, and
+#: SubIFDs are followed from the first image only. Their values in other IFDs are not fetched.
+FIRST_IFD_TAGS = frozenset({
+    Tag.SUB_IFDS, Tag.MODEL_PIXEL_SCALE, Tag.MODEL_TIEPOINT, Tag.MODEL_TRANSFORMATION,
+    Tag.GEO_KEY_DIRECTORY, Tag.GEO_DOUBLE_PARAMS, Tag.GEO_ASCII_PARAMS, Tag.GDAL_METADATA,
+    Tag.GDAL_NODATA,
+})
 
 
 def scan(
-    buf: SparseBuffer, limits: ParseLimits, lazy_index_bytes: int
+    buf: SparseBuffer,
+    limits: ParseLimits,
+    lazy_index_bytes: int,
+    parsed: dict[int, RawIFD] | None = None,
 ) -> ScanResult:
     """Walk the IFD chain (and the first IFD's SubIFDs) as far as the buffer allows.
 
     Stops at a second full-resolution page: later pages are other images, not overviews.
+    ``parsed`` (IFD offset -> RawIFD) carries IFDs parsed by an earlier call over the same
+    buffer, so that the rounds of one open parse each IFD once. The entries of all IFDs and the
+    bytes of the tag values read at open are capped (``max_total_entries``,
+    ``max_total_tag_bytes``) before any of them is asked for.
     """
+    if parsed is None:
+        parsed = {}
     try:
         header = parse_header(buf)
     except NeedBytes as need:
@@ -203,6 +248,8 @@ def scan(
     # both): reaching a listed one twice is not a loop.
     listed: set[int] = set()
     chain: list[int] = [header.first_ifd]
+    total_entries = 0
+    value_bytes = 0
     while chain:
         offset = chain.pop(0)
         if offset in visited:
@@ -212,25 +259,43 @@ def scan(
         visited.add(offset)
         if len(visited) > limits.max_ifds:
             raise TiffFormatError(f"more than {limits.max_ifds} IFDs")
-        try:
-            raw = parse_ifd(buf, header, offset, limits)
-        except NeedBytes as need:
-            missing.append(need.range)
-            continue
-        count = len(raw.entries)
-        needed_end = max(needed_end, ifd_entries_range(header, offset, count).end)
+        known = parsed.get(offset)
+        if known is None:
+            try:
+                count = ifd_entry_count(buf, header, offset, limits)
+                if total_entries + count > limits.max_total_entries:
+                    raise TiffFormatError(
+                        f"the IFDs hold more than {limits.max_total_entries} entries "
+                        f"({total_entries} before the IFD at {offset}, which claims {count})"
+                    )
+                known = parse_ifd(buf, header, offset, limits, count)
+            except NeedBytes as need:
+                missing.append(need.range)
+                continue
+            parsed[offset] = known
+        raw = known
+        total_entries += raw.count
+        needed_end = max(needed_end, ifd_entries_range(header, offset, raw.count).end)
         if ifds and not _subfile_type(buf, header, raw) & (FILETYPE_REDUCED | FILETYPE_MASK):
             break  # a new page, not an overview or mask of the first image
+        first = not ifds
         ifds.append(raw)
-        for entry in _wanted_entries(raw):
+        for entry in raw.entries.values():
             rng = entry.value_range
-            if rng is None:
+            if rng is None or (not first and entry.tag in FIRST_IFD_TAGS):
                 continue
             check_value_range(entry, buf.size, limits)
-            if entry.tag in INDEX_TAGS and rng.length > lazy_index_bytes and not buf.has(
-                rng.start, rng.length
-            ):
-                continue  # loaded on demand, slice by slice
+            if entry.tag in INDEX_TAGS and rng.length > lazy_index_bytes:
+                if not buf.has(rng.start, rng.length):
+                    continue  # loaded on demand, slice by slice
+            else:
+                value_bytes += rng.length
+                if value_bytes > limits.max_total_tag_bytes:
+                    raise TiffFormatError(
+                        f"the tag values to read at open exceed {limits.max_total_tag_bytes} "
+                        f"bytes ({value_bytes} with {tag_name(entry.tag)} of the IFD at "
+                        f"{offset})"
+                    )
             if buf.has(rng.start, rng.length):
                 needed_end = max(needed_end, rng.end)
             else:

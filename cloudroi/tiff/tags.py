@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["COMPRESSION_NAMES", "FIELD_TYPES", "PHOTOMETRIC_NAMES", "Tag"]
+__all__ = ["COMPRESSION_NAMES", "FIELD_TYPES", "PHOTOMETRIC_NAMES", "Tag", "tag_name"]
 
 
 class Tag(IntEnum):
@@ -103,6 +103,14 @@ PHOTOMETRIC_NAMES: dict[int, str] = {
     6: "ycbcr",
     8: "cielab",
 }
+
+
+def tag_name(tag: int) -> str:
+    """A tag as messages name it: ``BITS_PER_SAMPLE (258)``, or ``tag 60000``."""
+    try:
+        return f"{Tag(tag).name} ({tag})"
+    except ValueError:
+        return f"tag {tag}"
 
 
 def compression_name(code: int) -> str:
