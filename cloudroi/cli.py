@@ -155,7 +155,7 @@ def _context(args: argparse.Namespace, *, fresh_caches: bool = False) -> Context
             options,
             block_cache=LRUCache(256 << 20, sizeof=len),
             decoded_cache=LRUCache(256 << 20, sizeof=lambda a: int(a.nbytes)),
-            header_cache=LRUCache(64),
+            header_cache=LRUCache(64 << 20, sizeof=lambda s: s.footprint(), max_entries=64),
             header_sizes=LRUCache(64),
         )
     return Context(options)

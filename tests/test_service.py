@@ -207,6 +207,12 @@ async def test_keyed_answers_are_private_to_shared_caches(
             assert resp.status == 200, (path, await resp.text())
             assert resp.headers["Cache-Control"] == "public, max-age=3600", path
             assert "Vary" not in resp.headers, path
+    async with keyed.get("/openapi.json", headers={"X-API-Key": key}) as resp:
+        assert resp.status == 200
+        assert resp.headers["Cache-Control"] == "private, max-age=300"
+        assert "x-api-key" in resp.headers["Vary"].lower()
+    async with open_.get("/openapi.json") as resp:
+        assert resp.headers["Cache-Control"] == "public, max-age=300"
 
 
 async def test_region_png_is_the_window_with_the_mask_as_alpha(

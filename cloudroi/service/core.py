@@ -274,11 +274,12 @@ async def _metrics(req: CoreRequest, state: ServiceState) -> CoreResponse:
 
 
 async def _openapi(req: CoreRequest, state: ServiceState) -> CoreResponse:
-    return CoreResponse(
-        200,
-        {"Content-Type": JSON_TYPE, "Cache-Control": "public, max-age=300"},
-        state.openapi_bytes(),
-    )
+    # behind API keys, the document is for key holders only: no shared cache may keep it
+    scope = "private" if state.api_keys.required else "public"
+    headers = {"Content-Type": JSON_TYPE, "Cache-Control": f"{scope}, max-age=300"}
+    if state.api_keys.required:
+        headers["Vary"] = "X-API-Key, Authorization"
+    return CoreResponse(200, headers, state.openapi_bytes())
 
 
 # --------------------------------------------------------------------------------------------

@@ -49,6 +49,11 @@ _INFO_SCHEMA: dict[str, Any] = {
         "url": {"type": "string"},
         "size": {"type": "integer"},
         "etag": {"type": ["string", "null"]},
+        "last_modified": {"type": ["string", "null"]},
+        "version_pinned": {
+            "type": "string", "enum": ["etag", "last-modified", "size-only"],
+            "description": "What pins the reads of this answer to one version of the object.",
+        },
         "width": {"type": "integer"},
         "height": {"type": "integer"},
         "count": {"type": "integer"},

@@ -37,6 +37,7 @@ _TITLES = {
     404: "Not Found",
     405: "Method Not Allowed",
     413: "Content Too Large",
+    417: "Expectation Failed",
     422: "Unprocessable Content",
     500: "Internal Server Error",
     502: "Bad Gateway",
