@@ -1018,3 +1018,38 @@ def test_config_from_env() -> None:
 def test_docs_show_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     assert settings_table() in readme  # the one copy of the table
+
+
+def _odd_geotiff(scale: tuple[float, float]) -> bytes:
+    buf = io.BytesIO()
+    tifffile.imwrite(
+        buf, np.arange(64 * 64, dtype=np.uint16).reshape(64, 64), tile=(32, 32),
+        extratags=[(33550, "d", 3, (scale[0], scale[1], 0.0), True),
+                   (33922, "d", 6, (0.0, 0.0, 0.0, 100.0, 200.0, 0.0), True)],
+    )
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("scale", "point_xy"),
+    [((float("nan"), 1.0), 400), ((float("inf"), 1.0), 400), ((1e308, 1e308), 400)],
+)
+async def test_non_finite_georeferencing_is_never_a_500(
+    make_client: MakeClient, server: RangeServer, scale: tuple[float, float], point_xy: int
+) -> None:
+    up = Upstream.publish(server, {"odd.tif": _odd_geotiff(scale)}, "oddgeo")
+    client = await make_client(allowed_sources=(up.root,))
+    url = up.url("odd.tif")
+    status, _, body = await get(client, "/info", url=url)
+    assert status == 200, body
+    doc = json.loads(body)  # valid JSON: no NaN or Infinity tokens
+    if not all(np.isfinite(scale)):
+        assert doc["transform"] is None  # NaN/Inf numbers describe no grid
+    status, _, body = await get(client, "/point", url=url, x="150", y="150")
+    assert status == point_xy, body
+    status, _, body = await get(client, "/point", url=url, col="63", row="63")
+    assert status == 200, body
+    point = json.loads(body)
+    assert point["values"] == [63 * 64 + 63]
+    if all(np.isfinite(scale)):
+        assert point["x"] is None  # 100 + 63.5 * 1e308 overflows: null, not a 500
