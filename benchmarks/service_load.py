@@ -31,8 +31,8 @@ from pathlib import Path
 import aiohttp
 import imagecodecs
 
+from cloudroi.sample import SAMPLE_NAME, ensure_sample
 from cloudroi.testing import RangeServer
-from cloudroi.testing.sample import SAMPLE_NAME, ensure_sample
 
 ROOT = Path(__file__).resolve().parent.parent
 TILE = 512

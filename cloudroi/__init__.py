@@ -34,9 +34,9 @@ from .errors import (
     UpstreamError,
     WindowError,
 )
-from .fetch import RetryPolicy
 from .image import Image, ImageOptions, open_image
-from .plan import ReadPlan
+from .read.fetch import RetryPolicy
+from .read.plan import ReadPlan
 from .source.base import RangeSource
 from .source.memory import MemorySource
 from .types import ByteRange, ObjectMeta, Stats, Tile, Window

@@ -534,8 +534,8 @@ async def _compare(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
+    from .sample import SAMPLE_NAME, default_sample_path, ensure_sample
     from .testing import RangeServer
-    from .testing.sample import SAMPLE_NAME, default_sample_path, ensure_sample
 
     path = default_sample_path()
     if not path.exists():

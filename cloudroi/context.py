@@ -22,7 +22,8 @@ import aiohttp
 
 from .cache import LRUCache
 from .errors import SourceError
-from .fetch import Inflight, RetryPolicy
+from .read.blocks import Inflight
+from .read.fetch import RetryPolicy
 from .source.base import RangeSource
 from .source.file import FileSource
 from .source.fsspec import FsspecSource

@@ -83,6 +83,25 @@ class Window(NamedTuple):
     def row_end(self) -> int:
         return self.row_off + self.height
 
+    def intersect(self, other: Window) -> Window | None:
+        """The pixels both windows cover, or None when they do not overlap."""
+        col, row = max(self.col_off, other.col_off), max(self.row_off, other.row_off)
+        col_end, row_end = min(self.col_end, other.col_end), min(self.row_end, other.row_end)
+        if col_end <= col or row_end <= row:
+            return None
+        return Window(col, row, col_end - col, row_end - row)
+
+    def clip(self, width: int, height: int) -> Window | None:
+        """The part of the window inside a ``width`` x ``height`` grid, or None."""
+        return self.intersect(Window(0, 0, width, height))
+
+    def within(self, width: int, height: int) -> bool:
+        """Whether every pixel of the window lies inside a ``width`` x ``height`` grid."""
+        return (
+            self.col_off >= 0 and self.row_off >= 0
+            and self.col_end <= width and self.row_end <= height
+        )
+
 
 @dataclass(slots=True)
 class Stats:

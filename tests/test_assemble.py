@@ -6,8 +6,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudroi.assemble import fill_block, intersect, paste, valid_mask
-from cloudroi.plan import blocks_for_window
+from cloudroi.read.assemble import fill_block, paste
+from cloudroi.read.masks import valid_mask
+from cloudroi.read.plan import blocks_for_window
 from cloudroi.tiff.index import IndexArray
 from cloudroi.tiff.structure import ImageIFD
 from cloudroi.types import Window
@@ -46,7 +47,7 @@ def test_paste_reproduces_the_window(layout: tuple[ImageIFD, Window, list[int]])
     rng = np.random.default_rng(0)
     image = rng.integers(1, 60000, (ifd.samples, ifd.height, ifd.width), dtype=np.uint16)
     out = np.zeros((len(samples), win.height, win.width), np.uint16)
-    inner = intersect(win, Window(0, 0, ifd.width, ifd.height))
+    inner = win.clip(ifd.width, ifd.height)
     if inner is not None:
         planes = sorted(set(samples)) if ifd.planar == 2 else [0]
         for ref in blocks_for_window(ifd, inner, planes):
@@ -71,7 +72,7 @@ def test_paste_reproduces_the_window(layout: tuple[ImageIFD, Window, list[int]])
 @settings(max_examples=100, deadline=None)
 def test_fill_block_touches_only_its_block(layout: tuple[ImageIFD, Window, list[int]]) -> None:
     ifd, win, samples = layout
-    inner = intersect(win, Window(0, 0, ifd.width, ifd.height))
+    inner = win.clip(ifd.width, ifd.height)
     if inner is None:
         return
     planes = sorted(set(samples)) if ifd.planar == 2 else [0]

@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 import rasterio
 
+from cloudroi.cog import write_cog
+from cloudroi.sample import SAMPLE_NAME, sample_cog_bytes
 from cloudroi.testing import RangeServer
-from cloudroi.testing.cog import write_cog
-from cloudroi.testing.sample import SAMPLE_NAME, sample_cog_bytes
 
 GT = (300000.0, 5.0, 0.0, 5000000.0, 0.0, -5.0)
 

@@ -44,10 +44,10 @@ from packaging.utils import canonicalize_name
 from samtranslator.parser.parser import Parser as SamParser
 from samtranslator.translator.translator import Translator as SamTranslator
 
+from cloudroi.cog import write_cog
 from cloudroi.service import CoreRequest, ServiceConfig, ServiceState, handle
 from cloudroi.service.config import settings_table
 from cloudroi.testing import RangeServer
-from cloudroi.testing.cog import write_cog
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

@@ -12,9 +12,9 @@ import pytest
 
 import cloudroi
 from cloudroi.cache import LRUCache
-from cloudroi.fetch import RetryPolicy
+from cloudroi.cog import write_cog
+from cloudroi.read.fetch import RetryPolicy
 from cloudroi.testing import Fault, RangeServer
-from cloudroi.testing.cog import write_cog
 
 DATA = np.random.default_rng(3).normal(size=(1024, 1024)).astype(np.float32)
 COG = write_cog(DATA, tile=256, compression="deflate", predictor=3)

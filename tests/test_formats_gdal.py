@@ -23,8 +23,8 @@ from corpus import (
 )
 
 import cloudroi
-from cloudroi.assemble import alpha_mask, mask_source, valid_mask
-from cloudroi.plan import choose_overview, level_factors, nearest_source
+from cloudroi.read.masks import alpha_mask, mask_source, valid_mask
+from cloudroi.read.plan import choose_overview, level_factors, nearest_source
 from cloudroi.testing import RangeServer
 from cloudroi.types import Window
 

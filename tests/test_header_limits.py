@@ -23,12 +23,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 import cloudroi
 from cloudroi.cache import LRUCache
+from cloudroi.cog import write_cog
 from cloudroi.context import Context, default_header_cache
-from cloudroi.fetch import Fetcher, RetryPolicy
-from cloudroi.header import OFF_LOOP_BYTES, OFF_LOOP_IFDS, HeaderOptions, load_structure
+from cloudroi.read.fetch import Fetcher, RetryPolicy
+from cloudroi.read.header import OFF_LOOP_BYTES, OFF_LOOP_IFDS, HeaderOptions, load_structure
 from cloudroi.service import ServiceConfig, create_app
 from cloudroi.testing import RangeServer
-from cloudroi.testing.cog import write_cog
 from cloudroi.testing.rangeserver import etag_of
 from cloudroi.tiff.parse import ParseLimits, RawIFD, SparseBuffer
 from cloudroi.tiff.structure import TiffStructure, build, scan

@@ -14,8 +14,8 @@ import pytest
 import tifffile
 
 import cloudroi
+from cloudroi.cog import write_cog
 from cloudroi.testing import RangeServer
-from cloudroi.testing.cog import write_cog
 
 _names = itertools.count()
 

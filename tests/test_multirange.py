@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 
 import cloudroi
+from cloudroi.cog import write_cog
 from cloudroi.testing import RangeServer
-from cloudroi.testing.cog import write_cog
 from cloudroi.testing.rangeserver import multipart_byteranges, parse_range, parse_ranges
 
 #: Noise: blocks that do not compress, so block rows lie far apart in the file.

@@ -13,9 +13,9 @@ import pytest
 import tifffile
 
 import cloudroi
-from cloudroi.decode import BlockDecoder
+from cloudroi.cog import write_cog
 from cloudroi.errors import TiffFormatError
-from cloudroi.testing.cog import write_cog
+from cloudroi.read.decode import BlockDecoder
 
 RNG = np.random.default_rng(11)
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cloudroi.errors import TiffFormatError, WindowError
-from cloudroi.plan import (
+from cloudroi.read.plan import (
     block_ranges,
     blocks_for_window,
     check_window,
@@ -20,9 +20,9 @@ from cloudroi.plan import (
     leader_ends,
     leader_ranges,
     nearest_indices,
-    strip_leader,
 )
 from cloudroi.tiff.index import IndexArray
+from cloudroi.tiff.leader import strip_leader
 from cloudroi.tiff.structure import ImageIFD
 from cloudroi.types import ByteRange, Window
 

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from cloudroi.cli import build_parser
-from cloudroi.testing.sample import SAMPLE_NAME, ensure_sample
+from cloudroi.sample import SAMPLE_NAME, ensure_sample
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 _FENCE = re.compile(r"^```([\w+-]*)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)

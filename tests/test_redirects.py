@@ -13,9 +13,9 @@ import pytest
 from yarl import URL
 
 import cloudroi
+from cloudroi.cog import write_cog
 from cloudroi.service.security import SourceNotAllowedError, SourcePolicy, guarded_session
 from cloudroi.testing import Fault, RangeServer
-from cloudroi.testing.cog import write_cog
 
 PIXELS = np.random.default_rng(11).integers(0, 65535, (300, 260), dtype=np.uint16)
 COG = write_cog(PIXELS, tile=64, compression="deflate", predictor=2, overviews=0)

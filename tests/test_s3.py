@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import cloudroi
-from cloudroi.testing.cog import write_cog
+from cloudroi.cog import write_cog
 
 BUCKET = "cloudroi-s3-tests"
 DATA = (np.arange(900 * 1100, dtype=np.uint32).reshape(900, 1100) % 50_000).astype(np.uint16)

@@ -26,11 +26,11 @@ from lambda_runtime_api import RuntimeClient
 from upstream import Upstream
 
 from cloudroi import serverless
+from cloudroi.cog import write_cog
 from cloudroi.errors import CloudROIError
 from cloudroi.serverless import LambdaApp, body_limit, to_core_request
 from cloudroi.service import ServiceConfig
 from cloudroi.testing import Fault, RangeServer
-from cloudroi.testing.cog import write_cog
 
 EVENTS = Path(__file__).resolve().parent / "events"
 KINDS = ("http-api-v2", "rest-api-v1", "function-url")

@@ -30,12 +30,12 @@ from multidict import CIMultiDict
 from upstream import Upstream
 
 import cloudroi
+from cloudroi.cog import write_cog
+from cloudroi.sample import SAMPLE_NAME, sample_cog_bytes
 from cloudroi.service import CoreRequest, ServiceConfig, ServiceState, create_app, handle
 from cloudroi.service.app import start_site
 from cloudroi.service.config import settings_table
 from cloudroi.testing import Fault, RangeServer
-from cloudroi.testing.cog import write_cog
-from cloudroi.testing.sample import SAMPLE_NAME, sample_cog_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 RGB_GT = (500000.0, 10.0, 0.0, 4200000.0, 0.0, -10.0)

@@ -18,9 +18,9 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
 
+from cloudroi.cog import write_cog
 from cloudroi.service import ServiceConfig, create_app
 from cloudroi.testing import RangeServer
-from cloudroi.testing.cog import write_cog
 
 
 class LiveService:

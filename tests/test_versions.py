@@ -15,9 +15,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 import cloudroi
 from cloudroi.cache import LRUCache
+from cloudroi.cog import write_cog
 from cloudroi.service import ServiceConfig, create_app
 from cloudroi.testing import RangeServer
-from cloudroi.testing.cog import write_cog
 from cloudroi.tiff.structure import TiffStructure
 
 #: Two versions of one uncompressed COG: same layout, same size, other pixels.

@@ -75,7 +75,7 @@ class ServiceConfig:
         """The allowlist in force: the configured prefixes, or just the sample image's path."""
         if self.allowed_sources:
             return self.allowed_sources
-        from ..testing.sample import default_sample_path
+        from ..sample import default_sample_path
 
         return (str(default_sample_path().absolute()),)
 

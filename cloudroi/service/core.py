@@ -25,11 +25,11 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import __version__
-from ..assemble import valid_mask
 from ..context import Context, ContextOptions
 from ..errors import CloudROIError, ObjectChangedError
 from ..image import Image, open_image
 from ..outputs import CONTENT_TYPES, RENDERED, encode_async, render_bands
+from ..read.masks import valid_mask
 from ..types import Window
 from . import geometry
 from .budget import BudgetExhausted, MemoryBudget, RequestBytes, estimate_region

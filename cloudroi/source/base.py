@@ -8,13 +8,21 @@ botocore or OSError. Retrying, caching, coalescing and accounting live above, in
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ..errors import ObjectChangedError, RangeNotSupportedError
 from ..types import ByteRange, ObjectMeta
 
-__all__ = ["ContentRange", "RangeSource", "check_content_range", "parse_content_range"]
+__all__ = [
+    "ContentRange",
+    "MultiRangeSource",
+    "RangeSource",
+    "RequestCounter",
+    "check_content_range",
+    "parse_content_range",
+]
 
 
 @runtime_checkable
@@ -35,6 +43,30 @@ class RangeSource(Protocol):
     async def read(self, rng: ByteRange) -> bytes: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class MultiRangeSource(Protocol):
+    """A source that can return several ranges in one request (``multipart/byteranges``).
+
+    ``multirange`` says whether that is worth trying now (the origin has not refused one);
+    ``read_many`` returns the ranges' bytes, or None when the server answered otherwise (the
+    caller then asks range by range).
+    """
+
+    @property
+    def multirange(self) -> bool: ...
+
+    async def read_many(self, ranges: Sequence[ByteRange]) -> list[bytes] | None: ...
+
+
+@runtime_checkable
+class RequestCounter(Protocol):
+    """A source that counts the requests it really sends (redirect hops included; none at all
+    for bytes already in memory). Other sources cost one request per call."""
+
+    @property
+    def requests_sent(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)

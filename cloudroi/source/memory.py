@@ -38,6 +38,8 @@ class PrefetchedSource:
     """
 
     counts_requests = False
+    #: Reads here cost no request (``RequestCounter``).
+    requests_sent = 0
 
     def __init__(self, inner: RangeSource, meta: ObjectMeta, data: bytes) -> None:
         self.url = inner.url

@@ -31,12 +31,12 @@ from .parse import (
     tag_bytes,
     tag_values,
 )
-from .tags import COMPRESSION_NAMES, INDEX_TAGS, Tag, compression_name, tag_name
+from .tags import COMPRESSION_KEYS, COMPRESSION_NAMES, INDEX_TAGS, Tag, compression_name, tag_name
 
 __all__ = ["ImageIFD", "ScanResult", "TiffStructure", "build", "scan"]
 
 #: Compressions cloudroi decodes (codes from the TIFF registry; decoders from imagecodecs).
-SUPPORTED_COMPRESSION = frozenset({1, 5, 7, 8, 32946, 32773, 34887, 34925, 50000, 50001})
+SUPPORTED_COMPRESSION = frozenset(COMPRESSION_KEYS)
 FILETYPE_REDUCED = 1
 FILETYPE_PAGE = 2
 FILETYPE_MASK = 4

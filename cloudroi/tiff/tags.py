@@ -93,6 +93,21 @@ COMPRESSION_NAMES: dict[int, str] = {
     50002: "JPEG XL",
 }
 
+#: Short lower-case keys of the compressions cloudroi decodes, as ``Image.compression`` shows
+#: them (GDAL's COMPRESS= values, lower-cased).
+COMPRESSION_KEYS: dict[int, str] = {
+    1: "none",
+    5: "lzw",
+    7: "jpeg",
+    8: "deflate",
+    32946: "deflate",
+    32773: "packbits",
+    34887: "lerc",
+    34925: "lzma",
+    50000: "zstd",
+    50001: "webp",
+}
+
 PHOTOMETRIC_NAMES: dict[int, str] = {
     0: "miniswhite",
     1: "minisblack",

@@ -1,5 +1,5 @@
 """Loads the sample COG into the compose file's MinIO: waits for the store, creates the bucket,
-generates the sample (cloudroi.testing.sample) and uploads it, unless it is already there.
+generates the sample (cloudroi.sample) and uploads it, unless it is already there.
 
 Settings come from the environment: CLOUDROI_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, SAMPLE_BUCKET, SAMPLE_KEY, and SAMPLE_SIZE (pixels a side, default 4096).
@@ -11,7 +11,7 @@ import time
 
 import s3fs
 
-from cloudroi.testing.sample import SAMPLE_SIZE, sample_cog_bytes
+from cloudroi.sample import SAMPLE_SIZE, sample_cog_bytes
 
 
 def wait_for_store(fs: s3fs.S3FileSystem, deadline: float) -> None:

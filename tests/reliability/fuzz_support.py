@@ -23,7 +23,7 @@ import numpy as np
 import tifffile
 
 import cloudroi
-from cloudroi.testing.cog import write_cog
+from cloudroi.cog import write_cog
 
 #: A case that has not finished after this long (wall clock) is a hang.
 HANG_SECONDS = 20.0

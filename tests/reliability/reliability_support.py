@@ -17,7 +17,7 @@ import numpy.typing as npt
 import tifffile
 
 import cloudroi
-from cloudroi.testing.cog import write_cog
+from cloudroi.cog import write_cog
 
 Array = npt.NDArray[Any]
 

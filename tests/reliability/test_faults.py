@@ -16,7 +16,7 @@ from reliability_support import Sample, make_images
 
 import cloudroi
 from cloudroi.cache import LRUCache
-from cloudroi.fetch import RetryPolicy
+from cloudroi.read.fetch import RetryPolicy
 from cloudroi.testing import Fault, RangeServer
 from cloudroi.testing.faults import FAULTS, TRANSIENT, eventually, fail_first
 from cloudroi.tiff.structure import TiffStructure
@@ -308,7 +308,7 @@ async def test_an_ignored_range_is_not_downloaded(
 
 def other_version(sample: Sample) -> bytes:
     """Same layout and size class, other pixels."""
-    from cloudroi.testing.cog import write_cog
+    from cloudroi.cog import write_cog
 
     arr = sample.levels[0]
     return write_cog(arr ^ np.uint16(0x0F0F), mask=sample.masks[0], tile=128,

@@ -21,7 +21,7 @@ from reliability_support import Array, Sample, Tally, make_images, random_window
 
 import cloudroi
 from cloudroi.cache import LRUCache
-from cloudroi.fetch import RetryPolicy
+from cloudroi.read.fetch import RetryPolicy
 from cloudroi.service import ServiceConfig, create_app
 from cloudroi.testing import RangeServer
 from cloudroi.testing.faults import RandomFaults

@@ -19,8 +19,8 @@ import imagecodecs
 import numpy as np
 import numpy.typing as npt
 
-from .errors import TiffFormatError
-from .tiff.structure import ImageIFD
+from ..errors import TiffFormatError
+from ..tiff.structure import ImageIFD
 
 __all__ = ["BlockDecoder"]
 

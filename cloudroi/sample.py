@@ -1,6 +1,6 @@
 """The bundled sample image: a synthetic 4096 x 4096 float32 elevation model, as a COG.
 
-Generated deterministically (no download, no GDAL) with ``cloudroi.testing.cog.write_cog``: DEFLATE
+Generated deterministically (no download, no GDAL) with ``cloudroi.cog.write_cog``: DEFLATE
 with the floating-point predictor, 256-pixel tiles, four overview levels, nodata -9999 over the
 "sea", georeferenced in UTM 33N (EPSG:32633) at 10 m. Used by the demo, the service's default
 allowlist and tests.

@@ -17,12 +17,12 @@ import asyncio
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from .errors import TiffFormatError
+from ..errors import TiffFormatError
+from ..tiff.parse import ParseLimits, RawIFD, SparseBuffer
+from ..tiff.structure import ScanResult, TiffStructure, build, scan
+from ..types import ByteRange, ObjectMeta
 from .fetch import Fetcher
 from .plan import coalesce
-from .tiff.parse import ParseLimits, RawIFD, SparseBuffer
-from .tiff.structure import ScanResult, TiffStructure, build, scan
-from .types import ByteRange, ObjectMeta
 
 __all__ = [
     "DEFAULT_LAZY_INDEX_BYTES",

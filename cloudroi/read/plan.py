@@ -7,19 +7,22 @@ overview GDAL would pick for an output size (so resampled reads match GDAL pixel
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from .errors import TiffFormatError, WindowError
-from .tiff.structure import ImageIFD
-from .types import ByteRange, Window
+from ..errors import TiffFormatError, WindowError
+from ..tiff.structure import ImageIFD, TiffStructure
+from ..types import ByteRange, Window
 
 __all__ = [
     "BlockRef",
+    "BlockSpan",
     "Coalesced",
+    "IndexNeeds",
     "ReadPlan",
     "block_ranges",
     "blocks_for_window",
@@ -28,8 +31,12 @@ __all__ = [
     "leader_ends",
     "leader_ranges",
     "level_factors",
+    "check_shape",
+    "locate_blocks",
+    "locate_exact",
     "nearest_indices",
     "nearest_source",
+    "resample_source",
 ]
 
 
@@ -114,26 +121,6 @@ def leader_ranges(
         else:
             out.append(ByteRange(off - 4, end))
     return out
-
-
-def leader_span(data: bytes | memoryview) -> tuple[int, int] | None:
-    """Where the block lies inside a leader range (start, end), or None when the leader and the
-    trailer disagree with the data."""
-    if len(data) < 8:
-        return None
-    size = int.from_bytes(data[:4], "little")
-    if size < 4 or 4 + size + 4 > len(data):
-        return None
-    # GDAL's trailer repeats the block's last 4 bytes.
-    if data[size : 4 + size] != data[4 + size : 8 + size]:
-        return None
-    return 4, 4 + size
-
-
-def strip_leader(data: bytes) -> bytes | None:
-    """The block inside a leader range, or None when leader and trailer disagree with the data."""
-    span = leader_span(data)
-    return None if span is None else data[span[0] : span[1]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,3 +281,159 @@ def check_window(window: Sequence[int]) -> Window:
     if win.width <= 0 or win.height <= 0:
         raise WindowError(f"window size must be positive, got {win.width} x {win.height}")
     return win
+
+
+def check_shape(shape: Sequence[int]) -> tuple[int, int]:
+    """Validate an output shape: (height, width), both positive."""
+    if len(shape) != 2:
+        raise WindowError(f"out_shape is (height, width), got {shape!r}")
+    try:
+        h, w = int(shape[0]), int(shape[1])
+    except (TypeError, ValueError) as exc:
+        raise WindowError(f"out_shape is (height, width), got {shape!r}") from exc
+    if h <= 0 or w <= 0:
+        raise WindowError(f"out_shape must be positive, got {shape!r}")
+    return h, w
+
+
+def resample_source(
+    levels: Sequence[tuple[int, int]],
+    level: int,
+    win: Window,
+    out_shape: tuple[int, int],
+    boundless: bool,
+) -> tuple[int, npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """(level, rows, cols) of a resampled read: the overview GDAL picks for ``win`` (in pixels
+    of ``level``; level 0 lets the overview be chosen) and the absolute rows and columns of that
+    level its nearest-neighbour sampling takes (outside the image where a boundless window is).
+    """
+    chosen = level if level != 0 else choose_overview(levels, win, out_shape)
+    factors = level_factors(levels, chosen) if level == 0 else (1.0, 1.0)
+    width, height = levels[chosen]
+    if win.within(*levels[level]) or not boundless:
+        src, rows, cols = nearest_source(win, out_shape, factors, (width, height))
+        return chosen, src.row_off + rows, src.col_off + cols
+    fx, fy = factors
+    col, row = math.floor(win.col_off / fx + 0.5), math.floor(win.row_off / fy + 0.5)
+    src_w, src_h = max(1, int(win.width / fx + 0.5)), max(1, int(win.height / fy + 0.5))
+    out_h, out_w = out_shape
+    return chosen, row + nearest_indices(src_h, out_h), col + nearest_indices(src_w, out_w)
+
+
+# --------------------------------------------------------------------------------------------
+# where blocks lie: from the block index (TileOffsets/TileByteCounts), or GDAL's block leader
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BlockSpan:
+    """Where one block's bytes are: ``range``, which with ``leader`` is GDAL's leader range
+    ``[offset - 4, next offset - 4)`` holding the block, its size and its trailer."""
+
+    range: ByteRange
+    leader: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class IndexNeeds:
+    """Slices of the block index (lazily loaded TileOffsets/TileByteCounts) to fetch before the
+    blocks can be located."""
+
+    ranges: tuple[ByteRange, ...]
+
+
+def uses_leader(structure: TiffStructure, ifd: ImageIFD, enabled: bool) -> bool:
+    """Whether blocks of ``ifd`` are best located through GDAL's leader: the file has one and
+    TileByteCounts is not in memory already."""
+    return enabled and structure.block_leader and not ifd.byte_counts.resident
+
+
+def max_block_bytes(structure: TiffStructure, ifd: ImageIFD) -> int:
+    """The most compressed bytes a block of ``ifd`` may take (a bomb guard): a larger block is
+    not a block of this image."""
+    return min(structure.size, max(ifd.decoded_block_bytes() * 4 + (1 << 20), 1 << 20))
+
+
+def known_offsets(structure: TiffStructure) -> npt.NDArray[np.uint64]:
+    """Sorted offsets of every block of every level and mask loaded so far."""
+    parts = [
+        ifd.offsets.known()
+        for ifd in (*structure.levels, *(m for m in structure.masks if m))
+    ]
+    known = np.unique(np.concatenate(parts)) if parts else np.empty(0, np.uint64)
+    return known[known > 0]
+
+
+def locate_blocks(
+    structure: TiffStructure, ifd: ImageIFD, indices: Sequence[int], *, leader: bool
+) -> list[BlockSpan | None] | IndexNeeds:
+    """Each block's span (None for a sparse block), or the index slices still to load.
+
+    With ``leader`` (see ``uses_leader``) a block is bounded by the next known block's offset,
+    so TileByteCounts is only needed where no following block bounds it closely enough.
+    """
+    idx = list(indices)
+    if not idx:
+        return []
+    if leader:
+        following = [i + 1 for i in idx if i + 1 < ifd.n_blocks]
+        missing = ifd.offsets.missing(idx + following)
+    else:
+        missing = ifd.offsets.missing(idx) + ifd.byte_counts.missing(idx)
+    if missing:
+        return IndexNeeds(tuple(missing))
+    offsets = ifd.offsets.get(idx)
+    cap = max_block_bytes(structure, ifd)
+    if not leader:
+        exact = block_ranges(offsets, ifd.byte_counts.get(idx), structure.size, cap)
+        return [None if r is None else BlockSpan(r) for r in exact]
+    return _leader_spans(structure, ifd, idx, offsets, cap)
+
+
+def _leader_spans(
+    structure: TiffStructure,
+    ifd: ImageIFD,
+    idx: list[int],
+    offsets: npt.NDArray[np.uint64],
+    cap: int,
+) -> list[BlockSpan | None] | IndexNeeds:
+    size = structure.size
+    # A leader range is only worth it when it cannot drag in much more than the block: a
+    # compressed block is rarely larger than its decoded size (LZW's worst case is 1.5x).
+    lead_cap = min(cap, ifd.decoded_block_bytes() * 2 + (64 << 10))
+    ends = leader_ends(offsets, known_offsets(structure), size)
+    lead = leader_ranges(offsets, ends, size, lead_cap)
+    unknown = [i for i, r in enumerate(lead) if r is False]
+    exact_of: dict[int, ByteRange | None] = {}
+    if unknown:
+        sub = [idx[i] for i in unknown]
+        missing = ifd.byte_counts.missing(sub)
+        if missing:
+            return IndexNeeds(tuple(missing))
+        exact = block_ranges(offsets[unknown], ifd.byte_counts.get(sub), size, cap)
+        exact_of = dict(zip(unknown, exact, strict=True))
+    out: list[BlockSpan | None] = []
+    for i, r in enumerate(lead):
+        if r is False:
+            rng = exact_of[i]
+            out.append(None if rng is None else BlockSpan(rng))
+        elif isinstance(r, ByteRange):
+            out.append(BlockSpan(r, leader=True))
+        else:
+            out.append(None)
+    return out
+
+
+def locate_exact(
+    structure: TiffStructure, ifd: ImageIFD, index: int
+) -> ByteRange | IndexNeeds | None:
+    """A block's exact range from TileOffsets and TileByteCounts (the fallback when its leader
+    range does not check out); None for a sparse block."""
+    missing = ifd.offsets.missing([index]) + ifd.byte_counts.missing([index])
+    if missing:
+        return IndexNeeds(tuple(missing))
+    (rng,) = block_ranges(
+        ifd.offsets.get([index]), ifd.byte_counts.get([index]), structure.size,
+        max_block_bytes(structure, ifd),
+    )
+    return rng

@@ -1,4 +1,4 @@
-"""Placing decoded blocks into one preallocated output array, and deriving masks. Pure numpy.
+"""Placing decoded blocks into one preallocated output array. Pure numpy.
 
 A read's output is described by a target: ``WindowTarget`` (a window of a level, pixel for pixel)
 or ``SampledTarget`` (nearest-neighbour samples of a level, for resampled reads); both say which
@@ -13,30 +13,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..tiff.structure import ImageIFD
+from ..types import Window
 from .plan import BlockRef, blocks_for_window
-from .tiff.structure import ImageIFD
-from .types import Window
 
 __all__ = [
     "ReadTarget",
     "SampledTarget",
     "WindowTarget",
-    "alpha_mask",
     "block_window",
     "fill_block",
-    "intersect",
-    "mask_source",
     "paste",
-    "valid_mask",
 ]
-
-
-def intersect(a: Window, b: Window) -> Window | None:
-    col, row = max(a.col_off, b.col_off), max(a.row_off, b.row_off)
-    col_end, row_end = min(a.col_end, b.col_end), min(a.row_end, b.row_end)
-    if col_end <= col or row_end <= row:
-        return None
-    return Window(col, row, col_end - col, row_end - row)
 
 
 def block_window(ifd: ImageIFD, row: int, col: int) -> Window:
@@ -58,7 +46,7 @@ def paste(
     (len(samples), out_window.height, out_window.width); ``samples`` are 0-based sample indices.
     """
     bw = block_window(ifd, ref.row, ref.col)
-    part = intersect(bw, out_window)
+    part = bw.intersect(out_window)
     if part is None:
         return
     src = block[
@@ -88,7 +76,7 @@ def fill_block(
     samples: Sequence[int],
 ) -> None:
     """Set the part of ``out`` a block with no data (sparse) covers to ``value``."""
-    part = intersect(block_window(ifd, ref.row, ref.col), out_window)
+    part = block_window(ifd, ref.row, ref.col).intersect(out_window)
     if part is None:
         return
     rows = slice(part.row_off - out_window.row_off, part.row_end - out_window.row_off)
@@ -96,62 +84,6 @@ def fill_block(
     for i, s in enumerate(samples):
         if ifd.planar != 2 or s == ref.plane:
             out[i, rows, cols] = value
-
-
-def valid_mask(data: npt.NDArray[Any], nodata: float | int) -> npt.NDArray[np.uint8]:
-    """255 where any band differs from ``nodata`` (NaN-aware), else 0: GDAL's per-dataset rule.
-
-    Floats compare as GDAL does: half and single precision in single precision (GDAL reads half
-    floats as Float32), doubles in double precision.
-    """
-    if data.dtype.kind == "f":
-        wide = np.dtype(np.float32 if data.dtype.itemsize <= 4 else np.float64)
-        value = np.asarray(nodata, dtype=wide)
-        valid = ~np.isnan(data) if np.isnan(value) else data.astype(wide, copy=False) != value
-    else:
-        valid = data != np.asarray(nodata).astype(data.dtype)
-    return np.where(valid.any(axis=0), 255, 0).astype(np.uint8)
-
-
-def mask_source(
-    count: int,
-    extra_samples: Sequence[int],
-    dtype: np.dtype[Any],
-    has_mask_ifd: bool,
-    has_nodata: bool,
-) -> tuple[str, int | None]:
-    """Where rasterio's ``dataset_mask()`` takes an image's validity mask from, in its order:
-
-    ``("mask", None)``: GDAL's internal mask IFD. ``("alpha", band)``: the alpha band, which GDAL
-    only uses as a mask when it is the last of 2 or 4 bands (ExtraSamples 1 or 2) and 8- or
-    16-bit unsigned, and only when no nodata is set. ``("alpha_nodata", band)``: a 4-band RGBA
-    whose nodata shadows the alpha: valid where the alpha band differs from nodata.
-    ``("nodata", None)``: valid where any band differs from nodata. ``("none", None)``: all valid.
-    """
-    if has_mask_ifd:
-        return "mask", None
-    alpha = (
-        count in (2, 4)
-        and len(extra_samples) > 0
-        and extra_samples[-1] in (1, 2)
-        and dtype in (np.dtype(np.uint8), np.dtype(np.uint16))
-    )
-    if alpha and not has_nodata:
-        return "alpha", count
-    if alpha and count == 4:
-        return "alpha_nodata", count
-    if has_nodata:
-        return "nodata", None
-    return "none", None
-
-
-def alpha_mask(alpha: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
-    """An alpha band as GDAL's 0..255 mask: 8-bit as it is; 16-bit divided by 257, except that
-    a non-zero alpha never becomes 0 (GDAL's rescaled alpha band)."""
-    if alpha.dtype == np.uint8:
-        return alpha
-    scaled = alpha.astype(np.uint32) // 257
-    return np.where((alpha > 0) & (scaled == 0), 1, scaled).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,13 +104,13 @@ class WindowTarget:
         return self.window.height, self.window.width
 
     def blocks(self, ifd: ImageIFD, planes: Sequence[int]) -> list[BlockRef]:
-        inner = intersect(self.window, Window(0, 0, ifd.width, ifd.height))
+        inner = self.window.clip(ifd.width, ifd.height)
         if inner is None:
             return []
         return blocks_for_window(ifd, inner, planes)
 
     def inside(self, ifd: ImageIFD) -> bool:
-        return intersect(self.window, Window(0, 0, ifd.width, ifd.height)) == self.window
+        return self.window.within(ifd.width, ifd.height)
 
     def rows_needed(self, ifd: ImageIFD, ref: BlockRef) -> int:
         top = ref.row * ifd.block_height
@@ -203,7 +135,7 @@ class WindowTarget:
     def zero_outside(self, mask: npt.NDArray[np.uint8], ifd: ImageIFD) -> None:
         """Set the pixels of ``mask`` (h, w) that lie outside the image to 0."""
         win = self.window
-        inner = intersect(win, Window(0, 0, ifd.width, ifd.height))
+        inner = win.clip(ifd.width, ifd.height)
         if inner is None:
             mask[:] = 0
             return
@@ -311,6 +243,15 @@ class SampledTarget:
         for i, s in enumerate(samples):
             if ifd.planar != 2 or s == ref.plane:
                 out[i, rgroup[0], cgroup[0]] = value
+
+    def covering(self, ifd: ImageIFD) -> Window:
+        """The smallest window of ``ifd``'s grid holding every sampled pixel inside the image."""
+        rows = self.rows[(self.rows >= 0) & (self.rows < ifd.height)]
+        cols = self.cols[(self.cols >= 0) & (self.cols < ifd.width)]
+        if not rows.size or not cols.size:
+            return Window(0, 0, 0, 0)
+        r0, c0 = int(rows.min()), int(cols.min())
+        return Window(c0, r0, int(cols.max()) - c0 + 1, int(rows.max()) - r0 + 1)
 
     def zero_outside(self, mask: npt.NDArray[np.uint8], ifd: ImageIFD) -> None:
         mask[(self.rows < 0) | (self.rows >= ifd.height), :] = 0
