@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata as _metadata
 import threading
 from collections.abc import Coroutine, Generator, Sequence
 from typing import Any, TypeVar
@@ -21,8 +22,11 @@ import numpy.typing as npt
 from .context import Context, ContextOptions
 from .errors import (
     AccessDeniedError,
+    BandError,
     CloudROIError,
+    LevelError,
     LimitExceededError,
+    NotGeoreferencedError,
     ObjectChangedError,
     RangeNotSupportedError,
     ReadTimeoutError,
@@ -41,18 +45,30 @@ from .source.base import RangeSource
 from .source.memory import MemorySource
 from .types import ByteRange, ObjectMeta, Stats, Tile, Window
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The installed distribution's version: pyproject.toml is the one place it is written."""
+    try:
+        return _metadata.version("cloudroi")
+    except _metadata.PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
+        return "0+unknown"
+
+
+__version__ = _version()
 
 __all__ = [
     "AccessDeniedError",
+    "BandError",
     "ByteRange",
     "CloudROIError",
     "Context",
     "ContextOptions",
     "Image",
     "ImageOptions",
+    "LevelError",
     "LimitExceededError",
     "MemorySource",
+    "NotGeoreferencedError",
     "ObjectChangedError",
     "ObjectMeta",
     "RangeNotSupportedError",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,6 +126,7 @@ class Context:
         *,
         session: aiohttp.ClientSession | None = None,
         connector_factory: Callable[[], aiohttp.BaseConnector] | None = None,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
         block_cache: LRUCache[bytes] | None = None,
         decoded_cache: LRUCache[Any] | None = None,
         header_cache: LRUCache[TiffStructure] | None = None,
@@ -134,7 +135,10 @@ class Context:
         check_redirect: RedirectCheck | None = None,
         **kwargs: Any,
     ) -> None:
-        """``check_redirect`` is called with every HTTP redirect target before it is requested
+        """The Context builds its one HTTP session on first use, from ``options``; a service
+        plugs its own rules in through ``connector_factory`` (e.g. a connect-time address
+        guard) and ``trace_configs``, or hands over a whole ``session`` (which the caller then
+        closes). ``check_redirect`` is called with every HTTP redirect target before it is requested
         and raises to refuse it (a ``CloudROIError``, e.g. ``AccessDeniedError``); without one,
         any http(s) target is followed. Redirects are followed only by their ``Location``, at
         most ``cloudroi.source.http.MAX_REDIRECTS`` per GET."""
@@ -146,6 +150,7 @@ class Context:
         self._session = session
         self._owns_session = session is None
         self._connector_factory = connector_factory
+        self._trace_configs = list(trace_configs)
         self._check_redirect = check_redirect
         self.block_cache = block_cache if block_cache is not None else default_block_cache()
         self.decoded_cache = (
@@ -189,6 +194,7 @@ class Context:
                 ),
                 auto_decompress=False,
                 trust_env=o.trust_env,
+                trace_configs=self._trace_configs or None,
             )
         return self._session
 

@@ -24,8 +24,11 @@ from __future__ import annotations
 
 __all__ = [
     "AccessDeniedError",
+    "BandError",
     "CloudROIError",
+    "LevelError",
     "LimitExceededError",
+    "NotGeoreferencedError",
     "ObjectChangedError",
     "RangeNotSupportedError",
     "ReadTimeoutError",
@@ -57,6 +60,19 @@ class UnsupportedTiffError(TiffFormatError):
 
 class WindowError(CloudROIError, ValueError):
     """A requested window, level, band list or output shape does not fit the image."""
+
+
+class LevelError(WindowError):
+    """A resolution level the image does not have."""
+
+
+class BandError(WindowError):
+    """A band the image does not have, or a list of bands it cannot serve (too many, or not one
+    or three for an 8-bit rendering)."""
+
+
+class NotGeoreferencedError(WindowError):
+    """Map coordinates (a bbox, a point) asked of an image without georeferencing."""
 
 
 class LimitExceededError(CloudROIError):

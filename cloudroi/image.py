@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .context import Context
-from .errors import LimitExceededError, ReadTimeoutError, WindowError
+from .errors import BandError, LevelError, LimitExceededError, ReadTimeoutError, WindowError
 from .read.assemble import ReadTarget, SampledTarget, WindowTarget
 from .read.blocks import BlockStore
 from .read.fetch import Fetcher
@@ -244,7 +244,7 @@ class Image:
 
     def _level(self, level: int) -> LevelReader:
         if not isinstance(level, int | np.integer) or not 0 <= level < len(self.structure.levels):
-            raise WindowError(f"level must be 0..{len(self.structure.levels) - 1}, got {level!r}")
+            raise LevelError(f"level must be 0..{len(self.structure.levels) - 1}, got {level!r}")
         return self._reader.at(int(level), self.nodata)
 
     def _samples(self, bands: int | Sequence[int] | None) -> list[int]:
@@ -252,10 +252,10 @@ class Image:
             return list(range(self.count))
         seq = [bands] if isinstance(bands, int | np.integer) else list(bands)
         if not seq:
-            raise WindowError("bands must name at least one band")
+            raise BandError("bands must name at least one band")
         for b in seq:
             if not isinstance(b, int | np.integer) or not 1 <= b <= self.count:
-                raise WindowError(f"bands are numbered 1..{self.count}, got {b!r}")
+                raise BandError(f"bands are numbered 1..{self.count}, got {b!r}")
         return [int(b) - 1 for b in seq]
 
     def _target(

@@ -36,7 +36,6 @@ __all__ = [
     "format_for_path",
     "render",
     "render_bands",
-    "scaled_transform",
 ]
 
 #: Output formats and their media types.
@@ -104,29 +103,6 @@ class GeoRef:
     transform: Transform | None = None
     crs: int | None = None
     nodata: float | int | None = None
-
-
-def scaled_transform(
-    gt: Transform,
-    col_off: float,
-    row_off: float,
-    width: float,
-    height: float,
-    out_width: int,
-    out_height: int,
-) -> Transform:
-    """The geotransform of an ``out_width`` x ``out_height`` grid covering the window
-    (``col_off``, ``row_off``, ``width``, ``height``) of the grid ``gt`` describes."""
-    x0, dx, rx, y0, ry, dy = gt
-    sx, sy = width / out_width, height / out_height
-    return (
-        x0 + col_off * dx + row_off * rx,
-        dx * sx,
-        rx * sy,
-        y0 + col_off * ry + row_off * dy,
-        ry * sx,
-        dy * sy,
-    )
 
 
 def _is_geographic(epsg: int) -> bool:

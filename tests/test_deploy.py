@@ -56,7 +56,7 @@ SAM_TEMPLATE = DEPLOY / "aws-sam" / "template.yaml"
 COMPOSE = DEPLOY / "docker-compose.yml"
 K8S = sorted((DEPLOY / "k8s").glob("*.yaml"))
 #: What `sam build` writes into the template in place of the Metadata block.
-IMAGE_URI = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/cloudroi-lambda:0.1.0"
+IMAGE_URI = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/cloudroi-lambda:0.2.0"
 
 
 def tool(name: str) -> str:

@@ -20,8 +20,9 @@ from upstream import Upstream
 
 import cloudroi
 from cloudroi.cache import LRUCache
+from cloudroi.region.data import estimate_region
 from cloudroi.service import ServiceConfig, create_app
-from cloudroi.service.budget import BudgetExhausted, MemoryBudget, estimate_region
+from cloudroi.service.budget import BudgetExhausted, MemoryBudget
 from cloudroi.testing import Fault, RangeServer
 
 

@@ -24,8 +24,8 @@ from cloudroi.outputs import (
     format_for_path,
     render,
     render_bands,
-    scaled_transform,
 )
+from cloudroi.region.geometry import scaled_transform
 
 GT = (500000.0, 10.0, 0.0, 4200000.0, 0.0, -10.0)
 

@@ -14,7 +14,8 @@ from yarl import URL
 
 import cloudroi
 from cloudroi.cog import write_cog
-from cloudroi.service.security import SourceNotAllowedError, SourcePolicy, guarded_session
+from cloudroi.service.security import SourceNotAllowedError, SourcePolicy
+from cloudroi.service.state import guarded_context
 from cloudroi.testing import Fault, RangeServer
 
 PIXELS = np.random.default_rng(11).integers(0, 65535, (300, 260), dtype=np.uint16)
@@ -219,7 +220,8 @@ async def test_guarded_session_checks_what_aiohttp_follows(
                         {"Location": "", "URI": other.url("x/cog.tif")},
                         {"URI": "/elsewhere/cog.tif"}):
             hook.answers[base + "r0.tif"] = (302, headers)
-            async with guarded_session(policy) as session:
+            async with guarded_context(policy) as ctx:
+                session = ctx.http_session()
                 with pytest.raises(SourceNotAllowedError):
                     await session.get(server.url(base + "r0.tif"))
         assert other.request_count == 0

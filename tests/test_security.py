@@ -18,9 +18,9 @@ from cloudroi.service.security import (
     BadSourceError,
     SourceNotAllowedError,
     SourcePolicy,
-    guarded_session,
     is_public_address,
 )
+from cloudroi.service.state import guarded_context
 from cloudroi.testing import Fault, RangeServer
 
 
@@ -420,7 +420,8 @@ async def test_a_name_resolving_to_loopback_is_refused_before_connecting(
     url = f"http://localhost:{listener.port}/x.tif"
     policy = SourcePolicy([f"http://localhost:{listener.port}/"])
     policy.check_remote(url)  # the name itself is allowlisted ...
-    async with guarded_session(policy) as session:
+    async with guarded_context(policy) as ctx:
+        session = ctx.http_session()
         with pytest.raises(SourceNotAllowedError, match="address not allowed"):
             await session.get(url)
     assert listener.connections == 0  # ... but the address it resolves to is not
@@ -435,7 +436,9 @@ async def test_a_name_resolving_to_loopback_is_refused_before_connecting(
 async def test_allowlisted_private_addresses_connect(listener: Listener, allow) -> None:  # type: ignore[no-untyped-def]
     prefixes, networks = allow(listener.port)
     policy = SourcePolicy(prefixes, networks)
-    async with guarded_session(policy) as session, session.get(prefixes[0] + "x.tif") as resp:
+    async with guarded_context(policy) as ctx, ctx.http_session().get(
+        prefixes[0] + "x.tif"
+    ) as resp:
         assert resp.status == 404
     assert listener.connections == 1
 
@@ -473,7 +476,8 @@ async def test_redirects_are_checked_against_the_allowlist(listener: Listener) -
 
         server.fault = redirect
         policy = SourcePolicy([server.url("a/"), f"http://localhost:{listener.port}/"])
-        async with guarded_session(policy) as session:
+        async with guarded_context(policy) as ctx:
+            session = ctx.http_session()
             with pytest.raises(SourceNotAllowedError, match="not allowed"):
                 await session.get(server.url("a/to-other.tif"))
             # Allowlisted by name, refused by address at connect time.

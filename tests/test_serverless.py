@@ -25,11 +25,11 @@ from hypothesis import strategies as st
 from lambda_runtime_api import RuntimeClient
 from upstream import Upstream
 
-from cloudroi import serverless
 from cloudroi.cog import write_cog
 from cloudroi.errors import CloudROIError
-from cloudroi.serverless import LambdaApp, body_limit, to_core_request
 from cloudroi.service import ServiceConfig
+from cloudroi.service import lambda_handler as serverless
+from cloudroi.service.lambda_handler import LambdaApp, body_limit, to_core_request
 from cloudroi.testing import Fault, RangeServer
 
 EVENTS = Path(__file__).resolve().parent / "events"

@@ -167,5 +167,6 @@ def test_document_lists_every_endpoint(live: LiveService) -> None:
     assert set(doc["paths"]) == {"/healthz", "/metrics", "/openapi.json", "/info", "/region",
                                  "/preview", "/point"}
     region = {p["name"] for p in doc["paths"]["/region"]["get"]["parameters"]}
-    assert region == {"url", "window", "bbox", "level", "width", "height", "bands", "format",
+    assert region == {"url", "window", "bbox", "boundless", "level", "width", "height", "bands",
+                      "format",
                       "rescale", "quality"}

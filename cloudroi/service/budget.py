@@ -1,13 +1,6 @@
-"""Memory a request may hold: estimated from the header before any tile is fetched, bounded per
-request (413 with the numbers) and in total across requests in progress (wait, then 503).
-
-The estimate counts what a region answer holds at its peak: the array read, what its mask needs
-(the mask itself, and the bands a nodata mask reads when they are not the bands asked for), the
-8-bit rendering, and the encoded body (twice: the encoder's buffer and the bytes handed on). A
-resampled read holds its output and the blocks being decoded, never its whole source window
-(``Image.read`` samples block by block), so the estimate is of the output, not the source.
-Decoded blocks in flight are bounded process-wide by the decode pool and the decoded-block cache,
-not per request.
+"""The memory budget the requests in progress share: each reserves what its answer will hold
+(``cloudroi.region.estimate_bytes``, from the header, before any tile is fetched) and waits in
+line when it is not free; past its wait it is answered 503.
 """
 
 from __future__ import annotations
@@ -16,60 +9,8 @@ import asyncio
 import collections
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-__all__ = ["BudgetExhausted", "MemoryBudget", "RequestBytes", "estimate_region"]
-
-#: Rows an 8-bit rendering converts at a time (outputs.render): its float32 working copy is this
-#: many rows of every band, not the whole image.
-RENDER_ROWS = 256
-
-
-@dataclass(frozen=True, slots=True)
-class RequestBytes:
-    """The bytes one request would hold, by part."""
-
-    data: int
-    mask: int
-    rendering: int
-    body: int
-
-    @property
-    def total(self) -> int:
-        return self.data + self.mask + self.rendering + self.body
-
-    def describe(self) -> str:
-        return (
-            f"{self.total} bytes (data {self.data}, mask {self.mask}, rendering "
-            f"{self.rendering}, encoded body {self.body})"
-        )
-
-
-def estimate_region(
-    *,
-    height: int,
-    width: int,
-    bands: int,
-    itemsize: int,
-    rendered: bool,
-    mask_bytes: int,
-) -> RequestBytes:
-    """What a region answer of ``bands`` x ``height`` x ``width`` samples of ``itemsize`` bytes
-    holds; ``rendered`` for 8-bit images (png/jpeg/webp), else the data formats (npy, GeoTIFF),
-    whose body is the data itself. ``mask_bytes`` is what its mask reads and holds."""
-    pixels = height * width
-    data = bands * pixels * itemsize
-    if rendered:
-        channels = 4  # RGB + alpha at most
-        # the 8-bit pixels, one format-specific copy (grey to RGB, alpha dropped), a float32
-        # working strip of every band
-        rendering = 2 * pixels * channels + bands * min(height, RENDER_ROWS) * width * 4
-        body = 2 * (pixels * channels + 4096)
-    else:
-        rendering = 0
-        body = 2 * (data + 4096)
-    return RequestBytes(data, mask_bytes, rendering, body)
-
+__all__ = ["BudgetExhausted", "MemoryBudget"]
 
 class BudgetExhausted(Exception):
     """The bytes a request needs did not come free within its wait."""

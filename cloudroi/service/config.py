@@ -79,6 +79,13 @@ class ServiceConfig:
 
         return (str(default_sample_path().absolute()),)
 
+    def describe_allowlist(self) -> list[str]:
+        """The allowlist in force, each prefix as the service judges it (local roots resolved);
+        ValueError for an entry that does not parse."""
+        from .security import SourcePolicy
+
+        return SourcePolicy(self.effective_sources(), self.allowed_networks).describe()
+
     def storage_options(self) -> dict[str, dict[str, Any]]:
         """fsspec storage options per protocol for the shared Context."""
         s3: dict[str, Any] = {}

@@ -1,19 +1,22 @@
 """Query parameters of every endpoint: declared once, parsed strictly, described to OpenAPI.
 
 Each endpoint's parameters are a tuple of ``Param``; ``openapi.py`` renders the same tuples, so the
-document and the parser cannot drift apart. Parsing turns the raw query into frozen dataclasses or
-raises a 400 ``Problem`` naming the parameter; numbers are bounded before they are converted.
+document and the parser cannot drift apart. Values are parsed by ``cloudroi.region.args`` (the
+rules the CLI uses too) into a ``RegionRequest``; an ``ArgumentError`` becomes a 400 ``Problem``
+naming the parameter.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..outputs import FORMATS
+from ..region import args
+from ..region.args import MAX_SIDE, ArgumentError
+from ..region.plan import RegionRequest
 from .problems import Problem, bad_request
 
 __all__ = [
@@ -21,7 +24,6 @@ __all__ = [
     "InfoQuery",
     "Param",
     "PointQuery",
-    "PreviewQuery",
     "RegionQuery",
     "parse_info",
     "parse_point",
@@ -29,11 +31,7 @@ __all__ = [
     "parse_region",
 ]
 
-_INT = re.compile(r"^-?\d{1,12}$")
-_FLOAT = re.compile(r"^[+-]?(\d{1,20}(\.\d{0,20})?|\.\d{1,20})([eE][+-]?\d{1,3})?$")
-MAX_BANDS = 256
 MAX_LEVEL = 64
-MAX_SIDE = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +75,14 @@ _QUALITY = Param(
 
 REGION_PARAMS: tuple[Param, ...] = (
     URL_PARAM,
-    Param("window", {"type": "string", "pattern": r"^\d{1,9},\d{1,9},\d{1,9},\d{1,9}$"},
+    Param("window", {"type": "string",
+                     "pattern": r"^-?\d{1,9},-?\d{1,9},\d{1,9},\d{1,9}$"},
           "col_off,row_off,width,height in pixels of `level` (level 0 when width/height are "
-          "given). Exactly one of window and bbox.", example="0,0,256,256"),
+          "given). Exactly one of window and bbox. Outside the image only with boundless.",
+          example="0,0,256,256"),
+    Param("boundless", {"type": "boolean", "default": False},
+          "Let a window reach outside the image: outside pixels are nodata (else 0) and "
+          "invalid (transparent in renderings)."),
     Param("bbox", {"type": "string", "pattern": f"^{_NUM},{_NUM},{_NUM},{_NUM}$"},
           "minx,miny,maxx,maxy in the image's CRS. Parts outside the image are filled with "
           "nodata and transparent.", example="500000,4100000,510000,4110000"),
@@ -121,7 +124,6 @@ ENDPOINT_PARAMS: dict[str, tuple[Param, ...]] = {
 
 @dataclass(frozen=True, slots=True)
 class Rendering:
-    bands: tuple[int, ...] | None = None
     format: str = "png"
     rescale: tuple[float, float] | None = None
     quality: int | None = None
@@ -134,19 +136,10 @@ class InfoQuery:
 
 @dataclass(frozen=True, slots=True)
 class RegionQuery:
-    url: str
-    window: tuple[int, int, int, int] | None = None
-    bbox: tuple[float, float, float, float] | None = None
-    level: int | None = None
-    width: int | None = None
-    height: int | None = None
-    rendering: Rendering = field(default_factory=Rendering)
+    """A region endpoint's query: the source, the region asked for, how to render it."""
 
-
-@dataclass(frozen=True, slots=True)
-class PreviewQuery:
     url: str
-    max_size: int = 1024
+    request: RegionRequest = field(default_factory=RegionRequest)
     rendering: Rendering = field(default_factory=Rendering)
 
 
@@ -160,6 +153,15 @@ class PointQuery:
 # --------------------------------------------------------------------------------------------
 # parsing
 # --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _as_problem() -> Iterator[None]:
+    """An argument the shared rules refuse is a 400 with the rule's code."""
+    try:
+        yield
+    except ArgumentError as exc:
+        raise bad_request(str(exc), code=exc.code) from exc
 
 
 def query_dict(items: Sequence[tuple[str, str]], params: Sequence[Param]) -> dict[str, str]:
@@ -181,74 +183,15 @@ def query_dict(items: Sequence[tuple[str, str]], params: Sequence[Param]) -> dic
     return out
 
 
-def _int(name: str, text: str, lo: int, hi: int) -> int:
-    text = text.strip()
-    if not _INT.match(text):
-        raise bad_request(f"{name} must be an integer, got {text[:40]!r}")
-    value = int(text)
-    if not lo <= value <= hi:
-        raise bad_request(f"{name} must be in {lo}..{hi}, got {value}")
-    return value
-
-
-def _float(name: str, text: str) -> float:
-    text = text.strip()
-    if not _FLOAT.match(text):
-        raise bad_request(f"{name} must be a number, got {text[:40]!r}")
-    value = float(text)
-    if not math.isfinite(value):
-        raise bad_request(f"{name} must be finite")
-    return value
-
-
-def _parts(name: str, text: str, n: int | None) -> list[str]:
-    parts = text.split(",")
-    if n is not None and len(parts) != n:
-        raise bad_request(f"{name} takes {n} comma-separated values, got {len(parts)}")
-    return parts
-
-
-def _window(text: str) -> tuple[int, int, int, int]:
-    c, r, w, h = (_int("window", p, 0, MAX_SIDE * 64) for p in _parts("window", text, 4))
-    if w < 1 or h < 1:
-        raise bad_request("window width and height must be positive")
-    return c, r, w, h
-
-
-def _bbox(text: str) -> tuple[float, float, float, float]:
-    x0, y0, x1, y1 = (_float("bbox", p) for p in _parts("bbox", text, 4))
-    if not (x0 < x1 and y0 < y1):
-        raise bad_request("bbox is minx,miny,maxx,maxy with minx < maxx and miny < maxy")
-    return x0, y0, x1, y1
-
-
-def _bands(text: str) -> tuple[int, ...]:
-    parts = _parts("bands", text, None)
-    if len(parts) > MAX_BANDS:
-        raise bad_request(f"at most {MAX_BANDS} bands")
-    return tuple(_int("bands", p, 1, 65535) for p in parts)
-
-
-def _rescale(text: str) -> tuple[float, float]:
-    lo, hi = (_float("rescale", p) for p in _parts("rescale", text, 2))
-    if not lo < hi:
-        raise bad_request("rescale is min,max with min < max")
-    return lo, hi
+def _optional(q: dict[str, str], name: str, parse: Any, *extra: Any) -> Any:
+    return parse(name, q[name], *extra) if name in q else None
 
 
 def _rendering(q: dict[str, str]) -> Rendering:
-    fmt = q.get("format", "png").lower()
-    if fmt == "jpg":
-        fmt = "jpeg"
-    if fmt in ("tiff", "geotiff"):
-        fmt = "tif"
-    if fmt not in FORMATS:
-        raise bad_request(f"format must be one of {', '.join(FORMATS)}, got {fmt[:20]!r}")
     return Rendering(
-        bands=_bands(q["bands"]) if "bands" in q else None,
-        format=fmt,
-        rescale=_rescale(q["rescale"]) if "rescale" in q else None,
-        quality=_int("quality", q["quality"], 1, 100) if "quality" in q else None,
+        format=args.output_format(q.get("format", "png")),
+        rescale=args.rescale(q["rescale"]) if "rescale" in q else None,
+        quality=args.quality(q["quality"]) if "quality" in q else None,
     )
 
 
@@ -259,34 +202,30 @@ def parse_info(items: Sequence[tuple[str, str]]) -> InfoQuery:
 
 def parse_region(items: Sequence[tuple[str, str]]) -> RegionQuery:
     q = query_dict(items, REGION_PARAMS)
-    if "window" in q and "bbox" in q:
-        raise bad_request("give window or bbox, not both", code="conflicting_parameters")
-    if "window" not in q and "bbox" not in q:
-        raise bad_request("give one of window and bbox", code="missing_parameter")
-    level = _int("level", q["level"], 0, MAX_LEVEL) if "level" in q else None
-    width = _int("width", q["width"], 1, MAX_SIDE) if "width" in q else None
-    height = _int("height", q["height"], 1, MAX_SIDE) if "height" in q else None
-    if level is not None and (width is not None or height is not None):
-        raise bad_request("give level or width/height, not both", code="conflicting_parameters")
-    return RegionQuery(
-        url=q["url"],
-        window=_window(q["window"]) if "window" in q else None,
-        bbox=_bbox(q["bbox"]) if "bbox" in q else None,
-        level=level,
-        width=width,
-        height=height,
-        rendering=_rendering(q),
-    )
+    with _as_problem():
+        if "window" not in q and "bbox" not in q:
+            raise ArgumentError("window", "give one of window and bbox", "missing_parameter")
+        request = RegionRequest(
+            window=args.window(q["window"]) if "window" in q else None,
+            bbox=args.bbox(q["bbox"]) if "bbox" in q else None,
+            level=_optional(q, "level", args.integer, 0, MAX_LEVEL),
+            width=_optional(q, "width", args.integer, 1, MAX_SIDE),
+            height=_optional(q, "height", args.integer, 1, MAX_SIDE),
+            bands=args.bands(q["bands"]) if "bands" in q else None,
+            boundless=args.boolean("boundless", q["boundless"]) if "boundless" in q else False,
+        )
+        return RegionQuery(q["url"], request, _rendering(q))
 
 
-def parse_preview(items: Sequence[tuple[str, str]], max_size_limit: int) -> PreviewQuery:
+def parse_preview(items: Sequence[tuple[str, str]], max_size_limit: int) -> RegionQuery:
     q = query_dict(items, PREVIEW_PARAMS)
-    size = _int("max_size", q["max_size"], 1, max_size_limit) if "max_size" in q else None
-    return PreviewQuery(
-        url=q["url"],
-        max_size=size if size is not None else min(1024, max_size_limit),
-        rendering=_rendering(q),
-    )
+    with _as_problem():
+        size = _optional(q, "max_size", args.integer, 1, max_size_limit)
+        request = RegionRequest(
+            max_size=size if size is not None else min(1024, max_size_limit),
+            bands=args.bands(q["bands"]) if "bands" in q else None,
+        )
+        return RegionQuery(q["url"], request, _rendering(q))
 
 
 def parse_point(items: Sequence[tuple[str, str]]) -> PointQuery:
@@ -297,16 +236,20 @@ def parse_point(items: Sequence[tuple[str, str]]) -> PointQuery:
         raise bad_request("give x and y, or col and row, not both", code="conflicting_parameters")
     if not has_xy and not has_cr:
         raise bad_request("give x and y, or col and row", code="missing_parameter")
-    if has_xy:
-        if "x" not in q or "y" not in q:
-            raise bad_request("x and y go together", code="missing_parameter")
-        return PointQuery(q["url"], xy=(_float("x", q["x"]), _float("y", q["y"])))
-    if "col" not in q or "row" not in q:
-        raise bad_request("col and row go together", code="missing_parameter")
-    return PointQuery(
-        q["url"],
-        colrow=(_int("col", q["col"], 0, MAX_SIDE * 64), _int("row", q["row"], 0, MAX_SIDE * 64)),
-    )
+    with _as_problem():
+        if has_xy:
+            if "x" not in q or "y" not in q:
+                raise ArgumentError("x", "x and y go together", "missing_parameter")
+            return PointQuery(q["url"], xy=(args.number("x", q["x"]), args.number("y", q["y"])))
+        if "col" not in q or "row" not in q:
+            raise ArgumentError("col", "col and row go together", "missing_parameter")
+        limit = MAX_SIDE * 64
+        return PointQuery(
+            q["url"],
+            colrow=(
+                args.integer("col", q["col"], 0, limit), args.integer("row", q["row"], 0, limit)
+            ),
+        )
 
 
 def canonical(items: Sequence[tuple[str, str]]) -> str:

@@ -12,8 +12,11 @@ from typing import Any
 
 from ..errors import (
     AccessDeniedError,
+    BandError,
     CloudROIError,
+    LevelError,
     LimitExceededError,
+    NotGeoreferencedError,
     ObjectChangedError,
     RangeNotSupportedError,
     ReadTimeoutError,
@@ -105,6 +108,12 @@ def problem_for(exc: CloudROIError) -> Problem:
         return Problem(422, "unsupported_tiff", text, feature=exc.feature)
     if isinstance(exc, TiffFormatError):
         return Problem(422, "invalid_tiff", f"the source is not a readable TIFF: {text}")
+    if isinstance(exc, BandError):
+        return Problem(400, "invalid_bands", text)
+    if isinstance(exc, LevelError):
+        return Problem(400, "invalid_level", text)
+    if isinstance(exc, NotGeoreferencedError):
+        return Problem(400, "no_georeference", text)
     if isinstance(exc, WindowError):
         return Problem(400, "invalid_window", text)
     if isinstance(exc, ReadTimeoutError):

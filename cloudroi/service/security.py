@@ -22,7 +22,7 @@ import hmac
 import ipaddress
 import os
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -41,8 +41,9 @@ __all__ = [
     "SourceNotAllowedError",
     "SourcePolicy",
     "embedded_ipv4",
-    "guarded_session",
+    "guarded_connector",
     "is_public_address",
+    "redirect_trace",
 ]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -484,30 +485,34 @@ def _key_digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
 
 
-def guarded_session(
+def guarded_connector(
     policy: SourcePolicy,
     *,
     limit: int = 64,
-    connect_timeout: float = 5.0,
-    read_timeout: float = 20.0,
     resolver: aiohttp.abc.AbstractResolver | None = None,
-) -> aiohttp.ClientSession:
-    """An aiohttp session whose every connection passes ``policy.guard``; no proxies from the
-    environment, no decompression of ranges. ``resolver`` replaces aiohttp's DNS resolver (the
-    guard judges whatever address it returns).
+) -> Callable[[], aiohttp.BaseConnector]:
+    """A connector factory for ``cloudroi.Context(connector_factory=...)``: every connection
+    of the Context's one HTTP session passes ``policy.guard`` at connect time. ``resolver``
+    replaces aiohttp's DNS resolver (the guard judges whatever address it returns)."""
 
-    cloudroi's HTTP source does not let aiohttp follow redirects: it follows them itself and has
-    ``policy.check_redirect`` judge each target first (see ``ServiceState.start``). For other
-    code using this session with redirects on, a trace hook judges every redirect aiohttp is
-    about to follow, from the header aiohttp takes it from (``Location``, else ``URI``)."""
-    connector = aiohttp.TCPConnector(
-        limit=limit,
-        ttl_dns_cache=60,
-        resolver=resolver,
-        socket_factory=policy.guard.socket_factory,
-        # One address at a time: with happy eyeballs a refused address would be skipped quietly.
-        happy_eyeballs_delay=None,
-    )
+    def make() -> aiohttp.BaseConnector:
+        return aiohttp.TCPConnector(
+            limit=limit,
+            ttl_dns_cache=60,
+            resolver=resolver,
+            socket_factory=policy.guard.socket_factory,
+            # One address at a time: with happy eyeballs a refused address would be skipped.
+            happy_eyeballs_delay=None,
+        )
+
+    return make
+
+
+def redirect_trace(policy: SourcePolicy) -> aiohttp.TraceConfig:
+    """A trace hook judging every redirect aiohttp is about to follow, from the header aiohttp
+    takes it from (``Location``, else ``URI``). cloudroi's HTTP source does not let aiohttp
+    follow redirects (it follows them itself and has ``policy.check_redirect`` judge each
+    target first); this is the second line for any other use of the session."""
     trace = aiohttp.TraceConfig()
 
     async def on_redirect(
@@ -526,13 +531,4 @@ def guarded_session(
         policy.check_redirect(target)
 
     trace.on_request_redirect.append(on_redirect)
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=read_timeout
-        ),
-        auto_decompress=False,
-        trust_env=False,
-        trace_configs=[trace],
-    )
-
+    return trace

@@ -1,7 +1,7 @@
 """Coordinates for regions: CRS bbox -> pixel window of a level, output sizes, output transforms.
 
-Pure functions over an image's levels and geotransform, shared by the service core and the CLI.
-They raise ``ValueError`` with a message meant for the person who asked.
+Pure functions over an image's levels and geotransform. They raise ``ValueError`` with a message
+meant for the person who asked (the region planner turns it into a typed error).
 """
 
 from __future__ import annotations
@@ -9,19 +9,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from ..outputs import GeoRef, scaled_transform
 from ..types import Window
 
-__all__ = ["bbox_window", "inside", "out_geo", "out_shape", "to_pixel"]
+__all__ = ["bbox_window", "out_shape", "scaled_transform", "to_pixel", "window_transform"]
 
 Transform = tuple[float, float, float, float, float, float]
 Levels = Sequence[tuple[int, int]]
 
 
-def to_pixel(gt: Transform | None) -> Callable[[float, float], tuple[float, float]]:
+def to_pixel(gt: Transform) -> Callable[[float, float], tuple[float, float]]:
     """A function mapping CRS (x, y) to fractional level-0 (col, row) through ``gt``."""
-    if gt is None:
-        raise ValueError("the image has no georeferencing; use pixel coordinates")
     x0, dx, rx, y0, ry, dy = gt
     det = dx * dy - rx * ry
     if det == 0 or not math.isfinite(det):
@@ -35,7 +32,7 @@ def to_pixel(gt: Transform | None) -> Callable[[float, float], tuple[float, floa
 
 
 def bbox_window(
-    levels: Levels, gt: Transform | None, bbox: tuple[float, float, float, float], level: int
+    levels: Levels, gt: Transform, bbox: tuple[float, float, float, float], level: int
 ) -> Window:
     """The smallest window of ``level``'s grid covering ``bbox`` (minx, miny, maxx, maxy); it may
     reach outside the image, but must intersect it."""
@@ -44,6 +41,8 @@ def bbox_window(
     corners = [convert(x, y) for x in (x0, x1) for y in (y0, y1)]
     cols = [c for c, _ in corners]
     rows = [r for _, r in corners]
+    if not all(math.isfinite(v) for v in (*cols, *rows)):
+        raise ValueError("bbox does not map to pixels through the image's geotransform")
     (w0, h0), (wl, hl) = levels[0], levels[level]
     fx, fy = wl / w0, hl / h0
     eps = 1e-6  # a bbox edge on a pixel edge must not pull in the neighbouring pixel
@@ -54,10 +53,6 @@ def bbox_window(
     if c1 <= 0 or r1 <= 0 or c0 >= wl or r0 >= hl:
         raise ValueError("bbox does not intersect the image")
     return Window(c0, r0, max(1, c1 - c0), max(1, r1 - r0))
-
-
-def inside(win: Window, width: int, height: int) -> bool:
-    return win.col_off >= 0 and win.row_off >= 0 and win.col_end <= width and win.row_end <= height
 
 
 def out_shape(win: Window, width: int | None, height: int | None) -> tuple[int, int] | None:
@@ -73,22 +68,35 @@ def out_shape(win: Window, width: int | None, height: int | None) -> tuple[int, 
     return height, max(1, round(win.width * height / win.height))
 
 
-def out_geo(
-    levels: Levels,
-    gt: Transform | None,
-    crs: int | None,
-    nodata: float | int | None,
-    level: int,
-    win: Window,
-    out_w: int,
-    out_h: int,
-) -> GeoRef:
-    """Georeferencing of an ``out_w`` x ``out_h`` output covering ``win`` of ``level``."""
-    transform = None
-    if gt is not None:
-        (w0, h0), (wl, hl) = levels[0], levels[level]
-        fx, fy = w0 / wl, h0 / hl
-        transform = scaled_transform(
-            gt, win.col_off * fx, win.row_off * fy, win.width * fx, win.height * fy, out_w, out_h
-        )
-    return GeoRef(transform=transform, crs=crs, nodata=nodata)
+def scaled_transform(
+    gt: Transform,
+    col_off: float,
+    row_off: float,
+    width: float,
+    height: float,
+    out_width: int,
+    out_height: int,
+) -> Transform:
+    """The geotransform of an ``out_width`` x ``out_height`` grid covering the window
+    (``col_off``, ``row_off``, ``width``, ``height``) of the grid ``gt`` describes."""
+    x0, dx, rx, y0, ry, dy = gt
+    sx, sy = width / out_width, height / out_height
+    return (
+        x0 + col_off * dx + row_off * rx,
+        dx * sx,
+        rx * sy,
+        y0 + col_off * ry + row_off * dy,
+        ry * sx,
+        dy * sy,
+    )
+
+
+def window_transform(
+    levels: Levels, gt: Transform, level: int, win: Window, out_w: int, out_h: int
+) -> Transform:
+    """The geotransform of an ``out_w`` x ``out_h`` output covering ``win`` of ``level``."""
+    (w0, h0), (wl, hl) = levels[0], levels[level]
+    fx, fy = w0 / wl, h0 / hl
+    return scaled_transform(
+        gt, win.col_off * fx, win.row_off * fy, win.width * fx, win.height * fy, out_w, out_h
+    )

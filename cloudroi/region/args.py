@@ -1,0 +1,141 @@
+"""Text arguments of a region request, parsed with one set of rules for every front end.
+
+The service's query parameters, the Lambda handler (through the service core) and the CLI's
+options all go through these functions, so ``window=-5,0,10,10`` means the same thing everywhere.
+Each raises ``ArgumentError`` naming the argument, with a machine-readable ``code``; front ends
+turn it into their own refusal (a 400 problem, an argparse usage error). Numbers are checked as
+text before they are converted, so no argument can make a huge integer or a NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from ..outputs import FORMATS
+
+__all__ = [
+    "MAX_BANDS",
+    "MAX_SIDE",
+    "ArgumentError",
+    "bands",
+    "bbox",
+    "boolean",
+    "integer",
+    "number",
+    "output_format",
+    "quality",
+    "rescale",
+    "size",
+    "window",
+]
+
+#: Largest output side and largest window coordinate magnitude accepted anywhere.
+MAX_SIDE = 1 << 20
+MAX_COORD = MAX_SIDE * 64
+#: Most band numbers one request may list (the source's band count bounds it further).
+MAX_BANDS = 256
+_INT = re.compile(r"^[+-]?\d{1,12}$")
+_FLOAT = re.compile(r"^[+-]?(\d{1,20}(\.\d{0,20})?|\.\d{1,20})([eE][+-]?\d{1,3})?$")
+_FORMAT_ALIASES = {"jpg": "jpeg", "tiff": "tif", "geotiff": "tif"}
+
+
+class ArgumentError(ValueError):
+    """An argument that does not parse or is out of range; ``name`` says which."""
+
+    def __init__(self, name: str, message: str, code: str = "invalid_parameter") -> None:
+        super().__init__(message)
+        self.name = name
+        self.code = code
+
+
+def integer(name: str, text: str, lo: int, hi: int) -> int:
+    text = text.strip()
+    if not _INT.match(text):
+        raise ArgumentError(name, f"{name} must be an integer, got {text[:40]!r}")
+    value = int(text)
+    if not lo <= value <= hi:
+        raise ArgumentError(name, f"{name} must be in {lo}..{hi}, got {value}")
+    return value
+
+
+def number(name: str, text: str) -> float:
+    text = text.strip()
+    if not _FLOAT.match(text):
+        raise ArgumentError(name, f"{name} must be a number, got {text[:40]!r}")
+    value = float(text)
+    if not math.isfinite(value):
+        raise ArgumentError(name, f"{name} must be finite")
+    return value
+
+
+def boolean(name: str, text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ArgumentError(name, f"{name} is true or false, got {text[:20]!r}")
+
+
+def _parts(name: str, text: str, n: int | None) -> list[str]:
+    parts = text.split(",")
+    if n is not None and len(parts) != n:
+        raise ArgumentError(name, f"{name} takes {n} comma-separated values, got {len(parts)}")
+    return parts
+
+
+def window(text: str, name: str = "window") -> tuple[int, int, int, int]:
+    """``col_off,row_off,width,height``; offsets may be negative (a boundless read fills what
+    lies outside the image), sizes are positive."""
+    c, r, w, h = (integer(name, p, -MAX_COORD, MAX_COORD) for p in _parts(name, text, 4))
+    if w < 1 or h < 1:
+        raise ArgumentError(name, f"{name} width and height must be positive")
+    return c, r, w, h
+
+
+def bbox(text: str, name: str = "bbox") -> tuple[float, float, float, float]:
+    """``minx,miny,maxx,maxy`` with minx < maxx and miny < maxy."""
+    x0, y0, x1, y1 = (number(name, p) for p in _parts(name, text, 4))
+    if not (x0 < x1 and y0 < y1):
+        raise ArgumentError(name, f"{name} is minx,miny,maxx,maxy with minx < maxx and miny < maxy")
+    return x0, y0, x1, y1
+
+
+def bands(text: str, name: str = "bands") -> tuple[int, ...]:
+    """1-based band numbers, comma separated."""
+    parts = _parts(name, text, None)
+    if len(parts) > MAX_BANDS:
+        raise ArgumentError(name, f"at most {MAX_BANDS} bands", code="invalid_bands")
+    return tuple(integer(name, p, 1, 65535) for p in parts)
+
+
+def size(text: str, name: str = "size") -> tuple[int, int]:
+    """``width,height`` of an output, both positive."""
+    w, h = (integer(name, p, 1, MAX_SIDE) for p in _parts(name, text, 2))
+    return w, h
+
+
+def rescale(text: str, name: str = "rescale") -> tuple[float, float]:
+    """``min,max`` of source values mapped onto 0..255, min < max."""
+    lo, hi = (number(name, p) for p in _parts(name, text, 2))
+    if not lo < hi:
+        raise ArgumentError(name, f"{name} is min,max with min < max")
+    return lo, hi
+
+
+def quality(text: str, name: str = "quality") -> int:
+    """JPEG/WebP quality, 1 to 100."""
+    text = text.strip()
+    if not _INT.match(text) or not 1 <= int(text) <= 100:
+        raise ArgumentError(name, f"{name} must be an integer from 1 to 100, got {text[:20]!r}")
+    return int(text)
+
+
+def output_format(text: str, name: str = "format") -> str:
+    """One of the output formats (``jpg``, ``tiff`` and ``geotiff`` are accepted aliases)."""
+    fmt = text.strip().lower()
+    fmt = _FORMAT_ALIASES.get(fmt, fmt)
+    if fmt not in FORMATS:
+        raise ArgumentError(name, f"{name} must be one of {', '.join(FORMATS)}, got {fmt[:20]!r}")
+    return fmt

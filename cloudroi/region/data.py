@@ -1,0 +1,173 @@
+"""The result of a region read: pixels, validity mask and georeferencing in one value, which
+renders itself to the output formats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..outputs import CONTENT_TYPES, DEFAULT_PNG_LEVEL, RENDERED, GeoRef, encode
+from ..types import Window
+from .geometry import Transform
+
+__all__ = ["Encoded", "ImageData", "PointData", "RequestBytes", "estimate_region"]
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """An encoded region: the bytes, their media type, the value range an 8-bit rendering
+    mapped onto 0..255 (None for data formats and uint8 shown as is), and whether any pixel is
+    valid (a rendering of no valid pixel is fully transparent, or black without alpha)."""
+
+    body: bytes
+    media_type: str
+    rescale: tuple[float, float] | None
+    any_valid: bool
+
+    @property
+    def transparent(self) -> bool:
+        return not self.any_valid
+
+
+@dataclass(slots=True)
+class ImageData:
+    """Pixels of a region, shaped (bands, height, width) in the source's dtype, with their mask
+    (uint8 0 invalid / 255 valid; None when every pixel is valid or the mask was not asked for)
+    and where they sit: the output grid's geotransform and CRS, the source's nodata, the 1-based
+    bands read, and the level and window they were read from."""
+
+    data: npt.NDArray[Any]
+    mask: npt.NDArray[np.uint8] | None
+    transform: Transform | None
+    crs: int | None
+    nodata: float | int | None
+    bands: tuple[int, ...]
+    level: int
+    window: Window
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def height(self) -> int:
+        return int(self.data.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.data.shape[2])
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float] | None:
+        """(minx, miny, maxx, maxy) of the output grid, or None without georeferencing."""
+        gt = self.transform
+        if gt is None:
+            return None
+        corners = [(0, 0), (self.width, 0), (0, self.height), (self.width, self.height)]
+        xs = [gt[0] + c * gt[1] + r * gt[2] for c, r in corners]
+        ys = [gt[3] + c * gt[4] + r * gt[5] for c, r in corners]
+        return (min(xs), min(ys), max(xs), max(ys))
+
+    @property
+    def any_valid(self) -> bool:
+        return self.mask is None or bool(self.mask.any())
+
+    def render(
+        self,
+        fmt: str,
+        *,
+        rescale: tuple[float, float] | None = None,
+        quality: int = 85,
+        png_level: int = DEFAULT_PNG_LEVEL,
+    ) -> Encoded:
+        """Encode as ``fmt`` (npy, tif, png, jpeg, webp): CPU work, run it in a thread."""
+        geo = GeoRef(transform=self.transform, crs=self.crs, nodata=self.nodata)
+        mask = self.mask if fmt in RENDERED else None
+        body, used = encode(fmt, self.data, mask=mask, geo=geo, rescale=rescale, quality=quality,
+                            png_level=png_level)
+        valid = self.any_valid
+        return Encoded(body, CONTENT_TYPES[fmt], used if valid else None, valid)
+
+
+@dataclass(frozen=True, slots=True)
+class PointData:
+    """The values of every band at one pixel, and whether the pixel is valid."""
+
+    col: int
+    row: int
+    values: list[Any]
+    valid: bool
+    x: float | None
+    y: float | None
+    dtype: str
+    nodata: float | int | None
+    crs: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "col": self.col, "row": self.row, "values": self.values, "dtype": self.dtype,
+            "nodata": self.nodata, "valid": self.valid, "crs": self.crs,
+        }
+        if self.x is not None and self.y is not None:
+            doc["x"], doc["y"] = self.x, self.y
+        return doc
+
+
+# --------------------------------------------------------------------------------------------
+# what an answer holds, estimated before anything is fetched
+# --------------------------------------------------------------------------------------------
+
+#: Rows an 8-bit rendering converts at a time (outputs.render): its float32 working copy is this
+#: many rows of every band, not the whole image.
+RENDER_ROWS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class RequestBytes:
+    """The bytes one region answer would hold, by part."""
+
+    data: int
+    mask: int
+    rendering: int
+    body: int
+
+    @property
+    def total(self) -> int:
+        return self.data + self.mask + self.rendering + self.body
+
+    def describe(self) -> str:
+        return (
+            f"{self.total} bytes (data {self.data}, mask {self.mask}, rendering "
+            f"{self.rendering}, encoded body {self.body})"
+        )
+
+
+def estimate_region(
+    *,
+    height: int,
+    width: int,
+    bands: int,
+    itemsize: int,
+    rendered: bool,
+    mask_bytes: int,
+) -> RequestBytes:
+    """What a region answer of ``bands`` x ``height`` x ``width`` samples of ``itemsize`` bytes
+    holds at its peak: the array read, its mask's inputs (``mask_bytes``), the 8-bit rendering
+    (``rendered``: png/jpeg/webp) and the encoded body twice (the encoder's buffer and the
+    bytes handed on; for npy and GeoTIFF the body is the data itself). A resampled read holds
+    its output and the blocks being decoded, never its source window, so this counts the
+    output; decoded blocks in flight are bounded process-wide by the decode pool and cache."""
+    pixels = height * width
+    data = bands * pixels * itemsize
+    if rendered:
+        channels = 4  # RGB + alpha at most
+        # the 8-bit pixels, one format-specific copy (grey to RGB, alpha dropped), a float32
+        # working strip of every band
+        rendering = 2 * pixels * channels + bands * min(height, RENDER_ROWS) * width * 4
+        body = 2 * (pixels * channels + 4096)
+    else:
+        rendering = 0
+        body = 2 * (data + 4096)
+    return RequestBytes(data, mask_bytes, rendering, body)
+
