@@ -118,6 +118,9 @@ def _pack_value(typ: int, value: Sequence[Any] | bytes) -> bytes:
     return struct.pack(f"<{len(value)}{_TYPE_FMT[typ]}", *value)
 
 
+Extra = dict[int, tuple[int, Sequence[Any] | bytes]]
+
+
 def write_cog(
     data: npt.NDArray[Any],
     *,
@@ -141,12 +144,40 @@ def write_cog(
     if arr.ndim == 2:
         arr = arr[np.newaxis]
     chunky = np.ascontiguousarray(np.moveaxis(arr, 0, -1))
-    h, w, _ = chunky.shape
     if overviews is None:
         overviews = 0
-        while max(h, w) >> overviews > tile:
+        while max(chunky.shape[:2]) >> overviews > tile:
             overviews += 1
+    pages = _pages(chunky, tile, compression, predictor, overviews, mask)
     fill = nodata if nodata is not None else 0
+    for page in pages:
+        page.tiles = _tiles(page, fill if not page.subfile & 4 else 0)
+    extra = _georeferencing(transform, epsg, nodata)
+    ghost = _ghost(leader)
+    header_len = 8 + len(ghost)
+    ifd_at, data_start = _layout(pages, header_len, extra, leader)
+    out = bytearray(b"II*\x00" + struct.pack("<I", header_len) + ghost)
+    for i, page in enumerate(pages):
+        nxt = ifd_at[i + 1] if i + 1 < len(pages) else 0
+        blob = _ifd_blob(page, extra if i == 0 else {}, ifd_at[i], nxt)
+        assert len(out) == ifd_at[i]
+        out += blob + (b"\x00" if len(blob) % 2 else b"")
+    assert len(out) == data_start
+    for page in reversed(pages):  # smallest overview first, as GDAL writes them
+        for t in page.tiles:
+            out += struct.pack("<I", len(t)) + t + t[-4:] if leader else t
+    return bytes(out)
+
+
+def _pages(
+    chunky: npt.NDArray[Any],
+    tile: int,
+    compression: str,
+    predictor: int,
+    overviews: int,
+    mask: npt.NDArray[Any] | None,
+) -> list[_Page]:
+    """Full resolution, then each overview (nearest decimation), each followed by its mask."""
     pages: list[_Page] = []
     for level in range(overviews + 1):
         f = 1 << level
@@ -154,10 +185,16 @@ def write_cog(
         if mask is not None:
             m = (np.asarray(mask)[::f, ::f] != 0).astype(np.uint8)[:, :, np.newaxis] * 255
             pages.append(_Page(m, 4 if level == 0 else 5, tile, "deflate", 1))
-    for page in pages:
-        page.tiles = _tiles(page, fill if not page.subfile & 4 else 0)
+    return pages
 
-    extra: dict[int, tuple[int, Sequence[Any] | bytes]] = {}
+
+def _georeferencing(
+    transform: tuple[float, float, float, float, float, float] | None,
+    epsg: int | None,
+    nodata: float | None,
+) -> Extra:
+    """GeoTIFF and GDAL tags of the first IFD."""
+    extra: Extra = {}
     if transform is not None:
         x0, dx, _, y0, _, dy = transform
         extra[33550] = (12, [dx, -dy, 0.0])
@@ -167,71 +204,58 @@ def write_cog(
     if nodata is not None:
         text = "nan" if np.isnan(nodata) else repr(float(nodata)).removesuffix(".0")
         extra[42113] = (2, text.encode() + b"\x00")
+    return extra
 
-    ghost_lines = [
+
+def _ghost(leader: bool) -> bytes:
+    """GDAL's structural metadata block, right after the TIFF header."""
+    lines = [
         "LAYOUT=IFDS_BEFORE_DATA",
         "BLOCK_ORDER=ROW_MAJOR",
         "BLOCK_LEADER=SIZE_AS_UINT4" if leader else "BLOCK_LEADER=NONE",
         "BLOCK_TRAILER=LAST_4_BYTES_REPEATED" if leader else "BLOCK_TRAILER=NONE",
         "KNOWN_INCOMPATIBLE_EDITION=NO",
     ]
-    body = "\n".join(ghost_lines) + "\n "
-    ghost = f"GDAL_STRUCTURAL_METADATA_SIZE={len(body):06d} bytes\n{body}".encode()
+    body = "\n".join(lines) + "\n "
+    return f"GDAL_STRUCTURAL_METADATA_SIZE={len(body):06d} bytes\n{body}".encode()
 
-    # Pass 1: sizes of every IFD with its out-of-line values, to place the tile data after them.
-    def ifd_blob(page: _Page, first: bool, at: int, next_ifd: int) -> bytes:
-        entries = sorted(_ifd_entries(page, first, extra).items())
-        n = len(entries)
-        table_end = at + 2 + 12 * n + 4
-        values = b""
-        table = struct.pack("<H", n)
-        for tag, (typ, value) in entries:
-            packed = _pack_value(typ, value)
-            count = len(value)
-            if len(packed) <= 4:
-                table += struct.pack("<HHI", tag, typ, count) + packed.ljust(4, b"\x00")
-            else:
-                if (table_end + len(values)) % 2:
-                    values += b"\x00"
-                table += struct.pack("<HHII", tag, typ, count, table_end + len(values))
-                values += packed
-        table += struct.pack("<I", next_ifd)
-        return table + values
 
+def _ifd_blob(page: _Page, extra: Extra, at: int, next_ifd: int) -> bytes:
+    """One IFD at offset ``at`` with its out-of-line values right after its entry table."""
+    entries = sorted(_ifd_entries(page, bool(extra), extra).items())
+    n = len(entries)
+    table_end = at + 2 + 12 * n + 4
+    values = b""
+    table = struct.pack("<H", n)
+    for tag, (typ, value) in entries:
+        packed = _pack_value(typ, value)
+        count = len(value)
+        if len(packed) <= 4:
+            table += struct.pack("<HHI", tag, typ, count) + packed.ljust(4, b"\x00")
+        else:
+            if (table_end + len(values)) % 2:
+                values += b"\x00"
+            table += struct.pack("<HHII", tag, typ, count, table_end + len(values))
+            values += packed
+    table += struct.pack("<I", next_ifd)
+    return table + values
+
+
+def _layout(pages: list[_Page], header_len: int, extra: Extra, leader: bool
+            ) -> tuple[list[int], int]:
+    """Where each IFD goes and where the tile data starts; sets every page's tile offsets."""
     for page in pages:  # placeholder offsets so the arrays have their final size
         page.offsets = [0] * len(page.tiles)
-    header_len = 8 + len(ghost)
-    sizes = []
+    ifd_at = []
     at = header_len
     for i, page in enumerate(pages):
-        blob = ifd_blob(page, i == 0, at, 0)
-        sizes.append(len(blob))
-        at += len(blob) + (len(blob) % 2)
-    data_start = at
-
-    # Tile data: smallest overview first (GDAL writes overviews before full resolution).
-    cursor = data_start
+        ifd_at.append(at)
+        size = len(_ifd_blob(page, extra if i == 0 else {}, at, 0))
+        at += size + (size % 2)
+    cursor = at
     for page in reversed(pages):
         for j, t in enumerate(page.tiles):
             cursor += 4 if leader else 0
             page.offsets[j] = cursor
             cursor += len(t) + (4 if leader else 0)
-
-    out = bytearray(b"II*\x00" + struct.pack("<I", header_len) + ghost)
-    ifd_at = [header_len]
-    for s in sizes[:-1]:
-        ifd_at.append(ifd_at[-1] + s + (s % 2))
-    for i, page in enumerate(pages):
-        nxt = ifd_at[i + 1] if i + 1 < len(pages) else 0
-        blob = ifd_blob(page, i == 0, ifd_at[i], nxt)
-        assert len(out) == ifd_at[i]
-        out += blob + (b"\x00" if len(blob) % 2 else b"")
-    assert len(out) == data_start
-    for page in reversed(pages):
-        for t in page.tiles:
-            if leader:
-                out += struct.pack("<I", len(t))
-            out += t
-            if leader:
-                out += t[-4:]
-    return bytes(out)
+    return ifd_at, at

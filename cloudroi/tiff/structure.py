@@ -1,8 +1,8 @@
 """From raw IFDs to what a reader needs: levels, masks, block grids, codecs, georeferencing.
 
-``scan`` walks the IFD chain over the bytes in hand and reports which bytes it still needs;
-``build`` turns a complete scan into a ``TiffStructure``. Both are pure: the I/O loop around them is
-``cloudroi.header``. Unsupported features are refused here, at open, naming the feature.
+``build`` turns a complete scan (``cloudroi.tiff.scan``) into a ``TiffStructure``. Pure: the I/O
+loop around both is ``cloudroi.read.header``. Unsupported features are refused here, at open,
+naming the feature.
 """
 
 from __future__ import annotations
@@ -13,25 +13,19 @@ from typing import Any
 import numpy as np
 
 from ..errors import TiffFormatError, UnsupportedTiffError
-from ..types import ByteRange
 from .geo import GeoInfo, nodata_value, parse_geokeys, parse_ghost
 from .index import IndexArray
 from .parse import (
-    NeedBytes,
     ParseLimits,
     RawIFD,
     SparseBuffer,
     TiffHeader,
-    check_value_range,
-    ifd_entries_range,
-    ifd_entry_count,
-    parse_header,
-    parse_ifd,
     tag_ascii,
     tag_bytes,
     tag_values,
 )
-from .tags import COMPRESSION_KEYS, COMPRESSION_NAMES, INDEX_TAGS, Tag, compression_name, tag_name
+from .scan import ScanResult, integers, scan, subfile_type
+from .tags import COMPRESSION_KEYS, COMPRESSION_NAMES, Tag, compression_name
 
 __all__ = ["ImageIFD", "ScanResult", "TiffStructure", "build", "scan"]
 
@@ -183,137 +177,6 @@ class TiffStructure:
 
 
 # --------------------------------------------------------------------------------------------
-# scanning: which IFDs exist and which bytes their wanted values need
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class ScanResult:
-    header: TiffHeader | None
-    ifds: list[RawIFD]
-    missing: list[ByteRange]
-    needed_end: int  # end offset of the last byte the header parts read so far occupy
-
-
-def _integers(values: tuple[int | float, ...], tag: int) -> tuple[int, ...]:
-    """Tag values as ints; a rational 0/0 (NaN) or an infinite double is a format error."""
-    try:
-        return tuple(int(v) for v in values)
-    except (ValueError, OverflowError) as exc:
-        raise TiffFormatError(f"tag {tag} holds a value that is not an integer") from exc
-
-
-def _subfile_type(buf: SparseBuffer, header: TiffHeader, raw: RawIFD) -> int:
-    entry = raw.entries.get(Tag.NEW_SUBFILE_TYPE)
-    if entry is None or entry.inline is None:
-        return 0
-    values = _integers(tag_values(buf, header, entry), entry.tag)
-    return values[0] if values else 0  # an entry of count 0 says nothing
-
-
-#: Tags read from the first IFD only: georeferencing and metadata describe the whole file, and
-#: SubIFDs are followed from the first image only. Their values in other IFDs are not fetched.
-FIRST_IFD_TAGS = frozenset({
-    Tag.SUB_IFDS, Tag.MODEL_PIXEL_SCALE, Tag.MODEL_TIEPOINT, Tag.MODEL_TRANSFORMATION,
-    Tag.GEO_KEY_DIRECTORY, Tag.GEO_DOUBLE_PARAMS, Tag.GEO_ASCII_PARAMS, Tag.GDAL_METADATA,
-    Tag.GDAL_NODATA,
-})
-
-
-def scan(
-    buf: SparseBuffer,
-    limits: ParseLimits,
-    lazy_index_bytes: int,
-    parsed: dict[int, RawIFD] | None = None,
-) -> ScanResult:
-    """Walk the IFD chain (and the first IFD's SubIFDs) as far as the buffer allows.
-
-    Stops at a second full-resolution page: later pages are other images, not overviews.
-    ``parsed`` (IFD offset -> RawIFD) carries IFDs parsed by an earlier call over the same
-    buffer, so that the rounds of one open parse each IFD once. The entries of all IFDs and the
-    bytes of the tag values read at open are capped (``max_total_entries``,
-    ``max_total_tag_bytes``) before any of them is asked for.
-    """
-    if parsed is None:
-        parsed = {}
-    try:
-        header = parse_header(buf)
-    except NeedBytes as need:
-        return ScanResult(None, [], [need.range], need.range.end)
-    needed_end = header.size
-    ifds: list[RawIFD] = []
-    missing: list[ByteRange] = []
-    visited: set[int] = set()
-    # SubIFDs may be both listed in the tag and chained by their next pointers (tifffile does
-    # both): reaching a listed one twice is not a loop.
-    listed: set[int] = set()
-    chain: list[int] = [header.first_ifd]
-    total_entries = 0
-    value_bytes = 0
-    while chain:
-        offset = chain.pop(0)
-        if offset in visited:
-            if offset in listed:
-                continue
-            raise TiffFormatError(f"IFD loop: offset {offset} is referenced twice")
-        visited.add(offset)
-        if len(visited) > limits.max_ifds:
-            raise TiffFormatError(f"more than {limits.max_ifds} IFDs")
-        known = parsed.get(offset)
-        if known is None:
-            try:
-                count = ifd_entry_count(buf, header, offset, limits)
-                if total_entries + count > limits.max_total_entries:
-                    raise TiffFormatError(
-                        f"the IFDs hold more than {limits.max_total_entries} entries "
-                        f"({total_entries} before the IFD at {offset}, which claims {count})"
-                    )
-                known = parse_ifd(buf, header, offset, limits, count)
-            except NeedBytes as need:
-                missing.append(need.range)
-                continue
-            parsed[offset] = known
-        raw = known
-        total_entries += raw.count
-        needed_end = max(needed_end, ifd_entries_range(header, offset, raw.count).end)
-        if ifds and not _subfile_type(buf, header, raw) & (FILETYPE_REDUCED | FILETYPE_MASK):
-            break  # a new page, not an overview or mask of the first image
-        first = not ifds
-        ifds.append(raw)
-        for entry in raw.entries.values():
-            rng = entry.value_range
-            if rng is None or (not first and entry.tag in FIRST_IFD_TAGS):
-                continue
-            check_value_range(entry, buf.size, limits)
-            if entry.tag in INDEX_TAGS and rng.length > lazy_index_bytes:
-                if not buf.has(rng.start, rng.length):
-                    continue  # loaded on demand, slice by slice
-            else:
-                value_bytes += rng.length
-                if value_bytes > limits.max_total_tag_bytes:
-                    raise TiffFormatError(
-                        f"the tag values to read at open exceed {limits.max_total_tag_bytes} "
-                        f"bytes ({value_bytes} with {tag_name(entry.tag)} of the IFD at "
-                        f"{offset})"
-                    )
-            if buf.has(rng.start, rng.length):
-                needed_end = max(needed_end, rng.end)
-            else:
-                missing.append(rng)
-        if len(ifds) == 1 and Tag.SUB_IFDS in raw.entries:
-            entry = raw.entries[Tag.SUB_IFDS]
-            try:
-                subs = list(_integers(tag_values(buf, header, entry), entry.tag))
-                listed.update(subs)
-                chain.extend(subs)
-            except NeedBytes as need:
-                missing.append(need.range)
-        if raw.next_ifd:
-            chain.append(raw.next_ifd)
-    return ScanResult(header, ifds, missing, needed_end)
-
-
-# --------------------------------------------------------------------------------------------
 # building: raw IFDs -> levels and masks
 # --------------------------------------------------------------------------------------------
 
@@ -331,7 +194,7 @@ class _Tags:
         entry = self.raw.entries.get(tag)
         if entry is None:
             return None
-        return _integers(tag_values(self.buf, self.header, entry), tag)
+        return integers(tag_values(self.buf, self.header, entry), tag)
 
     def floats(self, tag: int) -> tuple[float, ...] | None:
         entry = self.raw.entries.get(tag)
@@ -381,7 +244,7 @@ _SAMPLE_FORMAT_NAMES = {
 }
 
 
-def _check_supported(ifd: ImageIFD) -> None:
+def _check_codec(ifd: ImageIFD) -> None:
     if ifd.compression not in SUPPORTED_COMPRESSION:
         known = ifd.compression in COMPRESSION_NAMES
         name = compression_name(ifd.compression)
@@ -389,27 +252,41 @@ def _check_supported(ifd: ImageIFD) -> None:
     if ifd.sample_format not in (1, 2, 3):
         kind = _SAMPLE_FORMAT_NAMES.get(ifd.sample_format, "samples of unknown format")
         raise UnsupportedTiffError(f"{kind} (SampleFormat {ifd.sample_format})")
-    if ifd.sample_format == 3 and ifd.bits not in (16, 32, 64):
-        raise UnsupportedTiffError(f"{ifd.bits}-bit floating point samples")
-    if not 1 <= ifd.bits <= 64:
-        raise TiffFormatError(f"BitsPerSample {ifd.bits}")
-    packed = ifd.bits not in (8, 16, 32, 64)
-    if packed and (ifd.sample_format != 1 or ifd.bits > 32):
-        raise UnsupportedTiffError(f"{ifd.bits}-bit samples of SampleFormat {ifd.sample_format}")
-    if packed and ifd.predictor != 1:
-        raise UnsupportedTiffError(f"predictor {ifd.predictor} with {ifd.bits}-bit samples")
-    if ifd.predictor not in (1, 2, 3):
-        raise UnsupportedTiffError(f"predictor {ifd.predictor}")
-    if ifd.predictor == 3 and ifd.sample_format != 3:
-        raise UnsupportedTiffError("floating-point predictor on integer samples")
-    if ifd.planar not in (1, 2):
-        raise TiffFormatError(f"PlanarConfiguration {ifd.planar}")
-    if ifd.photometric == 6 and ifd.compression != 7:
-        raise UnsupportedTiffError("YCbCr samples without JPEG compression")
-    if ifd.compression in (7, 50001) and ifd.bits != 8:
-        raise UnsupportedTiffError(f"{ifd.bits}-bit {compression_name(ifd.compression)}")
-    if ifd.fill_order not in (1, 2):
-        raise TiffFormatError(f"FillOrder {ifd.fill_order}")
+
+
+def _packed(ifd: ImageIFD) -> bool:
+    return ifd.bits not in (8, 16, 32, 64)
+
+
+#: What cloudroi refuses to read, in the order it is checked: (refused when, error, message).
+_RULES: tuple[tuple[Any, type[TiffFormatError], Any], ...] = (
+    (lambda d: d.sample_format == 3 and d.bits not in (16, 32, 64), UnsupportedTiffError,
+     lambda d: f"{d.bits}-bit floating point samples"),
+    (lambda d: not 1 <= d.bits <= 64, TiffFormatError, lambda d: f"BitsPerSample {d.bits}"),
+    (lambda d: _packed(d) and (d.sample_format != 1 or d.bits > 32), UnsupportedTiffError,
+     lambda d: f"{d.bits}-bit samples of SampleFormat {d.sample_format}"),
+    (lambda d: _packed(d) and d.predictor != 1, UnsupportedTiffError,
+     lambda d: f"predictor {d.predictor} with {d.bits}-bit samples"),
+    (lambda d: d.predictor not in (1, 2, 3), UnsupportedTiffError,
+     lambda d: f"predictor {d.predictor}"),
+    (lambda d: d.predictor == 3 and d.sample_format != 3, UnsupportedTiffError,
+     lambda d: "floating-point predictor on integer samples"),
+    (lambda d: d.planar not in (1, 2), TiffFormatError,
+     lambda d: f"PlanarConfiguration {d.planar}"),
+    (lambda d: d.photometric == 6 and d.compression != 7, UnsupportedTiffError,
+     lambda d: "YCbCr samples without JPEG compression"),
+    (lambda d: d.compression in (7, 50001) and d.bits != 8, UnsupportedTiffError,
+     lambda d: f"{d.bits}-bit {compression_name(d.compression)}"),
+    (lambda d: d.fill_order not in (1, 2), TiffFormatError,
+     lambda d: f"FillOrder {d.fill_order}"),
+)
+
+
+def _check_supported(ifd: ImageIFD) -> None:
+    _check_codec(ifd)
+    for refused, error, message in _RULES:
+        if refused(ifd):
+            raise error(message(ifd))
 
 
 def _describe(
@@ -494,7 +371,7 @@ def build(buf: SparseBuffer, result: ScanResult, limits: ParseLimits) -> TiffStr
     described: list[ImageIFD] = []
     for raw in result.ifds:
         tags = _Tags(buf, header, raw)
-        subfile = _subfile_type(buf, header, raw)
+        subfile = subfile_type(buf, header, raw)
         try:
             described.append(_describe(tags, subfile, limits))
         except (UnsupportedTiffError, TiffFormatError):
