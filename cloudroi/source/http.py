@@ -18,6 +18,7 @@ import email.utils
 import logging
 import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from typing import TYPE_CHECKING
 
 import aiohttp
 from yarl import URL
@@ -32,7 +33,13 @@ from ..errors import (
     UpstreamError,
 )
 from ..types import ByteRange, ObjectMeta
-from .base import check_content_range, parse_content_range
+from .base import (
+    MultiRangeSource,
+    RangeSource,
+    RequestCounter,
+    check_content_range,
+    parse_content_range,
+)
 from .client_errors import describe_client_error
 from .multipart import MAX_LINE, ByterangesParser, NotByteranges, byteranges_boundary
 
@@ -118,7 +125,8 @@ def _same_date(a: str, b: str) -> bool:
 class HTTPSource:
     """Ranges of one HTTP(S) object through a shared ``aiohttp.ClientSession``.
 
-    The session is borrowed, not owned: the caller (a ``cloudroi.Context``) closes it.
+    A ``RangeSource``, a ``MultiRangeSource`` and a ``RequestCounter`` (see ``.base``). The
+    session is borrowed, not owned: the caller (a ``cloudroi.Context``) closes it.
     """
 
     def __init__(
@@ -147,6 +155,13 @@ class HTTPSource:
         #: multipart/byteranges, and how they answered (shared through the Context, so each
         #: origin is asked once).
         self._refused = multirange_refused if multirange_refused is not None else {}
+        self._requests_sent = 0
+
+    @property
+    def requests_sent(self) -> int:
+        """GETs started so far: redirect hops, multi-range GETs (refused ones too) and
+        attempts that failed on the wire included (``RequestCounter``)."""
+        return self._requests_sent
 
     @property
     def _origin(self) -> str:
@@ -427,6 +442,7 @@ class HTTPSource:
         raise AssertionError("unreachable")
 
     async def _get(self, url: URL, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        self._requests_sent += 1
         try:
             kwargs: dict[str, object] = {"headers": headers, "allow_redirects": False}
             if self._timeout is not None:
@@ -457,3 +473,9 @@ class HTTPSource:
 
 def _without_credentials(headers: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.title() not in _CREDENTIALS}
+
+
+if TYPE_CHECKING:  # the capabilities HTTPSource declares, checked by mypy
+
+    def _declared(s: HTTPSource) -> tuple[RangeSource, MultiRangeSource, RequestCounter]:
+        return s, s, s
