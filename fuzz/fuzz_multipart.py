@@ -3,10 +3,10 @@
 Each input names the ranges asked of a fixed 64 KiB object and a chunking, then carries the body
 of the answer (see ``decode``). The body is fed to ``ByterangesParser`` whole and in the chunking,
 as the property tests in tests/test_multipart.py do. A finding is any exception other than
-``NotByteranges`` and ``ObjectChangedError`` (and ``TransientError`` from ``result``), the parser
-holding more than the parts it accepted and one line, or taking more than ``max_input`` bytes, two chunkings
-giving different outcomes, a result of the wrong lengths, or a written answer not parsed back
-exactly. See fuzz/README.md for how to run it.
+``NotByteranges`` and ``ObjectChangedError`` (and ``TransientError`` from ``result``), the
+parser holding more than the parts it accepted and one line, or taking more than ``max_input``
+bytes, two chunkings giving different outcomes, a result of the wrong lengths, or a written
+answer not parsed back exactly. See fuzz/README.md for how to run it.
 """
 
 from __future__ import annotations
