@@ -4,9 +4,11 @@ answers otherwise; every answer checked, every pixel compared."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,8 +18,9 @@ from aiohttp import web
 
 import cloudroi
 from cloudroi.cog import write_cog
+from cloudroi.source.multipart import multipart_byteranges
 from cloudroi.testing import RangeServer
-from cloudroi.testing.rangeserver import multipart_byteranges, parse_range, parse_ranges
+from cloudroi.testing.rangeserver import parse_range, parse_ranges
 
 #: Noise: blocks that do not compress, so block rows lie far apart in the file.
 PIXELS = np.random.default_rng(5).integers(0, 65535, (700, 600), dtype=np.uint16)
@@ -108,6 +111,8 @@ async def odd_server() -> AsyncIterator[tuple[str, dict[str, Any]]]:
             ranges = parse_ranges(header, size)
             assert ranges is not None
             resp = state["answer"](ranges, size)
+            if not isinstance(resp, web.StreamResponse):  # an answer streamed by the test
+                resp = await resp(request)
             state["log"].append((header, resp.status))
             return resp
         rng = parse_range(header, size)
@@ -244,6 +249,44 @@ async def test_truncated_multipart_is_retried(odd_server: tuple[str, dict[str, A
         np.testing.assert_array_equal((await img.read(WINDOW))[0], WANT)
         assert img.stats.retries >= 1
         assert not ctx.multirange_refused
+
+
+async def test_answer_complete_before_its_body_ends_is_used_at_once(
+    odd_server: tuple[str, dict[str, Any]],
+) -> None:
+    """A server that sends every part and the closing delimiter, then holds the connection open
+    (its final chunk late): the ranges are used as soon as the closing delimiter is in, without
+    waiting for the rest (which once ran into the read timeout, retry after retry)."""
+    url, state = odd_server
+    release = asyncio.Event()
+
+    def answer(r: list[tuple[int, int]], n: int) -> Any:
+        async def stream(request: web.Request) -> web.StreamResponse:
+            resp = web.StreamResponse(status=206, headers={
+                "Content-Type": "multipart/byteranges; boundary=b0undary", "ETag": '"v1"'})
+            await resp.prepare(request)  # chunked: the body ends with its final chunk
+            await resp.write(_parts(r, n))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(release.wait(), 10)
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await resp.write_eof()
+            return resp
+
+        return stream
+
+    state["answer"] = answer
+    try:
+        async with _opened(url, read_timeout=1) as (img, ctx):
+            before = len(state["log"])
+            started = time.monotonic()
+            np.testing.assert_array_equal((await img.read(WINDOW))[0], WANT)
+            assert time.monotonic() - started < 1  # the read timeout never ran out
+            assert img.stats.retries == 0
+            assert img.stats.tile_requests == 1
+            assert len(state["log"]) == before  # no range asked alone (the multi-range GET
+            assert not ctx.multirange_refused  # is logged when its handler returns)
+    finally:
+        release.set()
 
 
 def test_multipart_body_round_trip() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +14,16 @@ from typing import Any
 import pytest
 
 import cloudroi
-from cloudroi.source.base import RangeSource, check_content_range, parse_content_range
+from cloudroi.source.base import (
+    MultiRangeSource,
+    RangeSource,
+    RequestCounter,
+    check_content_range,
+    parse_content_range,
+)
+from cloudroi.source.memory import PrefetchedSource
 from cloudroi.testing import Fault, RangeServer
+from cloudroi.testing.faults import eventually
 from cloudroi.types import ByteRange
 
 DATA = bytes(range(256)) * 300  # 76800 bytes
@@ -167,6 +176,88 @@ async def test_not_a_tiff(backend: Backend) -> None:
     url = backend.put(unique("text"), b"hello, this is not a TIFF file at all" * 10)
     with pytest.raises(cloudroi.TiffFormatError, match="not a TIFF"):
         await cloudroi.open(url, context=backend.context)
+
+
+# -- declared capabilities ---------------------------------------------------------------------
+
+#: Per backend: (a MultiRangeSource, a RequestCounter).
+CAPABILITIES = {
+    "http": (True, True),
+    "s3": (False, False),
+    "file": (False, False),
+    "fsspec-memory": (False, False),
+}
+
+
+async def test_declared_capabilities(backend: Backend) -> None:
+    src = await backend.source(backend.put(unique("cap"), DATA))
+    multi, counts = CAPABILITIES[backend.name]
+    assert isinstance(src, RangeSource)
+    assert isinstance(src, MultiRangeSource) is multi
+    assert isinstance(src, RequestCounter) is counts
+    await src.close()
+
+
+async def test_memory_sources_count_no_request() -> None:
+    mem = cloudroi.MemorySource(DATA)
+    meta, _ = await mem.open(100)
+    pre = PrefetchedSource(mem, meta, DATA)
+    for src in (mem, pre):
+        assert isinstance(src, RangeSource)
+        assert isinstance(src, RequestCounter)
+        assert not isinstance(src, MultiRangeSource)
+        assert await src.read(ByteRange(5, 500)) == DATA[5:500]
+        assert src.requests_sent == 0
+    await pre.close()
+
+
+async def test_http_source_counts_every_get_it_sends(server: RangeServer) -> None:
+    """A redirect hop, a ranged GET, a multi-range GET and a refused one: one count each, as
+    the server saw them."""
+    name = unique("count")
+    server.add(name, DATA)
+    server.add(name + "-moved", b"")
+    server.fault = lambda request, etag: (
+        Fault("status", status=302, headers={"Location": name})
+        if request.path.endswith("-moved") else None
+    )
+    async with cloudroi.Context() as ctx:
+        src = await ctx.source(server.url(name + "-moved"))
+        assert isinstance(src, RequestCounter)
+        assert src.requests_sent == 0
+        server.reset()
+        await src.open(16)
+        assert src.requests_sent == 2  # the redirect, then its target
+        assert await src.read(ByteRange(100, 200)) == DATA[100:200]
+        assert src.requests_sent == 3  # straight to the remembered target
+        assert isinstance(src, MultiRangeSource)
+        assert src.multirange
+        asked = [ByteRange(0, 10), ByteRange(1000, 3000), ByteRange(70000, 70100)]
+        assert await src.read_many(asked) == [DATA[r.start : r.end] for r in asked]
+        assert src.requests_sent == 4  # one GET for three ranges
+        server.multirange = False  # a 200 with the whole object: refused, still sent
+        assert await src.read_many(asked) is None
+        assert not src.multirange
+        assert src.requests_sent == 5
+
+        def logged() -> list[int]:
+            return [e.status for e in server.log if e.path.startswith("/" + name)]
+
+        # the refused answer is logged once its handler stops streaming the object
+        assert await eventually(lambda: len(logged()) == 5)
+        assert logged() == [302, 206, 206, 206, 200]
+
+
+async def test_http_source_counts_a_get_that_failed() -> None:
+    with socket.socket() as sock:  # a port nobody listens on (bound, never listening)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        async with cloudroi.Context(connect_timeout=2) as ctx:
+            src = await ctx.source(f"http://127.0.0.1:{port}/x.tif")
+            with pytest.raises(cloudroi.TransientError):
+                await src.open(16)
+            assert isinstance(src, RequestCounter)
+            assert src.requests_sent == 1
 
 
 # -- HTTP-specific answers a server may give ------------------------------------------------

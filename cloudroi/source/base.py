@@ -3,6 +3,25 @@
 Every backend (HTTP, fsspec/S3, local file, memory) implements this Protocol and translates its own
 exceptions into ``cloudroi.errors`` here, at the boundary; nothing above this layer sees aiohttp,
 botocore or OSError. Retrying, caching, coalescing and accounting live above, in ``cloudroi.fetch``.
+
+Capabilities beyond the single-range get are small Protocols of their own, declared here and
+checked with ``isinstance`` (all are ``runtime_checkable``; a source implements those that apply):
+
+``RangeSource``
+    every source: ``url``, ``open(length)``, ``read(rng)``, ``close()``.
+``MultiRangeSource``
+    several ranges in one request: ``multirange`` (a property: whether a multi-range request is
+    worth trying now; False once the server answered one otherwise) and
+    ``read_many(ranges) -> list[bytes] | None`` (the bytes of each range, or None when the server
+    answered otherwise and nothing was returned: the caller asks range by range). A caller checks
+    ``multirange`` before each ``read_many``, which always sends its request.
+    ``HTTPSource`` only (a ``multipart/byteranges`` GET).
+``RequestCounter``
+    a source that counts the requests it sends itself, in ``requests_sent`` (an int that only
+    grows). ``HTTPSource`` counts every GET it starts: redirect hops, multi-range GETs (refused
+    ones too) and attempts that failed on the wire. ``MemorySource`` and ``PrefetchedSource``
+    send none (their reads cost no request) and stay at 0. The caller counts one request per
+    call for a source that is no ``RequestCounter`` (file, fsspec).
 """
 
 from __future__ import annotations
@@ -47,26 +66,28 @@ class RangeSource(Protocol):
 
 @runtime_checkable
 class MultiRangeSource(Protocol):
-    """A source that can return several ranges in one request (``multipart/byteranges``).
-
-    ``multirange`` says whether that is worth trying now (the origin has not refused one);
-    ``read_many`` returns the ranges' bytes, or None when the server answered otherwise (the
-    caller then asks range by range).
-    """
+    """Several byte ranges of the object in one request (e.g. a ``multipart/byteranges`` GET)."""
 
     @property
-    def multirange(self) -> bool: ...
+    def multirange(self) -> bool:
+        """Whether a multi-range request is worth trying now (not refused by the server)."""
+        ...
 
-    async def read_many(self, ranges: Sequence[ByteRange]) -> list[bytes] | None: ...
+    async def read_many(self, ranges: Sequence[ByteRange]) -> list[bytes] | None:
+        """The bytes of each of ``ranges`` (sorted, disjoint, at least two), in order; None
+        when the server answered otherwise (``multirange`` is then False): ask range by range.
+        Raises like ``read``."""
+        ...
 
 
 @runtime_checkable
 class RequestCounter(Protocol):
-    """A source that counts the requests it really sends (redirect hops included; none at all
-    for bytes already in memory). Other sources cost one request per call."""
+    """A source that counts the requests it sends (the caller then counts none for it)."""
 
     @property
-    def requests_sent(self) -> int: ...
+    def requests_sent(self) -> int:
+        """Requests sent so far by this source; only grows."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,11 +13,12 @@ many others answer 200 with the whole object, some serve only the first range.
 from __future__ import annotations
 
 import asyncio
-import bisect
+import contextlib
 import email.utils
 import logging
 import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from typing import TYPE_CHECKING
 
 import aiohttp
 from yarl import URL
@@ -32,8 +33,15 @@ from ..errors import (
     UpstreamError,
 )
 from ..types import ByteRange, ObjectMeta
-from .base import check_content_range, parse_content_range
+from .base import (
+    MultiRangeSource,
+    RangeSource,
+    RequestCounter,
+    check_content_range,
+    parse_content_range,
+)
 from .client_errors import describe_client_error
+from .multipart import MAX_LINE, ByterangesParser, NotByteranges, byteranges_boundary
 
 __all__ = ["MAX_REDIRECTS", "HTTPSource", "RedirectCheck", "parse_retry_after"]
 
@@ -51,6 +59,8 @@ MAX_REDIRECTS = 5
 _CREDENTIALS = ("Authorization", "Proxy-Authorization", "Cookie")
 #: Bytes of a redirect's body read (and dropped) to keep its connection; a longer one is closed.
 _REDIRECT_BODY = 64 << 10
+#: Largest read of a multipart/byteranges body at a time.
+_MULTIPART_CHUNK = 256 << 10
 
 #: Called with each redirect target before it is requested; raises to refuse it.
 RedirectCheck = Callable[[URL], None]
@@ -115,7 +125,8 @@ def _same_date(a: str, b: str) -> bool:
 class HTTPSource:
     """Ranges of one HTTP(S) object through a shared ``aiohttp.ClientSession``.
 
-    The session is borrowed, not owned: the caller (a ``cloudroi.Context``) closes it.
+    A ``RangeSource``, a ``MultiRangeSource`` and a ``RequestCounter`` (see ``.base``). The
+    session is borrowed, not owned: the caller (a ``cloudroi.Context``) closes it.
     """
 
     def __init__(
@@ -144,6 +155,13 @@ class HTTPSource:
         #: multipart/byteranges, and how they answered (shared through the Context, so each
         #: origin is asked once).
         self._refused = multirange_refused if multirange_refused is not None else {}
+        self._requests_sent = 0
+
+    @property
+    def requests_sent(self) -> int:
+        """GETs started so far: redirect hops, multi-range GETs (refused ones too) and
+        attempts that failed on the wire included (``RequestCounter``)."""
+        return self._requests_sent
 
     @property
     def _origin(self) -> str:
@@ -305,43 +323,68 @@ class HTTPSource:
         headers["Range"] = "bytes=" + ",".join(f"{r.start}-{r.end - 1}" for r in ranges)
         resp = await self._send_headers(headers)
         try:
-            if resp.status == 416:
-                # Every range asked lies inside the object seen at open: a 416 that names the
-                # same size (or none) means "no multi-range GETs here" (aiohttp's static file
-                # handler answers so), another size that the object changed.
-                cr = parse_content_range(resp.headers.get("Content-Range"))
-                total = cr.total if cr else None
-                if total is not None and total != self.meta.size:
-                    raise ObjectChangedError(
-                        f"ranges not satisfiable (object is now {total} bytes, "
-                        f"was {self.meta.size})",
-                        url=self.url,
-                    )
-                self._refuse("HTTP 416 for a multi-range GET")
-                resp.close()
-                return None
-            if resp.status not in (200, 206):
-                raise _status_error(resp, self.url)
-            self._check_version(resp)
-            ctype = resp.headers.get("Content-Type", "")
-            boundary = _boundary(ctype) if resp.status == 206 else None
-            if boundary is None:
-                # 200 (the whole object is on its way) or one range only: stop reading.
-                self._refuse(f"HTTP {resp.status} {ctype!r}")
-                resp.close()
-                return None
-            self._check_encoding(resp)
-            try:
-                parts = await self._parts(resp, boundary, ranges)
-            except _NotByteranges as exc:
-                self._refuse(str(exc))
-                resp.close()
-                return None
+            parts = await self._many(resp, ranges)
         except BaseException:
             resp.close()
             raise
-        resp.release()
+        if parts is None:
+            resp.close()  # an unwanted body (maybe the whole object): drop the connection
+        else:
+            resp.release()
         return parts
+
+    async def _many(
+        self, resp: aiohttp.ClientResponse, ranges: Sequence[ByteRange]
+    ) -> list[bytes] | None:
+        """The answer to a multi-range GET as the ranges asked, or None (refused)."""
+        assert self.meta is not None
+        if resp.status == 416:
+            # Every range asked lies inside the object seen at open: a 416 that names the
+            # same size (or none) means "no multi-range GETs here" (aiohttp's static file
+            # handler answers so), another size that the object changed.
+            cr = parse_content_range(resp.headers.get("Content-Range"))
+            total = cr.total if cr else None
+            if total is not None and total != self.meta.size:
+                raise ObjectChangedError(
+                    f"ranges not satisfiable (object is now {total} bytes, was {self.meta.size})",
+                    url=self.url,
+                )
+            self._refuse("HTTP 416 for a multi-range GET")
+            return None
+        if resp.status not in (200, 206):
+            raise _status_error(resp, self.url)
+        self._check_version(resp)
+        ctype = resp.headers.get("Content-Type", "")
+        boundary = byteranges_boundary(ctype) if resp.status == 206 else None
+        if boundary is None:
+            # 200 (the whole object is on its way) or one range only: stop reading.
+            self._refuse(f"HTTP {resp.status} {ctype!r}")
+            return None
+        self._check_encoding(resp)
+        parser = ByterangesParser(boundary, ranges, self.meta.size, url=self.url)
+        try:
+            await self._feed(resp, parser)
+            return parser.result()
+        except NotByteranges as exc:
+            self._refuse(str(exc))
+            return None
+
+    async def _feed(self, resp: aiohttp.ClientResponse, parser: ByterangesParser) -> None:
+        """Feed ``parser`` the body until it is done, refuses, or the body ends; reads never
+        pass what the parser can take (the rest of a part, or one line)."""
+        content = resp.content
+        try:
+            while not parser.done:
+                chunk = await content.read(min(parser.wants, _MULTIPART_CHUNK))
+                if not chunk:
+                    return  # the end: ``result`` tells whether all is there
+                parser.feed(chunk)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise TransientError(f"body read failed: {exc!r}", url=self.url) from exc
+        # All is there: the epilogue's CRLF is taken if already here (the connection is then
+        # reused), never waited for; a failure past the closing delimiter changes nothing.
+        with contextlib.suppress(aiohttp.ClientError, OSError, RuntimeError):
+            content.read_nowait(MAX_LINE)
 
     def _refuse(self, why: str) -> None:
         self._refused[self._origin] = why
@@ -399,6 +442,7 @@ class HTTPSource:
         raise AssertionError("unreachable")
 
     async def _get(self, url: URL, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        self._requests_sent += 1
         try:
             kwargs: dict[str, object] = {"headers": headers, "allow_redirects": False}
             if self._timeout is not None:
@@ -423,82 +467,6 @@ class HTTPSource:
         else:
             resp.close()
 
-    async def _parts(
-        self, resp: aiohttp.ClientResponse, boundary: bytes, ranges: Sequence[ByteRange]
-    ) -> list[bytes]:
-        """Read a multipart/byteranges body and cut the asked ranges out of its parts.
-
-        Bounded: at most two parts per range asked, 32 header lines per part, part bodies
-        totalling at most twice the bytes asked (+64 KiB, for a server merging close ranges).
-        """
-        assert self.meta is not None
-        size = self.meta.size
-        content = resp.content
-        delimiter, closing = b"--" + boundary, b"--" + boundary + b"--"
-        budget = 2 * sum(r.length for r in ranges) + 65536
-        starts: list[int] = []
-        bodies: list[bytes] = []
-        stray = blank = 0
-        try:
-            while True:
-                line = (await content.readline()).rstrip(b"\r\n")
-                if line == closing or (not line and content.at_eof()):
-                    break  # the end (a missing closing delimiter is forgiven if all is there)
-                if line != delimiter:
-                    # the CRLF before each delimiter, and a preamble before the first one
-                    if line:
-                        stray += 1
-                    else:
-                        blank += 1
-                    if stray > 8 or blank > 2 * len(ranges) + 8:
-                        raise _NotByteranges("no multipart delimiter")
-                    continue
-                if len(bodies) >= 2 * len(ranges):
-                    raise _NotByteranges("more parts than ranges asked")
-                cr = None
-                for _ in range(32):
-                    header = (await content.readline()).rstrip(b"\r\n")
-                    if not header:
-                        break
-                    name, _, value = header.partition(b":")
-                    if name.strip().lower() == b"content-range":
-                        cr = parse_content_range(value.decode("latin-1"))
-                else:
-                    raise _NotByteranges("part headers do not end")
-                if cr is None or cr.first is None or cr.last is None:
-                    raise _NotByteranges("part without a usable Content-Range")
-                if cr.total is not None and cr.total != size:
-                    raise ObjectChangedError(
-                        f"object size changed from {size} to {cr.total}", url=self.url
-                    )
-                length = cr.last - cr.first + 1
-                if cr.last >= size or length > budget:
-                    raise _NotByteranges("part outside the object or larger than asked")
-                budget -= length
-                body = await content.readexactly(length)
-                at = bisect.bisect(starts, cr.first)
-                starts.insert(at, cr.first)
-                bodies.insert(at, body)
-            if not content.at_eof():
-                await content.read(1024)  # the epilogue's CRLF
-        except asyncio.IncompleteReadError as exc:
-            raise TransientError(
-                f"truncated multipart part: {len(exc.partial)} of {exc.expected} bytes",
-                url=self.url,
-            ) from exc
-        except ValueError as exc:  # aiohttp: a line longer than its buffer
-            raise _NotByteranges(f"unreadable multipart body: {exc}") from exc
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise TransientError(f"body read failed: {exc!r}", url=self.url) from exc
-        out = []
-        for r in ranges:
-            i = bisect.bisect(starts, r.start) - 1
-            if i < 0 or starts[i] + len(bodies[i]) < r.end:
-                raise _NotByteranges(f"bytes {r.start}-{r.end - 1} missing from the answer")
-            body, off = bodies[i], r.start - starts[i]
-            out.append(body if off == 0 and len(body) == r.length else body[off : off + r.length])
-        return out
-
     async def close(self) -> None:
         return None
 
@@ -507,19 +475,7 @@ def _without_credentials(headers: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.title() not in _CREDENTIALS}
 
 
-class _NotByteranges(Exception):
-    """A 206 multipart answer cloudroi cannot use as the ranges it asked for."""
+if TYPE_CHECKING:  # the capabilities HTTPSource declares, checked by mypy
 
-
-def _boundary(content_type: str) -> bytes | None:
-    """The boundary of a ``multipart/byteranges`` Content-Type, else None."""
-    kind, _, params = content_type.partition(";")
-    if kind.strip().lower() != "multipart/byteranges":
-        return None
-    for param in params.split(";"):
-        name, _, value = param.strip().partition("=")
-        if name.strip().lower() == "boundary":
-            value = value.strip().strip('"')
-            if 0 < len(value) <= 200:
-                return value.encode("latin-1")
-    return None
+    def _declared(s: HTTPSource) -> tuple[RangeSource, MultiRangeSource, RequestCounter]:
+        return s, s, s

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 from ..types import ByteRange, ObjectMeta
-from .base import RangeSource
+from .base import RangeSource, RequestCounter
 
 __all__ = ["MemorySource", "PrefetchedSource"]
 
 
 class MemorySource:
-    """Serves ranges of a bytes-like object; the ETag is a digest of the content."""
+    """Serves ranges of a bytes-like object; the ETag is a digest of the content.
+
+    A ``RangeSource`` and a ``RequestCounter`` that sends no request.
+    """
 
     def __init__(self, data: bytes | bytearray | memoryview, url: str = "memory://") -> None:
         self._data = bytes(data)
@@ -29,12 +33,18 @@ class MemorySource:
     async def close(self) -> None:
         return None
 
+    @property
+    def requests_sent(self) -> int:
+        """Always 0: reads from memory cost no request."""
+        return 0
+
 
 class PrefetchedSource:
     """An object that came back whole with the first GET: later reads come from memory.
 
-    Wraps the source that fetched it (closing it on close); ``counts_requests`` tells the fetcher
-    that reads here cost no request.
+    Wraps the source that fetched it (closing it on close). A ``RequestCounter`` that sends no
+    request: reads here cost none (``counts_requests`` says the same to callers that do not
+    check for ``RequestCounter`` yet).
     """
 
     counts_requests = False
@@ -55,3 +65,18 @@ class PrefetchedSource:
 
     async def close(self) -> None:
         await self._inner.close()
+
+    @property
+    def requests_sent(self) -> int:
+        """Always 0: reads from memory cost no request (the GET that fetched the object was
+        counted when it was sent)."""
+        return 0
+
+
+if TYPE_CHECKING:  # the capabilities these sources declare, checked by mypy
+
+    def _declared(
+        m: MemorySource, p: PrefetchedSource
+    ) -> tuple[RangeSource, RequestCounter, RangeSource, RequestCounter]:
+        return m, m, p, p
+

@@ -28,7 +28,10 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["Fault", "RangeServer", "RequestLog"]
+# The writer lives with the parser; re-exported here, where the server used to define it.
+from ..source.multipart import multipart_byteranges
+
+__all__ = ["Fault", "RangeServer", "RequestLog", "multipart_byteranges"]
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -104,22 +107,6 @@ def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
             return None
         out.append(rng)
     return out
-
-
-def multipart_byteranges(
-    data: bytes, ranges: list[tuple[int, int]], boundary: str
-) -> bytes:
-    """A ``multipart/byteranges`` body (RFC 9110 14.6) of ``ranges`` of ``data``."""
-    size = len(data)
-    chunks = []
-    for first, last in ranges:
-        chunks.append(
-            f"\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n"
-            f"Content-Range: bytes {first}-{last}/{size}\r\n\r\n".encode()
-        )
-        chunks.append(data[first : last + 1])
-    chunks.append(f"\r\n--{boundary}--\r\n".encode())
-    return b"".join(chunks)
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
