@@ -43,13 +43,8 @@ class PrefetchedSource:
     """An object that came back whole with the first GET: later reads come from memory.
 
     Wraps the source that fetched it (closing it on close). A ``RequestCounter`` that sends no
-    request: reads here cost none (``counts_requests`` says the same to callers that do not
-    check for ``RequestCounter`` yet).
+    request: reads here cost none.
     """
-
-    counts_requests = False
-    #: Reads here cost no request (``RequestCounter``).
-    requests_sent = 0
 
     def __init__(self, inner: RangeSource, meta: ObjectMeta, data: bytes) -> None:
         self.url = inner.url
