@@ -38,7 +38,8 @@ from .errors import (
     UpstreamError,
     WindowError,
 )
-from .image import Image, ImageOptions, open_image
+from .image import Image, ImageOptions
+from .opening import open_image
 from .read.fetch import RetryPolicy
 from .read.plan import ReadPlan
 from .source.base import RangeSource

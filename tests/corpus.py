@@ -321,8 +321,8 @@ class GdalSpec:
             RioWindow(256, 128, self.width - 256, self.height - 128),
         ]
 
-    def write(self, path: Path, scratch: Path) -> None:
-        opts = dict(self.options)
+    def profile(self) -> dict[str, Any]:
+        """rasterio's creation profile of the file (or of the GTiff a COG is copied from)."""
         profile: dict[str, Any] = {
             "driver": "GTiff",
             "width": self.width,
@@ -339,34 +339,36 @@ class GdalSpec:
         if self.mask == "alpha":
             profile["photometric"] = "RGB" if self.bands == 4 else "MINISBLACK"
             profile["alpha"] = "YES"
-        target = path if self.driver == "GTiff" else scratch / f"{self.name}.src.tif"
         if self.driver == "GTiff":
-            profile.update(opts)
+            profile.update(self.options)
         else:
             profile.update({"tiled": True, "blockxsize": 64, "blockysize": 64})
         if self.sparse:
             profile["sparse_ok"] = True
-        arr = self.array()
+        return profile
+
+    def write(self, path: Path, scratch: Path) -> None:
+        target = path if self.driver == "GTiff" else scratch / f"{self.name}.src.tif"
         env = {"GDAL_TIFF_INTERNAL_MASK": True, **dict(self.config)}
         with quiet(), rasterio.Env(**env):
-            with rasterio.open(target, "w", **profile) as ds:
+            with rasterio.open(target, "w", **self.profile()) as ds:
                 if self.area_or_point is not None:
                     ds.update_tags(AREA_OR_POINT=self.area_or_point)
-                if self.sparse:
-                    for w in self.sparse_windows():
-                        ds.write(window_slice(arr, _win(w)), window=w)
-                else:
-                    ds.write(arr)
-                if self.mask == "internal":
-                    if self.sparse:
-                        for w in self.sparse_windows():
-                            ds.write_mask(window_slice(self.mask_array(), _win(w)), window=w)
-                    else:
-                        ds.write_mask(self.mask_array())
+                self._write_pixels(ds)
                 if self.overview_factors and self.driver == "GTiff":
                     ds.build_overviews(list(self.overview_factors), Resampling.nearest)
             if self.driver == "COG":
-                rio_copy(target, path, driver="COG", **opts)
+                rio_copy(target, path, driver="COG", **dict(self.options))
+
+    def _write_pixels(self, ds: Any) -> None:
+        """The data (and the internal mask), whole or only the windows of a sparse file."""
+        arr = self.array()
+        windows = self.sparse_windows() if self.sparse else [None]
+        for w in windows:
+            ds.write(arr if w is None else window_slice(arr, _win(w)), window=w)
+            if self.mask == "internal":
+                mask = self.mask_array()
+                ds.write_mask(mask if w is None else window_slice(mask, _win(w)), window=w)
 
 
 def _win(w: RioWindow) -> WindowT:

@@ -13,7 +13,8 @@ from typing import Any, TextIO
 
 from .. import __version__
 from ..errors import CloudROIError
-from ..image import Image, open_image
+from ..image import Image
+from ..opening import open_image
 from ..outputs import ALPHA_FORMATS, RENDERED, format_for_path
 from ..region import Encoded, ImageData, RegionPlan, read_region
 from ..types import Stats

@@ -17,7 +17,8 @@ import numpy.typing as npt
 
 from ..context import Context
 from ..errors import LimitExceededError
-from ..image import Image, open_image
+from ..image import Image
+from ..opening import open_image
 from ..outputs import encode
 from ..region import RegionPlan
 from .commands import describe

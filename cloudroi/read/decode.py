@@ -135,26 +135,7 @@ class BlockDecoder:
         rows = self.block_rows(block_row)
         part = rows if wanted is None else max(1, min(wanted, rows))
         if ifd.compression in (7, 50001, 34887):
-            # These codecs size their output from their own stream header: check it against the
-            # block first, so a small block claiming a huge image cannot allocate it (a bomb).
-            self._check_claimed_size(data, rows)
-        if ifd.compression == 7:
-            return self._image_codec(
-                _jpeg_decode(
-                    data,
-                    tables=ifd.jpeg_tables,
-                    colorspace=self._jpeg_cs[0],
-                    outcolorspace=self._jpeg_cs[1],
-                ),
-                rows,
-            )
-        if ifd.compression == 50001:
-            return self._image_codec(
-                _webp_decode(data, hasalpha=self.samples == 4 or None), rows
-            )
-        if ifd.compression == 34887:
-            return self._lerc(data, rows)
-
+            return self._image_block(data, rows)
         expected = rows * self._row_bytes
         ratio = _MAX_RATIO.get(ifd.compression)
         if ratio is not None and expected > len(data) * ratio + 1024:
@@ -171,6 +152,28 @@ class BlockDecoder:
             return self._unpack(prefix, part)
         if self._libtiff_whole:
             return self._libtiff(data, rows)
+        return self._decompress(data, rows, part)
+
+    def _image_block(self, data: bytes, rows: int) -> npt.NDArray[Any]:
+        """A JPEG, WebP or LERC block: these codecs size their output from their own stream
+        header, which is checked against the block first, so a small block claiming a huge
+        image cannot allocate it (a bomb)."""
+        ifd = self.ifd
+        self._check_claimed_size(data, rows)
+        if ifd.compression == 7:
+            colorspace, outcolorspace = self._jpeg_cs
+            decoded = _jpeg_decode(
+                data, tables=ifd.jpeg_tables, colorspace=colorspace, outcolorspace=outcolorspace
+            )
+            return self._image_codec(decoded, rows)
+        if ifd.compression == 50001:
+            return self._image_codec(_webp_decode(data, hasalpha=self.samples == 4 or None), rows)
+        return self._lerc(data, rows)
+
+    def _decompress(self, data: bytes, rows: int, part: int) -> npt.NDArray[Any]:
+        """A block of a general-purpose codec (or none), then its predictor and bit packing."""
+        ifd = self.ifd
+        expected = rows * self._row_bytes
         if ifd.fill_order == 2:
             data = bytes(_bitorder_decode(data))
         raw: bytes | npt.NDArray[np.uint8]

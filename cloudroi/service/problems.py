@@ -93,38 +93,37 @@ def bad_request(detail: str, code: str = "invalid_parameter", **extra: Any) -> P
     return Problem(400, code, detail, **extra)
 
 
+#: Library errors as statuses and codes, subclasses before their bases; ``None`` as the detail
+#: means the error's own message, else a fixed sentence (storage errors are never echoed).
+_MAPPING: tuple[tuple[type[CloudROIError], int, str, str | None], ...] = (
+    (SourceNotAllowedError, 403, "source_not_allowed", None),
+    (AccessDeniedError, 403, "upstream_access_denied", "storage refused access to the source"),
+    (SourceNotFoundError, 404, "source_not_found", "the source does not exist"),
+    (BandError, 400, "invalid_bands", None),
+    (LevelError, 400, "invalid_level", None),
+    (NotGeoreferencedError, 400, "no_georeference", None),
+    (WindowError, 400, "invalid_window", None),
+    (ReadTimeoutError, 504, "upstream_timeout", "storage did not answer in time"),
+    (ObjectChangedError, 502, "source_changed", "the source changed while it was being read"),
+    (RangeNotSupportedError, 502, "range_not_supported",
+     "storage does not serve byte ranges properly"),
+    (SourceError, 502, "upstream_error", "storage failed"),
+)
+
+
 def problem_for(exc: CloudROIError) -> Problem:
-    """The problem a library error becomes (the order matters: subclasses first)."""
+    """The problem a library error becomes."""
     text = str(exc)
-    if isinstance(exc, SourceNotAllowedError):
-        return Problem(403, "source_not_allowed", text)
-    if isinstance(exc, AccessDeniedError):
-        return Problem(403, "upstream_access_denied", "storage refused access to the source")
-    if isinstance(exc, SourceNotFoundError):
-        return Problem(404, "source_not_found", "the source does not exist")
     if isinstance(exc, LimitExceededError):
         return Problem(413, "limit_exceeded", text, limit=exc.limit, value=exc.value)
     if isinstance(exc, UnsupportedTiffError):
         return Problem(422, "unsupported_tiff", text, feature=exc.feature)
     if isinstance(exc, TiffFormatError):
         return Problem(422, "invalid_tiff", f"the source is not a readable TIFF: {text}")
-    if isinstance(exc, BandError):
-        return Problem(400, "invalid_bands", text)
-    if isinstance(exc, LevelError):
-        return Problem(400, "invalid_level", text)
-    if isinstance(exc, NotGeoreferencedError):
-        return Problem(400, "no_georeference", text)
-    if isinstance(exc, WindowError):
-        return Problem(400, "invalid_window", text)
-    if isinstance(exc, ReadTimeoutError):
-        return Problem(504, "upstream_timeout", "storage did not answer in time")
-    if isinstance(exc, ObjectChangedError):
-        return Problem(502, "source_changed", "the source changed while it was being read")
-    if isinstance(exc, RangeNotSupportedError):
-        return Problem(502, "range_not_supported", "storage does not serve byte ranges properly")
-    if isinstance(exc, UpstreamError):
+    if isinstance(exc, UpstreamError) and not isinstance(exc, ReadTimeoutError):
         status = f" (HTTP {exc.status})" if exc.status else ""
         return Problem(502, "upstream_error", f"storage failed{status}")
-    if isinstance(exc, SourceError):
-        return Problem(502, "upstream_error", "storage failed")
+    for kind, code_status, code, detail in _MAPPING:
+        if isinstance(exc, kind):
+            return Problem(code_status, code, text if detail is None else detail)
     return Problem(500, "internal_error", "internal error")

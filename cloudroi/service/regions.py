@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable
 
 from .. import __version__
 from ..errors import ObjectChangedError
-from ..image import Image, open_image
+from ..image import Image
+from ..opening import open_image
 from ..outputs import RENDERED
 from ..region import (
     Encoded,

@@ -35,7 +35,7 @@ def guarded_context(
     return Context(
         options,
         connector_factory=guarded_connector(
-            policy, limit=options.max_connections, resolver=resolver
+            policy.guard, limit=options.max_connections, resolver=resolver
         ),
         trace_configs=[redirect_trace(policy)],
         check_redirect=policy.check_redirect,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import hashlib
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,10 +29,17 @@ from aiohttp import web
 
 # The writer lives with the parser; re-exported here, where the server used to define it.
 from ..source.multipart import multipart_byteranges
+from .ranges import parse_range, parse_ranges
 
-__all__ = ["Fault", "RangeServer", "RequestLog", "multipart_byteranges"]
+__all__ = [
+    "Fault",
+    "RangeServer",
+    "RequestLog",
+    "multipart_byteranges",
+    "parse_range",
+    "parse_ranges",
+]
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,41 +98,6 @@ class _Version:
 
 def etag_of(data: bytes) -> str:
     return '"' + hashlib.blake2b(data, digest_size=10).hexdigest() + '"'
-
-
-def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
-    """Inclusive (first, last) of each range of a (multi-)range header, None when any is
-    unsatisfiable or odd."""
-    spec = header.strip()
-    if not spec.startswith("bytes="):
-        return None
-    out = []
-    for part in spec[len("bytes="):].split(","):
-        rng = parse_range("bytes=" + part.strip(), size)
-        if rng is None:
-            return None
-        out.append(rng)
-    return out
-
-
-def parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """Inclusive (first, last) of a single-range header, None when unsatisfiable or odd."""
-    m = _RANGE.match(header.strip())
-    if m is None:
-        return None
-    a, b = m.group(1), m.group(2)
-    if a == "" and b == "":
-        return None
-    if a == "":
-        n = int(b)
-        if n == 0:
-            return None
-        return max(0, size - n), size - 1
-    first = int(a)
-    last = size - 1 if b == "" else min(int(b), size - 1)
-    if first >= size or last < first:
-        return None
-    return first, last
 
 
 class RangeServer:
@@ -245,45 +216,37 @@ class RangeServer:
         if version is None:
             self._record(request, 404, 0)
             return web.Response(status=404, text="not found")
-        data, etag = version.data, version.etag
-        fault = self.fault(request, etag) if self.fault is not None else None
+        fault = self.fault(request, version.etag) if self.fault is not None else None
         if fault is not None:
             return await self._misbehave(request, version, fault)
         headers = {"Accept-Ranges": "bytes"}
         if self.send_etags:
-            headers["ETag"] = etag
+            headers["ETag"] = version.etag
         if self.send_last_modified:
             headers["Last-Modified"] = version.http_date
         if self.honour_if_match and not self._preconditions_hold(request, version):
             self._record(request, 412, 0)
             return web.Response(status=412, headers=headers)
-        size = len(data)
         rng_header = request.headers.get("Range")
-        if rng_header is None:
-            body = data
-            status = 200
-        elif "," in rng_header and request.method == "GET":
-            ranges = parse_ranges(rng_header, size)
-            if ranges is None:
-                headers["Content-Range"] = f"bytes */{size}"
-                self._record(request, 416, 0)
-                return web.Response(status=416, headers=headers)
-            if not self.multirange:
-                return await self._stream_whole(request, data, headers)
-            boundary = "cloudroi-" + etag.strip('"')[:16]
-            body = multipart_byteranges(data, ranges, boundary)
-            headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
-            self._record(request, 206, len(body))
-            return web.Response(status=206, body=body, headers=headers)
-        else:
+        if rng_header is not None and "," in rng_header and request.method == "GET":
+            return await self._many(request, version, rng_header, headers)
+        return self._one(request, version, rng_header, headers)
+
+    def _one(
+        self, request: web.Request, version: _Version, rng_header: str | None,
+        headers: dict[str, str],
+    ) -> web.StreamResponse:
+        """The whole object (no Range), one range (206) or 416."""
+        data, size = version.data, len(version.data)
+        body, status = data, 200
+        if rng_header is not None:
             rng = parse_range(rng_header, size)
             if rng is None:
                 headers["Content-Range"] = f"bytes */{size}"
                 self._record(request, 416, 0)
                 return web.Response(status=416, headers=headers)
             first, last = rng
-            body = data[first : last + 1]
-            status = 206
+            body, status = data[first : last + 1], 206
             headers["Content-Range"] = f"bytes {first}-{last}/{size}"
         if request.method == "HEAD":
             headers["Content-Length"] = str(len(body))
@@ -293,6 +256,25 @@ class RangeServer:
         return web.Response(
             status=status, body=body, headers=headers, content_type="application/octet-stream"
         )
+
+    async def _many(
+        self, request: web.Request, version: _Version, rng_header: str, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        """A multi-range GET: multipart/byteranges, or (``multirange`` off, as S3) the whole
+        object with 200."""
+        data, size = version.data, len(version.data)
+        ranges = parse_ranges(rng_header, size)
+        if ranges is None:
+            headers["Content-Range"] = f"bytes */{size}"
+            self._record(request, 416, 0)
+            return web.Response(status=416, headers=headers)
+        if not self.multirange:
+            return await self._stream_whole(request, data, headers)
+        boundary = "cloudroi-" + version.etag.strip('"')[:16]
+        body = multipart_byteranges(data, ranges, boundary)
+        headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
+        self._record(request, 206, len(body))
+        return web.Response(status=206, body=body, headers=headers)
 
     def _preconditions_hold(self, request: web.Request, version: _Version) -> bool:
         """RFC 9110 13.2.2: If-Match when sent, else If-Unmodified-Since (each only where this
@@ -312,59 +294,32 @@ class RangeServer:
     async def _misbehave(
         self, request: web.Request, version: _Version, fault: Fault
     ) -> web.StreamResponse:
-        data, etag = version.data, version.etag
-        size = len(data)
-        rng = parse_range(request.headers.get("Range", "bytes=0-"), size) or (0, size - 1)
-        first, last = rng
-        body = data[first : last + 1]
-        headers: dict[str, str] = {"ETag": etag, "Accept-Ranges": "bytes"}
+        size = len(version.data)
+        first, last = parse_range(request.headers.get("Range", "bytes=0-"), size) or (0, size - 1)
+        headers: dict[str, str] = {"ETag": version.etag, "Accept-Ranges": "bytes"}
         if self.send_last_modified:
             headers["Last-Modified"] = version.http_date
-        kind = fault.kind
-        if kind == "status":
-            headers.update(fault.headers)
-            if fault.status == 416:
-                headers["Content-Range"] = f"bytes */{size}"
-            self._record(request, fault.status, 0)
-            return web.Response(
-                status=fault.status, headers=headers, body=fault.body or b"injected fault"
-            )
-        if kind == "shrunk":
-            headers["Content-Range"] = f"bytes */{fault.size}"
-            self._record(request, 416, 0)
-            return web.Response(status=416, headers=headers)
-        if kind == "changed":
-            other = bytes(b ^ 0x5A for b in body)
-            headers["ETag"] = etag_of(etag.encode() + b"-changed")
-            if self.send_last_modified:
-                headers["Last-Modified"] = email.utils.formatdate(version.modified + 1,
-                                                                  usegmt=True)
-            headers["Content-Range"] = f"bytes {first}-{last}/{size}"
-            self._record(request, 206, len(other))
-            return web.Response(status=206, body=other, headers=headers)
-        if kind == "ignore_range":
-            return await self._stream_whole(request, data, headers)
-        if kind == "wrong_range":
-            headers["Content-Range"] = f"bytes {first + fault.shift}-{last + fault.shift}/{size}"
-            self._record(request, 206, len(body))
-            return web.Response(status=206, body=body, headers=headers)
-        if kind == "encoded":
-            headers["Content-Encoding"] = "gzip"
-            headers["Content-Range"] = f"bytes {first}-{last}/{size}"
-            self._record(request, 206, len(body))
-            return web.Response(status=206, body=body, headers=headers)
-        if kind == "multipart":
-            boundary = "cloudroi-boundary"
-            part = multipart_byteranges(data, [(first, last)], boundary)
-            headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
-            self._record(request, 206, len(part))
-            return web.Response(status=206, body=part, headers=headers)
+        if fault.kind == "ignore_range":
+            return await self._stream_whole(request, version.data, headers)
+        answer = _ANSWERS.get(fault.kind)
+        if answer is not None:
+            status, body, extra = answer(self, version, fault, first, last)
+            headers.update(extra)
+            self._record(request, status, 0 if fault.kind == "status" else len(body))
+            return web.Response(status=status, headers=headers, body=body)
         # Streaming faults: the status line and headers go out, then the body misbehaves.
         headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        return await self._stream_fault(request, version.data[first : last + 1], headers, fault)
+
+    async def _stream_fault(
+        self, request: web.Request, body: bytes, headers: dict[str, str], fault: Fault
+    ) -> web.StreamResponse:
+        """``stall`` (wait, then the body), ``reset`` and ``truncate`` (part of the body, then
+        the connection aborted or closed cleanly)."""
         resp = web.StreamResponse(status=206, headers=headers)
         resp.content_length = len(body)
         await resp.prepare(request)
-        if kind == "stall":
+        if fault.kind == "stall":
             await asyncio.sleep(fault.delay)
             try:
                 await resp.write(body)
@@ -380,7 +335,7 @@ class RangeServer:
         self._record(request, 206, len(sent))
         transport = request.transport
         if transport is not None:
-            if kind == "reset":
+            if fault.kind == "reset":
                 transport.abort()
             else:  # truncate: end the connection cleanly but early
                 transport.close()
@@ -460,3 +415,67 @@ class RangeServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# answers of the faults that are one complete response: (status, body, extra headers)
+# --------------------------------------------------------------------------------------------
+
+_Answer = tuple[int, bytes, dict[str, str]]
+
+
+def _status(server: RangeServer, version: _Version, fault: Fault, first: int, last: int
+            ) -> _Answer:
+    headers = dict(fault.headers)
+    if fault.status == 416:
+        headers["Content-Range"] = f"bytes */{len(version.data)}"
+    return fault.status, fault.body or b"injected fault", headers
+
+
+def _shrunk(server: RangeServer, version: _Version, fault: Fault, first: int, last: int
+            ) -> _Answer:
+    return 416, b"", {"Content-Range": f"bytes */{fault.size}"}
+
+
+def _changed(server: RangeServer, version: _Version, fault: Fault, first: int, last: int
+             ) -> _Answer:
+    """Other bytes under another ETag, as a server ignoring If-Match answers after an
+    overwrite."""
+    other = bytes(b ^ 0x5A for b in version.data[first : last + 1])
+    headers = {
+        "ETag": etag_of(version.etag.encode() + b"-changed"),
+        "Content-Range": f"bytes {first}-{last}/{len(version.data)}",
+    }
+    if server.send_last_modified:
+        headers["Last-Modified"] = email.utils.formatdate(version.modified + 1, usegmt=True)
+    return 206, other, headers
+
+
+def _wrong_range(server: RangeServer, version: _Version, fault: Fault, first: int, last: int
+                 ) -> _Answer:
+    shifted = f"bytes {first + fault.shift}-{last + fault.shift}/{len(version.data)}"
+    return 206, version.data[first : last + 1], {"Content-Range": shifted}
+
+
+def _encoded(server: RangeServer, version: _Version, fault: Fault, first: int, last: int
+             ) -> _Answer:
+    return 206, version.data[first : last + 1], {
+        "Content-Encoding": "gzip", "Content-Range": f"bytes {first}-{last}/{len(version.data)}",
+    }
+
+
+def _multipart(server: RangeServer, version: _Version, fault: Fault, first: int, last: int
+               ) -> _Answer:
+    boundary = "cloudroi-boundary"
+    part = multipart_byteranges(version.data, [(first, last)], boundary)
+    return 206, part, {"Content-Type": f"multipart/byteranges; boundary={boundary}"}
+
+
+_ANSWERS: dict[str, Callable[[RangeServer, _Version, Fault, int, int], _Answer]] = {
+    "status": _status,
+    "shrunk": _shrunk,
+    "changed": _changed,
+    "wrong_range": _wrong_range,
+    "encoded": _encoded,
+    "multipart": _multipart,
+}

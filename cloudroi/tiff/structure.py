@@ -289,15 +289,8 @@ def _check_supported(ifd: ImageIFD) -> None:
             raise error(message(ifd))
 
 
-def _describe(
-    tags: _Tags, subfile_type: int, limits: ParseLimits
-) -> ImageIFD:
-    width = tags.int1(Tag.IMAGE_WIDTH)
-    height = tags.int1(Tag.IMAGE_LENGTH)
-    if not (0 < width <= limits.max_dimension and 0 < height <= limits.max_dimension):
-        raise TiffFormatError(f"image size {width} x {height}")
-    if tags.int1(Tag.IMAGE_DEPTH, 1) != 1:
-        raise UnsupportedTiffError("volumetric images (ImageDepth)")
+def _samples(tags: _Tags, limits: ParseLimits) -> tuple[int, int, int, int]:
+    """(samples per pixel, bits per sample, sample format, planar configuration)."""
     samples = tags.int1(Tag.SAMPLES_PER_PIXEL, 1)
     if not 0 < samples <= limits.max_samples:
         raise TiffFormatError(f"SamplesPerPixel {samples}")
@@ -308,6 +301,11 @@ def _describe(
     if len(set(formats)) != 1:
         raise UnsupportedTiffError(f"mixed SampleFormat {formats}")
     planar = tags.int1(Tag.PLANAR_CONFIG, 1) if samples > 1 else 1
+    return samples, bits_all[0], formats[0], planar
+
+
+def _blocks(tags: _Tags, width: int, height: int) -> tuple[bool, int, int, Tag, Tag]:
+    """(tiled, block width, block height, offsets tag, byte counts tag): tiles or strips."""
     tiled = tags.has(Tag.TILE_WIDTH) or tags.has(Tag.TILE_OFFSETS)
     if tiled:
         bw, bh = tags.int1(Tag.TILE_WIDTH), tags.int1(Tag.TILE_LENGTH)
@@ -317,6 +315,20 @@ def _describe(
         off_tag, cnt_tag = Tag.STRIP_OFFSETS, Tag.STRIP_BYTE_COUNTS
     if bw <= 0 or bh <= 0:
         raise TiffFormatError(f"block size {bw} x {bh}")
+    return tiled, bw, bh, off_tag, cnt_tag
+
+
+def _describe(
+    tags: _Tags, subfile_type: int, limits: ParseLimits
+) -> ImageIFD:
+    width = tags.int1(Tag.IMAGE_WIDTH)
+    height = tags.int1(Tag.IMAGE_LENGTH)
+    if not (0 < width <= limits.max_dimension and 0 < height <= limits.max_dimension):
+        raise TiffFormatError(f"image size {width} x {height}")
+    if tags.int1(Tag.IMAGE_DEPTH, 1) != 1:
+        raise UnsupportedTiffError("volumetric images (ImageDepth)")
+    samples, bits, sample_format, planar = _samples(tags, limits)
+    tiled, bw, bh, off_tag, cnt_tag = _blocks(tags, width, height)
     compression = tags.int1(Tag.COMPRESSION, 1)
     ifd = ImageIFD(
         offset=tags.raw.offset,
@@ -327,8 +339,8 @@ def _describe(
         block_width=bw,
         block_height=bh,
         samples=samples,
-        bits=bits_all[0],
-        sample_format=formats[0],
+        bits=bits,
+        sample_format=sample_format,
         planar=planar,
         compression=compression,
         predictor=tags.int1(Tag.PREDICTOR, 1),
