@@ -23,10 +23,11 @@ from corpus import (
 )
 
 import cloudroi
+from cloudroi.cache import LRUCache
 from cloudroi.read.masks import alpha_mask, mask_source, valid_mask
 from cloudroi.read.plan import choose_overview, level_factors, nearest_source
 from cloudroi.testing import RangeServer
-from cloudroi.types import Window
+from cloudroi.types import ByteRange, Window
 
 
 @pytest.fixture(scope="module")
@@ -614,3 +615,55 @@ async def test_nodata_as_gdal_applies_it(case: str, tmp_path: Any) -> None:
                 assert (data[0, 5, 5:10] == np.float16(-9999)).all()  # -10000, kept valid
             else:
                 assert np.array_equal(hidden, (data == applied).any(axis=0))
+
+
+# --------------------------------------------------------------------------------------------
+# plan() and read() share one planner: the plan of a read is the requests it sends
+# --------------------------------------------------------------------------------------------
+
+PLAN_SPECS = (LOSSLESS_SPECS + [s for s, _ in JPEG_SPECS] + [s for s, _ in COG_SPECS]
+              + [s for s in MASK_SPECS if s.name not in {t.name for t in LOSSLESS_SPECS}])
+
+
+def _sent(server: RangeServer, path: str) -> list[ByteRange]:
+    out = []
+    for entry in server.requests_for(path):
+        assert entry.range is not None, entry
+        assert entry.range.startswith("bytes="), entry
+        first, last = entry.range[len("bytes="):].split("-")
+        out.append(ByteRange(int(first), int(last) + 1))
+    return out
+
+
+@pytest.mark.parametrize("spec", PLAN_SPECS, ids=_ids(PLAN_SPECS))
+async def test_the_plan_of_a_read_is_what_it_sends(
+    spec: GdalSpec, corpus: Corpus, server: RangeServer
+) -> None:
+    path = corpus.gdal(spec)
+    url_path = f"/formats/plan/{spec.name}.tif"
+    server.add(url_path, path.read_bytes())
+    # No caches: every read fetches what its plan says, nothing is served from memory.
+    ctx = cloudroi.Context(block_cache=LRUCache(0), decoded_cache=LRUCache(0))
+    try:
+        # A small first GET, so that the header and block reads are requests of their own.
+        async with cloudroi.open(server.url(url_path), context=ctx, prefix_bytes=2048,
+                                 remember_header_size=False) as img:
+            for level in range(len(img.levels)):
+                w, h = img.levels[level]
+                for name in ("interior", "edge", "whole"):
+                    win = windows(w, h, (64, 64))[name]
+                    plan = img.plan(win, level)
+                    server.reset()
+                    await img.read(win, level=level)
+                    assert plan.requests is not None, (level, name)
+                    planned = sorted(plan.index_requests + plan.requests)
+                    assert sorted(_sent(server, url_path)) == planned, (level, name)
+            whole = (0, 0, img.width, img.height)
+            out_shape = (max(1, img.height // 5), max(1, img.width // 7))
+            plan = img.plan(whole, out_shape=out_shape)
+            server.reset()
+            await img.read(whole, out_shape=out_shape)
+            assert plan.requests is not None
+            assert sorted(_sent(server, url_path)) == sorted(plan.requests), "resampled"
+    finally:
+        await ctx.close()

@@ -69,6 +69,13 @@ class Fetcher:
         self._seen = source.requests_sent if isinstance(source, RequestCounter) else 0
 
     @property
+    def free(self) -> bool:
+        """Whether reads cost no request: the bytes are in memory (a source that counts its
+        requests and never sent one)."""
+        src = self._source
+        return isinstance(src, RequestCounter) and src.requests_sent == 0
+
+    @property
     def multirange(self) -> bool:
         """Whether several ranges may go out as one request now."""
         src = self._source
@@ -84,8 +91,8 @@ class Fetcher:
 
     def _count(self, purpose: Purpose, nbytes: int) -> None:
         """Account one answered request's bytes."""
-        if isinstance(self._source, RequestCounter) and self._source.requests_sent == 0:
-            return  # a source that never sent a request (bytes in memory) moved nothing
+        if self.free:
+            return  # bytes already in memory moved nothing
         s = self.stats
         s.bytes_fetched += nbytes
         if purpose == "header":

@@ -118,7 +118,10 @@ class BlockReader:
     def plan(
         self, level: int, window: Window, ifd: ImageIFD, refs: list[BlockRef]
     ) -> ReadPlan:
-        """What a read of ``refs`` would send, from the same planner the read uses."""
+        """What a read of ``refs`` would send, from the same planner the read uses (nothing at
+        all when the object's bytes are in memory)."""
+        if self.store.fetcher.free:
+            return ReadPlan(level, window, tuple(refs), tuple(refs), (), (), (), 0)
         cached = [r for r in refs if self._cached(ifd, r)]
         todo = [r for r in refs if not self._cached(ifd, r)]
         leader = uses_leader(self.structure, ifd, self.use_leader)
