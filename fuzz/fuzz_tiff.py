@@ -14,12 +14,12 @@ from pathlib import Path
 import atheris
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests" / "reliability"), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))  # the tests package, whose fuzz support this harness shares
 
 with atheris.instrument_imports(include=["cloudroi"]):
     import cloudroi  # noqa: F401  (instrumented for coverage feedback)
 
-import fuzz_support  # noqa: E402
+from tests.reliability import fuzz_support  # noqa: E402
 
 
 def write_seeds(directory: Path) -> None:

@@ -1,4 +1,6 @@
-"""Shared fixtures: a real HTTP range server on 127.0.0.1, started once per test session."""
+"""Shared fixtures: a real HTTP range server on 127.0.0.1, started once per test session, and
+moto's S3 server; tests marked ``slow`` (the long fuzz, soak, load and framing runs) run only
+with CLOUDROI_LONG=1."""
 
 from __future__ import annotations
 
@@ -8,6 +10,12 @@ from typing import Any
 import pytest
 
 from cloudroi.testing import RangeServer
+from tests.longrun import LONG
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("slow") is not None and not LONG:
+        pytest.skip("long run: set CLOUDROI_LONG=1")
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,6 @@ import pytest
 import yaml
 from boto3.session import Session
 from cfnlint.decode import decode as decode_cfn
-from lambda_runtime_api import RuntimeClient
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from samtranslator.parser.parser import Parser as SamParser
@@ -48,6 +47,7 @@ from cloudroi.cog import write_cog
 from cloudroi.service import CoreRequest, ServiceConfig, ServiceState, handle
 from cloudroi.service.config import settings_table
 from cloudroi.testing import RangeServer
+from tests.lambda_runtime_api import RuntimeClient
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

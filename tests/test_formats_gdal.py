@@ -11,7 +11,14 @@ from typing import Any
 import numpy as np
 import pytest
 import tifffile
-from corpus import (
+
+import cloudroi
+from cloudroi.cache import LRUCache
+from cloudroi.read.masks import alpha_mask, mask_source, valid_mask
+from cloudroi.read.plan import choose_overview, level_factors, nearest_source
+from cloudroi.testing import RangeServer
+from cloudroi.types import ByteRange, Window
+from tests.corpus import (
     Array,
     Corpus,
     GdalSpec,
@@ -21,13 +28,6 @@ from corpus import (
     rio_read,
     windows,
 )
-
-import cloudroi
-from cloudroi.cache import LRUCache
-from cloudroi.read.masks import alpha_mask, mask_source, valid_mask
-from cloudroi.read.plan import choose_overview, level_factors, nearest_source
-from cloudroi.testing import RangeServer
-from cloudroi.types import ByteRange, Window
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 import tifffile
-from corpus import (
+
+import cloudroi
+from cloudroi.testing import RangeServer
+from tests.corpus import (
     ROWS_PER_STRIP,
     Array,
     Corpus,
@@ -23,9 +26,6 @@ from corpus import (
     window_slice,
     windows,
 )
-
-import cloudroi
-from cloudroi.testing import RangeServer
 
 INT_DTYPES = ["uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64"]
 FLOAT_DTYPES = ["float16", "float32", "float64"]

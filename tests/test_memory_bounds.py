@@ -16,7 +16,6 @@ import pytest
 import tifffile
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from upstream import Upstream
 
 import cloudroi
 from cloudroi.cache import LRUCache
@@ -24,6 +23,7 @@ from cloudroi.region.data import estimate_region
 from cloudroi.service import ServiceConfig, create_app
 from cloudroi.service.budget import BudgetExhausted, MemoryBudget
 from cloudroi.testing import Fault, RangeServer
+from tests.upstream import Upstream
 
 
 def huge_zeros(side: int, tile: int) -> bytes:

@@ -22,8 +22,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lambda_runtime_api import RuntimeClient
-from upstream import Upstream
 
 from cloudroi.cog import write_cog
 from cloudroi.errors import CloudROIError
@@ -31,6 +29,8 @@ from cloudroi.service import ServiceConfig
 from cloudroi.service import lambda_handler as serverless
 from cloudroi.service.lambda_handler import LambdaApp, body_limit, to_core_request
 from cloudroi.testing import Fault, RangeServer
+from tests.lambda_runtime_api import RuntimeClient
+from tests.upstream import Upstream
 
 EVENTS = Path(__file__).resolve().parent / "events"
 KINDS = ("http-api-v2", "rest-api-v1", "function-url")

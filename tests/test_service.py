@@ -27,7 +27,6 @@ import rasterio
 import tifffile
 from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
-from upstream import Upstream
 
 import cloudroi
 from cloudroi.cog import write_cog
@@ -36,6 +35,7 @@ from cloudroi.service import CoreRequest, ServiceConfig, ServiceState, create_ap
 from cloudroi.service.app import start_site
 from cloudroi.service.config import settings_table
 from cloudroi.testing import Fault, RangeServer
+from tests.upstream import Upstream
 
 ROOT = Path(__file__).resolve().parent.parent
 RGB_GT = (500000.0, 10.0, 0.0, 4200000.0, 0.0, -10.0)

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import rasterio
 import tifffile
-from corpus import quiet, tifffile_pages
 
 import cloudroi
 from cloudroi.testing import RangeServer
+from tests.corpus import quiet, tifffile_pages
 
 RNG = np.random.default_rng(42)
 RGB = RNG.integers(0, 255, (64, 80, 3), dtype=np.uint8)

@@ -43,7 +43,7 @@ def _tifffile(data: Any, **kw: Any) -> bytes:
 @cache
 def seeds() -> dict[str, bytes]:
     """Small valid files covering the header shapes and codecs cloudroi reads."""
-    from corpus import TiffSpec  # the format-matrix generator of tests/corpus.py
+    from tests.corpus import TiffSpec  # the format-matrix generator of tests/corpus.py
 
     yy, xx = np.mgrid[0:70, 0:130]
     u16 = (xx * 300 + yy * 7).astype(np.uint16)

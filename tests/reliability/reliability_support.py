@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import random
 from collections import Counter
 from collections.abc import Awaitable
@@ -21,8 +20,6 @@ from cloudroi.cog import write_cog
 
 Array = npt.NDArray[Any]
 
-#: CLOUDROI_LONG=1: the long fuzz, soak and load runs (tests marked ``slow``) and bigger counts.
-LONG = os.environ.get("CLOUDROI_LONG") == "1"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from reliability_support import Sample, make_images
 
 import cloudroi
 from cloudroi.cache import LRUCache
@@ -21,6 +20,7 @@ from cloudroi.testing import Fault, RangeServer
 from cloudroi.testing.faults import FAULTS, TRANSIENT, eventually, fail_first
 from cloudroi.tiff.structure import TiffStructure
 from cloudroi.types import ByteRange
+from tests.reliability.reliability_support import Sample, make_images
 
 IMAGES = make_images()
 U16 = IMAGES["u16.tif"]

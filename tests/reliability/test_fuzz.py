@@ -12,7 +12,12 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from fuzz_support import (
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cloudroi.tiff.parse import ParseLimits
+from tests.longrun import LONG
+from tests.reliability.fuzz_support import (
     BOMBS,
     Mutation,
     Outcome,
@@ -23,11 +28,6 @@ from fuzz_support import (
     seeds,
     with_first_block,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from reliability_support import LONG
-
-from cloudroi.tiff.parse import ParseLimits
 
 SEEDS = seeds()
 NAMES = sorted(SEEDS)

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import tifffile
 from aiohttp.test_utils import TestClient, TestServer
-from fuzz_support import layout, put_int, with_first_block
 
 from cloudroi.service import ServiceConfig, create_app
 from cloudroi.testing import RangeServer
+from tests.reliability.fuzz_support import layout, put_int, with_first_block
 
 SIDE = 16384  # one uint16 tile of 16384 x 16384: 512 MiB decoded
 

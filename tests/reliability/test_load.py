@@ -28,12 +28,12 @@ import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
-from reliability_support import make_images, random_window
 
 from cloudroi.service import STATE, ServiceConfig, create_app
 from cloudroi.service.core import ServiceState
 from cloudroi.testing import Fault, RangeServer
 from cloudroi.testing.faults import eventually
+from tests.reliability.reliability_support import make_images, random_window
 
 IMAGES = make_images()
 CONCURRENCY = 8  # the service's max_concurrency

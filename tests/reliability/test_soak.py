@@ -17,7 +17,6 @@ import aiohttp
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from reliability_support import Array, Sample, Tally, make_images, random_window
 
 import cloudroi
 from cloudroi.cache import LRUCache
@@ -26,6 +25,7 @@ from cloudroi.service import ServiceConfig, create_app
 from cloudroi.testing import RangeServer
 from cloudroi.testing.faults import RandomFaults
 from cloudroi.tiff.structure import TiffStructure
+from tests.reliability.reliability_support import Array, Sample, Tally, make_images, random_window
 
 IMAGES = make_images()
 RATE = 0.10

@@ -25,11 +25,11 @@ import numpy as np
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestClient, TestServer
-from reliability_support import make_images
 
 from cloudroi.service import ServiceConfig, create_app
 from cloudroi.service.security import ApiKeys
 from cloudroi.testing import Fault, RangeServer
+from tests.reliability.reliability_support import make_images
 
 RGB_SAMPLE = make_images()["rgb.tif"]
 RGB = RGB_SAMPLE.data

@@ -1,0 +1,1 @@
+"""Reliability suites: faults, fuzzing, hostile files and requests, load, soak."""
