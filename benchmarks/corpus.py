@@ -57,7 +57,10 @@ FULL = CorpusSpec(
     multi=FileSpec("multi", 6000, 6000, 256),
     ortho=FileSpec("ortho", 6000, 6000, 512),
     sparse=FileSpec(
-        "sparse", 200_000, 200_000, 512,
+        "sparse",
+        200_000,
+        200_000,
+        512,
         written=((195, 195), (196, 195), (195, 196), (196, 196), (10, 20), (380, 7)),
     ),
 )
@@ -69,7 +72,10 @@ SMOKE = CorpusSpec(
     multi=FileSpec("multi", 700, 600, 256),
     ortho=FileSpec("ortho", 800, 800, 256),
     sparse=FileSpec(
-        "sparse", 20_000, 20_000, 256,
+        "sparse",
+        20_000,
+        20_000,
+        256,
         written=((39, 39), (40, 39), (39, 40), (40, 40), (3, 70)),
     ),
 )
@@ -123,9 +129,7 @@ def _picture(rng: np.random.Generator, h: int, w: int, bands: int, scale: float)
 # -- writing -------------------------------------------------------------------------------
 
 
-def _write_cog(
-    dst: Path, data: np.ndarray, dtype: str, blocksize: int, **cog_options: str
-) -> None:
+def _write_cog(dst: Path, data: np.ndarray, dtype: str, blocksize: int, **cog_options: str) -> None:
     import rasterio
     import rasterio.shutil
     from rasterio.transform import from_origin
@@ -133,9 +137,17 @@ def _write_cog(
     tmp = dst.with_suffix(".src.tif")
     bands, h, w = data.shape
     profile = {
-        "driver": "GTiff", "width": w, "height": h, "count": bands, "dtype": dtype,
-        "crs": "EPSG:32633", "transform": from_origin(500000.0, 5200000.0, 10.0, 10.0),
-        "tiled": True, "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SAFER",
+        "driver": "GTiff",
+        "width": w,
+        "height": h,
+        "count": bands,
+        "dtype": dtype,
+        "crs": "EPSG:32633",
+        "transform": from_origin(500000.0, 5200000.0, 10.0, 10.0),
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "BIGTIFF": "IF_SAFER",
     }
     with rasterio.open(tmp, "w", **profile) as ds:
         ds.write(data.astype(dtype, copy=False))
@@ -154,18 +166,33 @@ def _write_sparse(dst: Path, spec: FileSpec, rng: np.random.Generator) -> None:
     tmp = dst.with_suffix(".src.tif")
     bs = spec.blocksize
     profile = {
-        "driver": "GTiff", "width": spec.width, "height": spec.height, "count": 1,
-        "dtype": "uint8", "crs": "EPSG:3857", "transform": from_origin(1000.0, 300000.0, 1.0, 1.0),
-        "tiled": True, "blockxsize": bs, "blockysize": bs, "SPARSE_OK": "TRUE",
-        "BIGTIFF": "YES", "compress": "DEFLATE",
+        "driver": "GTiff",
+        "width": spec.width,
+        "height": spec.height,
+        "count": 1,
+        "dtype": "uint8",
+        "crs": "EPSG:3857",
+        "transform": from_origin(1000.0, 300000.0, 1.0, 1.0),
+        "tiled": True,
+        "blockxsize": bs,
+        "blockysize": bs,
+        "SPARSE_OK": "TRUE",
+        "BIGTIFF": "YES",
+        "compress": "DEFLATE",
     }
     with rasterio.open(tmp, "w", **profile) as ds:
         for col, row in spec.written:
             block = (_picture(rng, bs, bs, 1, 250.0) + 1).astype("uint8")
             ds.write(block, window=Window(col * bs, row * bs, bs, bs))
     rasterio.shutil.copy(
-        tmp, dst, driver="COG", BLOCKSIZE=str(bs), BIGTIFF="YES", SPARSE_OK="TRUE",
-        COMPRESS="DEFLATE", OVERVIEWS="NONE",
+        tmp,
+        dst,
+        driver="COG",
+        BLOCKSIZE=str(bs),
+        BIGTIFF="YES",
+        SPARSE_OK="TRUE",
+        COMPRESS="DEFLATE",
+        OVERVIEWS="NONE",
     )
     tmp.unlink()
 
@@ -175,20 +202,48 @@ def _generate(spec: CorpusSpec, name: str, dst: Path) -> None:
     f = getattr(spec, name)
     if name == "dem":
         data = _terrain(rng, f.height, f.width)[None]
-        _write_cog(dst, data, "float32", f.blocksize, COMPRESS="DEFLATE", PREDICTOR="YES",
-                   OVERVIEW_RESAMPLING="AVERAGE")
+        _write_cog(
+            dst,
+            data,
+            "float32",
+            f.blocksize,
+            COMPRESS="DEFLATE",
+            PREDICTOR="YES",
+            OVERVIEW_RESAMPLING="AVERAGE",
+        )
     elif name == "rgb":
         data = _picture(rng, f.height, f.width, 3, 255.0)
-        _write_cog(dst, data, "uint8", f.blocksize, COMPRESS="JPEG", QUALITY="85",
-                   OVERVIEW_RESAMPLING="AVERAGE")
+        _write_cog(
+            dst,
+            data,
+            "uint8",
+            f.blocksize,
+            COMPRESS="JPEG",
+            QUALITY="85",
+            OVERVIEW_RESAMPLING="AVERAGE",
+        )
     elif name == "multi":
         data = _picture(rng, f.height, f.width, 4, 4000.0)
-        _write_cog(dst, data, "uint16", f.blocksize, COMPRESS="LZW", PREDICTOR="YES",
-                   OVERVIEW_RESAMPLING="NEAREST")
+        _write_cog(
+            dst,
+            data,
+            "uint16",
+            f.blocksize,
+            COMPRESS="LZW",
+            PREDICTOR="YES",
+            OVERVIEW_RESAMPLING="NEAREST",
+        )
     elif name == "ortho":
         data = _picture(rng, f.height, f.width, 3, 255.0)
-        _write_cog(dst, data, "uint8", f.blocksize, COMPRESS="DEFLATE", PREDICTOR="YES",
-                   OVERVIEW_RESAMPLING="AVERAGE")
+        _write_cog(
+            dst,
+            data,
+            "uint8",
+            f.blocksize,
+            COMPRESS="DEFLATE",
+            PREDICTOR="YES",
+            OVERVIEW_RESAMPLING="AVERAGE",
+        )
     elif name == "sparse":
         _write_sparse(dst, f, rng)
     else:  # pragma: no cover - programming error
@@ -214,8 +269,11 @@ def ensure_corpus(spec: CorpusSpec, log: bool = True) -> dict[str, Path]:
             os.replace(part, dst)
             if log:
                 mib = dst.stat().st_size / 2**20
-                print(f"  corpus: wrote {dst.name} ({mib:.1f} MiB) in "
-                      f"{time.perf_counter() - t0:.1f} s", flush=True)
+                print(
+                    f"  corpus: wrote {dst.name} ({mib:.1f} MiB) in "
+                    f"{time.perf_counter() - t0:.1f} s",
+                    flush=True,
+                )
         out[f.name] = dst
     stamp.write_text(want)
     return out

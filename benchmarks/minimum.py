@@ -59,12 +59,18 @@ class FileIndex:
             levels = []
             for lv in tif.series[0].levels:
                 p = lv.keyframe
-                levels.append(LevelIndex(
-                    p.imagewidth, p.imagelength, p.tilewidth, p.tilelength,
-                    p.samplesperpixel, p.planarconfig == 2,
-                    np.asarray(p.dataoffsets, dtype=np.uint64),
-                    np.asarray(p.databytecounts, dtype=np.uint64),
-                ))
+                levels.append(
+                    LevelIndex(
+                        p.imagewidth,
+                        p.imagelength,
+                        p.tilewidth,
+                        p.tilelength,
+                        p.samplesperpixel,
+                        p.planarconfig == 2,
+                        np.asarray(p.dataoffsets, dtype=np.uint64),
+                        np.asarray(p.databytecounts, dtype=np.uint64),
+                    )
+                )
             first = min(int(o) for page in tif.pages for o in page.dataoffsets if o)
             arrays = 0
             entry = 0
@@ -80,9 +86,7 @@ class FileIndex:
         return cls(path, path.stat().st_size, levels, first - 4, arrays, entry)
 
 
-def minimum_bytes(
-    index: FileIndex, reads: list[tuple[int, list[int]]]
-) -> tuple[int, int, int]:
+def minimum_bytes(index: FileIndex, reads: list[tuple[int, list[int]]]) -> tuple[int, int, int]:
     """(header bytes needed, block bytes, blocks) for ``reads`` = [(level, window), ...]."""
     blocks: set[tuple[int, int]] = set()
     for level, window in reads:

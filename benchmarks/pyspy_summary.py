@@ -14,8 +14,16 @@ from pathlib import Path
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 #: Leaf frames that mean "waiting", not working.
-_IDLE = ("epoll.poll", "select (", "wait (threading", "_worker (concurrent", "acquire (<built-in>",
-         "get (queue", "sleep (", "poll (<built-in>")
+_IDLE = (
+    "epoll.poll",
+    "select (",
+    "wait (threading",
+    "_worker (concurrent",
+    "acquire (<built-in>",
+    "get (queue",
+    "sleep (",
+    "poll (<built-in>",
+)
 
 
 def _short(frame: str) -> str:
@@ -44,8 +52,13 @@ def summarise(path: Path, rate: float, top: int = 12) -> str:
             continue
         thread = frames[0]
         body = frames[1:]
-        kind = "event loop" if any("run_until_complete" in f or "run_forever" in f
-                                   or "runners.py" in f for f in body) else thread
+        kind = (
+            "event loop"
+            if any(
+                "run_until_complete" in f or "run_forever" in f or "runners.py" in f for f in body
+            )
+            else thread
+        )
         if any("_worker (concurrent" in f or "concurrent/futures/thread" in f for f in body):
             kind = "executor threads"
         totals[kind] += n
@@ -63,8 +76,10 @@ def summarise(path: Path, rate: float, top: int = 12) -> str:
     out = [f"py-spy profile {path.name} ({rate:g} samples/s per thread)"]
     for kind, total in totals.most_common():
         busy = total - idle[kind]
-        out.append(f"\n== {kind}: {total / rate:.2f} s sampled, busy {busy / rate:.2f} s "
-                   f"({100 * busy / max(total, 1):.0f}%)")
+        out.append(
+            f"\n== {kind}: {total / rate:.2f} s sampled, busy {busy / rate:.2f} s "
+            f"({100 * busy / max(total, 1):.0f}%)"
+        )
         out.append("  top leaf functions (self time):")
         for fn, n in per_thread[kind].most_common(top):
             out.append(f"    {n / rate:7.3f} s  {fn}")

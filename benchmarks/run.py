@@ -101,14 +101,30 @@ def build_workloads(spec: CorpusSpec, idx: dict[str, FileIndex]) -> list[Workloa
     w5 = [c * bs + bs // 2, r * bs + bs // 2, bs, bs]
     return [
         Workload("W1", "cold open + one 512x512 window (dem)", [("dem", 0, w1)]),
-        Workload("W2", f"{len(chips)} random 256x256 chips over 4 files "
-                 "(async: 32 concurrent; sync: 16 threads)", chips),
-        Workload("W3", f"whole overview level {w3_level} "
-                 f"({w3_win[2]}x{w3_win[3]}) of dem", [("dem", w3_level, w3_win)]),
-        Workload("W4", f"{w4[2]}x{w4[3]} window of dem, no latency (decode-bound)",
-                 [("dem", 0, w4)], latency=0.0),
-        Workload("W5", f"open the {spec.sparse.width}x{spec.sparse.height} sparse file, "
-                 f"read one {bs}x{bs} window", [("sparse", 0, w5)], split_open=True),
+        Workload(
+            "W2",
+            f"{len(chips)} random 256x256 chips over 4 files "
+            "(async: 32 concurrent; sync: 16 threads)",
+            chips,
+        ),
+        Workload(
+            "W3",
+            f"whole overview level {w3_level} ({w3_win[2]}x{w3_win[3]}) of dem",
+            [("dem", w3_level, w3_win)],
+        ),
+        Workload(
+            "W4",
+            f"{w4[2]}x{w4[3]} window of dem, no latency (decode-bound)",
+            [("dem", 0, w4)],
+            latency=0.0,
+        ),
+        Workload(
+            "W5",
+            f"open the {spec.sparse.width}x{spec.sparse.height} sparse file, "
+            f"read one {bs}x{bs} window",
+            [("sparse", 0, w5)],
+            split_open=True,
+        ),
     ]
 
 
@@ -180,8 +196,9 @@ def decode_floor(paths: dict[str, Path], reads: list[Read], runs: int) -> float:
                 handles[f] = tifffile.TiffFile(paths[f])
             page = handles[f].series[0].levels[level].keyframe
             ntx = -(-page.imagewidth // page.tilewidth)
-            for c, r in tiles_for_window(win, page.tilewidth, page.tilelength,
-                                         page.imagewidth, page.imagelength):
+            for c, r in tiles_for_window(
+                win, page.tilewidth, page.tilelength, page.imagewidth, page.imagelength
+            ):
                 i = r * ntx + c
                 off, cnt = page.dataoffsets[i], page.databytecounts[i]
                 if (f, level, i) in seen or not off or not cnt:
@@ -211,8 +228,11 @@ def _old_python() -> str | None:
     candidates = [str(p) for p in sorted(Path.home().glob(".pyenv/versions/3.8*/bin/python"))]
     candidates += [c for c in (shutil.which("python3.8"),) if c]
     for c in candidates:
-        probe = subprocess.run([c, "-c", "import sys, venv; print(sys.version_info[:2])"],
-                               capture_output=True, text=True)
+        probe = subprocess.run(
+            [c, "-c", "import sys, venv; print(sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+        )
         if probe.returncode == 0 and "(3, 8)" in probe.stdout:
             return c
     return None
@@ -279,18 +299,31 @@ def parse_variants(specs: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def run_worker(
-    reader: str, job: dict[str, Any], acg_python: str | None, tmp: Path, timeout: float,
+    reader: str,
+    job: dict[str, Any],
+    acg_python: str | None,
+    tmp: Path,
+    timeout: float,
     prefix: list[str] | None = None,
 ) -> dict[str, Any]:
     job_path = tmp / f"job-{reader}-{time.monotonic_ns()}.json"
     job_path.write_text(json.dumps(job))
     env = dict(os.environ)
-    env.update({"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
-                "PYTHONWARNINGS": "ignore"})
+    env.update(
+        {
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
     try:
         proc = subprocess.run(
-            (prefix or []) + _worker_cmd(reader, acg_python, job_path), cwd=ROOT, env=env,
-            capture_output=True, text=True, timeout=timeout,
+            (prefix or []) + _worker_cmd(reader, acg_python, job_path),
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
     except subprocess.TimeoutExpired:
         return {"ok": False, "error": f"timed out after {timeout:.0f} s"}
@@ -330,9 +363,17 @@ def _own_cpu() -> float:
 
 
 def run_workload(
-    wl: Workload, readers: list[str], runs: int, server: Any, files: dict[str, dict[str, str]],
-    reference: list[np.ndarray], unavailable: dict[str, str], acg_python: str | None,
-    tmp: Path, base_latency: float, profile_dir: Path | None,
+    wl: Workload,
+    readers: list[str],
+    runs: int,
+    server: Any,
+    files: dict[str, dict[str, str]],
+    reference: list[np.ndarray],
+    unavailable: dict[str, str],
+    acg_python: str | None,
+    tmp: Path,
+    base_latency: float,
+    profile_dir: Path | None,
     variants: dict[str, dict[str, Any]],
 ) -> dict[str, Cell]:
     latency = base_latency if wl.latency is None else wl.latency
@@ -342,8 +383,11 @@ def run_workload(
         if r in cells:
             cells[r].error = f"not runnable: {why}"
     base_job = {
-        "files": files, "reads": [list(x) for x in wl.reads], "base_url": server.url(""),
-        "concurrency": wl.concurrency, "threads": wl.threads,
+        "files": files,
+        "reads": [list(x) for x in wl.reads],
+        "base_url": server.url(""),
+        "concurrency": wl.concurrency,
+        "threads": wl.threads,
     }
     timeout = 600.0
     for run in range(runs):
@@ -353,8 +397,12 @@ def run_workload(
             if cell.error is not None:
                 continue
             save = tmp / f"{wl.key}-{reader}.npz" if run == 0 else None
-            job = {**base_job, "reader": reader, "save": str(save) if save else None,
-                   "variant": variants.get(reader, {})}
+            job = {
+                **base_job,
+                "reader": reader,
+                "save": str(save) if save else None,
+                "variant": variants.get(reader, {}),
+            }
             server.reset()
             cpu0 = _own_cpu()
             res = run_worker(reader, job, acg_python, tmp, timeout)
@@ -375,8 +423,13 @@ def run_workload(
     if profile_dir is not None and "cloudroi" in readers and cells["cloudroi"].error is None:
         out = profile_dir / f"profile-{wl.key}-cloudroi.txt"
         server.reset()
-        run_worker("cloudroi", {**base_job, "reader": "cloudroi", "profile": str(out)},
-                   acg_python, tmp, timeout)
+        run_worker(
+            "cloudroi",
+            {**base_job, "reader": "cloudroi", "profile": str(out)},
+            acg_python,
+            tmp,
+            timeout,
+        )
         pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
         if Path(pyspy).exists():
             from benchmarks.pyspy_summary import summarise as summarise_pyspy
@@ -385,10 +438,22 @@ def run_workload(
             # sees only the event loop's thread.
             raw = profile_dir / f"pyspy-{wl.key}-cloudroi.raw"
             server.reset()
-            prefix = [pyspy, "record", "-r", "250", "--threads", "--idle", "-f", "raw",
-                      "-o", str(raw), "--"]
-            run_worker("cloudroi", {**base_job, "reader": "cloudroi"}, acg_python, tmp,
-                       timeout, prefix)
+            prefix = [
+                pyspy,
+                "record",
+                "-r",
+                "250",
+                "--threads",
+                "--idle",
+                "-f",
+                "raw",
+                "-o",
+                str(raw),
+                "--",
+            ]
+            run_worker(
+                "cloudroi", {**base_job, "reader": "cloudroi"}, acg_python, tmp, timeout, prefix
+            )
             if raw.exists():
                 (profile_dir / f"pyspy-{wl.key}-cloudroi.txt").write_text(
                     summarise_pyspy(raw, 250) + "\n"
@@ -443,8 +508,13 @@ def summarise(wl: Workload, cells: dict[str, Cell], minimum: dict[str, int]) -> 
     for row in rows.values():
         other = row["wall_median"]
         row["cloudroi_ratio"] = base / other if base and other else None
-    return {"key": wl.key, "title": wl.title, "minimum": minimum, "rows": rows,
-            "latency": wl.latency}
+    return {
+        "key": wl.key,
+        "title": wl.title,
+        "minimum": minimum,
+        "rows": rows,
+        "latency": wl.latency,
+    }
 
 
 def markdown_table(s: dict[str, Any], latency: float) -> str:
@@ -461,8 +531,17 @@ def markdown_table(s: dict[str, Any], latency: float) -> str:
         "",
     ]
     split = any("open_bytes" in r for r in s["rows"].values())
-    head = ["reader", "median s", "min-max s", "CPU s", "server CPU s", "requests", "rounds",
-            "bytes", "bytes/min"]
+    head = [
+        "reader",
+        "median s",
+        "min-max s",
+        "CPU s",
+        "server CPU s",
+        "requests",
+        "rounds",
+        "bytes",
+        "bytes/min",
+    ]
     if split:
         head += ["open req", "open bytes", "read req", "read bytes"]
     head += ["peak RSS MiB", "RSS growth MiB", "cloudroi / reader", "pixels vs rasterio"]
@@ -485,12 +564,16 @@ def markdown_table(s: dict[str, Any], latency: float) -> str:
         ]
         if split:
             cells += [
-                f"{r['open_requests']:.0f}", _fmt_bytes(r["open_bytes"]),
-                f"{r['read_requests']:.0f}", _fmt_bytes(r["read_bytes"]),
+                f"{r['open_requests']:.0f}",
+                _fmt_bytes(r["open_bytes"]),
+                f"{r['read_requests']:.0f}",
+                _fmt_bytes(r["read_bytes"]),
             ]
         cells += [
-            _mib(r["rss_peak"]), _mib(r["rss_growth"]),
-            "-" if r["cloudroi_ratio"] is None or name == "cloudroi"
+            _mib(r["rss_peak"]),
+            _mib(r["rss_growth"]),
+            "-"
+            if r["cloudroi_ratio"] is None or name == "cloudroi"
             else f"{r['cloudroi_ratio']:.2f}",
             r["pixels"],
         ]
@@ -511,24 +594,42 @@ def targets(summaries: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, b
         c, g = row(key, "cloudroi"), row(key, "rasterio")
         if c and g:
             ratio = c["wall_median"] / g["wall_median"]
-            out.append((key, f"time <= {limit}x rasterio", f"{ratio:.2f}x "
-                        f"({c['wall_median']:.3f} vs {g['wall_median']:.3f} s)", ratio <= limit))
+            out.append(
+                (
+                    key,
+                    f"time <= {limit}x rasterio",
+                    f"{ratio:.2f}x ({c['wall_median']:.3f} vs {g['wall_median']:.3f} s)",
+                    ratio <= limit,
+                )
+            )
         else:
             out.append((key, f"time <= {limit}x rasterio", "not measured", None))
 
     def byte_ratio(key: str, limit: float) -> None:
         c = row(key, "cloudroi")
         if c and "bytes_ratio" in c:
-            out.append((key, f"bytes <= {limit}x minimum", f"{c['bytes_ratio']:.3f}x",
-                        c["bytes_ratio"] <= limit))
+            out.append(
+                (
+                    key,
+                    f"bytes <= {limit}x minimum",
+                    f"{c['bytes_ratio']:.3f}x",
+                    c["bytes_ratio"] <= limit,
+                )
+            )
 
     c1 = row("W1", "cloudroi")
     if c1:
         out.append(("W1", "<= 3 requests", f"{c1['requests']:.0f}", c1["requests"] <= 3))
         m1 = row("W1", MULTIRANGE)
         if m1:
-            out.append(("W1", "<= 3 requests (multirange=True)", f"{m1['requests']:.0f}",
-                        m1["requests"] <= 3))
+            out.append(
+                (
+                    "W1",
+                    "<= 3 requests (multirange=True)",
+                    f"{m1['requests']:.0f}",
+                    m1["requests"] <= 3,
+                )
+            )
         if c1["rounds"] is not None:
             out.append(("W1", "<= 2 round trips", f"{c1['rounds']:.0f}", c1["rounds"] <= 2))
     byte_ratio("W1", 1.1)
@@ -540,15 +641,27 @@ def targets(summaries: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, b
     byte_ratio("W4", 1.1)
     c5 = row("W5", "cloudroi")
     if c5 and c5.get("open_bytes") is not None:
-        out.append(("W5", "open <= 64 KiB", _fmt_bytes(c5["open_bytes"]),
-                    c5["open_bytes"] <= 64 * 1024))
+        out.append(
+            ("W5", "open <= 64 KiB", _fmt_bytes(c5["open_bytes"]), c5["open_bytes"] <= 64 * 1024)
+        )
         m = summaries["W5"]["minimum"]
-        out.append(("W5", "read adds only index slices + blocks",
-                    f"{_fmt_bytes(c5['read_bytes'])} read vs {_fmt_bytes(m['block_bytes'])} "
-                    f"of blocks", c5["read_bytes"] <= 1.1 * m["block_bytes"] + 64 * 1024))
+        out.append(
+            (
+                "W5",
+                "read adds only index slices + blocks",
+                f"{_fmt_bytes(c5['read_bytes'])} read vs {_fmt_bytes(m['block_bytes'])} of blocks",
+                c5["read_bytes"] <= 1.1 * m["block_bytes"] + 64 * 1024,
+            )
+        )
     if c5 and c5.get("rss_growth") is not None:
-        out.append(("W5", "RSS growth <= 50 MiB", _mib(c5["rss_growth"]) + " MiB",
-                    c5["rss_growth"] <= 50 * 2**20))
+        out.append(
+            (
+                "W5",
+                "RSS growth <= 50 MiB",
+                _mib(c5["rss_growth"]) + " MiB",
+                c5["rss_growth"] <= 50 * 2**20,
+            )
+        )
     return out
 
 
@@ -565,8 +678,17 @@ def machine() -> dict[str, Any]:
     versions: dict[str, str] = {}
     from importlib.metadata import PackageNotFoundError, version
 
-    for pkg in ("cloudroi", "rasterio", "tifffile", "imagecodecs", "fsspec", "aiohttp",
-                "async-tiff", "obstore", "numpy"):
+    for pkg in (
+        "cloudroi",
+        "rasterio",
+        "tifffile",
+        "imagecodecs",
+        "fsspec",
+        "aiohttp",
+        "async-tiff",
+        "obstore",
+        "numpy",
+    ):
         try:
             versions[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -577,17 +699,25 @@ def machine() -> dict[str, Any]:
         versions["GDAL"] = rasterio.__gdal_version__
     except ImportError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**30, 1),
-            "python": platform.python_version(), "platform": platform.platform(),
-            "versions": versions}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
 
 
 def service_load(args: argparse.Namespace, tmp: Path) -> tuple[str, dict[str, Any] | None]:
     """W6 comes from benchmarks/service_load.py (written with the service) when it exists."""
     script = HERE / "service_load.py"
     if not script.exists():
-        return "W6 (/region 512x512 PNG requests/s): pending (benchmarks/service_load.py "\
-               "does not exist yet)", None
+        return (
+            "W6 (/region 512x512 PNG requests/s): pending (benchmarks/service_load.py "
+            "does not exist yet)",
+            None,
+        )
     out = tmp / "service_load.json"
     cmd = [sys.executable, "-m", "benchmarks.service_load", "--json", str(out)]
     if args.quick or args.smoke:
@@ -632,8 +762,12 @@ def render(report: dict[str, Any], latency: float) -> str:
         parts += [markdown_table(s, latency), ""]
     parts += [report["w6"], ""]
     if report["targets"]:
-        parts += ["### Targets (cloudroi)", "", "| workload | target | measured | met |",
-                  "|---|---|---|---|"]
+        parts += [
+            "### Targets (cloudroi)",
+            "",
+            "| workload | target | measured | met |",
+            "|---|---|---|---|",
+        ]
         for key, target, measured, met in report["targets"]:
             mark = "n/a" if met is None else ("yes" if met else "**no**")
             parts.append(f"| {key} | {target} | {measured} | {mark} |")
@@ -648,18 +782,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=None, help="runs per cell (default 5; quick 3)")
     ap.add_argument("--latency", type=float, default=0.02, help="seconds added to each request")
     ap.add_argument("--quick", action="store_true", help="3 runs per cell")
-    ap.add_argument("--smoke", action="store_true",
-                    help="toy corpus, 1 run, no timing claims: every reader runs, pixels match")
-    ap.add_argument("--readers", default=None,
-                    help=f"comma-separated, of {','.join(READERS)} (default: all, plus "
-                    f"{MULTIRANGE})")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="toy corpus, 1 run, no timing claims: every reader runs, pixels match",
+    )
+    ap.add_argument(
+        "--readers",
+        default=None,
+        help=f"comma-separated, of {','.join(READERS)} (default: all, plus {MULTIRANGE})",
+    )
     ap.add_argument("--workloads", default="W1,W2,W3,W4,W5,W6")
-    ap.add_argument("--profile", action="store_true",
-                    help="also profile cloudroi on each workload (pyinstrument and py-spy; "
-                    "results/profile-*.txt, results/pyspy-*.txt)")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile cloudroi on each workload (pyinstrument and py-spy; "
+        "results/profile-*.txt, results/pyspy-*.txt)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
-                    help="add a cloudroi row with other options (see parse_variants)")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="add a cloudroi row with other options (see parse_variants)",
+    )
     args = ap.parse_args(argv)
     runs = args.runs or (1 if args.smoke else 3 if args.quick else 5)
     spec = SMOKE if args.smoke else FULL
@@ -697,8 +844,14 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "runs": runs, "corpus": spec.name, "latency": args.latency, "machine": machine(),
-        "readers": readers, "unavailable": unavailable, "workloads": {}, "w6": "",
+        "runs": runs,
+        "corpus": spec.name,
+        "latency": args.latency,
+        "machine": machine(),
+        "readers": readers,
+        "unavailable": unavailable,
+        "workloads": {},
+        "w6": "",
     }
     server = RangeServer(latency=args.latency)
     for name, p in paths.items():
@@ -717,13 +870,27 @@ def main(argv: list[str] | None = None) -> int:
             for f, rs in per_file.items():
                 h, b, n = minimum_bytes(idx[f], rs)
                 header, block_bytes, blocks = header + h, block_bytes + b, blocks + n
-            minimum = {"header": header, "block_bytes": block_bytes, "blocks": blocks,
-                       "total": header + block_bytes}
+            minimum = {
+                "header": header,
+                "block_bytes": block_bytes,
+                "blocks": blocks,
+                "total": header + block_bytes,
+            }
             reference = reference_pixels(paths, wl.reads)
             floor = decode_floor(paths, wl.reads, runs)
             cells = run_workload(
-                wl, readers, runs, server, files, reference, unavailable, acg_python, tmp,
-                args.latency, args.out if args.profile else None, variants,
+                wl,
+                readers,
+                runs,
+                server,
+                files,
+                reference,
+                unavailable,
+                acg_python,
+                tmp,
+                args.latency,
+                args.out if args.profile else None,
+                variants,
             )
             summary = summarise(wl, cells, minimum)
             summary["decode_floor"] = floor
@@ -741,7 +908,9 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"{stem}.md").write_text(md + "\n")
     print(md)
     failed_pixels = [
-        f"{k}/{n}" for k, s in report["workloads"].items() for n, r in s["rows"].items()
+        f"{k}/{n}"
+        for k, s in report["workloads"].items()
+        for n, r in s["rows"].items()
         if r["pixels_ok"] is False
     ]
     if failed_pixels:

@@ -72,9 +72,21 @@ class Service:
     async def __aenter__(self) -> Service:
         env = {**os.environ, "CLOUDROI_MAX_CONCURRENCY": "256", "CLOUDROI_BLOCK_CACHE_MB": "512"}
         self.proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before any load
-            [sys.executable, "-m", "cloudroi.cli", "serve", "--port", str(self.port),
-             "--allow", self.prefix],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "cloudroi.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--allow",
+                self.prefix,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         deadline = time.monotonic() + 30
         async with aiohttp.ClientSession() as session:
@@ -115,8 +127,12 @@ async def load(
         nonlocal errors, checked
         for i in counter:
             col, row = windows[i % len(windows)]
-            params = {"url": url, "window": f"{col},{row},{TILE},{TILE}", "format": "png",
-                      "rescale": "0,2000"}
+            params = {
+                "url": url,
+                "window": f"{col},{row},{TILE},{TILE}",
+                "format": "png",
+                "rescale": "0,2000",
+            }
             began = time.perf_counter()
             async with session.get(base + "/region", params=params) as resp:
                 body = await resp.read()
@@ -137,13 +153,22 @@ async def load(
     return latencies, errors, elapsed
 
 
-def summarize(cache: str, concurrency: int, latencies: list[float], errors: int,
-              elapsed: float, upstream: int) -> Row:
+def summarize(
+    cache: str, concurrency: int, latencies: list[float], errors: int, elapsed: float, upstream: int
+) -> Row:
     ordered = sorted(latencies)
     p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-    return Row(cache, concurrency, len(latencies), round(elapsed, 3),
-               round(len(latencies) / elapsed, 1), round(statistics.median(ordered) * 1000, 1),
-               round(p99 * 1000, 1), round(upstream / len(latencies), 2), errors)
+    return Row(
+        cache,
+        concurrency,
+        len(latencies),
+        round(elapsed, 3),
+        round(len(latencies) / elapsed, 1),
+        round(statistics.median(ordered) * 1000, 1),
+        round(p99 * 1000, 1),
+        round(upstream / len(latencies), 2),
+        errors,
+    )
 
 
 async def run(args: argparse.Namespace) -> list[Row]:
@@ -160,8 +185,9 @@ async def run(args: argparse.Namespace) -> list[Row]:
             for _ in range(args.cold_rounds):
                 async with Service(prefix) as service:  # a fresh process: empty caches
                     upstream.reset()
-                    lat, err, took = await load(service.base, url, windows, len(windows),
-                                                concurrency)
+                    lat, err, took = await load(
+                        service.base, url, windows, len(windows), concurrency
+                    )
                     cold += lat
                     errors += err
                     elapsed += took
@@ -170,10 +196,10 @@ async def run(args: argparse.Namespace) -> list[Row]:
             async with Service(prefix) as service:
                 await load(service.base, url, windows, len(windows), concurrency)  # fill caches
                 upstream.reset()
-                lat, err, took = await load(service.base, url, windows, args.warm_requests,
-                                            concurrency)
-                rows.append(summarize("warm", concurrency, lat, err, took,
-                                      upstream.request_count))
+                lat, err, took = await load(
+                    service.base, url, windows, args.warm_requests, concurrency
+                )
+                rows.append(summarize("warm", concurrency, lat, err, took, upstream.request_count))
     return rows
 
 
@@ -198,10 +224,18 @@ def markdown(rows: list[Row], args: argparse.Namespace) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--latency", type=float, default=0.02, help="upstream seconds per request")
-    ap.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")],
-                    default=[1, 8], help="client counts, comma separated (default 1,8)")
-    ap.add_argument("--cold-rounds", type=int, default=3,
-                    help="fresh service processes for the cold measurement (64 windows each)")
+    ap.add_argument(
+        "--concurrency",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[1, 8],
+        help="client counts, comma separated (default 1,8)",
+    )
+    ap.add_argument(
+        "--cold-rounds",
+        type=int,
+        default=3,
+        help="fresh service processes for the cold measurement (64 windows each)",
+    )
     ap.add_argument("--warm-requests", type=int, default=400)
     ap.add_argument("--quick", action="store_true", help="one cold round, 64 warm requests")
     ap.add_argument("--json", type=Path, help="write the results here as JSON")
@@ -212,8 +246,12 @@ def main() -> int:
     text = markdown(rows, args)
     print(text)
     if args.json:
-        args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "markdown": text,
-                                         "latency": args.latency}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {"rows": [asdict(r) for r in rows], "markdown": text, "latency": args.latency},
+                indent=1,
+            )
+        )
     return 1 if any(r.errors for r in rows) else 0
 
 

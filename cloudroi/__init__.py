@@ -132,7 +132,6 @@ def open(
     return _Opening(open_image(url, context=context, stats=stats, **options))
 
 
-
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion from synchronous code, even under a running event loop."""
     try:
@@ -184,4 +183,3 @@ def info(url: str, **options: Any) -> dict[str, Any]:
             return img.info()
 
     return _run(go())
-

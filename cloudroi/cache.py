@@ -102,6 +102,10 @@ class LRUCache(Generic[V]):
     def stats(self) -> CacheStats:
         with self._lock:
             return CacheStats(
-                self._hits, self._misses, self._evictions, len(self._data), self._size,
+                self._hits,
+                self._misses,
+                self._evictions,
+                len(self._data),
+                self._size,
                 self.capacity,
             )

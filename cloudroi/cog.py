@@ -81,8 +81,9 @@ def _geokeys(epsg: int) -> list[int]:
     return out
 
 
-def _ifd_entries(page: _Page, first: bool, extra: dict[int, tuple[int, Sequence[Any] | bytes]]
-                 ) -> dict[int, tuple[int, Sequence[Any] | bytes]]:
+def _ifd_entries(
+    page: _Page, first: bool, extra: dict[int, tuple[int, Sequence[Any] | bytes]]
+) -> dict[int, tuple[int, Sequence[Any] | bytes]]:
     h, w, s = page.data.shape
     dt = page.data.dtype
     entries: dict[int, tuple[int, Sequence[Any] | bytes]] = {
@@ -241,8 +242,9 @@ def _ifd_blob(page: _Page, extra: Extra, at: int, next_ifd: int) -> bytes:
     return table + values
 
 
-def _layout(pages: list[_Page], header_len: int, extra: Extra, leader: bool
-            ) -> tuple[list[int], int]:
+def _layout(
+    pages: list[_Page], header_len: int, extra: Extra, leader: bool
+) -> tuple[list[int], int]:
     """Where each IFD goes and where the tile data starts; sets every page's tile offsets."""
     for page in pages:  # placeholder offsets so the arrays have their final size
         page.offsets = [0] * len(page.tiles)

@@ -75,9 +75,7 @@ def default_header_cache() -> LRUCache[TiffStructure]:
         if _header_cache is None:
             mib = int(os.environ.get("CLOUDROI_HEADER_CACHE_MB", "64"))
             entries = int(os.environ.get("CLOUDROI_HEADER_CACHE_ENTRIES", "512"))
-            _header_cache = LRUCache(
-                mib << 20, sizeof=TiffStructure.footprint, max_entries=entries
-            )
+            _header_cache = LRUCache(mib << 20, sizeof=TiffStructure.footprint, max_entries=entries)
         return _header_cache
 
 
@@ -153,9 +151,7 @@ class Context:
         self._trace_configs = list(trace_configs)
         self._check_redirect = check_redirect
         self.block_cache = block_cache if block_cache is not None else default_block_cache()
-        self.decoded_cache = (
-            decoded_cache if decoded_cache is not None else default_decoded_cache()
-        )
+        self.decoded_cache = decoded_cache if decoded_cache is not None else default_decoded_cache()
         self.header_cache = header_cache if header_cache is not None else default_header_cache()
         self.header_sizes = header_sizes if header_sizes is not None else default_header_sizes()
         self.executor: Executor = executor if executor is not None else default_executor()
@@ -239,7 +235,9 @@ class Context:
         if scheme in ("http", "https"):
             merged = {**self.options.http_headers, **(headers or {})}
             return HTTPSource(
-                url, self.http_session(), headers=merged,
+                url,
+                self.http_session(),
+                headers=merged,
                 multirange_refused=self.multirange_refused,
                 check_redirect=self._check_redirect,
             )
@@ -261,11 +259,12 @@ class Context:
             if client is not None:
                 await client.close()
             session = getattr(fs, "_session", None)
-            if session is not None and hasattr(session, "close") and not getattr(
-                session, "closed", True
+            if (
+                session is not None
+                and hasattr(session, "close")
+                and not getattr(session, "closed", True)
             ):
                 await session.close()
         self._filesystems.clear()
         if self._session is not None and self._owns_session:
             await self._session.close()
-

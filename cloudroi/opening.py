@@ -48,8 +48,9 @@ async def open_image(
         raise
 
 
-async def _source(ctx: Context, target: str | RangeSource | bytes, opts: ImageOptions
-                  ) -> RangeSource:
+async def _source(
+    ctx: Context, target: str | RangeSource | bytes, opts: ImageOptions
+) -> RangeSource:
     if isinstance(target, bytes | bytearray | memoryview):
         return MemorySource(target)
     if isinstance(target, str):
@@ -74,7 +75,8 @@ async def _structure(
         stats.header_cache_hits += 1
     else:
         header_opts = HeaderOptions(
-            prefix_bytes=opts.prefix_bytes, lazy_index_bytes=opts.lazy_index_bytes,
+            prefix_bytes=opts.prefix_bytes,
+            lazy_index_bytes=opts.lazy_index_bytes,
             limits=opts.parse_limits,
         )
         structure = await load_structure(fetcher, meta, prefix, header_opts, executor=ctx.executor)
@@ -113,11 +115,20 @@ async def _open_with(
         source = PrefetchedSource(source, meta, prefix)
         fetcher.source = source
     store = BlockStore(
-        fetcher, ctx.block_cache, ctx.inflight, max_gap=opts.coalesce_gap,
-        max_size=opts.coalesce_max, multirange=opts.multirange,
+        fetcher,
+        ctx.block_cache,
+        ctx.inflight,
+        max_gap=opts.coalesce_gap,
+        max_size=opts.coalesce_max,
+        multirange=opts.multirange,
     )
     reader = BlockReader(
-        structure, store, ctx.executor, ctx.decoded_cache, _cache_token(source, meta),
-        use_leader=opts.use_block_leader, max_output_bytes=opts.max_output_bytes,
+        structure,
+        store,
+        ctx.executor,
+        ctx.decoded_cache,
+        _cache_token(source, meta),
+        use_leader=opts.use_block_leader,
+        max_output_bytes=opts.max_output_bytes,
     )
     return Image(ctx, source, structure, meta, reader, opts, owns_context=owns)

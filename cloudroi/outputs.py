@@ -281,9 +281,7 @@ def render(
     return Rendered(out, used)
 
 
-def _encode_image(
-    fmt: str, pixels: npt.NDArray[np.uint8], quality: int, png_level: int
-) -> bytes:
+def _encode_image(fmt: str, pixels: npt.NDArray[np.uint8], quality: int, png_level: int) -> bytes:
     if fmt == "png":
         if pixels.shape[2] == 1:  # the PNG encoder takes grey as (h, w)
             pixels = np.ascontiguousarray(pixels[:, :, 0])
@@ -325,9 +323,7 @@ def encode(
     if fmt not in RENDERED:
         raise ValueError(f"unknown output format {fmt!r}; one of {', '.join(FORMATS)}")
     nodata = geo.nodata if geo is not None else None
-    rendered = render(
-        data, mask=mask, rescale=rescale, nodata=nodata, alpha=fmt in ALPHA_FORMATS
-    )
+    rendered = render(data, mask=mask, rescale=rescale, nodata=nodata, alpha=fmt in ALPHA_FORMATS)
     return _encode_image(fmt, rendered.pixels, quality, png_level), rendered.rescale
 
 

@@ -98,8 +98,10 @@ class Window(NamedTuple):
     def within(self, width: int, height: int) -> bool:
         """Whether every pixel of the window lies inside a ``width`` x ``height`` grid."""
         return (
-            self.col_off >= 0 and self.row_off >= 0
-            and self.col_end <= width and self.row_end <= height
+            self.col_off >= 0
+            and self.row_off >= 0
+            and self.col_end <= width
+            and self.row_end <= height
         )
 
 
@@ -159,4 +161,3 @@ class Tile:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.data.shape)
-

@@ -113,8 +113,11 @@ def test_one_input(data: bytes) -> None:
 def _framed(parts: Sequence[tuple[int, int]], closing: bool = True) -> bytes:
     out = b""
     for first, last in parts:
-        out += (f"--{BOUNDARY}\r\ncontent-range: bytes {first}-{last}/{len(OBJECT)}\r\n\r\n"
-                .encode() + OBJECT[first : last + 1] + b"\r\n")
+        out += (
+            f"--{BOUNDARY}\r\ncontent-range: bytes {first}-{last}/{len(OBJECT)}\r\n\r\n".encode()
+            + OBJECT[first : last + 1]
+            + b"\r\n"
+        )
     return out + (f"--{BOUNDARY}--\r\n".encode() if closing else b"")
 
 

@@ -98,12 +98,19 @@ def windows(width: int, height: int, block: tuple[int, int]) -> dict[str, Window
     last_c, last_r = (width - 1) // bw * bw, (height - 1) // bh * bh
     out = {
         "whole": (0, 0, width, height),
-        "interior": (min(bw // 2 + 3, width - 1), min(bh // 2 + 1, height - 1),
-                     max(1, min(bw + 7, width - bw // 2 - 3)),
-                     max(1, min(bh + 5, height - bh // 2 - 1))),
+        "interior": (
+            min(bw // 2 + 3, width - 1),
+            min(bh // 2 + 1, height - 1),
+            max(1, min(bw + 7, width - bw // 2 - 3)),
+            max(1, min(bh + 5, height - bh // 2 - 1)),
+        ),
         "one-block": (0, 0, min(bw, width), min(bh, height)),
-        "edge": (max(0, width - bw // 2 - 10), max(0, height - bh // 2 - 10),
-                 min(width, bw // 2 + 10), min(height, bh // 2 + 10)),
+        "edge": (
+            max(0, width - bw // 2 - 10),
+            max(0, height - bh // 2 - 10),
+            min(width, bw // 2 + 10),
+            min(height, bh // 2 + 10),
+        ),
         "last-block": (last_c, last_r, width - last_c, height - last_r),
         "row": (0, height // 2, width, 1),
         "column": (width - 1, 0, 1, height),

@@ -22,6 +22,9 @@ from typing import Any
 PREFIX = "/2018-06-01/runtime"
 
 
+FUNCTION_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:cloudroi"
+
+
 class RuntimeAPI:
     """Queue events with ``invoke``; answers arrive in ``results`` keyed by request id."""
 
@@ -49,20 +52,23 @@ class RuntimeAPI:
                     except queue.Empty:
                         continue
                     deadline = int((time.time() + 30) * 1000)
-                    self._send(200, body, {
-                        "Lambda-Runtime-Aws-Request-Id": request_id,
-                        "Lambda-Runtime-Deadline-Ms": str(deadline),
-                        "Lambda-Runtime-Invoked-Function-Arn":
-                            "arn:aws:lambda:eu-west-1:123456789012:function:cloudroi",
-                        "Lambda-Runtime-Trace-Id": f"Root=1-{request_id[:8]}-{request_id[9:]}",
-                    })
+                    self._send(
+                        200,
+                        body,
+                        {
+                            "Lambda-Runtime-Aws-Request-Id": request_id,
+                            "Lambda-Runtime-Deadline-Ms": str(deadline),
+                            "Lambda-Runtime-Invoked-Function-Arn": FUNCTION_ARN,
+                            "Lambda-Runtime-Trace-Id": f"Root=1-{request_id[:8]}-{request_id[9:]}",
+                        },
+                    )
                     return
                 self._send(503, b"{}")
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 payload = json.loads(self.rfile.read(length) or b"null")
-                parts = self.path[len(PREFIX):].strip("/").split("/")
+                parts = self.path[len(PREFIX) :].strip("/").split("/")
                 if parts[:2] == ["init", "error"]:
                     api.init_errors.append(payload)
                 elif len(parts) == 3 and parts[0] == "invocation":
@@ -147,8 +153,12 @@ class RuntimeClient:
         self.api.__enter__()
         env = {**os.environ, **self._env, "AWS_LAMBDA_RUNTIME_API": self.api.address}
         self.proc = subprocess.Popen(
-            self._argv, env=env, cwd=self._cwd, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            self._argv,
+            env=env,
+            cwd=self._cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         return self
 

@@ -14,13 +14,29 @@ from cloudroi.tiff.structure import ImageIFD
 from cloudroi.types import Window
 
 
-def make_ifd(width: int, height: int, bw: int, bh: int, samples: int, planar: int,
-             tiled: bool) -> ImageIFD:
+def make_ifd(
+    width: int, height: int, bw: int, bh: int, samples: int, planar: int, tiled: bool
+) -> ImageIFD:
     return ImageIFD(
-        offset=8, subfile_type=0, width=width, height=height, tiled=tiled, block_width=bw,
-        block_height=bh, samples=samples, bits=16, sample_format=1, planar=planar,
-        compression=1, predictor=1, photometric=1, extra_samples=(), fill_order=1,
-        byteorder="<", offsets=IndexArray.from_values(()), byte_counts=IndexArray.from_values(()),
+        offset=8,
+        subfile_type=0,
+        width=width,
+        height=height,
+        tiled=tiled,
+        block_width=bw,
+        block_height=bh,
+        samples=samples,
+        bits=16,
+        sample_format=1,
+        planar=planar,
+        compression=1,
+        predictor=1,
+        photometric=1,
+        extra_samples=(),
+        fill_order=1,
+        byteorder="<",
+        offsets=IndexArray.from_values(()),
+        byte_counts=IndexArray.from_values(()),
     )
 
 
@@ -63,8 +79,9 @@ def test_paste_reproduces_the_window(layout: tuple[ImageIFD, Window, list[int]])
     if inner is not None:
         rs = slice(inner.row_off - win.row_off, inner.row_end - win.row_off)
         cs = slice(inner.col_off - win.col_off, inner.col_end - win.col_off)
-        expected[:, rs, cs] = image[samples][:, inner.row_off : inner.row_end,
-                                             inner.col_off : inner.col_end]
+        expected[:, rs, cs] = image[samples][
+            :, inner.row_off : inner.row_end, inner.col_off : inner.col_end
+        ]
     np.testing.assert_array_equal(out, expected)
 
 

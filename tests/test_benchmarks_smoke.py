@@ -23,7 +23,10 @@ def smoke_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("bench")
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=240,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "## Benchmark results" in proc.stdout
@@ -60,8 +63,10 @@ def test_multirange_row_sends_one_get_for_the_window(smoke_report: dict) -> None
     rows = smoke_report["workloads"]["W1"]["rows"]
     assert rows["cloudroi"]["requests"] == 4
     assert rows["cloudroi[multirange]"]["requests"] == 2
-    assert rows["cloudroi[multirange]"]["bytes"] < 1.1 * smoke_report["workloads"]["W1"][
-        "minimum"]["total"]
+    assert (
+        rows["cloudroi[multirange]"]["bytes"]
+        < 1.1 * smoke_report["workloads"]["W1"]["minimum"]["total"]
+    )
 
 
 def test_aiocogeo_is_shown_not_dropped(smoke_report: dict) -> None:

@@ -49,19 +49,22 @@ def url(server: RangeServer, cog: bytes) -> str:
     return server.url(name)
 
 
-def cloudroi(*args: str, env: dict[str, str] | None = None, timeout: float = 60
-             ) -> subprocess.CompletedProcess[str]:
+def cloudroi(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cloudroi.cli", *args],
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 
 def test_console_script_and_version() -> None:
     script = Path(sys.executable).with_name("cloudroi")
     assert script.exists()
-    result = subprocess.run([str(script), "--version"], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert result.stdout.startswith("cloudroi ")
 
@@ -96,11 +99,13 @@ def test_read_formats(url: str, tmp_path: Path) -> None:
     with rasterio.open(tif) as ds:
         np.testing.assert_array_equal(ds.read(), pixels()[[1], 50:150, 100:300])
         assert ds.transform.to_gdal() == pytest.approx(
-            (300000 + 100 * 5, 5.0, 0.0, 5000000 - 50 * 5, 0.0, -5.0))
+            (300000 + 100 * 5, 5.0, 0.0, 5000000 - 50 * 5, 0.0, -5.0)
+        )
         assert ds.crs.to_epsg() == 32633
     small = tmp_path / "s.npy"
-    result = cloudroi("read", url, "--window", "0,0,600,500", "--size", "150,125", "-o",
-                      str(small), "-q")
+    result = cloudroi(
+        "read", url, "--window", "0,0,600,500", "--size", "150,125", "-o", str(small), "-q"
+    )
     assert result.returncode == 0, result.stderr
     np.testing.assert_array_equal(np.load(small), pixels()[:, ::4, ::4])
     for ext, decode in ((".jpg", imagecodecs.jpeg8_decode), (".webp", imagecodecs.webp_decode)):
@@ -114,8 +119,12 @@ def run_with_terminal_stderr(*args: str, timeout: float = 60) -> tuple[int, str]
     """The command with a pseudo-terminal as its stderr (as in an interactive shell); returns
     the exit status and what it wrote there."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "cloudroi.cli", *args],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cloudroi.cli", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+    )
     os.close(slave)
     out = bytearray()
     deadline = time.monotonic() + timeout
@@ -147,10 +156,12 @@ def test_read_many_tiles_shows_progress_on_a_terminal(url: str, tmp_path: Path) 
     assert "80/80 tiles" in err
     assert "[" + "#" * 30 + "]" in err
     assert "\r[" in err
-    np.testing.assert_array_equal(imagecodecs.png_decode(png.read_bytes()),
-                                  np.moveaxis(pixels(), 0, -1))
-    status, err = run_with_terminal_stderr("read", url, "--window", "0,0,600,500", "-o",
-                                           str(png), "-q")
+    np.testing.assert_array_equal(
+        imagecodecs.png_decode(png.read_bytes()), np.moveaxis(pixels(), 0, -1)
+    )
+    status, err = run_with_terminal_stderr(
+        "read", url, "--window", "0,0,600,500", "-o", str(png), "-q"
+    )
     assert status == 0, err
     assert "80/80" not in err
     assert "wrote" in err
@@ -161,9 +172,20 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(url: str, tmp_path: Path)
     log = tmp_path / "log.txt"
     with log.open("w") as f:
         result = subprocess.run(
-            [sys.executable, "-m", "cloudroi.cli", "read", url, "--window", "0,0,600,500",
-             "-o", str(tmp_path / "all.npy")],
-            stdout=subprocess.DEVNULL, stderr=f, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "cloudroi.cli",
+                "read",
+                url,
+                "--window",
+                "0,0,600,500",
+                "-o",
+                str(tmp_path / "all.npy"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=f,
+            timeout=60,
         )
     assert result.returncode == 0
     text = log.read_text()
@@ -186,8 +208,11 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(url: str, tmp_path: Path)
         (["read", "{missing}", "--window", "0,0,2,2", "-o", "x.npy"], 1, "404"),
         (["read", "{url}", "--window", "0,0,2,2", "-o", "x.gif"], 2, "cannot tell"),
         (["read", "{url}", "--window", "0,0,2", "-o", "x.npy"], 2, "4 comma-separated"),
-        (["read", "{url}", "--window", "0,0,2,2", "--bands", "1,2", "-o", "x.png"], 2,
-         "1 or 3 bands"),
+        (
+            ["read", "{url}", "--window", "0,0,2,2", "--bands", "1,2", "-o", "x.png"],
+            2,
+            "1 or 3 bands",
+        ),
         (["read", "{url}", "--bbox", "0,0,1,1", "-o", "x.npy"], 2, "does not intersect"),
         (["info", "{text}"], 1, "not a TIFF"),
     ],
@@ -236,12 +261,21 @@ def test_s3(s3_server: str, s3_client: Any, cog: bytes, tmp_path: Path) -> None:
     s3_client.create_bucket(Bucket=bucket)
     s3_client.put_object(Bucket=bucket, Key="a/img.tif", Body=cog)
     out = tmp_path / "s3.npy"
-    result = cloudroi("read", f"s3://{bucket}/a/img.tif", "--window", "0,0,32,16",
-                      "--s3-endpoint", s3_server, "-o", str(out))
+    result = cloudroi(
+        "read",
+        f"s3://{bucket}/a/img.tif",
+        "--window",
+        "0,0,32,16",
+        "--s3-endpoint",
+        s3_server,
+        "-o",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     np.testing.assert_array_equal(np.load(out), pixels()[:, :16, :32])
-    result = cloudroi("info", f"s3://{bucket}/a/img.tif", "--json",
-                      env={"CLOUDROI_S3_ENDPOINT_URL": s3_server})
+    result = cloudroi(
+        "info", f"s3://{bucket}/a/img.tif", "--json", env={"CLOUDROI_S3_ENDPOINT_URL": s3_server}
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["width"] == 600
 
@@ -265,7 +299,9 @@ def test_serve(server: RangeServer, url: str) -> None:
     allowed = url.rsplit("/", 1)[0] + "/"
     proc = subprocess.Popen(
         [sys.executable, "-m", "cloudroi.cli", "serve", "--port", str(port), "--allow", allowed],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "CLOUDROI_MAX_TILES": "50"},
     )
     base = f"http://127.0.0.1:{port}"
@@ -301,8 +337,9 @@ def test_demo(tmp_path: Path) -> None:
     sample_dir.mkdir()
     (sample_dir / SAMPLE_NAME).write_bytes(sample_cog_bytes(1024))
     out = tmp_path / "demo.png"
-    result = cloudroi("demo", "-o", str(out), "--latency", "0",
-                      env={"CLOUDROI_SAMPLE_DIR": str(sample_dir)})
+    result = cloudroi(
+        "demo", "-o", str(out), "--latency", "0", env={"CLOUDROI_SAMPLE_DIR": str(sample_dir)}
+    )
     assert result.returncode == 0, result.stderr
     assert "range request(s)" in result.stdout
     assert "identical pixels: yes" in result.stdout
@@ -327,16 +364,27 @@ def odd_tif(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]
 
     data = (np.arange(600 * 700) % 251).astype(np.uint8).reshape(1, 600, 700)
     path = tmp_path_factory.mktemp("odd") / "odd.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=700, height=600, count=1,
-                       dtype="uint8", crs="EPSG:32633", transform=Affine.from_gdal(*ODD_GT),
-                       tiled=True, blockxsize=256, blockysize=256) as ds:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=700,
+        height=600,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=Affine.from_gdal(*ODD_GT),
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+    ) as ds:
         ds.write(data)
     return path, data
 
 
 def _field(text: str, name: str) -> list[str]:
     line = next(ln for ln in text.splitlines() if ln.startswith(name))
-    return line[len(name):].strip().split(", ")
+    return line[len(name) :].strip().split(", ")
 
 
 def test_info_coordinates_round_trip_into_bbox(
@@ -413,8 +461,9 @@ def test_boundless_window(url: str, tmp_path: Path) -> None:
     inside = tmp_path / "in.png"
     result = cloudroi("read", url, "--window", "0,0,64,32", "--boundless", "-o", str(inside))
     assert result.returncode == 0, result.stderr
-    np.testing.assert_array_equal(imagecodecs.png_decode(inside.read_bytes()),
-                                  np.moveaxis(pixels()[:, :32, :64], 0, -1))
+    np.testing.assert_array_equal(
+        imagecodecs.png_decode(inside.read_bytes()), np.moveaxis(pixels()[:, :32, :64], 0, -1)
+    )
 
 
 @pytest.mark.parametrize("unbuffered", ["1", ""], ids=["unbuffered", "buffered"])
@@ -433,7 +482,10 @@ def test_stdout_reader_gone_exits_quietly_as_sigpipe(
     try:
         result = subprocess.run(
             [sys.executable, "-m", "cloudroi.cli", *(a.format(url=url) for a in args)],
-            stdout=writer, stderr=subprocess.PIPE, text=True, timeout=60,
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
             env={**os.environ, "PYTHONUNBUFFERED": unbuffered},
         )
     finally:
@@ -484,21 +536,25 @@ def test_describe_client_error() -> None:
         "cannot connect to [::1]:9: Connection refused"
     )
     gai = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-    assert describe_client_error(
-        aiohttp.ClientConnectorDNSError(key("nowhere.invalid", 443), gai)
-    ) == "cannot resolve host nowhere.invalid: Name or service not known"
+    assert (
+        describe_client_error(aiohttp.ClientConnectorDNSError(key("nowhere.invalid", 443), gai))
+        == "cannot resolve host nowhere.invalid: Name or service not known"
+    )
     assert describe_client_error(aiohttp.ServerDisconnectedError()) == (
         "the server closed the connection without answering"
     )
     assert describe_client_error(TimeoutError()) == "timed out"
-    assert describe_client_error(
-        aiohttp.ConnectionTimeoutError("Connection timeout to host http://10.1.2.3/x")
-    ) == "timed out: Connection timeout to host http://10.1.2.3/x"
+    assert (
+        describe_client_error(
+            aiohttp.ConnectionTimeoutError("Connection timeout to host http://10.1.2.3/x")
+        )
+        == "timed out: Connection timeout to host http://10.1.2.3/x"
+    )
     cert = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)")
-    assert describe_client_error(
-        aiohttp.ClientConnectorSSLError(key("127.0.0.1", 8443), cert)
-    ) == ("TLS handshake with 127.0.0.1:8443 failed: "
-          "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)")
+    assert describe_client_error(aiohttp.ClientConnectorSSLError(key("127.0.0.1", 8443), cert)) == (
+        "TLS handshake with 127.0.0.1:8443 failed: "
+        "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)"
+    )
     reset = ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
     assert describe_client_error(reset) == "connection failed: Connection reset by peer"
 
@@ -518,7 +574,8 @@ def test_read_of_an_all_nodata_window_says_so(
     assert result.returncode == 0, result.stderr
     assert "shown as" not in result.stderr
     assert "no valid pixel (all nodata or masked): the image is fully transparent" in (
-        result.stderr)
+        result.stderr
+    )
     grey_alpha = imagecodecs.png_decode(png.read_bytes())
     assert grey_alpha.shape == (64, 64, 2)
     assert not grey_alpha[:, :, 1].any()

@@ -66,8 +66,9 @@ def tool(name: str) -> str:
 
 
 def run(argv: list[str], timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, **kw)
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kw
+    )
 
 
 def known_env_names() -> set[str]:
@@ -164,14 +165,17 @@ def dockerfile() -> Dockerfile:
 
 def test_dockerfile_passes_hadolint(tmp_path: Path) -> None:
     hadolint = tool("hadolint")
-    result = run([hadolint, "--failure-threshold", "style", "--format", "json",
-                  str(ROOT / "Dockerfile")])
+    result = run(
+        [hadolint, "--failure-threshold", "style", "--format", "json", str(ROOT / "Dockerfile")]
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout) == []
     # The same binary, offline, finds the faults of a careless Dockerfile.
     bad = tmp_path / "Dockerfile"
-    bad.write_text("FROM python:latest\nRUN apt-get update && apt-get install -y curl\n"
-                   "RUN pip install cloudroi\nCMD cloudroi serve\n")
+    bad.write_text(
+        "FROM python:latest\nRUN apt-get update && apt-get install -y curl\n"
+        "RUN pip install cloudroi\nCMD cloudroi serve\n"
+    )
     result = run([hadolint, "--format", "json", str(bad)])
     assert result.returncode != 0
     codes = {f["code"] for f in json.loads(result.stdout)}
@@ -209,8 +213,11 @@ def test_dockerfile_stages(dockerfile: Dockerfile) -> None:
 
 
 def test_dockerignore_lets_every_copied_path_through(dockerfile: Dockerfile) -> None:
-    rules = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    rules = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert rules[0] == "*"  # everything else stays out of the build context
     included = [r[1:].rstrip("/") for r in rules if r.startswith("!")]
     for stage in dockerfile.stages:
@@ -270,15 +277,18 @@ def stage_runs(stage: Stage, into: Paths) -> None:
         script, src, venv, extras = argv[1:]
         env = {**os.environ, "PYTHON": sys._base_executable}
         env.pop("PIP_REQUIRE_VIRTUALENV", None)
-        result = run(["sh", str(into(script)), str(into(src)), str(into(venv)), extras],
-                     timeout=300, env=env)
+        result = run(
+            ["sh", str(into(script)), str(into(src)), str(into(venv)), extras], timeout=300, env=env
+        )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
 def installed(venv: Path) -> dict[str, importlib.metadata.Distribution]:
     site = next(venv.glob("lib/python*/site-packages"))
-    return {canonicalize_name(d.metadata["Name"]): d
-            for d in importlib.metadata.distributions(path=[str(site)])}
+    return {
+        canonicalize_name(d.metadata["Name"]): d
+        for d in importlib.metadata.distributions(path=[str(site)])
+    }
 
 
 def closure(dists: dict[str, importlib.metadata.Distribution], extras: set[str]) -> set[str]:
@@ -354,8 +364,11 @@ def test_image_install_steps_in_a_fresh_venv(
     into = Paths(tmp_path)
     build = dockerfile.stage("build")
     stage_copies(build, into)
-    assert sorted(p.name for p in into("/src").iterdir()) == ["README.md", "cloudroi",
-                                                              "pyproject.toml"]
+    assert sorted(p.name for p in into("/src").iterdir()) == [
+        "README.md",
+        "cloudroi",
+        "pyproject.toml",
+    ]
     stage_runs(build, into)
     venv = into("/opt/venv")
     check_venv(venv, {"s3"})
@@ -367,16 +380,25 @@ def test_image_install_steps_in_a_fresh_venv(
     service = dockerfile.stage("service")
     stage_copies(service, into)
     port = free_port()
-    env = {**os.environ, **env_of(service.all("ENV")),
-           "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
-           "CLOUDROI_HOST": "127.0.0.1", "CLOUDROI_PORT": str(port)}
+    env = {
+        **os.environ,
+        **env_of(service.all("ENV")),
+        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "CLOUDROI_HOST": "127.0.0.1",
+        "CLOUDROI_PORT": str(port),
+    }
     health = service.one("HEALTHCHECK")
-    check = exec_form(health[health.index("CMD") + 3:].strip())
+    check = exec_form(health[health.index("CMD") + 3 :].strip())
     check = [str(into(a)) if a.startswith("/usr/local/bin/") else a for a in check]
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(exec_form(service.one("CMD")), env=env, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            exec_form(service.one("CMD")),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_healthy(check, env, proc, log)
     finally:
@@ -399,9 +421,12 @@ def test_image_install_steps_in_a_fresh_venv(
     event = json.loads((ROOT / "tests" / "events" / "function-url.json").read_text())
     event["rawPath"] = event["requestContext"]["http"]["path"] = "/region"
     event["rawQueryString"] = f"url={server.url(prefix + 'a.tif')}&window=0,0,64,64&format=npy"
-    with RuntimeClient(python, exec_form(lam.one("CMD"))[0],
-                       {"CLOUDROI_ALLOWED_SOURCES": server.url(prefix)},
-                       cwd=str(tmp_path)) as client:
+    with RuntimeClient(
+        python,
+        exec_form(lam.one("CMD"))[0],
+        {"CLOUDROI_ALLOWED_SOURCES": server.url(prefix)},
+        cwd=str(tmp_path),
+    ) as client:
         kind, payload = client.invoke(event)
     assert kind == "response", payload
     assert payload["statusCode"] == 200, payload
@@ -449,7 +474,8 @@ def test_sam_template_passes_cfn_lint(sam: dict[str, Any], tmp_path: Path) -> No
     # Negative controls: the same pipeline refuses a misspelt IAM action and a bad reference.
     bad = translate(sam)
     bad["Resources"]["CloudroiFunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"][
-        "Statement"][0]["Action"] = "s3:GetObjekt"
+        "Statement"
+    ][0]["Action"] = "s3:GetObjekt"
     bad["Outputs"]["FunctionUrl"]["Value"] = {"Fn::GetAtt": ["CloudroiFunctionUrI", "FunctionUrl"]}
     translated.write_text(json.dumps(bad))
     result = cfn_lint(translated)
@@ -462,7 +488,8 @@ def test_sam_function_and_policy(sam: dict[str, Any], dockerfile: Dockerfile) ->
     function = sam["Resources"]["CloudroiFunction"]
     meta, props = function["Metadata"], function["Properties"]
     assert (SAM_TEMPLATE.parent / meta["DockerContext"] / meta["Dockerfile"]).resolve() == (
-        ROOT / "Dockerfile")
+        ROOT / "Dockerfile"
+    )
     assert meta["DockerBuildTarget"] in [s.name for s in dockerfile.stages]
     assert props["PackageType"] == "Image"
     env = props["Environment"]["Variables"]
@@ -483,10 +510,12 @@ def test_sam_function_and_policy(sam: dict[str, Any], dockerfile: Dockerfile) ->
     statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
     assert [(s["Effect"], s["Action"]) for s in statements] == [("Allow", "s3:GetObject")]
     assert statements[0]["Resource"] == {
-        "Fn::Sub": "arn:${AWS::Partition}:s3:::${SourceBucket}/${SourcePrefix}*"}
+        "Fn::Sub": "arn:${AWS::Partition}:s3:::${SourceBucket}/${SourcePrefix}*"
+    }
     assert env["CLOUDROI_ALLOWED_SOURCES"] == {"Fn::Sub": "s3://${SourceBucket}/${SourcePrefix}"}
     assert role["ManagedPolicyArns"] == [
-        "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"]
+        "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -506,8 +535,11 @@ def test_k8s_manifests_pass_kubernetes_validate(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("passed") == len(K8S)
     bad = tmp_path / "deployment.yaml"
-    bad.write_text((DEPLOY / "k8s" / "deployment.yaml").read_text().replace(
-        "containerPort: 8080", "containerPort: http-port"))
+    bad.write_text(
+        (DEPLOY / "k8s" / "deployment.yaml")
+        .read_text()
+        .replace("containerPort: 8080", "containerPort: http-port")
+    )
     result = run([validate, "--strict", str(bad)])
     assert result.returncode != 0
     assert "containerPort" in result.stdout + result.stderr
@@ -573,7 +605,8 @@ def test_compose_services_fit_together(compose: dict[str, Any], dockerfile: Dock
     for name in ("load-sample", "cloudroi"):
         build = services[name]["build"]
         assert (COMPOSE.parent / build["context"] / build["dockerfile"]).resolve() == (
-            ROOT / "Dockerfile")
+            ROOT / "Dockerfile"
+        )
         assert build["target"] == "service"
     assert re.fullmatch(r"minio/minio:RELEASE\.\S+", services["minio"]["image"])  # pinned
     loader = services["load-sample"]
@@ -600,8 +633,13 @@ async def test_compose_sample_loader_against_s3(compose: dict[str, Any], s3_serv
     request the compose file documents, answered by the service core with the cloudroi
     service's environment."""
     services = compose["services"]
-    env = {**os.environ, **{k: str(v) for k, v in services["load-sample"]["environment"].items()},
-           "CLOUDROI_S3_ENDPOINT_URL": s3_server, "SAMPLE_SIZE": "512", "SAMPLE_WAIT": "10"}
+    env = {
+        **os.environ,
+        **{k: str(v) for k, v in services["load-sample"]["environment"].items()},
+        "CLOUDROI_S3_ENDPOINT_URL": s3_server,
+        "SAMPLE_SIZE": "512",
+        "SAMPLE_WAIT": "10",
+    }
     script = COMPOSE.parent / services["load-sample"]["volumes"][0].split(":")[0]
     first = await asyncio.to_thread(run, [sys.executable, str(script)], 120, env=env)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -636,4 +674,3 @@ def test_deploy_docs_show_the_settings_and_real_paths() -> None:
         assert (ROOT / path.rstrip(".")).exists(), path
     for var in set(re.findall(r"CLOUDROI_[A-Z0-9_]+", docs)):
         assert var in known_env_names(), var
-

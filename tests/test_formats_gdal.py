@@ -40,8 +40,10 @@ def _ids(specs: list[GdalSpec]) -> list[str]:
 
 
 def _opts(*pairs: tuple[str, str], tiled: bool = True) -> tuple[tuple[str, str], ...]:
-    base = (("TILED", "YES"), ("BLOCKXSIZE", "64"), ("BLOCKYSIZE", "64")) if tiled else (
-        ("BLOCKYSIZE", "37"),
+    base = (
+        (("TILED", "YES"), ("BLOCKXSIZE", "64"), ("BLOCKYSIZE", "64"))
+        if tiled
+        else (("BLOCKYSIZE", "37"),)
     )
     return base + tuple(pairs)
 
@@ -104,19 +106,32 @@ def _codec_specs() -> list[GdalSpec]:
         for dt in [*ALL_INTS, "float32", "float64"]
     ]
     specs += [
-        GdalSpec(f"deflate-{dt}-p{pred}", dtype=dt, bands=2,
-                 options=_opts(("COMPRESS", "DEFLATE"), ("PREDICTOR", str(pred))))
+        GdalSpec(
+            f"deflate-{dt}-p{pred}",
+            dtype=dt,
+            bands=2,
+            options=_opts(("COMPRESS", "DEFLATE"), ("PREDICTOR", str(pred))),
+        )
         for dt, pred in product(ALL_INTS, (1, 2))
     ]
     specs += [
-        GdalSpec(f"{comp.lower()}-{dt}-p{pred}", dtype=dt, bands=2,
-                 options=_opts(("COMPRESS", comp), ("PREDICTOR", str(pred))))
-        for comp, dt, pred in product(("DEFLATE", "LZW", "ZSTD", "LZMA"),
-                                      ("float32", "float64"), (1, 2, 3))
+        GdalSpec(
+            f"{comp.lower()}-{dt}-p{pred}",
+            dtype=dt,
+            bands=2,
+            options=_opts(("COMPRESS", comp), ("PREDICTOR", str(pred))),
+        )
+        for comp, dt, pred in product(
+            ("DEFLATE", "LZW", "ZSTD", "LZMA"), ("float32", "float64"), (1, 2, 3)
+        )
     ]
     specs += [
-        GdalSpec(f"{comp.lower()}-{dt}-p2", dtype=dt, bands=2,
-                 options=_opts(("COMPRESS", comp), ("PREDICTOR", "2")))
+        GdalSpec(
+            f"{comp.lower()}-{dt}-p2",
+            dtype=dt,
+            bands=2,
+            options=_opts(("COMPRESS", comp), ("PREDICTOR", "2")),
+        )
         for comp, dt in product(("LZW", "ZSTD", "LZMA"), ("uint8", "int16", "uint32", "int64"))
     ]
     specs += [
@@ -124,25 +139,56 @@ def _codec_specs() -> list[GdalSpec]:
         for dt in ("uint8", "int16", "float32")
     ]
     specs += [
-        GdalSpec(f"{comp.lower()}-{dt}", dtype=dt, bands=2, kind="finite",
-                 options=_opts(("COMPRESS", comp), ("MAX_Z_ERROR", "0")))
-        for comp, dt in product(("LERC", "LERC_DEFLATE", "LERC_ZSTD"),
-                                ("uint8", "int8", "int16", "uint16", "int32", "float32",
-                                 "float64"))
+        GdalSpec(
+            f"{comp.lower()}-{dt}",
+            dtype=dt,
+            bands=2,
+            kind="finite",
+            options=_opts(("COMPRESS", comp), ("MAX_Z_ERROR", "0")),
+        )
+        for comp, dt in product(
+            ("LERC", "LERC_DEFLATE", "LERC_ZSTD"),
+            ("uint8", "int8", "int16", "uint16", "int32", "float32", "float64"),
+        )
     ]
     specs += [
-        GdalSpec("lerc-float32-3b-band", dtype="float32", bands=3, kind="finite",
-                 options=_opts(("COMPRESS", "LERC_ZSTD"), ("INTERLEAVE", "BAND"))),
-        GdalSpec("lerc-uint16-strips", dtype="uint16", bands=1, kind="finite",
-                 options=_opts(("COMPRESS", "LERC_DEFLATE"), tiled=False)),
-        GdalSpec("webp-lossless-rgb", bands=3,
-                 options=_opts(("COMPRESS", "WEBP"), ("WEBP_LOSSLESS", "TRUE"))),
-        GdalSpec("webp-lossless-rgba", bands=4, mask="alpha",
-                 options=_opts(("COMPRESS", "WEBP"), ("WEBP_LOSSLESS", "TRUE"))),
-        GdalSpec("zstd-int16-7b-pixel", dtype="int16", bands=7,
-                 options=_opts(("COMPRESS", "ZSTD"), ("PREDICTOR", "2"))),
-        GdalSpec("zstd-int16-7b-band", dtype="int16", bands=7,
-                 options=_opts(("COMPRESS", "ZSTD"), ("PREDICTOR", "2"), ("INTERLEAVE", "BAND"))),
+        GdalSpec(
+            "lerc-float32-3b-band",
+            dtype="float32",
+            bands=3,
+            kind="finite",
+            options=_opts(("COMPRESS", "LERC_ZSTD"), ("INTERLEAVE", "BAND")),
+        ),
+        GdalSpec(
+            "lerc-uint16-strips",
+            dtype="uint16",
+            bands=1,
+            kind="finite",
+            options=_opts(("COMPRESS", "LERC_DEFLATE"), tiled=False),
+        ),
+        GdalSpec(
+            "webp-lossless-rgb",
+            bands=3,
+            options=_opts(("COMPRESS", "WEBP"), ("WEBP_LOSSLESS", "TRUE")),
+        ),
+        GdalSpec(
+            "webp-lossless-rgba",
+            bands=4,
+            mask="alpha",
+            options=_opts(("COMPRESS", "WEBP"), ("WEBP_LOSSLESS", "TRUE")),
+        ),
+        GdalSpec(
+            "zstd-int16-7b-pixel",
+            dtype="int16",
+            bands=7,
+            options=_opts(("COMPRESS", "ZSTD"), ("PREDICTOR", "2")),
+        ),
+        GdalSpec(
+            "zstd-int16-7b-band",
+            dtype="int16",
+            bands=7,
+            options=_opts(("COMPRESS", "ZSTD"), ("PREDICTOR", "2"), ("INTERLEAVE", "BAND")),
+        ),
     ]
     return specs
 
@@ -150,14 +196,20 @@ def _codec_specs() -> list[GdalSpec]:
 def _layout_specs() -> list[GdalSpec]:
     specs = []
     for tiled, band, big, be in product((True, False), repeat=4):
-        name = "-".join([
-            "tiled" if tiled else "strips", "band" if band else "pixel",
-            "bigtiff" if big else "classic", "be" if be else "le",
-        ])
+        name = "-".join(
+            [
+                "tiled" if tiled else "strips",
+                "band" if band else "pixel",
+                "bigtiff" if big else "classic",
+                "be" if be else "le",
+            ]
+        )
         opts = _opts(
-            ("COMPRESS", "DEFLATE"), ("PREDICTOR", "2"),
+            ("COMPRESS", "DEFLATE"),
+            ("PREDICTOR", "2"),
             ("INTERLEAVE", "BAND" if band else "PIXEL"),
-            ("BIGTIFF", "YES" if big else "NO"), ("ENDIANNESS", "BIG" if be else "LITTLE"),
+            ("BIGTIFF", "YES" if big else "NO"),
+            ("ENDIANNESS", "BIG" if be else "LITTLE"),
             tiled=tiled,
         )
         specs.append(GdalSpec(f"layout-{name}", dtype="uint16", bands=3, options=opts))
@@ -169,21 +221,39 @@ def _bits_specs() -> list[GdalSpec]:
         GdalSpec("nbits1-tiled", options=_opts(("NBITS", "1"), ("COMPRESS", "DEFLATE"))),
         GdalSpec("nbits1-strips", width=301, options=_opts(("NBITS", "1"), tiled=False)),
         GdalSpec("nbits2", options=_opts(("NBITS", "2"), ("COMPRESS", "LZW"))),
-        GdalSpec("nbits4-3b-band", bands=3,
-                 options=_opts(("NBITS", "4"), ("INTERLEAVE", "BAND"), tiled=False)),
+        GdalSpec(
+            "nbits4-3b-band",
+            bands=3,
+            options=_opts(("NBITS", "4"), ("INTERLEAVE", "BAND"), tiled=False),
+        ),
         GdalSpec("nbits7-be", options=_opts(("NBITS", "7"), ("ENDIANNESS", "BIG"))),
         GdalSpec("float16", dtype="float32", options=_opts(("NBITS", "16"))),
     ]
     for end in ("LITTLE", "BIG"):
         e = end.lower()
         specs += [
-            GdalSpec(f"nbits12-{e}", dtype="uint16", bands=2,
-                     options=_opts(("NBITS", "12"), ("ENDIANNESS", end), tiled=False)),
-            GdalSpec(f"nbits24-{e}", dtype="uint32",
-                     options=_opts(("NBITS", "24"), ("ENDIANNESS", end), ("COMPRESS", "ZSTD"))),
-            GdalSpec(f"float16-p3-{e}", dtype="float32", bands=2,
-                     options=_opts(("NBITS", "16"), ("COMPRESS", "DEFLATE"), ("PREDICTOR", "3"),
-                                   ("ENDIANNESS", end))),
+            GdalSpec(
+                f"nbits12-{e}",
+                dtype="uint16",
+                bands=2,
+                options=_opts(("NBITS", "12"), ("ENDIANNESS", end), tiled=False),
+            ),
+            GdalSpec(
+                f"nbits24-{e}",
+                dtype="uint32",
+                options=_opts(("NBITS", "24"), ("ENDIANNESS", end), ("COMPRESS", "ZSTD")),
+            ),
+            GdalSpec(
+                f"float16-p3-{e}",
+                dtype="float32",
+                bands=2,
+                options=_opts(
+                    ("NBITS", "16"),
+                    ("COMPRESS", "DEFLATE"),
+                    ("PREDICTOR", "3"),
+                    ("ENDIANNESS", end),
+                ),
+            ),
         ]
     return specs
 
@@ -212,18 +282,51 @@ async def test_gtiff_lossless(spec: GdalSpec, corpus: Corpus) -> None:
 #: RGB (PHOTOMETRIC=RGB) and band-interleaved JPEG decode bit-exactly as GDAL does.
 JPEG_SPECS = [
     (GdalSpec("jpeg-gray", kind="mixed", options=_opts(("COMPRESS", "JPEG"))), 0.0),
-    (GdalSpec("jpeg-rgb", bands=3, kind="mixed",
-              options=_opts(("COMPRESS", "JPEG"), ("PHOTOMETRIC", "RGB"))), 0.0),
-    (GdalSpec("jpeg-band", bands=3, kind="mixed",
-              options=_opts(("COMPRESS", "JPEG"), ("INTERLEAVE", "BAND"))), 0.0),
-    (GdalSpec("jpeg-ycbcr", bands=3, kind="smooth",
-              options=_opts(("COMPRESS", "JPEG"), ("PHOTOMETRIC", "YCBCR"))), 10.0),
-    (GdalSpec("jpeg-ycbcr-strips", bands=3, kind="smooth",
-              options=(("COMPRESS", "JPEG"), ("PHOTOMETRIC", "YCBCR"), ("BLOCKYSIZE", "32"))),
-     10.0),
-    (GdalSpec("jpeg-ycbcr-q50", bands=3, kind="smooth",
-              options=_opts(("COMPRESS", "JPEG"), ("PHOTOMETRIC", "YCBCR"),
-                            ("JPEG_QUALITY", "50"))), 10.0),
+    (
+        GdalSpec(
+            "jpeg-rgb",
+            bands=3,
+            kind="mixed",
+            options=_opts(("COMPRESS", "JPEG"), ("PHOTOMETRIC", "RGB")),
+        ),
+        0.0,
+    ),
+    (
+        GdalSpec(
+            "jpeg-band",
+            bands=3,
+            kind="mixed",
+            options=_opts(("COMPRESS", "JPEG"), ("INTERLEAVE", "BAND")),
+        ),
+        0.0,
+    ),
+    (
+        GdalSpec(
+            "jpeg-ycbcr",
+            bands=3,
+            kind="smooth",
+            options=_opts(("COMPRESS", "JPEG"), ("PHOTOMETRIC", "YCBCR")),
+        ),
+        10.0,
+    ),
+    (
+        GdalSpec(
+            "jpeg-ycbcr-strips",
+            bands=3,
+            kind="smooth",
+            options=(("COMPRESS", "JPEG"), ("PHOTOMETRIC", "YCBCR"), ("BLOCKYSIZE", "32")),
+        ),
+        10.0,
+    ),
+    (
+        GdalSpec(
+            "jpeg-ycbcr-q50",
+            bands=3,
+            kind="smooth",
+            options=_opts(("COMPRESS", "JPEG"), ("PHOTOMETRIC", "YCBCR"), ("JPEG_QUALITY", "50")),
+        ),
+        10.0,
+    ),
 ]
 
 
@@ -255,21 +358,62 @@ COG_SPECS = [
     (_cog("cog-deflate-u16", ("COMPRESS", "DEFLATE"), dtype="uint16", bands=2), 0.0),
     (_cog("cog-zstd-f32-pred", ("COMPRESS", "ZSTD"), ("PREDICTOR", "YES"), dtype="float32"), 0.0),
     (_cog("cog-lzw-i16-nodata", ("COMPRESS", "LZW"), dtype="int16", nodata=-9999), 0.0),
-    (_cog("cog-lerc-zstd-f64", ("COMPRESS", "LERC_ZSTD"), ("MAX_Z_ERROR", "0"),
-          dtype="float64", kind="finite"), 0.0),
-    (_cog("cog-webp-lossless", ("COMPRESS", "WEBP"), ("QUALITY", "100"),
-          ("WEBP_LOSSLESS", "TRUE"), bands=3), 0.0),
+    (
+        _cog(
+            "cog-lerc-zstd-f64",
+            ("COMPRESS", "LERC_ZSTD"),
+            ("MAX_Z_ERROR", "0"),
+            dtype="float64",
+            kind="finite",
+        ),
+        0.0,
+    ),
+    (
+        _cog(
+            "cog-webp-lossless",
+            ("COMPRESS", "WEBP"),
+            ("QUALITY", "100"),
+            ("WEBP_LOSSLESS", "TRUE"),
+            bands=3,
+        ),
+        0.0,
+    ),
     (_cog("cog-bigtiff-lzma", ("COMPRESS", "LZMA"), ("BIGTIFF", "YES"), dtype="uint32"), 0.0),
     # Overviews of these images are busy, and the chroma upsampling differences grow with
     # them: measured max 7/12/18/35/66 levels (means 0.4/0.7/1.4/4.0/11.6) on levels 0..4, while
     # cloudroi and GDAL stay equally far from the pixels written (means 1.4 vs 1.5 ... 25 vs 24).
     (_cog("cog-jpeg-ycbcr", ("COMPRESS", "JPEG"), bands=3, kind="smooth"), 80.0),
-    (GdalSpec("gtiff-overviews", dtype="int16", bands=2, overview_factors=(2, 4, 8),
-              options=_opts(("COMPRESS", "DEFLATE"), ("PREDICTOR", "2")), **BIG), 0.0),
-    (GdalSpec("gtiff-overviews-3-9", dtype="uint8", overview_factors=(3, 9),
-              options=_opts(("COMPRESS", "ZSTD")), **BIG), 0.0),
-    (GdalSpec("gtiff-overviews-strips", dtype="uint16", overview_factors=(2, 4),
-              options=_opts(("COMPRESS", "LZW"), tiled=False), **BIG), 0.0),
+    (
+        GdalSpec(
+            "gtiff-overviews",
+            dtype="int16",
+            bands=2,
+            overview_factors=(2, 4, 8),
+            options=_opts(("COMPRESS", "DEFLATE"), ("PREDICTOR", "2")),
+            **BIG,
+        ),
+        0.0,
+    ),
+    (
+        GdalSpec(
+            "gtiff-overviews-3-9",
+            dtype="uint8",
+            overview_factors=(3, 9),
+            options=_opts(("COMPRESS", "ZSTD")),
+            **BIG,
+        ),
+        0.0,
+    ),
+    (
+        GdalSpec(
+            "gtiff-overviews-strips",
+            dtype="uint16",
+            overview_factors=(2, 4),
+            options=_opts(("COMPRESS", "LZW"), tiled=False),
+            **BIG,
+        ),
+        0.0,
+    ),
 ]
 
 
@@ -291,31 +435,62 @@ async def test_overview_levels(spec: GdalSpec, atol: float, corpus: Corpus) -> N
 
 MASK_SPECS = [
     GdalSpec("mask-none", options=_opts(("COMPRESS", "DEFLATE"))),
-    GdalSpec("mask-nodata-u16", dtype="uint16", bands=2, nodata=0,
-             options=_opts(("COMPRESS", "DEFLATE"))),
+    GdalSpec(
+        "mask-nodata-u16", dtype="uint16", bands=2, nodata=0, options=_opts(("COMPRESS", "DEFLATE"))
+    ),
     GdalSpec("mask-nodata-i16", dtype="int16", nodata=-9999, options=_opts(("COMPRESS", "LZW"))),
-    GdalSpec("mask-nodata-f32-nan", dtype="float32", bands=2, nodata=float("nan"),
-             options=_opts(("COMPRESS", "ZSTD"))),
+    GdalSpec(
+        "mask-nodata-f32-nan",
+        dtype="float32",
+        bands=2,
+        nodata=float("nan"),
+        options=_opts(("COMPRESS", "ZSTD")),
+    ),
     GdalSpec("mask-nodata-f64", dtype="float64", nodata=-1e20, options=_opts()),
     GdalSpec("mask-alpha-rgba", bands=4, mask="alpha", options=_opts(("COMPRESS", "DEFLATE"))),
-    GdalSpec("mask-alpha-rgba-band", bands=4, mask="alpha",
-             options=_opts(("COMPRESS", "DEFLATE"), ("INTERLEAVE", "BAND"))),
+    GdalSpec(
+        "mask-alpha-rgba-band",
+        bands=4,
+        mask="alpha",
+        options=_opts(("COMPRESS", "DEFLATE"), ("INTERLEAVE", "BAND")),
+    ),
     GdalSpec("mask-alpha-gray", bands=2, mask="alpha", options=_opts(("COMPRESS", "LZW"))),
     GdalSpec("mask-internal", bands=3, mask="internal", options=_opts(("COMPRESS", "DEFLATE"))),
-    GdalSpec("mask-internal-strips", dtype="int16", mask="internal",
-             options=_opts(("COMPRESS", "LZW"), tiled=False)),
-    GdalSpec("mask-internal-overviews", bands=2, mask="internal", overview_factors=(2, 4),
-             options=_opts(("COMPRESS", "DEFLATE")), **BIG),
+    GdalSpec(
+        "mask-internal-strips",
+        dtype="int16",
+        mask="internal",
+        options=_opts(("COMPRESS", "LZW"), tiled=False),
+    ),
+    GdalSpec(
+        "mask-internal-overviews",
+        bands=2,
+        mask="internal",
+        overview_factors=(2, 4),
+        options=_opts(("COMPRESS", "DEFLATE")),
+        **BIG,
+    ),
     _cog("mask-cog-internal", ("COMPRESS", "DEFLATE"), bands=3, mask="internal"),
     _cog("mask-cog-rgba-jpeg", ("COMPRESS", "JPEG"), bands=4, mask="alpha", kind="smooth"),
     _cog("mask-cog-nodata", ("COMPRESS", "ZSTD"), dtype="float32", nodata=-9999),
     GdalSpec("sparse-zero", dtype="uint16", sparse=True, options=_opts(("COMPRESS", "DEFLATE"))),
-    GdalSpec("sparse-nodata", dtype="int16", sparse=True, nodata=-5,
-             options=_opts(("COMPRESS", "DEFLATE"))),
-    GdalSpec("sparse-nodata-strips", dtype="float32", sparse=True, nodata=7.5,
-             options=_opts(tiled=False)),
-    GdalSpec("sparse-internal-mask", bands=3, sparse=True, mask="internal",
-             options=_opts(("COMPRESS", "DEFLATE"))),
+    GdalSpec(
+        "sparse-nodata",
+        dtype="int16",
+        sparse=True,
+        nodata=-5,
+        options=_opts(("COMPRESS", "DEFLATE")),
+    ),
+    GdalSpec(
+        "sparse-nodata-strips", dtype="float32", sparse=True, nodata=7.5, options=_opts(tiled=False)
+    ),
+    GdalSpec(
+        "sparse-internal-mask",
+        bands=3,
+        sparse=True,
+        mask="internal",
+        options=_opts(("COMPRESS", "DEFLATE")),
+    ),
 ]
 
 
@@ -346,19 +521,39 @@ async def test_masks(spec: GdalSpec, corpus: Corpus) -> None:
 #: Where GDAL and rasterio take a mask from is subtle: see ``assemble.mask_source``.
 RULE_SPECS = [
     # 16-bit alpha: GDAL divides by 257 but keeps non-zero alpha non-zero (1..513 -> 1).
-    GdalSpec("rule-alpha-rgba-u16", dtype="uint16", bands=4, mask="alpha",
-             options=_opts(("COMPRESS", "ZSTD"))),
+    GdalSpec(
+        "rule-alpha-rgba-u16",
+        dtype="uint16",
+        bands=4,
+        mask="alpha",
+        options=_opts(("COMPRESS", "ZSTD")),
+    ),
     # Nodata shadows the alpha band; rasterio then masks where band 4 equals nodata.
-    GdalSpec("rule-alpha-rgba-nodata", bands=4, mask="alpha", nodata=0,
-             options=_opts(("COMPRESS", "DEFLATE"))),
+    GdalSpec(
+        "rule-alpha-rgba-nodata",
+        bands=4,
+        mask="alpha",
+        nodata=0,
+        options=_opts(("COMPRESS", "DEFLATE")),
+    ),
     # With two bands and nodata, the nodata rule over both bands.
-    GdalSpec("rule-alpha-gray-nodata", bands=2, mask="alpha", nodata=7,
-             options=_opts(("COMPRESS", "DEFLATE"))),
+    GdalSpec(
+        "rule-alpha-gray-nodata",
+        bands=2,
+        mask="alpha",
+        nodata=7,
+        options=_opts(("COMPRESS", "DEFLATE")),
+    ),
     # GDAL uses only 8- and 16-bit unsigned alpha bands as masks.
     GdalSpec("rule-alpha-int16", dtype="int16", bands=4, mask="alpha", options=_opts()),
     # The internal mask wins over nodata.
-    GdalSpec("rule-internal-and-nodata", dtype="int16", nodata=-9999, mask="internal",
-             options=_opts(("COMPRESS", "DEFLATE"))),
+    GdalSpec(
+        "rule-internal-and-nodata",
+        dtype="int16",
+        nodata=-9999,
+        mask="internal",
+        options=_opts(("COMPRESS", "DEFLATE")),
+    ),
 ]
 
 
@@ -413,18 +608,28 @@ async def test_sparse_blocks_fetch_nothing(corpus: Corpus) -> None:
 GEO_SPECS = [
     GdalSpec("geo-utm"),
     GdalSpec("geo-4326", crs="EPSG:4326", transform=(-10.5, 0.01, 0.0, 51.25, 0.0, -0.01)),
-    GdalSpec("geo-3857", crs="EPSG:3857", transform=(-20037508.34, 156543.03, 0.0,
-                                                       20037508.34, 0.0, -156543.03)),
+    GdalSpec(
+        "geo-3857",
+        crs="EPSG:3857",
+        transform=(-20037508.34, 156543.03, 0.0, 20037508.34, 0.0, -156543.03),
+    ),
     GdalSpec("geo-2056", crs="EPSG:2056", transform=(2600000.0, 0.5, 0.0, 1200000.0, 0.0, -0.5)),
     GdalSpec("geo-point", area_or_point="Point"),
-    GdalSpec("geo-point-4326", crs="EPSG:4326", area_or_point="Point",
-             transform=(5.0, 0.25, 0.0, 45.0, 0.0, -0.25)),
+    GdalSpec(
+        "geo-point-4326",
+        crs="EPSG:4326",
+        area_or_point="Point",
+        transform=(5.0, 0.25, 0.0, 45.0, 0.0, -0.25),
+    ),
     GdalSpec("geo-rotated", transform=(500000.0, 9.8, 1.5, 4100000.0, 1.2, -9.9)),
     GdalSpec("geo-south-up", transform=(500000.0, 10.0, 0.0, 4000000.0, 0.0, 10.0)),
     GdalSpec("geo-no-crs", crs=None),
     GdalSpec("geo-none", crs=None, transform=None),
-    GdalSpec("geo-custom-crs", crs="+proj=tmerc +lat_0=0 +lon_0=13.7 +k=0.9997 +x_0=70000 "
-             "+y_0=0 +ellps=bessel +units=m +no_defs"),
+    GdalSpec(
+        "geo-custom-crs",
+        crs="+proj=tmerc +lat_0=0 +lon_0=13.7 +k=0.9997 +x_0=70000 "
+        "+y_0=0 +ellps=bessel +units=m +no_defs",
+    ),
     GdalSpec("geo-bigtiff-be", options=_opts(("BIGTIFF", "YES"), ("ENDIANNESS", "BIG"))),
     _cog("geo-cog-4326", crs="EPSG:4326", transform=(100.0, 0.001, 0.0, 10.0, 0.0, -0.001)),
 ]
@@ -453,8 +658,7 @@ async def test_georeferencing(spec: GdalSpec, corpus: Corpus) -> None:
 
 RESAMPLE_FILES = {
     "cog": _cog("resample-cog", ("COMPRESS", "DEFLATE"), dtype="uint16", bands=2),
-    "cog-nodata": _cog("resample-cog-nodata", ("COMPRESS", "DEFLATE"), dtype="int16",
-                       nodata=-9999),
+    "cog-nodata": _cog("resample-cog-nodata", ("COMPRESS", "DEFLATE"), dtype="int16", nodata=-9999),
     "cog-mask": _cog("resample-cog-mask", ("COMPRESS", "DEFLATE"), bands=3, mask="internal"),
     "overviews-3-9": COG_SPECS[8][0],
 }
@@ -478,16 +682,17 @@ RESAMPLE_PARAMS = [
 ]
 
 
-def _gdal_rule(img: cloudroi.Image, full: list[Array], win: tuple[int, int, int, int],
-               shape: tuple[int, int]) -> Array:
+def _gdal_rule(
+    img: cloudroi.Image, full: list[Array], win: tuple[int, int, int, int], shape: tuple[int, int]
+) -> Array:
     """What plan.choose_overview + plan.nearest_source select, cut from whole levels."""
     level = choose_overview(img.levels, Window(*win), shape)
     src, rows, cols = nearest_source(
         Window(*win), shape, level_factors(img.levels, level), img.levels[level]
     )
-    return full[level][..., src.row_off : src.row_end, src.col_off : src.col_end][
-        ..., rows, :
-    ][..., cols]
+    return full[level][..., src.row_off : src.row_end, src.col_off : src.col_end][..., rows, :][
+        ..., cols
+    ]
 
 
 @pytest.mark.parametrize(("name", "win", "shape"), RESAMPLE_PARAMS)
@@ -536,8 +741,9 @@ async def test_over_http(spec: GdalSpec, corpus: Corpus, server: RangeServer) ->
             w, h = img.levels[level]
             for name, win in windows(w, h, (64, 64)).items():
                 got = await img.read(win, level=level)
-                assert_same(got, rio_read(path, win, level), f"http level {level} {name}",
-                            atol=atol)
+                assert_same(
+                    got, rio_read(path, win, level), f"http level {level} {name}", atol=atol
+                )
                 mask = await img.read_mask(win, level=level)
                 assert_same(mask, rio_mask(path, win, level), f"http mask {level} {name}")
     assert server.request_count > 0
@@ -587,8 +793,12 @@ def _patch_nodata(path: Any, text: str) -> None:
 async def test_nodata_as_gdal_applies_it(case: str, tmp_path: Any) -> None:
     dtype, given, text, applied = NODATA_CASES[case]
     options = _opts(("NBITS", "16")) if dtype == "float16" else _opts()
-    spec = GdalSpec(f"nodata-{case}", dtype="float32" if dtype == "float16" else dtype,
-                    nodata=given, options=options)
+    spec = GdalSpec(
+        f"nodata-{case}",
+        dtype="float32" if dtype == "float16" else dtype,
+        nodata=given,
+        options=options,
+    )
     path = Corpus(tmp_path).gdal(spec)
     if text is not None:
         _patch_nodata(path, text)
@@ -621,8 +831,12 @@ async def test_nodata_as_gdal_applies_it(case: str, tmp_path: Any) -> None:
 # plan() and read() share one planner: the plan of a read is the requests it sends
 # --------------------------------------------------------------------------------------------
 
-PLAN_SPECS = (LOSSLESS_SPECS + [s for s, _ in JPEG_SPECS] + [s for s, _ in COG_SPECS]
-              + [s for s in MASK_SPECS if s.name not in {t.name for t in LOSSLESS_SPECS}])
+PLAN_SPECS = (
+    LOSSLESS_SPECS
+    + [s for s, _ in JPEG_SPECS]
+    + [s for s, _ in COG_SPECS]
+    + [s for s in MASK_SPECS if s.name not in {t.name for t in LOSSLESS_SPECS}]
+)
 
 
 def _sent(server: RangeServer, path: str) -> list[ByteRange]:
@@ -630,7 +844,7 @@ def _sent(server: RangeServer, path: str) -> list[ByteRange]:
     for entry in server.requests_for(path):
         assert entry.range is not None, entry
         assert entry.range.startswith("bytes="), entry
-        first, last = entry.range[len("bytes="):].split("-")
+        first, last = entry.range[len("bytes=") :].split("-")
         out.append(ByteRange(int(first), int(last) + 1))
     return out
 
@@ -646,8 +860,9 @@ async def test_the_plan_of_a_read_is_what_it_sends(
     ctx = cloudroi.Context(block_cache=LRUCache(0), decoded_cache=LRUCache(0))
     try:
         # A small first GET, so that the header and block reads are requests of their own.
-        async with cloudroi.open(server.url(url_path), context=ctx, prefix_bytes=2048,
-                                 remember_header_size=False) as img:
+        async with cloudroi.open(
+            server.url(url_path), context=ctx, prefix_bytes=2048, remember_header_size=False
+        ) as img:
             for level in range(len(img.levels)):
                 w, h = img.levels[level]
                 for name in ("interior", "edge", "whole"):

@@ -59,8 +59,9 @@ async def check_reads(
     for name, win in windows(spec.width, spec.height, spec.block).items():
         got = await img.read(win)
         for ref_name, ref in references.items():
-            assert_same(got, window_slice(ref, win), f"{ref_name} {name} {win}",
-                        atol=atol.get(ref_name, 0))
+            assert_same(
+                got, window_slice(ref, win), f"{ref_name} {name} {win}", atol=atol.get(ref_name, 0)
+            )
     if spec.bands > 1:
         bands = [spec.bands, 1]
         win = windows(spec.width, spec.height, spec.block)["edge"]
@@ -91,10 +92,20 @@ async def check_lossless(
 # --------------------------------------------------------------------------------------------
 
 LAYOUT_SPECS = [
-    TiffSpec(dtype="uint16", bands=bands, planar=planar, tiled=tiled, byteorder=bo,
-             bigtiff=big, compression="zlib", predictor=2)
+    TiffSpec(
+        dtype="uint16",
+        bands=bands,
+        planar=planar,
+        tiled=tiled,
+        byteorder=bo,
+        bigtiff=big,
+        compression="zlib",
+        predictor=2,
+    )
     for bo, big, tiled, (bands, planar) in product(
-        "<>", (False, True), (True, False),
+        "<>",
+        (False, True),
+        (True, False),
         [(1, False), (3, False), (3, True), (7, False), (7, True)],
     )
 ]
@@ -140,11 +151,19 @@ async def test_packbits_predictor(corpus: Corpus) -> None:
 
 #: Predictors per plane (planar) and per pixel (chunky), in tiles and strips, big-endian.
 PREDICTOR_SPECS = [
-    TiffSpec(dtype=dt, bands=3, planar=planar, tiled=tiled, byteorder=">", compression="zstd",
-             predictor=3 if dt.startswith("float") else 2)
+    TiffSpec(
+        dtype=dt,
+        bands=3,
+        planar=planar,
+        tiled=tiled,
+        byteorder=">",
+        compression="zstd",
+        predictor=3 if dt.startswith("float") else 2,
+    )
     for dt, planar, tiled in product(
         ["uint8", "int16", "uint32", "int64", "float16", "float32", "float64"],
-        (False, True), (True, False),
+        (False, True),
+        (True, False),
     )
 ]
 
@@ -165,10 +184,20 @@ LERC_SPECS = [
     TiffSpec(dtype="float32", bands=3, compression="lerc", kind="finite"),
     TiffSpec(dtype="float32", bands=3, planar=True, compression="lerc", kind="finite"),
     TiffSpec(dtype="uint16", bands=2, tiled=False, compression="lerc", kind="finite"),
-    TiffSpec(dtype="float32", bands=2, compression="lerc", kind="finite",
-             compressionargs=(("compression", "deflate"),)),
-    TiffSpec(dtype="int16", bands=1, compression="lerc", kind="finite",
-             compressionargs=(("compression", "zstd"),)),
+    TiffSpec(
+        dtype="float32",
+        bands=2,
+        compression="lerc",
+        kind="finite",
+        compressionargs=(("compression", "deflate"),),
+    ),
+    TiffSpec(
+        dtype="int16",
+        bands=1,
+        compression="lerc",
+        kind="finite",
+        compressionargs=(("compression", "zstd"),),
+    ),
 ]
 
 
@@ -178,12 +207,29 @@ async def test_lerc(spec: TiffSpec, corpus: Corpus) -> None:
 
 
 WEBP_SPECS = [
-    TiffSpec(dtype="uint8", bands=3, compression="webp", kind="mixed",
-             compressionargs=(("lossless", True),)),
-    TiffSpec(dtype="uint8", bands=4, compression="webp", kind="mixed", extrasamples=("unassalpha",),
-             compressionargs=(("lossless", True),)),
-    TiffSpec(dtype="uint8", bands=3, tiled=False, compression="webp", kind="mixed",
-             compressionargs=(("lossless", True),)),
+    TiffSpec(
+        dtype="uint8",
+        bands=3,
+        compression="webp",
+        kind="mixed",
+        compressionargs=(("lossless", True),),
+    ),
+    TiffSpec(
+        dtype="uint8",
+        bands=4,
+        compression="webp",
+        kind="mixed",
+        extrasamples=("unassalpha",),
+        compressionargs=(("lossless", True),),
+    ),
+    TiffSpec(
+        dtype="uint8",
+        bands=3,
+        tiled=False,
+        compression="webp",
+        kind="mixed",
+        compressionargs=(("lossless", True),),
+    ),
 ]
 
 
@@ -195,8 +241,9 @@ async def test_webp_lossless(spec: TiffSpec, corpus: Corpus) -> None:
 JPEG_SPECS = [
     TiffSpec(dtype="uint8", bands=1, compression="jpeg", kind="smooth"),
     TiffSpec(dtype="uint8", bands=3, compression="jpeg", kind="smooth"),  # YCbCr 2x2
-    TiffSpec(dtype="uint8", bands=3, tiled=False, rowsperstrip=16, compression="jpeg",
-             kind="smooth"),
+    TiffSpec(
+        dtype="uint8", bands=3, tiled=False, rowsperstrip=16, compression="jpeg", kind="smooth"
+    ),
     TiffSpec(dtype="uint8", bands=3, planar=True, compression="jpeg", kind="smooth"),
 ]
 
@@ -234,8 +281,15 @@ BILEVEL_SPECS = [
     )
 ] + [
     TiffSpec(dtype="bool", width=301, tiled=False, compression="lzw"),  # MinIsWhite (default)
-    TiffSpec(dtype="bool", bands=3, width=301, tiled=True, planar=True, compression="zlib",
-             photometric="minisblack"),
+    TiffSpec(
+        dtype="bool",
+        bands=3,
+        width=301,
+        tiled=True,
+        planar=True,
+        compression="zlib",
+        photometric="minisblack",
+    ),
 ]
 
 
@@ -276,9 +330,14 @@ def _pyramid(subifds: bool, byteorder: str = "<") -> tuple[bytes, list[Array]]:
     levels = [base, base[:, ::2, ::2], base[:, ::4, ::4], base[:, ::8, ::8]]
     buf = io.BytesIO()
     with tifffile.TiffWriter(buf, byteorder=byteorder) as tw:
-        opts: dict[str, Any] = {"tile": (64, 64), "compression": "zlib", "predictor": 2,
-                                "photometric": "minisblack", "planarconfig": "separate",
-                                "metadata": None}
+        opts: dict[str, Any] = {
+            "tile": (64, 64),
+            "compression": "zlib",
+            "predictor": 2,
+            "photometric": "minisblack",
+            "planarconfig": "separate",
+            "metadata": None,
+        }
         tw.write(levels[0], subifds=3 if subifds else None, **opts)
         for lv in levels[1:]:
             tw.write(lv, subfiletype=1, **opts)
@@ -287,8 +346,11 @@ def _pyramid(subifds: bool, byteorder: str = "<") -> tuple[bytes, list[Array]]:
 
 
 @pytest.mark.parametrize("prefix", [1 << 16, 300], ids=["prefix-64k", "prefix-300"])
-@pytest.mark.parametrize(("subifds", "byteorder"), [(False, "<"), (True, "<"), (True, ">")],
-                         ids=["ifd-chain", "subifds", "subifds-be"])
+@pytest.mark.parametrize(
+    ("subifds", "byteorder"),
+    [(False, "<"), (True, "<"), (True, ">")],
+    ids=["ifd-chain", "subifds", "subifds-be"],
+)
 async def test_reduced_resolution_levels(subifds: bool, byteorder: str, prefix: int) -> None:
     """tifffile lists SubIFDs in the tag *and* chains them: not a loop. A short prefix makes the
     header parser stop and resume between IFDs."""
@@ -313,8 +375,14 @@ HTTP_SPECS = [
     LAYOUT_SPECS[0],
     next(s for s in LAYOUT_SPECS if s.bigtiff and s.byteorder == ">" and s.planar and s.tiled),
     next(s for s in LAYOUT_SPECS if not s.tiled and s.bands == 7 and not s.planar),
-    next(s for s in CODEC_SPECS if s.dtype == "float64" and s.predictor == 3
-         and s.compression == "lzw" and s.byteorder == ">"),
+    next(
+        s
+        for s in CODEC_SPECS
+        if s.dtype == "float64"
+        and s.predictor == 3
+        and s.compression == "lzw"
+        and s.byteorder == ">"
+    ),
     LERC_SPECS[-2],
     WEBP_SPECS[1],
     JPEG_SPECS[1],
@@ -351,15 +419,28 @@ def test_corpus_ids_are_unique() -> None:
 
 _CMAP = np.random.default_rng(5).integers(0, 65535, (3, 256), dtype=np.uint16)
 PHOTOMETRIC_CASES: dict[str, tuple[Array, dict[str, Any]]] = {
-    "palette": (TiffSpec(dtype="uint8").array()[0],
-                {"photometric": "palette", "colormap": _CMAP, "compression": "lzw"}),
-    "miniswhite-u8": (TiffSpec(dtype="uint8").array()[0],
-                      {"photometric": "miniswhite", "compression": "zlib"}),
-    "cmyk": (np.moveaxis(TiffSpec(dtype="uint8", bands=4).array(), 0, -1),
-             {"photometric": "separated", "tile": (64, 64), "compression": "zstd"}),
-    "rgb-extra-samples": (np.moveaxis(TiffSpec(dtype="uint16", bands=5).array(), 0, -1),
-                          {"photometric": "rgb", "extrasamples": ("unspecified", "unassalpha"),
-                           "tile": (64, 64), "compression": "zlib", "predictor": 2}),
+    "palette": (
+        TiffSpec(dtype="uint8").array()[0],
+        {"photometric": "palette", "colormap": _CMAP, "compression": "lzw"},
+    ),
+    "miniswhite-u8": (
+        TiffSpec(dtype="uint8").array()[0],
+        {"photometric": "miniswhite", "compression": "zlib"},
+    ),
+    "cmyk": (
+        np.moveaxis(TiffSpec(dtype="uint8", bands=4).array(), 0, -1),
+        {"photometric": "separated", "tile": (64, 64), "compression": "zstd"},
+    ),
+    "rgb-extra-samples": (
+        np.moveaxis(TiffSpec(dtype="uint16", bands=5).array(), 0, -1),
+        {
+            "photometric": "rgb",
+            "extrasamples": ("unspecified", "unassalpha"),
+            "tile": (64, 64),
+            "compression": "zlib",
+            "predictor": 2,
+        },
+    ),
 }
 
 
@@ -378,8 +459,12 @@ async def test_photometric_raw_values(case: str) -> None:
         # GDAL converts 8-bit CMYK to RGBA through libtiff (integer arithmetic below); tifffile
         # and cloudroi return the stored inks. Check that this is the only difference.
         c, m, y, k = (want[i].astype(np.int64) for i in range(4))
-        rgba = [(255 - k) * (255 - c) // 255, (255 - k) * (255 - m) // 255,
-                (255 - k) * (255 - y) // 255, np.full_like(k, 255)]
+        rgba = [
+            (255 - k) * (255 - c) // 255,
+            (255 - k) * (255 - m) // 255,
+            (255 - k) * (255 - y) // 255,
+            np.full_like(k, 255),
+        ]
         assert_same(gdal, np.stack(rgba).astype(np.uint8), "GDAL's CMYK to RGBA")
         gdal = want
     async with cloudroi.open(data) as img:
@@ -408,12 +493,19 @@ def _fill_order_2(data: bytes) -> bytes:
 
 @pytest.mark.parametrize("compression", [None, "packbits", "zlib"])
 async def test_fill_order_2(compression: str | None) -> None:
-    spec = TiffSpec(dtype="bool", width=301, tiled=False, compression=compression,
-                    photometric="minisblack")
+    spec = TiffSpec(
+        dtype="bool", width=301, tiled=False, compression=compression, photometric="minisblack"
+    )
     buf = io.BytesIO()
-    tifffile.imwrite(buf, spec.array()[0].astype(bool), photometric="minisblack",
-                     rowsperstrip=ROWS_PER_STRIP, compression=compression, metadata=None,
-                     extratags=[(265, 3, 1, 2, True)])
+    tifffile.imwrite(
+        buf,
+        spec.array()[0].astype(bool),
+        photometric="minisblack",
+        rowsperstrip=ROWS_PER_STRIP,
+        compression=compression,
+        metadata=None,
+        extratags=[(265, 3, 1, 2, True)],
+    )
     data = _fill_order_2(buf.getvalue())
     (decoded, *_) = tifffile_pages(data)
     assert_same(decoded, spec.array(), "tifffile reads FillOrder 2")

@@ -71,9 +71,17 @@ def hostile_tiff(
     extras_every = [(t, ty, c, place(p)) for t, ty, c, p in every]
     tile_at = payload_at + sum(len(p) for p in payloads)
     base = [
-        (254, 4, 1, 0), (256, 3, 1, SIDE), (257, 3, 1, SIDE), (258, 3, 1, 8), (259, 3, 1, 1),
-        (262, 3, 1, 1), (277, 3, 1, 1), (322, 3, 1, SIDE), (323, 3, 1, SIDE),
-        (324, 4, 1, tile_at), (325, 4, 1, SIDE * SIDE),
+        (254, 4, 1, 0),
+        (256, 3, 1, SIDE),
+        (257, 3, 1, SIDE),
+        (258, 3, 1, 8),
+        (259, 3, 1, 1),
+        (262, 3, 1, 1),
+        (277, 3, 1, 1),
+        (322, 3, 1, SIDE),
+        (323, 3, 1, SIDE),
+        (324, 4, 1, tile_at),
+        (325, 4, 1, SIDE * SIDE),
     ]
     out = bytearray(b"II*\0" + (8).to_bytes(4, "little"))
     for i in range(n_ifds):
@@ -86,9 +94,9 @@ def hostile_tiff(
         assert fill >= 0
         table = np.zeros(n_entries, ENTRY)
         table[: len(named)] = sorted(named.values())
-        table["tag"][len(named):] = 60000 + np.arange(fill)
-        table["type"][len(named):] = 3
-        table["count"][len(named):] = 1
+        table["tag"][len(named) :] = 60000 + np.arange(fill)
+        table["type"][len(named) :] = 3
+        table["count"][len(named) :] = 1
         next_ifd = 8 + (i + 1) * ifd_size if i + 1 < n_ifds else 0
         out += n_entries.to_bytes(2, "little") + table.tobytes() + next_ifd.to_bytes(4, "little")
     for p in payloads:
@@ -153,9 +161,7 @@ async def test_millions_of_ifd_entries_are_refused_after_a_bounded_parse(
     assert fetched_bytes(server, "hdr/entries.tif") < 4 * MiB
 
 
-async def test_the_entry_cap_is_configurable(
-    server: RangeServer, publish: Publish
-) -> None:
+async def test_the_entry_cap_is_configurable(server: RangeServer, publish: Publish) -> None:
     data = hostile_tiff(30, 200)  # 6000 entries in all
     publish("hdr/entries-cap.tif", data)
     url = server.url("hdr/entries-cap.tif")

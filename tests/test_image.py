@@ -92,15 +92,13 @@ async def test_header_larger_than_prefix_takes_few_round_trips(
     server: RangeServer, ctx: cloudroi.Context
 ) -> None:
     url = put(server, COG)
-    async with cloudroi.open(url, context=ctx, prefix_bytes=256,
-                             remember_header_size=False) as img:
+    async with cloudroi.open(url, context=ctx, prefix_bytes=256, remember_header_size=False) as img:
         assert img.levels[0] == (1300, 1000)
         header_gets = img.stats.header_requests
     assert 2 <= header_gets <= 3
 
 
-async def test_block_cache_and_inflight_sharing(server: RangeServer, ctx: cloudroi.Context
-                                                ) -> None:
+async def test_block_cache_and_inflight_sharing(server: RangeServer, ctx: cloudroi.Context) -> None:
     url = put(server, COG)
     window = (0, 0, 400, 400)
     server.latency = 0.05  # long enough for the two reads to overlap
@@ -118,8 +116,9 @@ async def test_block_cache_and_inflight_sharing(server: RangeServer, ctx: cloudr
         assert b.stats.cache_hits >= 16
 
 
-async def test_budgets_refuse_before_any_tile_fetch(server: RangeServer, ctx: cloudroi.Context
-                                                    ) -> None:
+async def test_budgets_refuse_before_any_tile_fetch(
+    server: RangeServer, ctx: cloudroi.Context
+) -> None:
     url = put(server, COG)
     async with cloudroi.open(url, context=ctx) as img:
         server.reset()
@@ -241,8 +240,9 @@ async def test_lazy_index_loads_only_the_slices_a_read_needs(
     byte counts are never needed."""
     small_tiles = write_cog(DATA, tile=16, compression="deflate", overviews=0)  # 5166 tiles
     url = put(server, small_tiles)
-    async with cloudroi.open(url, context=ctx, lazy_index_bytes=1024, prefix_bytes=512,
-                             remember_header_size=False) as img:
+    async with cloudroi.open(
+        url, context=ctx, lazy_index_bytes=1024, prefix_bytes=512, remember_header_size=False
+    ) as img:
         base = img.structure.levels[0]
         assert not base.offsets.resident
         assert not base.byte_counts.resident
@@ -281,11 +281,24 @@ async def test_huge_sparse_image_opens_with_tens_of_kib(
     from rasterio.windows import Window
 
     path = tmp_path / "huge.tif"
-    with pytest.warns(rasterio.errors.NotGeoreferencedWarning), rasterio.open(
-        path, "w", driver="GTiff", width=200_000, height=200_000, count=1, dtype="uint8",
-        tiled=True, blockxsize=512, blockysize=512, compress="deflate", sparse_ok=True,
-        BIGTIFF="YES",
-    ) as dst:
+    with (
+        pytest.warns(rasterio.errors.NotGeoreferencedWarning),
+        rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=200_000,
+            height=200_000,
+            count=1,
+            dtype="uint8",
+            tiled=True,
+            blockxsize=512,
+            blockysize=512,
+            compress="deflate",
+            sparse_ok=True,
+            BIGTIFF="YES",
+        ) as dst,
+    ):
         dst.write(np.full((1, 512, 512), 7, np.uint8), window=Window(100_000, 100_352, 512, 512))
     url = put(server, path.read_bytes(), "huge")
     async with cloudroi.open(url, context=ctx) as img:
@@ -315,8 +328,9 @@ async def test_local_file_and_sync_helpers(tmp_path: Path) -> None:
 async def test_strips_and_planar_over_http(server: RangeServer, ctx: cloudroi.Context) -> None:
     rgb = RNG.integers(0, 255, (3, 300, 500), dtype=np.uint8)
     out = io.BytesIO()
-    tifffile.imwrite(out, rgb, photometric="rgb", planarconfig="separate", rowsperstrip=7,
-                     compression="lzw")
+    tifffile.imwrite(
+        out, rgb, photometric="rgb", planarconfig="separate", rowsperstrip=7, compression="lzw"
+    )
     url = put(server, out.getvalue())
     async with cloudroi.open(url, context=ctx) as img:
         assert img.block_shape == (7, 500)
@@ -327,9 +341,21 @@ async def test_strips_and_planar_over_http(server: RangeServer, ctx: cloudroi.Co
 
 def test_public_api_is_pinned() -> None:
     assert set(cloudroi.__all__) >= {
-        "open", "read", "info", "Image", "Context", "CloudROIError", "TiffFormatError",
-        "UnsupportedTiffError", "WindowError", "SourceNotFoundError", "AccessDeniedError",
-        "RangeNotSupportedError", "ObjectChangedError", "LimitExceededError", "ReadPlan",
+        "open",
+        "read",
+        "info",
+        "Image",
+        "Context",
+        "CloudROIError",
+        "TiffFormatError",
+        "UnsupportedTiffError",
+        "WindowError",
+        "SourceNotFoundError",
+        "AccessDeniedError",
+        "RangeNotSupportedError",
+        "ObjectChangedError",
+        "LimitExceededError",
+        "ReadPlan",
     }
     for name in cloudroi.__all__:
         assert hasattr(cloudroi, name), name

@@ -31,18 +31,32 @@ def huge_zeros(side: int, tile: int) -> bytes:
     KB that decode to ``side``² bytes."""
     buf = io.BytesIO()
     n = (side // tile) ** 2
-    tifffile.imwrite(buf, (np.zeros((tile, tile), np.uint8) for _ in range(n)),
-                     shape=(side, side), dtype=np.uint8, tile=(tile, tile), compression="zstd",
-                     metadata=None)
+    tifffile.imwrite(
+        buf,
+        (np.zeros((tile, tile), np.uint8) for _ in range(n)),
+        shape=(side, side),
+        dtype=np.uint8,
+        tile=(tile, tile),
+        compression="zstd",
+        metadata=None,
+    )
     return buf.getvalue()
 
 
 def many_bands(side: int, bands: int) -> bytes:
     buf = io.BytesIO()
     tiles = (np.zeros((256, 256, bands), np.float64) for _ in range((side // 256) ** 2))
-    tifffile.imwrite(buf, tiles, shape=(side, side, bands), dtype=np.float64, tile=(256, 256),
-                     planarconfig="contig", photometric="minisblack", compression="zstd",
-                     metadata=None)
+    tifffile.imwrite(
+        buf,
+        tiles,
+        shape=(side, side, bands),
+        dtype=np.float64,
+        tile=(256, 256),
+        planarconfig="contig",
+        photometric="minisblack",
+        compression="zstd",
+        metadata=None,
+    )
     return buf.getvalue()
 
 
@@ -92,6 +106,7 @@ async def test_sampled_read_equals_window_then_sample_and_skips_unsampled_blocks
         rows = np.floor((np.arange(16) + 0.5) * 128 + 1e-10).astype(int)
         np.testing.assert_array_equal(got[0], pixels[rows][:, rows])
         assert img.stats.tiles_read == 256
+
         # 4 x 4 output over a 1024 x 1024 window of 128-px blocks: only 16 of its 64 blocks
         def blocks() -> int:
             s = img.stats
@@ -104,8 +119,7 @@ async def test_sampled_read_equals_window_then_sample_and_skips_unsampled_blocks
         np.testing.assert_array_equal(got[0], pixels[rows][:, cols])
         assert blocks() - before == 16
         # boundless: outside samples get the fill value
-        got = await img.read((-1024, 0, 2048, 1024), out_shape=(2, 4), boundless=True,
-                             fill_value=7)
+        got = await img.read((-1024, 0, 2048, 1024), out_shape=(2, 4), boundless=True, fill_value=7)
         assert (got[0, :, :2] == 7).all()
         np.testing.assert_array_equal(got[0, :, 2:], pixels[[256, 768]][:, [256, 768]])
         plan = img.plan((100, 60, 1024, 1024), out_shape=(4, 4))
@@ -152,12 +166,14 @@ async def test_memory_budget_is_first_come_first_served_and_bounded() -> None:
 
 
 def test_estimate_counts_data_mask_rendering_and_body() -> None:
-    data_format = estimate_region(height=4096, width=4096, bands=32, itemsize=8, rendered=False,
-                                  mask_bytes=0)
+    data_format = estimate_region(
+        height=4096, width=4096, bands=32, itemsize=8, rendered=False, mask_bytes=0
+    )
     assert data_format.data == 32 * 4096 * 4096 * 8
     assert data_format.total > 2 * data_format.data  # the body is the data again (twice)
-    png = estimate_region(height=512, width=512, bands=3, itemsize=1, rendered=True,
-                          mask_bytes=512 * 512)
+    png = estimate_region(
+        height=512, width=512, bands=3, itemsize=1, rendered=True, mask_bytes=512 * 512
+    )
     assert png.total < 8 << 20
 
 
@@ -223,17 +239,22 @@ async def test_bands_cannot_multiply_a_request(
     client: TestClient[Any, Any], upstream: Upstream, bands: str, fmt: str
 ) -> None:
     url = upstream.url("bands32.tif" if bands.count(",") > 8 else "grad.tif")
-    status, doc = await answer(client, "/region", url=url, window="0,0,16,16", format=fmt,
-                               bands=bands)
+    status, doc = await answer(
+        client, "/region", url=url, window="0,0,16,16", format=fmt, bands=bands
+    )
     assert status == 400, doc
     assert doc["code"] == "invalid_bands"
 
 
-async def test_grey_as_rgb_stays_allowed(
-    client: TestClient[Any, Any], upstream: Upstream
-) -> None:
-    status, body = await answer(client, "/region", url=upstream.url("grad.tif"),
-                                window="0,0,16,16", format="npy", bands="1,1,1")
+async def test_grey_as_rgb_stays_allowed(client: TestClient[Any, Any], upstream: Upstream) -> None:
+    status, body = await answer(
+        client,
+        "/region",
+        url=upstream.url("grad.tif"),
+        window="0,0,16,16",
+        format="npy",
+        bands="1,1,1",
+    )
     assert status == 200
     assert np.load(io.BytesIO(body)).shape == (3, 16, 16)
 
@@ -242,8 +263,9 @@ async def test_downsampling_a_level_without_overviews_streams(
     client: TestClient[Any, Any], upstream: Upstream
 ) -> None:
     url = upstream.url("huge.tif")
-    status, body = await answer(client, "/region", url=url, window="0,0,65536,65536",
-                                width="64", format="npy")
+    status, body = await answer(
+        client, "/region", url=url, window="0,0,65536,65536", width="64", format="npy"
+    )
     assert status == 200
     assert np.load(io.BytesIO(body)).shape == (1, 64, 64)
     status, body = await answer(client, "/preview", url=url, max_size="64")
@@ -254,8 +276,12 @@ async def test_downsampling_a_level_without_overviews_streams(
 async def test_requests_share_one_memory_budget(upstream: Upstream) -> None:
     url = upstream.url("grad.tif")
     # one 1024 x 1024 uint16 npy request holds ~6 MiB: a 10 MiB budget fits one at a time
-    config = ServiceConfig(allowed_sources=(upstream.root,), memory_budget_bytes=10 << 20,
-                           max_request_bytes=10 << 20, request_timeout=4.0)
+    config = ServiceConfig(
+        allowed_sources=(upstream.root,),
+        memory_budget_bytes=10 << 20,
+        max_request_bytes=10 << 20,
+        request_timeout=4.0,
+    )
     client = TestClient(TestServer(create_app(config)))
     await client.start_server()
 
@@ -267,19 +293,18 @@ async def test_requests_share_one_memory_budget(upstream: Upstream) -> None:
 
     try:
         upstream.server.fault = slow_tiles
-        first = asyncio.create_task(answer(client, "/region", url=url,
-                                           window="0,0,1024,1024", format="npy"))
+        first = asyncio.create_task(
+            answer(client, "/region", url=url, window="0,0,1024,1024", format="npy")
+        )
         await asyncio.sleep(0.2)
-        status, doc = await answer(client, "/region", url=url, window="0,0,1024,1024",
-                                   format="npy")
+        status, doc = await answer(client, "/region", url=url, window="0,0,1024,1024", format="npy")
         assert status == 503, doc
         assert doc["code"] == "overloaded"
         status, _body = await first
         assert status == 200
         upstream.server.fault = None
         # once the first is done, the budget is free again
-        status, _ = await answer(client, "/region", url=url, window="0,0,1024,1024",
-                                 format="npy")
+        status, _ = await answer(client, "/region", url=url, window="0,0,1024,1024", format="npy")
         assert status == 200
     finally:
         upstream.server.fault = None

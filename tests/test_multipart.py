@@ -143,9 +143,9 @@ USABLE: dict[str, bytes] = {
     # two ranges merged, one alone, out of order
     "half-merged": framed([INCL[2], (INCL[0][0], INCL[1][1])]),
     # part headers in other cases, other headers around Content-Range
-    "header-case": framed(INCL).replace(b"Content-Range", b"content-RANGE").replace(
-        b"\r\n\r\n", b"\r\nX-Other: 1\r\nContent-Type: application/octet-stream\r\n\r\n"
-    ),
+    "header-case": framed(INCL)
+    .replace(b"Content-Range", b"content-RANGE")
+    .replace(b"\r\n\r\n", b"\r\nX-Other: 1\r\nContent-Type: application/octet-stream\r\n\r\n"),
     # no closing delimiter: forgiven when every range is there
     "unclosed": framed(INCL, closing=False),
     # the body ends with the last part's bytes
@@ -224,8 +224,11 @@ def test_wants_never_passes_the_current_part() -> None:
 
 def _header_lines(n: int) -> bytes:
     lines = "".join(f"X-Header-{i}: {i}\r\n" for i in range(n))
-    return (f"--b0undary\r\n{lines}Content-Range: bytes 10-99/{SIZE}\r\n\r\n".encode()
-            + DATA[10:100] + b"\r\n")
+    return (
+        f"--b0undary\r\n{lines}Content-Range: bytes 10-99/{SIZE}\r\n\r\n".encode()
+        + DATA[10:100]
+        + b"\r\n"
+    )
 
 
 UNUSABLE: dict[str, tuple[bytes, str]] = {
@@ -238,17 +241,22 @@ UNUSABLE: dict[str, tuple[bytes, str]] = {
     "other-boundary": (framed(INCL, boundary="other"), "no multipart delimiter"),
     "no-content-range": (b"--b0undary\r\n\r\nxyz\r\n--b0undary--\r\n", "usable Content-Range"),
     "unsatisfied-content-range": (
-        f"--b0undary\r\nContent-Range: bytes */{SIZE}\r\n\r\n".encode(), "usable Content-Range"),
+        f"--b0undary\r\nContent-Range: bytes */{SIZE}\r\n\r\n".encode(),
+        "usable Content-Range",
+    ),
     "past-the-end": (framed([(10, 99), (1000, 1499), (4000, SIZE)]), "outside the object"),
     "long-line": (b"x" * (MAX_LINE + 1) + b"\r\n" + framed(INCL), "longer than"),
     "long-header-line": (
         framed(INCL).replace(b"\r\n\r\n", b"\r\nX-Long: " + b"y" * MAX_LINE + b"\r\n\r\n", 1),
-        "longer than"),
+        "longer than",
+    ),
     "endless-headers": (_header_lines(MAX_HEADER_LINES - 1), "part headers do not end"),
     "empty": (b"", "missing from the answer"),
     "closing-only": (b"--b0undary--\r\n", "missing from the answer"),
-    "bare-delimiter-at-the-end": (framed(INCL[:2], closing=False) + b"--b0undary",
-                                  "usable Content-Range"),
+    "bare-delimiter-at-the-end": (
+        framed(INCL[:2], closing=False) + b"--b0undary",
+        "usable Content-Range",
+    ),
 }
 
 
@@ -365,9 +373,22 @@ def bodies(draw: st.DrawFn) -> tuple[bytes, list[ByteRange], list[int]]:
             elif what == "repeat":
                 body[at:at] = body[at : at + draw(st.integers(1, 200))]
             else:
-                body[at:at] = draw(st.sampled_from(
-                    [b"\r\n", b"\n", b"--b0undary", b"--b0undary--", b"Content-Range: bytes ",
-                     b"0-5999/6000", b"\r\n" * 40, b"x" * 1100, b":", b"/"]))
+                body[at:at] = draw(
+                    st.sampled_from(
+                        [
+                            b"\r\n",
+                            b"\n",
+                            b"--b0undary",
+                            b"--b0undary--",
+                            b"Content-Range: bytes ",
+                            b"0-5999/6000",
+                            b"\r\n" * 40,
+                            b"x" * 1100,
+                            b":",
+                            b"/",
+                        ]
+                    )
+                )
         body = bytes(body)
     cuts = draw(st.lists(st.integers(0, len(body)), max_size=30))
     return body, RANGES, cuts

@@ -119,7 +119,8 @@ async def odd_server() -> AsyncIterator[tuple[str, dict[str, Any]]]:
         first, last = rng
         state["log"].append((header, 206))
         return web.Response(
-            status=206, body=data[first : last + 1],
+            status=206,
+            body=data[first : last + 1],
             headers={"Content-Range": f"bytes {first}-{last}/{size}", "ETag": '"v1"'},
         )
 
@@ -138,17 +139,24 @@ async def odd_server() -> AsyncIterator[tuple[str, dict[str, Any]]]:
 
 def _multipart(parts: bytes, boundary: str = "b0undary", **headers: str) -> web.Response:
     return web.Response(
-        status=206, body=parts,
-        headers={"Content-Type": f"multipart/byteranges; boundary={boundary}", "ETag": '"v1"',
-                 **headers},
+        status=206,
+        body=parts,
+        headers={
+            "Content-Type": f"multipart/byteranges; boundary={boundary}",
+            "ETag": '"v1"',
+            **headers,
+        },
     )
 
 
 def _parts(ranges: list[tuple[int, int]], size: int, *, total: int | None = None) -> bytes:
     out = b""
     for first, last in ranges:
-        out += (f"--b0undary\r\nContent-Range: bytes {first}-{last}/{total or size}\r\n\r\n"
-                .encode() + COG[first : last + 1] + b"\r\n")
+        out += (
+            f"--b0undary\r\nContent-Range: bytes {first}-{last}/{total or size}\r\n\r\n".encode()
+            + COG[first : last + 1]
+            + b"\r\n"
+        )
     return out + b"--b0undary--\r\n"
 
 
@@ -172,8 +180,9 @@ async def _opened(
         # the server merged all ranges into one part (gaps included)
         lambda r, n: _multipart(_parts([(r[0][0], r[-1][1])], n)),
         # quoted boundary, part headers in other cases
-        lambda r, n: _multipart(_parts(r, n).replace(b"Content-Range", b"content-RANGE"),
-                                boundary='"b0undary"'),
+        lambda r, n: _multipart(
+            _parts(r, n).replace(b"Content-Range", b"content-RANGE"), boundary='"b0undary"'
+        ),
         # no closing delimiter: forgiven when every range is there
         lambda r, n: _multipart(_parts(r, n).removesuffix(b"--b0undary--\r\n")),
     ],
@@ -195,8 +204,10 @@ async def test_usable_multipart_answers(
     [
         # only the first range, as a single part (some servers): not what was asked
         lambda r, n: web.Response(
-            status=206, body=COG[r[0][0] : r[0][1] + 1],
-            headers={"Content-Range": f"bytes {r[0][0]}-{r[0][1]}/{n}", "ETag": '"v1"'}),
+            status=206,
+            body=COG[r[0][0] : r[0][1] + 1],
+            headers={"Content-Range": f"bytes {r[0][0]}-{r[0][1]}/{n}", "ETag": '"v1"'},
+        ),
         # a multipart answer missing one range
         lambda r, n: _multipart(_parts(r[:-1], n)),
         # no delimiter at all
@@ -204,8 +215,9 @@ async def test_usable_multipart_answers(
         # a part without Content-Range
         lambda r, n: _multipart(b"--b0undary\r\n\r\nxyz\r\n--b0undary--\r\n"),
         # multipart of another kind
-        lambda r, n: web.Response(status=206, body=b"--x--",
-                                  headers={"Content-Type": "multipart/mixed; boundary=x"}),
+        lambda r, n: web.Response(
+            status=206, body=b"--x--", headers={"Content-Type": "multipart/mixed; boundary=x"}
+        ),
     ],
     ids=["first-range-only", "missing-part", "no-delimiter", "no-content-range", "mixed"],
 )
@@ -261,8 +273,10 @@ async def test_answer_complete_before_its_body_ends_is_used_at_once(
 
     def answer(r: list[tuple[int, int]], n: int) -> Any:
         async def stream(request: web.Request) -> web.StreamResponse:
-            resp = web.StreamResponse(status=206, headers={
-                "Content-Type": "multipart/byteranges; boundary=b0undary", "ETag": '"v1"'})
+            resp = web.StreamResponse(
+                status=206,
+                headers={"Content-Type": "multipart/byteranges; boundary=b0undary", "ETag": '"v1"'},
+            )
             await resp.prepare(request)  # chunked: the body ends with its final chunk
             await resp.write(_parts(r, n))
             with contextlib.suppress(TimeoutError):
@@ -399,7 +413,8 @@ async def test_416_for_multi_range_with_another_size_is_object_changed(
 ) -> None:
     url, state = odd_server
     state["answer"] = lambda r, n: web.Response(
-        status=416, headers={"Content-Range": f"bytes */{n - 10}"})
+        status=416, headers={"Content-Range": f"bytes */{n - 10}"}
+    )
     async with _opened(url) as (img, ctx):
         with pytest.raises(cloudroi.ObjectChangedError, match="not satisfiable"):
             await img.read(WINDOW)
@@ -420,8 +435,11 @@ async def test_service_with_multirange_on_a_416_origin(tmp_path: Any) -> None:
         await client.start_server()
         try:
             for _ in range(3):
-                params = {"url": root + "cog.tif", "window": ",".join(map(str, WINDOW)),
-                          "format": "npy"}
+                params = {
+                    "url": root + "cog.tif",
+                    "window": ",".join(map(str, WINDOW)),
+                    "format": "npy",
+                }
                 async with client.get("/region", params=params) as resp:
                     body = await resp.read()
                     assert resp.status == 200, body

@@ -34,8 +34,12 @@ def _image(dtype: str, bands: int) -> np.ndarray:
 CASES = [
     (comp, pred, dtype, bands, tiled, bo)
     for comp, pred, dtype, bands, tiled, bo in product(
-        ("lzw", "zlib"), (1, 2, 3), ("uint8", "uint16", "int32", "float32", "float64"),
-        (1, 3), (True, False), "<>",
+        ("lzw", "zlib"),
+        (1, 2, 3),
+        ("uint8", "uint16", "int32", "float32", "float64"),
+        (1, 3),
+        (True, False),
+        "<>",
     )
     if not (pred == 3 and dtype[0] != "f") and not (pred == 2 and dtype[0] == "f")
 ]
@@ -55,16 +59,23 @@ def _blocks(data: bytes) -> tuple[Any, list[tuple[int, bytes, np.ndarray]]]:
 
 
 @pytest.mark.parametrize(
-    ("comp", "pred", "dtype", "bands", "tiled", "bo"), CASES,
-    ids=[f"{c}-p{p}-{d}-{b}b-{'tile' if t else 'strip'}-{'LE' if o == '<' else 'BE'}"
-         for c, p, d, b, t, o in CASES],
+    ("comp", "pred", "dtype", "bands", "tiled", "bo"),
+    CASES,
+    ids=[
+        f"{c}-p{p}-{d}-{b}b-{'tile' if t else 'strip'}-{'LE' if o == '<' else 'BE'}"
+        for c, p, d, b, t, o in CASES
+    ],
 )
 async def test_prefix_rows_equal_whole_block(
     comp: str, pred: int, dtype: str, bands: int, tiled: bool, bo: str
 ) -> None:
     buf = io.BytesIO()
     tifffile.imwrite(
-        buf, _image(dtype, bands), byteorder=bo, compression=comp, predictor=pred,
+        buf,
+        _image(dtype, bands),
+        byteorder=bo,
+        compression=comp,
+        predictor=pred,
         photometric="rgb" if bands == 3 else "minisblack",
         **({"tile": (64, 128)} if tiled else {"rowsperstrip": 48}),
     )

@@ -27,13 +27,29 @@ from cloudroi.tiff.structure import ImageIFD
 from cloudroi.types import ByteRange, Window
 
 
-def make_ifd(width: int, height: int, bw: int, bh: int, samples: int = 1, planar: int = 1
-             ) -> ImageIFD:
+def make_ifd(
+    width: int, height: int, bw: int, bh: int, samples: int = 1, planar: int = 1
+) -> ImageIFD:
     return ImageIFD(
-        offset=8, subfile_type=0, width=width, height=height, tiled=True, block_width=bw,
-        block_height=bh, samples=samples, bits=8, sample_format=1, planar=planar, compression=1,
-        predictor=1, photometric=1, extra_samples=(), fill_order=1, byteorder="<",
-        offsets=IndexArray.from_values(()), byte_counts=IndexArray.from_values(()),
+        offset=8,
+        subfile_type=0,
+        width=width,
+        height=height,
+        tiled=True,
+        block_width=bw,
+        block_height=bh,
+        samples=samples,
+        bits=8,
+        sample_format=1,
+        planar=planar,
+        compression=1,
+        predictor=1,
+        photometric=1,
+        extra_samples=(),
+        fill_order=1,
+        byteorder="<",
+        offsets=IndexArray.from_values(()),
+        byte_counts=IndexArray.from_values(()),
     )
 
 
@@ -48,9 +64,7 @@ ranges_st = st.lists(
 
 @given(ranges_st, st.integers(0, 2000), st.integers(1, 5000))
 @settings(max_examples=300, deadline=None)
-def test_coalesce_covers_every_range_once(
-    ranges: list[ByteRange], gap: int, max_size: int
-) -> None:
+def test_coalesce_covers_every_range_once(ranges: list[ByteRange], gap: int, max_size: int) -> None:
     groups = coalesce(ranges, gap, max_size)
     members = sorted(m for g in groups for m in g.members)
     assert members == list(range(len(ranges)))
@@ -78,21 +92,28 @@ def test_coalesce_gap_rule(ranges: list[ByteRange], gap: int) -> None:
 def test_coalesce_examples() -> None:
     r = [ByteRange(0, 10), ByteRange(10, 20), ByteRange(25, 30), ByteRange(100, 110)]
     assert [g.range for g in coalesce(r, 0, 1000)] == [
-        ByteRange(0, 20), ByteRange(25, 30), ByteRange(100, 110)
+        ByteRange(0, 20),
+        ByteRange(25, 30),
+        ByteRange(100, 110),
     ]
     assert [g.range for g in coalesce(r, 5, 1000)] == [ByteRange(0, 30), ByteRange(100, 110)]
     assert [g.range for g in coalesce(r, 5, 25)] == [
-        ByteRange(0, 20), ByteRange(25, 30), ByteRange(100, 110)
+        ByteRange(0, 20),
+        ByteRange(25, 30),
+        ByteRange(100, 110),
     ]
 
 
 @given(
-    st.integers(1, 700), st.integers(1, 700), st.sampled_from([16, 64, 256]),
+    st.integers(1, 700),
+    st.integers(1, 700),
+    st.sampled_from([16, 64, 256]),
     st.data(),
 )
 @settings(max_examples=200, deadline=None)
-def test_blocks_for_window_is_exact(width: int, height: int, block: int, data: st.DataObject
-                                    ) -> None:
+def test_blocks_for_window_is_exact(
+    width: int, height: int, block: int, data: st.DataObject
+) -> None:
     ifd = make_ifd(width, height, block, block)
     col = data.draw(st.integers(0, width - 1))
     row = data.draw(st.integers(0, height - 1))
@@ -104,8 +125,10 @@ def test_blocks_for_window_is_exact(width: int, height: int, block: int, data: s
         (by, bx)
         for by in range(ifd.blocks_down)
         for bx in range(ifd.blocks_across)
-        if by * block < row + h and (by + 1) * block > row
-        and bx * block < col + w and (bx + 1) * block > col
+        if by * block < row + h
+        and (by + 1) * block > row
+        and bx * block < col + w
+        and (bx + 1) * block > col
     }
     assert got == want
     assert all(r.index == r.row * ifd.blocks_across + r.col for r in refs)

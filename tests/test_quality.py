@@ -1,4 +1,5 @@
-"""Static checks as tests, so the one test command also runs them: ruff and mypy --strict."""
+"""Static checks as tests, so the one test command also runs them: ruff (lint and format),
+mypy --strict, and the shape of cloudroi/ (module and function sizes, radon complexity)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,12 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_is_clean() -> None:
-    result = run("ruff", "check", "cloudroi", "tests", "benchmarks")
+    result = run("ruff", "check", "cloudroi", "tests", "benchmarks", "fuzz")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format_is_applied() -> None:
+    result = run("ruff", "format", "--check", "cloudroi", "tests", "benchmarks", "fuzz", "deploy")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -59,21 +59,36 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def environment(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("CLOUDROI_SAMPLE_DIR", "XDG_CACHE_HOME", "CLOUDROI_ALLOWED_SOURCES")
-           and not k.lower().endswith("_proxy")}
-    env.update(HOME=str(home), PATH=f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}",
-               NO_PROXY="*", no_proxy="*", **extra)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("CLOUDROI_SAMPLE_DIR", "XDG_CACHE_HOME", "CLOUDROI_ALLOWED_SOURCES")
+        and not k.lower().endswith("_proxy")
+    }
+    env.update(
+        HOME=str(home),
+        PATH=f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+        NO_PROXY="*",
+        no_proxy="*",
+        **extra,
+    )
     return env
 
 
-@pytest.mark.parametrize("code", PYTHON_BLOCKS, ids=[f"python{i}" for i in
-                                                     range(len(PYTHON_BLOCKS))])
+@pytest.mark.parametrize(
+    "code", PYTHON_BLOCKS, ids=[f"python{i}" for i in range(len(PYTHON_BLOCKS))]
+)
 def test_python_block_runs(code: str, home: Path, tmp_path: Path) -> None:
     script = tmp_path / "snippet.py"
     script.write_text(code)
-    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=environment(home),
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=environment(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -142,8 +157,7 @@ _MAGIC = {
 }
 
 
-@pytest.mark.parametrize("block", SAMPLE_BLOCKS, ids=[f"sh{i}" for i in
-                                                      range(len(SAMPLE_BLOCKS))])
+@pytest.mark.parametrize("block", SAMPLE_BLOCKS, ids=[f"sh{i}" for i in range(len(SAMPLE_BLOCKS))])
 def test_sample_sh_block_runs(block: str, home: Path, tmp_path: Path) -> None:
     assert not re.search(r"pip install|docker|kubectl|\bsam\b", block)
     port = free_port()
@@ -151,9 +165,15 @@ def test_sample_sh_block_runs(block: str, home: Path, tmp_path: Path) -> None:
     (tmp_path / ".venv").symlink_to(VENV)  # for the README's ".venv/bin/cloudroi"
     # Whatever the block starts in the background is stopped when it ends.
     wrapped = "set -e\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n" + script
-    proc = subprocess.Popen(["bash", "-c", wrapped], cwd=tmp_path, start_new_session=True,
-                            env=environment(home, CLOUDROI_PORT=str(port)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        ["bash", "-c", wrapped],
+        cwd=tmp_path,
+        start_new_session=True,
+        env=environment(home, CLOUDROI_PORT=str(port)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         out, err = proc.communicate(timeout=300)
     finally:
@@ -164,9 +184,12 @@ def test_sample_sh_block_runs(block: str, home: Path, tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, f"{out}\n{err}"
-    outputs = [tokens[i + 1] for tokens in command_lines(block)
-               for i, t in enumerate(tokens[:-1])
-               if t in ("-o", "--output") and tokens[i + 1] != "/dev/null"]
+    outputs = [
+        tokens[i + 1]
+        for tokens in command_lines(block)
+        for i, t in enumerate(tokens[:-1])
+        if t in ("-o", "--output") and tokens[i + 1] != "/dev/null"
+    ]
     assert outputs
     for name in outputs:
         data = (tmp_path / name).read_bytes()

@@ -89,9 +89,10 @@ async def test_the_remembered_end_is_followed_again_once_when_gone(
     server.add(base + "v1.tif", COG)
     server.add(base + "v2.tif", COG)
     hook.answers[base + "r0.tif"] = (302, {"Location": "v1.tif"})
-    async with cloudroi.Context() as ctx, cloudroi.open(
-        server.url(base + "r0.tif"), context=ctx
-    ) as img:
+    async with (
+        cloudroi.Context() as ctx,
+        cloudroi.open(server.url(base + "r0.tif"), context=ctx) as img,
+    ):
         hook.answers[base + "r0.tif"] = (307, {"Location": "v2.tif"})
         hook.answers[base + "v1.tif"] = (403, {})
         server.reset()
@@ -140,14 +141,18 @@ async def test_at_most_five_redirects(redirects: tuple[RangeServer, Redirects, s
     server.reset()
     async with cloudroi.open(server.url(base + "r1.tif")) as img:  # five redirects
         np.testing.assert_array_equal((await img.read(WINDOW))[0], WANT)
-    assert _paths(server, base)[:6] == ["r1.tif", "r2.tif", "r3.tif", "r4.tif", "r5.tif",
-                                        "cog.tif"]
+    assert _paths(server, base)[:6] == ["r1.tif", "r2.tif", "r3.tif", "r4.tif", "r5.tif", "cog.tif"]
 
 
 @pytest.mark.parametrize(
     "location",
-    ["file:///etc/passwd", "ftp://127.0.0.1/x.tif", "gopher://127.0.0.1:70/_x",
-     "data:text/plain,x", "http://[::1/x.tif"],
+    [
+        "file:///etc/passwd",
+        "ftp://127.0.0.1/x.tif",
+        "gopher://127.0.0.1:70/_x",
+        "data:text/plain,x",
+        "http://[::1/x.tif",
+    ],
 )
 async def test_redirects_to_other_schemes_are_refused(
     redirects: tuple[RangeServer, Redirects, str], location: str
@@ -180,7 +185,8 @@ async def test_each_hop_is_checked_before_it_is_requested(
         with pytest.raises(cloudroi.AccessDeniedError, match="not here"):
             await cloudroi.open(server.url(base + "r0.tif"), context=ctx)
     assert [str(u) for u in seen] == [
-        server.url(base + "r1.tif?sig=1"), server.url("/elsewhere/cog.tif")
+        server.url(base + "r1.tif?sig=1"),
+        server.url("/elsewhere/cog.tif"),
     ]
     assert _paths(server, base) == ["r0.tif", "r1.tif"]
     assert server.requests_for("/elsewhere/cog.tif") == []
@@ -196,9 +202,10 @@ async def test_credentials_stay_with_their_origin(
         other.fault = other_hook
         hook.answers[base + "r0.tif"] = (302, {"Location": "r1.tif"})
         hook.answers[base + "r1.tif"] = (302, {"Location": other.url("x/cog.tif")})
-        async with cloudroi.Context(http_headers=secret) as ctx, cloudroi.open(
-            server.url(base + "r0.tif"), context=ctx
-        ) as img:
+        async with (
+            cloudroi.Context(http_headers=secret) as ctx,
+            cloudroi.open(server.url(base + "r0.tif"), context=ctx) as img,
+        ):
             np.testing.assert_array_equal((await img.read(WINDOW))[0], WANT)
         assert hook.seen[base + "r1.tif"][0]["Authorization"] == "Bearer s3cret"  # same origin
         for headers in other_hook.seen["/x/cog.tif"]:
@@ -216,9 +223,11 @@ async def test_guarded_session_checks_what_aiohttp_follows(
     server, hook, base = redirects
     with RangeServer({"x/cog.tif": COG}) as other:
         policy = SourcePolicy([server.url(base)], ["127.0.0.0/8"])
-        for headers in ({"URI": other.url("x/cog.tif")},
-                        {"Location": "", "URI": other.url("x/cog.tif")},
-                        {"URI": "/elsewhere/cog.tif"}):
+        for headers in (
+            {"URI": other.url("x/cog.tif")},
+            {"Location": "", "URI": other.url("x/cog.tif")},
+            {"URI": "/elsewhere/cog.tif"},
+        ):
             hook.answers[base + "r0.tif"] = (302, headers)
             async with guarded_context(policy) as ctx:
                 session = ctx.http_session()
@@ -234,9 +243,12 @@ async def test_multi_range_refusal_is_remembered_for_the_origin_serving_the_byte
     server, hook, base = redirects
     with RangeServer({"x/cog.tif": COG}, multirange=False) as other:  # 200 to multi-range GETs
         hook.answers[base + "r0.tif"] = (302, {"Location": other.url("x/cog.tif")})
-        async with cloudroi.Context() as ctx, cloudroi.open(
-            server.url(base + "r0.tif"), context=ctx, multirange=True, coalesce_gap=0
-        ) as img:
+        async with (
+            cloudroi.Context() as ctx,
+            cloudroi.open(
+                server.url(base + "r0.tif"), context=ctx, multirange=True, coalesce_gap=0
+            ) as img,
+        ):
             ctx.block_cache.clear()
             np.testing.assert_array_equal((await img.read(WINDOW))[0], WANT)
             assert list(ctx.multirange_refused) == [other.url("").rstrip("/")]

@@ -108,12 +108,16 @@ class SlowDownProxy:
                 return web.Response(status=503, body=_SLOWDOWN, content_type="application/xml")
         headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
         body = await request.read()
-        async with aiohttp.ClientSession(auto_decompress=False) as session, session.request(
-            request.method, self.upstream + request.path_qs, headers=headers, data=body
-        ) as resp:
+        async with (
+            aiohttp.ClientSession(auto_decompress=False) as session,
+            session.request(
+                request.method, self.upstream + request.path_qs, headers=headers, data=body
+            ) as resp,
+        ):
             data = await resp.read()
             out_headers = {
-                k: v for k, v in resp.headers.items()
+                k: v
+                for k, v in resp.headers.items()
                 if k.lower() not in ("transfer-encoding", "content-length", "connection")
             }
             return web.Response(status=resp.status, body=data, headers=out_headers)
@@ -143,8 +147,10 @@ async def test_one_retry_policy_owns_the_count(
     policy = cloudroi.RetryPolicy(attempts=4, base_delay=0.001, max_delay=0.002)
     async with SlowDownProxy(s3_server, failures) as proxy:
         options = {"s3": {"endpoint_url": proxy.url, "key": "testing", "secret": "testing"}}
-        async with cloudroi.Context(storage_options=options, retry=policy) as ctx, \
-                cloudroi.open(url, context=ctx) as img:
+        async with (
+            cloudroi.Context(storage_options=options, retry=policy) as ctx,
+            cloudroi.open(url, context=ctx) as img,
+        ):
             opened = proxy.gets
             if expect_ok:
                 arr = await img.read((0, 0, 64, 64))

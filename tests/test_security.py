@@ -158,8 +158,9 @@ REGISTRY_TABLE: list[tuple[str, bool, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("address", "public", "what"), REGISTRY_TABLE,
-                         ids=[row[0] for row in REGISTRY_TABLE])
+@pytest.mark.parametrize(
+    ("address", "public", "what"), REGISTRY_TABLE, ids=[row[0] for row in REGISTRY_TABLE]
+)
 def test_special_purpose_registries(address: str, public: bool, what: str) -> None:
     assert is_public_address(ipaddress.ip_address(address)) is public, what
 
@@ -170,14 +171,25 @@ def test_address_guard_allowances_cover_embedded_forms() -> None:
     that IPv4."""
     guard = SourcePolicy(["http://127.0.0.1:8123/"], ["10.0.0.0/8", "fd00::/8"]).guard
     ip = ipaddress.ip_address
-    for address, port in (("::ffff:127.0.0.1", 8123), ("64:ff9b::7f00:1", 8123),
-                          ("::ffff:10.1.2.3", 443), ("64:ff9b::a01:203", 443),
-                          ("2002:a01:203::1", 443), ("fd00:ec2::254", 80)):
+    for address, port in (
+        ("::ffff:127.0.0.1", 8123),
+        ("64:ff9b::7f00:1", 8123),
+        ("::ffff:10.1.2.3", 443),
+        ("64:ff9b::a01:203", 443),
+        ("2002:a01:203::1", 443),
+        ("fd00:ec2::254", 80),
+    ):
         assert guard.permits(ip(address), port), address
-    for address, port in (("::ffff:127.0.0.1", 8124), ("64:ff9b::7f00:1", 80),
-                          ("::ffff:192.168.0.1", 443), ("64:ff9b::c0a8:1", 443),
-                          ("64:ff9b:1::a01:203", 443), ("2002:c0a8:1::1", 443),
-                          ("fe80::1", 80), ("::ffff:169.254.169.254", 80)):
+    for address, port in (
+        ("::ffff:127.0.0.1", 8124),
+        ("64:ff9b::7f00:1", 80),
+        ("::ffff:192.168.0.1", 443),
+        ("64:ff9b::c0a8:1", 443),
+        ("64:ff9b:1::a01:203", 443),
+        ("2002:c0a8:1::1", 443),
+        ("fe80::1", 80),
+        ("::ffff:169.254.169.254", 80),
+    ):
         assert not guard.permits(ip(address), port), address
 
 
@@ -266,8 +278,11 @@ def test_malformed_urls_are_bad_requests(url: str) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["s3://bucket/prefix/x%00.tif", "https://data.example.com/cogs/a%00.tif",
-     "https://data.example.com/cogs/%00/a.tif"],
+    [
+        "s3://bucket/prefix/x%00.tif",
+        "https://data.example.com/cogs/a%00.tif",
+        "https://data.example.com/cogs/%00/a.tif",
+    ],
 )
 def test_encoded_nul_in_a_remote_url_is_a_bad_request(url: str) -> None:
     with pytest.raises(BadSourceError, match="NUL"):
@@ -309,15 +324,17 @@ SHARP = "xn--maive-cdn-h1a.com"  # maßive-cdn.com under IDNA 2008 / UTS 46, as 
         ("https://maßive-cdn.com/", "https://\uff4d\uff41ßive-cdn.com/x.tif", SHARP),  # fullwidth
         ("https://maßive-cdn.com/", "https://maßive-cdn.com./x.tif", SHARP),
         (f"https://{SHARP}/", "https://maßive-cdn.com/x.tif", SHARP),
-        ("https://massive-cdn.com/",  # fullwidth "massive"
-         "https://\uff4d\uff41\uff53\uff53\uff49\uff56\uff45-cdn.com/x.tif", "massive-cdn.com"),
+        (
+            "https://massive-cdn.com/",  # fullwidth "massive"
+            "https://\uff4d\uff41\uff53\uff53\uff49\uff56\uff45-cdn.com/x.tif",
+            "massive-cdn.com",
+        ),
         ("https://massive-cdn.com/", "https://massive-cdn\u3002com/x.tif", "massive-cdn.com"),
         ("https://massive-cdn.com/", "https://MASSIVE-CDN.COM./x.tif", "massive-cdn.com"),
         ("https://bücher.example/", "https://BÜCHER.example/x.tif", "xn--bcher-kva.example"),
     ],
 )
-def test_idna_host_compared_is_the_host_dialled(allow: str, url: str, dialled: str | None
-                                                 ) -> None:
+def test_idna_host_compared_is_the_host_dialled(allow: str, url: str, dialled: str | None) -> None:
     """The allowlist and the client URL go through the host encoding the connection uses (yarl:
     UTS 46, non-transitional), and the URL handed to the HTTP client carries that very host."""
     policy = SourcePolicy([allow])
@@ -350,8 +367,13 @@ def test_local_roots_are_resolved_with_realpath(tmp_path: Path) -> None:
     assert check(f"file://{root}/sub/a.tif") == str(root / "sub" / "a.tif")
     # An alias outside the root that leads inside is fine: the real path is what counts.
     assert check(str(tmp_path / "alias" / "a.tif")) == str(root / "sub" / "a.tif")
-    for bad in (str(root / "escape.tif"), f"{root}/../outside.tif", str(outside), "/etc/passwd",
-                f"{root}x/a.tif"):
+    for bad in (
+        str(root / "escape.tif"),
+        f"{root}/../outside.tif",
+        str(outside),
+        "/etc/passwd",
+        f"{root}x/a.tif",
+    ):
         with pytest.raises(SourceNotAllowedError):
             check(bad)
     with pytest.raises(SourceNotAllowedError):
@@ -429,16 +451,19 @@ async def test_a_name_resolving_to_loopback_is_refused_before_connecting(
 
 @pytest.mark.parametrize(
     "allow",
-    [lambda port: ([f"http://127.0.0.1:{port}/"], []),
-     lambda port: ([f"http://localhost:{port}/"], ["127.0.0.0/8"])],
+    [
+        lambda port: ([f"http://127.0.0.1:{port}/"], []),
+        lambda port: ([f"http://localhost:{port}/"], ["127.0.0.0/8"]),
+    ],
     ids=["literal", "network"],
 )
 async def test_allowlisted_private_addresses_connect(listener: Listener, allow) -> None:  # type: ignore[no-untyped-def]
     prefixes, networks = allow(listener.port)
     policy = SourcePolicy(prefixes, networks)
-    async with guarded_context(policy) as ctx, ctx.http_session().get(
-        prefixes[0] + "x.tif"
-    ) as resp:
+    async with (
+        guarded_context(policy) as ctx,
+        ctx.http_session().get(prefixes[0] + "x.tif") as resp,
+    ):
         assert resp.status == 404
     assert listener.connections == 1
 
@@ -447,14 +472,19 @@ def test_socket_factory_refuses_before_creating_a_socket() -> None:
     # What the connector calls with each resolved address; called directly here, so that no
     # packet goes anywhere but loopback in this test suite.
     guard = SourcePolicy(["https://data.example.com/"]).guard
-    for address, family in (("169.254.169.254", socket.AF_INET), ("10.0.0.1", socket.AF_INET),
-                            ("::ffff:169.254.169.254", socket.AF_INET6), ("::1", socket.AF_INET6),
-                            ("64:ff9b:1::a9fe:a9fe", socket.AF_INET6),  # local-use NAT64
-                            ("::a9fe:a9fe", socket.AF_INET6),  # IPv4-compatible
-                            ("::127.0.0.1", socket.AF_INET6),
-                            ("::ffff:0:a9fe:a9fe", socket.AF_INET6),  # IPv4-translated
-                            ("fec0::1", socket.AF_INET6), ("3fff::1", socket.AF_INET6),
-                            ("192.0.0.170", socket.AF_INET)):
+    for address, family in (
+        ("169.254.169.254", socket.AF_INET),
+        ("10.0.0.1", socket.AF_INET),
+        ("::ffff:169.254.169.254", socket.AF_INET6),
+        ("::1", socket.AF_INET6),
+        ("64:ff9b:1::a9fe:a9fe", socket.AF_INET6),  # local-use NAT64
+        ("::a9fe:a9fe", socket.AF_INET6),  # IPv4-compatible
+        ("::127.0.0.1", socket.AF_INET6),
+        ("::ffff:0:a9fe:a9fe", socket.AF_INET6),  # IPv4-translated
+        ("fec0::1", socket.AF_INET6),
+        ("3fff::1", socket.AF_INET6),
+        ("192.0.0.170", socket.AF_INET),
+    ):
         with pytest.raises(SourceNotAllowedError):
             guard.socket_factory((family, socket.SOCK_STREAM, 6, "", (address, 80)))
     sock = guard.socket_factory((socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 443)))
@@ -462,8 +492,9 @@ def test_socket_factory_refuses_before_creating_a_socket() -> None:
 
 
 async def test_redirects_are_checked_against_the_allowlist(listener: Listener) -> None:
-    with RangeServer({"a/ok.tif": b"data", "a/to-other.tif": b"", "a/to-name.tif": b"",
-                      "a/same.tif": b""}) as server:
+    with RangeServer(
+        {"a/ok.tif": b"data", "a/to-other.tif": b"", "a/to-name.tif": b"", "a/same.tif": b""}
+    ) as server:
         targets = {
             "/a/to-other.tif": f"http://127.0.0.1:{listener.port}/x.tif",
             "/a/to-name.tif": f"http://localhost:{listener.port}/x.tif",

@@ -103,8 +103,13 @@ class Answer:
 def answer_of(doc: Mapping[str, Any]) -> Answer:
     assert set(doc) >= {"statusCode", "headers", "body", "isBase64Encoded"}
     body = base64.b64decode(doc["body"]) if doc["isBase64Encoded"] else doc["body"].encode()
-    return Answer(doc["statusCode"], dict(doc["headers"]), body, doc["isBase64Encoded"],
-                  len(json.dumps(doc).encode()))
+    return Answer(
+        doc["statusCode"],
+        dict(doc["headers"]),
+        body,
+        doc["isBase64Encoded"],
+        len(json.dumps(doc).encode()),
+    )
 
 
 @dataclass
@@ -169,8 +174,9 @@ def noise_pixels() -> np.ndarray:
 def images() -> dict[str, bytes]:
     return {
         "rgb.tif": write_cog(rgb_pixels(), tile=128, mask=rgb_mask(), epsg=32633, transform=GT),
-        "dem.tif": write_cog(dem_pixels(), tile=128, predictor=3, nodata=NODATA, epsg=32633,
-                             transform=GT),
+        "dem.tif": write_cog(
+            dem_pixels(), tile=128, predictor=3, nodata=NODATA, epsg=32633, transform=GT
+        ),
         "noise.tif": write_cog(noise_pixels(), tile=128),
         "text.tif": b"this is not a TIFF at all" * 10,
     }
@@ -214,21 +220,29 @@ def make_app(upstream: Upstream, s3_server: str) -> Iterator[Any]:
 @pytest.mark.parametrize("kind", KINDS)
 def test_region_png_npy_and_info_from_http(kind: str, make_app: Any, upstream: Upstream) -> None:
     app = make_app()
-    ans = invoke(app, make_event(kind, "/region", {"url": upstream.url("rgb.tif"),
-                                                    "window": "20,10,200,100"}))
+    ans = invoke(
+        app,
+        make_event(kind, "/region", {"url": upstream.url("rgb.tif"), "window": "20,10,200,100"}),
+    )
     assert ans.status == 200, ans.body
     assert ans.base64
     assert ans.headers["Content-Type"] == "image/png"
     png = imagecodecs.png_decode(ans.body)
     assert png.shape == (100, 200, 4)
-    np.testing.assert_array_equal(np.moveaxis(png[:, :, :3], -1, 0),
-                                  rgb_pixels()[:, 10:110, 20:220])
+    np.testing.assert_array_equal(
+        np.moveaxis(png[:, :, :3], -1, 0), rgb_pixels()[:, 10:110, 20:220]
+    )
     np.testing.assert_array_equal(png[:, :, 3], rgb_mask()[10:110, 20:220])
 
-    ans = invoke(app, make_event(kind, "/region", {"url": upstream.url("dem.tif"),
-                                                    "window": "150,80,128,64", "format": "npy"}))
-    assert (ans.status, ans.headers["Content-Type"], ans.base64) == (
-        200, "application/x-npy", True)
+    ans = invoke(
+        app,
+        make_event(
+            kind,
+            "/region",
+            {"url": upstream.url("dem.tif"), "window": "150,80,128,64", "format": "npy"},
+        ),
+    )
+    assert (ans.status, ans.headers["Content-Type"], ans.base64) == (200, "application/x-npy", True)
     arr = np.load(io.BytesIO(ans.body), allow_pickle=False)
     np.testing.assert_array_equal(arr, dem_pixels()[np.newaxis, 80:144, 150:278])
     assert re.fullmatch(r'"[0-9a-f]{32}"', ans.headers["ETag"])
@@ -238,28 +252,48 @@ def test_region_png_npy_and_info_from_http(kind: str, make_app: Any, upstream: U
     assert ans.headers["Content-Type"] == "application/json"
     doc = ans.json()
     assert (doc["width"], doc["height"], doc["dtype"], doc["nodata"]) == (
-        320, 320, "float32", NODATA)
+        320,
+        320,
+        "float32",
+        NODATA,
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_region_from_s3(kind: str, make_app: Any, bucket: str) -> None:
     app = make_app(allowed_sources=(f"s3://{bucket}/cogs/",))
     url = f"s3://{bucket}/cogs/dem.tif"
-    ans = invoke(app, make_event(kind, "/region", {"url": url, "window": "0,0,160,160",
-                                                    "level": "1", "format": "npy"}))
+    ans = invoke(
+        app,
+        make_event(
+            kind, "/region", {"url": url, "window": "0,0,160,160", "level": "1", "format": "npy"}
+        ),
+    )
     assert (ans.status, ans.base64) == (200, True), ans.body
     arr = np.load(io.BytesIO(ans.body))
     np.testing.assert_array_equal(arr[0], dem_pixels()[::2, ::2])
-    ans = invoke(app, make_event(kind, "/region", {"url": f"s3://{bucket}/cogs/rgb.tif",
-                                                    "window": "0,0,64,64", "format": "png"}))
+    ans = invoke(
+        app,
+        make_event(
+            kind,
+            "/region",
+            {"url": f"s3://{bucket}/cogs/rgb.tif", "window": "0,0,64,64", "format": "png"},
+        ),
+    )
     assert ans.status == 200
     np.testing.assert_array_equal(
         np.moveaxis(imagecodecs.png_decode(ans.body)[:, :, :3], -1, 0), rgb_pixels()[:, :64, :64]
     )
-    problem(invoke(app, make_event(kind, "/info", {"url": f"s3://{bucket}/cogs/missing.tif"})),
-            404, "source_not_found")
-    problem(invoke(app, make_event(kind, "/info", {"url": f"s3://{bucket}/other/dem.tif"})),
-            403, "source_not_allowed")
+    problem(
+        invoke(app, make_event(kind, "/info", {"url": f"s3://{bucket}/cogs/missing.tif"})),
+        404,
+        "source_not_found",
+    )
+    problem(
+        invoke(app, make_event(kind, "/info", {"url": f"s3://{bucket}/other/dem.tif"})),
+        403,
+        "source_not_allowed",
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -291,16 +325,25 @@ def test_client_errors(kind: str, make_app: Any, upstream: Upstream) -> None:
         return invoke(app, make_event(kind, path, query, **kw))
 
     problem(call("/region", {"url": rgb, "window": "390,0,20,20"}), 400, "invalid_window")
-    problem(call("/region", {"url": rgb, "window": "0,0,8,8", "colour": "red"}),
-            400, "unknown_parameter")
+    problem(
+        call("/region", {"url": rgb, "window": "0,0,8,8", "colour": "red"}),
+        400,
+        "unknown_parameter",
+    )
     # A repeated parameter must arrive repeated (payload 2.0 joins them in
     # queryStringParameters; rawQueryString keeps them apart).
-    doc = problem(call("/region", [("url", rgb), ("window", "0,0,8,8"), ("window", "0,0,9,9")]),
-                  400, "invalid_parameter")
+    doc = problem(
+        call("/region", [("url", rgb), ("window", "0,0,8,8"), ("window", "0,0,9,9")]),
+        400,
+        "invalid_parameter",
+    )
     assert "window" in doc["detail"]
     problem(call("/region", {"window": "0,0,8,8"}), 400, "missing_parameter")
-    problem(call("/info", {"url": "http://169.254.169.254/latest/meta-data/"}),
-            403, "source_not_allowed")
+    problem(
+        call("/info", {"url": "http://169.254.169.254/latest/meta-data/"}),
+        403,
+        "source_not_allowed",
+    )
     problem(call("/info", {"url": upstream.url("missing.tif")}), 404, "source_not_found")
     problem(call("/tiles/1/2/3"), 404, "not_found")
     ans = call("/info", {"url": rgb}, method="POST")
@@ -317,12 +360,16 @@ def test_client_errors(kind: str, make_app: Any, upstream: Upstream) -> None:
 def test_upstream_errors(kind: str, make_app: Any, upstream: Upstream) -> None:
     app = make_app(request_timeout=0.3)
     upstream.server.fault = lambda request, etag: Fault("ignore_range")
-    problem(invoke(app, make_event(kind, "/info", {"url": upstream.url("rgb.tif")})),
-            502, "range_not_supported")
+    problem(
+        invoke(app, make_event(kind, "/info", {"url": upstream.url("rgb.tif")})),
+        502,
+        "range_not_supported",
+    )
     upstream.server.fault = None
     upstream.server.latency = 1.0
-    problem(invoke(app, make_event(kind, "/info", {"url": upstream.url("dem.tif")})),
-            504, "timeout")
+    problem(
+        invoke(app, make_event(kind, "/info", {"url": upstream.url("dem.tif")})), 504, "timeout"
+    )
     upstream.server.latency = 0.0
     # The loop survives a timed-out invocation: the next one is answered normally.
     ans = invoke(app, make_event(kind, "/info", {"url": upstream.url("rgb.tif")}))
@@ -352,15 +399,23 @@ def test_bodies_over_lambdas_6_mb_limit_are_413(make_app: Any, server: RangeServ
     assert app.config.max_response_bytes == body_limit() < 6 * 1024 * 1024 * 3 // 4
     url = server.url(prefix + "big.tif")
     # 1000 x 1000 float32 is 4 MB raw and 5.3 MB in base64: under the limit.
-    ans = invoke(app, make_event("http-api-v2", "/region",
-                                 {"url": url, "window": "0,0,1000,1000", "format": "npy"}))
+    ans = invoke(
+        app,
+        make_event(
+            "http-api-v2", "/region", {"url": url, "window": "0,0,1000,1000", "format": "npy"}
+        ),
+    )
     assert ans.status == 200
     assert 5_000_000 < ans.size <= serverless.LAMBDA_PAYLOAD_LIMIT
     np.testing.assert_array_equal(np.load(io.BytesIO(ans.body))[0], dem_pixels(1400)[:1000, :1000])
     # 1400 x 1400 float32 is 7.8 MB raw, 10.5 MB in base64: refused with a 413 instead of the
     # invocation failing with Lambda's own payload error.
-    ans = invoke(app, make_event("http-api-v2", "/region",
-                                 {"url": url, "window": "0,0,1400,1400", "format": "npy"}))
+    ans = invoke(
+        app,
+        make_event(
+            "http-api-v2", "/region", {"url": url, "window": "0,0,1400,1400", "format": "npy"}
+        ),
+    )
     doc = problem(ans, 413, "response_too_large")
     assert doc["limit"] == body_limit()
     assert doc["value"] > doc["limit"]
@@ -398,8 +453,11 @@ def metric(app: LambdaApp, name: str) -> float:
 @pytest.mark.parametrize("kind", KINDS)
 def test_warm_invocations_reuse_the_state(kind: str, make_app: Any, upstream: Upstream) -> None:
     app = make_app()
-    event = make_event(kind, "/region", {"url": upstream.url("noise.tif"),
-                                          "window": "0,0,512,512", "format": "npy"})
+    event = make_event(
+        kind,
+        "/region",
+        {"url": upstream.url("noise.tif"), "window": "0,0,512,512", "format": "npy"},
+    )
     cold = invoke(app, event)
     cold_gets = upstream.gets("noise.tif")
     state, loop = app.state, app.loop
@@ -422,8 +480,11 @@ def test_warm_invocations_reuse_the_state(kind: str, make_app: Any, upstream: Up
 
 def test_warm_s3_invocation_makes_fewer_requests(make_app: Any, bucket: str) -> None:
     app = make_app(allowed_sources=(f"s3://{bucket}/cogs/",))
-    event = make_event("function-url", "/region", {"url": f"s3://{bucket}/cogs/noise.tif",
-                                                    "window": "0,0,512,512", "format": "npy"})
+    event = make_event(
+        "function-url",
+        "/region",
+        {"url": f"s3://{bucket}/cogs/noise.tif", "window": "0,0,512,512", "format": "npy"},
+    )
     assert invoke(app, event).status == 200
     cold = metric(app, "cloudroi_upstream_requests_total")
     assert invoke(app, event).status == 200
@@ -439,15 +500,25 @@ def test_module_handler_configured_from_the_environment(
     monkeypatch.setenv("CLOUDROI_ALLOWED_SOURCES", upstream.root)
     monkeypatch.setenv("CLOUDROI_MAX_TILES", "2")
     try:
-        ans = answer_of(serverless.handler(
-            make_event("rest-api-v1", "/info", {"url": upstream.url("rgb.tif")}), None))
+        ans = answer_of(
+            serverless.handler(
+                make_event("rest-api-v1", "/info", {"url": upstream.url("rgb.tif")}), None
+            )
+        )
         assert ans.status == 200
         first = serverless._current()
         assert first.config.max_tiles == 2
         assert first.config.max_response_bytes == body_limit()
-        ans = answer_of(serverless.handler(
-            make_event("http-api-v2", "/region", {"url": upstream.url("rgb.tif"),
-                                                  "window": "0,0,400,300"}), None))
+        ans = answer_of(
+            serverless.handler(
+                make_event(
+                    "http-api-v2",
+                    "/region",
+                    {"url": upstream.url("rgb.tif"), "window": "0,0,400,300"},
+                ),
+                None,
+            )
+        )
         problem(ans, 413, "limit_exceeded")
         assert serverless._current() is first  # the same state and loop for the warm call
         assert first.invocations == 2
@@ -471,8 +542,12 @@ def test_a_named_http_api_stage_is_not_part_of_the_route(make_app: Any) -> None:
 def test_query_values_and_headers_arrive_intact() -> None:
     url = "https://example.com/a b/c+d.tif?x=1&y=2"
     for kind in KINDS:
-        event = make_event(kind, "/region", [("url", url), ("window", "1,2,3,4")],
-                           headers={"If-None-Match": '"abc"'})
+        event = make_event(
+            kind,
+            "/region",
+            [("url", url), ("window", "1,2,3,4")],
+            headers={"If-None-Match": '"abc"'},
+        )
         req, version = to_core_request(event)
         assert req.query == (("url", url), ("window", "1,2,3,4"))
         assert req.headers["if-none-match"] == '"abc"'
@@ -536,78 +611,148 @@ MALFORMED: list[tuple[str, Any, str]] = [
     ("v2 rawPath huge number", changed(V2, ("rawPath",), 10**40), "rawPath must be a string"),
     ("v2 rawPath list", changed(V2, ("rawPath",), ["/healthz"]), "rawPath must be a string"),
     ("v2 rawPath bytes", changed(V2, ("rawPath",), b"/healthz"), "rawPath must be a string"),
-    ("v2 headers list", changed(V2, ("headers",), [["accept", "*/*"]]),
-     "headers must be an object, not a list"),
+    (
+        "v2 headers list",
+        changed(V2, ("headers",), [["accept", "*/*"]]),
+        "headers must be an object, not a list",
+    ),
     ("v2 headers string", changed(V2, ("headers",), "accept: */*"), "headers must be an object"),
-    ("v2 header value list", changed(V2, ("headers", "accept"), ["*/*"]),
-     "headers['accept'] must be a string, not a list"),
+    (
+        "v2 header value list",
+        changed(V2, ("headers", "accept"), ["*/*"]),
+        "headers['accept'] must be a string, not a list",
+    ),
     ("v2 header value null", changed(V2, ("headers", "accept"), None), "headers['accept']"),
     ("v2 header value object", changed(V2, ("headers", "accept"), {"q": 1}), "headers['accept']"),
-    ("v2 requestContext string", changed(V2, ("requestContext",), "ctx"),
-     "requestContext must be an object, not a string"),
-    ("v2 requestContext null", changed(V2, ("requestContext",), None),
-     "requestContext is missing"),
+    (
+        "v2 requestContext string",
+        changed(V2, ("requestContext",), "ctx"),
+        "requestContext must be an object, not a string",
+    ),
+    ("v2 requestContext null", changed(V2, ("requestContext",), None), "requestContext is missing"),
     ("v2 requestContext list", changed(V2, ("requestContext",), []), "requestContext must be"),
-    ("v2 http string", changed(V2, ("requestContext", "http"), "GET"),
-     "requestContext.http must be an object, not a string"),
-    ("v2 http null", changed(V2, ("requestContext", "http"), None),
-     "requestContext.http is missing"),
-    ("v2 method number", changed(V2, ("requestContext", "http", "method"), 1),
-     "requestContext.http.method must be a string"),
-    ("v2 method missing", changed(V2, ("requestContext", "http", "method"), DROP),
-     "requestContext.http.method is missing"),
-    ("v2 method empty", changed(V2, ("requestContext", "http", "method"), ""),
-     "requestContext.http.method is empty"),
-    ("v2 stage number", changed(V2, ("requestContext", "stage"), 7),
-     "requestContext.stage must be a string"),
-    ("v2 rawQueryString number", changed(V2, ("rawQueryString",), 123),
-     "rawQueryString must be a string, not a number"),
+    (
+        "v2 http string",
+        changed(V2, ("requestContext", "http"), "GET"),
+        "requestContext.http must be an object, not a string",
+    ),
+    (
+        "v2 http null",
+        changed(V2, ("requestContext", "http"), None),
+        "requestContext.http is missing",
+    ),
+    (
+        "v2 method number",
+        changed(V2, ("requestContext", "http", "method"), 1),
+        "requestContext.http.method must be a string",
+    ),
+    (
+        "v2 method missing",
+        changed(V2, ("requestContext", "http", "method"), DROP),
+        "requestContext.http.method is missing",
+    ),
+    (
+        "v2 method empty",
+        changed(V2, ("requestContext", "http", "method"), ""),
+        "requestContext.http.method is empty",
+    ),
+    (
+        "v2 stage number",
+        changed(V2, ("requestContext", "stage"), 7),
+        "requestContext.stage must be a string",
+    ),
+    (
+        "v2 rawQueryString number",
+        changed(V2, ("rawQueryString",), 123),
+        "rawQueryString must be a string, not a number",
+    ),
     ("v2 rawQueryString list", changed(V2, ("rawQueryString",), ["url=x"]), "rawQueryString"),
-    ("v2 rawQueryString boolean", changed(V2, ("rawQueryString",), True),
-     "rawQueryString must be a string, not a boolean"),
-    ("v2 queryStringParameters list", changed(V2, ("queryStringParameters",), [["url", "x"]]),
-     "queryStringParameters must be an object"),
+    (
+        "v2 rawQueryString boolean",
+        changed(V2, ("rawQueryString",), True),
+        "rawQueryString must be a string, not a boolean",
+    ),
+    (
+        "v2 queryStringParameters list",
+        changed(V2, ("queryStringParameters",), [["url", "x"]]),
+        "queryStringParameters must be an object",
+    ),
     ("v2 cookies string", changed(V2, ("cookies",), "a=b"), "cookies must be a list"),
     ("v2 cookies numbers", changed(V2, ("cookies",), [1, 2]), "cookies must be a list of strings"),
     ("v2 body object", changed(V2, ("body",), {"a": 1}), "body must be a string"),
-    ("v2 isBase64Encoded string", changed(V2, ("isBase64Encoded",), "yes"),
-     "isBase64Encoded must be a boolean"),
+    (
+        "v2 isBase64Encoded string",
+        changed(V2, ("isBase64Encoded",), "yes"),
+        "isBase64Encoded must be a boolean",
+    ),
     # payload 1.0 (REST API)
     ("v1 httpMethod null", changed(V1, ("httpMethod",), None), "httpMethod is missing"),
     ("v1 httpMethod number", changed(V1, ("httpMethod",), 5), "httpMethod must be a string"),
     ("v1 httpMethod empty", changed(V1, ("httpMethod",), ""), "httpMethod is empty"),
     ("v1 path null", changed(V1, ("path",), None), "path is missing"),
     ("v1 path list", changed(V1, ("path",), ["/healthz"]), "path must be a string"),
-    ("v1 queryStringParameters list", changed(V1, ("queryStringParameters",), ["url"]),
-     "queryStringParameters must be an object, not a list"),
-    ("v1 queryStringParameters string", changed(V1, ("queryStringParameters",), "url=x"),
-     "queryStringParameters must be an object"),
-    ("v1 query value object", changed(V1, ("queryStringParameters",), {"url": {"a": 1}}),
-     "queryStringParameters['url'] must be a string, not an object"),
-    ("v1 multiValueQueryStringParameters list",
-     changed(V1, ("multiValueQueryStringParameters",), []),
-     "multiValueQueryStringParameters must be an object"),
-    ("v1 multi query value string",
-     changed(V1, ("multiValueQueryStringParameters",), {"url": "x"}),
-     "multiValueQueryStringParameters['url'] must be a list, not a string"),
-    ("v1 multi query nested list",
-     changed(V1, ("multiValueQueryStringParameters",), {"url": [["x"]]}),
-     "multiValueQueryStringParameters['url'] must be a string, not a list"),
-    ("v1 multi query null item",
-     changed(V1, ("multiValueQueryStringParameters",), {"url": [None]}),
-     "must be a string, not null"),
+    (
+        "v1 queryStringParameters list",
+        changed(V1, ("queryStringParameters",), ["url"]),
+        "queryStringParameters must be an object, not a list",
+    ),
+    (
+        "v1 queryStringParameters string",
+        changed(V1, ("queryStringParameters",), "url=x"),
+        "queryStringParameters must be an object",
+    ),
+    (
+        "v1 query value object",
+        changed(V1, ("queryStringParameters",), {"url": {"a": 1}}),
+        "queryStringParameters['url'] must be a string, not an object",
+    ),
+    (
+        "v1 multiValueQueryStringParameters list",
+        changed(V1, ("multiValueQueryStringParameters",), []),
+        "multiValueQueryStringParameters must be an object",
+    ),
+    (
+        "v1 multi query value string",
+        changed(V1, ("multiValueQueryStringParameters",), {"url": "x"}),
+        "multiValueQueryStringParameters['url'] must be a list, not a string",
+    ),
+    (
+        "v1 multi query nested list",
+        changed(V1, ("multiValueQueryStringParameters",), {"url": [["x"]]}),
+        "multiValueQueryStringParameters['url'] must be a string, not a list",
+    ),
+    (
+        "v1 multi query null item",
+        changed(V1, ("multiValueQueryStringParameters",), {"url": [None]}),
+        "must be a string, not null",
+    ),
     ("v1 headers list", changed(V1, ("headers",), []), "headers must be an object"),
     ("v1 header value list", changed(V1, ("headers", "Accept"), ["*/*"]), "headers['Accept']"),
-    ("v1 multiValueHeaders string", changed(V1, ("multiValueHeaders",), "Accept: */*"),
-     "multiValueHeaders must be an object"),
-    ("v1 multi header value string", changed(V1, ("multiValueHeaders", "Accept"), "*/*"),
-     "multiValueHeaders['Accept'] must be a list"),
-    ("v1 requestContext string", changed(V1, ("requestContext",), "ctx"),
-     "requestContext must be an object"),
-    ("v1 stage list", changed(V1, ("requestContext", "stage"), ["Prod"]),
-     "requestContext.stage must be a string"),
-    ("v1 by version without httpMethod", {"version": "1.0", "path": "/healthz"},
-     "httpMethod is missing"),
+    (
+        "v1 multiValueHeaders string",
+        changed(V1, ("multiValueHeaders",), "Accept: */*"),
+        "multiValueHeaders must be an object",
+    ),
+    (
+        "v1 multi header value string",
+        changed(V1, ("multiValueHeaders", "Accept"), "*/*"),
+        "multiValueHeaders['Accept'] must be a list",
+    ),
+    (
+        "v1 requestContext string",
+        changed(V1, ("requestContext",), "ctx"),
+        "requestContext must be an object",
+    ),
+    (
+        "v1 stage list",
+        changed(V1, ("requestContext", "stage"), ["Prod"]),
+        "requestContext.stage must be a string",
+    ),
+    (
+        "v1 by version without httpMethod",
+        {"version": "1.0", "path": "/healthz"},
+        "httpMethod is missing",
+    ),
 ]
 
 
@@ -619,8 +764,9 @@ def plain_app() -> Iterator[LambdaApp]:
     app.close()
 
 
-@pytest.mark.parametrize(("event", "words"), [(e, w) for _, e, w in MALFORMED],
-                         ids=[name for name, _, _ in MALFORMED])
+@pytest.mark.parametrize(
+    ("event", "words"), [(e, w) for _, e, w in MALFORMED], ids=[name for name, _, _ in MALFORMED]
+)
 def test_malformed_events_are_400(
     event: Any, words: str, plain_app: LambdaApp, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -642,27 +788,42 @@ def test_malformed_events_are_400(
 
 #: Odd but well-formed events: answered by the core, never refused as malformed.
 ACCEPTED: list[tuple[str, Any, dict[str, str]]] = [
-    ("v2 numeric and boolean header values",
-     changed(V2, ("headers",), {"x-count": 5, "x-ratio": 0.5, "x-flag": True}),
-     {"x-count": "5", "x-ratio": "0.5", "x-flag": "True"}),
+    (
+        "v2 numeric and boolean header values",
+        changed(V2, ("headers",), {"x-count": 5, "x-ratio": 0.5, "x-flag": True}),
+        {"x-count": "5", "x-ratio": "0.5", "x-flag": "True"},
+    ),
     ("v2 headers null", changed(V2, ("headers",), None), {}),
     ("v2 headers missing", changed(V2, ("headers",), DROP), {}),
     ("v2 rawQueryString null", changed(V2, ("rawQueryString",), None), {}),
     ("v2 cookies", changed(V2, ("cookies",), ["a=b", "c=d"]), {}),
     ("v2 stage null", changed(V2, ("requestContext", "stage"), None), {}),
-    ("v1 query parameters null", changed(
-        changed(V1, ("queryStringParameters",), None), ("multiValueQueryStringParameters",), None
-    ), {}),
+    (
+        "v1 query parameters null",
+        changed(
+            changed(V1, ("queryStringParameters",), None),
+            ("multiValueQueryStringParameters",),
+            None,
+        ),
+        {},
+    ),
     ("v1 multi header value null", changed(V1, ("multiValueHeaders", "Accept"), None), {}),
-    ("v1 multiValueHeaders null", changed(V1, ("multiValueHeaders",), None),
-     {"accept": "*/*", "x-secret-token": "s3cr3t-in-a-header"}),
-    ("v1 numeric header in multiValueHeaders",
-     changed(V1, ("multiValueHeaders", "X-Count"), [1, 2]), {"x-count": "1, 2"}),
+    (
+        "v1 multiValueHeaders null",
+        changed(V1, ("multiValueHeaders",), None),
+        {"accept": "*/*", "x-secret-token": "s3cr3t-in-a-header"},
+    ),
+    (
+        "v1 numeric header in multiValueHeaders",
+        changed(V1, ("multiValueHeaders", "X-Count"), [1, 2]),
+        {"x-count": "1, 2"},
+    ),
 ]
 
 
-@pytest.mark.parametrize(("event", "headers"), [(e, h) for _, e, h in ACCEPTED],
-                         ids=[name for name, _, _ in ACCEPTED])
+@pytest.mark.parametrize(
+    ("event", "headers"), [(e, h) for _, e, h in ACCEPTED], ids=[name for name, _, _ in ACCEPTED]
+)
 def test_odd_but_well_formed_events_are_answered(
     event: Any, headers: dict[str, str], plain_app: LambdaApp
 ) -> None:
@@ -715,10 +876,10 @@ def test_a_configuration_that_cannot_start_is_a_500_problem(
 
 # Arbitrary JSON values, and the valid events with one field replaced by one.
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
-    | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                  max_size=4),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -756,8 +917,16 @@ FIELDS: list[tuple[str, tuple[str, ...], Callable[[Any], bool]]] = [
     (V2, ("headers", "accept"), _scalar),
     (V2, ("queryStringParameters",), _opt(_map_of(_scalar))),
     (V2, ("cookies",), _opt(_list_of(lambda v: isinstance(v, str)))),
-    (V2, ("requestContext",), lambda v: isinstance(v, dict) and _stage(v.get("stage"))
-     and isinstance(v.get("http"), dict) and _method(v["http"].get("method"))),
+    (
+        V2,
+        ("requestContext",),
+        lambda v: (
+            isinstance(v, dict)
+            and _stage(v.get("stage"))
+            and isinstance(v.get("http"), dict)
+            and _method(v["http"].get("method"))
+        ),
+    ),
     (V2, ("requestContext", "http"), lambda v: isinstance(v, dict) and _method(v.get("method"))),
     (V2, ("requestContext", "http", "method"), _method),
     (V2, ("requestContext", "stage"), _stage),
@@ -815,8 +984,11 @@ def test_runtime_client_runs_the_handler(upstream: Upstream) -> None:
     """``python -m awslambdaric cloudroi.serverless.handler`` (the Lambda image's command) against
     a Runtime API on 127.0.0.1: a cold and a warm invocation in one process, then a malformed
     event and one more."""
-    event = make_event("function-url", "/region", {"url": upstream.url("noise.tif"),
-                                                    "window": "0,0,512,512", "format": "npy"})
+    event = make_event(
+        "function-url",
+        "/region",
+        {"url": upstream.url("noise.tif"), "window": "0,0,512,512", "format": "npy"},
+    )
     env = {"CLOUDROI_ALLOWED_SOURCES": upstream.root}
     with RuntimeClient(sys.executable, "cloudroi.serverless.handler", env) as client:
         kind, cold = client.invoke(event)

@@ -69,10 +69,10 @@ def images() -> dict[str, bytes]:
     tifffile.imwrite(plain, rgb_pixels()[0, :64, :64], tile=(32, 32), compression="zlib")
     return {
         "plain.tif": plain.getvalue(),
-        "rgb.tif": write_cog(rgb_pixels(), tile=128, mask=rgb_mask(), epsg=32633,
-                             transform=RGB_GT),
-        "dem.tif": write_cog(dem_pixels(), tile=128, predictor=3, nodata=NODATA, epsg=4326,
-                             transform=DEM_GT),
+        "rgb.tif": write_cog(rgb_pixels(), tile=128, mask=rgb_mask(), epsg=32633, transform=RGB_GT),
+        "dem.tif": write_cog(
+            dem_pixels(), tile=128, predictor=3, nodata=NODATA, epsg=4326, transform=DEM_GT
+        ),
         "j2k.tif": j2k.getvalue(),
     }
 
@@ -107,9 +107,7 @@ async def client(make_client: MakeClient) -> Client:
     return await make_client()
 
 
-async def get(
-    client: Client, path: str, **params: Any
-) -> tuple[int, CIMultiDict[str], bytes]:
+async def get(client: Client, path: str, **params: Any) -> tuple[int, CIMultiDict[str], bytes]:
     async with client.get(path, params={k: str(v) for k, v in params.items()}) as resp:
         return resp.status, resp.headers.copy(), await resp.read()
 
@@ -185,8 +183,12 @@ async def test_keyed_answers_are_private_to_shared_caches(
     key = "k-3c1f0e9a7b5d2468"
     keyed = await make_client(api_keys=(key,))
     open_ = await make_client()
-    for path, params in (("/info", {}), ("/region", {"window": "0,0,64,64"}),
-                         ("/preview", {"max_size": "64"}), ("/point", {"col": "3", "row": "4"})):
+    for path, params in (
+        ("/info", {}),
+        ("/region", {"window": "0,0,64,64"}),
+        ("/preview", {"max_size": "64"}),
+        ("/point", {"col": "3", "row": "4"}),
+    ):
         query = {"url": upstream.url("rgb.tif"), **params}
         for headers in ({"X-API-Key": key}, {"Authorization": f"Bearer {key}"}):
             async with keyed.get(path, params=query, headers=headers) as resp:
@@ -195,8 +197,9 @@ async def test_keyed_answers_are_private_to_shared_caches(
                 varies = {v.strip().lower() for v in resp.headers["Vary"].split(",")}
                 assert {"x-api-key", "authorization"} <= varies, path
                 etag = resp.headers["ETag"]
-            async with keyed.get(path, params=query,
-                                 headers={**headers, "If-None-Match": etag}) as resp:
+            async with keyed.get(
+                path, params=query, headers={**headers, "If-None-Match": etag}
+            ) as resp:
                 assert resp.status == 304, path
                 assert resp.headers["Cache-Control"] == "private, max-age=3600", path
                 assert "x-api-key" in resp.headers["Vary"].lower(), path
@@ -241,8 +244,13 @@ async def test_region_npy_keeps_every_band_and_the_dtype(
     arr = np.load(io.BytesIO(body), allow_pickle=False)
     np.testing.assert_array_equal(arr, rgb_pixels()[:, 200:500, 300:600])
     _, _, body = await get(
-        client, "/region", url=upstream.url("rgb.tif"), window="10,20,30,40", level=1,
-        bands="3,1", format="npy",
+        client,
+        "/region",
+        url=upstream.url("rgb.tif"),
+        window="10,20,30,40",
+        level=1,
+        bands="3,1",
+        format="npy",
     )
     arr = np.load(io.BytesIO(body))
     np.testing.assert_array_equal(arr, rgb_pixels()[[2, 0], ::2, ::2][:, 20:60, 10:40])
@@ -269,7 +277,11 @@ async def test_region_geotiff_keeps_georeferencing(
     client: Client, upstream: Upstream, tmp_path: Path
 ) -> None:
     status, headers, body = await get(
-        client, "/region", url=upstream.url("dem.tif"), window="50,60,200,100", level=1,
+        client,
+        "/region",
+        url=upstream.url("dem.tif"),
+        window="50,60,200,100",
+        level=1,
         format="tif",
     )
     assert status == 200
@@ -290,8 +302,9 @@ async def test_region_geotiff_keeps_georeferencing(
 
 async def test_region_bbox_and_boundless_bbox(client: Client, upstream: Upstream) -> None:
     url = upstream.url("dem.tif")
-    status, _, body = await get(client, "/region", url=url, bbox="10.1,49.75,10.3,49.9",
-                                format="npy")
+    status, _, body = await get(
+        client, "/region", url=url, bbox="10.1,49.75,10.3,49.9", format="npy"
+    )
     assert status == 200
     np.testing.assert_array_equal(np.load(io.BytesIO(body))[0], dem_pixels()[100:250, 100:300])
     # Half outside the image: filled with nodata, transparent in PNG.
@@ -312,8 +325,11 @@ async def test_region_bbox_and_boundless_bbox(client: Client, upstream: Upstream
 
 async def test_nodata_becomes_alpha(client: Client, upstream: Upstream) -> None:
     url = upstream.url("dem.tif")
-    for params in ({"window": "280,190,120,90"}, {"window": "140,95,60,45", "level": 1},
-                   {"window": "0,0,500,400", "width": 125}):
+    for params in (
+        {"window": "280,190,120,90"},
+        {"window": "140,95,60,45", "level": 1},
+        {"window": "0,0,500,400", "width": 125},
+    ):
         status, _, body = await get(client, "/region", url=url, rescale="0,900", **params)
         assert status == 200
         png = imagecodecs.png_decode(body)
@@ -334,8 +350,9 @@ async def test_region_width_height_read_the_best_overview(
     client: Client, upstream: Upstream
 ) -> None:
     url = upstream.url("rgb.tif")
-    status, _, body = await get(client, "/region", url=url, window="0,0,600,500", width=150,
-                                format="npy")
+    status, _, body = await get(
+        client, "/region", url=url, window="0,0,600,500", width=150, format="npy"
+    )
     assert status == 200
     arr = np.load(io.BytesIO(body))
     assert arr.shape == (3, 125, 150)
@@ -343,8 +360,9 @@ async def test_region_width_height_read_the_best_overview(
         expected = await img.read((0, 0, 600, 500), out_shape=(125, 150))
         assert img.stats.tile_requests <= 2  # from the smallest overview, not level 0
     np.testing.assert_array_equal(arr, expected)
-    _, _, body = await get(client, "/region", url=url, window="100,100,300,200", width=64,
-                           height=48, format="npy")
+    _, _, body = await get(
+        client, "/region", url=url, window="100,100,300,200", width=64, height=48, format="npy"
+    )
     assert np.load(io.BytesIO(body)).shape == (3, 48, 64)
 
 
@@ -367,10 +385,13 @@ async def test_preview(client: Client, upstream: Upstream) -> None:
 async def test_jpeg_and_webp(client: Client, upstream: Upstream) -> None:
     url = upstream.url("rgb.tif")
     expected = np.moveaxis(rgb_pixels()[:, 100:228, 100:228], 0, -1).astype(int)
-    for fmt, decode, channels in (("jpeg", imagecodecs.jpeg8_decode, 3),
-                                  ("webp", imagecodecs.webp_decode, 4)):
-        status, headers, body = await get(client, "/region", url=url, window="100,100,128,128",
-                                          format=fmt, quality=95)
+    for fmt, decode, channels in (
+        ("jpeg", imagecodecs.jpeg8_decode, 3),
+        ("webp", imagecodecs.webp_decode, 4),
+    ):
+        status, headers, body = await get(
+            client, "/region", url=url, window="100,100,128,128", format=fmt, quality=95
+        )
         assert status == 200
         assert headers["Content-Type"] == f"image/{fmt}"
         img = decode(body)
@@ -407,8 +428,11 @@ async def test_head_and_client_headers_are_not_forwarded(
         seen.append(dict(request.headers))
 
     upstream.server.fault = record
-    secret = {"Authorization": "Bearer secret-token", "Cookie": "session=1",
-              "X-Amz-Security-Token": "t"}
+    secret = {
+        "Authorization": "Bearer secret-token",
+        "Cookie": "session=1",
+        "X-Amz-Security-Token": "t",
+    }
     params = {"url": upstream.url("rgb.tif"), "window": "0,0,64,64"}
     async with client.get("/region", params=params, headers=secret) as resp:
         assert resp.status == 200
@@ -459,8 +483,7 @@ async def test_source_replaced_mid_read_is_read_again_from_its_new_version(
     client: Client, upstream: Upstream
 ) -> None:
     name = upstream.prefix + "rgb.tif"
-    newer = write_cog(255 - rgb_pixels(), tile=128, mask=rgb_mask(), epsg=32633,
-                      transform=RGB_GT)
+    newer = write_cog(255 - rgb_pixels(), tile=128, mask=rgb_mask(), epsg=32633, transform=RGB_GT)
     swapped: list[bool] = []
 
     def replace_after_first_tile(request, etag):  # type: ignore[no-untyped-def]
@@ -473,8 +496,9 @@ async def test_source_replaced_mid_read_is_read_again_from_its_new_version(
     upstream.server.fault = replace_after_first_tile
     # Blocks of rows 0 and 3: far apart in the file, so two tile GETs; the second sees a new
     # ETag (412), and the whole read starts again from the new version.
-    status, _, body = await get(client, "/region", url=upstream.url("rgb.tif"),
-                                window="0,0,128,500", format="npy")
+    status, _, body = await get(
+        client, "/region", url=upstream.url("rgb.tif"), window="0,0,128,500", format="npy"
+    )
     assert swapped
     assert status == 200, body
     np.testing.assert_array_equal(np.load(io.BytesIO(body)), 255 - rgb_pixels()[:, :, :128])
@@ -495,31 +519,42 @@ async def test_source_replaced_mid_read_is_read_again_from_its_new_version(
         ("/region", {"url": "@", "window": "a,b,c,d"}, "invalid_parameter"),
         ("/region", {"url": "@", "window": "0,0,0,10"}, "invalid_parameter"),
         ("/region", {"url": "@"}, "missing_parameter"),
-        ("/region", {"url": "@", "window": "0,0,1,1", "bbox": "0,0,1,1"},
-         "conflicting_parameters"),
+        ("/region", {"url": "@", "window": "0,0,1,1", "bbox": "0,0,1,1"}, "conflicting_parameters"),
         ("/region", {"url": "@", "bbox": "1,0,0,1"}, "invalid_parameter"),
         ("/region", {"url": "@", "bbox": "0,0,nan,1"}, "invalid_parameter"),
-        ("/region", {"url": "@", "window": "0,0,1,1", "level": "1", "width": "5"},
-         "conflicting_parameters"),
+        (
+            "/region",
+            {"url": "@", "window": "0,0,1,1", "level": "1", "width": "5"},
+            "conflicting_parameters",
+        ),
         ("/region", {"url": "@", "window": "0,0,1,1", "format": "gif"}, "invalid_parameter"),
         ("/region", {"url": "@", "window": "0,0,1,1", "rescale": "5,1"}, "invalid_parameter"),
         ("/region", {"url": "@", "window": "0,0,1,1", "quality": "0"}, "invalid_parameter"),
         ("/region", {"url": "@", "window": "0,0,1,1", "windw": "1"}, "unknown_parameter"),
-        ("/region", {"url": "@", "window": "0,0,1,1", "width": "99999999999999999"},
-         "invalid_parameter"),
+        (
+            "/region",
+            {"url": "@", "window": "0,0,1,1", "width": "99999999999999999"},
+            "invalid_parameter",
+        ),
         ("/region", {"url": "@rgb", "window": "0,0,1,1", "level": "7"}, "invalid_level"),
         ("/region", {"url": "@rgb", "window": "590,0,20,20"}, "invalid_window"),
         ("/region", {"url": "@rgb", "window": "0,0,20,20", "bands": "4"}, "invalid_bands"),
         ("/region", {"url": "@rgb", "window": "0,0,20,20", "bands": "0"}, "invalid_parameter"),
-        ("/region", {"url": "@rgb", "window": "0,0,20,20", "format": "npy",
-                     "bands": "1,1,1,1"}, "invalid_bands"),
+        (
+            "/region",
+            {"url": "@rgb", "window": "0,0,20,20", "format": "npy", "bands": "1,1,1,1"},
+            "invalid_bands",
+        ),
         ("/region", {"url": "@rgb", "window": "0,0,20,20", "bands": "1,2"}, "invalid_bands"),
         ("/region", {"url": "@rgb", "bbox": "0,0,1,1"}, "invalid_window"),
         ("/region", {"url": "@plain", "bbox": "0,0,1,1"}, "no_georeference"),
         ("/point", {"url": "@rgb", "col": "600", "row": "0"}, "invalid_window"),
         ("/point", {"url": "@rgb", "x": "1"}, "missing_parameter"),
-        ("/point", {"url": "@rgb", "x": "1", "y": "2", "col": "1", "row": "1"},
-         "conflicting_parameters"),
+        (
+            "/point",
+            {"url": "@rgb", "x": "1", "y": "2", "col": "1", "row": "1"},
+            "conflicting_parameters",
+        ),
         ("/point", {"url": "@plain", "x": "1", "y": "2"}, "no_georeference"),
         ("/preview", {"url": "@rgb", "max_size": "100000"}, "invalid_parameter"),
         ("/info", {"url": "relative/path.tif"}, "invalid_url"),
@@ -532,8 +567,12 @@ async def test_bad_requests_are_400(
         value = params["url"]
         if value.startswith("@"):
             name = value[1:]
-            params = {**params, "url": upstream.url(name + ".tif") if name and "/" not in name
-                      else upstream.root + name.lstrip("/")}
+            params = {
+                **params,
+                "url": upstream.url(name + ".tif")
+                if name and "/" not in name
+                else upstream.root + name.lstrip("/"),
+            }
     doc = await problem(client, path, 400, **params)
     assert doc["code"] == code
     assert doc["instance"] == path
@@ -574,6 +613,7 @@ async def test_redirect_to_a_private_address_is_403(
     make_client: MakeClient, upstream: Upstream
 ) -> None:
     with RangeServer({"x/rgb.tif": b"not reached"}) as other:
+
         def redirect(request, etag):  # type: ignore[no-untyped-def]
             if request.path.endswith("/moved.tif"):
                 return Fault("status", status=302, headers={"Location": other.url("x/rgb.tif")})
@@ -589,7 +629,8 @@ async def test_redirect_to_a_private_address_is_403(
         client = await make_client(allowed_sources=(upstream.root, named))
         upstream.server.fault = lambda request, etag: (
             Fault("status", status=302, headers={"Location": named + "rgb.tif"})
-            if request.path.endswith("/moved.tif") else None
+            if request.path.endswith("/moved.tif")
+            else None
         )
         doc = await problem(client, "/info", 403, url=upstream.url("moved.tif"))
         assert "address" in doc["detail"]
@@ -626,8 +667,9 @@ async def test_limits_are_413_before_any_tile_fetch(
     assert (doc["code"], doc["limit"], doc["value"]) == ("limit_exceeded", 4, 5)
     # Resampled: a 64 x 64 output of a 600 x 500 window comes from overview 3 (one block), but
     # from level 0 ... it would need 20 blocks; the overview is what is read and checked.
-    status, _, _ = await get(client, "/region", url=url, window="0,0,600,500", width=64,
-                             format="npy")
+    status, _, _ = await get(
+        client, "/region", url=url, window="0,0,600,500", width=64, format="npy"
+    )
     assert status == 200
     # Every refusal was decided from the header alone: the refused requests fetched no tile
     # (the one tile read is the resampled 200 above, from the overview).
@@ -646,8 +688,9 @@ async def test_limits_are_413_before_any_tile_fetch(
 
 
 async def test_unsupported_tiff_is_422(client: Client, upstream: Upstream) -> None:
-    doc = await problem(client, "/region", 422, url=upstream.url("j2k.tif"), window="0,0,8,8",
-                        format="npy")
+    doc = await problem(
+        client, "/region", 422, url=upstream.url("j2k.tif"), window="0,0,8,8", format="npy"
+    )
     assert doc["code"] == "unsupported_tiff"
     assert "JPEG 2000" in doc["feature"]
     upstream.server.add(upstream.prefix + "text.tif", b"this is not a TIFF at all" * 10)
@@ -700,15 +743,17 @@ async def test_overload_is_503_with_retry_after(
 # --------------------------------------------------------------------------------------------
 
 
-async def test_s3_sources(make_client: MakeClient, s3_server: str, s3_client: Any,
-                          images: dict[str, bytes]) -> None:
+async def test_s3_sources(
+    make_client: MakeClient, s3_server: str, s3_client: Any, images: dict[str, bytes]
+) -> None:
     bucket = f"svc-{uuid.uuid4().hex[:8]}"
     s3_client.create_bucket(Bucket=bucket)
     s3_client.put_object(Bucket=bucket, Key="ok/rgb.tif", Body=images["rgb.tif"])
     s3_client.put_object(Bucket=bucket, Key="private/rgb.tif", Body=images["rgb.tif"])
     client = await make_client(allowed_sources=(f"s3://{bucket}/ok/",), s3_endpoint_url=s3_server)
-    status, _, body = await get(client, "/region", url=f"s3://{bucket}/ok/rgb.tif",
-                                window="10,10,100,50", format="npy")
+    status, _, body = await get(
+        client, "/region", url=f"s3://{bucket}/ok/rgb.tif", window="10,10,100,50", format="npy"
+    )
     assert status == 200, body
     np.testing.assert_array_equal(np.load(io.BytesIO(body)), rgb_pixels()[:, 10:60, 10:110])
     await problem(client, "/info", 403, url=f"s3://{bucket}/private/rgb.tif")
@@ -729,8 +774,12 @@ async def test_local_files_stay_under_their_roots(
         status, _, body = await get(client, "/point", url=url, col=1, row=2)
         assert status == 200
         assert json.loads(body)["values"] == [float(dem_pixels()[2, 1])]
-    for url in (str(root / "link.tif"), f"{root}/../secret.tif", str(secret),
-                f"file://{root}/../secret.tif"):
+    for url in (
+        str(root / "link.tif"),
+        f"{root}/../secret.tif",
+        str(secret),
+        f"file://{root}/../secret.tif",
+    ):
         await problem(client, "/info", 403, url=url)
     await problem(client, "/info", 404, url=str(root / "missing.tif"))
 
@@ -777,15 +826,15 @@ async def test_a_fifo_in_an_allowed_directory_does_not_block_the_service(
     (root / "dem.tif").write_bytes(images["dem.tif"])
     fifo = root / "pipe.tif"
     os.mkfifo(fifo)
-    client = await make_client(allowed_sources=(f"{root}/",), request_timeout=3.0,
-                               max_concurrency=64)
+    client = await make_client(
+        allowed_sources=(f"{root}/",), request_timeout=3.0, max_concurrency=64
+    )
     try:
         async with asyncio.timeout(20):
             started = time.perf_counter()
             answers = await asyncio.gather(
                 *(get(client, "/info", url=str(fifo)) for _ in range(6)),
-                *(get(client, "/region", url=f"file://{fifo}", window="0,0,8,8")
-                  for _ in range(6)),
+                *(get(client, "/region", url=f"file://{fifo}", window="0,0,8,8") for _ in range(6)),
             )
             fifo_time = time.perf_counter() - started
             for status, _, body in answers:
@@ -877,30 +926,50 @@ TLS_HELLO = bytes.fromhex("16030100a5010000a10303") + bytes(32) + b"\x00\x00\x02
 
 #: (id, bytes sent, status, code, words in the detail)
 PROTOCOL_ERRORS = [
-    ("request line of 10000 bytes", b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
-     400, "line_too_long", "longer than 8190 bytes"),
-    ("header line of 10000 bytes", GET + b"X-Big: " + b"b" * 10_000 + b"\r\n\r\n",
-     400, "line_too_long", "longer than 8190 bytes"),
-    ("200 headers", GET + b"".join(b"X-H%d: v\r\n" % i for i in range(200)) + b"\r\n",
-     400, "invalid_http", "Too many headers"),
+    (
+        "request line of 10000 bytes",
+        b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        400,
+        "line_too_long",
+        "longer than 8190 bytes",
+    ),
+    (
+        "header line of 10000 bytes",
+        GET + b"X-Big: " + b"b" * 10_000 + b"\r\n\r\n",
+        400,
+        "line_too_long",
+        "longer than 8190 bytes",
+    ),
+    (
+        "200 headers",
+        GET + b"".join(b"X-H%d: v\r\n" % i for i in range(200)) + b"\r\n",
+        400,
+        "invalid_http",
+        "Too many headers",
+    ),
     ("garbage bytes", b"\x00\x01\x02\xff\xfe garbage\r\n\r\n", 400, "invalid_http", "HTTP"),
     ("TLS on the HTTP port", TLS_HELLO, 400, "invalid_http", "HTTP"),
-    ("HTTP version 9.x", b"GET /healthz HTTP/9.x\r\nHost: x\r\n\r\n",
-     400, "invalid_http", "HTTP"),
-    ("protocol FTP/1.1", b"GET /healthz FTP/1.1\r\nHost: x\r\n\r\n",
-     400, "invalid_http", "HTTP"),
+    ("HTTP version 9.x", b"GET /healthz HTTP/9.x\r\nHost: x\r\n\r\n", 400, "invalid_http", "HTTP"),
+    ("protocol FTP/1.1", b"GET /healthz FTP/1.1\r\nHost: x\r\n\r\n", 400, "invalid_http", "HTTP"),
     ("header without a colon", GET + b"NoColonHere\r\n\r\n", 400, "invalid_http", "HTTP"),
-    ("bad Content-Length", b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: ab\r\n\r\n",
-     400, "invalid_http", "Content-Length"),
+    (
+        "bad Content-Length",
+        b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: ab\r\n\r\n",
+        400,
+        "invalid_http",
+        "Content-Length",
+    ),
     ("unknown Expect", GET + b"Expect: teapot\r\n\r\n", 417, "expectation_failed", "teapot"),
     ("OPTIONS *", b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 404, "not_found", "endpoint"),
     ("CONNECT", b"CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n", 404, "not_found", "endpoint"),
 ]
 
 
-@pytest.mark.parametrize(("data", "status", "code", "words"),
-                         [case[1:] for case in PROTOCOL_ERRORS],
-                         ids=[case[0] for case in PROTOCOL_ERRORS])
+@pytest.mark.parametrize(
+    ("data", "status", "code", "words"),
+    [case[1:] for case in PROTOCOL_ERRORS],
+    ids=[case[0] for case in PROTOCOL_ERRORS],
+)
 async def test_requests_aiohttp_refuses_get_problem_details(
     site: int, data: bytes, status: int, code: str, words: str
 ) -> None:
@@ -915,8 +984,10 @@ async def test_expect_100_continue_still_works(site: int) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", site)
     try:
         async with asyncio.timeout(10):
-            writer.write(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-                         b"Expect: 100-continue\r\n\r\n")
+            writer.write(
+                b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
             assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
             writer.write(b"hello")
             status, _, body = await read_response(reader)
@@ -933,19 +1004,29 @@ def test_handler_failures_are_problems_too() -> None:
     from cloudroi.service.app import _protocol_problem
 
     assert _protocol_problem(500, RuntimeError("boom")).document() == {
-        "type": "about:blank", "title": "Internal Server Error", "status": 500,
-        "detail": "internal error", "code": "internal_error"}
+        "type": "about:blank",
+        "title": "Internal Server Error",
+        "status": 500,
+        "detail": "internal error",
+        "code": "internal_error",
+    }
     assert _protocol_problem(504, None).code == "timeout"
 
 
 def test_run_serves_through_start_site_and_stops_gracefully(upstream: Upstream) -> None:
     """``run`` (what ``cloudroi serve`` calls) in its own process: the protocol's answers are
     problem details there too, and SIGTERM lets the request in flight finish."""
-    code = ("import sys; from cloudroi.service import ServiceConfig; "
-            "from cloudroi.service.app import run; "
-            "run(ServiceConfig(port=0, allowed_sources=(sys.argv[1],)))")
-    proc = subprocess.Popen([sys.executable, "-u", "-c", code, upstream.root],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    code = (
+        "import sys; from cloudroi.service import ServiceConfig; "
+        "from cloudroi.service.app import run; "
+        "run(ServiceConfig(port=0, allowed_sources=(sys.argv[1],)))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-c", code, upstream.root],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -957,8 +1038,9 @@ def test_run_serves_through_start_site_and_stops_gracefully(upstream: Upstream) 
             raw_problem(await exchange(port, PROTOCOL_ERRORS[0][1]), 400, "line_too_long")
             upstream.server.latency = 1.0
             query = f"url={upstream.url('rgb.tif')}".encode()
-            slow = asyncio.create_task(exchange(
-                port, b"GET /info?" + query + b" HTTP/1.1\r\nHost: x\r\n\r\n"))
+            slow = asyncio.create_task(
+                exchange(port, b"GET /info?" + query + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            )
             await asyncio.sleep(0.4)  # the request is in flight, waiting for storage
             proc.send_signal(signal.SIGTERM)
             status, _, body = await slow
@@ -982,8 +1064,11 @@ async def test_core_handle_without_a_transport(upstream: Upstream) -> None:
     state = await ServiceState.start(ServiceConfig(allowed_sources=(upstream.root,)))
     try:
         resp = await handle(
-            CoreRequest.build("get", "/region", {"url": upstream.url("rgb.tif"),
-                                                 "window": "0,0,16,16", "format": "npy"}),
+            CoreRequest.build(
+                "get",
+                "/region",
+                {"url": upstream.url("rgb.tif"), "window": "0,0,16,16", "format": "npy"},
+            ),
             state,
         )
         assert resp.status == 200
@@ -997,13 +1082,16 @@ async def test_core_handle_without_a_transport(upstream: Upstream) -> None:
 
 
 def test_config_from_env() -> None:
-    config = ServiceConfig.from_env({
-        "CLOUDROI_ALLOWED_SOURCES": "s3://a/b/, https://h/p/",
-        "CLOUDROI_MAX_TILES": "12",
-        "CLOUDROI_REQUEST_TIMEOUT": "2.5",
-        "CLOUDROI_S3_ANONYMOUS": "yes",
-        "CLOUDROI_PORT": "",
-    }, port=9999)
+    config = ServiceConfig.from_env(
+        {
+            "CLOUDROI_ALLOWED_SOURCES": "s3://a/b/, https://h/p/",
+            "CLOUDROI_MAX_TILES": "12",
+            "CLOUDROI_REQUEST_TIMEOUT": "2.5",
+            "CLOUDROI_S3_ANONYMOUS": "yes",
+            "CLOUDROI_PORT": "",
+        },
+        port=9999,
+    )
     assert config.allowed_sources == ("s3://a/b/", "https://h/p/")
     assert (config.max_tiles, config.request_timeout, config.port) == (12, 2.5, 9999)
     assert config.storage_options() == {"s3": {"anon": True}}
@@ -1023,9 +1111,13 @@ def test_docs_show_every_setting() -> None:
 def _odd_geotiff(scale: tuple[float, float]) -> bytes:
     buf = io.BytesIO()
     tifffile.imwrite(
-        buf, np.arange(64 * 64, dtype=np.uint16).reshape(64, 64), tile=(32, 32),
-        extratags=[(33550, "d", 3, (scale[0], scale[1], 0.0), True),
-                   (33922, "d", 6, (0.0, 0.0, 0.0, 100.0, 200.0, 0.0), True)],
+        buf,
+        np.arange(64 * 64, dtype=np.uint16).reshape(64, 64),
+        tile=(32, 32),
+        extratags=[
+            (33550, "d", 3, (scale[0], scale[1], 0.0), True),
+            (33922, "d", 6, (0.0, 0.0, 0.0, 100.0, 200.0, 0.0), True),
+        ],
     )
     return buf.getvalue()
 

@@ -72,10 +72,17 @@ def upstream() -> Iterator[RangeServer]:
     dem = (xx * 0.5 + yy).astype(np.float32)
     dem[:40, :40] = -9999
     files = {
-        "api/rgb.tif": write_cog(rgb, tile=128, epsg=32633,
-                                 transform=(0.0, 1.0, 0.0, 300.0, 0.0, -1.0)),
-        "api/dem.tif": write_cog(dem, tile=128, predictor=3, nodata=-9999, epsg=4326,
-                                 transform=(10.0, 0.01, 0.0, 50.0, 0.0, -0.01)),
+        "api/rgb.tif": write_cog(
+            rgb, tile=128, epsg=32633, transform=(0.0, 1.0, 0.0, 300.0, 0.0, -1.0)
+        ),
+        "api/dem.tif": write_cog(
+            dem,
+            tile=128,
+            predictor=3,
+            nodata=-9999,
+            epsg=4326,
+            transform=(10.0, 0.01, 0.0, 50.0, 0.0, -0.01),
+        ),
         "api/text.tif": b"not a tiff" * 20,
     }
     with RangeServer(files) as server:
@@ -85,8 +92,12 @@ def upstream() -> Iterator[RangeServer]:
 @pytest.fixture(scope="module")
 def live(upstream: RangeServer) -> Iterator[LiveService]:
     # Small limits, so that generated sizes also reach the 413 paths quickly.
-    config = ServiceConfig(allowed_sources=(upstream.url("api/"),), max_output_pixels=250_000,
-                           max_tiles=64, max_preview_size=1024)
+    config = ServiceConfig(
+        allowed_sources=(upstream.url("api/"),),
+        max_output_pixels=250_000,
+        max_tiles=64,
+        max_preview_size=1024,
+    )
     with LiveService(config) as service:
         yield service
 
@@ -97,9 +108,14 @@ def api_schema(live: LiveService, upstream: RangeServer) -> Any:
         doc = json.loads(resp.read())
     # The served document, with `url` narrowed to sources that exist (and some that do not or
     # are not allowed), so that generated requests get past the allowlist and exercise reads.
-    urls = [upstream.url("api/rgb.tif"), upstream.url("api/dem.tif"),
-            upstream.url("api/text.tif"), upstream.url("api/missing.tif"),
-            "http://169.254.169.254/latest/", "/etc/passwd"]
+    urls = [
+        upstream.url("api/rgb.tif"),
+        upstream.url("api/dem.tif"),
+        upstream.url("api/text.tif"),
+        upstream.url("api/missing.tif"),
+        "http://169.254.169.254/latest/",
+        "/etc/passwd",
+    ]
     for item in doc["paths"].values():
         for param in item["get"].get("parameters", []):
             if param["name"] == "url":
@@ -117,8 +133,13 @@ def test_every_operation_conforms(api_schema: Any, live: LiveService, path: str)
 
     @given(case=operation.as_strategy())
     # derandomize: the same cases every run, so "reached a real read" below cannot flake.
-    @settings(max_examples=100 if path == "/region" else 30, deadline=None, database=None,
-              derandomize=True, suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=100 if path == "/region" else 30,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     def check(case: Any) -> None:
         # Not checked: that every schema-valid request is accepted. Some rules span parameters
         # (exactly one of window and bbox) or need the image (a window inside it), which a
@@ -164,9 +185,26 @@ def test_document_lists_every_endpoint(live: LiveService) -> None:
     with urllib.request.urlopen(live.base_url + "/openapi.json", timeout=10) as resp:
         doc = json.loads(resp.read())
     assert doc["openapi"].startswith("3.")
-    assert set(doc["paths"]) == {"/healthz", "/metrics", "/openapi.json", "/info", "/region",
-                                 "/preview", "/point"}
+    assert set(doc["paths"]) == {
+        "/healthz",
+        "/metrics",
+        "/openapi.json",
+        "/info",
+        "/region",
+        "/preview",
+        "/point",
+    }
     region = {p["name"] for p in doc["paths"]["/region"]["get"]["parameters"]}
-    assert region == {"url", "window", "bbox", "boundless", "level", "width", "height", "bands",
-                      "format",
-                      "rescale", "quality"}
+    assert region == {
+        "url",
+        "window",
+        "bbox",
+        "boundless",
+        "level",
+        "width",
+        "height",
+        "bands",
+        "format",
+        "rescale",
+        "quality",
+    }

@@ -51,9 +51,7 @@ def unique(stem: str) -> str:
 
 
 @pytest.fixture(params=["http", "s3", "file", "fsspec-memory"])
-async def backend(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Backend]:
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     kind = request.param
     if kind == "http":
         srv: RangeServer = request.getfixturevalue("server")
@@ -219,7 +217,8 @@ async def test_http_source_counts_every_get_it_sends(server: RangeServer) -> Non
     server.add(name + "-moved", b"")
     server.fault = lambda request, etag: (
         Fault("status", status=302, headers={"Location": name})
-        if request.path.endswith("-moved") else None
+        if request.path.endswith("-moved")
+        else None
     )
     async with cloudroi.Context() as ctx:
         src = await ctx.source(server.url(name + "-moved"))

@@ -21,8 +21,9 @@ from cloudroi.types import ByteRange
 
 @given(st.lists(st.tuples(st.integers(0, 200), st.integers(1, 60)), max_size=12), st.data())
 @settings(max_examples=300, deadline=None)
-def test_sparse_buffer_matches_a_flat_model(chunks: list[tuple[int, int]], data: st.DataObject
-                                            ) -> None:
+def test_sparse_buffer_matches_a_flat_model(
+    chunks: list[tuple[int, int]], data: st.DataObject
+) -> None:
     size = 300
     truth = bytes((i * 7) % 251 for i in range(size))
     have = bytearray(size)
@@ -76,13 +77,24 @@ def entry_offset(buf: bytes, tag: int, ifd: int | None = None) -> int:
     raise KeyError(tag)
 
 
-def set_entry(buf: bytearray, tag: int, *, typ: int | None = None, count: int | None = None,
-              value: int | None = None) -> None:
+def set_entry(
+    buf: bytearray,
+    tag: int,
+    *,
+    typ: int | None = None,
+    count: int | None = None,
+    value: int | None = None,
+) -> None:
     pos = entry_offset(buf, tag)
     t, old_typ, old_count, old_value = struct.unpack_from("<HHII", buf, pos)
     struct.pack_into(
-        "<HHII", buf, pos, t, old_typ if typ is None else typ,
-        old_count if count is None else count, old_value if value is None else value,
+        "<HHII",
+        buf,
+        pos,
+        t,
+        old_typ if typ is None else typ,
+        old_count if count is None else count,
+        old_value if value is None else value,
     )
 
 
@@ -194,8 +206,7 @@ async def test_second_page_is_not_an_overview() -> None:
 
 @given(st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), min_size=1, max_size=8))
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_byte_flips_in_the_header_only_raise_cloudroi_errors(flips: list[tuple[int, int]]
-                                                              ) -> None:
+def test_byte_flips_in_the_header_only_raise_cloudroi_errors(flips: list[tuple[int, int]]) -> None:
     import asyncio
 
     buf = small_tiff()

@@ -45,8 +45,19 @@ def _patch(data: bytes, tag: int, values: tuple[int, ...], index: int = 0) -> by
 def _gdal(tmp: Path, name: str, arr: Any, dtype: str, **options: Any) -> bytes:
     path = tmp / f"{name}.tif"
     count, height, width = arr.shape
-    with quiet(), rasterio.open(path, "w", driver="GTiff", width=width, height=height,
-                                count=count, dtype=dtype, **options) as ds:
+    with (
+        quiet(),
+        rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=width,
+            height=height,
+            count=count,
+            dtype=dtype,
+            **options,
+        ) as ds,
+    ):
         ds.write(arr)
     return path.read_bytes()
 
@@ -66,35 +77,64 @@ CASES: dict[str, tuple[Callable[[Path], bytes], str]] = {
     "jpegxl": (lambda t: _tifffile(RGB, compression="jpegxl", tile=(32, 32)), "JPEG XL"),
     "jpegxr": (lambda t: _tifffile(RGB, compression="jpegxr"), "JPEG XR"),
     "png": (lambda t: _tifffile(RGB, compression="png", tile=(32, 32)), "PNG"),
-    "ccitt-rle": (lambda t: _gdal(t, "rle", _bits(), "uint8", nbits=1, compress="CCITTRLE"),
-                  "CCITT RLE"),
-    "ccitt-fax3": (lambda t: _gdal(t, "fax3", _bits(), "uint8", nbits=1, compress="CCITTFAX3"),
-                   "CCITT Group 3"),
-    "ccitt-fax4": (lambda t: _gdal(t, "fax4", _bits(), "uint8", nbits=1, compress="CCITTFAX4"),
-                   "CCITT Group 4"),
-    "old-style-jpeg": (lambda t: _patch(_tifffile(RGB, photometric="rgb"), 259, (6,)),
-                       "old-style JPEG"),
-    "complex64-tifffile": (lambda t: _tifffile(_complex("complex64")[0]),
-                           "complex floating-point samples (SampleFormat 6)"),
-    "cint16-gdal": (lambda t: _gdal(t, "cint16", _complex("complex64"), "complex_int16"),
-                    "complex integer samples (SampleFormat 5)"),
-    "cfloat64-gdal": (lambda t: _gdal(t, "cf64", _complex("complex128"), "complex"),
-                      "complex floating-point samples (SampleFormat 6)"),
-    "void-samples": (lambda t: _patch(_tifffile(GRAY16), 339, (4,)),
-                     "undefined samples (SampleFormat 4)"),
-    "ycbcr-uncompressed": (lambda t: _tifffile(RGB, photometric="ycbcr"),
-                           "YCbCr samples without JPEG"),
-    "volumetric": (lambda t: _tifffile(RNG.integers(0, 255, (32, 48, 64), dtype=np.uint8),
-                                       volumetric=True, tile=(16, 16, 16)), "ImageDepth"),
-    "mixed-bits": (lambda t: _patch(_tifffile(RGB, photometric="rgb"), 258, (16,), index=1),
-                   "mixed BitsPerSample"),
-    "float-predictor-on-ints": (lambda t: _patch(
-        _tifffile(GRAY16, compression="zlib", predictor=2), 317, (3,)),
-        "floating-point predictor on integer samples"),
-    "unknown-predictor": (lambda t: _patch(
-        _tifffile(GRAY16, compression="zlib", predictor=2), 317, (34894,)), "predictor 34894"),
-    "unknown-compression": (lambda t: _patch(_tifffile(GRAY16), 259, (65000,)),
-                            "compression 65000"),
+    "ccitt-rle": (
+        lambda t: _gdal(t, "rle", _bits(), "uint8", nbits=1, compress="CCITTRLE"),
+        "CCITT RLE",
+    ),
+    "ccitt-fax3": (
+        lambda t: _gdal(t, "fax3", _bits(), "uint8", nbits=1, compress="CCITTFAX3"),
+        "CCITT Group 3",
+    ),
+    "ccitt-fax4": (
+        lambda t: _gdal(t, "fax4", _bits(), "uint8", nbits=1, compress="CCITTFAX4"),
+        "CCITT Group 4",
+    ),
+    "old-style-jpeg": (
+        lambda t: _patch(_tifffile(RGB, photometric="rgb"), 259, (6,)),
+        "old-style JPEG",
+    ),
+    "complex64-tifffile": (
+        lambda t: _tifffile(_complex("complex64")[0]),
+        "complex floating-point samples (SampleFormat 6)",
+    ),
+    "cint16-gdal": (
+        lambda t: _gdal(t, "cint16", _complex("complex64"), "complex_int16"),
+        "complex integer samples (SampleFormat 5)",
+    ),
+    "cfloat64-gdal": (
+        lambda t: _gdal(t, "cf64", _complex("complex128"), "complex"),
+        "complex floating-point samples (SampleFormat 6)",
+    ),
+    "void-samples": (
+        lambda t: _patch(_tifffile(GRAY16), 339, (4,)),
+        "undefined samples (SampleFormat 4)",
+    ),
+    "ycbcr-uncompressed": (
+        lambda t: _tifffile(RGB, photometric="ycbcr"),
+        "YCbCr samples without JPEG",
+    ),
+    "volumetric": (
+        lambda t: _tifffile(
+            RNG.integers(0, 255, (32, 48, 64), dtype=np.uint8), volumetric=True, tile=(16, 16, 16)
+        ),
+        "ImageDepth",
+    ),
+    "mixed-bits": (
+        lambda t: _patch(_tifffile(RGB, photometric="rgb"), 258, (16,), index=1),
+        "mixed BitsPerSample",
+    ),
+    "float-predictor-on-ints": (
+        lambda t: _patch(_tifffile(GRAY16, compression="zlib", predictor=2), 317, (3,)),
+        "floating-point predictor on integer samples",
+    ),
+    "unknown-predictor": (
+        lambda t: _patch(_tifffile(GRAY16, compression="zlib", predictor=2), 317, (34894,)),
+        "predictor 34894",
+    ),
+    "unknown-compression": (
+        lambda t: _patch(_tifffile(GRAY16), 259, (65000,)),
+        "compression 65000",
+    ),
 }
 
 #: The exact feature each case names (message: "unsupported TIFF feature: <feature>").

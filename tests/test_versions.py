@@ -51,9 +51,12 @@ async def test_alternating_versions_with_last_modified_are_never_mixed(
     with RangeServer(etags=False, last_modified=True, honour_if_match=honour) as srv:
         name = _name()
         srv.alternate(name, [V1, V2])
-        async with _context() as ctx, cloudroi.open(
-            srv.url(name), context=ctx, coalesce_gap=0, coalesce_max=1, multirange=multirange
-        ) as img:
+        async with (
+            _context() as ctx,
+            cloudroi.open(
+                srv.url(name), context=ctx, coalesce_gap=0, coalesce_max=1, multirange=multirange
+            ) as img,
+        ):
             with pytest.raises(cloudroi.ObjectChangedError):
                 await img.read()
             info = img.info()

@@ -49,38 +49,76 @@ def _option(parse: Callable[[str, str], Any], name: str) -> Callable[[str], Any]
 
 def _add_region_args(p: argparse.ArgumentParser) -> None:
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--window", type=_option(region_args.window, "--window"),
-                       metavar="C,R,W,H", help="col_off,row_off,width,height in pixels of --level")
-    where.add_argument("--bbox", type=_option(region_args.bbox, "--bbox"),
-                       metavar="MINX,MINY,MAXX,MAXY", help="bounding box in the image's CRS")
+    where.add_argument(
+        "--window",
+        type=_option(region_args.window, "--window"),
+        metavar="C,R,W,H",
+        help="col_off,row_off,width,height in pixels of --level",
+    )
+    where.add_argument(
+        "--bbox",
+        type=_option(region_args.bbox, "--bbox"),
+        metavar="MINX,MINY,MAXX,MAXY",
+        help="bounding box in the image's CRS",
+    )
     p.add_argument("--level", type=int, default=0, help="0 = full resolution, 1.. overviews")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--s3-endpoint", metavar="URL",
-                   help="S3-compatible endpoint for s3:// URLs "
-                        "(default: $CLOUDROI_S3_ENDPOINT_URL or AWS's)")
+    p.add_argument(
+        "--s3-endpoint",
+        metavar="URL",
+        help="S3-compatible endpoint for s3:// URLs (default: $CLOUDROI_S3_ENDPOINT_URL or AWS's)",
+    )
 
 
 def _add_read(sub: Any, url_help: str) -> None:
     p = sub.add_parser("read", help="read a region into a file")
     p.add_argument("url", help=url_help)
     _add_region_args(p)
-    p.add_argument("--boundless", action="store_true",
-                   help="allow a --window reaching outside the image: outside pixels are filled "
-                        "with nodata (else 0) and masked (--bbox does this by itself)")
-    p.add_argument("--size", type=_option(region_args.size, "--size"), metavar="W,H",
-                   help="output size: reads the best overview and resamples (nearest)")
-    p.add_argument("--bands", type=_option(region_args.bands, "--bands"), metavar="1,2,3",
-                   help="1-based bands (default: all)")
-    p.add_argument("--rescale", type=_option(region_args.rescale, "--rescale"),
-                   metavar="MIN,MAX", help="values mapped onto 0..255 for png/jpg/webp")
-    p.add_argument("--quality", type=_option(region_args.quality, "--quality"), default=85,
-                   metavar="1..100", help="JPEG/WebP quality (default 85)")
-    p.add_argument("-o", "--output", required=True,
-                   help="output file: .npy, .png, .jpg, .webp or .tif (GeoTIFF)")
-    p.add_argument("-q", "--quiet", action="store_true",
-                   help="no progress bar (it is drawn only when stderr is a terminal)")
+    p.add_argument(
+        "--boundless",
+        action="store_true",
+        help="allow a --window reaching outside the image: outside pixels are filled "
+        "with nodata (else 0) and masked (--bbox does this by itself)",
+    )
+    p.add_argument(
+        "--size",
+        type=_option(region_args.size, "--size"),
+        metavar="W,H",
+        help="output size: reads the best overview and resamples (nearest)",
+    )
+    p.add_argument(
+        "--bands",
+        type=_option(region_args.bands, "--bands"),
+        metavar="1,2,3",
+        help="1-based bands (default: all)",
+    )
+    p.add_argument(
+        "--rescale",
+        type=_option(region_args.rescale, "--rescale"),
+        metavar="MIN,MAX",
+        help="values mapped onto 0..255 for png/jpg/webp",
+    )
+    p.add_argument(
+        "--quality",
+        type=_option(region_args.quality, "--quality"),
+        default=85,
+        metavar="1..100",
+        help="JPEG/WebP quality (default 85)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output file: .npy, .png, .jpg, .webp or .tif (GeoTIFF)",
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bar (it is drawn only when stderr is a terminal)",
+    )
     _common(p)
 
 
@@ -102,10 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the region service")
     p.add_argument("--host", help="address to listen on (default $CLOUDROI_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default $CLOUDROI_PORT or 8080)")
-    p.add_argument("--allow", action="append", metavar="PREFIX",
-                   help="allowed source prefix (repeatable; replaces $CLOUDROI_ALLOWED_SOURCES)")
-    p.add_argument("--allow-network", action="append", metavar="CIDR",
-                   help="private network upstream connections may reach (repeatable)")
+    p.add_argument(
+        "--allow",
+        action="append",
+        metavar="PREFIX",
+        help="allowed source prefix (repeatable; replaces $CLOUDROI_ALLOWED_SOURCES)",
+    )
+    p.add_argument(
+        "--allow-network",
+        action="append",
+        metavar="CIDR",
+        help="private network upstream connections may reach (repeatable)",
+    )
     _common(p)
 
     p = sub.add_parser("compare", help="lazy vs preloaded vs streamed reads, cold and warm")
@@ -116,8 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="serve the sample COG over HTTP locally and read from it")
     p.add_argument("-o", "--output", default="cloudroi-demo.png", help="PNG to write")
-    p.add_argument("--latency", type=float, default=0.02,
-                   help="seconds added to each HTTP request (object-store-like)")
+    p.add_argument(
+        "--latency",
+        type=float,
+        default=0.02,
+        help="seconds added to each HTTP request (object-store-like)",
+    )
     _common(p)
     return parser
 

@@ -35,20 +35,32 @@ def describe(info: dict[str, Any], stats: Stats) -> str:
     lines = [
         ("URL", info["url"]),
         ("Size", f"{info['width']} x {info['height']}, {info['count']} band(s), {info['dtype']}"),
-        ("Blocks", f"{info['block_shape'][1]} x {info['block_shape'][0]} "
-                   f"({'tiled' if info['tiled'] else 'strips'}), {info['compression']}, "
-                   f"predictor {info['predictor']}, {info['interleave']}-interleaved"),
+        (
+            "Blocks",
+            f"{info['block_shape'][1]} x {info['block_shape'][0]} "
+            f"({'tiled' if info['tiled'] else 'strips'}), {info['compression']}, "
+            f"predictor {info['predictor']}, {info['interleave']}-interleaved",
+        ),
         ("Levels", ", ".join(f"{i}: {w}x{h}" for i, (w, h) in enumerate(info["levels"]))),
         ("Nodata", "none" if info["nodata"] is None else str(info["nodata"])),
-        ("Mask", "internal mask" if info["has_mask"] else (
-            f"alpha band {info['alpha_band']}" if info["alpha_band"] else "none")),
+        (
+            "Mask",
+            "internal mask"
+            if info["has_mask"]
+            else (f"alpha band {info['alpha_band']}" if info["alpha_band"] else "none"),
+        ),
         ("CRS", f"EPSG:{info['crs']}" if info["crs"] else "none"),
         # Exact: the bounds pasted into --bbox select the whole image.
-        ("Transform", ", ".join(map(coordinate, info["transform"]))
-         if info["transform"] else "none"),
+        (
+            "Transform",
+            ", ".join(map(coordinate, info["transform"])) if info["transform"] else "none",
+        ),
         ("Bounds", ", ".join(map(coordinate, info["bounds"])) if info["bounds"] else "none"),
-        ("File", f"{mib(info['size'])}, {'BigTIFF' if info['bigtiff'] else 'classic TIFF'}"
-                 f"{', COG layout' if info['cog_layout'] else ''}"),
+        (
+            "File",
+            f"{mib(info['size'])}, {'BigTIFF' if info['bigtiff'] else 'classic TIFF'}"
+            f"{', COG layout' if info['cog_layout'] else ''}",
+        ),
         ("Opened with", f"{stats.requests} request(s), {mib(stats.bytes_fetched)}"),
     ]
     return "\n".join(f"{k:<12} {v}" for k, v in lines)
@@ -87,8 +99,7 @@ class Progress:
         bar = "#" * filled + "." * (width - filled)
         elapsed = time.perf_counter() - self.began
         line = (
-            f"\r[{bar}] {done}/{self.total} tiles  {mib(self.stats.bytes_fetched)}  "
-            f"{elapsed:.1f} s"
+            f"\r[{bar}] {done}/{self.total} tiles  {mib(self.stats.bytes_fetched)}  {elapsed:.1f} s"
         )
         self.stream.write(line + ("\n" if final else ""))
         self.stream.flush()
@@ -102,8 +113,15 @@ class Progress:
 def _blocks_to_read(img: Image, plan: RegionPlan) -> int:
     """How many blocks the read will decode (the progress bar's total)."""
     try:
-        return len(img.plan(plan.window, plan.level, plan.bands, boundless=plan.boundless,
-                            out_shape=plan.out_shape).blocks)
+        return len(
+            img.plan(
+                plan.window,
+                plan.level,
+                plan.bands,
+                boundless=plan.boundless,
+                out_shape=plan.out_shape,
+            ).blocks
+        )
     except CloudROIError:
         return 0
 
@@ -118,8 +136,9 @@ async def _read_with_progress(
         progress = Progress(img.stats, total, sys.stderr)
         follower = asyncio.create_task(progress.follow())
     try:
-        data = await read_region(img, plan, with_mask=fmt in RENDERED,
-                                 executor=img.context.executor)
+        data = await read_region(
+            img, plan, with_mask=fmt in RENDERED, executor=img.context.executor
+        )
     finally:
         if follower is not None:
             follower.cancel()
@@ -149,10 +168,12 @@ async def read(args: argparse.Namespace) -> int:
         finally:
             await img.close()
     took = time.perf_counter() - started
-    print(f"wrote {args.output}: {data.width}x{data.height}, {data.data.shape[0]} band(s) "
-          f"{data.data.dtype}{_rendering_note(encoded)}; {stats.requests} request(s), "
-          f"{mib(stats.bytes_fetched)} in {took:.2f} s{_empty_note(encoded, fmt)}",
-          file=sys.stderr)
+    print(
+        f"wrote {args.output}: {data.width}x{data.height}, {data.data.shape[0]} band(s) "
+        f"{data.data.dtype}{_rendering_note(encoded)}; {stats.requests} request(s), "
+        f"{mib(stats.bytes_fetched)} in {took:.2f} s{_empty_note(encoded, fmt)}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -40,8 +40,12 @@ class Run:
 
     def row(self) -> dict[str, Any]:
         return {
-            "strategy": self.strategy, "cache": self.cache, "requests": self.requests,
-            "bytes": self.bytes, "seconds": self.seconds, "peak_bytes": self.peak_bytes,
+            "strategy": self.strategy,
+            "cache": self.cache,
+            "requests": self.requests,
+            "bytes": self.bytes,
+            "seconds": self.seconds,
+            "peak_bytes": self.peak_bytes,
             "note": self.note,
         }
 
@@ -60,8 +64,11 @@ async def _stream(img: Image, plan: RegionPlan) -> npt.NDArray[Any]:
     pixels = np.zeros((img.count, win.height, win.width), dtype=img.dtype)
     async for tile in img.iter_tiles(win, plan.level):
         tw = tile.window
-        pixels[:, tw.row_off - win.row_off : tw.row_end - win.row_off,
-               tw.col_off - win.col_off : tw.col_end - win.col_off] = tile.data
+        pixels[
+            :,
+            tw.row_off - win.row_off : tw.row_end - win.row_off,
+            tw.col_off - win.col_off : tw.col_end - win.col_off,
+        ] = tile.data
     return pixels
 
 
@@ -118,8 +125,7 @@ async def run_compare(url: str, args: argparse.Namespace) -> list[Run]:
 
 def _table(runs: list[Run]) -> str:
     head = (
-        f"{'strategy':<9} {'cache':<5} {'requests':>8} {'bytes':>11} {'time':>9} "
-        f"{'peak mem':>10}"
+        f"{'strategy':<9} {'cache':<5} {'requests':>8} {'bytes':>11} {'time':>9} {'peak mem':>10}"
     )
     lines = [head, "-" * len(head)]
     for r in runs:
@@ -135,8 +141,9 @@ def _table(runs: list[Run]) -> str:
 
 def _same_pixels(runs: list[Run]) -> bool:
     arrays = [r.pixels for r in runs if r.pixels is not None]
-    return all(np.array_equal(arrays[0], a, equal_nan=arrays[0].dtype.kind == "f")
-               for a in arrays[1:])
+    return all(
+        np.array_equal(arrays[0], a, equal_nan=arrays[0].dtype.kind == "f") for a in arrays[1:]
+    )
 
 
 async def compare(args: argparse.Namespace) -> int:
@@ -171,8 +178,10 @@ async def demo(args: argparse.Namespace) -> int:
     data = await asyncio.to_thread(path.read_bytes)
     with RangeServer({SAMPLE_NAME: data}, latency=args.latency) as server:
         url = server.url(SAMPLE_NAME)
-        out(f"Serving {path.name} ({mib(len(data))}) at {url} "
-            f"with {args.latency * 1000:.0f} ms per request\n")
+        out(
+            f"Serving {path.name} ({mib(len(data))}) at {url} "
+            f"with {args.latency * 1000:.0f} ms per request\n"
+        )
         arr, mask, size = await _demo_read(args, server, url, len(data))
         runs = await run_compare(url, args)
         out(_table(runs))
@@ -180,8 +189,12 @@ async def demo(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     body, used = await loop.run_in_executor(None, lambda: encode("png", arr, mask=mask))
     await asyncio.to_thread(Path(args.output).write_bytes, body)
-    out(f"Wrote {args.output} ({size}x{size}; heights {used[0]:g}..{used[1]:g} m as grey, "
-        "nodata transparent)" if used else f"Wrote {args.output}")
+    out(
+        f"Wrote {args.output} ({size}x{size}; heights {used[0]:g}..{used[1]:g} m as grey, "
+        "nodata transparent)"
+        if used
+        else f"Wrote {args.output}"
+    )
     out(
         "\nNext: `cloudroi serve` (allows only the sample by default), then e.g.\n"
         f"  curl -o region.png 'http://127.0.0.1:8080/region?url={path}&window=1024,1024,512,512'"

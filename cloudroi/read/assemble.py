@@ -127,7 +127,11 @@ class WindowTarget:
         paste(out, block, ref, ifd, self.window, samples)
 
     def fill(
-        self, out: npt.NDArray[Any], value: Any, ref: BlockRef, ifd: ImageIFD,
+        self,
+        out: npt.NDArray[Any],
+        value: Any,
+        ref: BlockRef,
+        ifd: ImageIFD,
         samples: Sequence[int],
     ) -> None:
         fill_block(out, value, ref, ifd, self.window, samples)
@@ -204,9 +208,12 @@ class SampledTarget:
 
     def inside(self, ifd: ImageIFD) -> bool:
         return bool(
-            self.rows.size and self.cols.size
-            and self.rows.min() >= 0 and self.rows.max() < ifd.height
-            and self.cols.min() >= 0 and self.cols.max() < ifd.width
+            self.rows.size
+            and self.cols.size
+            and self.rows.min() >= 0
+            and self.rows.max() < ifd.height
+            and self.cols.min() >= 0
+            and self.cols.max() < ifd.width
         )
 
     def rows_needed(self, ifd: ImageIFD, ref: BlockRef) -> int:
@@ -234,7 +241,11 @@ class SampledTarget:
                 out[i, rs, cs] = sub[:, :, s]
 
     def fill(
-        self, out: npt.NDArray[Any], value: Any, ref: BlockRef, ifd: ImageIFD,
+        self,
+        out: npt.NDArray[Any],
+        value: Any,
+        ref: BlockRef,
+        ifd: ImageIFD,
         samples: Sequence[int],
     ) -> None:
         rgroup, cgroup = self._rows(ifd).get(ref.row), self._cols(ifd).get(ref.col)

@@ -214,8 +214,15 @@ class BlockDecoder:
         header (written here, from the file's own parameters) bounds what libtiff allocates."""
         ifd = self.ifd
         blob = _single_strip_tiff(
-            data, ifd.byteorder, ifd.block_width, rows, self.samples, ifd.bits,
-            ifd.sample_format, ifd.compression, ifd.predictor,
+            data,
+            ifd.byteorder,
+            ifd.block_width,
+            rows,
+            self.samples,
+            ifd.bits,
+            ifd.sample_format,
+            ifd.compression,
+            ifd.predictor,
         )
         try:
             arr = np.asarray(_tiff_decode(blob))

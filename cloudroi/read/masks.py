@@ -83,7 +83,10 @@ async def read_mask(
     """The mask of ``target`` on the level ``reader`` reads."""
     base = reader.base
     source, band = mask_source(
-        base.samples, base.extra_samples, base.dtype, reader.mask_ifd is not None,
+        base.samples,
+        base.extra_samples,
+        base.dtype,
+        reader.mask_ifd is not None,
         reader.nodata is not None,
     )
     if reader.mask_ifd is not None:
@@ -102,4 +105,3 @@ async def read_mask(
     # Outside the image nothing is valid, whatever the fill value looks like.
     target.zero_outside(mask, reader.ifd)
     return mask
-

@@ -356,10 +356,7 @@ def max_block_bytes(structure: TiffStructure, ifd: ImageIFD) -> int:
 
 def known_offsets(structure: TiffStructure) -> npt.NDArray[np.uint64]:
     """Sorted offsets of every block of every level and mask loaded so far."""
-    parts = [
-        ifd.offsets.known()
-        for ifd in (*structure.levels, *(m for m in structure.masks if m))
-    ]
+    parts = [ifd.offsets.known() for ifd in (*structure.levels, *(m for m in structure.masks if m))]
     known = np.unique(np.concatenate(parts)) if parts else np.empty(0, np.uint64)
     return known[known > 0]
 
@@ -433,7 +430,9 @@ def locate_exact(
     if missing:
         return IndexNeeds(tuple(missing))
     (rng,) = block_ranges(
-        ifd.offsets.get([index]), ifd.byte_counts.get([index]), structure.size,
+        ifd.offsets.get([index]),
+        ifd.byte_counts.get([index]),
+        structure.size,
         max_block_bytes(structure, ifd),
     )
     return rng

@@ -115,9 +115,7 @@ class BlockReader:
                 return got
             await self.load_index(ifd, got.ranges)
 
-    def plan(
-        self, level: int, window: Window, ifd: ImageIFD, refs: list[BlockRef]
-    ) -> ReadPlan:
+    def plan(self, level: int, window: Window, ifd: ImageIFD, refs: list[BlockRef]) -> ReadPlan:
         """What a read of ``refs`` would send, from the same planner the read uses (nothing at
         all when the object's bytes are in memory)."""
         if self.store.fetcher.free:
@@ -133,8 +131,14 @@ class BlockReader:
         sparse = tuple(r for r, span in zip(todo, got, strict=True) if span is None)
         real = [span.range for span in got if span is not None]
         return ReadPlan(
-            level, window, tuple(refs), tuple(cached), sparse, (),
-            tuple(g.range for g in coalesce(real, gap, most)), sum(r.length for r in real),
+            level,
+            window,
+            tuple(refs),
+            tuple(cached),
+            sparse,
+            (),
+            tuple(g.range for g in coalesce(real, gap, most)),
+            sum(r.length for r in real),
         )
 
     def _cached(self, ifd: ImageIFD, ref: BlockRef) -> bool:
@@ -191,7 +195,8 @@ class BlockReader:
         self.stats.sparse_tiles += len(todo) - len(slots)
         requests = [
             self._request(ifd, refs[i], span)
-            for i, span in zip(todo, spans, strict=True) if span is not None
+            for i, span in zip(todo, spans, strict=True)
+            if span is not None
         ]
         for i, waiter in zip(slots, self.store.request(requests), strict=True):
             result[i] = waiter

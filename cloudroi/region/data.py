@@ -84,8 +84,15 @@ class ImageData:
         """Encode as ``fmt`` (npy, tif, png, jpeg, webp): CPU work, run it in a thread."""
         geo = GeoRef(transform=self.transform, crs=self.crs, nodata=self.nodata)
         mask = self.mask if fmt in RENDERED else None
-        body, used = encode(fmt, self.data, mask=mask, geo=geo, rescale=rescale, quality=quality,
-                            png_level=png_level)
+        body, used = encode(
+            fmt,
+            self.data,
+            mask=mask,
+            geo=geo,
+            rescale=rescale,
+            quality=quality,
+            png_level=png_level,
+        )
         valid = self.any_valid
         return Encoded(body, CONTENT_TYPES[fmt], used if valid else None, valid)
 
@@ -106,8 +113,13 @@ class PointData:
 
     def as_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
-            "col": self.col, "row": self.row, "values": self.values, "dtype": self.dtype,
-            "nodata": self.nodata, "valid": self.valid, "crs": self.crs,
+            "col": self.col,
+            "row": self.row,
+            "values": self.values,
+            "dtype": self.dtype,
+            "nodata": self.nodata,
+            "valid": self.valid,
+            "crs": self.crs,
         }
         if self.x is not None and self.y is not None:
             doc["x"], doc["y"] = self.x, self.y
@@ -170,4 +182,3 @@ def estimate_region(
         rendering = 0
         body = 2 * (data + 4096)
     return RequestBytes(data, mask_bytes, rendering, body)
-

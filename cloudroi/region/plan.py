@@ -93,9 +93,7 @@ def plan_region(img: Image, req: RegionRequest, *, rendered: bool = False) -> Re
         boundless = not win.within(width, height)
         if boundless and not req.boundless:
             where = f" (level {level})" if level else ""
-            raise WindowError(
-                f"window {tuple(win)} is outside the {width}x{height} image{where}"
-            )
+            raise WindowError(f"window {tuple(win)} is outside the {width}x{height} image{where}")
     elif req.bbox is not None:
         win = _bbox_window(img, req.bbox, level)
         boundless = not win.within(width, height)
@@ -147,8 +145,9 @@ def output_transform(img: Image, plan: RegionPlan) -> Transform | None:
     """The geotransform of the plan's output grid, or None without georeferencing."""
     if img.transform is None:
         return None
-    return window_transform(img.levels, img.transform, plan.level, plan.window,
-                            plan.width, plan.height)
+    return window_transform(
+        img.levels, img.transform, plan.level, plan.window, plan.width, plan.height
+    )
 
 
 # --------------------------------------------------------------------------------------------

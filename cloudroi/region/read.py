@@ -54,8 +54,14 @@ def estimate_bytes(img: Image, plan: RegionPlan, fmt: str) -> RequestBytes:
             mask = img.count * pixels * (itemsize + 1) + 2 * pixels
         else:
             mask = pixels
-    return estimate_region(height=plan.height, width=plan.width, bands=n, itemsize=itemsize,
-                           rendered=rendered, mask_bytes=mask)
+    return estimate_region(
+        height=plan.height,
+        width=plan.width,
+        bands=n,
+        itemsize=itemsize,
+        rendered=rendered,
+        mask_bytes=mask,
+    )
 
 
 async def read_region(
@@ -69,8 +75,10 @@ async def read_region(
 ) -> ImageData:
     """The pixels of ``plan`` and, with ``with_mask``, their mask (None when all are valid)."""
     kwargs: dict[str, Any] = {
-        "out_shape": plan.out_shape, "boundless": plan.boundless,
-        "max_tiles": max_tiles, "max_bytes": max_bytes,
+        "out_shape": plan.out_shape,
+        "boundless": plan.boundless,
+        "max_tiles": max_tiles,
+        "max_bytes": max_bytes,
     }
     data = await img.read(plan.window, plan.level, plan.bands, **kwargs)
     mask = None
@@ -84,8 +92,14 @@ async def read_region(
             mask = await img.read_mask(plan.window, plan.level, **kwargs)
     bands = plan.bands if plan.bands is not None else tuple(range(1, img.count + 1))
     return ImageData(
-        data=data, mask=mask, transform=output_transform(img, plan), crs=img.crs,
-        nodata=img.nodata, bands=bands, level=plan.level, window=plan.window,
+        data=data,
+        mask=mask,
+        transform=output_transform(img, plan),
+        crs=img.crs,
+        nodata=img.nodata,
+        bands=bands,
+        level=plan.level,
+        window=plan.window,
     )
 
 

@@ -55,14 +55,20 @@ _REFUSED_V4: tuple[tuple[str, str], ...] = (
     ("255.255.255.255/32", "limited broadcast"),
 )
 _REFUSED_V6: tuple[tuple[str, str], ...] = (
-    ("::/8", "reserved by the IETF: ::/128 unspecified, ::1 loopback, ::/96 IPv4-compatible "
-             "(deprecated), ::ffff:0:0:0/96 IPv4-translated; ::ffff:0:0/96 IPv4-mapped is "
-             "judged by its IPv4 before this table"),
+    (
+        "::/8",
+        "reserved by the IETF: ::/128 unspecified, ::1 loopback, ::/96 IPv4-compatible "
+        "(deprecated), ::ffff:0:0:0/96 IPv4-translated; ::ffff:0:0/96 IPv4-mapped is "
+        "judged by its IPv4 before this table",
+    ),
     ("64:ff9b:1::/48", "local-use IPv4/IPv6 translation"),
     ("100::/64", "discard-only"),
     ("100:0:0:1::/64", "dummy prefix"),
-    ("2001::/23", "IETF protocol assignments: Teredo 2001::/32, benchmarking 2001:2::/48, "
-                  "ORCHIDv2 2001:20::/28 (its few global entries refused too)"),
+    (
+        "2001::/23",
+        "IETF protocol assignments: Teredo 2001::/32, benchmarking 2001:2::/48, "
+        "ORCHIDv2 2001:20::/28 (its few global entries refused too)",
+    ),
     ("2001:db8::/32", "documentation"),
     ("3fff::/20", "documentation"),
     ("5f00::/16", "segment routing (SRv6) SIDs"),

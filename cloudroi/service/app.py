@@ -102,11 +102,15 @@ async def _http_errors(
         if exc.status < 400:
             raise
         code = _HTTP_ERROR_CODES.get(exc.status, "http_error")
-        detail = (f"no endpoint {request.path[:100]!r}" if exc.status == 404
-                  else exc.reason or HTTPStatus(exc.status).phrase)
+        detail = (
+            f"no endpoint {request.path[:100]!r}"
+            if exc.status == 404
+            else exc.reason or HTTPStatus(exc.status).phrase
+        )
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return problem_response(Problem(exc.status, code, detail, headers=headers),
-                                request.path[:200])
+        return problem_response(
+            Problem(exc.status, code, detail, headers=headers), request.path[:200]
+        )
     return resp
 
 
@@ -121,8 +125,11 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
         request.writer.output_size = 0  # the final response is still to be sent
         return None
     return problem_response(
-        Problem(417, "expectation_failed",
-                f"the Expect header asks for {expect[:100]!r}; only 100-continue is supported"),
+        Problem(
+            417,
+            "expectation_failed",
+            f"the Expect header asks for {expect[:100]!r}; only 100-continue is supported",
+        ),
         request.path[:200],
     )
 
@@ -168,11 +175,15 @@ def _protocol_problem(status: int, exc: BaseException | None) -> Problem:
         return Problem(status, "internal_error", "internal error")
     if isinstance(exc, http_exceptions.LineTooLong):
         limit = exc.args[1] if len(exc.args) > 1 else "the limit of"
-        return Problem(status, "line_too_long",
-                       f"the request line or a header line is longer than {limit} bytes")
+        return Problem(
+            status,
+            "line_too_long",
+            f"the request line or a header line is longer than {limit} bytes",
+        )
     if isinstance(exc, http_exceptions.HttpProcessingError):
-        return Problem(status, "invalid_http",
-                       f"the request is not valid HTTP: {_reason(exc.message)}")
+        return Problem(
+            status, "invalid_http", f"the request is not valid HTTP: {_reason(exc.message)}"
+        )
     return Problem(status, "invalid_http", "the request is not valid HTTP")
 
 
@@ -232,8 +243,9 @@ async def start_site(
     runner = ServiceRunner(create_app(config), handler_cancellation=True, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host if host is None else host,
-                           config.port if port is None else port)
+        site = web.TCPSite(
+            runner, config.host if host is None else host, config.port if port is None else port
+        )
         await site.start()
     except BaseException:
         await runner.cleanup()
@@ -263,9 +275,7 @@ async def serve(config: ServiceConfig, *, print_fn: Callable[..., None] | None =
         await runner.cleanup()
 
 
-def run(
-    config: ServiceConfig, *, print_fn: Callable[..., None] | None = print
-) -> None:
+def run(config: ServiceConfig, *, print_fn: Callable[..., None] | None = print) -> None:
     """Serve until interrupted (``serve`` on a new event loop)."""
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(config, print_fn=print_fn))

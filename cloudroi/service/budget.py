@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 __all__ = ["BudgetExhausted", "MemoryBudget"]
 
+
 class BudgetExhausted(Exception):
     """The bytes a request needs did not come free within its wait."""
 

@@ -119,9 +119,15 @@ class ServiceConfig:
 
     def validate(self) -> None:
         positive = (
-            "max_output_pixels", "max_tiles", "max_fetch_bytes", "max_block_bytes",
-            "max_preview_size", "max_request_bytes", "memory_budget_bytes",
-            "max_concurrency", "max_upstream_connections",
+            "max_output_pixels",
+            "max_tiles",
+            "max_fetch_bytes",
+            "max_block_bytes",
+            "max_preview_size",
+            "max_request_bytes",
+            "memory_budget_bytes",
+            "max_concurrency",
+            "max_upstream_connections",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -166,62 +172,138 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("CLOUDROI_ALLOWED_SOURCES", "allowed_sources", _list,
-            "Comma-separated URL prefixes a source must fall under: `https://host/path/`, "
-            "`s3://bucket/prefix/`, `file:///dir/` or `/dir/` (local roots, resolved with "
-            "realpath). Unset: only the bundled sample image (see `CLOUDROI_SAMPLE_DIR`)."),
-    Setting("CLOUDROI_ALLOWED_NETWORKS", "allowed_networks", _list,
-            "Comma-separated private networks (CIDR, e.g. `10.0.0.0/8`) that upstream HTTP may "
-            "connect to by host name. A prefix naming an IP literal allows that address and port."),
+    Setting(
+        "CLOUDROI_ALLOWED_SOURCES",
+        "allowed_sources",
+        _list,
+        "Comma-separated URL prefixes a source must fall under: `https://host/path/`, "
+        "`s3://bucket/prefix/`, `file:///dir/` or `/dir/` (local roots, resolved with "
+        "realpath). Unset: only the bundled sample image (see `CLOUDROI_SAMPLE_DIR`).",
+    ),
+    Setting(
+        "CLOUDROI_ALLOWED_NETWORKS",
+        "allowed_networks",
+        _list,
+        "Comma-separated private networks (CIDR, e.g. `10.0.0.0/8`) that upstream HTTP may "
+        "connect to by host name. A prefix naming an IP literal allows that address and port.",
+    ),
     Setting("CLOUDROI_HOST", "host", str, "Address `cloudroi serve` listens on."),
     Setting("CLOUDROI_PORT", "port", int, "Port `cloudroi serve` listens on."),
-    Setting("CLOUDROI_MAX_OUTPUT_PIXELS", "max_output_pixels", int,
-            "Largest /region or /preview output (width x height); larger asks get 413."),
-    Setting("CLOUDROI_MAX_TILES", "max_tiles", int,
-            "Most blocks one request may read (all bands); more gets 413."),
-    Setting("CLOUDROI_MAX_FETCH_BYTES", "max_fetch_bytes", int,
-            "Most compressed bytes one request may fetch; more gets 413."),
-    Setting("CLOUDROI_MAX_BLOCK_BYTES", "max_block_bytes", int,
-            "Largest decoded block (tile or strip) of a source; a file with larger blocks gets "
-            "413 before any tile is fetched."),
+    Setting(
+        "CLOUDROI_MAX_OUTPUT_PIXELS",
+        "max_output_pixels",
+        int,
+        "Largest /region or /preview output (width x height); larger asks get 413.",
+    ),
+    Setting(
+        "CLOUDROI_MAX_TILES",
+        "max_tiles",
+        int,
+        "Most blocks one request may read (all bands); more gets 413.",
+    ),
+    Setting(
+        "CLOUDROI_MAX_FETCH_BYTES",
+        "max_fetch_bytes",
+        int,
+        "Most compressed bytes one request may fetch; more gets 413.",
+    ),
+    Setting(
+        "CLOUDROI_MAX_BLOCK_BYTES",
+        "max_block_bytes",
+        int,
+        "Largest decoded block (tile or strip) of a source; a file with larger blocks gets "
+        "413 before any tile is fetched.",
+    ),
     Setting("CLOUDROI_MAX_PREVIEW_SIZE", "max_preview_size", int, "Largest /preview max_size."),
-    Setting("CLOUDROI_MAX_RESPONSE_BYTES", "max_response_bytes", int,
-            "Largest encoded response body, 0 for no limit; larger answers get 413."),
-    Setting("CLOUDROI_MAX_REQUEST_BYTES", "max_request_bytes", int,
-            "Most bytes one request may hold (the array read, its mask, the 8-bit rendering and "
-            "the encoded body), estimated from the header before any tile is fetched; more gets "
-            "413 with the numbers."),
-    Setting("CLOUDROI_MEMORY_BUDGET_BYTES", "memory_budget_bytes", int,
-            "Most bytes all requests in progress may hold together; a request that does not fit "
-            "waits in line for up to a quarter of the request timeout, then gets 503."),
-    Setting("CLOUDROI_REQUEST_TIMEOUT", "request_timeout", float,
-            "Seconds before a request is answered 504."),
-    Setting("CLOUDROI_MAX_CONCURRENCY", "max_concurrency", int,
-            "Requests reading storage at once; beyond it, 503 with Retry-After."),
+    Setting(
+        "CLOUDROI_MAX_RESPONSE_BYTES",
+        "max_response_bytes",
+        int,
+        "Largest encoded response body, 0 for no limit; larger answers get 413.",
+    ),
+    Setting(
+        "CLOUDROI_MAX_REQUEST_BYTES",
+        "max_request_bytes",
+        int,
+        "Most bytes one request may hold (the array read, its mask, the 8-bit rendering and "
+        "the encoded body), estimated from the header before any tile is fetched; more gets "
+        "413 with the numbers.",
+    ),
+    Setting(
+        "CLOUDROI_MEMORY_BUDGET_BYTES",
+        "memory_budget_bytes",
+        int,
+        "Most bytes all requests in progress may hold together; a request that does not fit "
+        "waits in line for up to a quarter of the request timeout, then gets 503.",
+    ),
+    Setting(
+        "CLOUDROI_REQUEST_TIMEOUT",
+        "request_timeout",
+        float,
+        "Seconds before a request is answered 504.",
+    ),
+    Setting(
+        "CLOUDROI_MAX_CONCURRENCY",
+        "max_concurrency",
+        int,
+        "Requests reading storage at once; beyond it, 503 with Retry-After.",
+    ),
     Setting("CLOUDROI_RETRY_AFTER", "retry_after", int, "Retry-After seconds of a 503."),
-    Setting("CLOUDROI_CACHE_MAX_AGE", "cache_max_age", int,
-            "Cache-Control max-age (seconds) of successful responses."),
-    Setting("CLOUDROI_UPSTREAM_CONNECT_TIMEOUT", "upstream_connect_timeout", float,
-            "Seconds to connect to an upstream HTTP server."),
-    Setting("CLOUDROI_UPSTREAM_READ_TIMEOUT", "upstream_read_timeout", float,
-            "Seconds an upstream read may stall."),
-    Setting("CLOUDROI_MAX_UPSTREAM_CONNECTIONS", "max_upstream_connections", int,
-            "Pooled upstream HTTP connections."),
-    Setting("CLOUDROI_MULTIRANGE", "multirange", _bool,
-            "Ask HTTP upstreams for a read's byte ranges in one multi-range GET (fewer requests "
-            "where they answer `multipart/byteranges`, as nginx and Apache do; S3 and GCS do not, "
-            "and cost one wasted round trip per origin)."),
-    Setting("CLOUDROI_S3_ENDPOINT_URL", "s3_endpoint_url", str,
-            "Endpoint of an S3-compatible store for `s3://` sources (credentials come from the "
-            "usual AWS variables or role)."),
+    Setting(
+        "CLOUDROI_CACHE_MAX_AGE",
+        "cache_max_age",
+        int,
+        "Cache-Control max-age (seconds) of successful responses.",
+    ),
+    Setting(
+        "CLOUDROI_UPSTREAM_CONNECT_TIMEOUT",
+        "upstream_connect_timeout",
+        float,
+        "Seconds to connect to an upstream HTTP server.",
+    ),
+    Setting(
+        "CLOUDROI_UPSTREAM_READ_TIMEOUT",
+        "upstream_read_timeout",
+        float,
+        "Seconds an upstream read may stall.",
+    ),
+    Setting(
+        "CLOUDROI_MAX_UPSTREAM_CONNECTIONS",
+        "max_upstream_connections",
+        int,
+        "Pooled upstream HTTP connections.",
+    ),
+    Setting(
+        "CLOUDROI_MULTIRANGE",
+        "multirange",
+        _bool,
+        "Ask HTTP upstreams for a read's byte ranges in one multi-range GET (fewer requests "
+        "where they answer `multipart/byteranges`, as nginx and Apache do; S3 and GCS do not, "
+        "and cost one wasted round trip per origin).",
+    ),
+    Setting(
+        "CLOUDROI_S3_ENDPOINT_URL",
+        "s3_endpoint_url",
+        str,
+        "Endpoint of an S3-compatible store for `s3://` sources (credentials come from the "
+        "usual AWS variables or role).",
+    ),
     Setting("CLOUDROI_S3_ANONYMOUS", "s3_anonymous", _bool, "Read S3 without signing requests."),
     Setting("CLOUDROI_JPEG_QUALITY", "jpeg_quality", int, "JPEG quality, 1..100."),
     Setting("CLOUDROI_WEBP_QUALITY", "webp_quality", int, "WebP quality, 1..100."),
-    Setting("CLOUDROI_PNG_LEVEL", "png_level", int,
-            "PNG zlib level, 1 (fast) .. 9 (small); 4 halves the encode time of 6."),
-    Setting("CLOUDROI_API_KEYS", "api_keys", _list,
-            "Comma-separated API keys; when set, every endpoint but /healthz needs one in "
-            "`X-API-Key` (or `Authorization: Bearer`), else 401. Unset: no authentication."),
+    Setting(
+        "CLOUDROI_PNG_LEVEL",
+        "png_level",
+        int,
+        "PNG zlib level, 1 (fast) .. 9 (small); 4 halves the encode time of 6.",
+    ),
+    Setting(
+        "CLOUDROI_API_KEYS",
+        "api_keys",
+        _list,
+        "Comma-separated API keys; when set, every endpoint but /healthz needs one in "
+        "`X-API-Key` (or `Authorization: Bearer`), else 401. Unset: no authentication.",
+    ),
 )
 
 

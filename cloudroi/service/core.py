@@ -37,15 +37,17 @@ async def handle(req: CoreRequest, state: ServiceState) -> CoreResponse:
     try:
         if req.path != "/healthz" and not _authorized(req, state):
             raise Problem(
-                401, "unauthorized",
+                401,
+                "unauthorized",
                 "this service needs an API key: send it in X-API-Key or as Authorization: Bearer",
                 headers={"WWW-Authenticate": 'Bearer realm="cloudroi"'},
             )
         if route is None:
             raise Problem(404, "not_found", f"no endpoint {req.path[:100]!r}")
         if req.method not in ("GET", "HEAD"):
-            raise Problem(405, "method_not_allowed", "only GET and HEAD",
-                          headers={"Allow": "GET, HEAD"})
+            raise Problem(
+                405, "method_not_allowed", "only GET and HEAD", headers={"Allow": "GET, HEAD"}
+            )
         if req.path in _STORAGE_ENDPOINTS:
             resp = await _admitted(route, req, state)
         else:
@@ -72,7 +74,9 @@ async def _admitted(route: Handler, req: CoreRequest, state: ServiceState) -> Co
     if state.active >= cfg.max_concurrency:
         state.metrics.shed += 1
         raise Problem(
-            503, "overloaded", "too many requests in progress; retry later",
+            503,
+            "overloaded",
+            "too many requests in progress; retry later",
             headers={"Retry-After": str(cfg.retry_after)},
         )
     state.active += 1

@@ -132,8 +132,15 @@ def _text(value: Any, name: str) -> str:
     raise _wrong(name, "a string", value)
 
 
-def _field(event: Mapping[str, Any], key: str, kind: type, expected: str,
-           *, name: str | None = None, required: bool = False) -> Any:
+def _field(
+    event: Mapping[str, Any],
+    key: str,
+    kind: type,
+    expected: str,
+    *,
+    name: str | None = None,
+    required: bool = False,
+) -> Any:
     """``event[key]`` checked against ``kind``; None for an absent or null optional field."""
     value = event.get(key)
     if value is None:
@@ -145,8 +152,9 @@ def _field(event: Mapping[str, Any], key: str, kind: type, expected: str,
     return value
 
 
-def _mapping(event: Mapping[str, Any], key: str, *, name: str | None = None,
-             required: bool = False) -> Mapping[str, Any]:
+def _mapping(
+    event: Mapping[str, Any], key: str, *, name: str | None = None, required: bool = False
+) -> Mapping[str, Any]:
     value = _field(event, key, Mapping, "an object", name=name, required=required)
     return value if value is not None else {}
 
@@ -199,7 +207,7 @@ def _strip_stage(path: str, stage: str | None) -> str:
     if path == prefix:
         return "/"
     if path.startswith(prefix + "/"):
-        return path[len(prefix):]
+        return path[len(prefix) :]
     return path
 
 
@@ -216,8 +224,9 @@ def _joined_headers(pairs: list[tuple[str, str]]) -> dict[str, str]:
 def _v2_request(event: Mapping[str, Any]) -> CoreRequest:
     ctx = _mapping(event, "requestContext", required=True)
     http = _mapping(ctx, "http", name="requestContext.http", required=True)
-    method = _field(http, "method", str, "a string", name="requestContext.http.method",
-                    required=True)
+    method = _field(
+        http, "method", str, "a string", name="requestContext.http.method", required=True
+    )
     stage = _field(ctx, "stage", str, "a string", name="requestContext.stage")
     raw_path = _field(event, "rawPath", str, "a string", required=True)
     raw_query = _field(event, "rawQueryString", str, "a string") or ""
@@ -318,10 +327,12 @@ def _too_large(size: int, limit: int, req: CoreRequest) -> CoreResponse:
     """The 413 for an answer whose response document would exceed Lambda's limit (the core's own
     ``max_response_bytes`` check catches encoded images before this; this catches the rest)."""
     problem = Problem(
-        413, "response_too_large",
+        413,
+        "response_too_large",
         f"the response of {size} bytes exceeds the function's limit of {limit} bytes; ask for "
         "fewer pixels or a more compact format",
-        limit=limit, value=size,
+        limit=limit,
+        value=size,
     )
     return _problem_response(problem, req.path)
 
@@ -386,8 +397,12 @@ class LambdaApp:
         doc = to_lambda_response(resp)
         size = _document_size(doc)
         if size > self.payload_limit:
-            log.warning("response of %d bytes for %s over the %d byte limit",
-                        size, req.path[:200], self.payload_limit)
+            log.warning(
+                "response of %d bytes for %s over the %d byte limit",
+                size,
+                req.path[:200],
+                self.payload_limit,
+            )
             doc = to_lambda_response(_too_large(size, self.payload_limit, req))
         return doc
 
@@ -441,4 +456,3 @@ def reset() -> None:
         app, _app = _app, None
     if app is not None:
         app.close()
-

@@ -88,52 +88,78 @@ class Metrics:
         self.header_cache_hits += stats.header_cache_hits
 
     def render(self) -> str:
+        """The Prometheus text exposition of every family."""
         out: list[str] = []
+        self._requests(out)
+        self._latency(out)
+        for name, help_text, value in self._counters():
+            _family(out, name, "counter", help_text)
+            out.append(f"{name} {value}")
+        _family(out, "cloudroi_requests_in_flight", "gauge", "Requests reading storage now.")
+        out.append(f"cloudroi_requests_in_flight {self.in_flight}")
+        for name, (help_text, read) in sorted(self.gauges.items()):
+            _family(out, name, "gauge", help_text)
+            out.append(f"{name} {_number(read())}")
+        return "\n".join(out) + "\n"
 
-        def family(name: str, kind: str, help_text: str) -> None:
-            out.append(f"# HELP {name} {help_text}")
-            out.append(f"# TYPE {name} {kind}")
-
-        family("cloudroi_requests_total", "counter", "Requests answered, by endpoint and status.")
+    def _requests(self, out: list[str]) -> None:
+        help_text = "Requests answered, by endpoint and status."
+        _family(out, "cloudroi_requests_total", "counter", help_text)
         for (endpoint, status), n in sorted(self.requests.items()):
             labels = _labels([("endpoint", endpoint), ("status", str(status))])
             out.append(f"cloudroi_requests_total{labels} {n}")
-        family(
-            "cloudroi_request_duration_seconds", "histogram", "Time to answer, by endpoint."
-        )
+
+    def _latency(self, out: list[str]) -> None:
+        name = "cloudroi_request_duration_seconds"
+        _family(out, name, "histogram", "Time to answer, by endpoint.")
         for endpoint, hist in sorted(self.latency.items()):
             running = 0
             for bound, count in zip(BUCKETS, hist.counts, strict=True):
                 running += count
                 labels = _labels([("endpoint", endpoint), ("le", _number(bound))])
-                out.append(f"cloudroi_request_duration_seconds_bucket{labels} {running}")
+                out.append(f"{name}_bucket{labels} {running}")
             labels = _labels([("endpoint", endpoint), ("le", "+Inf")])
-            out.append(f"cloudroi_request_duration_seconds_bucket{labels} {hist.total}")
+            out.append(f"{name}_bucket{labels} {hist.total}")
             ep = _labels([("endpoint", endpoint)])
-            out.append(f"cloudroi_request_duration_seconds_sum{ep} {_number(hist.sum)}")
-            out.append(f"cloudroi_request_duration_seconds_count{ep} {hist.total}")
-        counters = (
-            ("cloudroi_upstream_requests_total", "Requests sent to storage.",
-             self.upstream_requests),
+            out.append(f"{name}_sum{ep} {_number(hist.sum)}")
+            out.append(f"{name}_count{ep} {hist.total}")
+
+    def _counters(self) -> list[tuple[str, str, int]]:
+        return [
+            (
+                "cloudroi_upstream_requests_total",
+                "Requests sent to storage.",
+                self.upstream_requests,
+            ),
             ("cloudroi_upstream_bytes_total", "Bytes received from storage.", self.upstream_bytes),
-            ("cloudroi_block_cache_hits_total", "Blocks served from the block cache.",
-             self.block_cache_hits),
-            ("cloudroi_block_cache_misses_total", "Blocks not in the block cache.",
-             self.block_cache_misses),
-            ("cloudroi_decoded_cache_hits_total",
-             "Blocks served decoded from the decoded-block cache (neither fetched nor decoded).",
-             self.decoded_cache_hits),
-            ("cloudroi_header_cache_hits_total", "Opens that reused a parsed header.",
-             self.header_cache_hits),
-            ("cloudroi_requests_shed_total", "Requests refused with 503 under overload.",
-             self.shed),
-        )
-        for name, help_text, value in counters:
-            family(name, "counter", help_text)
-            out.append(f"{name} {value}")
-        family("cloudroi_requests_in_flight", "gauge", "Requests reading storage now.")
-        out.append(f"cloudroi_requests_in_flight {self.in_flight}")
-        for name, (help_text, read) in sorted(self.gauges.items()):
-            family(name, "gauge", help_text)
-            out.append(f"{name} {_number(read())}")
-        return "\n".join(out) + "\n"
+            (
+                "cloudroi_block_cache_hits_total",
+                "Blocks served from the block cache.",
+                self.block_cache_hits,
+            ),
+            (
+                "cloudroi_block_cache_misses_total",
+                "Blocks not in the block cache.",
+                self.block_cache_misses,
+            ),
+            (
+                "cloudroi_decoded_cache_hits_total",
+                "Blocks served decoded from the decoded-block cache (neither fetched nor decoded).",
+                self.decoded_cache_hits,
+            ),
+            (
+                "cloudroi_header_cache_hits_total",
+                "Opens that reused a parsed header.",
+                self.header_cache_hits,
+            ),
+            (
+                "cloudroi_requests_shed_total",
+                "Requests refused with 503 under overload.",
+                self.shed,
+            ),
+        ]
+
+
+def _family(out: list[str], name: str, kind: str, help_text: str) -> None:
+    out.append(f"# HELP {name} {help_text}")
+    out.append(f"# TYPE {name} {kind}")

@@ -51,7 +51,8 @@ _INFO_SCHEMA: dict[str, Any] = {
         "etag": {"type": ["string", "null"]},
         "last_modified": {"type": ["string", "null"]},
         "version_pinned": {
-            "type": "string", "enum": ["etag", "last-modified", "size-only"],
+            "type": "string",
+            "enum": ["etag", "last-modified", "size-only"],
             "description": "What pins the reads of this answer to one version of the object.",
         },
         "width": {"type": "integer"},
@@ -69,7 +70,8 @@ _INFO_SCHEMA: dict[str, Any] = {
         "nodata": {"type": ["number", "string", "null"]},
         "crs": {"type": ["integer", "null"], "description": "EPSG code."},
         "transform": {
-            "type": ["array", "null"], "items": {"type": "number"},
+            "type": ["array", "null"],
+            "items": {"type": "number"},
             "description": "GDAL-order geotransform.",
         },
         "bounds": {"type": ["array", "null"], "items": {"type": "number"}},
@@ -115,60 +117,67 @@ def _storage_operation(
         params[0]["example"] = example_url
     responses: dict[str, Any] = {
         "200": {**ok, "headers": _CACHE_HEADERS},
-        "304": {"description": "Not modified (If-None-Match matched the ETag).",
-                "headers": _CACHE_HEADERS},
+        "304": {
+            "description": "Not modified (If-None-Match matched the ETag).",
+            "headers": _CACHE_HEADERS,
+        },
     }
     for status, text in _ERRORS.items():
         responses[status] = {
             "description": text,
             "content": {PROBLEM_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
-    return {"get": {"summary": summary, "operationId": path.strip("/"),
-                    "parameters": params, "responses": responses}}
+    return {
+        "get": {
+            "summary": summary,
+            "operationId": path.strip("/"),
+            "parameters": params,
+            "responses": responses,
+        }
+    }
+
+
+def _plain_operation(op_id: str, summary: str, description: str, content: Any) -> Any:
+    """An endpoint that does not touch storage: GET, one 200 answer."""
+    return {
+        "get": {
+            "summary": summary,
+            "operationId": op_id,
+            "responses": {"200": {"description": description, "content": content}},
+        }
+    }
+
+
+_HEALTH_SCHEMA = {"type": "object", "properties": {"status": {"type": "string"}}}
 
 
 def openapi_document(example_url: str | None = None) -> dict[str, Any]:
     """The document served at /openapi.json; ``example_url`` is shown as the ``url`` example."""
     binary = {"schema": {"type": "string", "format": "binary"}}
-    image = {"description": "The encoded region.",
-             "content": dict.fromkeys(CONTENT_TYPES.values(), binary)}
+    image = {
+        "description": "The encoded region.",
+        "content": dict.fromkeys(CONTENT_TYPES.values(), binary),
+    }
     paths: dict[str, Any] = {
-        "/healthz": {"get": {
-            "summary": "Liveness: answers without touching storage.", "operationId": "healthz",
-            "responses": {"200": {"description": "Alive.", "content": {"application/json": {
-                "schema": {"type": "object", "properties": {"status": {"type": "string"}}}}}}},
-        }},
-        "/metrics": {"get": {
-            "summary": "Prometheus metrics.", "operationId": "metrics",
-            "responses": {"200": {"description": "Text exposition format.",
-                                  "content": {"text/plain": {"schema": {"type": "string"}}}}},
-        }},
-        "/openapi.json": {"get": {
-            "summary": "This document.", "operationId": "openapi",
-            "responses": {"200": {"description": "OpenAPI 3.1.",
-                                  "content": {"application/json": {
-                                      "schema": {"type": "object"}}}}},
-        }},
-        "/info": _storage_operation(
-            "/info", "Size, bands, dtype, levels, nodata, CRS, geotransform and bounds.",
-            {"description": "Image description.",
-             "content": {"application/json": {"schema": _INFO_SCHEMA}}},
-            example_url,
+        "/healthz": _plain_operation(
+            "healthz",
+            "Liveness: answers without touching storage.",
+            "Alive.",
+            {"application/json": {"schema": _HEALTH_SCHEMA}},
         ),
-        "/region": _storage_operation(
-            "/region", "A window (pixels) or bbox (CRS) of the image, at a level or size.",
-            image, example_url,
+        "/metrics": _plain_operation(
+            "metrics",
+            "Prometheus metrics.",
+            "Text exposition format.",
+            {"text/plain": {"schema": {"type": "string"}}},
         ),
-        "/preview": _storage_operation(
-            "/preview", "The whole image, from the best overview, at most max_size wide/high.",
-            image, example_url,
+        "/openapi.json": _plain_operation(
+            "openapi",
+            "This document.",
+            "OpenAPI 3.1.",
+            {"application/json": {"schema": {"type": "object"}}},
         ),
-        "/point": _storage_operation(
-            "/point", "Values of every band at one pixel.",
-            {"description": "Pixel values.",
-             "content": {"application/json": {"schema": _POINT_SCHEMA}}},
-            example_url,
-        ),
+        **_storage_paths(image, example_url),
     }
     return {
         "openapi": "3.1.0",
@@ -179,4 +188,40 @@ def openapi_document(example_url: str | None = None) -> dict[str, Any]:
         },
         "paths": paths,
         "components": {"schemas": {"Problem": _PROBLEM_SCHEMA}},
+    }
+
+
+def _storage_paths(image: Any, example_url: str | None) -> dict[str, Any]:
+    """The endpoints that read a source."""
+    return {
+        "/info": _storage_operation(
+            "/info",
+            "Size, bands, dtype, levels, nodata, CRS, geotransform and bounds.",
+            {
+                "description": "Image description.",
+                "content": {"application/json": {"schema": _INFO_SCHEMA}},
+            },
+            example_url,
+        ),
+        "/region": _storage_operation(
+            "/region",
+            "A window (pixels) or bbox (CRS) of the image, at a level or size.",
+            image,
+            example_url,
+        ),
+        "/preview": _storage_operation(
+            "/preview",
+            "The whole image, from the best overview, at most max_size wide/high.",
+            image,
+            example_url,
+        ),
+        "/point": _storage_operation(
+            "/point",
+            "Values of every band at one pixel.",
+            {
+                "description": "Pixel values.",
+                "content": {"application/json": {"schema": _POINT_SCHEMA}},
+            },
+            example_url,
+        ),
     }

@@ -49,56 +49,90 @@ _INT_LIST = r"^[1-9]\d{0,4}(,[1-9]\d{0,4}){0,255}$"
 _NUM = r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?"
 
 URL_PARAM = Param(
-    "url", {"type": "string", "minLength": 1, "maxLength": 4096},
+    "url",
+    {"type": "string", "minLength": 1, "maxLength": 4096},
     "The source image: http(s)://, s3://, file:// URL or absolute path, under an allowed prefix.",
     required=True,
 )
 _BANDS = Param(
-    "bands", {"type": "string", "pattern": _INT_LIST},
+    "bands",
+    {"type": "string", "pattern": _INT_LIST},
     "1-based band numbers, comma separated (default: all bands; for png/jpeg/webp the first "
-    "three colour bands, or band 1).", example="1,2,3",
+    "three colour bands, or band 1).",
+    example="1,2,3",
 )
 _FORMAT = Param(
-    "format", {"type": "string", "enum": list(FORMATS), "default": "png"},
+    "format",
+    {"type": "string", "enum": list(FORMATS), "default": "png"},
     "Output encoding: npy and tif keep every band in the source dtype (tif is a GeoTIFF); png, "
     "jpeg and webp are 8-bit renderings of 1 or 3 bands with the validity mask as alpha.",
 )
 _RESCALE = Param(
-    "rescale", {"type": "string", "pattern": f"^{_NUM},{_NUM}$"},
+    "rescale",
+    {"type": "string", "pattern": f"^{_NUM},{_NUM}$"},
     "min,max of source values mapped onto 0..255 in 8-bit renderings (default: uint8 as is, "
-    "other dtypes their valid range in the response).", example="0,4000",
+    "other dtypes their valid range in the response).",
+    example="0,4000",
 )
 _QUALITY = Param(
-    "quality", {"type": "integer", "minimum": 1, "maximum": 100},
+    "quality",
+    {"type": "integer", "minimum": 1, "maximum": 100},
     "JPEG/WebP quality (default: the service's setting).",
 )
 
 REGION_PARAMS: tuple[Param, ...] = (
     URL_PARAM,
-    Param("window", {"type": "string",
-                     "pattern": r"^-?\d{1,9},-?\d{1,9},\d{1,9},\d{1,9}$"},
-          "col_off,row_off,width,height in pixels of `level` (level 0 when width/height are "
-          "given). Exactly one of window and bbox. Outside the image only with boundless.",
-          example="0,0,256,256"),
-    Param("boundless", {"type": "boolean", "default": False},
-          "Let a window reach outside the image: outside pixels are nodata (else 0) and "
-          "invalid (transparent in renderings)."),
-    Param("bbox", {"type": "string", "pattern": f"^{_NUM},{_NUM},{_NUM},{_NUM}$"},
-          "minx,miny,maxx,maxy in the image's CRS. Parts outside the image are filled with "
-          "nodata and transparent.", example="500000,4100000,510000,4110000"),
-    Param("level", {"type": "integer", "minimum": 0, "maximum": MAX_LEVEL},
-          "Resolution level: 0 is full resolution, 1.. the overviews. Not with width/height."),
-    Param("width", {"type": "integer", "minimum": 1, "maximum": MAX_SIDE},
-          "Output width; the best overview is read and resampled (nearest)."),
-    Param("height", {"type": "integer", "minimum": 1, "maximum": MAX_SIDE},
-          "Output height; with only one of width/height the aspect ratio is kept."),
-    _BANDS, _FORMAT, _RESCALE, _QUALITY,
+    Param(
+        "window",
+        {"type": "string", "pattern": r"^-?\d{1,9},-?\d{1,9},\d{1,9},\d{1,9}$"},
+        "col_off,row_off,width,height in pixels of `level` (level 0 when width/height are "
+        "given). Exactly one of window and bbox. Outside the image only with boundless.",
+        example="0,0,256,256",
+    ),
+    Param(
+        "boundless",
+        {"type": "boolean", "default": False},
+        "Let a window reach outside the image: outside pixels are nodata (else 0) and "
+        "invalid (transparent in renderings).",
+    ),
+    Param(
+        "bbox",
+        {"type": "string", "pattern": f"^{_NUM},{_NUM},{_NUM},{_NUM}$"},
+        "minx,miny,maxx,maxy in the image's CRS. Parts outside the image are filled with "
+        "nodata and transparent.",
+        example="500000,4100000,510000,4110000",
+    ),
+    Param(
+        "level",
+        {"type": "integer", "minimum": 0, "maximum": MAX_LEVEL},
+        "Resolution level: 0 is full resolution, 1.. the overviews. Not with width/height.",
+    ),
+    Param(
+        "width",
+        {"type": "integer", "minimum": 1, "maximum": MAX_SIDE},
+        "Output width; the best overview is read and resampled (nearest).",
+    ),
+    Param(
+        "height",
+        {"type": "integer", "minimum": 1, "maximum": MAX_SIDE},
+        "Output height; with only one of width/height the aspect ratio is kept.",
+    ),
+    _BANDS,
+    _FORMAT,
+    _RESCALE,
+    _QUALITY,
 )
 PREVIEW_PARAMS: tuple[Param, ...] = (
     URL_PARAM,
-    Param("max_size", {"type": "integer", "minimum": 1, "maximum": MAX_SIDE, "default": 1024},
-          "Longest side of the preview, in pixels."),
-    _BANDS, _FORMAT, _RESCALE, _QUALITY,
+    Param(
+        "max_size",
+        {"type": "integer", "minimum": 1, "maximum": MAX_SIDE, "default": 1024},
+        "Longest side of the preview, in pixels.",
+    ),
+    _BANDS,
+    _FORMAT,
+    _RESCALE,
+    _QUALITY,
 )
 POINT_PARAMS: tuple[Param, ...] = (
     URL_PARAM,
@@ -247,7 +281,8 @@ def parse_point(items: Sequence[tuple[str, str]]) -> PointQuery:
         return PointQuery(
             q["url"],
             colrow=(
-                args.integer("col", q["col"], 0, limit), args.integer("row", q["row"], 0, limit)
+                args.integer("col", q["col"], 0, limit),
+                args.integer("row", q["row"], 0, limit),
             ),
         )
 

@@ -105,8 +105,12 @@ _MAPPING: tuple[tuple[type[CloudROIError], int, str, str | None], ...] = (
     (WindowError, 400, "invalid_window", None),
     (ReadTimeoutError, 504, "upstream_timeout", "storage did not answer in time"),
     (ObjectChangedError, 502, "source_changed", "the source changed while it was being read"),
-    (RangeNotSupportedError, 502, "range_not_supported",
-     "storage does not serve byte ranges properly"),
+    (
+        RangeNotSupportedError,
+        502,
+        "range_not_supported",
+        "storage does not serve byte ranges properly",
+    ),
     (SourceError, 502, "upstream_error", "storage failed"),
 )
 

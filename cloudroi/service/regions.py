@@ -72,8 +72,15 @@ def _etag(state: ServiceState, img: Image, req: CoreRequest) -> str | None:
     h = hashlib.blake2b(digest_size=16)
     cfg = state.config
     for part in (
-        __version__, req.path, img.url, img.meta.etag, str(img.meta.size), canonical(req.query),
-        str(cfg.jpeg_quality), str(cfg.webp_quality), str(cfg.png_level),
+        __version__,
+        req.path,
+        img.url,
+        img.meta.etag,
+        str(img.meta.size),
+        canonical(req.query),
+        str(cfg.jpeg_quality),
+        str(cfg.webp_quality),
+        str(cfg.png_level),
     ):
         h.update(part.encode("utf-8", "surrogatepass"))
         h.update(b"\0")
@@ -125,10 +132,12 @@ def _check_pixels(state: ServiceState, plan: RegionPlan) -> None:
     limit = state.config.max_output_pixels
     if plan.width * plan.height > limit:
         raise Problem(
-            413, "too_many_pixels",
+            413,
+            "too_many_pixels",
             f"output of {plan.width}x{plan.height} pixels exceeds the limit of {limit}; ask "
             "for a smaller window, a lower resolution level or a smaller width/height",
-            limit=limit, value=plan.width * plan.height,
+            limit=limit,
+            value=plan.width * plan.height,
         )
 
 
@@ -139,10 +148,12 @@ def _check_blocks(state: ServiceState, img: Image) -> None:
     largest = img.largest_block_bytes
     if largest > limit:
         raise Problem(
-            413, "limit_exceeded",
+            413,
+            "limit_exceeded",
             f"the source's blocks decode to {largest} bytes each, more than this service's limit "
             f"of {limit}",
-            limit=limit, value=largest,
+            limit=limit,
+            value=largest,
         )
 
 
@@ -192,10 +203,12 @@ async def _answer(
     need = estimate_bytes(img, plan, rendering.format)
     if need.total > cfg.max_request_bytes:
         raise Problem(
-            413, "request_too_large",
+            413,
+            "request_too_large",
             f"this request would hold {need.describe()}, more than the limit of "
             f"{cfg.max_request_bytes}; ask for fewer pixels or bands, or a lower level",
-            limit=cfg.max_request_bytes, value=need.total,
+            limit=cfg.max_request_bytes,
+            value=need.total,
         )
     try:
         async with state.memory.reserve(need.total, cfg.request_timeout / 4):
@@ -203,17 +216,20 @@ async def _answer(
     except BudgetExhausted as exc:
         state.metrics.shed += 1
         raise Problem(
-            503, "overloaded",
+            503,
+            "overloaded",
             "the service's memory budget is taken by requests in progress; retry later",
             headers={"Retry-After": str(cfg.retry_after)},
         ) from exc
     limit = cfg.max_response_bytes
     if limit and len(encoded.body) > limit:
         raise Problem(
-            413, "response_too_large",
+            413,
+            "response_too_large",
             f"the encoded response of {len(encoded.body)} bytes exceeds the limit of {limit}; "
             "ask for fewer pixels or a more compact format",
-            limit=limit, value=len(encoded.body),
+            limit=limit,
+            value=len(encoded.body),
         )
     headers = {"Content-Type": encoded.media_type}
     if encoded.rescale is not None:
@@ -229,14 +245,17 @@ async def _read_and_render(
     fmt = rendering.format
     executor = state.context.executor
     data = await read_region(
-        img, plan, with_mask=fmt in RENDERED, max_tiles=cfg.max_tiles,
-        max_bytes=cfg.max_fetch_bytes, executor=executor,
+        img,
+        plan,
+        with_mask=fmt in RENDERED,
+        max_tiles=cfg.max_tiles,
+        max_bytes=cfg.max_fetch_bytes,
+        executor=executor,
     )
     quality = rendering.quality or (cfg.jpeg_quality if fmt == "jpeg" else cfg.webp_quality)
 
     def render() -> Encoded:
-        return data.render(fmt, rescale=rendering.rescale, quality=quality,
-                           png_level=cfg.png_level)
+        return data.render(fmt, rescale=rendering.rescale, quality=quality, png_level=cfg.png_level)
 
     try:
         return await asyncio.get_running_loop().run_in_executor(executor, render)
@@ -253,8 +272,9 @@ async def point(req: CoreRequest, state: ServiceState) -> CoreResponse:
 
         async def make() -> CoreResponse:
             _check_blocks(state, img)
-            data = await read_point(img, plan, max_tiles=cfg.max_tiles,
-                                    max_bytes=cfg.max_fetch_bytes)
+            data = await read_point(
+                img, plan, max_tiles=cfg.max_tiles, max_bytes=cfg.max_fetch_bytes
+            )
             return json_response(data.as_dict())
 
         return await _cached_or(state, req, img, make)

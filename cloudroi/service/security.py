@@ -50,6 +50,8 @@ __all__ = [
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _MAX_URL = 4096
+
+
 def _parse_ip(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host.strip("[]"))
@@ -312,9 +314,7 @@ class SourcePolicy:
                 raise SourceNotAllowedError("redirect to a non-HTTP URL")
             self.check_remote(str(location))
         except (SourceNotAllowedError, BadSourceError) as exc:
-            raise SourceNotAllowedError(
-                "redirect to a source not allowed by this service"
-            ) from exc
+            raise SourceNotAllowedError("redirect to a source not allowed by this service") from exc
 
 
 class ApiKeys:

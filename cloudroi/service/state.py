@@ -78,13 +78,16 @@ class ServiceState:
         cache = self.context.block_cache
         gauges = self.metrics.gauges
         gauges["cloudroi_block_cache_bytes"] = (
-            "Bytes held by the block cache.", lambda: float(cache.size)
+            "Bytes held by the block cache.",
+            lambda: float(cache.size),
         )
         gauges["cloudroi_block_cache_entries"] = (
-            "Blocks held by the block cache.", lambda: float(len(cache))
+            "Blocks held by the block cache.",
+            lambda: float(len(cache)),
         )
         gauges["cloudroi_memory_reserved_bytes"] = (
-            "Bytes reserved by requests in progress (estimated).", lambda: float(self.memory.used)
+            "Bytes reserved by requests in progress (estimated).",
+            lambda: float(self.memory.used),
         )
 
     async def close(self) -> None:

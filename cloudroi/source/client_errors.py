@@ -39,8 +39,10 @@ def describe_client_error(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return f"cannot resolve host {exc.host}: {_reason(exc.os_error)}"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return (f"TLS certificate of {_address(exc.host, exc.port)} not accepted: "
-                f"{exc.certificate_error}")
+        return (
+            f"TLS certificate of {_address(exc.host, exc.port)} not accepted: "
+            f"{exc.certificate_error}"
+        )
     if isinstance(exc, aiohttp.ClientSSLError):
         return f"TLS handshake with {_address(exc.host, exc.port)} failed: {_reason(exc.os_error)}"
     if isinstance(exc, aiohttp.ClientConnectorError):

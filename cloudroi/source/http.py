@@ -398,8 +398,9 @@ class HTTPSource:
         target = self._target or self._start
         resp = await self._follow(target, headers)
         if target != self._start and resp.status in _REFOLLOW_STATUS:
-            log.info("%s: HTTP %d from its redirect target, following it again",
-                     self.url, resp.status)
+            log.info(
+                "%s: HTTP %d from its redirect target, following it again", self.url, resp.status
+            )
             resp.close()
             resp = await self._follow(self._start, headers)
         return resp

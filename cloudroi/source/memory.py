@@ -74,4 +74,3 @@ if TYPE_CHECKING:  # the capabilities these sources declare, checked by mypy
         m: MemorySource, p: PrefetchedSource
     ) -> tuple[RangeSource, RequestCounter, RangeSource, RequestCounter]:
         return m, m, p, p
-

@@ -84,9 +84,7 @@ def byteranges_boundary(content_type: str) -> bytes | None:
     return None
 
 
-def multipart_byteranges(
-    data: bytes, ranges: Sequence[tuple[int, int]], boundary: str
-) -> bytes:
+def multipart_byteranges(data: bytes, ranges: Sequence[tuple[int, int]], boundary: str) -> bytes:
     """A ``multipart/byteranges`` body of the inclusive ``(first, last)`` ``ranges`` of
     ``data``, framed as nginx and Apache frame it (CRLF, delimiter, headers, empty line)."""
     size = len(data)
@@ -173,7 +171,9 @@ class ByterangesParser:
     def max_input(self) -> int:
         """The most bytes a body can make the parser take before it is done or refuses."""
         lines = (
-            MAX_STRAY_LINES + self._max_blank + 1  # outside parts, the closing delimiter
+            MAX_STRAY_LINES
+            + self._max_blank
+            + 1  # outside parts, the closing delimiter
             + self._max_parts * (1 + MAX_HEADER_LINES)  # delimiters and headers
         )
         return self.budget + (lines + 1) * (MAX_LINE + 1)

@@ -60,8 +60,19 @@ FAULTS: dict[str, Fault] = {
 
 #: Retryable kinds (a read survives them unless they repeat on every attempt).
 TRANSIENT = frozenset(
-    {"500", "502", "503", "503-retry-after", "429", "429-retry-after", "429-retry-after-date",
-     "reset", "reset-at-start", "truncate", "stall"}
+    {
+        "500",
+        "502",
+        "503",
+        "503-retry-after",
+        "429",
+        "429-retry-after",
+        "429-retry-after-date",
+        "reset",
+        "reset-at-start",
+        "truncate",
+        "stall",
+    }
 )
 
 

@@ -17,7 +17,7 @@ def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
     if not spec.startswith("bytes="):
         return None
     out = []
-    for part in spec[len("bytes="):].split(","):
+    for part in spec[len("bytes=") :].split(","):
         rng = parse_range("bytes=" + part.strip(), size)
         if rng is None:
             return None

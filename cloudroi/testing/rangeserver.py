@@ -41,7 +41,6 @@ __all__ = [
 ]
 
 
-
 @dataclass(frozen=True, slots=True)
 class RequestLog:
     method: str
@@ -202,7 +201,11 @@ class RangeServer:
         with self._lock:
             self.log.append(
                 RequestLog(
-                    request.method, request.path, request.headers.get("Range"), status, nbytes,
+                    request.method,
+                    request.path,
+                    request.headers.get("Range"),
+                    status,
+                    nbytes,
                     time.monotonic(),
                 )
             )
@@ -233,7 +236,10 @@ class RangeServer:
         return self._one(request, version, rng_header, headers)
 
     def _one(
-        self, request: web.Request, version: _Version, rng_header: str | None,
+        self,
+        request: web.Request,
+        version: _Version,
+        rng_header: str | None,
         headers: dict[str, str],
     ) -> web.StreamResponse:
         """The whole object (no Range), one range (206) or 416."""
@@ -424,21 +430,20 @@ class RangeServer:
 _Answer = tuple[int, bytes, dict[str, str]]
 
 
-def _status(server: RangeServer, version: _Version, fault: Fault, first: int, last: int
-            ) -> _Answer:
+def _status(server: RangeServer, version: _Version, fault: Fault, first: int, last: int) -> _Answer:
     headers = dict(fault.headers)
     if fault.status == 416:
         headers["Content-Range"] = f"bytes */{len(version.data)}"
     return fault.status, fault.body or b"injected fault", headers
 
 
-def _shrunk(server: RangeServer, version: _Version, fault: Fault, first: int, last: int
-            ) -> _Answer:
+def _shrunk(server: RangeServer, version: _Version, fault: Fault, first: int, last: int) -> _Answer:
     return 416, b"", {"Content-Range": f"bytes */{fault.size}"}
 
 
-def _changed(server: RangeServer, version: _Version, fault: Fault, first: int, last: int
-             ) -> _Answer:
+def _changed(
+    server: RangeServer, version: _Version, fault: Fault, first: int, last: int
+) -> _Answer:
     """Other bytes under another ETag, as a server ignoring If-Match answers after an
     overwrite."""
     other = bytes(b ^ 0x5A for b in version.data[first : last + 1])
@@ -451,21 +456,29 @@ def _changed(server: RangeServer, version: _Version, fault: Fault, first: int, l
     return 206, other, headers
 
 
-def _wrong_range(server: RangeServer, version: _Version, fault: Fault, first: int, last: int
-                 ) -> _Answer:
+def _wrong_range(
+    server: RangeServer, version: _Version, fault: Fault, first: int, last: int
+) -> _Answer:
     shifted = f"bytes {first + fault.shift}-{last + fault.shift}/{len(version.data)}"
     return 206, version.data[first : last + 1], {"Content-Range": shifted}
 
 
-def _encoded(server: RangeServer, version: _Version, fault: Fault, first: int, last: int
-             ) -> _Answer:
-    return 206, version.data[first : last + 1], {
-        "Content-Encoding": "gzip", "Content-Range": f"bytes {first}-{last}/{len(version.data)}",
-    }
+def _encoded(
+    server: RangeServer, version: _Version, fault: Fault, first: int, last: int
+) -> _Answer:
+    return (
+        206,
+        version.data[first : last + 1],
+        {
+            "Content-Encoding": "gzip",
+            "Content-Range": f"bytes {first}-{last}/{len(version.data)}",
+        },
+    )
 
 
-def _multipart(server: RangeServer, version: _Version, fault: Fault, first: int, last: int
-               ) -> _Answer:
+def _multipart(
+    server: RangeServer, version: _Version, fault: Fault, first: int, last: int
+) -> _Answer:
     boundary = "cloudroi-boundary"
     part = multipart_byteranges(version.data, [(first, last)], boundary)
     return 206, part, {"Content-Type": f"multipart/byteranges; boundary={boundary}"}

@@ -73,8 +73,10 @@ def parse_geokeys(
         m = transformation
         gt = (float(m[3]), float(m[0]), float(m[1]), float(m[7]), float(m[4]), float(m[5]))
     elif (
-        pixel_scale is not None and len(pixel_scale) >= 2
-        and tiepoint is not None and len(tiepoint) >= 6
+        pixel_scale is not None
+        and len(pixel_scale) >= 2
+        and tiepoint is not None
+        and len(tiepoint) >= 6
     ):
         sx, sy = float(pixel_scale[0]), float(pixel_scale[1])
         i, j, x, y = (float(v) for v in (tiepoint[0], tiepoint[1], tiepoint[3], tiepoint[4]))

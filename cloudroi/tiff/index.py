@@ -43,9 +43,7 @@ class IndexArray:
         return cls(0, len(arr), np.dtype("<u8"), arr)
 
     @classmethod
-    def from_bytes(
-        cls, offset: int, count: int, dtype: np.dtype[Any], data: bytes
-    ) -> IndexArray:
+    def from_bytes(cls, offset: int, count: int, dtype: np.dtype[Any], data: bytes) -> IndexArray:
         values = np.frombuffer(data, dtype=dtype, count=count).astype(np.uint64)
         return cls(offset, count, dtype, values)
 

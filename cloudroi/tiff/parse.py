@@ -229,19 +229,23 @@ def _entry_dtype(byteorder: str, bigtiff: bool) -> np.dtype[Any]:
     """One IFD entry as a numpy record; ``value`` (raw bytes) and ``voff`` (the same bytes read as
     an offset) overlap."""
     int_char, value_at, value_size = ("u8", 12, 8) if bigtiff else ("u4", 8, 4)
-    return np.dtype({
-        "names": ["tag", "type", "count", "value", "voff"],
-        "formats": [
-            byteorder + "u2", byteorder + "u2", byteorder + int_char, f"V{value_size}",
-            byteorder + int_char,
-        ],
-        "offsets": [0, 2, 4, value_at, value_at],
-        "itemsize": value_at + value_size,
-    })
+    return np.dtype(
+        {
+            "names": ["tag", "type", "count", "value", "voff"],
+            "formats": [
+                byteorder + "u2",
+                byteorder + "u2",
+                byteorder + int_char,
+                f"V{value_size}",
+                byteorder + int_char,
+            ],
+            "offsets": [0, 2, 4, value_at, value_at],
+            "itemsize": value_at + value_size,
+        }
+    )
 
 
-def ifd_entry_count(buf: SparseBuffer, header: TiffHeader, offset: int, limits: ParseLimits
-                    ) -> int:
+def ifd_entry_count(buf: SparseBuffer, header: TiffHeader, offset: int, limits: ParseLimits) -> int:
     """How many entries the IFD at ``offset`` claims (checked against ``max_tags_per_ifd``)."""
     bo = header.byteorder
     if offset < header.size or offset >= buf.size:
@@ -260,7 +264,10 @@ def ifd_entry_count(buf: SparseBuffer, header: TiffHeader, offset: int, limits: 
 
 
 def parse_ifd(
-    buf: SparseBuffer, header: TiffHeader, offset: int, limits: ParseLimits,
+    buf: SparseBuffer,
+    header: TiffHeader,
+    offset: int,
+    limits: ParseLimits,
     count: int | None = None,
 ) -> RawIFD:
     """Parse the entries of the IFD at ``offset`` (not the values they point to).
@@ -320,13 +327,12 @@ def check_value_range(entry: TagEntry, size: int, limits: ParseLimits) -> None:
             )
     elif entry.tag not in INDEX_TAGS:
         cap = (
-            limits.max_metadata_bytes if entry.tag == Tag.GDAL_METADATA
+            limits.max_metadata_bytes
+            if entry.tag == Tag.GDAL_METADATA
             else limits.max_small_tag_bytes
         )
         if entry.nbytes > cap:
-            raise TiffFormatError(
-                f"{tag_name(entry.tag)} claims {entry.nbytes} bytes (cap {cap})"
-            )
+            raise TiffFormatError(f"{tag_name(entry.tag)} claims {entry.nbytes} bytes (cap {cap})")
     rng = entry.value_range
     if rng is not None and rng.end > size:
         raise TiffFormatError(f"tag {entry.tag} value at {rng.start} runs past the end of file")
@@ -345,8 +351,7 @@ def tag_values(buf: SparseBuffer, header: TiffHeader, entry: TagEntry) -> tuple[
     if per == 2:
         nums = struct.unpack(f"{header.byteorder}{2 * entry.count}{char}", data)
         return tuple(
-            (nums[i] / nums[i + 1]) if nums[i + 1] else float("nan")
-            for i in range(0, len(nums), 2)
+            (nums[i] / nums[i + 1]) if nums[i + 1] else float("nan") for i in range(0, len(nums), 2)
         )
     return struct.unpack(f"{header.byteorder}{entry.count}{char}", data)
 

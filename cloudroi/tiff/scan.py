@@ -35,11 +35,19 @@ FILETYPE_MASK = 4
 
 #: Tags read from the first IFD only: georeferencing and metadata describe the whole file, and
 #: SubIFDs are followed from the first image only. Their values in other IFDs are not fetched.
-FIRST_IFD_TAGS = frozenset({
-    Tag.SUB_IFDS, Tag.MODEL_PIXEL_SCALE, Tag.MODEL_TIEPOINT, Tag.MODEL_TRANSFORMATION,
-    Tag.GEO_KEY_DIRECTORY, Tag.GEO_DOUBLE_PARAMS, Tag.GEO_ASCII_PARAMS, Tag.GDAL_METADATA,
-    Tag.GDAL_NODATA,
-})
+FIRST_IFD_TAGS = frozenset(
+    {
+        Tag.SUB_IFDS,
+        Tag.MODEL_PIXEL_SCALE,
+        Tag.MODEL_TIEPOINT,
+        Tag.MODEL_TRANSFORMATION,
+        Tag.GEO_KEY_DIRECTORY,
+        Tag.GEO_DOUBLE_PARAMS,
+        Tag.GEO_ASCII_PARAMS,
+        Tag.GDAL_METADATA,
+        Tag.GDAL_NODATA,
+    }
+)
 
 
 @dataclass(slots=True)

@@ -260,25 +260,48 @@ def _packed(ifd: ImageIFD) -> bool:
 
 #: What cloudroi refuses to read, in the order it is checked: (refused when, error, message).
 _RULES: tuple[tuple[Any, type[TiffFormatError], Any], ...] = (
-    (lambda d: d.sample_format == 3 and d.bits not in (16, 32, 64), UnsupportedTiffError,
-     lambda d: f"{d.bits}-bit floating point samples"),
+    (
+        lambda d: d.sample_format == 3 and d.bits not in (16, 32, 64),
+        UnsupportedTiffError,
+        lambda d: f"{d.bits}-bit floating point samples",
+    ),
     (lambda d: not 1 <= d.bits <= 64, TiffFormatError, lambda d: f"BitsPerSample {d.bits}"),
-    (lambda d: _packed(d) and (d.sample_format != 1 or d.bits > 32), UnsupportedTiffError,
-     lambda d: f"{d.bits}-bit samples of SampleFormat {d.sample_format}"),
-    (lambda d: _packed(d) and d.predictor != 1, UnsupportedTiffError,
-     lambda d: f"predictor {d.predictor} with {d.bits}-bit samples"),
-    (lambda d: d.predictor not in (1, 2, 3), UnsupportedTiffError,
-     lambda d: f"predictor {d.predictor}"),
-    (lambda d: d.predictor == 3 and d.sample_format != 3, UnsupportedTiffError,
-     lambda d: "floating-point predictor on integer samples"),
-    (lambda d: d.planar not in (1, 2), TiffFormatError,
-     lambda d: f"PlanarConfiguration {d.planar}"),
-    (lambda d: d.photometric == 6 and d.compression != 7, UnsupportedTiffError,
-     lambda d: "YCbCr samples without JPEG compression"),
-    (lambda d: d.compression in (7, 50001) and d.bits != 8, UnsupportedTiffError,
-     lambda d: f"{d.bits}-bit {compression_name(d.compression)}"),
-    (lambda d: d.fill_order not in (1, 2), TiffFormatError,
-     lambda d: f"FillOrder {d.fill_order}"),
+    (
+        lambda d: _packed(d) and (d.sample_format != 1 or d.bits > 32),
+        UnsupportedTiffError,
+        lambda d: f"{d.bits}-bit samples of SampleFormat {d.sample_format}",
+    ),
+    (
+        lambda d: _packed(d) and d.predictor != 1,
+        UnsupportedTiffError,
+        lambda d: f"predictor {d.predictor} with {d.bits}-bit samples",
+    ),
+    (
+        lambda d: d.predictor not in (1, 2, 3),
+        UnsupportedTiffError,
+        lambda d: f"predictor {d.predictor}",
+    ),
+    (
+        lambda d: d.predictor == 3 and d.sample_format != 3,
+        UnsupportedTiffError,
+        lambda d: "floating-point predictor on integer samples",
+    ),
+    (
+        lambda d: d.planar not in (1, 2),
+        TiffFormatError,
+        lambda d: f"PlanarConfiguration {d.planar}",
+    ),
+    (
+        lambda d: d.photometric == 6 and d.compression != 7,
+        UnsupportedTiffError,
+        lambda d: "YCbCr samples without JPEG compression",
+    ),
+    (
+        lambda d: d.compression in (7, 50001) and d.bits != 8,
+        UnsupportedTiffError,
+        lambda d: f"{d.bits}-bit {compression_name(d.compression)}",
+    ),
+    (lambda d: d.fill_order not in (1, 2), TiffFormatError, lambda d: f"FillOrder {d.fill_order}"),
 )
 
 
@@ -318,9 +341,7 @@ def _blocks(tags: _Tags, width: int, height: int) -> tuple[bool, int, int, Tag, 
     return tiled, bw, bh, off_tag, cnt_tag
 
 
-def _describe(
-    tags: _Tags, subfile_type: int, limits: ParseLimits
-) -> ImageIFD:
+def _describe(tags: _Tags, subfile_type: int, limits: ParseLimits) -> ImageIFD:
     width = tags.int1(Tag.IMAGE_WIDTH)
     height = tags.int1(Tag.IMAGE_LENGTH)
     if not (0 < width <= limits.max_dimension and 0 < height <= limits.max_dimension):
@@ -394,8 +415,11 @@ def build(buf: SparseBuffer, result: ScanResult, limits: ParseLimits) -> TiffStr
     if base.is_mask:
         raise TiffFormatError("the first IFD is a mask")
     overviews = [
-        d for d in described[1:]
-        if not d.is_mask and _same_kind(d, base) and d.width < base.width
+        d
+        for d in described[1:]
+        if not d.is_mask
+        and _same_kind(d, base)
+        and d.width < base.width
         and d.height <= base.height
     ]
     overviews.sort(key=lambda d: -d.width)

@@ -52,31 +52,44 @@ def seeds() -> dict[str, bytes]:
     mask = (xx > 20).astype(np.uint8)
     out = {
         "cog-u16-deflate-mask": write_cog(u16, tile=32, predictor=2, mask=mask),
-        "cog-f32-zstd-nodata": write_cog(f32, tile=64, compression="zstd", predictor=3,
-                                         nodata=-1.0, epsg=4326,
-                                         transform=(10.0, 0.1, 0.0, 50.0, 0.0, -0.1)),
-        "cog-rgb-lzw-noleader": write_cog(np.moveaxis(rgb, -1, 0), tile=64, compression="lzw",
-                                          leader=False),
+        "cog-f32-zstd-nodata": write_cog(
+            f32,
+            tile=64,
+            compression="zstd",
+            predictor=3,
+            nodata=-1.0,
+            epsg=4326,
+            transform=(10.0, 0.1, 0.0, 50.0, 0.0, -0.1),
+        ),
+        "cog-rgb-lzw-noleader": write_cog(
+            np.moveaxis(rgb, -1, 0), tile=64, compression="lzw", leader=False
+        ),
         "tiff-jpeg": _tifffile(rgb, tile=(32, 32), compression="jpeg", photometric="rgb"),
         "tiff-webp": _tifffile(rgb, tile=(32, 32), compression="webp"),
         "tiff-lerc": _tifffile(f32, tile=(32, 32), compression="lerc"),
-        "tiff-lerc-deflate": _tifffile(f32, tile=(32, 32), compression="lerc",
-                                       compressionargs={"compression": "deflate"}),
-        "tiff-packbits-strips-be": _tifffile(u16, rowsperstrip=9, compression="packbits",
-                                             byteorder=">"),
-        "tiff-lzma-planar-bigtiff": _tifffile(np.stack([u16, u16 // 2]), bigtiff=True,
-                                              tile=(32, 32), compression="lzma",
-                                              planarconfig="separate",
-                                              photometric="minisblack"),
+        "tiff-lerc-deflate": _tifffile(
+            f32, tile=(32, 32), compression="lerc", compressionargs={"compression": "deflate"}
+        ),
+        "tiff-packbits-strips-be": _tifffile(
+            u16, rowsperstrip=9, compression="packbits", byteorder=">"
+        ),
+        "tiff-lzma-planar-bigtiff": _tifffile(
+            np.stack([u16, u16 // 2]),
+            bigtiff=True,
+            tile=(32, 32),
+            compression="lzma",
+            planarconfig="separate",
+            photometric="minisblack",
+        ),
         "tiff-1bit": TiffSpec(dtype="bool", width=130, height=70).write(),
-        "tiff-12bit-strips": TiffSpec(dtype="uint16", bitspersample=12, tiled=False,
-                                      width=130, height=70).write(),
+        "tiff-12bit-strips": TiffSpec(
+            dtype="uint16", bitspersample=12, tiled=False, width=130, height=70
+        ).write(),
     }
     buf = io.BytesIO()
     with tifffile.TiffWriter(buf) as tw:  # overviews as SubIFDs of the first image
         tw.write(u16, tile=(32, 32), compression="zlib", subifds=1, metadata=None)
-        tw.write(u16[::2, ::2], tile=(32, 32), compression="zlib", subfiletype=1,
-                 metadata=None)
+        tw.write(u16[::2, ::2], tile=(32, 32), compression="zlib", subfiletype=1, metadata=None)
     out["tiff-subifds"] = buf.getvalue()
     return out
 
@@ -108,8 +121,24 @@ class Layout:
         return [f for f in self.fields if f.what == what]
 
 
-_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8,
-               13: 4, 16: 8, 17: 8, 18: 8}
+_TYPE_SIZES = {
+    1: 1,
+    2: 1,
+    3: 2,
+    4: 4,
+    5: 8,
+    6: 1,
+    7: 1,
+    8: 2,
+    9: 4,
+    10: 8,
+    11: 4,
+    12: 8,
+    13: 4,
+    16: 8,
+    17: 8,
+    18: 8,
+}
 #: Tags whose values are worth mutating even when they live out of line (arrays of offsets,
 #: counts, sizes): TileOffsets/ByteCounts, StripOffsets/ByteCounts, BitsPerSample, SubIFDs...
 _ARRAY_TAGS = {273, 279, 324, 325, 258, 330, 339, 338, 34735}
@@ -156,8 +185,10 @@ def layout(data: bytes) -> Layout:
                 fields.extend(Field(value_at + k * size, size, "array", tag) for k in range(count))
             if tag == 330:
                 fmt = bo + {3: "H", 4: "I", 13: "I", 16: "Q", 18: "Q"}.get(typ, "I")
-                todo.extend(struct.unpack_from(fmt, data, value_at + k * _TYPE_SIZES[typ])[0]
-                            for k in range(count))
+                todo.extend(
+                    struct.unpack_from(fmt, data, value_at + k * _TYPE_SIZES[typ])[0]
+                    for k in range(count)
+                )
         next_pos = at + count_size + n * entry_size
         fields.append(Field(next_pos, off_size, "next-ifd"))
         todo.append(struct.unpack_from(bo + off_fmt, data, next_pos)[0])
@@ -168,8 +199,29 @@ def layout(data: bytes) -> Layout:
 def interesting(size: int, file_size: int) -> list[int]:
     """Values that break parsers: 0, 1, powers of two and their neighbours, the file's end."""
     top = (1 << (8 * size)) - 1
-    values = {0, 1, 2, 3, 7, 8, 255, 256, 4096, 65535, 65536, 2**31 - 1, 2**31, 2**32 - 1,
-              2**63, top, top - 1, file_size - 1, file_size, file_size + 1, file_size // 2}
+    values = {
+        0,
+        1,
+        2,
+        3,
+        7,
+        8,
+        255,
+        256,
+        4096,
+        65535,
+        65536,
+        2**31 - 1,
+        2**31,
+        2**32 - 1,
+        2**63,
+        top,
+        top - 1,
+        file_size - 1,
+        file_size,
+        file_size + 1,
+        file_size // 2,
+    }
     return sorted(v for v in values if 0 <= v <= top)
 
 
@@ -244,8 +296,11 @@ def webp_bomb(side: int = 16383) -> bytes:
     """A lossless WebP whose header claims ``side`` x ``side`` pixels."""
     w = bytearray(imagecodecs.webp_encode(np.zeros((16, 16, 3), np.uint8), lossless=True))
     at = w.find(b"VP8L") + 8
-    bits = (side - 1) | ((side - 1) << 14) | (int.from_bytes(w[at + 1 : at + 5], "little")
-                                              & ~((1 << 28) - 1))
+    bits = (
+        (side - 1)
+        | ((side - 1) << 14)
+        | (int.from_bytes(w[at + 1 : at + 5], "little") & ~((1 << 28) - 1))
+    )
     w[at + 1 : at + 5] = bits.to_bytes(4, "little")
     return bytes(w)
 

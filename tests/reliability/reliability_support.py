@@ -21,7 +21,6 @@ from cloudroi.cog import write_cog
 Array = npt.NDArray[Any]
 
 
-
 @dataclass(frozen=True)
 class Sample:
     """A file's bytes and its true pixels per level ((bands, h, w) arrays), mask per level."""
@@ -31,8 +30,9 @@ class Sample:
     levels: tuple[Array, ...]
     masks: tuple[Array | None, ...]
 
-    def window(self, level: int, win: tuple[int, int, int, int], bands: list[int] | None = None
-               ) -> Array:
+    def window(
+        self, level: int, win: tuple[int, int, int, int], bands: list[int] | None = None
+    ) -> Array:
         col, row, w, h = win
         arr = self.levels[level][:, row : row + h, col : col + w]
         return arr if bands is None else arr[[b - 1 for b in bands]]
@@ -59,8 +59,7 @@ def _cog_image(name: str, data: Array, mask: Array | None = None, **kw: Any) -> 
         masks = (None,) * len(levels)
     else:
         masks = tuple(
-            np.where(mask[:: 1 << i, :: 1 << i] != 0, 255, 0).astype(np.uint8)
-            for i in range(n + 1)
+            np.where(mask[:: 1 << i, :: 1 << i] != 0, 255, 0).astype(np.uint8) for i in range(n + 1)
         )
     return Sample(name, blob, levels, masks)
 
@@ -84,8 +83,16 @@ def make_images() -> dict[str, Sample]:
     ]
     planar = np.stack([u16[:300, :400], u16[300:600, 400:800] // 3]).astype(np.uint16)
     buf = io.BytesIO()
-    tifffile.imwrite(buf, planar, planarconfig="separate", rowsperstrip=23, compression="zlib",
-                     predictor=2, photometric="minisblack", metadata=None)
+    tifffile.imwrite(
+        buf,
+        planar,
+        planarconfig="separate",
+        rowsperstrip=23,
+        compression="zlib",
+        predictor=2,
+        photometric="minisblack",
+        metadata=None,
+    )
     images.append(Sample("strips.tif", buf.getvalue(), (planar,), (None,)))
     return {img.name: img for img in images}
 
@@ -114,8 +121,14 @@ class Tally:
 
     @property
     def reads(self) -> int:
-        return (self.exact + self.wrong + self.hangs + sum(self.typed.values())
-                + len(self.untyped) + self.spurious_cancels)
+        return (
+            self.exact
+            + self.wrong
+            + self.hangs
+            + sum(self.typed.values())
+            + len(self.untyped)
+            + self.spurious_cancels
+        )
 
     async def check(self, work: Awaitable[Array], expected: Array, *, hang_after: float) -> None:
         """Run one read; count it as exact, wrong, a typed/untyped failure or a hang."""
@@ -137,8 +150,10 @@ class Tally:
         except Exception as exc:  # what must never happen: counted, reported, asserted 0
             self.untyped.append(f"{type(exc).__name__}: {exc}")
             return
-        if got.shape == expected.shape and got.dtype == expected.dtype and np.array_equal(
-            got, expected, equal_nan=got.dtype.kind == "f"
+        if (
+            got.shape == expected.shape
+            and got.dtype == expected.dtype
+            and np.array_equal(got, expected, equal_nan=got.dtype.kind == "f")
         ):
             self.exact += 1
         else:
@@ -149,7 +164,9 @@ class Tally:
         return (
             f"reads {self.reads}: exact {self.exact}, wrong {self.wrong}, hangs {self.hangs}, "
             f"typed failures {sum(self.typed.values())} ({typed}), untyped {len(self.untyped)}"
-            + (f", spurious CancelledError {self.spurious_cancels}" if self.spurious_cancels
-               else "")
+            + (
+                f", spurious CancelledError {self.spurious_cancels}"
+                if self.spurious_cancels
+                else ""
+            )
         )
-

@@ -31,15 +31,24 @@ RNS = cloudroi.RangeNotSupportedError
 CHANGED = cloudroi.ObjectChangedError
 #: What each non-retryable fault becomes when it answers the first GET (open) ...
 AT_OPEN: dict[str, type[Exception]] = {
-    "ignore_range": RNS, "wrong_range": RNS, "multipart": RNS, "encoded": RNS,
-    "412": CHANGED, "shrunk": RNS,
+    "ignore_range": RNS,
+    "wrong_range": RNS,
+    "multipart": RNS,
+    "encoded": RNS,
+    "412": CHANGED,
+    "shrunk": RNS,
     # Other bytes at open are all the client knows of the object: they are not a TIFF.
     "changed": cloudroi.TiffFormatError,
 }
 #: ... and when it answers a later GET (index slice or tile).
 LATER: dict[str, type[Exception]] = {
-    "ignore_range": RNS, "wrong_range": RNS, "multipart": RNS, "encoded": RNS,
-    "412": CHANGED, "changed": CHANGED, "shrunk": CHANGED,
+    "ignore_range": RNS,
+    "wrong_range": RNS,
+    "multipart": RNS,
+    "encoded": RNS,
+    "412": CHANGED,
+    "changed": CHANGED,
+    "shrunk": CHANGED,
 }
 assert set(AT_OPEN) | TRANSIENT == set(FAULTS)
 
@@ -225,8 +234,9 @@ async def test_the_overall_deadline_beats_retry_after(
     ctx = make_ctx(retry=RetryPolicy(attempts=10, max_retry_after=30.0))
     _, url = put(server, U16.data)
     async with cloudroi.open(url, context=ctx) as img:
-        server.fault = lambda request, etag: Fault("status", status=503,
-                                                   headers={"Retry-After": "30"})
+        server.fault = lambda request, etag: Fault(
+            "status", status=503, headers={"Retry-After": "30"}
+        )
         started = time.monotonic()
         with pytest.raises(cloudroi.ReadTimeoutError):
             await img.read(WINDOW, timeout=0.5)
@@ -311,8 +321,9 @@ def other_version(sample: Sample) -> bytes:
     from cloudroi.cog import write_cog
 
     arr = sample.levels[0]
-    return write_cog(arr ^ np.uint16(0x0F0F), mask=sample.masks[0], tile=128,
-                     compression="deflate", predictor=2)
+    return write_cog(
+        arr ^ np.uint16(0x0F0F), mask=sample.masks[0], tile=128, compression="deflate", predictor=2
+    )
 
 
 @pytest.mark.parametrize(
@@ -324,12 +335,14 @@ async def test_an_object_replaced_after_open_is_detected(
     behaviour: str, make_ctx: MakeContext
 ) -> None:
     new = other_version(U16) + (b"\0" * 100 if behaviour == "size-only" else b"")
-    with RangeServer({"a.tif": U16.data}, etags=behaviour != "size-only",
-                     honour_if_match=behaviour == "if-match") as srv:
+    with RangeServer(
+        {"a.tif": U16.data}, etags=behaviour != "size-only", honour_if_match=behaviour == "if-match"
+    ) as srv:
         ctx = make_ctx()
         async with cloudroi.open(srv.url("a.tif"), context=ctx) as img:
-            np.testing.assert_array_equal(await img.read((0, 0, 64, 64)),
-                                          U16.window(0, (0, 0, 64, 64)))
+            np.testing.assert_array_equal(
+                await img.read((0, 0, 64, 64)), U16.window(0, (0, 0, 64, 64))
+            )
             srv.add("a.tif", new)
             with pytest.raises(cloudroi.ObjectChangedError):
                 await img.read(WINDOW)
@@ -359,8 +372,9 @@ async def test_an_object_replaced_mid_read_never_mixes_pixels(
             return None
 
         ctx = make_ctx(max_concurrency=2)
-        async with cloudroi.open(srv.url("a.tif"), context=ctx, coalesce_gap=0,
-                                 coalesce_max=1, multirange=multirange) as img:
+        async with cloudroi.open(
+            srv.url("a.tif"), context=ctx, coalesce_gap=0, coalesce_max=1, multirange=multirange
+        ) as img:
             srv.fault = swap
             try:
                 got = await img.read((0, 0, 1100, 900))
@@ -368,8 +382,11 @@ async def test_an_object_replaced_mid_read_never_mixes_pixels(
                 pass
             else:
                 np.testing.assert_array_equal(got, U16.levels[0])
-                tile_gets = [e for e in srv.requests_for("a.tif") if e.range and
-                             not e.range.startswith("bytes=0-")]
+                tile_gets = [
+                    e
+                    for e in srv.requests_for("a.tif")
+                    if e.range and not e.range.startswith("bytes=0-")
+                ]
                 assert len(tile_gets) <= after + 1
 
 
@@ -440,10 +457,12 @@ async def test_a_failed_tile_iteration_leaves_no_unawaited_block_fetch(
     try:
         with RangeServer({"s.tif": strips.data}) as srv:
             ctx = make_ctx()
-            async with cloudroi.open(srv.url("s.tif"), context=ctx, coalesce_gap=0,
-                                     coalesce_max=1) as img:
-                srv.fault = fail_first(1, Fault("status", status=412),
-                                       match=lambda r: not is_open(r))
+            async with cloudroi.open(
+                srv.url("s.tif"), context=ctx, coalesce_gap=0, coalesce_max=1
+            ) as img:
+                srv.fault = fail_first(
+                    1, Fault("status", status=412), match=lambda r: not is_open(r)
+                )
 
                 async def iterate() -> None:
                     async for _ in img.iter_tiles((0, 0, 400, 300)):

@@ -141,8 +141,9 @@ NAMED = {
     "zero-height": lambda d: _set(d, "entry-value", {257}, 0),
     "huge-dimensions": lambda d: _set(d, "entry-value", {256, 257}, 2**31 - 1),
     "max-dimensions": lambda d: _set(d, "entry-value", {256, 257}, 2**32 - 1),
-    "one-pixel-tiles": lambda d: _set(d, "entry-value", {322, 323}, 1)
-    or _set(d, "entry-value", {278}, 1),
+    "one-pixel-tiles": lambda d: (
+        _set(d, "entry-value", {322, 323}, 1) or _set(d, "entry-value", {278}, 1)
+    ),
     "huge-tiles": lambda d: _set(d, "entry-value", {322, 323}, 65535),
     "zero-tiles": lambda d: _set(d, "entry-value", {322, 323, 278}, 0),
     "tag-count-overflow": lambda d: _set(d, "entry-count", {324, 273}, 2**31),
@@ -152,13 +153,15 @@ NAMED = {
     "offsets-zero": lambda d: _set(d, "array", {324, 273}, 0),
     "byte-counts-huge": lambda d: _set(d, "array", {325, 279}, 2**31),
     "byte-counts-to-eof": lambda d: _set(d, "array", {325, 279}, "eof"),
-    "bits-per-sample-huge": lambda d: _set(d, "entry-value", {258}, 4096)
-    or _set(d, "array", {258}, 4096),
+    "bits-per-sample-huge": lambda d: (
+        _set(d, "entry-value", {258}, 4096) or _set(d, "array", {258}, 4096)
+    ),
     "samples-per-pixel-huge": lambda d: _set(d, "entry-value", {277}, 65535),
     "types-garbage": lambda d: _set(d, "entry-type", None, 99),
     "types-to-double": lambda d: _set(d, "entry-type", {256, 257, 324, 325}, 12),
-    "subifds-to-self": lambda d: _set(d, "array", {330}, "self")
-    or _set(d, "entry-value", {330}, "self"),
+    "subifds-to-self": lambda d: (
+        _set(d, "array", {330}, "self") or _set(d, "entry-value", {330}, "self")
+    ),
 }
 
 
@@ -199,7 +202,9 @@ def _claim_huge_blocks(data: bytes) -> bytes:
 @pytest.mark.parametrize(
     "case",
     [
-        "cog-u16-deflate-mask", "cog-rgb-lzw-noleader", "tiff-packbits-strips-be",
+        "cog-u16-deflate-mask",
+        "cog-rgb-lzw-noleader",
+        "tiff-packbits-strips-be",
         # found by the long hypothesis run: tiles 262176 rows tall, LZMA; each failed block's
         # traceback kept its 16 MB output buffer alive until the read's futures were dropped
         Mutation("tiff-lzma-planar-bigtiff", ((278, 1, 4),)),
@@ -270,9 +275,7 @@ def links_and_cuts(draw: st.DrawFn) -> Mutation:
     lay = layout(data)
     if draw(st.booleans()):
         return Mutation(name, cut=draw(st.integers(0, len(data) - 1)))
-    links = lay.of("next-ifd") + lay.of("first-ifd") + [
-        f for f in lay.of("array") if f.tag == 330
-    ]
+    links = lay.of("next-ifd") + lay.of("first-ifd") + [f for f in lay.of("array") if f.tag == 330]
     targets = [*lay.ifds, 0, 1, len(data) - 2, *(f.offset for f in lay.fields[:50])]
     edits = []
     for _ in range(draw(st.integers(1, 3))):

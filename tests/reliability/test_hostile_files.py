@@ -23,8 +23,9 @@ SIDE = 16384  # one uint16 tile of 16384 x 16384: 512 MiB decoded
 @pytest.fixture(scope="module")
 def huge_tile_file() -> bytes:
     buf = io.BytesIO()
-    tifffile.imwrite(buf, np.zeros((64, 64), np.uint16), tile=(64, 64), compression="zlib",
-                     metadata=None)
+    tifffile.imwrite(
+        buf, np.zeros((64, 64), np.uint16), tile=(64, 64), compression="zlib", metadata=None
+    )
     seed = buf.getvalue()
     data = bytearray(with_first_block(seed, zlib.compress(bytes(SIDE * SIDE * 2), 1)))
     lay = layout(seed)
@@ -40,11 +41,14 @@ def upstream(huge_tile_file: bytes) -> Iterator[RangeServer]:
         yield srv
 
 
-@pytest.mark.parametrize(("path", "params"), [
-    ("/region", {"window": "0,0,1,1", "format": "npy"}),
-    ("/point", {"col": "0", "row": "0"}),
-    ("/preview", {"max_size": "16", "format": "npy"}),
-])
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/region", {"window": "0,0,1,1", "format": "npy"}),
+        ("/point", {"col": "0", "row": "0"}),
+        ("/preview", {"max_size": "16", "format": "npy"}),
+    ],
+)
 async def test_a_huge_declared_block_is_refused_before_any_tile_fetch(
     upstream: RangeServer, huge_tile_file: bytes, path: str, params: dict[str, Any]
 ) -> None:
@@ -53,8 +57,7 @@ async def test_a_huge_declared_block_is_refused_before_any_tile_fetch(
     client = TestClient(TestServer(create_app(config)))
     await client.start_server()
     try:
-        async with client.get(path, params={"url": upstream.url("h/huge.tif"), **params}
-                              ) as resp:
+        async with client.get(path, params={"url": upstream.url("h/huge.tif"), **params}) as resp:
             doc = await resp.json(content_type=None)
             assert resp.status == 413, doc
             assert doc["code"] == "limit_exceeded"

@@ -137,14 +137,17 @@ class Phase:
 
     def line(self, name: str) -> str:
         ok = self.statuses[200]
-        return (f"{name}: {sum(self.statuses.values())} requests in {self.elapsed:.1f} s, "
-                f"{ok / self.elapsed:.0f} admitted/s, p50 {statistics.median(self.latencies):.3f}"
-                f" s, p99 {self.p99:.3f} s, shed {self.statuses[503]}, statuses "
-                f"{dict(self.statuses)}")
+        return (
+            f"{name}: {sum(self.statuses.values())} requests in {self.elapsed:.1f} s, "
+            f"{ok / self.elapsed:.0f} admitted/s, p50 {statistics.median(self.latencies):.3f}"
+            f" s, p99 {self.p99:.3f} s, shed {self.statuses[503]}, statuses "
+            f"{dict(self.statuses)}"
+        )
 
 
-async def drive(service: ServiceThread, upstream: RangeServer, *, clients: int, admitted: int,
-                seed: int) -> Phase:
+async def drive(
+    service: ServiceThread, upstream: RangeServer, *, clients: int, admitted: int, seed: int
+) -> Phase:
     """``clients`` concurrent clients sending /region requests until ``admitted`` of them were
     answered 200 (at most 20 times as many requests in all)."""
     rnd = random.Random(seed)
@@ -162,8 +165,12 @@ async def drive(service: ServiceThread, upstream: RangeServer, *, clients: int, 
             fmt = rnd.choice(["npy", "npy", "png", "jpeg"])
             if fmt == "jpeg" and img.levels[0].shape[0] not in (1, 3):
                 fmt = "npy"
-            params = {"url": upstream.url(f"load/{rnd.randrange(3)}/{name}"), "level": str(level),
-                      "window": ",".join(map(str, win)), "format": fmt}
+            params = {
+                "url": upstream.url(f"load/{rnd.randrange(3)}/{name}"),
+                "level": str(level),
+                "window": ",".join(map(str, win)),
+                "format": fmt,
+            }
             started = time.perf_counter()
             async with session.get(service.url("/region"), params=params) as resp:
                 body = await resp.read()
@@ -189,8 +196,12 @@ async def drive(service: ServiceThread, upstream: RangeServer, *, clients: int, 
 
 
 async def run_load(upstream: RangeServer, nominal: int, overload: int) -> None:
-    config = ServiceConfig(allowed_sources=(upstream.url("load/"),), max_concurrency=CONCURRENCY,
-                           retry_after=1, request_timeout=30.0)
+    config = ServiceConfig(
+        allowed_sources=(upstream.url("load/"),),
+        max_concurrency=CONCURRENCY,
+        retry_after=1,
+        request_timeout=30.0,
+    )
     base = rss()
     peak = [base]
 
@@ -219,10 +230,12 @@ async def run_load(upstream: RangeServer, nominal: int, overload: int) -> None:
     gc.unfreeze()
     wall = lag_a[0] + lag_b[0]
     cpu = lag_a[1] + lag_b[1]
-    print(f"\n{a.line('nominal (8 clients)')}\n{b.line('overload (32 clients)')}\n"
-          f"event-loop lag: wall p99 {statistics.quantiles(wall, n=100)[98] * 1000:.1f} ms, "
-          f"max {max(wall) * 1000:.1f} ms; loop-thread CPU per 5 ms probe max "
-          f"{max(cpu) * 1000:.1f} ms; RSS +{(peak[0] - base) / 2**20:.0f} MiB")
+    print(
+        f"\n{a.line('nominal (8 clients)')}\n{b.line('overload (32 clients)')}\n"
+        f"event-loop lag: wall p99 {statistics.quantiles(wall, n=100)[98] * 1000:.1f} ms, "
+        f"max {max(wall) * 1000:.1f} ms; loop-thread CPU per 5 ms probe max "
+        f"{max(cpu) * 1000:.1f} ms; RSS +{(peak[0] - base) / 2**20:.0f} MiB"
+    )
 
     # Nominal load is within the limit: everything admitted, exact.
     assert set(a.statuses) == {200}
@@ -252,8 +265,12 @@ async def test_load_long(upstream: RangeServer) -> None:
 
 
 async def test_client_disconnect_cancels_upstream_fetches(upstream: RangeServer) -> None:
-    config = ServiceConfig(allowed_sources=(upstream.url("load/"),), max_concurrency=CONCURRENCY,
-                           upstream_read_timeout=30.0, request_timeout=30.0)
+    config = ServiceConfig(
+        allowed_sources=(upstream.url("load/"),),
+        max_concurrency=CONCURRENCY,
+        upstream_read_timeout=30.0,
+        request_timeout=30.0,
+    )
     # A name of its own: nothing cached from the load test may spare the tile GETs.
     name = f"load/disconnect-{time.monotonic_ns()}/u16.tif"
     upstream.add(name, IMAGES["u16.tif"].data)
@@ -261,12 +278,17 @@ async def test_client_disconnect_cancels_upstream_fetches(upstream: RangeServer)
         # Tile GETs stall for 5 s after their headers; the header GET is served.
         upstream.fault = lambda request, etag: (
             Fault("stall", delay=5.0)
-            if not str(request.headers.get("Range", "")).startswith("bytes=0-") else None
+            if not str(request.headers.get("Range", "")).startswith("bytes=0-")
+            else None
         )
         try:
             started = time.monotonic()
-            params = {"url": upstream.url(name), "window": "0,0,700,500", "format": "npy",
-                      "bands": "1"}
+            params = {
+                "url": upstream.url(name),
+                "window": "0,0,700,500",
+                "format": "npy",
+                "bands": "1",
+            }
             timeout = aiohttp.ClientTimeout(total=0.5)
             async with aiohttp.ClientSession(timeout=timeout) as session:
                 for _ in range(3):
@@ -281,21 +303,27 @@ async def test_client_disconnect_cancels_upstream_fetches(upstream: RangeServer)
             assert time.monotonic() - started < 4.0
         finally:
             upstream.fault = None
+
         # The upstream GETs were abandoned, not read to the end: when the stall ended, their
         # bodies found no reader (the server logs a stalled GET when it tries to send the body).
         def tiles() -> list[Any]:
-            return [e for e in upstream.requests_for(name)
-                    if e.range and not e.range.startswith("bytes=0-")]
+            return [
+                e
+                for e in upstream.requests_for(name)
+                if e.range and not e.range.startswith("bytes=0-")
+            ]
 
         assert await eventually(lambda: len(tiles()) >= 3, 10.0), tiles()
         assert all(e.body_bytes == 0 for e in tiles()), [e.body_bytes for e in tiles()]
         # And the service still answers normally afterwards.
-        async with aiohttp.ClientSession() as session, session.get(
-            service.url("/region"), params={**params, "window": "0,0,64,64"}
-        ) as resp:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(service.url("/region"), params={**params, "window": "0,0,64,64"}) as resp,
+        ):
             assert resp.status == 200
-            np.testing.assert_array_equal(np.load(io.BytesIO(await resp.read())),
-                                          IMAGES["u16.tif"].window(0, (0, 0, 64, 64)))
+            np.testing.assert_array_equal(
+                np.load(io.BytesIO(await resp.read())), IMAGES["u16.tif"].window(0, (0, 0, 64, 64))
+            )
 
 
 def test_the_lag_probe_sees_a_blocked_loop(upstream: RangeServer) -> None:

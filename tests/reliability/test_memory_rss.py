@@ -33,13 +33,27 @@ PEAK_LIMIT_MIB = 512
 
 
 def _write(path: Path) -> None:
-    tifffile.imwrite(path / "huge.tif", (np.zeros((2048, 2048), np.uint8) for _ in range(1024)),
-                     shape=(65536, 65536), dtype=np.uint8, tile=(2048, 2048),
-                     compression="zstd", metadata=None)
+    tifffile.imwrite(
+        path / "huge.tif",
+        (np.zeros((2048, 2048), np.uint8) for _ in range(1024)),
+        shape=(65536, 65536),
+        dtype=np.uint8,
+        tile=(2048, 2048),
+        compression="zstd",
+        metadata=None,
+    )
     tiles = (np.zeros((256, 256, 32), np.float64) for _ in range(256))
-    tifffile.imwrite(path / "bands32.tif", tiles, shape=(4096, 4096, 32), dtype=np.float64,
-                     tile=(256, 256), planarconfig="contig", photometric="minisblack",
-                     compression="zstd", metadata=None)
+    tifffile.imwrite(
+        path / "bands32.tif",
+        tiles,
+        shape=(4096, 4096, 32),
+        dtype=np.float64,
+        tile=(256, 256),
+        planarconfig="contig",
+        photometric="minisblack",
+        compression="zstd",
+        metadata=None,
+    )
 
 
 def _status_mib(pid: int, key: str) -> int:
@@ -64,10 +78,18 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "CLOUDROI_ALLOWED_SOURCES": f"{root}/", "CLOUDROI_PORT": str(port),
-           "CLOUDROI_HOST": "127.0.0.1"}
-    proc = subprocess.Popen([sys.executable, "-m", "cloudroi.cli", "serve"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "CLOUDROI_ALLOWED_SOURCES": f"{root}/",
+        "CLOUDROI_PORT": str(port),
+        "CLOUDROI_HOST": "127.0.0.1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cloudroi.cli", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
@@ -98,8 +120,10 @@ def test_peak_rss_stays_bounded_under_hostile_requests(service: tuple[str, int, 
     status, body = _get(f"{base}/region?url={root}/bands32.tif&window=0,0,4096,4096&format=npy")
     assert status == 413, body[:300]
     assert json.loads(body)["code"] == "request_too_large"
-    status, body = _get(f"{base}/region?url={root}/bands32.tif&window=0,0,4096,4096&format=npy"
-                        "&bands=" + ",".join(["1"] * 64))
+    status, body = _get(
+        f"{base}/region?url={root}/bands32.tif&window=0,0,4096,4096&format=npy"
+        "&bands=" + ",".join(["1"] * 64)
+    )
     assert status == 400
     assert json.loads(body)["code"] == "invalid_bands"
     peak = _status_mib(pid, "VmHWM")

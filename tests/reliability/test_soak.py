@@ -31,7 +31,6 @@ IMAGES = make_images()
 RATE = 0.10
 
 
-
 @pytest.fixture(scope="module")
 def soak_server() -> Iterator[RangeServer]:
     with RangeServer({f"soak/{name}": img.data for name, img in IMAGES.items()}) as srv:
@@ -63,8 +62,13 @@ def true_mask(img: Sample, level: int, win: tuple[int, int, int, int]) -> Array:
     return np.full(data.shape[1:], 255, np.uint8)
 
 
-async def read_tiles(image: cloudroi.Image, level: int, win: tuple[int, int, int, int],
-                     shape: tuple[int, ...], dtype: Any) -> Array:
+async def read_tiles(
+    image: cloudroi.Image,
+    level: int,
+    win: tuple[int, int, int, int],
+    shape: tuple[int, ...],
+    dtype: Any,
+) -> Array:
     out = np.zeros(shape, dtype)
     filled = np.zeros(shape[1:], bool)
     async for tile in image.iter_tiles(win, level):
@@ -78,8 +82,9 @@ async def read_tiles(image: cloudroi.Image, level: int, win: tuple[int, int, int
     return out
 
 
-async def soak(server: RangeServer, reads: int, seed: int, concurrency: int = 8
-               ) -> tuple[Tally, RandomFaults, float, Counter[str]]:
+async def soak(
+    server: RangeServer, reads: int, seed: int, concurrency: int = 8
+) -> tuple[Tally, RandomFaults, float, Counter[str]]:
     """``reads`` random operations at ``concurrency``; returns the tally, the faults injected,
     the wall time and how many of each operation ran."""
     faults = RandomFaults(RATE, seed=seed, stall=0.5, paths=("/soak/",))
@@ -113,8 +118,7 @@ async def soak(server: RangeServer, reads: int, seed: int, concurrency: int = 8
             if op == "fresh":
                 # Half of the fresh opens load block index slices lazily: more GETs to fail.
                 lazy = {"lazy_index_bytes": 0} if i % 2 else {}
-                async with cloudroi.open(server.url(f"soak/{name}"), context=ctx,
-                                         **lazy) as image:
+                async with cloudroi.open(server.url(f"soak/{name}"), context=ctx, **lazy) as image:
                     return await image.read(win, level, bands, timeout=8)
             image = await kept_image(name)
             if op == "mask":
@@ -173,8 +177,11 @@ async def test_soak_long(soak_server: RangeServer) -> None:
 
 #: What a /region under upstream faults may answer besides 200 (status, problem code).
 ACCEPTABLE = {
-    (502, "upstream_error"), (502, "range_not_supported"), (502, "source_changed"),
-    (504, "timeout"), (504, "upstream_timeout"),
+    (502, "upstream_error"),
+    (502, "range_not_supported"),
+    (502, "source_changed"),
+    (504, "timeout"),
+    (504, "upstream_timeout"),
     # Other bytes at open under a new ETag are all the service knows of the object.
     (422, "invalid_tiff"),
 }
@@ -194,8 +201,9 @@ async def service(soak_server: RangeServer) -> AsyncIterator[TestClient[Any, Any
     await client.close()
 
 
-async def service_soak(client: TestClient[Any, Any], server: RangeServer, requests: int,
-                       seed: int) -> tuple[Tally, RandomFaults, Counter[tuple[int, str]]]:
+async def service_soak(
+    client: TestClient[Any, Any], server: RangeServer, requests: int, seed: int
+) -> tuple[Tally, RandomFaults, Counter[tuple[int, str]]]:
     faults = RandomFaults(RATE, seed=seed, stall=0.5, paths=("/soak/",))
     server.fault = faults
     rnd = random.Random(seed)
@@ -208,8 +216,12 @@ async def service_soak(client: TestClient[Any, Any], server: RangeServer, reques
         img = IMAGES[name]
         level = rnd.randrange(len(img.levels))
         win = random_window(rnd, img, level)
-        params = {"url": server.url(f"soak/{name}"), "window": ",".join(map(str, win)),
-                  "level": str(level), "format": "npy"}
+        params = {
+            "url": server.url(f"soak/{name}"),
+            "window": ",".join(map(str, win)),
+            "level": str(level),
+            "format": "npy",
+        }
 
         async def work() -> Array:
             try:
@@ -244,8 +256,10 @@ async def service_soak(client: TestClient[Any, Any], server: RangeServer, reques
 
 async def test_service_soak(service: TestClient[Any, Any], soak_server: RangeServer) -> None:
     tally, faults, statuses = await service_soak(service, soak_server, 150, seed=3)
-    print(f"\nservice soak: {tally.summary()}; {faults.total} faults injected in "
-          f"{faults.requests} upstream requests; answers {dict(statuses)}")
+    print(
+        f"\nservice soak: {tally.summary()}; {faults.total} faults injected in "
+        f"{faults.requests} upstream requests; answers {dict(statuses)}"
+    )
     assert tally.untyped == []
     assert tally.wrong == 0
     assert tally.hangs == 0
@@ -255,8 +269,7 @@ async def test_service_soak(service: TestClient[Any, Any], soak_server: RangeSer
 
 
 @pytest.mark.slow
-async def test_service_soak_long(service: TestClient[Any, Any], soak_server: RangeServer
-                                 ) -> None:
+async def test_service_soak_long(service: TestClient[Any, Any], soak_server: RangeServer) -> None:
     tally, faults, statuses = await service_soak(service, soak_server, 2000, seed=4)
     print(f"\nservice soak: {tally.summary()}; {faults.total} faults injected; {dict(statuses)}")
     assert tally.untyped == []

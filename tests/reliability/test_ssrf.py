@@ -62,7 +62,6 @@ def connects() -> Iterator[list[tuple[Any, ...]]]:
 class StubDNS(AbstractResolver):
     """Resolves only the test's names, each to non-public addresses; anything else fails."""
 
-
     TABLE: ClassVar[dict[str, list[str]]] = {
         "tiles.example.test": ["10.0.0.7"],
         "meta.example.test": ["169.254.169.254"],
@@ -86,9 +85,14 @@ class StubDNS(AbstractResolver):
         if addresses is None:
             raise OSError(f"test resolver: no such host {host}")
         return [
-            ResolveResult(hostname=host, host=a, port=port,
-                          family=socket.AF_INET6 if ":" in a else socket.AF_INET,
-                          proto=0, flags=socket.AI_NUMERICHOST)
+            ResolveResult(
+                hostname=host,
+                host=a,
+                port=port,
+                family=socket.AF_INET6 if ":" in a else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
             for a in addresses
         ]
 
@@ -160,8 +164,9 @@ def redirect_hook(upstream: RangeServer, other: RangeServer) -> Any:
         headers = UNFOLLOWED.get(request.path)
         if headers is not None:
             status = int(request.path[4:7]) if request.path[4:7].isdigit() else 302
-            return Fault("status", status=status,
-                         headers={k: v.format(**fill) for k, v in headers.items()})
+            return Fault(
+                "status", status=status, headers={k: v.format(**fill) for k, v in headers.items()}
+            )
         return None
 
     return hook
@@ -183,12 +188,18 @@ async def target(tmp_path: Path) -> AsyncIterator[Target]:
         dns = StubDNS()
         config = ServiceConfig(
             allowed_sources=(
-                upstream.url("ok/"), "http://tiles.example.test/cogs/",
-                "http://meta.example.test/", "http://mapped.example.test/",
-                "http://v6.example.test/", "http://shared.example.test/",
-                "http://nat64local.example.test/", "http://compat.example.test/",
-                "http://translated.example.test/", "http://sitelocal.example.test/",
-                "s3://bucket/ok/", f"{root}/",
+                upstream.url("ok/"),
+                "http://tiles.example.test/cogs/",
+                "http://meta.example.test/",
+                "http://mapped.example.test/",
+                "http://v6.example.test/",
+                "http://shared.example.test/",
+                "http://nat64local.example.test/",
+                "http://compat.example.test/",
+                "http://translated.example.test/",
+                "http://sitelocal.example.test/",
+                "s3://bucket/ok/",
+                f"{root}/",
             ),
             upstream_connect_timeout=1.0,
         )
@@ -361,12 +372,14 @@ async def test_ssrf_is_refused_without_an_upstream_connection(
         assert target.dns.lookups  # the refusal came after DNS, at connect time
 
 
-async def test_allowed_sources_still_work(target: Target, connects: list[tuple[Any, ...]]
-                                          ) -> None:
+async def test_allowed_sources_still_work(target: Target, connects: list[tuple[Any, ...]]) -> None:
     """The control: the allowlisted upstream and local root are read (so the refusals above are
     the policy's doing, not a broken service)."""
-    for url in (target.upstream.url("ok/rgb.tif"), str(target.root / "rgb.tif"),
-                f"file://{target.root}/rgb.tif"):
+    for url in (
+        target.upstream.url("ok/rgb.tif"),
+        str(target.root / "rgb.tif"),
+        f"file://{target.root}/rgb.tif",
+    ):
         async with target.client.get("/info", params={"url": url}) as resp:
             assert resp.status == 200, await resp.text()
             assert (await resp.json())["width"] == 600
@@ -435,8 +448,16 @@ class NameLog(AbstractResolver):
         self.asked.append(host)
         if host not in self.names:
             raise OSError(f"test resolver: no such host {host}")
-        return [ResolveResult(hostname=host, host="127.0.0.1", port=port, family=socket.AF_INET,
-                              proto=0, flags=socket.AI_NUMERICHOST)]
+        return [
+            ResolveResult(
+                hostname=host,
+                host="127.0.0.1",
+                port=port,
+                family=socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+        ]
 
     async def close(self) -> None:
         return None
@@ -456,17 +477,22 @@ async def test_idna_host_allowed_is_the_host_dialled() -> None:
     with RangeServer({"ok/rgb.tif": RGB}, fault=record_host) as upstream:
         port = upstream.port
         config = ServiceConfig(
-            allowed_sources=(f"http://massive-cdn.com:{port}/ok/", f"http://bücher.example:{port}/ok/"),
+            allowed_sources=(
+                f"http://massive-cdn.com:{port}/ok/",
+                f"http://bücher.example:{port}/ok/",
+            ),
             allowed_networks=("127.0.0.0/8",),
             upstream_connect_timeout=1.0,
         )
         client = TestClient(TestServer(create_app(config, resolver=dns)))
         await client.start_server()
         try:
-            for url in (f"http://maßive-cdn.com:{port}/ok/rgb.tif",
-                        f"http://xn--maive-cdn-h1a.com:{port}/ok/rgb.tif",
-                        f"http://MAẞIVE-CDN.com:{port}/ok/rgb.tif",
-                        f"http://bucher.example:{port}/ok/rgb.tif"):
+            for url in (
+                f"http://maßive-cdn.com:{port}/ok/rgb.tif",
+                f"http://xn--maive-cdn-h1a.com:{port}/ok/rgb.tif",
+                f"http://MAẞIVE-CDN.com:{port}/ok/rgb.tif",
+                f"http://bucher.example:{port}/ok/rgb.tif",
+            ):
                 async with client.get("/info", params={"url": url}) as resp:
                     assert resp.status == 403, (url, await resp.text())
                     assert (await resp.json(content_type=None))["code"] == "source_not_allowed"
@@ -502,8 +528,9 @@ def _dialled(connects: list[tuple[Any, ...]]) -> set[tuple[str, int]]:
     return {(str(a[0]), int(a[1])) for a in connects if len(a) >= 2}
 
 
-async def _problem(client: TestClient[Any, Any], path: str, status: int, **params: str
-                   ) -> dict[str, Any]:
+async def _problem(
+    client: TestClient[Any, Any], path: str, status: int, **params: str
+) -> dict[str, Any]:
     async with client.get(path, params=params) as resp:
         body = await resp.read()
         assert resp.status == status, body
@@ -520,8 +547,9 @@ async def test_redirect_without_a_location_is_not_followed(
     ``Location``: such an answer is a 502 and its ``URI`` is never asked for."""
     doc = await _problem(target.client, "/info", 502, url=target.upstream.url(path))
     assert doc["code"] == "upstream_error"
-    assert [e.status for e in target.upstream.log] == [int(path[4:7]) if path[4:7].isdigit()
-                                                      else 302]
+    assert [e.status for e in target.upstream.log] == [
+        int(path[4:7]) if path[4:7].isdigit() else 302
+    ]
     assert target.upstream.requests_for("elsewhere/rgb.tif") == []
     assert target.other.request_count == 0
     unexpected = _dialled(connects) - target.allowed_connects()
@@ -533,12 +561,15 @@ async def test_redirect_chains_end_after_five_hops(target: Target) -> None:
     assert doc["code"] == "upstream_error"
     assert [e.path for e in target.upstream.log] == [f"/ok/chain-{i}.tif" for i in range(1, 7)]
     target.upstream.reset()
-    async with target.client.get("/info", params={"url": target.upstream.url("ok/chain-2.tif")}
-                                 ) as resp:
+    async with target.client.get(
+        "/info", params={"url": target.upstream.url("ok/chain-2.tif")}
+    ) as resp:
         assert resp.status == 200, await resp.text()
         assert (await resp.json())["width"] == 600
     assert [e.path for e in target.upstream.log][:6] == [
-        *(f"/ok/chain-{i}.tif" for i in range(2, 7)), "/ok/rgb.tif"]
+        *(f"/ok/chain-{i}.tif" for i in range(2, 7)),
+        "/ok/rgb.tif",
+    ]
 
 
 async def test_redirect_inside_the_prefix_is_followed(target: Target) -> None:
@@ -557,19 +588,26 @@ async def test_redirect_to_another_port_of_an_allowed_network(
 ) -> None:
     """With 127.0.0.0/8 allowed as a network, the address guard lets any loopback port through:
     the allowlist alone must stop a redirect to another port, whichever header carries it."""
-    config = ServiceConfig(allowed_sources=(target.upstream.url("ok/"),),
-                           allowed_networks=("127.0.0.0/8",), upstream_connect_timeout=1.0)
+    config = ServiceConfig(
+        allowed_sources=(target.upstream.url("ok/"),),
+        allowed_networks=("127.0.0.0/8",),
+        upstream_connect_timeout=1.0,
+    )
     client = TestClient(TestServer(create_app(config)))
     await client.start_server()
     try:
-        for path, status in (("ok/to-other.tif", 403), ("ok/to-other-mapped.tif", 403),
-                             ("ok/to-localhost.tif", 403), ("ok/uri-to-other.tif", 502),
-                             ("ok/uri-only.tif", 502), ("ok/uri-empty-location.tif", 502)):
+        for path, status in (
+            ("ok/to-other.tif", 403),
+            ("ok/to-other-mapped.tif", 403),
+            ("ok/to-localhost.tif", 403),
+            ("ok/uri-to-other.tif", 502),
+            ("ok/uri-only.tif", 502),
+            ("ok/uri-empty-location.tif", 502),
+        ):
             doc = await _problem(client, "/info", status, url=target.upstream.url(path))
             assert doc["code"] == ("source_not_allowed" if status == 403 else "upstream_error")
             assert str(target.other.port) not in doc["detail"]
-        async with client.get("/info", params={"url": target.upstream.url("ok/moved.tif")}
-                              ) as resp:
+        async with client.get("/info", params={"url": target.upstream.url("ok/moved.tif")}) as resp:
             assert resp.status == 200, await resp.text()
     finally:
         await client.close()
@@ -586,14 +624,19 @@ async def test_redirect_to_another_port_of_an_allowed_network(
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 410, 412, 416, 429, 500, 502, 503])
 async def test_upstream_error_bodies_are_never_echoed(target: Target, status: int) -> None:
     marker = f"SECRET-{uuid.uuid4().hex}"
-    body = (f"<?xml version='1.0'?><Error><Code>Oops</Code><Message>{marker}</Message>"
-            f"<Key>internal/{marker}</Key></Error>").encode()
+    body = (
+        f"<?xml version='1.0'?><Error><Code>Oops</Code><Message>{marker}</Message>"
+        f"<Key>internal/{marker}</Key></Error>"
+    ).encode()
     target.upstream.fault = lambda request, etag: Fault(
-        "status", status=status, headers={"X-Upstream-Detail": marker, "Retry-After": "0"},
+        "status",
+        status=status,
+        headers={"X-Upstream-Detail": marker, "Retry-After": "0"},
         body=body,
     )
-    async with target.client.get("/info", params={"url": target.upstream.url("ok/rgb.tif")}
-                                 ) as resp:
+    async with target.client.get(
+        "/info", params={"url": target.upstream.url("ok/rgb.tif")}
+    ) as resp:
         text = await resp.text()
         assert resp.status in (403, 404, 502), text
         assert marker not in text
@@ -623,10 +666,16 @@ async def test_api_key_is_required_on_every_endpoint_but_healthz(
     url = target.upstream.url("ok/rgb.tif")
     before = target.upstream.request_count
     wrong = [
-        {}, {"X-API-Key": ""}, {"X-API-Key": "nope"}, {"X-API-Key": KEYS[0][:-1]},
-        {"X-API-Key": KEYS[0] + "x"}, {"X-API-Key": KEYS[0].upper()},
-        {"Authorization": f"Basic {KEYS[0]}"}, {"Authorization": KEYS[0]},
-        {"Authorization": "Bearer"}, {"X-Api-Key": f"{KEYS[0]}, {KEYS[1]}"},
+        {},
+        {"X-API-Key": ""},
+        {"X-API-Key": "nope"},
+        {"X-API-Key": KEYS[0][:-1]},
+        {"X-API-Key": KEYS[0] + "x"},
+        {"X-API-Key": KEYS[0].upper()},
+        {"Authorization": f"Basic {KEYS[0]}"},
+        {"Authorization": KEYS[0]},
+        {"Authorization": "Bearer"},
+        {"X-Api-Key": f"{KEYS[0]}, {KEYS[1]}"},
     ]
     for headers in wrong:
         for path in ("/info", "/region", "/metrics", "/openapi.json", "/no-such-endpoint"):
@@ -640,8 +689,12 @@ async def test_api_key_is_required_on_every_endpoint_but_healthz(
     assert target.upstream.request_count == before  # refused before touching storage
     async with locked.get("/healthz") as resp:
         assert resp.status == 200
-    for headers in ({"X-API-Key": KEYS[0]}, {"x-api-key": KEYS[1]},
-                    {"Authorization": f"Bearer {KEYS[0]}"}, {"authorization": f"bearer {KEYS[1]}"}):
+    for headers in (
+        {"X-API-Key": KEYS[0]},
+        {"x-api-key": KEYS[1]},
+        {"Authorization": f"Bearer {KEYS[0]}"},
+        {"authorization": f"bearer {KEYS[1]}"},
+    ):
         async with locked.get("/info", params={"url": url}, headers=headers) as resp:
             assert resp.status == 200, (headers, await resp.text())
 
