@@ -27,6 +27,7 @@ from .read.header import (
 from .read.masks import read_mask
 from .read.plan import ReadPlan, check_shape, check_window, resample_source
 from .read.reader import BlockReader, Budgets, LevelReader
+from .region.geometry import grid_bounds
 from .source.base import RangeSource
 from .tiff.parse import ParseLimits
 from .tiff.structure import ImageIFD, TiffStructure
@@ -166,12 +167,7 @@ class Image:
     def bounds(self) -> tuple[float, float, float, float] | None:
         """(minx, miny, maxx, maxy) of the image in its CRS, or None without georeferencing."""
         gt = self.transform
-        if gt is None:
-            return None
-        corners = [(0, 0), (self.width, 0), (0, self.height), (self.width, self.height)]
-        xs = [gt[0] + col * gt[1] + row * gt[2] for col, row in corners]
-        ys = [gt[3] + col * gt[4] + row * gt[5] for col, row in corners]
-        return (min(xs), min(ys), max(xs), max(ys))
+        return None if gt is None else grid_bounds(gt, self.width, self.height)
 
     @property
     def has_mask(self) -> bool:

@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from ..outputs import CONTENT_TYPES, DEFAULT_PNG_LEVEL, RENDERED, GeoRef, encode
 from ..types import Window
-from .geometry import Transform
+from .geometry import Transform, grid_bounds
 
 __all__ = ["Encoded", "ImageData", "PointData", "RequestBytes", "estimate_region"]
 
@@ -62,12 +62,7 @@ class ImageData:
     def bounds(self) -> tuple[float, float, float, float] | None:
         """(minx, miny, maxx, maxy) of the output grid, or None without georeferencing."""
         gt = self.transform
-        if gt is None:
-            return None
-        corners = [(0, 0), (self.width, 0), (0, self.height), (self.width, self.height)]
-        xs = [gt[0] + c * gt[1] + r * gt[2] for c, r in corners]
-        ys = [gt[3] + c * gt[4] + r * gt[5] for c, r in corners]
-        return (min(xs), min(ys), max(xs), max(ys))
+        return None if gt is None else grid_bounds(gt, self.width, self.height)
 
     @property
     def any_valid(self) -> bool:

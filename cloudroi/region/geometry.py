@@ -11,7 +11,14 @@ from collections.abc import Callable, Sequence
 
 from ..types import Window
 
-__all__ = ["bbox_window", "out_shape", "scaled_transform", "to_pixel", "window_transform"]
+__all__ = [
+    "bbox_window",
+    "grid_bounds",
+    "out_shape",
+    "scaled_transform",
+    "to_pixel",
+    "window_transform",
+]
 
 Transform = tuple[float, float, float, float, float, float]
 Levels = Sequence[tuple[int, int]]
@@ -100,3 +107,11 @@ def window_transform(
     return scaled_transform(
         gt, win.col_off * fx, win.row_off * fy, win.width * fx, win.height * fy, out_w, out_h
     )
+
+
+def grid_bounds(gt: Transform, width: int, height: int) -> tuple[float, float, float, float]:
+    """(minx, miny, maxx, maxy) of a ``width`` x ``height`` grid placed by ``gt``."""
+    corners = [(0, 0), (width, 0), (0, height), (width, height)]
+    xs = [gt[0] + col * gt[1] + row * gt[2] for col, row in corners]
+    ys = [gt[3] + col * gt[4] + row * gt[5] for col, row in corners]
+    return (min(xs), min(ys), max(xs), max(ys))

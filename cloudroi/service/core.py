@@ -72,13 +72,7 @@ def _authorized(req: CoreRequest, state: ServiceState) -> bool:
 async def _admitted(route: Handler, req: CoreRequest, state: ServiceState) -> CoreResponse:
     cfg = state.config
     if state.active >= cfg.max_concurrency:
-        state.metrics.shed += 1
-        raise Problem(
-            503,
-            "overloaded",
-            "too many requests in progress; retry later",
-            headers={"Retry-After": str(cfg.retry_after)},
-        )
+        raise state.shed("too many requests in progress")
     state.active += 1
     state.metrics.in_flight += 1
     try:

@@ -214,13 +214,7 @@ async def _answer(
         async with state.memory.reserve(need.total, cfg.request_timeout / 4):
             encoded = await _read_and_render(state, img, plan, rendering)
     except BudgetExhausted as exc:
-        state.metrics.shed += 1
-        raise Problem(
-            503,
-            "overloaded",
-            "the service's memory budget is taken by requests in progress; retry later",
-            headers={"Retry-After": str(cfg.retry_after)},
-        ) from exc
+        raise state.shed("the service's memory budget is taken by requests in progress") from exc
     limit = cfg.max_response_bytes
     if limit and len(encoded.body) > limit:
         raise Problem(

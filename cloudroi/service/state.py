@@ -16,7 +16,7 @@ from .budget import MemoryBudget
 from .config import ServiceConfig
 from .metrics import Metrics
 from .openapi import openapi_document
-from .problems import bad_request
+from .problems import Problem, bad_request
 from .security import ApiKeys, BadSourceError, SourcePolicy, guarded_connector, redirect_trace
 
 __all__ = ["ServiceState", "guarded_context"]
@@ -105,6 +105,16 @@ class ServiceState:
             raise bad_request(str(exc), code="invalid_url") from exc
         except ValueError as exc:  # e.g. realpath on something the checks above let through
             raise bad_request(f"url is not a usable source: {exc}", code="invalid_url") from exc
+
+    def shed(self, why: str) -> Problem:
+        """A 503 for a request the service has no room for now (counted as shed)."""
+        self.metrics.shed += 1
+        return Problem(
+            503,
+            "overloaded",
+            f"{why}; retry later",
+            headers={"Retry-After": str(self.config.retry_after)},
+        )
 
     def openapi_bytes(self) -> bytes:
         if self._openapi is None:
