@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
 from .. import __version__
 from ..errors import CloudROIError
@@ -20,20 +19,19 @@ from . import regions
 from .messages import JSON_TYPE, CoreRequest, CoreResponse, json_response, problem_response
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .problems import Problem, problem_for
+from .routes import Handler, Route, Router, path
 from .state import ServiceState
 
 __all__ = ["CoreRequest", "CoreResponse", "ServiceState", "handle"]
 
 log = logging.getLogger("cloudroi.service")
 
-Handler = Callable[[CoreRequest, ServiceState], Awaitable[CoreResponse]]
-
 
 async def handle(req: CoreRequest, state: ServiceState) -> CoreResponse:
     """Answer one request. Never raises for anything a client can send."""
     started = time.perf_counter()
-    route = _ROUTES.get(req.path)
-    endpoint = req.path if route is not None else "other"
+    matched = ROUTER.match(req)
+    endpoint = matched[0].name if matched is not None else "other"
     try:
         if req.path != "/healthz" and not _authorized(req, state):
             raise Problem(
@@ -42,16 +40,17 @@ async def handle(req: CoreRequest, state: ServiceState) -> CoreResponse:
                 "this service needs an API key: send it in X-API-Key or as Authorization: Bearer",
                 headers={"WWW-Authenticate": 'Bearer realm="cloudroi"'},
             )
-        if route is None:
+        if matched is None:
             raise Problem(404, "not_found", f"no endpoint {req.path[:100]!r}")
+        route, req = matched
         if req.method not in ("GET", "HEAD"):
             raise Problem(
                 405, "method_not_allowed", "only GET and HEAD", headers={"Allow": "GET, HEAD"}
             )
-        if req.path in _STORAGE_ENDPOINTS:
-            resp = await _admitted(route, req, state)
+        if route.storage:
+            resp = await _admitted(route.handler, req, state)
         else:
-            resp = await route(req, state)
+            resp = await route.handler(req, state)
     except Problem as p:
         resp = problem_response(p, req)
     except CloudROIError as exc:
@@ -112,13 +111,14 @@ async def _openapi(req: CoreRequest, state: ServiceState) -> CoreResponse:
     return CoreResponse(200, headers, state.openapi_bytes())
 
 
-_ROUTES: dict[str, Handler] = {
-    "/healthz": _healthz,
-    "/metrics": _metrics,
-    "/openapi.json": _openapi,
-    "/info": regions.info,
-    "/region": regions.region,
-    "/preview": regions.preview,
-    "/point": regions.point,
-}
-_STORAGE_ENDPOINTS = frozenset({"/info", "/region", "/preview", "/point"})
+ROUTER = Router(
+    [
+        Route("/healthz", path("/healthz"), _healthz, storage=False),
+        Route("/metrics", path("/metrics"), _metrics, storage=False),
+        Route("/openapi.json", path("/openapi.json"), _openapi, storage=False),
+        Route("/info", path("/info"), regions.info),
+        Route("/region", path("/region"), regions.region),
+        Route("/preview", path("/preview"), regions.preview),
+        Route("/point", path("/point"), regions.point),
+    ]
+)

@@ -25,6 +25,8 @@ class CoreRequest:
     path: str
     query: tuple[tuple[str, str], ...] = ()
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: Named parts of the path, filled in by the router (``{"z": "12", ...}``).
+    path_params: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(
