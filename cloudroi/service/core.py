@@ -15,7 +15,7 @@ import time
 
 from .. import __version__
 from ..errors import CloudROIError
-from . import regions
+from . import regions, viewer
 from .messages import JSON_TYPE, CoreRequest, CoreResponse, json_response, problem_response
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .problems import Problem, problem_for
@@ -120,5 +120,7 @@ ROUTER = Router(
         Route("/region", path("/region"), regions.region),
         Route("/preview", path("/preview"), regions.preview),
         Route("/point", path("/point"), regions.point),
+        Route("/map", path("/map"), viewer.map_page, storage=False),
+        Route("/static", path("/static/{name:file}"), viewer.static_file, storage=False),
     ]
 )
