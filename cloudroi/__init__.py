@@ -20,10 +20,12 @@ from typing import Any, TypeVar
 import numpy.typing as npt
 
 from .context import Context, ContextOptions
+from .crs import CRS
 from .errors import (
     AccessDeniedError,
     BandError,
     CloudROIError,
+    CRSError,
     LevelError,
     LimitExceededError,
     NotGeoreferencedError,
@@ -61,6 +63,8 @@ __all__ = [
     "AccessDeniedError",
     "BandError",
     "ByteRange",
+    "CRS",
+    "CRSError",
     "CloudROIError",
     "Context",
     "ContextOptions",

@@ -6,6 +6,7 @@ The whole tree::
     ├── TiffFormatError            the bytes are not a readable TIFF (truncated, loops, bad offsets)
     │   └── UnsupportedTiffError   a valid TIFF using a feature not read here (names it)
     ├── WindowError                a window, level, band or output shape outside what the image has
+    ├── CRSError                   a CRS that cannot be read, built or converted (or pyproj missing)
     ├── LimitExceededError         a configured budget (bytes, tiles, output size) would be passed
     └── SourceError                the storage layer failed; ``url`` names the object
         ├── SourceNotFoundError    404 / NoSuchKey / missing file
@@ -25,6 +26,7 @@ from __future__ import annotations
 __all__ = [
     "AccessDeniedError",
     "BandError",
+    "CRSError",
     "CloudROIError",
     "LevelError",
     "LimitExceededError",
@@ -73,6 +75,11 @@ class BandError(WindowError):
 
 class NotGeoreferencedError(WindowError):
     """Map coordinates (a bbox, a point) asked of an image without georeferencing."""
+
+
+class CRSError(CloudROIError, ValueError):
+    """A coordinate reference system that cannot be read, built or converted, or a conversion
+    that needs pyproj when it is not installed (the ``geo`` extra)."""
 
 
 class LimitExceededError(CloudROIError):

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .context import Context
+from .crs import CRS, crs_info
 from .errors import BandError, LevelError, LimitExceededError, ReadTimeoutError, WindowError
 from .read.assemble import ReadTarget, SampledTarget, WindowTarget
 from .read.header import (
@@ -155,8 +156,10 @@ class Image:
         return self.structure.nodata
 
     @property
-    def crs(self) -> int | None:
-        return self.structure.geo.epsg
+    def crs(self) -> CRS | None:
+        """The image's CRS: an EPSG code where the file names one, else the user-defined system
+        its GeoTIFF keys describe; None without one. Equals its EPSG code as an int."""
+        return self.structure.geo.crs
 
     @property
     def transform(self) -> Transform | None:
@@ -199,7 +202,7 @@ class Image:
             "interleave": self.interleave,
             "levels": [list(lv) for lv in self.levels],
             "nodata": _json_number(self.nodata),
-            "crs": self.crs,
+            **crs_info(self.crs),
             "transform": list(self.transform) if self.transform else None,
             "bounds": list(self.bounds) if self.bounds else None,
             "has_mask": self.has_mask,

@@ -22,6 +22,9 @@ import numpy as np
 import numpy.typing as npt
 import tifffile
 
+from .crs import CRS
+from .tiff.geokeys import encode_directory, geotiff_keys
+
 __all__ = [
     "CONTENT_TYPES",
     "DEFAULT_PNG_LEVEL",
@@ -71,13 +74,10 @@ _MODEL_PIXEL_SCALE = 33550
 _MODEL_TIEPOINT = 33922
 _MODEL_TRANSFORMATION = 34264
 _GEO_KEY_DIRECTORY = 34735
+_GEO_DOUBLE_PARAMS = 34736
+_GEO_ASCII_PARAMS = 34737
 _GDAL_NODATA = 42113
-_GT_MODEL_TYPE = 1024
 _GT_RASTER_TYPE = 1025
-_GEOGRAPHIC_TYPE = 2048
-_PROJECTED_CS_TYPE = 3072
-_MODEL_PROJECTED = 1
-_MODEL_GEOGRAPHIC = 2
 _RASTER_PIXEL_IS_AREA = 1
 
 
@@ -98,17 +98,12 @@ def format_for_path(path: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class GeoRef:
-    """Where an output array sits: GDAL-order geotransform of its pixel grid, EPSG code, nodata."""
+    """Where an output array sits: GDAL-order geotransform of its pixel grid, CRS (a
+    ``cloudroi.CRS`` or an EPSG code), nodata."""
 
     transform: Transform | None = None
-    crs: int | None = None
+    crs: CRS | int | None = None
     nodata: float | int | None = None
-
-
-def _is_geographic(epsg: int) -> bool:
-    # EPSG keeps its 2D geographic CRSs in 4000-4999 (4326, 4258, 4269...); the geocentric and
-    # 3D codes in that range are not written in GeoTIFF keys.
-    return 4000 <= epsg <= 4999
 
 
 def _geotiff_tags(geo: GeoRef) -> list[tuple[int, str, int, Any, bool]]:
@@ -122,18 +117,18 @@ def _geotiff_tags(geo: GeoRef) -> list[tuple[int, str, int, Any, bool]]:
         else:
             matrix = (dx, rx, 0.0, x0, ry, dy, 0.0, y0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
             tags.append((_MODEL_TRANSFORMATION, "d", 16, matrix, True))
-    keys: list[tuple[int, int]] = [(_GT_RASTER_TYPE, _RASTER_PIXEL_IS_AREA)]
-    if geo.crs is not None:
-        if _is_geographic(geo.crs):
-            keys += [(_GT_MODEL_TYPE, _MODEL_GEOGRAPHIC), (_GEOGRAPHIC_TYPE, geo.crs)]
-        else:
-            keys += [(_GT_MODEL_TYPE, _MODEL_PROJECTED), (_PROJECTED_CS_TYPE, geo.crs)]
     if gt is not None or geo.crs is not None:
-        keys.sort()
-        directory = [1, 1, 0, len(keys)]
-        for key, value in keys:
-            directory += [key, 0, 1, value]
-        tags.append((_GEO_KEY_DIRECTORY, "H", len(directory), tuple(directory), True))
+        crs = None if geo.crs is None else geotiff_keys(CRS.from_user_input(geo.crs))
+        # the CRS's keys (EPSG codes, or the parameters of a user-defined system), and always
+        # PixelIsArea: the transform describes pixel corners
+        keys = dict(crs or ())
+        keys[_GT_RASTER_TYPE] = _RASTER_PIXEL_IS_AREA
+        directory, doubles, text = encode_directory(keys.items())
+        tags.append((_GEO_KEY_DIRECTORY, "H", len(directory), directory, True))
+        if doubles:
+            tags.append((_GEO_DOUBLE_PARAMS, "d", len(doubles), doubles, True))
+        if text:
+            tags.append((_GEO_ASCII_PARAMS, "s", 0, text, True))
     if geo.nodata is not None:
         tags.append((_GDAL_NODATA, "s", 0, _nodata_text(geo.nodata), True))
     return tags

@@ -9,6 +9,7 @@ from itertools import product
 from typing import Any
 
 import numpy as np
+import pyproj
 import pytest
 import tifffile
 
@@ -86,7 +87,14 @@ async def check_metadata(img: cloudroi.Image, path: Any) -> None:
             assert np.isnan(img.nodata)
         else:
             assert img.nodata == src.nodata
-        assert img.crs == (src.crs.to_epsg() if src.crs else None)
+        if src.crs is None:
+            assert img.crs is None
+        else:
+            assert img.crs is not None
+            if img.crs.epsg is not None:
+                assert img.crs == src.crs.to_epsg()
+            want = pyproj.CRS.from_wkt(src.crs.to_wkt())
+            assert want.equals(img.crs.to_pyproj(), ignore_axis_order=True)
         if img.transform is None:
             assert src.transform.is_identity
         else:
@@ -642,7 +650,9 @@ async def test_georeferencing(spec: GdalSpec, corpus: Corpus) -> None:
         await check_metadata(img, path)
         with rio_open(path) as src:
             if src.crs is not None and src.crs.to_epsg() is None:
-                assert img.crs is None  # user-defined: no EPSG code to give
+                assert img.crs is not None  # user-defined: its definition, not an EPSG code
+                assert img.crs.epsg is None
+                assert img.crs.note is None
             if img.transform is not None:
                 x0, dx, rx, y0, ry, dy = src.transform.to_gdal()
                 corners = [(0, 0), (src.width, 0), (0, src.height), (src.width, src.height)]

@@ -356,6 +356,8 @@ def test_public_api_is_pinned() -> None:
         "ObjectChangedError",
         "LimitExceededError",
         "ReadPlan",
+        "CRS",
+        "CRSError",
     }
     for name in cloudroi.__all__:
         assert hasattr(cloudroi, name), name

@@ -49,7 +49,7 @@ def describe(info: dict[str, Any], stats: Stats) -> str:
             if info["has_mask"]
             else (f"alpha band {info['alpha_band']}" if info["alpha_band"] else "none"),
         ),
-        ("CRS", f"EPSG:{info['crs']}" if info["crs"] else "none"),
+        ("CRS", f"EPSG:{info['crs']}" if info["crs"] else (info["crs_description"] or "none")),
         # Exact: the bounds pasted into --bbox select the whole image.
         (
             "Transform",

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..crs import CRS
 from ..outputs import CONTENT_TYPES, DEFAULT_PNG_LEVEL, RENDERED, GeoRef, encode
 from ..types import Window
 from .geometry import Transform, grid_bounds
@@ -43,7 +44,7 @@ class ImageData:
     data: npt.NDArray[Any]
     mask: npt.NDArray[np.uint8] | None
     transform: Transform | None
-    crs: int | None
+    crs: CRS | None
     nodata: float | int | None
     bands: tuple[int, ...]
     level: int
@@ -104,7 +105,7 @@ class PointData:
     y: float | None
     dtype: str
     nodata: float | int | None
-    crs: int | None
+    crs: CRS | None
 
     def as_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -114,7 +115,7 @@ class PointData:
             "dtype": self.dtype,
             "nodata": self.nodata,
             "valid": self.valid,
-            "crs": self.crs,
+            "crs": None if self.crs is None else self.crs.epsg,
         }
         if self.x is not None and self.y is not None:
             doc["x"], doc["y"] = self.x, self.y

@@ -68,7 +68,27 @@ _INFO_SCHEMA: dict[str, Any] = {
         },
         "overviews": {"type": "integer"},
         "nodata": {"type": ["number", "string", "null"]},
-        "crs": {"type": ["integer", "null"], "description": "EPSG code."},
+        "crs": {
+            "type": ["integer", "null"],
+            "description": "EPSG code; null for a user-defined CRS (see crs_wkt) or none.",
+        },
+        "crs_name": {"type": ["string", "null"]},
+        "crs_description": {
+            "type": ["string", "null"],
+            "description": "The CRS without pyproj: EPSG:n, a summary of its GeoTIFF keys, or WKT.",
+        },
+        "crs_wkt": {
+            "type": ["string", "null"],
+            "description": "WKT2 of the CRS (its description when the server has no pyproj).",
+        },
+        "crs_projjson": {
+            "type": ["object", "null"],
+            "description": "PROJJSON of the CRS (null when the server has no pyproj).",
+        },
+        "crs_note": {
+            "type": ["string", "null"],
+            "description": "What of the file's CRS could not be interpreted, if anything.",
+        },
         "transform": {
             "type": ["array", "null"],
             "items": {"type": "number"},

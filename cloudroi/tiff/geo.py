@@ -1,9 +1,9 @@
-"""GeoTIFF keys to an EPSG code and a GDAL-order geotransform; GDAL's structural metadata block.
+"""GeoTIFF keys to a CRS and a GDAL-order geotransform; GDAL's structural metadata block.
 
 Facts (GeoTIFF 1.1, OGC 19-008r4; GDAL's GTiff driver): ModelPixelScale + ModelTiepoint or
-ModelTransformation give the affine transform; ProjectedCSTypeGeoKey (3072) or GeographicTypeGeoKey
-(2048) the EPSG code (32767 = user-defined); GTRasterTypeGeoKey (1025) = 2 (PixelIsPoint) makes
-GDAL shift the transform by half a pixel so that it still describes pixel corners.
+ModelTransformation give the affine transform; the GeoKey directory the CRS (``geokeys``: an EPSG
+code, or a user-defined system); GTRasterTypeGeoKey (1025) = 2 (PixelIsPoint) makes GDAL shift
+the transform by half a pixel so that it still describes pixel corners.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from ..crs import CRS
+from .geokeys import crs_from_geokeys, read_directory
+
 __all__ = ["GeoInfo", "nodata_value", "parse_geokeys", "parse_ghost", "parse_nodata"]
 
 GT_RASTER_TYPE = 1025
-GEOGRAPHIC_TYPE = 2048
-PROJECTED_CS_TYPE = 3072
-USER_DEFINED = 32767
 PIXEL_IS_POINT = 2
 
 Transform = tuple[float, float, float, float, float, float]
@@ -29,28 +29,13 @@ Transform = tuple[float, float, float, float, float, float]
 
 @dataclass(frozen=True, slots=True)
 class GeoInfo:
-    epsg: int | None = None
+    crs: CRS | None = None
     transform: Transform | None = None
     pixel_is_point: bool = False
 
-
-def _keys(directory: Sequence[int]) -> dict[int, tuple[int, int, int]]:
-    """GeoKey id -> (tag location, count, value or offset)."""
-    if len(directory) < 4:
-        return {}
-    n = directory[3]
-    keys: dict[int, tuple[int, int, int]] = {}
-    for i in range(min(n, (len(directory) - 4) // 4)):
-        key, loc, count, value = directory[4 + 4 * i : 8 + 4 * i]
-        keys[int(key)] = (int(loc), int(count), int(value))
-    return keys
-
-
-def _short_key(keys: dict[int, tuple[int, int, int]], key: int) -> int | None:
-    entry = keys.get(key)
-    if entry is None or entry[0] != 0:
-        return None
-    return entry[2]
+    @property
+    def epsg(self) -> int | None:
+        return None if self.crs is None else self.crs.epsg
 
 
 def parse_geokeys(
@@ -58,15 +43,11 @@ def parse_geokeys(
     pixel_scale: Sequence[float] | None,
     tiepoint: Sequence[float] | None,
     transformation: Sequence[float] | None,
+    doubles: Sequence[float] | None = None,
+    ascii_params: bytes | None = None,
 ) -> GeoInfo:
-    keys = _keys(directory or ())
-    epsg = None
-    for key in (PROJECTED_CS_TYPE, GEOGRAPHIC_TYPE):
-        code = _short_key(keys, key)
-        if code and code != USER_DEFINED:
-            epsg = code
-            break
-    point = _short_key(keys, GT_RASTER_TYPE) == PIXEL_IS_POINT
+    keys = read_directory(directory, doubles, ascii_params)
+    point = keys.get(GT_RASTER_TYPE) == PIXEL_IS_POINT
 
     gt: Transform | None = None
     if transformation is not None and len(transformation) >= 16:
@@ -87,7 +68,7 @@ def parse_geokeys(
         # GDAL reports pixel-corner georeferencing; a PixelIsPoint tiepoint names a pixel centre.
         a, b, c, d, e, f = gt
         gt = (a - 0.5 * b - 0.5 * c, b, c, d - 0.5 * e - 0.5 * f, e, f)
-    return GeoInfo(epsg=epsg, transform=gt, pixel_is_point=point)
+    return GeoInfo(crs=crs_from_geokeys(keys), transform=gt, pixel_is_point=point)
 
 
 _GHOST_HEAD = re.compile(rb"GDAL_STRUCTURAL_METADATA_SIZE=(\d{1,8}) bytes\n")

@@ -436,6 +436,8 @@ def build(buf: SparseBuffer, result: ScanResult, limits: ParseLimits) -> TiffStr
         first.floats(Tag.MODEL_PIXEL_SCALE),
         first.floats(Tag.MODEL_TIEPOINT),
         first.floats(Tag.MODEL_TRANSFORMATION),
+        first.floats(Tag.GEO_DOUBLE_PARAMS),
+        first.raw_bytes(Tag.GEO_ASCII_PARAMS),
     )
     nodata = nodata_value(first.ascii(Tag.GDAL_NODATA), base.dtype)
     ghost, span = parse_ghost(buf.available(header.size, 4096))
