@@ -14,6 +14,7 @@ from ..errors import (
     AccessDeniedError,
     BandError,
     CloudROIError,
+    CRSError,
     LevelError,
     LimitExceededError,
     NotGeoreferencedError,
@@ -96,6 +97,7 @@ def bad_request(detail: str, code: str = "invalid_parameter", **extra: Any) -> P
 #: Library errors as statuses and codes, subclasses before their bases; ``None`` as the detail
 #: means the error's own message, else a fixed sentence (storage errors are never echoed).
 _MAPPING: tuple[tuple[type[CloudROIError], int, str, str | None], ...] = (
+    (CRSError, 400, "invalid_crs", None),
     (SourceNotAllowedError, 403, "source_not_allowed", None),
     (AccessDeniedError, 403, "upstream_access_denied", "storage refused access to the source"),
     (SourceNotFoundError, 404, "source_not_found", "the source does not exist"),
