@@ -6,6 +6,10 @@ The whole tree::
     ├── TiffFormatError            the bytes are not a readable TIFF (truncated, loops, bad offsets)
     │   └── UnsupportedTiffError   a valid TIFF using a feature not read here (names it)
     ├── WindowError                a window, level, band or output shape outside what the image has
+    │   ├── LevelError             a resolution level the image does not have
+    │   ├── BandError              a band the image does not have, or a band list it cannot serve
+    │   ├── NotGeoreferencedError  map coordinates asked of an image without georeferencing
+    │   └── TileOutsideBoundsError a web-map tile that does not touch the image
     ├── CRSError                   a CRS that cannot be read, built or converted (or pyproj missing)
     ├── LimitExceededError         a configured budget (bytes, tiles, output size) would be passed
     └── SourceError                the storage layer failed; ``url`` names the object
@@ -31,6 +35,7 @@ __all__ = [
     "LevelError",
     "LimitExceededError",
     "NotGeoreferencedError",
+    "TileOutsideBoundsError",
     "ObjectChangedError",
     "RangeNotSupportedError",
     "ReadTimeoutError",
@@ -80,6 +85,10 @@ class NotGeoreferencedError(WindowError):
 class CRSError(CloudROIError, ValueError):
     """A coordinate reference system that cannot be read, built or converted, or a conversion
     that needs pyproj when it is not installed (the ``geo`` extra)."""
+
+
+class TileOutsideBoundsError(WindowError):
+    """A tile (of a tile matrix set, at a zoom) that does not touch the image."""
 
 
 class LimitExceededError(CloudROIError):
