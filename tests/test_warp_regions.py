@@ -15,7 +15,7 @@ import pytest
 import rasterio
 
 from cloudroi import warp as W
-from tests.warp_data import KERNELS, REGIONS, region_vs_reproject
+from tests.warp_data import DOWNSAMPLED, KERNELS, REGIONS, region_vs_gdalwarp, region_vs_reproject
 
 GDAL_310 = rasterio.__gdal_version__.startswith("3.10.")
 
@@ -60,4 +60,22 @@ def test_region_at_level_0_matches_reproject(
     warp_files: dict[str, Path], name: str, key: str, grid: W.Grid, kernel: str
 ) -> None:
     a = region_vs_reproject(warp_files[key], grid, kernel, level=0, name=name)  # type: ignore[arg-type]
+    _check(name, grid, kernel, a)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "name", "key", "grid"),
+    [(k, *r) for r in DOWNSAMPLED for k in KERNELS]
+    + [("nearest", *r) for r in REGIONS]
+    + [("average", *r) for r in REGIONS],
+    ids=[f"{r[0]}-{k}" for r in DOWNSAMPLED for k in KERNELS]
+    + [f"{r[0]}-nearest" for r in REGIONS]
+    + [f"{r[0]}-average" for r in REGIONS],
+)
+def test_region_matches_gdalwarp_ovr_auto(
+    warp_files: dict[str, Path], kernel: str, name: str, key: str, grid: W.Grid
+) -> None:
+    """The level gdalwarp -ovr AUTO picks (GDAL 3.10's rule: 10 x 10 points of the target grid,
+    the coarsest overview below ratio + 0.1) and the pixels warped from it."""
+    a = region_vs_gdalwarp(warp_files[key], grid, kernel, name)  # type: ignore[arg-type]
     _check(name, grid, kernel, a)

@@ -417,3 +417,54 @@ def _reproject(
         SRC_FILL_RATIO_HEURISTICS="NO",
         **kwargs,
     )
+
+
+#: regions whose scale makes gdalwarp -ovr AUTO read an overview (levels 1 to 4)
+DOWNSAMPLED: list[tuple[str, str, W.Grid]] = [
+    (
+        "utm->EPSG:4326 (2x overview)",
+        "utm",
+        W.Grid.from_bounds("EPSG:4326", (14.75, 45.40, 15.05, 45.60), 300, 200),
+    ),
+    (
+        "wgs84->UTM32N (4x overview)",
+        "wgs84",
+        W.Grid.from_bounds("EPSG:32632", (300000, 3300000, 1100000, 4450000), 200, 200),
+    ),
+    (
+        "world->3857 (16x overview)",
+        "world",
+        W.Grid.from_bounds(
+            "EPSG:3857", (-20037508.34, -19971868.88, 20037508.34, 19971868.88), 100, 100
+        ),
+    ),
+]
+
+
+def region_vs_gdalwarp(path: Path, dst: W.Grid, kernel: W.Resampling, name: str) -> Agreement:
+    """The engine's region at the level it picks against ``gdalwarp -ovr AUTO -te -ts`` (the
+    application, from rasterio's GDAL): one warp chunk, a destination alpha band."""
+    from tests.gdalwarp import gdalwarp
+
+    src = open_source(path)
+    plan, mine, times = run_engine(
+        src, lambda: W.plan_region(src.grid, src.levels, dst, kernel, block_shape=src.block)
+    )
+    out = path.parent / f"gdalwarp-{abs(hash((name, kernel)))}.tif"
+    args = ["-of", "GTiff", "-overwrite", "-ovr", "AUTO", "-r", kernel, "-dstalpha"]
+    args += [
+        "-t_srs",
+        dst.crs,
+        "-te",
+        *map(repr, dst.bounds),
+        "-ts",
+        str(dst.width),
+        str(dst.height),
+    ]
+    args += ["-wm", "512", "-wo", "SRC_FILL_RATIO_HEURISTICS=NO"]
+    with quiet():
+        gdalwarp(path, out, args)
+        with rasterio.open(out) as ds:
+            ref = ds.read()
+    out.unlink()
+    return compare(name, kernel, plan, mine, ref[: src.bands], ref[src.bands] > 0, times)

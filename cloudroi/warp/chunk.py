@@ -52,6 +52,28 @@ def chunk_windows(dst: Grid, chunk_shape: tuple[int, int] | None) -> list[Window
     ]
 
 
+def exact_near_edges(pt: PixelTransform, win: Window, centres: Footprint, sw: Window) -> Footprint:
+    """GWKCheckAndComputeSrcOffsets's second try: a position whose first failed check of the
+    source window (left, top, right, bottom, in that order) misses by less than a pixel is
+    transformed again, alone, so exactly; the kernel then uses the exact position."""
+    x, y = centres.x, centres.y
+    with np.errstate(invalid="ignore"):
+        fx0, fy0 = x < sw.col_off, y < sw.row_off
+        fx1, fy1 = x + 1e-10 > sw.col_end, y + 1e-10 > sw.row_end
+        retry = fx0 & (x > sw.col_off - 1)
+        retry |= ~fx0 & fy0 & (y > sw.row_off - 1)
+        retry |= ~fx0 & ~fy0 & fx1 & (x < sw.col_end + 1)
+        retry |= ~fx0 & ~fy0 & ~fx1 & fy1 & (y < sw.row_end + 1)
+    if not retry.any():
+        return centres
+    r, c = np.nonzero(retry)
+    cols = (c + win.col_off).astype(np.float64) + 0.5
+    ex, ey = pt(cols, (r + win.row_off).astype(np.float64) + 0.5)
+    x, y = x.copy(), y.copy()
+    x[r, c], y[r, c] = ex, ey
+    return Footprint(x, y, centres.exact_points + r.size)
+
+
 def plan_chunks(
     src: Grid,
     dst: Grid,
@@ -73,6 +95,10 @@ def plan_chunks(
             continue
         scale = kernel_scale(pt, win, sw, with_extra=scale_with_extra)
         centres = source_footprint(pt, win, max_error=max_error)
-        corners = corner_footprints(pt, win, max_error) if resampling == "average" else None
+        corners = None
+        if resampling == "average":
+            corners = corner_footprints(pt, win, max_error)
+        else:
+            centres = exact_near_edges(pt, win, centres, sw.window)
         out.append(ChunkPlan(win, sw, scale, centres, corners, wraps_x(src, sw.window)))
     return tuple(out)
