@@ -79,6 +79,8 @@ def test_vrt_overview_rule() -> None:
 
 
 def test_gdalwarp_overview_rule() -> None:
+    """gdalwarp 3.10: the coarsest overview whose factor is below ratio + 0.1 (checked against
+    gdalwarp itself by test_region_matches_gdalwarp_ovr_auto)."""
     src = W.Grid("EPSG:32633", (480000.0, 10.0, 0.0, 5050000.0, 0.0, -10.0), 2048, 2048)
     levels = [(2048, 2048), (1024, 1024), (512, 512), (256, 256)]
 
@@ -91,7 +93,8 @@ def test_gdalwarp_overview_rule() -> None:
     assert level_for(5) == 0  # finer than level 0
     assert level_for(30) == 1  # 3x: the level just finer (2x)
     assert level_for(40) == 2  # exactly 4x
-    assert level_for(39.7) == 1  # 3.97x: still 2x, the first bracket wins
+    assert level_for(39.7) == 2  # 3.97x: the 4x overview, within 0.1 (GDAL 3.10, #10873)
+    assert level_for(38) == 1  # 3.8x: 4x is not below 3.8 + 0.1
     assert level_for(200) == 3  # coarser than every level: the last
     assert (
         W.gdalwarp_overview_level(src, levels[:1], W.Grid.from_resolution(src.crs, src.bounds, 200))

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import rasterio
 
-from tests.warp_data import KERNELS, TILES, tile_vs_rio_tiler
+from cloudroi import warp as W
+from tests.warp_data import KERNELS, TILES, TMS, open_source, tile_vs_rio_tiler
 
 GDAL_310 = rasterio.__gdal_version__.startswith("3.10.")
 
@@ -45,3 +47,51 @@ def test_tile_matches_rio_tiler(
         assert a.identical >= identical, a.row()
         assert a.max_diff <= max_diff, a.row()
         assert a.mask_diff == 0, a.row()
+
+
+def _sweep() -> list[tuple[str, tuple[int, int, int]]]:
+    """Tiles drawn at random (fixed seed) around each file, over its zoom range and one level
+    of overzoom: the long run's wider check."""
+    rng = np.random.default_rng(12)
+    centres = {
+        "utm": (14.9, 45.5, 9, 16),
+        "wgs84": (10.0, 35.0, 4, 9),
+        "polar": (0.0, -80.0, 1, 5),
+        "antimeridian": (179.9, -10.0, 3, 8),
+        "world": (0.0, 0.0, 1, 5),
+    }
+    out = []
+    for key, (lon, lat, z0, z1) in centres.items():
+        for _ in range(12):
+            z = int(rng.integers(z0, z1 + 1))
+            spread = min(360.0 / 2**z * 2, 40.0)
+            tlon = (lon + rng.uniform(-spread, spread) + 180.0) % 360.0 - 180.0
+            tlat = float(np.clip(lat + rng.uniform(-spread, spread), -85.0, 85.0))
+            t = TMS.tile(tlon, tlat, z)
+            out.append((key, (z, t.x, t.y)))
+    return out
+
+
+SWEEP = _sweep()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize(("key", "zxy"), SWEEP, ids=[f"{k}-{z}/{x}/{y}" for k, (z, x, y) in SWEEP])
+def test_random_tiles_match_rio_tiler(
+    warp_files: dict[str, Path], key: str, zxy: tuple[int, int, int], kernel: str
+) -> None:
+    z, x, y = zxy
+    src = open_source(warp_files[key])
+    if not W.tile_exists(TMS, src.grid, x, y, z):
+        pytest.skip("outside the file")
+    a = tile_vs_rio_tiler(warp_files[key], z, x, y, kernel)  # type: ignore[arg-type]
+    assert a.missing == 0, "a kernel tap fell outside the planned source windows"
+    assert a.mask_diff_inner == 0, a.row()
+    if kernel == "nearest":
+        assert a.identical >= 0.995, a.row()
+    elif kernel != "average":
+        assert a.mean_diff <= 0.5, a.row()
+    if GDAL_310:
+        assert a.identical >= 0.997, a.row()
+        assert a.max_diff <= 1, a.row()
