@@ -146,11 +146,20 @@ def test_bad_levels_and_blocks_are_typed_errors() -> None:
 
 
 def test_store_rounds_clamps_and_moves_the_destination_nodata() -> None:
-    v = np.array([[-3.0, 0.49, 0.5, 1.5, 254.5, 300.0, 7.2]])
-    assert kernels.store(v, np.dtype(np.uint8), None).tolist() == [[0, 0, 1, 2, 255, 255, 7]]
+    def v() -> np.ndarray:
+        return np.array([[-3.0, 0.49, 0.5, 1.5, 254.5, 300.0, 7.2]])
+
+    assert kernels.store(v(), np.dtype(np.uint8), None).tolist() == [[0, 0, 1, 2, 255, 255, 7]]
     # a value equal to the destination nodata moves one step (to min + 1 at the minimum)
-    assert kernels.store(v, np.dtype(np.uint8), 7).tolist() == [[0, 0, 1, 2, 255, 255, 6]]
-    assert kernels.store(v, np.dtype(np.uint8), 0).tolist() == [[1, 1, 1, 2, 255, 255, 7]]
-    f = kernels.store(v, np.dtype(np.float32), None)
+    assert kernels.store(v(), np.dtype(np.uint8), 7).tolist() == [[0, 0, 1, 2, 255, 255, 6]]
+    assert kernels.store(v(), np.dtype(np.uint8), 0).tolist() == [[1, 1, 1, 2, 255, 255, 7]]
+    # signed types round half up too: floor(v + 0.5)
+    signed = kernels.store(np.array([[-2.5, -1.6, -0.5, 0.5]]), np.dtype(np.int16), None)
+    assert signed.tolist() == [[-2, -2, 0, 1]]
+    f = kernels.store(v(), np.dtype(np.float32), None)
     assert f.dtype == np.float32
-    assert np.allclose(f, v)
+    assert np.allclose(f, v())
+    # nearest's values keep their type, only the nodata moves
+    near = np.array([[0, 5, 7]], np.uint8)
+    assert kernels.store(near, np.dtype(np.uint8), 7).tolist() == [[0, 5, 6]]
+    assert near.tolist() == [[0, 5, 7]]

@@ -66,6 +66,8 @@ def average_corners(
         if wrap:
             flip = ok & (x1 - x0 > sw.width / 2) & (centre_x.ravel() - sw.col_off < x0)
             x0, x1 = np.where(flip, x1, x0), np.where(flip, x0 + sw.width, x1)
+    if ok.all():
+        return ok, x0, x1, y0, y1
     z = np.zeros_like(x0)
     return ok, np.where(ok, x0, z), np.where(ok, x1, z), np.where(ok, y0, z), np.where(ok, y1, z)
 
@@ -175,16 +177,20 @@ def average(
     (flat indices into the chunk, the pixels whose box overlaps the window)."""
     ok, *box = average_corners(tl, br, centre_x, sw, wrap)
     idx = np.flatnonzero(ok)
-    boxes = _Boxes(canvas, sw, tuple(b[idx] for b in box), wrap)
+    boxes = _Boxes(canvas, sw, tuple(b if ok.all() else b[idx] for b in box), wrap)
     bw, bh = boxes.c1 - boxes.c0, boxes.r1 - boxes.r0
-    small = (bw <= AVERAGE_DIRECT_SPAN) & (bh <= AVERAGE_DIRECT_SPAN)
-    if small.any():
-        shape = bh * (AVERAGE_DIRECT_SPAN + 1) + bw
-        for key in np.unique(shape[small]):
-            h, w = divmod(int(key), AVERAGE_DIRECT_SPAN + 1)
-            boxes.direct(np.flatnonzero(small & (shape == key)), h, w)
-    if not small.all():
-        boxes.summed(np.flatnonzero(~small))
+    span = AVERAGE_DIRECT_SPAN + 1
+    # one group per box shape (h, w) of at most 4 x 4 pixels; larger boxes: key span * span
+    shape = np.where((bw < span) & (bh < span), bh * span + bw, span * span)
+    order = np.argsort(shape, kind="stable")
+    counts = np.bincount(shape, minlength=span * span + 1)
+    ends = np.cumsum(counts)
+    for key in np.flatnonzero(counts):
+        group = order[ends[key] - counts[key] : ends[key]]
+        if key == span * span:
+            boxes.summed(group)
+        else:
+            boxes.direct(group, *divmod(int(key), span))
     good = boxes.wsum > 0
     values = np.where(good, boxes.acc / np.where(good, boxes.wsum, 1.0), 0.0)
     return values, good, idx

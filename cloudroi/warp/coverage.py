@@ -110,15 +110,19 @@ def blocks_to_windows(
 def _mark(touched: BoolArray, ranges: Ranges, block_shape: tuple[int, int]) -> None:
     """Mark the blocks the pixel ranges touch."""
     bh, bw = block_shape
-    nby, nbx = touched.shape
+    nbx = touched.shape[1]
     c0, c1, r0, r1 = ranges
     b_c0, b_c1, b_r0, b_r1 = c0 // bw, c1 // bw, r0 // bh, r1 // bh
     # a footprint spans at most two blocks per axis unless larger than a block: marking its
     # four corner blocks covers it; larger ones are filled rectangle by rectangle
     small = (b_c1 - b_c0 <= 1) & (b_r1 - b_r0 <= 1)
-    corners = ((b_r0, b_c0), (b_r0, b_c1), (b_r1, b_c0), (b_r1, b_c1))
-    keys = np.concatenate([(rr * nbx + cc)[small] for rr, cc in corners])
-    touched |= (np.bincount(keys, minlength=nby * nbx) > 0).reshape(nby, nbx)
+    flat = touched.reshape(-1)
+    if small.all():
+        for rr, cc in ((b_r0, b_c0), (b_r0, b_c1), (b_r1, b_c0), (b_r1, b_c1)):
+            flat[rr * nbx + cc] = True
+    else:
+        for rr, cc in ((b_r0, b_c0), (b_r0, b_c1), (b_r1, b_c0), (b_r1, b_c1)):
+            flat[(rr * nbx + cc)[small]] = True
     if not small.all():
         rects = np.unique(np.stack([b_r0, b_r1, b_c0, b_c1])[:, ~small], axis=1)
         for a, b, c, d in rects.T:

@@ -79,10 +79,11 @@ def _average_chunk(canvas: Canvas, chunk: ChunkPlan, sw: Window) -> _Values:
         t, b = Footprint(tl.x[s], tl.y[s]), Footprint(br.x[s], br.y[s])
         values, good, idx = average(canvas, t, b, cx[s], sw, chunk.wrap_x)
         parts.append((values, good, idx + a))
+    idx = np.concatenate([p[2] for p in parts])
     return (
         np.concatenate([p[0] for p in parts], axis=1),
         np.concatenate([p[1] for p in parts]),
-        np.concatenate([p[2] for p in parts]),
+        None if idx.size == cx.size else idx,
     )
 
 
@@ -147,6 +148,11 @@ def execute(
             msub[...] = True
             continue
         flat = (np.arange(win.height * win.width) if idx is None else idx)[good]
+        if win.width == plan.dst.width:  # whole rows: flat offsets into the (contiguous) output
+            at = flat + win.row_off * win.width
+            data.reshape(canvas.bands, -1)[:, at] = values[:, good]
+            mask.reshape(-1)[at] = True
+            continue
         rr, cc = np.divmod(flat, win.width)
         sub[:, rr, cc] = values[:, good]
         msub[rr, cc] = True

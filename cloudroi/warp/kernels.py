@@ -81,15 +81,29 @@ def _cubic_weights(d: FloatArray) -> list[FloatArray]:
     return [w0, w1, w2, w3]
 
 
-def _filter(kind: str, x: FloatArray) -> FloatArray:
-    """GWKBilinear / GWKCubic kernel values at ``x``."""
+def _filter_row(kind: str, x: FloatArray) -> FloatArray:
     ax = np.abs(x)
     if kind == "bilinear":
         return np.maximum(1.0 - ax, 0.0)
     x2 = x * x
-    near = x2 * (1.5 * ax - 2.5) + 1.0
-    far = x2 * (-0.5 * ax + 2.5) - 4.0 * ax + 2.0
+    near = 1.5 * ax
+    near -= 2.5
+    near *= x2
+    near += 1.0  # x2 * (1.5 |x| - 2.5) + 1
+    far = -0.5 * ax
+    far += 2.5
+    far *= x2
+    far -= 4.0 * ax
+    far += 2.0  # x2 * (-0.5 |x| + 2.5) - 4 |x| + 2
     return np.where(ax <= 1.0, near, np.where(ax <= 2.0, far, 0.0))
+
+
+def _filter(kind: str, x: FloatArray) -> FloatArray:
+    """GWKBilinear / GWKCubic kernel values at ``x`` (taps x pixels), a tap at a time."""
+    out = np.empty_like(x)
+    for i in range(x.shape[0]):
+        out[i] = _filter_row(kind, x[i])
+    return out
 
 
 def _interior_bilinear(
@@ -100,9 +114,17 @@ def _interior_bilinear(
     top = np.take(canvas.data, taps.row(0), axis=1)
     bottom = np.take(canvas.data, taps.row(1), axis=1)
     ax = 1.0 - rx
-    upper = top[:, 0] * rx + top[:, 1] * ax
-    lower = bottom[:, 0] * rx + bottom[:, 1] * ax
-    return upper * ry + lower * (1.0 - ry)
+    # (p00 rx + p01 ax) ry + (p10 rx + p11 ax) (1 - ry), in place, operation for operation
+    upper: FloatArray = np.multiply(top[:, 0], rx)
+    tmp = np.multiply(top[:, 1], ax)
+    upper += tmp
+    lower = np.multiply(bottom[:, 0], rx)
+    np.multiply(bottom[:, 1], ax, out=tmp)
+    lower += tmp
+    upper *= ry
+    lower *= 1.0 - ry
+    upper += lower
+    return upper
 
 
 _NO_MASK_ORDER = ((0, 0), (0, 1), (1, 1), (1, 0))  # UL, UR, LR, LL
@@ -266,13 +288,22 @@ def scaled(
     return acc / np.where(norm == 0, 1.0, norm), np.ones(x.size, np.bool_)
 
 
-def store(values: FloatArray, dtype: np.dtype[Any], dst_nodata: float | None) -> npt.NDArray[Any]:
-    """Computed values as GDAL writes them into a ``dtype`` destination."""
+def store(
+    values: npt.NDArray[Any], dtype: np.dtype[Any], dst_nodata: float | None
+) -> npt.NDArray[Any]:
+    """Computed values as GDAL writes them into a ``dtype`` destination (float64 ``values``
+    are rounded in place: they are the kernels' scratch arrays)."""
     if not np.issubdtype(dtype, np.integer):
         return values.astype(dtype)
     info = np.iinfo(dtype)
-    out = np.floor(np.clip(values, info.min, info.max) + 0.5)
-    out = np.clip(out, info.min, info.max).astype(dtype)
+    if values.dtype == dtype:  # nearest: source values as they are
+        out = values.copy()
+    else:  # float64 scratch values of the kernels: rounded in place
+        np.clip(values, info.min, info.max, out=values)
+        values += 0.5
+        if info.min < 0:  # floor(v + 0.5); for v + 0.5 >= 0 the cast's truncation is that
+            np.floor(values, out=values)
+        out = values.astype(dtype)
     if dst_nodata is not None and info.min <= dst_nodata <= info.max:
         hit = out == dst_nodata
         if hit.any():

@@ -22,6 +22,7 @@ native resolution in a TMS CRS (its zoom range, the size of its WarpedVRTs). The
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -214,9 +215,11 @@ def _adjust(
     return psx, psy
 
 
+@lru_cache(maxsize=64)
 def suggested_warp_output(src: Grid, dst_crs: str) -> Grid:
     """The grid ``GDALSuggestedWarpOutput2`` proposes for ``src`` in ``dst_crs`` (module
-    docstring); raises :class:`~.grid.WarpError` when the source does not transform."""
+    docstring); raises :class:`~.grid.WarpError` when the source does not transform. Cached
+    (64 grids): a dataset's tiles all ask for the same one."""
     if same_crs(src.crs, dst_crs):
         return src
     crs_of(dst_crs)
