@@ -83,7 +83,11 @@ def _epsg(crs: str) -> int | None:
 
 def center_long(grid: Grid) -> float | None:
     """The CENTER_LONG GDAL sets for a geographic source whose corners go past +/-180 (and span
-    at most 360 degrees), formatted with ``%g`` as GDAL writes it; None otherwise."""
+    at most 360 degrees), formatted with ``%g`` as GDAL writes it; None otherwise.
+
+    Measured, not read: GDAL's InsertCenterLong also sets one for a file spanning exactly
+    -180..180, but wrapping there moves the tiles that end on 180 to full-width source windows,
+    which GDAL 3.10's output does not show; so such a file is not wrapped here."""
     if not is_geographic(grid.crs):
         return None
     lo, _, hi, _ = grid.bounds
