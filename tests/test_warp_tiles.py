@@ -95,3 +95,37 @@ def test_random_tiles_match_rio_tiler(
     if GDAL_310:
         assert a.identical >= 0.997, a.row()
         assert a.max_diff <= 1, a.row()
+
+
+IO_CASES = [(key, zxy, k, k) for key, zxy in TILES[::3] for k in ("bilinear", "cubic")] + [
+    ("equator", (7, x, 64), k, io)
+    for x in (67, 68)
+    for k in ("nearest", "bilinear")
+    for io in ("nearest", "bilinear")
+]
+
+
+@pytest.mark.parametrize(
+    ("key", "zxy", "kernel", "io"),
+    IO_CASES,
+    ids=[f"{key}-{z}/{x}/{y}-{k}-io_{io}" for key, (z, x, y), k, io in IO_CASES],
+)
+def test_tile_with_another_io_resampling_matches_rio_tiler(
+    warp_files: dict[str, Path], key: str, zxy: tuple[int, int, int], kernel: str, io: str
+) -> None:
+    """``tile(resampling_method=io, reproject_method=kernel)``: the RasterIO resampling sets
+    the overview threshold (1.2 for nearest, 1.01 otherwise), not the warp. The equator file's
+    zoom-7 tiles need a 3.6x reduction: nearest reads the 4x overview, bilinear the 2x one."""
+    z, x, y = zxy
+    if key == "equator":
+        src = open_source(warp_files[key])
+        level = W.tile_level(src.grid, src.levels, W.tile_grid(TMS, x, y, z), io)
+        assert level == (2 if io == "nearest" else 1)
+    a = tile_vs_rio_tiler(warp_files[key], z, x, y, kernel, io=io)  # type: ignore[arg-type]
+    assert a.missing == 0
+    assert a.mask_diff_inner == 0, a.row()
+    assert a.mean_diff <= 0.5, a.row()
+    if GDAL_310:
+        assert a.identical >= 0.9999, a.row()
+        assert a.max_diff <= 1, a.row()
+        assert a.mask_diff == 0, a.row()

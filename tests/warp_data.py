@@ -7,7 +7,9 @@ layout and georeferencing are what GDAL produces; ~4 s in all):
 * ``wgs84``: EPSG:4326, one band, nodata 0 and a nodata hole, 2048 x 1024 over 0..20 E 30..40 N;
 * ``polar``: Antarctic polar stereographic (EPSG:3031), 1024 x 1024 at 6 km, nodata outside a disc;
 * ``antimeridian``: EPSG:4326 on a 0..360 grid, 170 E .. 190 E, 20 S .. 0, 1024 x 1024;
-* ``world``: whole-world EPSG:4326, 4096 x 2048, for antimeridian- and pole-crossing targets.
+* ``world``: whole-world EPSG:4326, 4096 x 2048, for antimeridian- and pole-crossing targets;
+* ``equator``: EPSG:4326, 1024 x 1024 at 0.00305 degrees (about 340 m): its zoom-8 tiles need
+  a 1.8x reduction, where the nearest and the other RasterIO thresholds pick different levels.
 
 References: tiles against rio-tiler's ``Reader.tile()`` (GDAL's WarpedVRT underneath); regions
 against ``rasterio.warp.reproject`` of the same level into the same grid, in one warp chunk
@@ -138,6 +140,13 @@ def _build(d: Path) -> dict[str, Path]:
             texture(1024, 1024, 6)[None],
             "EPSG:4326",
             from_origin(170.0, 0.0, 20.0 / 1024, 20.0 / 1024),
+            None,
+        ),
+        "equator": write_cog(
+            d / "equator.tif",
+            texture(1024, 1024, 8)[None],
+            "EPSG:4326",
+            from_origin(10.0, 1.5, 0.00305, 0.00305),
             None,
         ),
         "world": write_cog(
