@@ -5,6 +5,7 @@ with CLOUDROI_LONG=1."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +37,15 @@ def server(range_server: RangeServer) -> Iterator[RangeServer]:
     range_server.fault = None
     range_server.latency = 0.0
     range_server.multirange = True
+
+
+@pytest.fixture(scope="session")
+def warp_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The GDAL-written COGs the warp tests compare with GDAL (tests/warp_data.py), written
+    once per session."""
+    from tests.warp_data import build
+
+    return build(tmp_path_factory.mktemp("warp"))
 
 
 @pytest.fixture(scope="session")
