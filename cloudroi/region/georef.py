@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from morecantile import TileMatrixSet
 
     from ..image import Image
-    from ..warp import Grid, SourceBlock, WarpPlan
+    from ..warp import Grid, Resampling, SourceBlock, WarpPlan
 
 __all__ = [
     "bounds_in",
@@ -44,6 +44,16 @@ __all__ = [
 Bounds = tuple[float, float, float, float]
 #: Samples per edge when bounds are carried into another CRS (as GDAL's transform_bounds).
 DENSIFY = 21
+
+
+def kernel(name: str) -> Resampling:
+    """A warp kernel's name, checked: nearest, bilinear, cubic or average."""
+    from ..warp import RESAMPLINGS
+
+    for known in RESAMPLINGS:
+        if name == known:
+            return known
+    raise WindowError(f"resampling {name!r} is not one of {', '.join(RESAMPLINGS)}")
 
 
 def crs_text(crs: Any) -> str:
@@ -110,8 +120,12 @@ def region_plan(
     else:
         raise WindowError("a reprojected region needs an output shape or a resolution")
     return plan_region(
-        source_grid(img), img.levels, dst, resampling,  # type: ignore[arg-type]
-        block_shape=img.block_shape, level=level,
+        source_grid(img),
+        img.levels,
+        dst,
+        kernel(resampling),
+        block_shape=img.block_shape,
+        level=level,
     )
 
 
@@ -135,8 +149,16 @@ def tile_plan(
         raise TileOutsideBoundsError(f"tile {z}/{x}/{y} of {tms.id} is outside the image")
     bands = rio_tiler_vrt_bands(img.count, img.nodata, img.alpha_band is not None)
     return plan_tile(
-        src, img.levels, tms, x, y, z, resampling,  # type: ignore[arg-type]
-        vrt_bands=bands, tilesize=tilesize, block_shape=img.block_shape,
+        src,
+        img.levels,
+        tms,
+        x,
+        y,
+        z,
+        kernel(resampling),
+        vrt_bands=bands,
+        tilesize=tilesize,
+        block_shape=img.block_shape,
         io_resampling=io_resampling,
     )
 
@@ -178,8 +200,13 @@ async def read_warped(
         data = np.full((n, plan.dst.height, plan.dst.width), img.nodata or 0, dtype=img.dtype)
     mask = np.where(result.mask, 255, 0).astype(np.uint8)
     return ImageData(
-        data=data, mask=mask, transform=plan.dst.gt, crs=CRS.from_user_input(plan.dst.crs),
-        nodata=img.nodata, bands=bands or tuple(range(1, img.count + 1)), level=plan.level,
+        data=data,
+        mask=mask,
+        transform=plan.dst.transform,
+        crs=CRS.from_user_input(plan.dst.crs),
+        nodata=img.nodata,
+        bands=bands or tuple(range(1, img.count + 1)),
+        level=plan.level,
         window=Window(0, 0, plan.src.width, plan.src.height),
     )
 
@@ -202,8 +229,16 @@ async def read_tile(
     matrix_set = tile_matrix_set(tms)
     plan = await loop.run_in_executor(
         executor,
-        lambda: tile_plan(img, matrix_set, x, y, z, tilesize=tilesize, resampling=resampling,
-                          io_resampling=io_resampling),
+        lambda: tile_plan(
+            img,
+            matrix_set,
+            x,
+            y,
+            z,
+            tilesize=tilesize,
+            resampling=resampling,
+            io_resampling=io_resampling,
+        ),
     )
     return await read_warped(img, plan, bands=bands, executor=executor)
 
