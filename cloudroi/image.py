@@ -29,6 +29,7 @@ from .read.masks import read_mask
 from .read.plan import ReadPlan, check_shape, check_window, resample_source
 from .read.reader import BlockReader, Budgets, LevelReader
 from .region.geometry import grid_bounds
+from .region.verbs import GeoVerbs
 from .source.base import RangeSource
 from .tiff.parse import ParseLimits
 from .tiff.structure import ImageIFD, TiffStructure
@@ -67,7 +68,7 @@ class ImageOptions:
     parse_limits: ParseLimits = ParseLimits()
 
 
-class Image:
+class Image(GeoVerbs):
     """An opened TIFF/COG. Use ``cloudroi.open(url)``; close with ``await img.close()`` or
     ``async with``. Properties describe level 0 (full resolution) unless they say otherwise."""
 

@@ -13,7 +13,7 @@ import cloudroi
 from cloudroi.cli import build_parser
 from cloudroi.cog import write_cog
 from cloudroi.errors import BandError, LevelError, NotGeoreferencedError, WindowError
-from cloudroi.region import ArgumentError, RegionRequest, plan_region, read_region
+from cloudroi.region import ArgumentError, RegionRequest, plan_point, plan_region, read_region
 from cloudroi.region import args as region_args
 from cloudroi.service.params import parse_region
 from cloudroi.service.problems import Problem
@@ -199,3 +199,24 @@ async def test_image_data_knows_where_it_is() -> None:
     encoded = region.render("png")
     assert encoded.media_type == "image/png"
     assert encoded.any_valid
+
+
+async def test_point_on_a_pixel_edge_is_where_rasterio_index_puts_it() -> None:
+    """GDAL's pixel-edge convention: x/y exactly on an edge (as computed from the transform)
+    belongs to the pixel right of / below it, through GDAL's inverse geotransform; a plain
+    inverse put thousands of these in the pixel before."""
+    from affine import Affine
+    from rasterio.transform import rowcol
+
+    gt = (412345.67, 0.3, 0.0, 5123456.78, 0.0, -0.3)
+    data = write_cog(PIXELS[0][:, :300], tile=64, epsg=32633, transform=gt)
+    affine = Affine.from_gdal(*gt)
+    checked = 0
+    async with cloudroi.open(data) as img:
+        for col in range(0, 300, 7):
+            for row in range(0, 300, 13):
+                x, y = gt[0] + col * gt[1], gt[3] + row * gt[5]
+                plan = plan_point(img, (x, y))
+                assert (plan.row, plan.col) == tuple(rowcol(affine, x, y)) == (row, col)
+                checked += 1
+    assert checked > 900

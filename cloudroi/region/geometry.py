@@ -14,6 +14,7 @@ from ..types import Window
 __all__ = [
     "bbox_window",
     "grid_bounds",
+    "inverse",
     "out_shape",
     "scaled_transform",
     "to_pixel",
@@ -24,16 +25,32 @@ Transform = tuple[float, float, float, float, float, float]
 Levels = Sequence[tuple[int, int]]
 
 
-def to_pixel(gt: Transform) -> Callable[[float, float], tuple[float, float]]:
-    """A function mapping CRS (x, y) to fractional level-0 (col, row) through ``gt``."""
+def inverse(gt: Transform) -> Transform:
+    """The inverse geotransform as GDAL's GDALInvGeoTransform computes it (with its exact
+    north-up case), so a coordinate on a pixel edge lands where GDAL and rasterio put it."""
     x0, dx, rx, y0, ry, dy = gt
     det = dx * dy - rx * ry
     if det == 0 or not math.isfinite(det):
         raise ValueError("the image's geotransform cannot be inverted")
+    if rx == 0.0 and ry == 0.0:
+        return (-x0 / dx, 1.0 / dx, 0.0, -y0 / dy, 0.0, 1.0 / dy)
+    inv = 1.0 / det
+    return (
+        (rx * y0 - x0 * dy) * inv,
+        dy * inv,
+        -rx * inv,
+        (-dx * y0 + x0 * ry) * inv,
+        -ry * inv,
+        dx * inv,
+    )
+
+
+def to_pixel(gt: Transform) -> Callable[[float, float], tuple[float, float]]:
+    """A function mapping CRS (x, y) to fractional level-0 (col, row) through ``gt``."""
+    i0, i1, i2, i3, i4, i5 = inverse(gt)
 
     def convert(x: float, y: float) -> tuple[float, float]:
-        u, v = x - x0, y - y0
-        return (dy * u - rx * v) / det, (-ry * u + dx * v) / det
+        return i0 + x * i1 + y * i2, i3 + x * i4 + y * i5
 
     return convert
 

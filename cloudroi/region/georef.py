@@ -11,6 +11,7 @@ reaches (outside the source, nodata, masked).
 from __future__ import annotations
 
 import asyncio
+import math
 from concurrent.futures import Executor
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..crs import CRS
-from ..errors import NotGeoreferencedError, TileOutsideBoundsError, WindowError
+from ..errors import LimitExceededError, NotGeoreferencedError, TileOutsideBoundsError, WindowError
 from ..tasks import gather_all
 from ..types import Window
 from .data import ImageData, PointData
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "bounds_in",
+    "checked_bounds",
+    "plan_region_async",
+    "plan_tile_async",
+    "refill",
     "crs_text",
     "point_at",
     "read_tile",
@@ -117,8 +122,13 @@ def region_plan(
         dst = Grid.from_bounds(target, bounds, width, height)
     elif resolution is not None:
         dst = Grid.from_resolution(target, bounds, resolution)
-    else:
-        raise WindowError("a reprojected region needs an output shape or a resolution")
+    else:  # the resolution GDAL suggests for the whole image in the target CRS
+        from ..warp import suggested_warp_output
+
+        native = suggested_warp_output(source_grid(img), target)
+        dst = Grid.from_resolution(
+            target, bounds, (abs(native.transform[1]), abs(native.transform[5]))
+        )
     return plan_region(
         source_grid(img),
         img.levels,
@@ -163,6 +173,54 @@ def tile_plan(
     )
 
 
+def checked_bounds(bounds: Any) -> Bounds:
+    """``bounds`` as four finite floats with min < max on both axes, else WindowError."""
+    try:
+        box = tuple(float(v) for v in bounds)
+    except (TypeError, ValueError) as exc:
+        raise WindowError(f"bounds must be four numbers, got {bounds!r}") from exc
+    if len(box) != 4 or not all(math.isfinite(v) for v in box):
+        raise WindowError(f"bounds must be four finite numbers, got {bounds!r}")
+    minx, miny, maxx, maxy = box
+    if not (minx < maxx and miny < maxy):
+        raise WindowError(f"bounds need minx < maxx and miny < maxy, got {box}")
+    return (minx, miny, maxx, maxy)
+
+
+async def plan_tile_async(
+    img: Image, tms: str, x: int, y: int, z: int, tilesize: int, resampling: str, io: str
+) -> WarpPlan:
+    """``tile_plan`` in the thread pool (planning a warp transforms a few thousand points)."""
+    matrix_set = tile_matrix_set(tms)
+    return await asyncio.get_running_loop().run_in_executor(
+        img.context.executor,
+        lambda: tile_plan(
+            img, matrix_set, x, y, z, tilesize=tilesize, resampling=resampling, io_resampling=io
+        ),
+    )
+
+
+async def plan_region_async(img: Image, bounds: Bounds, crs: Any, **kwargs: Any) -> WarpPlan:
+    """``region_plan`` in the thread pool, for the image's own CRS when ``crs`` is None."""
+    target = img.crs if crs is None else crs
+    if target is None:
+        raise NotGeoreferencedError("the image has no CRS: give the region's crs")
+    return await asyncio.get_running_loop().run_in_executor(
+        img.context.executor, lambda: region_plan(img, bounds, target, **kwargs)
+    )
+
+
+def refill(data: ImageData, nodata: float | int | None) -> ImageData:
+    """``data`` with its invalid pixels set to ``nodata`` (and ``nodata`` recorded), when given."""
+    if nodata is None:
+        return data
+    if data.mask is not None:
+        fill = np.asarray(nodata).astype(data.data.dtype)
+        data.data[:, data.mask == 0] = fill
+    data.nodata = nodata
+    return data
+
+
 async def _block(
     img: Image, plan: WarpPlan, win: Window, bands: tuple[int, ...] | None, budgets: dict[str, Any]
 ) -> SourceBlock:
@@ -188,7 +246,11 @@ async def read_warped(
     reaches) and the destination grid's georeferencing."""
     from ..warp import execute
 
-    budgets = {"max_tiles": max_tiles, "max_bytes": max_bytes}
+    if max_tiles is not None:  # the budget is the whole warp's, not each window's
+        tiles = sum(len(img.plan(w, plan.level, bands).blocks) for w in plan.windows)
+        if tiles > max_tiles:
+            raise LimitExceededError("tiles", tiles, max_tiles)
+    budgets = {"max_tiles": None, "max_bytes": max_bytes}
     blocks = await gather_all(_block(img, plan, Window(*w), bands, budgets) for w in plan.windows)
     loop = asyncio.get_running_loop()
     result = await loop.run_in_executor(
@@ -225,21 +287,7 @@ async def read_tile(
     executor: Executor | None = None,
 ) -> ImageData:
     """Tile ``z/x/y`` of ``tms`` as an ImageData (``TileOutsideBoundsError`` outside)."""
-    loop = asyncio.get_running_loop()
-    matrix_set = tile_matrix_set(tms)
-    plan = await loop.run_in_executor(
-        executor,
-        lambda: tile_plan(
-            img,
-            matrix_set,
-            x,
-            y,
-            z,
-            tilesize=tilesize,
-            resampling=resampling,
-            io_resampling=io_resampling,
-        ),
-    )
+    plan = await plan_tile_async(img, tms, x, y, z, tilesize, resampling, io_resampling)
     return await read_warped(img, plan, bands=bands, executor=executor)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import WindowError
+from ..region.geometry import inverse
 from ..types import Window
 
 __all__ = ["BoolArray", "FloatArray", "GeoTransform", "Grid", "IntArray", "WarpError"]
@@ -108,18 +109,7 @@ class Grid:
     def inverse(self) -> GeoTransform:
         """The inverse geotransform as GDALInvGeoTransform computes it, including its exact
         north-up special case."""
-        x0, dx, rx, y0, ry, dy = self.transform
-        if rx == 0.0 and ry == 0.0:
-            return (-x0 / dx, 1.0 / dx, 0.0, -y0 / dy, 0.0, 1.0 / dy)
-        inv = 1.0 / (dx * dy - rx * ry)
-        return (
-            (rx * y0 - x0 * dy) * inv,
-            dy * inv,
-            -rx * inv,
-            (-dx * y0 + x0 * ry) * inv,
-            -ry * inv,
-            dx * inv,
-        )
+        return inverse(self.transform)
 
     def to_pixel(self, x: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray]:
         """CRS coordinates -> fractional pixel coordinates ``(col, row)``."""
