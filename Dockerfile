@@ -7,7 +7,7 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# ---- build: the wheel, and a venv holding it with the s3 extra ------------------------------
+# ---- build: the wheel, and a venv holding it with the s3 and geo extras ----------------------
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -16,11 +16,11 @@ WORKDIR /src
 COPY deploy/docker/install.sh /usr/local/bin/cloudroi-install
 COPY pyproject.toml README.md ./
 COPY cloudroi ./cloudroi
-RUN sh /usr/local/bin/cloudroi-install /src /opt/venv s3
+RUN sh /usr/local/bin/cloudroi-install /src /opt/venv s3,geo
 
 # ---- the same venv plus the Lambda runtime interface client ---------------------------------
 FROM build AS build-lambda
-RUN sh /usr/local/bin/cloudroi-install /src /opt/venv s3,lambda
+RUN sh /usr/local/bin/cloudroi-install /src /opt/venv s3,geo,lambda
 
 # ---- what both images share: the base, an unprivileged user, the venv on PATH ---------------
 FROM ${PYTHON_IMAGE} AS base

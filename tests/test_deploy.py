@@ -371,7 +371,7 @@ def test_image_install_steps_in_a_fresh_venv(
     ]
     stage_runs(build, into)
     venv = into("/opt/venv")
-    check_venv(venv, {"s3"})
+    check_venv(venv, {"s3", "geo"})
     result = run([str(venv / "bin" / "cloudroi"), "--help"], timeout=60)
     assert result.returncode == 0, result.stderr
     assert "serve" in result.stdout
@@ -411,7 +411,7 @@ def test_image_install_steps_in_a_fresh_venv(
 
     # The Lambda image: the same venv plus awslambdaric, then its ENTRYPOINT + CMD.
     stage_runs(dockerfile.stage("build-lambda"), into)
-    check_venv(venv, {"s3", "lambda"})
+    check_venv(venv, {"s3", "geo", "lambda"})
     lam = dockerfile.stage("lambda")
     entry = exec_form(lam.one("ENTRYPOINT"))
     python = str(into(entry[0]))

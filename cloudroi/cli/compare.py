@@ -197,7 +197,9 @@ async def demo(args: argparse.Namespace) -> int:
     )
     out(
         "\nNext: `cloudroi serve` (allows only the sample by default), then e.g.\n"
-        f"  curl -o region.png 'http://127.0.0.1:8080/region?url={path}&window=1024,1024,512,512'"
+        f"  curl -o region.png 'http://127.0.0.1:8080/region?url={path}&window=1024,1024,512,512'\n"
+        "or, with the geo extra (pip install 'cloudroi[geo]'), open the web map\n"
+        f"  http://127.0.0.1:8080/map?url={path}&rescale=0,2200"
     )
     return 0
 

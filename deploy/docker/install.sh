@@ -2,7 +2,7 @@
 # Builds cloudroi's wheel from a source tree and installs it, with its runtime dependencies only
 # (those pyproject.toml declares for the wheel and the named extras), into a virtual environment.
 #
-#   install.sh SRC VENV EXTRAS      e.g. install.sh /src /opt/venv s3   or   ... s3,lambda
+#   install.sh SRC VENV EXTRAS      e.g. install.sh /src /opt/venv s3,geo   or   ... s3,geo,lambda
 #
 # The Dockerfile runs exactly this; tests/test_deploy.py runs it too, into a fresh venv, and checks
 # what ended up installed. $PYTHON picks the interpreter that creates the venv (default python3).
