@@ -170,9 +170,17 @@ async def test_unknown_parameters_are_ignored_and_keep_the_etag(
     s4, h4, _ = await get(client, path, url=url, bidx="2")
     assert s4 == 200
     assert h4["ETag"] != h1["ETag"]  # a parameter that changes pixels changes the validator
-    status, _, body = await get(client, path, url=url, expression="b1/b2")
-    assert status == 400
-    assert json.loads(body)["code"] == "unsupported_parameter"
+    for refused in (
+        {"expression": "b1/b2"},
+        {"buffer": "8"},
+        {"padding": "2"},
+        {"unscale": "true"},
+    ):
+        status, _, body = await get(client, path, url=url, **refused)
+        assert status == 400, refused
+        assert json.loads(body)["code"] == "unsupported_parameter"
+    s5, h5, b5 = await get(client, path, url=url, buffer="0", padding="0", unscale="false")
+    assert (s5, h5["ETag"], b5) == (200, h1["ETag"], b1)  # neutral values change nothing
 
 
 async def test_outside_tiles_are_empty_or_transparent(

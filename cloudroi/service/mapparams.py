@@ -35,7 +35,22 @@ __all__ = [
 #: Largest tile side (tilesize, or 256 x scale).
 MAX_TILESIZE = 2048
 #: TiTiler parameters that change the pixels and are not implemented here yet.
-UNSUPPORTED = ("expression", "colormap", "colormap_name", "color_formula", "algorithm")
+UNSUPPORTED = (
+    "expression",
+    "colormap",
+    "colormap_name",
+    "color_formula",
+    "algorithm",
+    "algorithm_params",
+    "post_process",
+)
+#: TiTiler parameters that change pixels unless they hold their neutral value: accepted at
+#: that value, refused (not silently dropped) otherwise.
+NEUTRAL = {
+    "buffer": ("0", "0.0"),
+    "padding": ("0",),
+    "unscale": ("false", "False", "0"),
+}
 _NUM = r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?"
 
 _BIDX = Param(
@@ -225,7 +240,9 @@ def lenient(
     kept: list[tuple[str, str]] = []
     for raw, value in items:
         name = _ALIASES.get(raw, raw)
-        if name in UNSUPPORTED and value:
+        if (name in UNSUPPORTED and value) or value.strip() not in NEUTRAL.get(
+            name, (value.strip(),)
+        ):
             raise bad_request(
                 f"parameter {name!r} is not supported by this service yet",
                 code="unsupported_parameter",
