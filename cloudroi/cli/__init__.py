@@ -3,18 +3,20 @@
     cloudroi info URL [--json]
     cloudroi read URL (--window C,R,W,H | --bbox MINX,MINY,MAXX,MAXY) [--level N | --size W,H]
                   [--boundless] [--bands 1,2,3] [--rescale MIN,MAX] [--quality 1..100]
-                  [--bbox-crs CRS] [--dst-crs CRS] [--resolution R] [--resampling KERNEL]
-                  -o OUT.{npy,png,jpg,webp,tif}
-    cloudroi tile URL Z X Y [--tms NAME] [--tilesize N] [--resampling KERNEL] [--bands 1,2,3]
-                  [--format F] [--rescale MIN,MAX] [--quality 1..100] [-o OUT]
-    cloudroi point URL X Y [--crs CRS] [--json]
+                  [--bbox-crs CRS] [--dst-crs CRS] [--resolution R | --width W --height H]
+                  [--resampling KERNEL] -o OUT.{npy,png,jpg,webp,tif}
+    cloudroi tile URL Z X Y [--tms NAME] [--tilesize N] [--resampling KERNEL]
+                  [--io-resampling NAME] [--bands 1,2,3] [--format F] [--rescale MIN,MAX]
+                  [--quality 1..100] [-o OUT]
+    cloudroi point URL X Y [--crs CRS]
     cloudroi serve [--host H] [--port P] [--allow PREFIX ...] [--allow-network CIDR ...]
     cloudroi compare URL (--window ... | --bbox ...) [--level N] [--json]
     cloudroi demo [-o demo.png]
 
 Option values are parsed by ``cloudroi.region.args``, the rules the service uses, and regions are
 planned, read and rendered by the region layer, as the service does; ``tile``, ``point --crs``
-and ``read`` with ``--bbox-crs``/``--dst-crs``/``--resolution``/``--resampling`` go through the
+and ``read`` with ``--bbox-crs``/``--dst-crs``/``--resolution``/``--width``/``--height``/
+``--resampling`` go through the
 georeferenced verbs of ``Image`` (the ``geo`` extra). Errors print one line on stderr and exit
 with status 1 (2 for usage errors, 3 for a tile that does not touch the image: a tile server's
 404, which a script walking a tile pyramid skips). When the reader of stdout goes away
@@ -43,6 +45,8 @@ __all__ = ["EXIT_TILE_OUTSIDE", "build_parser", "main"]
 
 #: Exit status of ``cloudroi tile`` for a tile that does not touch the image.
 EXIT_TILE_OUTSIDE = 3
+#: Largest tile side (``Image.tile``'s limit).
+MAX_TILESIZE = 4096
 
 
 def _option(parse: Callable[[str, str], Any], name: str) -> Callable[[str], Any]:
@@ -89,7 +93,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_warp_args(p: argparse.ArgumentParser) -> None:
-    crs_help = "EPSG:n, WKT or PROJ text"
+    crs_help = "EPSG:n, an OGC CRS URI or URN, OGC:CRS84 or WKT"
     p.add_argument(
         "--bbox-crs",
         type=_option(region_args.crs, "--bbox-crs"),
@@ -107,16 +111,40 @@ def _add_warp_args(p: argparse.ArgumentParser) -> None:
         "--resolution",
         type=_option(region_args.resolution, "--resolution"),
         metavar="R|X,Y",
-        help="output pixel size in --dst-crs units (default: GDAL's suggested resolution, "
-        "or --size)",
+        help="output pixel size in --dst-crs units (default: GDAL's suggested resolution)",
     )
+    for side in ("width", "height"):
+        p.add_argument(
+            f"--{side}",
+            type=_option(_side, f"--{side}"),
+            metavar="N",
+            help=f"output {side} in pixels (with --{'height' if side == 'width' else 'width'})",
+        )
     p.add_argument(
         "--resampling",
-        type=_option(region_args.resampling, "--resampling"),
+        type=_option(region_args.kernel, "--resampling"),
         metavar="KERNEL",
-        help=f"warp kernel: {', '.join(region_args.WARP_RESAMPLINGS)} (default nearest). "
-        "Any of these four options reads the --bbox onto a grid of its own, as gdalwarp",
+        help=f"warp kernel: {', '.join(region_args.KERNELS)} (default nearest). "
+        "Any of these options reads the --bbox onto a grid of its own, as gdalwarp",
     )
+
+
+def _side(text: str, name: str) -> int:
+    return region_args.integer(name, text, 1, region_args.MAX_SIDE)
+
+
+def _tms(text: str, name: str) -> str:
+    """A tile matrix set the library knows (``georef.tile_matrix_set``, as the service)."""
+    from ..region import georef
+
+    try:
+        return georef.tile_matrix_set(text.strip()).id or text.strip()
+    except CloudROIError as exc:  # unknown set, or no geo extra
+        raise ArgumentError(name, f"{name}: {exc}") from exc
+
+
+def _tilesize(text: str, name: str) -> int:
+    return region_args.integer(name, text, 1, MAX_TILESIZE)
 
 
 def _add_rendering_args(p: argparse.ArgumentParser) -> None:
@@ -177,30 +205,37 @@ def _add_read(sub: Any, url_help: str) -> None:
 def _add_tile(sub: Any, url_help: str) -> None:
     p = sub.add_parser("tile", help="one web-map tile (z/x/y of a tile matrix set)")
     p.add_argument("url", help=url_help)
-    # checked against the tile matrix set by the command (region_args.tile)
+    # integers here (region_args.tile_index); the tile matrix set checks its own limits
     p.add_argument("z", metavar="Z", help="zoom level")
     p.add_argument("x", metavar="X", help="tile column")
     p.add_argument("y", metavar="Y", help="tile row")
     p.add_argument(
         "--tms",
-        type=_option(region_args.tile_matrix_set, "--tms"),
+        type=_option(_tms, "--tms"),
         default="WebMercatorQuad",
         metavar="NAME",
         help="tile matrix set (default WebMercatorQuad; WorldCRS84Quad, ...)",
     )
     p.add_argument(
         "--tilesize",
-        type=_option(region_args.tilesize, "--tilesize"),
+        type=_option(_tilesize, "--tilesize"),
         default=256,
         metavar="N",
-        help=f"tile side in pixels, 1..{region_args.MAX_TILESIZE} (default 256)",
+        help=f"tile side in pixels, 1..{MAX_TILESIZE} (default 256)",
     )
     p.add_argument(
         "--resampling",
-        type=_option(region_args.resampling, "--resampling"),
+        type=_option(region_args.kernel, "--resampling"),
         default="nearest",
         metavar="KERNEL",
-        help=f"warp kernel: {', '.join(region_args.WARP_RESAMPLINGS)} (default nearest)",
+        help=f"warp kernel: {', '.join(region_args.KERNELS)} (default nearest)",
+    )
+    p.add_argument(
+        "--io-resampling",
+        type=_option(region_args.io_resampling, "--io-resampling"),
+        default="nearest",
+        metavar="NAME",
+        help="how the overview is picked, as rio-tiler's resampling_method (default nearest)",
     )
     _add_rendering_args(p)
     p.add_argument(
@@ -225,10 +260,9 @@ def _add_point(sub: Any, url_help: str) -> None:
         "--crs",
         type=_option(region_args.crs, "--crs"),
         metavar="CRS",
-        help="CRS of X, Y (EPSG:n, WKT or PROJ text; default: the image's CRS); "
-        "longitude, latitude order for geographic CRSs",
+        help="CRS of X, Y (EPSG:n, an OGC CRS URI or URN, OGC:CRS84 or WKT; default: the "
+        "image's CRS); longitude, latitude order for geographic CRSs",
     )
-    p.add_argument("--json", action="store_true", help="print JSON")
     _common(p)
 
 

@@ -1,27 +1,32 @@
 """The georeferenced side of the ``cloudroi`` command: ``tile``, ``point``, ``read`` onto another
-grid (``--bbox-crs``, ``--dst-crs``, ``--resolution``, ``--resampling``) and what ``info`` adds
-(the WebMercatorQuad zoom range, the bounds in longitude/latitude). Each is a few lines over the
-``Image`` verbs of ``cloudroi.region.verbs``, which need the ``geo`` extra (pyproj, morecantile).
+grid (``--bbox-crs``, ``--dst-crs``, ``--resolution``, ``--width``/``--height``,
+``--resampling``) and what ``info`` adds (the WebMercatorQuad zoom range, the bounds in
+longitude/latitude). Each is a few lines over the ``Image`` verbs of ``cloudroi.region.verbs``,
+which need the ``geo`` extra (pyproj, morecantile).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import sys
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..crs import CRS
-from ..errors import BandError, CRSError, NotGeoreferencedError
+from ..errors import (
+    BandError,
+    CRSError,
+    MissingExtraError,
+    NotGeoreferencedError,
+    WindowError,
+)
 from ..image import Image
 from ..opening import open_image
 from ..outputs import RENDERED, format_for_path, render_bands
-from ..region import ArgumentError, Encoded, ImageData, PointData, plan_point, read_point
+from ..region import ArgumentError, Encoded, ImageData, plan_point, read_point
 from ..region import args as region_args
-from .common import UsageError, context, coordinate, empty_note, mib, out, rendering_note
+from .common import UsageError, context, empty_note, mib, out, rendering_note
 
 __all__ = [
     "WARP_OPTIONS",
@@ -34,7 +39,7 @@ __all__ = [
 
 #: The ``read`` options that put a --bbox on a grid of its own (a warp) instead of reading the
 #: image's pixels as they are.
-WARP_OPTIONS = ("bbox_crs", "dst_crs", "resolution", "resampling")
+WARP_OPTIONS = ("bbox_crs", "dst_crs", "resolution", "width", "height", "resampling")
 Bounds = tuple[float, float, float, float]
 T = TypeVar("T")
 
@@ -79,22 +84,41 @@ def tile_format(args: argparse.Namespace) -> str:
     return args.format or named or "png"
 
 
+def _tile_address(args: argparse.Namespace) -> tuple[int, int, int]:
+    """Z, X, Y as integers (``region_args.tile_index``, as the service) inside the tile
+    matrix set's zoom levels and matrix (``georef.check_tile``), before anything is read."""
+    from ..region import georef
+
+    try:
+        z, x, y = region_args.tile_index(args.z, args.x, args.y)
+        georef.check_tile(georef.tile_matrix_set(args.tms), x, y, z)
+    except (ArgumentError, WindowError) as exc:
+        raise UsageError(str(exc)) from exc
+    return z, x, y
+
+
 async def tile(args: argparse.Namespace) -> int:
-    """``cloudroi tile URL Z X Y``: one web-map tile, to -o or stdout."""
+    """``cloudroi tile URL Z X Y``: one web-map tile (``Image.tile``), to -o or stdout."""
     fmt = tile_format(args)
     to_stdout = args.output in (None, "-")
     if to_stdout and sys.stdout.isatty():
         raise UsageError("the tile is binary: give -o FILE or redirect stdout")
-    try:
-        z, x, y = region_args.tile(args.z, args.x, args.y, args.tms)
-    except ArgumentError as exc:
-        raise UsageError(str(exc)) from exc
+    z, x, y = _tile_address(args)
     async with context(args) as ctx:
         img = await open_image(args.url, context=ctx)
         try:
             bands = _bands_for(img, args.bands, fmt)
             data = await _geo(
-                img.tile(x, y, z, args.tms, args.tilesize, resampling=args.resampling, bands=bands)
+                img.tile(
+                    x,
+                    y,
+                    z,
+                    args.tms,
+                    args.tilesize,
+                    resampling=args.resampling,
+                    io_resampling=args.io_resampling,
+                    bands=bands,
+                )
             )
             encoded = await _render(img, data, fmt, args)
             stats = img.stats
@@ -135,7 +159,7 @@ async def _geo(verb: Awaitable[T]) -> T:
             f"this needs the geo extra ({exc.name or 'pyproj'} is missing): "
             "pip install 'cloudroi[geo]'"
         ) from exc
-    except (NotGeoreferencedError, BandError) as exc:
+    except (NotGeoreferencedError, BandError, MissingExtraError) as exc:
         raise UsageError(str(exc)) from exc
 
 
@@ -153,50 +177,60 @@ def check_warp_args(args: argparse.Namespace) -> None:
     """Options that cannot go with a read onto another grid, refused before anything is read."""
     if args.window is not None:
         raise UsageError(
-            "--bbox-crs, --dst-crs, --resolution and --resampling place a --bbox on a grid: "
-            "give --bbox, not --window"
+            "--bbox-crs, --dst-crs, --resolution, --width, --height and --resampling place a "
+            "--bbox on a grid: give --bbox, not --window"
         )
-    if args.resolution is not None and args.size is not None:
-        raise UsageError("give --size or --resolution, not both")
+    if (args.width is None) != (args.height is None):
+        raise UsageError("give --width and --height together")
+    sizes = [args.size is not None, args.width is not None, args.resolution is not None]
+    if sum(sizes) > 1:
+        raise UsageError("give one of --size, --width/--height or --resolution, not both")
 
 
-def carry_bounds(bbox: Bounds, src: CRS, dst: CRS) -> Bounds:
-    """``bbox`` in ``src`` as bounds in ``dst``: its edges densified (21 points each, as GDAL's
-    and rio-tiler's transform_bounds), x/y in longitude/latitude order for geographic CRSs."""
-    from pyproj import Transformer
-    from pyproj.exceptions import ProjError
-
-    from ..region.georef import DENSIFY, crs_text
-
-    if src.equals(dst):
-        return bbox
-    try:
-        transformer = Transformer.from_crs(crs_text(src), crs_text(dst), always_xy=True)
-        out = transformer.transform_bounds(*bbox, densify_pts=DENSIFY)
-    except ProjError as exc:
-        raise UsageError(f"--bbox cannot be carried into {dst}: {exc}") from exc
-    box = (float(out[0]), float(out[1]), float(out[2]), float(out[3]))
-    if not all(math.isfinite(v) for v in box) or not (box[0] < box[2] and box[1] < box[3]):
-        raise UsageError(f"--bbox {bbox} in {src} has no extent in {dst}")
-    return box
+def _shape(args: argparse.Namespace) -> tuple[int, int] | None:
+    """(width, height) asked for by --size or --width/--height."""
+    if args.size is not None:
+        return args.size[0], args.size[1]
+    if args.width is not None:
+        return args.width, args.height
+    return None
 
 
 def _grid_size(
-    img: Image, bounds: Bounds, dst: CRS, args: argparse.Namespace
+    img: Image, bounds: Bounds, dst: str, args: argparse.Namespace
 ) -> tuple[int, int, tuple[float, float] | None]:
-    """(width, height, resolution) of the output grid: --size, else --resolution, else the
-    resolution GDAL suggests for the whole image in ``dst`` (as ``Image.read_region``)."""
-    from ..region.georef import crs_text, source_grid
+    """(width, height, resolution) of the output grid: --size or --width/--height, else
+    --resolution, else the resolution GDAL suggests for the whole image in ``dst`` (as
+    ``Image.read_region`` does); blocking (pyproj)."""
+    from ..region.georef import source_grid
     from ..warp import Grid, suggested_warp_output
 
-    if args.size is not None:
-        return args.size[0], args.size[1], None
+    shape = _shape(args)
+    if shape is not None:
+        return shape[0], shape[1], None
     res = args.resolution
     if res is None:
-        native = suggested_warp_output(source_grid(img), crs_text(dst))
+        native = suggested_warp_output(source_grid(img), dst)
         res = (abs(native.transform[1]), abs(native.transform[5]))
-    grid = Grid.from_resolution(crs_text(dst), bounds, res)
+    grid = Grid.from_resolution(dst, bounds, res)
     return grid.width, grid.height, res
+
+
+def _plan_grid(
+    img: Image, args: argparse.Namespace, dst: str
+) -> tuple[Bounds, int, int, tuple[float, float] | None]:
+    """The --bbox carried from --bbox-crs into ``dst`` (``georef.carry_bounds``: edges
+    densified with 21 points, as GDAL's transform_bounds) and the grid's size there."""
+    from pyproj.exceptions import ProjError
+
+    from ..region.georef import carry_bounds
+
+    src = args.bbox_crs or dst
+    try:
+        bounds = carry_bounds(args.bbox, src, dst)
+    except (WindowError, ProjError) as exc:
+        raise UsageError(f"--bbox cannot be carried into {dst[:40]}: {exc}") from exc
+    return (bounds, *_grid_size(img, bounds, dst, args))
 
 
 def _check_output_size(img: Image, width: int, height: int, bands: int) -> None:
@@ -213,28 +247,27 @@ def _check_output_size(img: Image, width: int, height: int, bands: int) -> None:
 
 async def read_reprojected(img: Image, args: argparse.Namespace, fmt: str) -> ImageData:
     """``read --bbox`` with any of WARP_OPTIONS: the bbox (in --bbox-crs, default --dst-crs)
-    carried into --dst-crs (default: the image's CRS) and read onto a grid there of --size,
-    --resolution or GDAL's suggested resolution, through ``Image.read_region``."""
+    carried into --dst-crs (default: the image's CRS) and read onto a grid there of --size or
+    --width/--height, --resolution or GDAL's suggested resolution, by ``Image.read_region``."""
+    from ..region.georef import crs_text
+
     if img.crs is None or img.transform is None:
         raise UsageError(
-            "the image has no georeferencing: --bbox-crs, --dst-crs, --resolution and "
-            "--resampling need a CRS and a geotransform"
+            "the image has no georeferencing: --bbox-crs, --dst-crs, --resolution, --width, "
+            "--height and --resampling need a CRS and a geotransform"
         )
-    dst = args.dst_crs or img.crs
-    src = args.bbox_crs or dst
     bands = _bands_for(img, args.bands, fmt)
     loop = asyncio.get_running_loop()
 
     def plan() -> tuple[Bounds, int, int, tuple[float, float] | None]:
-        bounds = carry_bounds(args.bbox, src, dst)
-        return (bounds, *_grid_size(img, bounds, dst, args))
+        return _plan_grid(img, args, args.dst_crs or crs_text(img.crs))
 
     bounds, width, height, res = await _geo(loop.run_in_executor(img.context.executor, plan))
     _check_output_size(img, width, height, len(bands) if bands else img.count)
     return await _geo(
         img.read_region(
             bounds,
-            dst,
+            args.dst_crs or img.crs,
             shape=None if res is not None else (height, width),
             resolution=res,
             resampling=args.resampling or "nearest",
@@ -249,23 +282,9 @@ async def read_reprojected(img: Image, args: argparse.Namespace, fmt: str) -> Im
 # --------------------------------------------------------------------------------------------
 
 
-def describe_point(p: PointData) -> str:
-    values = ", ".join(str(v) for v in p.values)
-    lines = [
-        ("Pixel", f"col {p.col}, row {p.row}"),
-        ("Values", f"{values} ({p.dtype})"),
-        ("Valid", "yes" if p.valid else "no (nodata or masked)"),
-    ]
-    if p.x is not None and p.y is not None:
-        where = f"{coordinate(p.x)}, {coordinate(p.y)}"
-        crs = f"EPSG:{p.crs.epsg}" if p.crs is not None and p.crs.epsg else "the image's CRS"
-        lines.insert(1, ("Centre", f"{where} ({crs})"))
-    return "\n".join(f"{k:<8} {v}" for k, v in lines)
-
-
 async def point(args: argparse.Namespace) -> int:
-    """``cloudroi point URL X Y [--crs CRS]``: every band's value at one map coordinate, in the
-    image's CRS (as the service's /point) or in --crs."""
+    """``cloudroi point URL X Y [--crs CRS]``: every band's value at one map coordinate as
+    JSON, in --crs (``Image.point``) or in the image's CRS (as the service's /point)."""
     import json
 
     async with context(args) as ctx:
@@ -281,7 +300,7 @@ async def point(args: argparse.Namespace) -> int:
                 data = await _geo(img.point(args.x, args.y, crs=args.crs))
         finally:
             await img.close()
-    out(json.dumps(data.as_dict()) if args.json else describe_point(data))
+    out(json.dumps(data.as_dict()))
     return 0
 
 
@@ -300,7 +319,7 @@ def geo_info(img: Image) -> dict[str, Any]:
     try:
         doc["wgs84_bounds"] = list(img.bounds_in(4326))
         doc["minzoom"], doc["maxzoom"] = img.zoom_range()
-    except (ImportError, CRSError, ValueError, RuntimeError):
+    except (ImportError, MissingExtraError, CRSError, ValueError, RuntimeError):
         # no geo extra, or a CRS pyproj cannot use (pyproj's errors are RuntimeErrors): the
         # rest of info stands without these
         pass

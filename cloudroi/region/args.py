@@ -12,32 +12,22 @@ from __future__ import annotations
 import math
 import re
 
-from ..crs import CRS
-from ..errors import CRSError
 from ..outputs import FORMATS
 
 __all__ = [
     "MAX_BANDS",
     "MAX_SIDE",
     "ArgumentError",
-    "MAX_CRS_TEXT",
-    "MAX_TILESIZE",
-    "WARP_RESAMPLINGS",
     "bands",
     "bbox",
     "boolean",
-    "crs",
     "integer",
     "number",
     "output_format",
     "quality",
-    "resampling",
     "rescale",
     "resolution",
     "size",
-    "tile",
-    "tile_matrix_set",
-    "tilesize",
     "window",
 ]
 
@@ -48,13 +38,6 @@ MAX_COORD = MAX_SIDE * 64
 MAX_BANDS = 256
 _INT = re.compile(r"^[+-]?\d{1,12}$")
 _FLOAT = re.compile(r"^[+-]?(\d{1,20}(\.\d{0,20})?|\.\d{1,20})([eE][+-]?\d{1,3})?$")
-#: Longest CRS text accepted (a WKT2 definition with a long history runs to a few KiB).
-MAX_CRS_TEXT = 16384
-#: Largest web-map tile side.
-MAX_TILESIZE = 4096
-#: The warp kernels ``cloudroi.warp`` has (its RESAMPLINGS; kept here so that parsing an
-#: argument does not import pyproj).
-WARP_RESAMPLINGS = ("nearest", "bilinear", "cubic", "average")
 _FORMAT_ALIASES = {"jpg": "jpeg", "tiff": "tif", "geotiff": "tif"}
 
 
@@ -160,39 +143,87 @@ def output_format(text: str, name: str = "format") -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# georeferenced requests: CRSs, resolutions, warp kernels, tiles (need the geo extra)
+# georeferenced requests: CRSs, tiles, kernels
 # --------------------------------------------------------------------------------------------
 
+_CRS_CODE = re.compile(
+    r"^(?:EPSG:|epsg:|"
+    r"https?://www\.opengis\.net/def/crs/EPSG/0/|"
+    r"urn:ogc:def:crs:EPSG:[0-9.]*:)?(\d{1,6})$"
+)
+_CRS84 = re.compile(
+    r"^(?:OGC:CRS84|CRS:84|https?://www\.opengis\.net/def/crs/OGC/1\.3/CRS84|"
+    r"urn:ogc:def:crs:OGC:1\.3:CRS84)$"
+)
+_WKT_START = re.compile(
+    r"^\s*(?:PROJCS|GEOGCS|GEOCCS|COMPD_CM|PROJCRS|GEOGCRS|GEODCRS|BOUNDCRS|COMPOUNDCRS|"
+    r"PROJECTEDCRS|GEODETICCRS|GEOGRAPHICCRS|ENGCRS|VERTCRS)\s*\["
+)
+#: Longest CRS text (a WKT) an argument may hold.
+MAX_CRS_TEXT = 8192
+#: Warp kernels the reprojecting reads implement.
+KERNELS = ("nearest", "bilinear", "cubic", "average")
+#: GDAL RasterIO resampling names, which only decide the overview a tile is read from.
+IO_RESAMPLINGS = (
+    "nearest",
+    "bilinear",
+    "cubic",
+    "cubic_spline",
+    "lanczos",
+    "average",
+    "mode",
+    "gauss",
+    "rms",
+)
 
-def crs(text: str, name: str = "crs") -> CRS:
-    """A horizontal CRS: "EPSG:n" (or just n), a WKT, PROJ or PROJJSON text that pyproj can
-    build. A geocentric or purely vertical CRS has no x/y to place a region or a point on."""
+
+def crs(text: str, name: str = "crs") -> str:
+    """A CRS named by an EPSG code ("EPSG:32633", "32633", the OGC URI or URN), OGC:CRS84
+    (which is EPSG:4326 in longitude/latitude order, the order cloudroi always uses) or WKT.
+    PROJ strings and JSON are refused: a PROJ string can name files on the server."""
     text = text.strip()
-    if not text:
-        raise ArgumentError(name, f"{name} is empty", code="invalid_crs")
     if len(text) > MAX_CRS_TEXT:
+        raise ArgumentError(name, f"{name} is longer than {MAX_CRS_TEXT} characters", "invalid_crs")
+    m = _CRS_CODE.match(text)
+    if m is not None:
+        return f"EPSG:{int(m.group(1))}"
+    if _CRS84.match(text):
+        return "EPSG:4326"
+    if _WKT_START.match(text):
+        return text
+    raise ArgumentError(
+        name,
+        f"{name} must be an EPSG code (EPSG:4326, an OGC URI or URN), OGC:CRS84 or WKT, got "
+        f"{text[:40]!r}",
+        "invalid_crs",
+    )
+
+
+def kernel(text: str, name: str = "reproject") -> str:
+    """A warp kernel: nearest, bilinear, cubic or average."""
+    value = text.strip().lower()
+    if value not in KERNELS:
+        raise ArgumentError(name, f"{name} must be one of {', '.join(KERNELS)}, got {value[:20]!r}")
+    return value
+
+
+def io_resampling(text: str, name: str = "resampling") -> str:
+    """A RasterIO resampling name (it picks the overview a tile is read from)."""
+    value = text.strip().lower()
+    if value not in IO_RESAMPLINGS:
         raise ArgumentError(
-            name, f"{name} is longer than {MAX_CRS_TEXT} characters", code="invalid_crs"
-        )
-    if text.isascii() and text.isdigit() and len(text) <= 9:
-        text = f"EPSG:{text}"
-    try:
-        value = CRS.from_user_input(text)
-        definition = value.to_pyproj()  # an EPSG code pyproj knows, a complete definition
-    except CRSError as exc:
-        why = " ".join(str(exc).split())  # pyproj's messages may span lines
-        raise ArgumentError(name, f"{name} {text[:60]!r}: {why}", code="invalid_crs") from exc
-    if not (definition.is_geographic or definition.is_projected):
-        raise ArgumentError(
-            name,
-            f"{name} must be a geographic or projected CRS, got a {definition.type_name}",
-            code="invalid_crs",
+            name, f"{name} must be one of {', '.join(IO_RESAMPLINGS)}, got {value[:20]!r}"
         )
     return value
 
 
+def tile_index(z: str, x: str, y: str) -> tuple[int, int, int]:
+    """``z``, ``x``, ``y`` of a tile as integers (the tile matrix set checks its own limits)."""
+    return integer("z", z, 0, 30), integer("x", x, 0, 1 << 31), integer("y", y, 0, 1 << 31)
+
+
 def resolution(text: str, name: str = "resolution") -> tuple[float, float]:
-    """Pixel size in CRS units: one positive number, or ``x,y``."""
+    """Pixel size in CRS units: one positive number (square pixels), or ``x,y``."""
     parts = text.split(",")
     if len(parts) not in (1, 2):
         raise ArgumentError(name, f"{name} is one number or x,y")
@@ -200,82 +231,3 @@ def resolution(text: str, name: str = "resolution") -> tuple[float, float]:
     if any(v <= 0 for v in values):
         raise ArgumentError(name, f"{name} must be positive")
     return (values[0], values[-1])
-
-
-def resampling(text: str, name: str = "resampling") -> str:
-    """A warp kernel: nearest, bilinear, cubic or average."""
-    kernel = text.strip().lower()
-    if kernel not in WARP_RESAMPLINGS:
-        raise ArgumentError(
-            name, f"{name} must be one of {', '.join(WARP_RESAMPLINGS)}, got {kernel[:20]!r}"
-        )
-    return kernel
-
-
-def tilesize(text: str, name: str = "tilesize") -> int:
-    """The side of a square web-map tile in pixels, 1 to MAX_TILESIZE."""
-    return integer(name, text, 1, MAX_TILESIZE)
-
-
-def tile_matrix_set(text: str, name: str = "tms") -> str:
-    """The identifier of a tile matrix set morecantile has (WebMercatorQuad, WorldCRS84Quad...),
-    any case; returned as morecantile spells it."""
-    known = _tile_matrix_sets(name)
-    wanted = text.strip().lower()
-    for identifier in known:
-        if identifier.lower() == wanted:
-            return identifier
-    raise ArgumentError(
-        name,
-        f"{name} must be one of {', '.join(known)}, got {text.strip()[:40]!r}",
-        code="invalid_tms",
-    )
-
-
-def tile(
-    z: str, x: str, y: str, tms: str = "WebMercatorQuad", name: str = "tile"
-) -> tuple[int, int, int]:
-    """``z``, ``x``, ``y`` of a tile of the tile matrix set ``tms``, as integers: ``z`` one of
-    its zoom levels, ``x`` and ``y`` inside the matrix of that zoom. Whether the tile touches
-    an image is the image's question (``Image.tile_exists``)."""
-    identifier = tile_matrix_set(tms)
-    import morecantile
-
-    matrices = morecantile.tms.get(identifier)
-    try:
-        zoom = integer(f"{name} z", z, matrices.minzoom, matrices.maxzoom)
-    except ArgumentError as exc:
-        raise ArgumentError(exc.name, f"{exc} ({identifier})", code="invalid_tile") from exc
-    matrix = matrices.matrix(zoom)
-    col = _tile_index(f"{name} x", x, int(matrix.matrixWidth), zoom, identifier)
-    row = _tile_index(f"{name} y", y, int(matrix.matrixHeight), zoom, identifier)
-    return zoom, col, row
-
-
-def _tile_index(name: str, text: str, size: int, zoom: int, tms: str) -> int:
-    text = text.strip()
-    if not _INT.match(text):
-        raise ArgumentError(
-            name, f"{name} must be an integer, got {text[:40]!r}", code="invalid_tile"
-        )
-    value = int(text)
-    if not 0 <= value < size:
-        raise ArgumentError(
-            name,
-            f"{name} must be in 0..{size - 1} at zoom {zoom} of {tms}, got {value}",
-            code="invalid_tile",
-        )
-    return value
-
-
-def _tile_matrix_sets(name: str) -> list[str]:
-    try:
-        import morecantile
-    except ImportError as exc:
-        raise ArgumentError(
-            name,
-            f"{name}: tiles need morecantile: install cloudroi's geo extra "
-            "(pip install 'cloudroi[geo]')",
-            code="geo_unavailable",
-        ) from exc
-    return list(morecantile.tms.list())
