@@ -150,8 +150,9 @@ def _write_stdout(body: bytes) -> None:
 
 
 async def _geo(verb: Awaitable[T]) -> T:
-    """Await a georeferenced verb; a missing geo extra or an image without georeferencing is
-    a usage error (the options asked for something this image or install cannot do)."""
+    """Await a georeferenced verb; a missing geo extra, an image without georeferencing, a
+    CRS pyproj cannot build or a band the image lacks is a usage error (the options asked for
+    something this image or install cannot do)."""
     try:
         return await verb
     except ImportError as exc:
@@ -159,7 +160,7 @@ async def _geo(verb: Awaitable[T]) -> T:
             f"this needs the geo extra ({exc.name or 'pyproj'} is missing): "
             "pip install 'cloudroi[geo]'"
         ) from exc
-    except (NotGeoreferencedError, BandError, MissingExtraError) as exc:
+    except (NotGeoreferencedError, BandError, MissingExtraError, CRSError) as exc:
         raise UsageError(str(exc)) from exc
 
 
@@ -228,9 +229,9 @@ def _plan_grid(
     src = args.bbox_crs or dst
     try:
         bounds = carry_bounds(args.bbox, src, dst)
-    except (WindowError, ProjError) as exc:
-        raise UsageError(f"--bbox cannot be carried into {dst[:40]}: {exc}") from exc
-    return (bounds, *_grid_size(img, bounds, dst, args))
+        return (bounds, *_grid_size(img, bounds, dst, args))
+    except (WindowError, CRSError, ProjError) as exc:  # a CRS or box the options name
+        raise UsageError(str(exc)) from exc
 
 
 def _check_output_size(img: Image, width: int, height: int, bands: int) -> None:
@@ -241,7 +242,7 @@ def _check_output_size(img: Image, width: int, height: int, bands: int) -> None:
         raise UsageError(
             f"the output would be {width}x{height} pixels, {bands} band(s) ({mib(nbytes)}; "
             f"the limit is {mib(limit)} and {region_args.MAX_SIDE} pixels a side): "
-            "give --size or a coarser --resolution"
+            "give --size, --width/--height or a coarser --resolution"
         )
 
 
