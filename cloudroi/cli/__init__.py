@@ -3,14 +3,23 @@
     cloudroi info URL [--json]
     cloudroi read URL (--window C,R,W,H | --bbox MINX,MINY,MAXX,MAXY) [--level N | --size W,H]
                   [--boundless] [--bands 1,2,3] [--rescale MIN,MAX] [--quality 1..100]
-                  -o OUT.{npy,png,jpg,webp,tif}
+                  [--bbox-crs CRS] [--dst-crs CRS] [--resolution R | --width W --height H]
+                  [--resampling KERNEL] -o OUT.{npy,png,jpg,webp,tif}
+    cloudroi tile URL Z X Y [--tms NAME] [--tilesize N] [--resampling KERNEL]
+                  [--io-resampling NAME] [--bands 1,2,3] [--format F] [--rescale MIN,MAX]
+                  [--quality 1..100] [-o OUT]
+    cloudroi point URL X Y [--crs CRS]
     cloudroi serve [--host H] [--port P] [--allow PREFIX ...] [--allow-network CIDR ...]
     cloudroi compare URL (--window ... | --bbox ...) [--level N] [--json]
     cloudroi demo [-o demo.png]
 
 Option values are parsed by ``cloudroi.region.args``, the rules the service uses, and regions are
-planned, read and rendered by the region layer, as the service does. Errors print one line on
-stderr and exit with status 1 (2 for usage errors). When the reader of stdout goes away
+planned, read and rendered by the region layer, as the service does; ``tile``, ``point --crs``
+and ``read`` with ``--bbox-crs``/``--dst-crs``/``--resolution``/``--width``/``--height``/
+``--resampling`` go through the
+georeferenced verbs of ``Image`` (the ``geo`` extra). Errors print one line on stderr and exit
+with status 1 (2 for usage errors, 3 for a tile that does not touch the image: a tile server's
+404, which a script walking a tile pyramid skips). When the reader of stdout goes away
 (``cloudroi info URL | head -1``) the command stops quietly with status 141, 128 + SIGPIPE, as a
 Unix tool killed by SIGPIPE reports. The progress bar is drawn only when stderr is a terminal.
 """
@@ -24,14 +33,20 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import __version__
-from ..errors import CloudROIError
+from ..errors import CloudROIError, TileOutsideBoundsError
 from ..region import args as region_args
 from ..region.args import ArgumentError
 from .commands import info, read, serve
 from .common import StdoutClosed, UsageError, stdout_closed
 from .compare import compare, demo
+from .geo import point, tile
 
-__all__ = ["build_parser", "main"]
+__all__ = ["EXIT_TILE_OUTSIDE", "build_parser", "main"]
+
+#: Exit status of ``cloudroi tile`` for a tile that does not touch the image.
+EXIT_TILE_OUTSIDE = 3
+#: Largest tile side (``Image.tile``'s limit).
+MAX_TILESIZE = 4096
 
 
 def _option(parse: Callable[[str, str], Any], name: str) -> Callable[[str], Any]:
@@ -61,7 +76,12 @@ def _add_region_args(p: argparse.ArgumentParser) -> None:
         metavar="MINX,MINY,MAXX,MAXY",
         help="bounding box in the image's CRS",
     )
-    p.add_argument("--level", type=int, default=0, help="0 = full resolution, 1.. overviews")
+    p.add_argument(
+        "--level",
+        type=int,
+        help="0 = full resolution (default), 1.. overviews; for a read onto another grid, "
+        "the overview to warp from (default: the one gdalwarp -ovr AUTO picks)",
+    )
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -72,22 +92,62 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_read(sub: Any, url_help: str) -> None:
-    p = sub.add_parser("read", help="read a region into a file")
-    p.add_argument("url", help=url_help)
-    _add_region_args(p)
+def _add_warp_args(p: argparse.ArgumentParser) -> None:
+    crs_help = "EPSG:n, an OGC CRS URI or URN, OGC:CRS84 or WKT"
     p.add_argument(
-        "--boundless",
-        action="store_true",
-        help="allow a --window reaching outside the image: outside pixels are filled "
-        "with nodata (else 0) and masked (--bbox does this by itself)",
+        "--bbox-crs",
+        type=_option(region_args.crs, "--bbox-crs"),
+        metavar="CRS",
+        help=f"CRS of --bbox ({crs_help}; default: --dst-crs), x/y in longitude/latitude "
+        "order for geographic CRSs",
     )
     p.add_argument(
-        "--size",
-        type=_option(region_args.size, "--size"),
-        metavar="W,H",
-        help="output size: reads the best overview and resamples (nearest)",
+        "--dst-crs",
+        type=_option(region_args.crs, "--dst-crs"),
+        metavar="CRS",
+        help=f"CRS of the output grid ({crs_help}; default: the image's)",
     )
+    p.add_argument(
+        "--resolution",
+        type=_option(region_args.resolution, "--resolution"),
+        metavar="R|X,Y",
+        help="output pixel size in --dst-crs units (default: GDAL's suggested resolution)",
+    )
+    for side in ("width", "height"):
+        p.add_argument(
+            f"--{side}",
+            type=_option(_side, f"--{side}"),
+            metavar="N",
+            help=f"output {side} in pixels (with --{'height' if side == 'width' else 'width'})",
+        )
+    p.add_argument(
+        "--resampling",
+        type=_option(region_args.kernel, "--resampling"),
+        metavar="KERNEL",
+        help=f"warp kernel: {', '.join(region_args.KERNELS)} (default nearest). "
+        "Any of these options reads the --bbox onto a grid of its own, as gdalwarp",
+    )
+
+
+def _side(text: str, name: str) -> int:
+    return region_args.integer(name, text, 1, region_args.MAX_SIDE)
+
+
+def _tms(text: str, name: str) -> str:
+    """A tile matrix set the library knows (``georef.tile_matrix_set``, as the service)."""
+    from ..region import georef
+
+    try:
+        return georef.tile_matrix_set(text.strip()).id or text.strip()
+    except CloudROIError as exc:  # unknown set, or no geo extra
+        raise ArgumentError(name, f"{name}: {exc}") from exc
+
+
+def _tilesize(text: str, name: str) -> int:
+    return region_args.integer(name, text, 1, MAX_TILESIZE)
+
+
+def _add_rendering_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--bands",
         type=_option(region_args.bands, "--bands"),
@@ -107,6 +167,26 @@ def _add_read(sub: Any, url_help: str) -> None:
         metavar="1..100",
         help="JPEG/WebP quality (default 85)",
     )
+
+
+def _add_read(sub: Any, url_help: str) -> None:
+    p = sub.add_parser("read", help="read a region into a file")
+    p.add_argument("url", help=url_help)
+    _add_region_args(p)
+    p.add_argument(
+        "--boundless",
+        action="store_true",
+        help="allow a --window reaching outside the image: outside pixels are filled "
+        "with nodata (else 0) and masked (--bbox does this by itself)",
+    )
+    p.add_argument(
+        "--size",
+        type=_option(region_args.size, "--size"),
+        metavar="W,H",
+        help="output size: reads the best overview and resamples (nearest)",
+    )
+    _add_rendering_args(p)
+    _add_warp_args(p)
     p.add_argument(
         "-o",
         "--output",
@@ -118,6 +198,70 @@ def _add_read(sub: Any, url_help: str) -> None:
         "--quiet",
         action="store_true",
         help="no progress bar (it is drawn only when stderr is a terminal)",
+    )
+    _common(p)
+
+
+def _add_tile(sub: Any, url_help: str) -> None:
+    p = sub.add_parser("tile", help="one web-map tile (z/x/y of a tile matrix set)")
+    p.add_argument("url", help=url_help)
+    # integers here (region_args.tile_index); the tile matrix set checks its own limits
+    p.add_argument("z", metavar="Z", help="zoom level")
+    p.add_argument("x", metavar="X", help="tile column")
+    p.add_argument("y", metavar="Y", help="tile row")
+    p.add_argument(
+        "--tms",
+        type=_option(_tms, "--tms"),
+        default="WebMercatorQuad",
+        metavar="NAME",
+        help="tile matrix set (default WebMercatorQuad; WorldCRS84Quad, ...)",
+    )
+    p.add_argument(
+        "--tilesize",
+        type=_option(_tilesize, "--tilesize"),
+        default=256,
+        metavar="N",
+        help=f"tile side in pixels, 1..{MAX_TILESIZE} (default 256)",
+    )
+    p.add_argument(
+        "--resampling",
+        type=_option(region_args.kernel, "--resampling"),
+        default="nearest",
+        metavar="KERNEL",
+        help=f"warp kernel: {', '.join(region_args.KERNELS)} (default nearest)",
+    )
+    p.add_argument(
+        "--io-resampling",
+        type=_option(region_args.io_resampling, "--io-resampling"),
+        default="nearest",
+        metavar="NAME",
+        help="how the overview is picked, as rio-tiler's resampling_method (default nearest)",
+    )
+    _add_rendering_args(p)
+    p.add_argument(
+        "--format",
+        type=_option(region_args.output_format, "--format"),
+        help="png, jpeg, webp, npy or tif (default: from -o's extension, else png)",
+    )
+    p.add_argument("-o", "--output", help="output file (default, or -: stdout)")
+    _common(p)
+
+
+def _coordinate(text: str, name: str) -> float:
+    return region_args.number(name, text)
+
+
+def _add_point(sub: Any, url_help: str) -> None:
+    p = sub.add_parser("point", help="the values of every band at one coordinate")
+    p.add_argument("url", help=url_help)
+    p.add_argument("x", type=_option(_coordinate, "X"), metavar="X")
+    p.add_argument("y", type=_option(_coordinate, "Y"), metavar="Y")
+    p.add_argument(
+        "--crs",
+        type=_option(region_args.crs, "--crs"),
+        metavar="CRS",
+        help="CRS of X, Y (EPSG:n, an OGC CRS URI or URN, OGC:CRS84 or WKT; default: the "
+        "image's CRS); longitude, latitude order for geographic CRSs",
     )
     _common(p)
 
@@ -136,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     _add_read(sub, url_help)
+    _add_tile(sub, url_help)
+    _add_point(sub, url_help)
 
     p = sub.add_parser("serve", help="run the region service")
     p.add_argument("--host", help="address to listen on (default $CLOUDROI_HOST or 127.0.0.1)")
@@ -193,10 +339,20 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         if args.command == "serve":
             return serve(args)
-        command = {"info": info, "read": read, "compare": compare, "demo": demo}[args.command]
+        command = {
+            "info": info,
+            "read": read,
+            "tile": tile,
+            "point": point,
+            "compare": compare,
+            "demo": demo,
+        }[args.command]
         return asyncio.run(command(args))
     except UsageError as exc:
         parser.exit(2, f"cloudroi {args.command}: error: {exc}\n")
+    except TileOutsideBoundsError as exc:
+        print(f"cloudroi {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_TILE_OUTSIDE
     except CloudROIError as exc:
         print(f"cloudroi {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -15,10 +15,20 @@ from .. import __version__
 from ..errors import CloudROIError
 from ..image import Image
 from ..opening import open_image
-from ..outputs import ALPHA_FORMATS, RENDERED, format_for_path
-from ..region import Encoded, ImageData, RegionPlan, read_region
+from ..outputs import RENDERED, format_for_path
+from ..region import ImageData, RegionPlan, read_region
 from ..types import Stats
-from .common import UsageError, context, coordinate, mib, out, plan_from_args
+from .common import (
+    UsageError,
+    context,
+    coordinate,
+    empty_note,
+    mib,
+    out,
+    plan_from_args,
+    rendering_note,
+)
+from .geo import check_warp_args, geo_info, read_reprojected, wants_warp
 
 __all__ = ["info", "read", "serve"]
 
@@ -56,6 +66,7 @@ def describe(info: dict[str, Any], stats: Stats) -> str:
             ", ".join(map(coordinate, info["transform"])) if info["transform"] else "none",
         ),
         ("Bounds", ", ".join(map(coordinate, info["bounds"])) if info["bounds"] else "none"),
+        *_geo_lines(info),
         (
             "File",
             f"{mib(info['size'])}, {'BigTIFF' if info['bigtiff'] else 'classic TIFF'}"
@@ -66,11 +77,22 @@ def describe(info: dict[str, Any], stats: Stats) -> str:
     return "\n".join(f"{k:<12} {v}" for k, v in lines)
 
 
+def _geo_lines(info: dict[str, Any]) -> list[tuple[str, str]]:
+    """Bounds in longitude/latitude and the web-map zoom range, where ``info`` has them."""
+    lines = []
+    if info.get("wgs84_bounds"):
+        lines.append(("WGS84 bounds", ", ".join(repr(v) for v in info["wgs84_bounds"])))
+    if info.get("minzoom") is not None:
+        lines.append(("Zoom range", f"{info['minzoom']}..{info['maxzoom']} (WebMercatorQuad)"))
+    return lines
+
+
 async def info(args: argparse.Namespace) -> int:
     async with context(args) as ctx:
         img = await open_image(args.url, context=ctx)
         try:
             doc = img.info()
+            doc.update(await asyncio.to_thread(geo_info, img))
             out(json.dumps(doc, indent=2) if args.json else describe(doc, img.stats))
         finally:
             await img.close()
@@ -152,12 +174,18 @@ async def read(args: argparse.Namespace) -> int:
         fmt = format_for_path(args.output)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    warp = wants_warp(args)
+    if warp:
+        check_warp_args(args)
     started = time.perf_counter()
     async with context(args) as ctx:
         img = await open_image(args.url, context=ctx)
         try:
-            plan = plan_from_args(img, args, rendered=fmt in RENDERED)
-            data = await _read_with_progress(img, plan, args, fmt)
+            if warp:
+                data = await read_reprojected(img, args, fmt)
+            else:
+                plan = plan_from_args(img, args, rendered=fmt in RENDERED)
+                data = await _read_with_progress(img, plan, args, fmt)
             rescale = tuple(args.rescale) if args.rescale else None
             loop = asyncio.get_running_loop()
             encoded = await loop.run_in_executor(
@@ -170,24 +198,11 @@ async def read(args: argparse.Namespace) -> int:
     took = time.perf_counter() - started
     print(
         f"wrote {args.output}: {data.width}x{data.height}, {data.data.shape[0]} band(s) "
-        f"{data.data.dtype}{_rendering_note(encoded)}; {stats.requests} request(s), "
-        f"{mib(stats.bytes_fetched)} in {took:.2f} s{_empty_note(encoded, fmt)}",
+        f"{data.data.dtype}{rendering_note(encoded)}; {stats.requests} request(s), "
+        f"{mib(stats.bytes_fetched)} in {took:.2f} s{empty_note(encoded, fmt)}",
         file=sys.stderr,
     )
     return 0
-
-
-def _rendering_note(encoded: Encoded) -> str:
-    used = encoded.rescale
-    return f", values {used[0]:g}..{used[1]:g} shown as 0..255" if used else ""
-
-
-def _empty_note(encoded: Encoded, fmt: str) -> str:
-    """Without a valid pixel there is no value range to show, and the image shows nothing."""
-    if fmt not in RENDERED or encoded.any_valid:
-        return ""
-    looks = "fully transparent" if fmt in ALPHA_FORMATS else "black"
-    return f"; the window holds no valid pixel (all nodata or masked): the image is {looks}"
 
 
 # --------------------------------------------------------------------------------------------

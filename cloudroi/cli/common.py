@@ -13,16 +13,19 @@ from ..cache import LRUCache
 from ..context import Context, ContextOptions
 from ..errors import BandError, LevelError, NotGeoreferencedError, WindowError
 from ..image import Image
-from ..region import ArgumentError, RegionPlan, RegionRequest, plan_region
+from ..outputs import ALPHA_FORMATS, RENDERED
+from ..region import ArgumentError, Encoded, RegionPlan, RegionRequest, plan_region
 
 __all__ = [
     "StdoutClosed",
     "UsageError",
     "context",
     "coordinate",
+    "empty_note",
     "mib",
     "out",
     "plan_from_args",
+    "rendering_note",
     "stdout_closed",
 ]
 
@@ -115,3 +118,16 @@ def plan_from_args(img: Image, args: argparse.Namespace, *, rendered: bool = Fal
         # compare has no --boundless (its strategies read inside the image)
         hint = "; --boundless fills outside pixels" if hasattr(args, "boundless") else ""
         raise WindowError(f"{exc}{hint}") from exc
+
+
+def rendering_note(encoded: Encoded) -> str:
+    used = encoded.rescale
+    return f", values {used[0]:g}..{used[1]:g} shown as 0..255" if used else ""
+
+
+def empty_note(encoded: Encoded, fmt: str) -> str:
+    """Without a valid pixel there is no value range to show, and the image shows nothing."""
+    if fmt not in RENDERED or encoded.any_valid:
+        return ""
+    looks = "fully transparent" if fmt in ALPHA_FORMATS else "black"
+    return f"; the window holds no valid pixel (all nodata or masked): the image is {looks}"

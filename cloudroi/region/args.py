@@ -26,6 +26,7 @@ __all__ = [
     "output_format",
     "quality",
     "rescale",
+    "resolution",
     "size",
     "window",
 ]
@@ -219,3 +220,14 @@ def io_resampling(text: str, name: str = "resampling") -> str:
 def tile_index(z: str, x: str, y: str) -> tuple[int, int, int]:
     """``z``, ``x``, ``y`` of a tile as integers (the tile matrix set checks its own limits)."""
     return integer("z", z, 0, 30), integer("x", x, 0, 1 << 31), integer("y", y, 0, 1 << 31)
+
+
+def resolution(text: str, name: str = "resolution") -> tuple[float, float]:
+    """Pixel size in CRS units: one positive number (square pixels), or ``x,y``."""
+    parts = text.split(",")
+    if len(parts) not in (1, 2):
+        raise ArgumentError(name, f"{name} is one number or x,y")
+    values = [number(name, p) for p in parts]
+    if any(v <= 0 for v in values):
+        raise ArgumentError(name, f"{name} must be positive")
+    return (values[0], values[-1])

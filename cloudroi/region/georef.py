@@ -394,13 +394,16 @@ async def read_warped(
             raise LimitExceededError("tiles", tiles, max_tiles)
     budgets = {"max_tiles": None, "max_bytes": max_bytes}
     blocks = await gather_all(_block(img, plan, Window(*w), bands, budgets) for w in plan.windows)
-    loop = asyncio.get_running_loop()
-    result = await loop.run_in_executor(executor, lambda: execute(plan, blocks, src_nodata=nodata))
-    data = result.data
-    if not blocks:  # nothing of the source under the grid: every pixel is invalid
+    if blocks:
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(
+            executor, lambda: execute(plan, blocks, src_nodata=nodata)
+        )
+        data, mask = result.data, np.where(result.mask, 255, 0).astype(np.uint8)
+    else:  # nothing of the source under the grid (execute needs a block): all invalid
         shape = (len(bands), plan.dst.height, plan.dst.width)
         data = np.full(shape, _fill_value(nodata, img.dtype), dtype=img.dtype)
-    mask = np.where(result.mask, 255, 0).astype(np.uint8)
+        mask = np.zeros((plan.dst.height, plan.dst.width), np.uint8)
     return ImageData(
         data=data,
         mask=mask,
