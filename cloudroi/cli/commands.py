@@ -231,5 +231,14 @@ def serve(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     print(f"cloudroi {__version__} serving on http://{config.host}:{config.port}", flush=True)
     print("allowed sources: " + ", ".join(allowed), flush=True)
+    if not config.allowed_sources:  # only the sample: say where to look at it
+        from urllib.parse import quote
+
+        sample = quote(config.effective_sources()[0], safe="/")
+        print(
+            f"web map of the sample: http://{config.host}:{config.port}/map?url={sample}"
+            "&rescale=0,2200",
+            flush=True,
+        )
     run(config, print_fn=None)
     return 0
