@@ -34,6 +34,7 @@ __all__ = [
     "CloudROIError",
     "LevelError",
     "LimitExceededError",
+    "MissingExtraError",
     "NotGeoreferencedError",
     "TileOutsideBoundsError",
     "ObjectChangedError",
@@ -85,6 +86,16 @@ class NotGeoreferencedError(WindowError):
 class CRSError(CloudROIError, ValueError):
     """A coordinate reference system that cannot be read, built or converted, or a conversion
     that needs pyproj when it is not installed (the ``geo`` extra)."""
+
+
+class MissingExtraError(CloudROIError):
+    """A feature that needs an optional dependency which is not installed: ``extra`` names
+    the pip extra that brings it (``pip install "cloudroi[geo]"``)."""
+
+    def __init__(self, feature: str, extra: str) -> None:
+        super().__init__(f"{feature} needs the {extra!r} extra: pip install 'cloudroi[{extra}]'")
+        self.feature = feature
+        self.extra = extra
 
 
 class TileOutsideBoundsError(WindowError):

@@ -233,37 +233,59 @@ def _valid_range(
     return (lo, hi) if lo <= hi else None
 
 
+Range = tuple[float, float]
+
+
+def _ranges(
+    data: npt.NDArray[Any],
+    mask: npt.NDArray[np.uint8] | None,
+    rescale: Range | Sequence[Range] | None,
+    nodata: float | int | None,
+) -> list[Range]:
+    """One (min, max) per band: the one range given for all, one per band (the last repeated
+    for bands past the list), or the valid pixels' own range."""
+    bands = data.shape[0]
+    if rescale is None:
+        return [_valid_range(data, mask, nodata) or (0.0, 1.0)] * bands
+    if len(rescale) == 2 and not isinstance(rescale[0], Sequence):
+        return [(float(rescale[0]), float(rescale[1]))] * bands  # type: ignore[arg-type]
+    ranges = [(float(lo), float(hi)) for lo, hi in rescale]  # type: ignore[misc]
+    return [ranges[min(b, len(ranges) - 1)] for b in range(bands)]
+
+
 def render(
     data: npt.NDArray[Any],
     *,
     mask: npt.NDArray[np.uint8] | None = None,
-    rescale: tuple[float, float] | None = None,
+    rescale: Range | Sequence[Range] | None = None,
     nodata: float | int | None = None,
     alpha: bool = True,
 ) -> Rendered:
     """``data`` (1 or 3 bands) as 8-bit (height, width, channels) pixels.
 
     uint8 data is shown as it is unless ``rescale`` is given; other dtypes map ``rescale`` =
-    (min, max) onto 0..255, or without it the valid pixels' own range. With a ``mask`` and
-    ``alpha`` an alpha channel is added; without ``alpha`` invalid pixels are black.
+    (min, max) onto 0..255 (or one (min, max) per band), or without it the valid pixels' own
+    range. With a ``mask`` and ``alpha`` an alpha channel is added; without ``alpha`` invalid
+    pixels are black.
     """
     if data.ndim != 3 or data.shape[0] not in (1, 3):
         raise ValueError(f"render takes 1 or 3 bands shaped (bands, h, w), got {data.shape}")
     bands, height, width = data.shape
     with_alpha = mask is not None and alpha
     out = np.empty((height, width, bands + int(with_alpha)), dtype=np.uint8)
-    used = rescale
+    used: Range | None = None
     if data.dtype == np.uint8 and rescale is None:
         for b in range(bands):
             out[:, :, b] = data[b]
     else:
-        if used is None:
-            used = _valid_range(data, mask, nodata) or (0.0, 1.0)
-        lo, hi = used
-        factor = np.float32(255.0 / (hi - lo if hi != lo else 1.0))
+        ranges = _ranges(data, mask, rescale, nodata)
+        used = ranges[0] if len(set(ranges)) == 1 else None
+        lo = np.array([r[0] for r in ranges], np.float32).reshape(bands, 1, 1)
+        span = np.array([r[1] - r[0] or 1.0 for r in ranges], np.float32).reshape(bands, 1, 1)
+        factor = np.float32(255.0) / span
         # float32 is exact enough for 256 output levels; strips keep the copy small.
         for r0 in range(0, height, RENDER_ROWS):
-            scaled = (data[:, r0 : r0 + RENDER_ROWS].astype(np.float32) - np.float32(lo)) * factor
+            scaled = (data[:, r0 : r0 + RENDER_ROWS].astype(np.float32) - lo) * factor
             np.nan_to_num(scaled, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
             np.rint(scaled, out=scaled)
             np.clip(scaled, 0, 255, out=scaled)
@@ -304,9 +326,10 @@ def encode(
     *,
     mask: npt.NDArray[np.uint8] | None = None,
     geo: GeoRef | None = None,
-    rescale: tuple[float, float] | None = None,
+    rescale: Range | Sequence[Range] | None = None,
     quality: int = 85,
     png_level: int = DEFAULT_PNG_LEVEL,
+    alpha: bool = True,
 ) -> tuple[bytes, tuple[float, float] | None]:
     """Encode ``data`` (bands, h, w) as ``fmt``; returns the bytes and the rescale range used
     (None for data formats and uint8 shown unscaled). Renderings take 1 or 3 bands;
@@ -318,7 +341,8 @@ def encode(
     if fmt not in RENDERED:
         raise ValueError(f"unknown output format {fmt!r}; one of {', '.join(FORMATS)}")
     nodata = geo.nodata if geo is not None else None
-    rendered = render(data, mask=mask, rescale=rescale, nodata=nodata, alpha=fmt in ALPHA_FORMATS)
+    with_alpha = alpha and fmt in ALPHA_FORMATS
+    rendered = render(data, mask=mask, rescale=rescale, nodata=nodata, alpha=with_alpha)
     return _encode_image(fmt, rendered.pixels, quality, png_level), rendered.rescale
 
 

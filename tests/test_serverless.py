@@ -23,6 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import cloudroi
 from cloudroi.cog import write_cog
 from cloudroi.errors import CloudROIError
 from cloudroi.service import ServiceConfig
@@ -1009,3 +1010,45 @@ def test_runtime_client_runs_the_handler(upstream: Upstream) -> None:
     assert warm_ans.body == cold_ans.body
     assert cold_gets >= 2
     assert warm_gets == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_tiles_and_tilejson_through_the_handler(
+    kind: str, make_app: Any, upstream: Upstream
+) -> None:
+    """The map endpoints run over the same core: a tile equals the library's, TileJSON points
+    back at the API's public host (over HTTPS, from X-Forwarded-Proto)."""
+    import asyncio
+
+    import morecantile
+
+    url = upstream.url("rgb.tif")
+
+    async def reference() -> tuple[Any, tuple[int, int, int]]:
+        async with await cloudroi.open(url) as img:
+            west, south, east, north = img.bounds_in(4326)
+            t = morecantile.tms.get("WebMercatorQuad").tile(
+                (west + east) / 2, (south + north) / 2, img.maxzoom
+            )
+            return await img.tile(t.x, t.y, t.z), (t.z, t.x, t.y)
+
+    tile, (z, x, y) = asyncio.run(reference())
+    app = make_app()
+    ans = invoke(app, make_event(kind, f"/tiles/WebMercatorQuad/{z}/{x}/{y}.png", {"url": url}))
+    assert ans.status == 200, ans.body
+    assert ans.base64
+    assert "max-age=86400" in ans.headers["Cache-Control"]
+    png = imagecodecs.png_decode(ans.body)
+    assert png.shape == (256, 256, 4)
+    np.testing.assert_array_equal(np.moveaxis(png[:, :, :3], -1, 0), tile.data)
+    np.testing.assert_array_equal(png[:, :, 3], tile.mask)
+
+    headers = {"Host": "abc.execute-api.eu-west-1.amazonaws.com", "X-Forwarded-Proto": "https"}
+    ans = invoke(app, make_event(kind, "/tilejson.json", {"url": url}, headers=headers))
+    assert ans.status == 200, ans.body
+    template = ans.json()["tiles"][0]
+    assert template.startswith(
+        "https://abc.execute-api.eu-west-1.amazonaws.com/tiles/WebMercatorQuad/{z}/{x}/{y}?"
+    )
+    ans = invoke(app, make_event(kind, "/tiles/WebMercatorQuad/3/0/0.png", {"url": url}))
+    assert (ans.status, ans.body) == (204, b"")

@@ -120,7 +120,7 @@ async def test_tile_read_through_image_equals_rio_tiler(
     async with cloudroi.open(up.url("w.tif")) as img:
         assert img.crs is not None
         assert img.transform is not None
-        src = W.Grid(f"EPSG:{img.crs}", img.transform, img.width, img.height)
+        src = W.Grid(img.crs.to_string(), img.transform, img.width, img.height)
         bands = W.rio_tiler_vrt_bands(img.count, img.nodata)
         plan = W.plan_tile(
             src, img.levels, TMS, x, y, z, "cubic", vrt_bands=bands, block_shape=img.block_shape

@@ -139,3 +139,83 @@ def output_format(text: str, name: str = "format") -> str:
     if fmt not in FORMATS:
         raise ArgumentError(name, f"{name} must be one of {', '.join(FORMATS)}, got {fmt[:20]!r}")
     return fmt
+
+
+# --------------------------------------------------------------------------------------------
+# georeferenced requests: CRSs, tiles, kernels
+# --------------------------------------------------------------------------------------------
+
+_CRS_CODE = re.compile(
+    r"^(?:EPSG:|epsg:|"
+    r"https?://www\.opengis\.net/def/crs/EPSG/0/|"
+    r"urn:ogc:def:crs:EPSG:[0-9.]*:)?(\d{1,6})$"
+)
+_CRS84 = re.compile(
+    r"^(?:OGC:CRS84|CRS:84|https?://www\.opengis\.net/def/crs/OGC/1\.3/CRS84|"
+    r"urn:ogc:def:crs:OGC:1\.3:CRS84)$"
+)
+_WKT_START = re.compile(
+    r"^\s*(?:PROJCS|GEOGCS|GEOCCS|COMPD_CM|PROJCRS|GEOGCRS|GEODCRS|BOUNDCRS|COMPOUNDCRS|"
+    r"PROJECTEDCRS|GEODETICCRS|GEOGRAPHICCRS|ENGCRS|VERTCRS)\s*\["
+)
+#: Longest CRS text (a WKT) an argument may hold.
+MAX_CRS_TEXT = 8192
+#: Warp kernels the reprojecting reads implement.
+KERNELS = ("nearest", "bilinear", "cubic", "average")
+#: GDAL RasterIO resampling names, which only decide the overview a tile is read from.
+IO_RESAMPLINGS = (
+    "nearest",
+    "bilinear",
+    "cubic",
+    "cubic_spline",
+    "lanczos",
+    "average",
+    "mode",
+    "gauss",
+    "rms",
+)
+
+
+def crs(text: str, name: str = "crs") -> str:
+    """A CRS named by an EPSG code ("EPSG:32633", "32633", the OGC URI or URN), OGC:CRS84
+    (which is EPSG:4326 in longitude/latitude order, the order cloudroi always uses) or WKT.
+    PROJ strings and JSON are refused: a PROJ string can name files on the server."""
+    text = text.strip()
+    if len(text) > MAX_CRS_TEXT:
+        raise ArgumentError(name, f"{name} is longer than {MAX_CRS_TEXT} characters", "invalid_crs")
+    m = _CRS_CODE.match(text)
+    if m is not None:
+        return f"EPSG:{int(m.group(1))}"
+    if _CRS84.match(text):
+        return "EPSG:4326"
+    if _WKT_START.match(text):
+        return text
+    raise ArgumentError(
+        name,
+        f"{name} must be an EPSG code (EPSG:4326, an OGC URI or URN), OGC:CRS84 or WKT, got "
+        f"{text[:40]!r}",
+        "invalid_crs",
+    )
+
+
+def kernel(text: str, name: str = "reproject") -> str:
+    """A warp kernel: nearest, bilinear, cubic or average."""
+    value = text.strip().lower()
+    if value not in KERNELS:
+        raise ArgumentError(name, f"{name} must be one of {', '.join(KERNELS)}, got {value[:20]!r}")
+    return value
+
+
+def io_resampling(text: str, name: str = "resampling") -> str:
+    """A RasterIO resampling name (it picks the overview a tile is read from)."""
+    value = text.strip().lower()
+    if value not in IO_RESAMPLINGS:
+        raise ArgumentError(
+            name, f"{name} must be one of {', '.join(IO_RESAMPLINGS)}, got {value[:20]!r}"
+        )
+    return value
+
+
+def tile_index(z: str, x: str, y: str) -> tuple[int, int, int]:
+    """``z``, ``x``, ``y`` of a tile as integers (the tile matrix set checks its own limits)."""
+    return integer("z", z, 0, 30), integer("x", x, 0, 1 << 31), integer("y", y, 0, 1 << 31)

@@ -4,6 +4,7 @@ renders itself to the output formats.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,21 +74,31 @@ class ImageData:
         self,
         fmt: str,
         *,
-        rescale: tuple[float, float] | None = None,
+        rescale: tuple[float, float] | Sequence[tuple[float, float]] | None = None,
         quality: int = 85,
         png_level: int = DEFAULT_PNG_LEVEL,
+        alpha: bool = True,
+        mask_band: bool = False,
     ) -> Encoded:
-        """Encode as ``fmt`` (npy, tif, png, jpeg, webp): CPU work, run it in a thread."""
+        """Encode as ``fmt`` (npy, tif, png, jpeg, webp): CPU work, run it in a thread. The mask
+        is the alpha of PNG/WebP (unless ``alpha`` is False); with ``mask_band`` an npy answer
+        holds it as its last band (0/255 in the data's dtype), after the data bands, as
+        rio-tiler lays out its npy tiles."""
         geo = GeoRef(transform=self.transform, crs=self.crs, nodata=self.nodata)
         mask = self.mask if fmt in RENDERED else None
+        data = self.data
+        if fmt == "npy" and mask_band:
+            full = self.mask if self.mask is not None else np.full(data.shape[1:], 255, np.uint8)
+            data = np.concatenate([data, full[np.newaxis].astype(data.dtype)])
         body, used = encode(
             fmt,
-            self.data,
+            data,
             mask=mask,
             geo=geo,
             rescale=rescale,
             quality=quality,
             png_level=png_level,
+            alpha=alpha,
         )
         valid = self.any_valid
         return Encoded(body, CONTENT_TYPES[fmt], used if valid else None, valid)

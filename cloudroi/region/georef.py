@@ -19,10 +19,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..crs import CRS
-from ..errors import LimitExceededError, NotGeoreferencedError, TileOutsideBoundsError, WindowError
+from ..errors import (
+    LimitExceededError,
+    MissingExtraError,
+    NotGeoreferencedError,
+    TileOutsideBoundsError,
+    WindowError,
+)
+from ..outputs import RENDERED
 from ..tasks import gather_all
 from ..types import Window
-from .data import ImageData, PointData
+from .data import ImageData, PointData, RequestBytes, estimate_region
 
 if TYPE_CHECKING:
     from morecantile import TileMatrixSet
@@ -32,11 +39,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "bounds_in",
+    "carry_bounds",
+    "image_crs",
+    "max_size_shape",
+    "same_crs",
+    "check_tile",
     "checked_bounds",
     "plan_region_async",
     "plan_tile_async",
     "refill",
     "crs_text",
+    "estimate_warp",
     "point_at",
     "read_tile",
     "read_warped",
@@ -49,6 +62,15 @@ __all__ = [
 Bounds = tuple[float, float, float, float]
 #: Samples per edge when bounds are carried into another CRS (as GDAL's transform_bounds).
 DENSIFY = 21
+
+
+def require_geo(feature: str) -> None:
+    """MissingExtraError unless pyproj and morecantile (the ``geo`` extra) import."""
+    try:
+        import morecantile  # noqa: F401
+        import pyproj  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtraError(feature, "geo") from exc
 
 
 def kernel(name: str) -> Resampling:
@@ -69,6 +91,7 @@ def crs_text(crs: Any) -> str:
 
 def source_grid(img: Image) -> Grid:
     """Level 0 of ``img`` as a warp grid; NotGeoreferencedError without CRS or transform."""
+    require_geo("reprojection")
     from ..warp import Grid
 
     if img.crs is None or img.transform is None:
@@ -81,6 +104,7 @@ def source_grid(img: Image) -> Grid:
 @lru_cache(maxsize=32)
 def tile_matrix_set(name: str) -> TileMatrixSet:
     """One of the OGC TileMatrixSets morecantile knows (WebMercatorQuad, WorldCRS84Quad...)."""
+    require_geo("web-map tiles")
     import morecantile
 
     try:
@@ -88,6 +112,50 @@ def tile_matrix_set(name: str) -> TileMatrixSet:
     except Exception as exc:  # morecantile's InvalidIdentifier
         known = ", ".join(morecantile.tms.list())
         raise WindowError(f"unknown tile matrix set {name!r}; one of {known}") from exc
+
+
+def image_crs(img: Image) -> CRS:
+    """The image's CRS; NotGeoreferencedError without one."""
+    if img.crs is None:
+        raise NotGeoreferencedError("the image has no CRS")
+    return img.crs
+
+
+def same_crs(img: Image, crs: Any) -> bool:
+    """Whether ``crs`` is the image's own CRS."""
+    return img.crs is not None and CRS.from_user_input(crs) == img.crs
+
+
+def carry_bounds(bounds: Bounds, src: Any, dst: Any) -> Bounds:
+    """``bounds`` in ``src`` carried into ``dst`` with densified edges (21 points each, as
+    GDAL's transform_bounds); WindowError when they do not land in ``dst``'s domain."""
+    a, b = crs_text(src), crs_text(dst)
+    if a == b:
+        return bounds
+    require_geo("coordinate transforms")
+    from pyproj import Transformer
+
+    transformer = Transformer.from_crs(a, b, always_xy=True)
+    out = tuple(float(v) for v in transformer.transform_bounds(*bounds, densify_pts=DENSIFY))
+    if not all(math.isfinite(v) for v in out) or not (out[0] < out[2] and out[1] < out[3]):
+        raise WindowError(f"bounds {bounds} in {a[:40]} do not transform into {b[:40]}")
+    return (out[0], out[1], out[2], out[3])
+
+
+def max_size_shape(
+    img: Image, bounds: Bounds, crs: Any, max_size: int | None
+) -> tuple[int, int] | None:
+    """(height, width) of ``bounds`` in ``crs`` at the image's resolution there (GDAL's
+    suggestion), shrunk so the longest side is at most ``max_size``; None without max_size."""
+    if max_size is None:
+        return None
+    from ..warp import suggested_warp_output
+
+    native = suggested_warp_output(source_grid(img), crs_text(crs))
+    width = (bounds[2] - bounds[0]) / abs(native.transform[1])
+    height = (bounds[3] - bounds[1]) / abs(native.transform[5])
+    scale = min(1.0, max_size / max(width, height, 1e-9))
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def bounds_in(img: Image, crs: Any = 4326) -> Bounds:
@@ -139,6 +207,19 @@ def region_plan(
     )
 
 
+def check_tile(tms: TileMatrixSet, x: int, y: int, z: int) -> None:
+    """A zoom the matrix set defines (WindowError) and a tile inside its matrix
+    (TileOutsideBoundsError)."""
+    if not tms.minzoom <= z <= tms.maxzoom:
+        raise WindowError(f"zoom {z} is not in {tms.id}'s {tms.minzoom}..{tms.maxzoom}")
+    matrix = tms.matrix(z)
+    if not (0 <= x < matrix.matrixWidth and 0 <= y < matrix.matrixHeight):
+        raise TileOutsideBoundsError(
+            f"tile {z}/{x}/{y} is outside {tms.id}'s {matrix.matrixWidth}x{matrix.matrixHeight}"
+            " matrix"
+        )
+
+
 def tile_plan(
     img: Image,
     tms: TileMatrixSet,
@@ -149,15 +230,18 @@ def tile_plan(
     tilesize: int = 256,
     resampling: str = "nearest",
     io_resampling: str = "nearest",
+    nodata: float | None = None,
 ) -> WarpPlan:
-    """Tile ``z/x/y`` as rio-tiler's ``Reader.tile()`` gets it from GDAL; a tile that does not
-    touch the image is ``TileOutsideBoundsError``."""
+    """Tile ``z/x/y`` as rio-tiler's ``Reader.tile()`` gets it from GDAL (``nodata`` overriding
+    the image's); a tile that does not touch the image is ``TileOutsideBoundsError``."""
     from ..warp import plan_tile, rio_tiler_vrt_bands, tile_exists
 
     src = source_grid(img)
+    check_tile(tms, x, y, z)
     if not tile_exists(tms, src, x, y, z):
         raise TileOutsideBoundsError(f"tile {z}/{x}/{y} of {tms.id} is outside the image")
-    bands = rio_tiler_vrt_bands(img.count, img.nodata, img.alpha_band is not None)
+    src_nodata = img.nodata if nodata is None else nodata
+    bands = rio_tiler_vrt_bands(img.count, src_nodata, img.alpha_band is not None)
     return plan_tile(
         src,
         img.levels,
@@ -188,14 +272,30 @@ def checked_bounds(bounds: Any) -> Bounds:
 
 
 async def plan_tile_async(
-    img: Image, tms: str, x: int, y: int, z: int, tilesize: int, resampling: str, io: str
+    img: Image,
+    tms: str,
+    x: int,
+    y: int,
+    z: int,
+    tilesize: int,
+    resampling: str,
+    io: str,
+    nodata: float | None = None,
 ) -> WarpPlan:
     """``tile_plan`` in the thread pool (planning a warp transforms a few thousand points)."""
     matrix_set = tile_matrix_set(tms)
     return await asyncio.get_running_loop().run_in_executor(
         img.context.executor,
         lambda: tile_plan(
-            img, matrix_set, x, y, z, tilesize=tilesize, resampling=resampling, io_resampling=io
+            img,
+            matrix_set,
+            x,
+            y,
+            z,
+            tilesize=tilesize,
+            resampling=resampling,
+            io_resampling=io,
+            nodata=nodata,
         ),
     )
 
@@ -215,8 +315,7 @@ def refill(data: ImageData, nodata: float | int | None) -> ImageData:
     if nodata is None:
         return data
     if data.mask is not None:
-        fill = np.asarray(nodata).astype(data.data.dtype)
-        data.data[:, data.mask == 0] = fill
+        data.data[:, data.mask == 0] = _fill_value(nodata, data.data.dtype)
     data.nodata = nodata
     return data
 
@@ -233,6 +332,43 @@ async def _block(
     return SourceBlock(win, data, valid)
 
 
+#: Bytes per output pixel a warp holds while it runs, beyond its output: source coordinates
+#: (two float64), their approximation rows, kernel weights and validity (an upper bound).
+WARP_WORKING_BYTES = 64
+
+
+def estimate_warp(img: Image, plan: WarpPlan, fmt: str, bands: int) -> RequestBytes:
+    """What the answer of a warp encoded as ``fmt`` holds at its peak, from the plan alone: the
+    source windows read (and their validity), the warp's working arrays (float64 samples of
+    each band and coordinates per output pixel), then the output as a region answer."""
+    itemsize = img.dtype.itemsize
+    source = sum(w[2] * w[3] for w in plan.windows) * (bands * itemsize + 1)
+    pixels = plan.dst.width * plan.dst.height
+    working = pixels * (8 * bands + WARP_WORKING_BYTES)
+    out = estimate_region(
+        height=plan.dst.height,
+        width=plan.dst.width,
+        bands=bands,
+        itemsize=itemsize,
+        rendered=fmt in RENDERED,
+        mask_bytes=2 * pixels,
+    )
+    return RequestBytes(out.data + source + working, out.mask, out.rendering, out.body)
+
+
+def _fill_value(nodata: float | int | None, dtype: np.dtype[Any]) -> float | int:
+    """``nodata`` where ``dtype`` can hold it, else 0."""
+    if nodata is None:
+        return 0
+    if dtype.kind == "f":
+        return nodata
+    if math.isfinite(nodata) and float(nodata).is_integer():
+        info = np.iinfo(dtype)
+        if info.min <= nodata <= info.max:
+            return int(nodata)
+    return 0
+
+
 async def read_warped(
     img: Image,
     plan: WarpPlan,
@@ -241,10 +377,16 @@ async def read_warped(
     max_tiles: int | None = None,
     max_bytes: int | None = None,
     executor: Executor | None = None,
+    src_nodata: float | None = None,
 ) -> ImageData:
     """Read the plan's source windows and warp them: pixels, mask (0 where nothing valid
-    reaches) and the destination grid's georeferencing."""
+    reaches) and the destination grid's georeferencing. ``bands`` default to every band but
+    the alpha band (which becomes the mask); ``src_nodata`` overrides the image's nodata."""
     from ..warp import execute
+
+    if bands is None:
+        bands = tuple(b for b in range(1, img.count + 1) if b != img.alpha_band)
+    nodata = img.nodata if src_nodata is None else src_nodata
 
     if max_tiles is not None:  # the budget is the whole warp's, not each window's
         tiles = sum(len(img.plan(w, plan.level, bands).blocks) for w in plan.windows)
@@ -253,21 +395,19 @@ async def read_warped(
     budgets = {"max_tiles": None, "max_bytes": max_bytes}
     blocks = await gather_all(_block(img, plan, Window(*w), bands, budgets) for w in plan.windows)
     loop = asyncio.get_running_loop()
-    result = await loop.run_in_executor(
-        executor, lambda: execute(plan, blocks, src_nodata=img.nodata)
-    )
+    result = await loop.run_in_executor(executor, lambda: execute(plan, blocks, src_nodata=nodata))
     data = result.data
     if not blocks:  # nothing of the source under the grid: every pixel is invalid
-        n = len(bands) if bands else img.count
-        data = np.full((n, plan.dst.height, plan.dst.width), img.nodata or 0, dtype=img.dtype)
+        shape = (len(bands), plan.dst.height, plan.dst.width)
+        data = np.full(shape, _fill_value(nodata, img.dtype), dtype=img.dtype)
     mask = np.where(result.mask, 255, 0).astype(np.uint8)
     return ImageData(
         data=data,
         mask=mask,
         transform=plan.dst.transform,
         crs=CRS.from_user_input(plan.dst.crs),
-        nodata=img.nodata,
-        bands=bands or tuple(range(1, img.count + 1)),
+        nodata=nodata,
+        bands=bands,
         level=plan.level,
         window=Window(0, 0, plan.src.width, plan.src.height),
     )
@@ -291,7 +431,15 @@ async def read_tile(
     return await read_warped(img, plan, bands=bands, executor=executor)
 
 
-async def point_at(img: Image, x: float, y: float, crs: Any = None) -> PointData:
+async def point_at(
+    img: Image,
+    x: float,
+    y: float,
+    crs: Any = None,
+    *,
+    max_tiles: int | None = None,
+    max_bytes: int | None = None,
+) -> PointData:
     """The values at map coordinate (x, y) in ``crs`` (the image's when None), with GDAL's
     pixel-edge convention: a point on an edge belongs to the pixel right of / below it."""
     from ..warp import point_index
@@ -302,4 +450,4 @@ async def point_at(img: Image, x: float, y: float, crs: Any = None) -> PointData
     row, col = point_index(src, x, y, None if crs is None else crs_text(crs))
     if not (0 <= col < img.width and 0 <= row < img.height):
         raise WindowError(f"point ({x}, {y}) is outside the image")
-    return await read_point(img, PointPlan(col, row))
+    return await read_point(img, PointPlan(col, row), max_tiles=max_tiles, max_bytes=max_bytes)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from ..errors import WindowError
+from ..errors import TileOutsideBoundsError, WindowError
 from . import georef
 from .data import ImageData, PointData
 
@@ -72,7 +72,12 @@ class GeoVerbs:
         """Whether tile ``z/x/y`` of ``tms`` touches the image."""
         from ..warp import tile_exists
 
-        return tile_exists(georef.tile_matrix_set(tms), georef.source_grid(self._image), x, y, z)
+        matrix_set = georef.tile_matrix_set(tms)
+        try:
+            georef.check_tile(matrix_set, x, y, z)
+        except (WindowError, TileOutsideBoundsError):
+            return False
+        return tile_exists(matrix_set, georef.source_grid(self._image), x, y, z)
 
     async def tile(
         self,

@@ -13,7 +13,7 @@ from .. import __version__
 from ..errors import ObjectChangedError
 from ..image import Image
 from ..opening import open_image
-from ..region import RegionPlan, RequestBytes
+from ..region import Encoded, RequestBytes
 from .budget import BudgetExhausted
 from .messages import CoreRequest, CoreResponse
 from .params import canonical
@@ -25,6 +25,7 @@ __all__ = [
     "cached_or",
     "check_blocks",
     "check_pixels",
+    "encoded_response",
     "holding",
     "with_image",
 ]
@@ -58,8 +59,9 @@ async def with_image(
 # -- caching ----------------------------------------------------------------------------------
 
 
-def _etag(state: ServiceState, img: Image, req: CoreRequest) -> str | None:
-    """A strong validator for this response: the source's ETag, the parameters, the version."""
+def _etag(state: ServiceState, img: Image, req: CoreRequest, key: str | None) -> str | None:
+    """A strong validator for this response: the source's ETag, the parameters (``key``: the
+    parameters understood, else the whole query), the version."""
     if not img.meta.etag:
         return None
     h = hashlib.blake2b(digest_size=16)
@@ -70,7 +72,7 @@ def _etag(state: ServiceState, img: Image, req: CoreRequest) -> str | None:
         img.url,
         img.meta.etag,
         str(img.meta.size),
-        canonical(req.query),
+        canonical(req.query) if key is None else key,
         str(cfg.jpeg_quality),
         str(cfg.webp_quality),
         str(cfg.png_level),
@@ -112,10 +114,17 @@ def _not_modified(req: CoreRequest, etag: str | None) -> bool:
 
 
 async def cached_or(
-    state: ServiceState, req: CoreRequest, img: Image, make: Make, *, max_age: int | None = None
+    state: ServiceState,
+    req: CoreRequest,
+    img: Image,
+    make: Make,
+    *,
+    max_age: int | None = None,
+    key: str | None = None,
 ) -> CoreResponse:
-    """``make()``'s answer with caching headers, or a 304 when the client holds it already."""
-    etag = _etag(state, img, req)
+    """``make()``'s answer with caching headers, or a 304 when the client holds it already.
+    ``key``: the canonical text of the parameters the answer depends on (default: the query)."""
+    etag = _etag(state, img, req, key)
     headers = cache_headers(state, etag, max_age)
     if _not_modified(req, etag):
         return CoreResponse(304, headers)
@@ -127,16 +136,17 @@ async def cached_or(
 # -- limits decided from the header -------------------------------------------------------------
 
 
-def check_pixels(state: ServiceState, plan: RegionPlan) -> None:
+def check_pixels(state: ServiceState, width: int, height: int) -> None:
+    """413 for an output of more pixels than the service's limit."""
     limit = state.config.max_output_pixels
-    if plan.width * plan.height > limit:
+    if width * height > limit:
         raise Problem(
             413,
             "too_many_pixels",
-            f"output of {plan.width}x{plan.height} pixels exceeds the limit of {limit}; ask "
+            f"output of {width}x{height} pixels exceeds the limit of {limit}; ask "
             "for a smaller window, a lower resolution level or a smaller width/height",
             limit=limit,
-            value=plan.width * plan.height,
+            value=width * height,
         )
 
 
@@ -175,3 +185,21 @@ async def holding(state: ServiceState, need: RequestBytes, work: Callable[[], Aw
             return await work()
     except BudgetExhausted as exc:
         raise state.shed("the service's memory budget is taken by requests in progress") from exc
+
+
+def encoded_response(limit: int, encoded: Encoded) -> CoreResponse:
+    """A 200 with the encoded body (413 past ``limit`` bytes, 0: none)."""
+    if limit and len(encoded.body) > limit:
+        raise Problem(
+            413,
+            "response_too_large",
+            f"the encoded response of {len(encoded.body)} bytes exceeds the limit of {limit}; "
+            "ask for fewer pixels or a more compact format",
+            limit=limit,
+            value=len(encoded.body),
+        )
+    headers = {"Content-Type": encoded.media_type}
+    if encoded.rescale is not None:
+        lo, hi = encoded.rescale
+        headers["X-Cloudroi-Rescale"] = f"{lo:.17g},{hi:.17g}"
+    return CoreResponse(200, headers, encoded.body)

@@ -55,6 +55,15 @@ class ServiceConfig:
     retry_after: int = 1
     #: Cache-Control max-age of successful image and info responses.
     cache_max_age: int = 3600
+    #: Cache-Control max-age of map tiles (/tiles): long, so a CDN serves repeats; the ETag
+    #: follows the source's version.
+    tile_max_age: int = 86400
+    #: What a tile outside the image answers: "empty" (204 No Content) or "transparent" (a
+    #: fully transparent PNG/WebP tile; JPEG and data formats still get 204).
+    tile_outside: str = "empty"
+    #: Absolute base URL of the service as clients reach it (https://tiles.example.com/prefix),
+    #: for the tile URLs in TileJSON and WMTS documents. Unset: from the request's Host header.
+    public_url: str | None = None
     upstream_connect_timeout: float = 5.0
     upstream_read_timeout: float = 20.0
     max_upstream_connections: int = 64
@@ -143,11 +152,20 @@ class ServiceConfig:
                 raise ValueError("image quality is 1..100")
         if not 1 <= self.png_level <= 9:
             raise ValueError("png_level is 1..9")
+        self._validate_tiles()
         for net in self.allowed_networks:
             ipaddress.ip_network(net, strict=False)
         for key in self.api_keys:
             if not key or any(c.isspace() or c == "," for c in key):
                 raise ValueError("API keys are non-empty and hold no spaces or commas")
+
+    def _validate_tiles(self) -> None:
+        if self.tile_outside not in ("empty", "transparent"):
+            raise ValueError("tile_outside is 'empty' or 'transparent'")
+        if self.tile_max_age < 0 or self.cache_max_age < 0:
+            raise ValueError("max-age settings are 0 or more seconds")
+        if self.public_url is not None and not self.public_url.startswith(("http://", "https://")):
+            raise ValueError("public_url is an absolute http(s) URL")
 
 
 def _list(raw: str) -> tuple[str, ...]:
@@ -254,6 +272,26 @@ SETTINGS: tuple[Setting, ...] = (
         "cache_max_age",
         int,
         "Cache-Control max-age (seconds) of successful responses.",
+    ),
+    Setting(
+        "CLOUDROI_TILE_MAX_AGE",
+        "tile_max_age",
+        int,
+        "Cache-Control max-age (seconds) of map tiles; their strong ETag follows the source.",
+    ),
+    Setting(
+        "CLOUDROI_TILE_OUTSIDE",
+        "tile_outside",
+        str,
+        "A tile outside the image: `empty` (204 No Content) or `transparent` (a transparent "
+        "PNG/WebP tile).",
+    ),
+    Setting(
+        "CLOUDROI_PUBLIC_URL",
+        "public_url",
+        str,
+        "Absolute base URL clients reach the service at, for tile URLs in TileJSON and WMTS "
+        "documents (default: from the request's Host header).",
     ),
     Setting(
         "CLOUDROI_UPSTREAM_CONNECT_TIMEOUT",

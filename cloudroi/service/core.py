@@ -15,7 +15,7 @@ import time
 
 from .. import __version__
 from ..errors import CloudROIError
-from . import regions, viewer
+from . import cog, regions, tiles, viewer
 from .messages import JSON_TYPE, CoreRequest, CoreResponse, json_response, problem_response
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .problems import Problem, problem_for
@@ -111,6 +111,11 @@ async def _openapi(req: CoreRequest, state: ServiceState) -> CoreResponse:
     return CoreResponse(200, headers, state.openapi_bytes())
 
 
+_TILE = "/tiles/{tms}/{z}/{x}/{y}[@{scale}x][.{format}]"
+_SIZE = "{width:size}x{height:size}"
+_BBOX = "/bbox/{minx:number},{miny:number},{maxx:number},{maxy:number}[/" + _SIZE + "].{format}"
+_LONLAT = "/point/{lon:number},{lat:number}"
+
 ROUTER = Router(
     [
         Route("/healthz", path("/healthz"), _healthz, storage=False),
@@ -120,6 +125,24 @@ ROUTER = Router(
         Route("/region", path("/region"), regions.region),
         Route("/preview", path("/preview"), regions.preview),
         Route("/point", path("/point"), regions.point),
+        # TiTiler's /cog router: its paths, parameters and answer shapes
+        Route("/cog/info", path("/cog/info"), cog.info),
+        Route("/cog/tiles", path("/cog" + _TILE), tiles.tile),
+        Route("/cog/tilejson.json", path("/cog[/{tms}]/tilejson.json"), tiles.tilejson),
+        Route("/cog/WMTSCapabilities.xml", path("/cog[/{tms}]/WMTSCapabilities.xml"), tiles.wmts),
+        Route("/cog/bbox", path("/cog" + _BBOX), tiles.bbox),
+        Route("/cog/point", path("/cog" + _LONLAT), cog.lonlat_point),
+        Route("/cog/preview", path("/cog/preview[.{format}]"), cog.preview),
+        Route(
+            "/cog/preview", path("/cog/preview/{width:size}x{height:size}.{format}"), cog.preview
+        ),
+        Route("/cog/map", path("/cog[/{tms}]/map[.html]"), viewer.map_page, storage=False),
+        # map endpoints
+        Route("/tiles", path(_TILE), tiles.tile),
+        Route("/tilejson.json", path("[/{tms}]/tilejson.json"), tiles.tilejson),
+        Route("/WMTSCapabilities.xml", path("[/{tms}]/WMTSCapabilities.xml"), tiles.wmts),
+        Route("/bbox", path(_BBOX), tiles.bbox),
+        Route("/point/{lon},{lat}", path(_LONLAT), cog.lonlat_point),
         Route("/map", path("/map"), viewer.map_page, storage=False),
         Route("/static", path("/static/{name:file}"), viewer.static_file, storage=False),
     ]

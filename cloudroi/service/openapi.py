@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any
 
 from .. import __version__
 from ..outputs import CONTENT_TYPES
+from .openapi_maps import map_paths
 from .params import ENDPOINT_PARAMS, Param
 from .problems import PROBLEM_TYPE
 
@@ -32,6 +35,7 @@ _ERRORS = {
     "404": "The source does not exist.",
     "413": "The output or the tiles/bytes to read exceed the service's limits.",
     "422": "The source is not a TIFF cloudroi can read (the feature is named).",
+    "501": "The feature needs an optional dependency the service does not have installed.",
     "502": "Storage failed or answered wrongly.",
     "503": "Too many requests in progress; see Retry-After.",
     "504": "The request did not finish within the service's deadline.",
@@ -132,9 +136,22 @@ def _parameter(p: Param) -> dict[str, Any]:
 def _storage_operation(
     path: str, summary: str, ok: dict[str, Any], example_url: str | None
 ) -> dict[str, Any]:
-    params = [_parameter(p) for p in ENDPOINT_PARAMS[path]]
-    if example_url:
-        params[0]["example"] = example_url
+    return _operation(path, summary, ENDPOINT_PARAMS[path], [], ok, example_url)
+
+
+def _operation(
+    path: str,
+    summary: str,
+    query: Sequence[Param],
+    path_params: Sequence[dict[str, Any]],
+    ok: dict[str, Any],
+    example_url: str | None,
+) -> dict[str, Any]:
+    """A GET that reads a source: its parameters, its answer, the problems it may answer."""
+    params = [*path_params, *(_parameter(p) for p in query)]
+    for param in params:
+        if param["name"] == "url" and example_url:
+            param["example"] = example_url
     responses: dict[str, Any] = {
         "200": {**ok, "headers": _CACHE_HEADERS},
         "304": {
@@ -142,15 +159,18 @@ def _storage_operation(
             "headers": _CACHE_HEADERS,
         },
     }
+    if "/tiles/" in path:
+        responses["204"] = {"description": "The tile is off the image.", "headers": _CACHE_HEADERS}
     for status, text in _ERRORS.items():
         responses[status] = {
             "description": text,
             "content": {PROBLEM_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
+    op_id = re.sub(r"[^A-Za-z0-9]+", "_", path).strip("_") or "root"
     return {
         "get": {
             "summary": summary,
-            "operationId": path.strip("/"),
+            "operationId": op_id,
             "parameters": params,
             "responses": responses,
         }
@@ -198,6 +218,11 @@ def openapi_document(example_url: str | None = None) -> dict[str, Any]:
             {"application/json": {"schema": {"type": "object"}}},
         ),
         **_storage_paths(image, example_url),
+        **map_paths(
+            lambda path, summary, query, path_params, ok: _operation(
+                path, summary, query, path_params, ok, example_url
+            )
+        ),
     }
     return {
         "openapi": "3.1.0",

@@ -80,6 +80,14 @@ _QUALITY = Param(
     "JPEG/WebP quality (default: the service's setting).",
 )
 
+_COORD_CRS = Param(
+    "coord_crs",
+    {"type": "string"},
+    "CRS of the coordinates given (bbox, x/y), when not the image's: EPSG:n, an OGC URI or "
+    "URN, OGC:CRS84 or WKT. The answer stays on the image's own grid.",
+    example="EPSG:4326",
+)
+
 REGION_PARAMS: tuple[Param, ...] = (
     URL_PARAM,
     Param(
@@ -121,6 +129,7 @@ REGION_PARAMS: tuple[Param, ...] = (
     _FORMAT,
     _RESCALE,
     _QUALITY,
+    _COORD_CRS,
 )
 PREVIEW_PARAMS: tuple[Param, ...] = (
     URL_PARAM,
@@ -140,6 +149,7 @@ POINT_PARAMS: tuple[Param, ...] = (
     Param("y", {"type": "number"}, "Y in the image's CRS (with x)."),
     Param("col", {"type": "integer", "minimum": 0}, "Pixel column of level 0 (with row)."),
     Param("row", {"type": "integer", "minimum": 0}, "Pixel row of level 0 (with col)."),
+    _COORD_CRS,
 )
 INFO_PARAMS: tuple[Param, ...] = (URL_PARAM,)
 
@@ -158,9 +168,15 @@ ENDPOINT_PARAMS: dict[str, tuple[Param, ...]] = {
 
 @dataclass(frozen=True, slots=True)
 class Rendering:
+    """How an answer is encoded: the format, the value range(s) mapped onto 8 bits (one, or
+    one per band), the JPEG/WebP quality, whether the mask is PNG/WebP alpha (``alpha``) and
+    the last band of an npy answer (``mask_band``, rio-tiler's layout)."""
+
     format: str = "png"
-    rescale: tuple[float, float] | None = None
+    rescale: tuple[float, float] | tuple[tuple[float, float], ...] | None = None
     quality: int | None = None
+    alpha: bool = True
+    mask_band: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +191,7 @@ class RegionQuery:
     url: str
     request: RegionRequest = field(default_factory=RegionRequest)
     rendering: Rendering = field(default_factory=Rendering)
+    coord_crs: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +199,7 @@ class PointQuery:
     url: str
     xy: tuple[float, float] | None = None
     colrow: tuple[int, int] | None = None
+    coord_crs: str | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,7 +266,10 @@ def parse_region(items: Sequence[tuple[str, str]]) -> RegionQuery:
             bands=args.bands(q["bands"]) if "bands" in q else None,
             boundless=args.boolean("boundless", q["boundless"]) if "boundless" in q else False,
         )
-        return RegionQuery(q["url"], request, _rendering(q))
+        coord = args.crs(q["coord_crs"], "coord_crs") if "coord_crs" in q else None
+        if coord is not None and request.bbox is None:
+            raise ArgumentError("coord_crs", "coord_crs goes with bbox", "conflicting_parameters")
+        return RegionQuery(q["url"], request, _rendering(q), coord)
 
 
 def parse_preview(items: Sequence[tuple[str, str]], max_size_limit: int) -> RegionQuery:
@@ -274,9 +295,15 @@ def parse_point(items: Sequence[tuple[str, str]]) -> PointQuery:
         if has_xy:
             if "x" not in q or "y" not in q:
                 raise ArgumentError("x", "x and y go together", "missing_parameter")
-            return PointQuery(q["url"], xy=(args.number("x", q["x"]), args.number("y", q["y"])))
+            coord = args.crs(q["coord_crs"], "coord_crs") if "coord_crs" in q else None
+            xy = (args.number("x", q["x"]), args.number("y", q["y"]))
+            return PointQuery(q["url"], xy=xy, coord_crs=coord)
         if "col" not in q or "row" not in q:
             raise ArgumentError("col", "col and row go together", "missing_parameter")
+        if "coord_crs" in q:
+            raise ArgumentError(
+                "coord_crs", "coord_crs goes with x and y", "conflicting_parameters"
+            )
         limit = MAX_SIDE * 64
         return PointQuery(
             q["url"],

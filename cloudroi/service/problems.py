@@ -17,6 +17,7 @@ from ..errors import (
     CRSError,
     LevelError,
     LimitExceededError,
+    MissingExtraError,
     NotGeoreferencedError,
     ObjectChangedError,
     RangeNotSupportedError,
@@ -45,6 +46,7 @@ _TITLES = {
     417: "Expectation Failed",
     422: "Unprocessable Content",
     500: "Internal Server Error",
+    501: "Not Implemented",
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",
@@ -99,6 +101,7 @@ def bad_request(detail: str, code: str = "invalid_parameter", **extra: Any) -> P
 #: means the error's own message, else a fixed sentence (storage errors are never echoed).
 _MAPPING: tuple[tuple[type[CloudROIError], int, str, str | None], ...] = (
     (CRSError, 400, "invalid_crs", None),
+    (MissingExtraError, 501, "not_installed", None),
     (SourceNotAllowedError, 403, "source_not_allowed", None),
     (AccessDeniedError, 403, "upstream_access_denied", "storage refused access to the source"),
     (SourceNotFoundError, 404, "source_not_found", "the source does not exist"),

@@ -11,6 +11,7 @@ header request.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from ..image import Image
 from ..outputs import RENDERED
@@ -19,18 +20,26 @@ from ..region import (
     RegionPlan,
     RegionRequest,
     estimate_bytes,
+    georef,
     plan_point,
     plan_region,
     read_point,
     read_region,
 )
-from .answers import cached_or, check_blocks, check_pixels, holding, with_image
+from .answers import (
+    cached_or,
+    check_blocks,
+    check_pixels,
+    encoded_response,
+    holding,
+    with_image,
+)
 from .messages import CoreRequest, CoreResponse, json_response
 from .params import Rendering, parse_info, parse_point, parse_preview, parse_region
-from .problems import Problem, bad_request
+from .problems import bad_request
 from .state import ServiceState
 
-__all__ = ["info", "point", "preview", "region"]
+__all__ = ["info", "point", "preview", "region", "regional_answer"]
 
 # -- endpoints ----------------------------------------------------------------------------------
 
@@ -51,7 +60,17 @@ async def info(req: CoreRequest, state: ServiceState) -> CoreResponse:
 
 async def region(req: CoreRequest, state: ServiceState) -> CoreResponse:
     q = parse_region(req.query)
-    return await _regional(req, state, q.url, q.request, q.rendering)
+    if q.coord_crs is None or q.request.bbox is None:
+        return await _regional(req, state, q.url, q.request, q.rendering)
+    box, coord = q.request.bbox, q.coord_crs
+
+    async def work(img: Image) -> CoreResponse:
+        target = georef.image_crs(img)
+        carried = await asyncio.to_thread(georef.carry_bounds, box, coord, target)
+        request = dataclasses.replace(q.request, bbox=carried)
+        return await regional_answer(req, state, img, request, q.rendering)
+
+    return await with_image(state, q.url, work)
 
 
 async def preview(req: CoreRequest, state: ServiceState) -> CoreResponse:
@@ -63,37 +82,27 @@ async def _regional(
     req: CoreRequest, state: ServiceState, url: str, request: RegionRequest, rendering: Rendering
 ) -> CoreResponse:
     async def work(img: Image) -> CoreResponse:
-        plan = plan_region(img, request, rendered=rendering.format in RENDERED)
-        return await cached_or(state, req, img, lambda: _answer(state, img, plan, rendering))
+        return await regional_answer(req, state, img, request, rendering)
 
     return await with_image(state, url, work)
+
+
+async def regional_answer(
+    req: CoreRequest, state: ServiceState, img: Image, request: RegionRequest, rendering: Rendering
+) -> CoreResponse:
+    """The answer to ``request`` on the image's own grid, planned, checked, read, rendered."""
+    plan = plan_region(img, request, rendered=rendering.format in RENDERED)
+    return await cached_or(state, req, img, lambda: _answer(state, img, plan, rendering))
 
 
 async def _answer(
     state: ServiceState, img: Image, plan: RegionPlan, rendering: Rendering
 ) -> CoreResponse:
-    check_pixels(state, plan)
+    check_pixels(state, plan.width, plan.height)
     check_blocks(state, img)
     need = estimate_bytes(img, plan, rendering.format)
     encoded = await holding(state, need, lambda: _read_and_render(state, img, plan, rendering))
-    return _encoded_response(state.config.max_response_bytes, encoded)
-
-
-def _encoded_response(limit: int, encoded: Encoded) -> CoreResponse:
-    if limit and len(encoded.body) > limit:
-        raise Problem(
-            413,
-            "response_too_large",
-            f"the encoded response of {len(encoded.body)} bytes exceeds the limit of {limit}; "
-            "ask for fewer pixels or a more compact format",
-            limit=limit,
-            value=len(encoded.body),
-        )
-    headers = {"Content-Type": encoded.media_type}
-    if encoded.rescale is not None:
-        lo, hi = encoded.rescale
-        headers["X-Cloudroi-Rescale"] = f"{lo:.17g},{hi:.17g}"
-    return CoreResponse(200, headers, encoded.body)
+    return encoded_response(state.config.max_response_bytes, encoded)
 
 
 async def _read_and_render(
@@ -113,7 +122,14 @@ async def _read_and_render(
     quality = rendering.quality or (cfg.jpeg_quality if fmt == "jpeg" else cfg.webp_quality)
 
     def render() -> Encoded:
-        return data.render(fmt, rescale=rendering.rescale, quality=quality, png_level=cfg.png_level)
+        return data.render(
+            fmt,
+            rescale=rendering.rescale,
+            quality=quality,
+            png_level=cfg.png_level,
+            alpha=rendering.alpha,
+            mask_band=rendering.mask_band,
+        )
 
     try:
         return await asyncio.get_running_loop().run_in_executor(executor, render)
@@ -126,13 +142,16 @@ async def point(req: CoreRequest, state: ServiceState) -> CoreResponse:
     cfg = state.config
 
     async def work(img: Image) -> CoreResponse:
-        plan = plan_point(img, q.xy, q.colrow)
+        budgets = {"max_tiles": cfg.max_tiles, "max_bytes": cfg.max_fetch_bytes}
+        plan = None if q.coord_crs is not None else plan_point(img, q.xy, q.colrow)
 
         async def make() -> CoreResponse:
             check_blocks(state, img)
-            data = await read_point(
-                img, plan, max_tiles=cfg.max_tiles, max_bytes=cfg.max_fetch_bytes
-            )
+            if plan is not None:
+                data = await read_point(img, plan, **budgets)
+            else:
+                assert q.xy is not None
+                data = await georef.point_at(img, *q.xy, q.coord_crs, **budgets)
             return json_response(data.as_dict())
 
         return await cached_or(state, req, img, make)

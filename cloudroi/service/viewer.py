@@ -60,7 +60,11 @@ async def map_page(req: CoreRequest, state: ServiceState) -> CoreResponse:
     query = [(k, v) for k, v in req.query if k != "tms"]
     if not any(k == "url" for k, _ in query):
         raise Problem(400, "missing_parameter", "parameter 'url' is required")
-    prefix = "/cog/WebMercatorQuad" if req.path.startswith("/cog/") else ""
+    prefix = ""
+    if req.path.startswith("/cog/"):
+        prefix = "/cog/" + req.path_params.get("tms", "WebMercatorQuad")
+        if not any(k == "tilesize" for k, _ in query):
+            query.append(("tilesize", "256"))  # the page's tiles; TiTiler's TileJSON says 512
     tilejson = f"{prefix}/tilejson.json?{urlencode(query)}"
     template = (await asyncio.to_thread(_read, "map.html")).decode()
     page = template.replace("{static}", html.escape(STATIC)).replace(

@@ -3,7 +3,7 @@
 Pure (numpy + pyproj + morecantile, no I/O, no asyncio). The region layer plans a warp, reads
 the planned windows itself and hands the arrays back::
 
-    src = Grid(f"EPSG:{img.crs}", img.transform, img.width, img.height)    # level 0
+    src = Grid(img.crs.to_string(), img.transform, img.width, img.height)    # level 0
     plan = plan_tile(src, img.levels, tms, x, y, z, "bilinear",
                      vrt_bands=rio_tiler_vrt_bands(img.count, img.nodata),
                      block_shape=img.block_shape)
