@@ -221,9 +221,9 @@ async def main_async(args: argparse.Namespace) -> str:
     with RangeServer(latency=args.latency) as upstream:
         datas = {name: p.read_bytes() for name, p in paths.items()}
         for c in cases(paths):
-            # a new path per cold run: nothing of it is in any cache, GDAL's included
+            # a new path per case and cold run: nothing of it is in any cache, GDAL's included
             def url_for(tag: str, c: Case = c) -> str:
-                path = f"costs/{tag}/{c.file}.tif"
+                path = f"costs/z{c.z}/{tag}/{c.file}.tif"
                 upstream.add(path, datas[c.file])
                 return upstream.url(path)
 
