@@ -129,7 +129,17 @@ def _picture(rng: np.random.Generator, h: int, w: int, bands: int, scale: float)
 # -- writing -------------------------------------------------------------------------------
 
 
-def _write_cog(dst: Path, data: np.ndarray, dtype: str, blocksize: int, **cog_options: str) -> None:
+def _write_cog(
+    dst: Path,
+    data: np.ndarray,
+    dtype: str,
+    blocksize: int,
+    *,
+    crs: str = "EPSG:32633",
+    origin: tuple[float, float] = (500000.0, 5200000.0),
+    res: float = 10.0,
+    **cog_options: str,
+) -> None:
     import rasterio
     import rasterio.shutil
     from rasterio.transform import from_origin
@@ -142,8 +152,8 @@ def _write_cog(dst: Path, data: np.ndarray, dtype: str, blocksize: int, **cog_op
         "height": h,
         "count": bands,
         "dtype": dtype,
-        "crs": "EPSG:32633",
-        "transform": from_origin(500000.0, 5200000.0, 10.0, 10.0),
+        "crs": crs,
+        "transform": from_origin(origin[0], origin[1], res, res),
         "tiled": True,
         "blockxsize": 256,
         "blockysize": 256,
