@@ -63,6 +63,11 @@ EXTENSIONS: dict[str, str] = {
 #: zlib level of PNG output: on a 512 x 512 grey+alpha rendering, level 4 encodes in half the
 #: time of zlib's default 6 for about a quarter more bytes (measured on the sample DEM).
 DEFAULT_PNG_LEVEL = 4
+#: PNG row filter: Paeth on every row (libpng's PNG_FILTER_PAETH) instead of libpng's adaptive
+#: choice among all five, which tries each on every row. On the tile benchmark's RGBA tiles and
+#: the sample DEM's grey+alpha tiles it gives the same size (95, 85 and 9 KiB) in 25-40% less
+#: time (8.5 -> 6.3, 9.8 -> 5.9, 1.6 -> 1.1 ms a 256 x 256 tile at level 4).
+PNG_FILTER = 128
 #: Formats that are 8-bit renderings rather than the data itself.
 RENDERED = frozenset({"png", "jpeg", "webp"})
 ALPHA_FORMATS = frozenset({"png", "webp"})
@@ -302,7 +307,7 @@ def _encode_image(fmt: str, pixels: npt.NDArray[np.uint8], quality: int, png_lev
     if fmt == "png":
         if pixels.shape[2] == 1:  # the PNG encoder takes grey as (h, w)
             pixels = np.ascontiguousarray(pixels[:, :, 0])
-        return bytes(imagecodecs.png_encode(pixels, level=png_level))
+        return bytes(imagecodecs.png_encode(pixels, level=png_level, filter=PNG_FILTER))
     if fmt == "jpeg":
         if pixels.shape[2] in (2, 4):  # JPEG has no alpha
             pixels = np.ascontiguousarray(pixels[:, :, :-1])

@@ -12,6 +12,7 @@ import os
 import aiohttp
 
 from ..context import Context, ContextOptions
+from ..region import georef
 from .budget import MemoryBudget
 from .config import ServiceConfig
 from .metrics import Metrics
@@ -72,6 +73,9 @@ class ServiceState:
         )
         state = cls(config, policy, guarded_context(policy, options, resolver=resolver), Metrics())
         state._gauges()
+        # before the first client: the map path's imports and pyproj's set-up (~0.3-0.8 s once
+        # per process) would otherwise land on the first burst of tile requests
+        await asyncio.to_thread(georef.warm_up)
         return state
 
     def _gauges(self) -> None:

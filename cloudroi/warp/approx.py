@@ -131,8 +131,9 @@ class _RowApprox:
         """Fill the accepted spans by linear interpolation from their start, as GDAL does."""
         if sp.r.size and bool((sp.n == self.cols.size).all()):  # whole rows: broadcast
             dist = self.cols - self.cols[0]
-            self.out_x[sp.r] = sp.s[0][:, None] + slope[0][:, None] * dist
-            self.out_y[sp.r] = sp.s[1][:, None] + slope[1][:, None] * dist
+            rows = slice(None) if sp.r.size == self.rows.size else sp.r  # sorted, unique
+            self.out_x[rows] = sp.s[0][:, None] + slope[0][:, None] * dist
+            self.out_y[rows] = sp.s[1][:, None] + slope[1][:, None] * dist
             return
         ci = np.repeat(sp.a, sp.n) + _ramp(sp.n)
         dist = self.cols[ci] - np.repeat(self.cols[sp.a], sp.n)

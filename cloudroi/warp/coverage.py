@@ -47,8 +47,9 @@ def _kernel_ranges(chunk: ChunkPlan, resampling: str, sw: Window) -> Ranges:
     """Inclusive column/row ranges of the nearest/bilinear/cubic taps, clipped to the window."""
     x, y = chunk.centres.x.ravel(), chunk.centres.y.ravel()
     ok, ix, iy = check_offsets(x, y, sw)
-    if resampling == "nearest":
-        c0, c1, r0, r1 = ix, ix, iy, iy
+    if resampling == "nearest":  # check_offsets keeps ix, iy inside the window: no clip
+        c, r = ix[ok], iy[ok]
+        return c, c, r, r
     else:
         xs, ys = chunk.scale
         radius = FILTER_RADIUS[resampling]
@@ -112,11 +113,14 @@ def _mark(touched: BoolArray, ranges: Ranges, block_shape: tuple[int, int]) -> N
     bh, bw = block_shape
     nbx = touched.shape[1]
     c0, c1, r0, r1 = ranges
+    flat = touched.reshape(-1)
+    if c0 is c1 and r0 is r1:  # single pixels (nearest): one block each
+        flat[(r0 // bh) * nbx + c0 // bw] = True
+        return
     b_c0, b_c1, b_r0, b_r1 = c0 // bw, c1 // bw, r0 // bh, r1 // bh
     # a footprint spans at most two blocks per axis unless larger than a block: marking its
     # four corner blocks covers it; larger ones are filled rectangle by rectangle
     small = (b_c1 - b_c0 <= 1) & (b_r1 - b_r0 <= 1)
-    flat = touched.reshape(-1)
     if small.all():
         for rr, cc in ((b_r0, b_c0), (b_r0, b_c1), (b_r1, b_c0), (b_r1, b_c1)):
             flat[rr * nbx + cc] = True
