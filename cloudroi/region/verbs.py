@@ -8,6 +8,7 @@ morecantile), imported on first use.
         tile = await img.tile(x, y, z)                       # WebMercatorQuad, 256 x 256
         box = await img.read_region((w, s, e, n), crs=4326, shape=(512, 512))
         value = await img.point(lon, lat)                    # crs=4326
+        stats = await img.statistics()                       # {"b1": BandStatistics, ...}
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .data import ImageData, PointData
 
 if TYPE_CHECKING:
     from ..image import Image
+    from .stats import BandStatistics
 
 __all__ = ["GeoVerbs"]
 
@@ -158,3 +160,33 @@ class GeoVerbs:
         for the image's CRS), with GDAL's pixel-edge convention: a point on an edge belongs to
         the pixel right of and below it. Outside the image: ``WindowError``."""
         return await georef.point_at(self._image, x, y, crs)
+
+    async def statistics(
+        self,
+        bands: int | Sequence[int] | None = None,
+        *,
+        max_size: int | None = 1024,
+        level: int | None = None,
+        percentiles: Sequence[int] | None = (2, 98),
+        histogram_bins: int | Sequence[float] = 10,
+        histogram_range: Sequence[float] | None = None,
+        categorical: bool = False,
+        categories: Sequence[float] | None = None,
+        nodata: float | int | None = None,
+        max_tiles: int | None = None,
+        max_bytes: int | None = None,
+    ) -> dict[str, BandStatistics]:
+        """Statistics of each band (default: all but alpha) as rio-tiler's
+        ``Reader.statistics()`` computes them: {"b1": BandStatistics, ...}, on the image (or
+        ``level``) read to fit ``max_size`` (None: full size) from the overview GDAL picks,
+        nearest neighbour. Invalid pixels (``nodata``, default the image's; else alpha or
+        the internal mask; NaN) are left out. ``histogram_bins``: a count or the bin edges;
+        ``categorical`` counts each distinct value (or each of ``categories``) instead."""
+        from .stats import check_options
+        from .summary import measure, plan_statistics
+
+        opts = check_options(percentiles, histogram_bins, histogram_range, categorical, categories)
+        plan = plan_statistics(self._image, bands, max_size, level)
+        return await measure(
+            self._image, plan, opts, nodata=nodata, max_tiles=max_tiles, max_bytes=max_bytes
+        )
