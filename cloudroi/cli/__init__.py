@@ -9,6 +9,8 @@
                   [--io-resampling NAME] [--bands 1,2,3] [--format F] [--rescale MIN,MAX]
                   [--quality 1..100] [-o OUT]
     cloudroi point URL X Y [--crs CRS]
+    cloudroi stats URL [--bands 1,2] [--max-size N | --level N] [--percentiles 2,98]
+                   [--histogram-bins N] [--histogram-range MIN,MAX] [--categorical]
     cloudroi serve [--host H] [--port P] [--allow PREFIX ...] [--allow-network CIDR ...]
     cloudroi compare URL (--window ... | --bbox ...) [--level N] [--json]
     cloudroi demo [-o demo.png]
@@ -40,6 +42,7 @@ from .commands import info, read, serve
 from .common import StdoutClosed, UsageError, stdout_closed
 from .compare import compare, demo
 from .geo import point, tile
+from .stats import add_stats, stats
 
 __all__ = ["EXIT_TILE_OUTSIDE", "build_parser", "main"]
 
@@ -282,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_read(sub, url_help)
     _add_tile(sub, url_help)
     _add_point(sub, url_help)
+    _common(add_stats(sub, url_help))
 
     p = sub.add_parser("serve", help="run the region service")
     p.add_argument("--host", help="address to listen on (default $CLOUDROI_HOST or 127.0.0.1)")
@@ -344,6 +348,7 @@ def _main(argv: Sequence[str] | None) -> int:
             "read": read,
             "tile": tile,
             "point": point,
+            "stats": stats,
             "compare": compare,
             "demo": demo,
         }[args.command]

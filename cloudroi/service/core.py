@@ -15,7 +15,7 @@ import time
 
 from .. import __version__
 from ..errors import CloudROIError
-from . import cog, regions, tiles, viewer
+from . import cog, regions, statistics, tiles, viewer
 from .messages import JSON_TYPE, CoreRequest, CoreResponse, json_response, problem_response
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .problems import Problem, problem_for
@@ -125,8 +125,10 @@ ROUTER = Router(
         Route("/region", path("/region"), regions.region),
         Route("/preview", path("/preview"), regions.preview),
         Route("/point", path("/point"), regions.point),
+        Route("/statistics", path("/statistics"), statistics.statistics),
         # TiTiler's /cog router: its paths, parameters and answer shapes
         Route("/cog/info", path("/cog/info"), cog.info),
+        Route("/cog/statistics", path("/cog/statistics"), statistics.statistics),
         Route("/cog/tiles", path("/cog" + _TILE), tiles.tile),
         Route("/cog/tilejson.json", path("/cog[/{tms}]/tilejson.json"), tiles.tilejson),
         Route("/cog/WMTSCapabilities.xml", path("/cog[/{tms}]/WMTSCapabilities.xml"), tiles.wmts),

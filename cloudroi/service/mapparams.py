@@ -162,7 +162,7 @@ PREVIEW_PARAMS: tuple[Param, ...] = (*STYLE_PARAMS, _DST_CRS, _MAX_SIZE, _WIDTH,
 
 #: names accepted as another parameter's
 _ALIASES = {"TileMatrixSetId": "tms", "tileMatrixSetId": "tms"}
-_REPEATABLE = frozenset({"bidx", "bands", "rescale"})
+_REPEATABLE = frozenset({"bidx", "bands", "rescale", "p", "c"})
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 
 from . import mapparams as mp
 from .params import INFO_PARAMS, Param
+from .statsparams import STATISTICS_PARAMS
 
 __all__ = ["map_paths"]
 
@@ -55,6 +56,45 @@ _LONLAT = [
 ]
 
 _JSON = {"type": "object"}
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
+_BAND_STATISTICS = {
+    "type": "object",
+    "required": ["min", "max", "mean", "count", "sum", "std", "median", "histogram"],
+    "properties": {
+        **dict.fromkeys(
+            (
+                "min",
+                "max",
+                "mean",
+                "count",
+                "sum",
+                "std",
+                "median",
+                "majority",
+                "minority",
+                "unique",
+                "valid_percent",
+                "masked_pixels",
+                "valid_pixels",
+            ),
+            _NUMBER_OR_NULL,
+        ),
+        "histogram": {
+            "type": "array",
+            "minItems": 2,
+            "maxItems": 2,
+            "items": {"type": "array", "items": {"type": "number"}},
+        },
+        "description": {"type": "string"},
+    },
+    "additionalProperties": _NUMBER_OR_NULL,
+}
+_STATISTICS = {
+    "description": "Statistics of each band, keyed b1, b2... (rio-tiler's BandStatistics).",
+    "content": {
+        "application/json": {"schema": {"type": "object", "additionalProperties": _BAND_STATISTICS}}
+    },
+}
 
 
 def _image(description: str) -> dict[str, Any]:
@@ -129,6 +169,9 @@ def map_paths(op: Operation) -> dict[str, Any]:
     paths["/cog/info"] = op(
         "/cog/info", "rio-tiler's Info document of the image.", INFO_PARAMS, [], _json("Info.")
     )
+    summary = "Statistics of each band (as rio-tiler's Reader.statistics), on the preview read."
+    for path in ("/statistics", "/cog/statistics"):
+        paths[path] = op(path, summary, STATISTICS_PARAMS, [], _STATISTICS)
     for path, pp in (
         ("/cog/preview", []),
         ("/cog/preview.{format}", [_FORMAT]),
