@@ -138,6 +138,8 @@ ENDPOINTS = [
     "/point/{lon},{lat}",
     "/cog/info",
     "/cog/preview.{format}",
+    "/statistics",
+    "/cog/statistics",
 ]
 
 
@@ -167,7 +169,7 @@ def test_every_operation_conforms(api_schema: Any, live: LiveService, path: str)
 
     check()
     assert statuses
-    if path in ("/preview", "/info"):
+    if path in ("/preview", "/info", "/statistics", "/cog/statistics"):
         # Generation reached real reads, not only refusals (/region and /point rarely get a
         # valid combination by chance: the explicit cases below cover their reads).
         assert 200 in statuses, sorted(set(statuses))
@@ -183,6 +185,8 @@ VALID = [
     ("/point", {"url": "dem", "x": 10.5, "y": 49.5}),
     ("/point", {"url": "rgb", "col": 3, "row": 4}),
     ("/info", {"url": "dem"}),
+    ("/statistics", {"url": "dem", "p": "5,95", "histogram_bins": 4}),
+    ("/cog/statistics", {"url": "rgb", "bidx": "2", "max_size": 100, "categorical": "true"}),
 ]
 
 
@@ -228,6 +232,8 @@ def test_document_lists_every_endpoint(live: LiveService) -> None:
         "/cog/preview",
         "/cog/preview.{format}",
         "/cog/preview/{width}x{height}.{format}",
+        "/statistics",
+        "/cog/statistics",
     }
     region = {p["name"] for p in doc["paths"]["/region"]["get"]["parameters"]}
     assert region == {
