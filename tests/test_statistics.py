@@ -308,6 +308,7 @@ async def test_library_refuses_bad_options(upstream: Upstream) -> None:
         ({"resampling": "bilinear"}, "unsupported_parameter"),
         ({"unscale": "true"}, "unsupported_parameter"),
         ({"expression": "b1*2"}, "unsupported_parameter"),
+        ({"width": "100"}, "unsupported_parameter"),
     ],
 )
 async def test_bad_input_is_a_400(

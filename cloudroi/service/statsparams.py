@@ -130,6 +130,12 @@ def _options(q: dict[str, list[str]]) -> StatisticsOptions:
 
 def parse_statistics(items: Sequence[tuple[str, str]], max_size_limit: int) -> StatisticsQuery:
     """The query of /statistics: 400 problems for what the shared rules refuse."""
+    for name, _ in items:
+        if name in ("width", "height"):
+            raise bad_request(
+                f"parameter {name!r} is not supported by /statistics yet; use max_size",
+                code="unsupported_parameter",
+            )
     q, kept = lenient(items, STATISTICS_PARAMS)
     try:
         picked = [int(b) for v in q.get("bidx", []) + q.get("bands", []) for b in args.bands(v)]
