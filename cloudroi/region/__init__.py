@@ -11,9 +11,11 @@ from .args import ArgumentError
 from .data import Encoded, ImageData, PointData, RequestBytes
 from .plan import PointPlan, RegionPlan, RegionRequest, plan_point, plan_region
 from .read import estimate_bytes, needs_mask, read_point, read_region
+from .stats import BandStatistics, StatisticsError
 
 __all__ = [
     "ArgumentError",
+    "BandStatistics",
     "Encoded",
     "ImageData",
     "PointData",
@@ -21,6 +23,7 @@ __all__ = [
     "RegionPlan",
     "RegionRequest",
     "RequestBytes",
+    "StatisticsError",
     "estimate_bytes",
     "needs_mask",
     "plan_point",
