@@ -416,6 +416,24 @@ async def test_cog_info_equals_rio_tiler_info(
         assert doc.get("nodata_value") == ref.get("nodata_value")
 
 
+@pytest.mark.parametrize("name", ["utm", "wgs84", "polar"])
+@pytest.mark.parametrize("max_size", [200, 333])
+async def test_cog_preview_is_rio_tilers_preview(
+    client: Client, upstream: Upstream, warp_files: dict[str, Path], name: str, max_size: int
+) -> None:
+    """Same size (the short side rounded up, as rio-tiler does), same pixels, same mask."""
+    status, _, body = await get(
+        client, "/cog/preview.npy", url=upstream.url(f"{name}.tif"), max_size=max_size
+    )
+    assert status == 200, body
+    arr = np.load(io.BytesIO(body))
+    ref = _rio_tiler(warp_files[name], "preview", max_size=max_size)
+    assert arr.shape == (ref.count + 1, ref.height, ref.width)
+    valid = ref.mask > 0
+    assert int(((arr[-1] > 0) != valid).sum()) == 0, (int((arr[-1] > 0).sum()), int(valid.sum()))
+    assert np.array_equal(arr[:-1][:, valid], ref.data[:, valid])
+
+
 async def test_cog_preview_in_another_crs(client: Client, upstream: Upstream) -> None:
     url = upstream.url("utm.tif")
     status, _, body = await get(client, "/cog/preview.png", url=url, max_size=200)

@@ -22,8 +22,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from rasterio.enums import Resampling
 
 import cloudroi
+from cloudroi.region.plan import fit_max_size
 from cloudroi.region.stats import StatisticsError
-from cloudroi.region.summary import statistics_shape
 from cloudroi.service import ServiceConfig, create_app
 from cloudroi.testing import RangeServer
 from tests.upstream import Upstream
@@ -249,11 +249,11 @@ def test_cli_refuses_bad_options(upstream: Upstream) -> None:
     + [(1024, 1024, 1024)]
     + [(h, w, m) for h in (1, 99, 333, 1025) for w in (2, 97, 1000, 4097) for m in (1, 64, 1000)],
 )
-def test_statistics_shape_is_rio_tilers(height: int, width: int, max_size: int) -> None:
+def test_fit_max_size_is_rio_tilers(height: int, width: int, max_size: int) -> None:
     from rio_tiler.reader import output_size
 
     expected = output_size(dataset_height=height, dataset_width=width, max_size=max_size)
-    assert statistics_shape(height, width, max_size) == expected
+    assert fit_max_size(height, width, max_size) == expected
 
 
 async def test_level_reads_the_overview_at_full_size(

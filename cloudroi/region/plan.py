@@ -101,10 +101,22 @@ def plan_region(img: Image, req: RegionRequest, *, rendered: bool = False) -> Re
         win, boundless = Window(0, 0, width, height), False
     shape = out_shape(win, req.width, req.height)
     if req.max_size is not None:
-        scale = min(1.0, req.max_size / max(win.width, win.height))
-        if scale < 1.0:
-            shape = (max(1, round(win.height * scale)), max(1, round(win.width * scale)))
+        fitted = fit_max_size(win.height, win.width, req.max_size)
+        if fitted != (win.height, win.width):
+            shape = fitted
     return RegionPlan(level, win, shape, boundless, _bands(img, req.bands, rendered))
+
+
+def fit_max_size(height: int, width: int, max_size: int) -> tuple[int, int]:
+    """(height, width) with the longest side ``max_size`` and the other rounded up, as
+    rio-tiler sizes a preview (so /cog/preview and statistics read its pixels); the size itself
+    when it is already smaller than ``max_size``."""
+    if max(height, width) < max_size:
+        return height, width
+    ratio = height / width
+    if ratio > 1:
+        return max_size, max(1, math.ceil(max_size / ratio))
+    return max(1, math.ceil(max_size * ratio)), max_size
 
 
 def _bbox_window(img: Image, bbox: tuple[float, float, float, float], level: int) -> Window:

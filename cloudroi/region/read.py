@@ -37,23 +37,24 @@ def _mask_from_data(img: Image, bands: tuple[int, ...] | None, boundless: bool) 
     return bands is None or sorted(set(bands)) == list(range(1, img.count + 1))
 
 
-def estimate_bytes(img: Image, plan: RegionPlan, fmt: str) -> RequestBytes:
-    """What the answer of ``plan`` encoded as ``fmt`` would hold, from the header alone."""
+def estimate_bytes(img: Image, plan: RegionPlan, fmt: str, mask_band: bool = False) -> RequestBytes:
+    """What the answer of ``plan`` encoded as ``fmt`` would hold, from the header alone
+    (``mask_band``: an npy answer carrying the mask as one more band)."""
     itemsize = img.dtype.itemsize
     n = plan.band_count(img.count)
     pixels = plan.height * plan.width
     rendered = is_rendered(fmt)
-    mask = 0
-    if rendered and needs_mask(img, plan.boundless):
+    mask = 2 * pixels * itemsize if mask_band and not rendered else 0  # the band, twice
+    if (rendered or mask_band) and needs_mask(img, plan.boundless):
         if _mask_from_data(img, plan.bands, plan.boundless):
-            mask = n * pixels + 2 * pixels  # the comparison with nodata, then the mask
+            mask += n * pixels + 2 * pixels  # the comparison with nodata, then the mask
         elif img.has_mask or img.alpha_band is not None:
-            mask = pixels * itemsize + 2 * pixels
+            mask += pixels * itemsize + 2 * pixels
         elif img.nodata is not None:
             # every band is read to test it against nodata
-            mask = img.count * pixels * (itemsize + 1) + 2 * pixels
+            mask += img.count * pixels * (itemsize + 1) + 2 * pixels
         else:
-            mask = pixels
+            mask += pixels
     return estimate_region(
         height=plan.height,
         width=plan.width,

@@ -22,7 +22,7 @@ from ..errors import BandError, LevelError
 from ..types import Window
 from .data import RequestBytes
 from .describe import parse_gdal_metadata
-from .plan import RegionPlan
+from .plan import RegionPlan, fit_max_size
 from .stats import BandStatistics, StatisticsError, StatisticsOptions, band_statistics
 
 if TYPE_CHECKING:
@@ -32,23 +32,11 @@ __all__ = [
     "estimate_statistics",
     "measure",
     "plan_statistics",
-    "statistics_shape",
 ]
 
 #: Bytes per output pixel the measurement holds besides the data: float64 copies of a band,
 #: its valid values, their sorted copy, the distinct values and their counts.
 WORK_BYTES_PER_PIXEL = 48
-
-
-def statistics_shape(height: int, width: int, max_size: int) -> tuple[int, int]:
-    """(height, width) fitting ``max_size`` on the longest side, the other side rounded up;
-    the size itself when it already fits."""
-    if max(height, width) < max_size:
-        return height, width
-    ratio = height / width
-    if ratio > 1:
-        return max_size, max(1, math.ceil(max_size / ratio))
-    return max(1, math.ceil(max_size * ratio)), max_size
 
 
 def _bands(img: Image, bands: int | Sequence[int] | None) -> tuple[int, ...]:
@@ -76,7 +64,7 @@ def plan_statistics(
     if max_size is not None:
         if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
             raise StatisticsError(f"max_size must be a positive integer, got {max_size!r}")
-        fitted = statistics_shape(height, width, max_size)
+        fitted = fit_max_size(height, width, max_size)
         shape = None if fitted == (height, width) else fitted
     return RegionPlan(lvl, Window(0, 0, width, height), shape, False, _bands(img, bands))
 
