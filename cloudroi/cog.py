@@ -52,6 +52,8 @@ class _Page:
     predictor: int
     tiles: list[bytes] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
+    #: ExtraSamples values (None: an RGBA uint8 image's 4th band is alpha, nothing else said)
+    extra_samples: list[int] | None = None
 
 
 def _tiles(page: _Page, fill: Any) -> list[bytes]:
@@ -103,7 +105,10 @@ def _ifd_entries(
     }
     if page.predictor != 1:
         entries[317] = (3, [page.predictor])
-    if s == 4 and dt == np.uint8 and not page.subfile & 4:
+    if page.extra_samples is not None:
+        if page.extra_samples and not page.subfile & 4:
+            entries[338] = (3, page.extra_samples)
+    elif s == 4 and dt == np.uint8 and not page.subfile & 4:
         entries[338] = (3, [2])  # unassociated alpha
     if first:
         entries.update(extra)
@@ -134,12 +139,18 @@ def write_cog(
     epsg: int | None = None,
     transform: tuple[float, float, float, float, float, float] | None = None,
     leader: bool = True,
+    alpha: bool | None = None,
+    extra_tags: Extra | None = None,
 ) -> bytes:
     """Encode ``data`` ((bands, rows, cols) or (rows, cols)) as a COG and return its bytes.
 
     ``overviews`` levels are made by nearest decimation by 2, 4, ...; by default until the level
     fits one tile. ``mask`` (rows, cols; nonzero = valid) adds a GDAL internal 8-bit mask with
     its own overviews. ``transform`` is GDAL-order (x0, dx, 0, y0, 0, dy) for a north-up grid.
+    ``alpha``: whether the last band is an (unassociated) alpha band, the other bands beyond
+    the colour ones being declared unspecified extra samples (None: a 4-band uint8 image's
+    last band is alpha). ``extra_tags`` ({tag: (TIFF type, values)}) go into the first IFD,
+    over the georeferencing made from ``transform``, ``epsg`` and ``nodata``.
     """
     arr = np.asarray(data)
     if arr.ndim == 2:
@@ -150,10 +161,14 @@ def write_cog(
         while max(chunky.shape[:2]) >> overviews > tile:
             overviews += 1
     pages = _pages(chunky, tile, compression, predictor, overviews, mask)
+    if alpha is not None:
+        samples = _extra_samples(chunky.shape[2], chunky.dtype, alpha)
+        for page in pages:
+            page.extra_samples = samples
     fill = nodata if nodata is not None else 0
     for page in pages:
         page.tiles = _tiles(page, fill if not page.subfile & 4 else 0)
-    extra = _georeferencing(transform, epsg, nodata)
+    extra = {**_georeferencing(transform, epsg, nodata), **(extra_tags or {})}
     ghost = _ghost(leader)
     header_len = 8 + len(ghost)
     ifd_at, data_start = _layout(pages, header_len, extra, leader)
@@ -187,6 +202,15 @@ def _pages(
             m = (np.asarray(mask)[::f, ::f] != 0).astype(np.uint8)[:, :, np.newaxis] * 255
             pages.append(_Page(m, 4 if level == 0 else 5, tile, "deflate", 1))
     return pages
+
+
+def _extra_samples(samples: int, dtype: np.dtype[Any], alpha: bool) -> list[int]:
+    """ExtraSamples of an image page: the samples beyond its photometric's colour ones."""
+    colour = 3 if samples in (3, 4) and dtype == np.uint8 else 1
+    extra = [0] * (samples - colour)
+    if alpha and extra:
+        extra[-1] = 2  # unassociated alpha
+    return extra
 
 
 def _georeferencing(

@@ -16,12 +16,13 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
+from xml.sax.saxutils import escape as xml_escape
 
 import imagecodecs
 import numpy as np
 import numpy.typing as npt
-import tifffile
 
+from .cog import write_cog
 from .crs import CRS
 from .tiff.geokeys import encode_directory, geotiff_keys
 
@@ -82,6 +83,9 @@ _GEO_KEY_DIRECTORY = 34735
 _GEO_DOUBLE_PARAMS = 34736
 _GEO_ASCII_PARAMS = 34737
 _GDAL_NODATA = 42113
+_GDAL_METADATA = 42112
+#: Block side of GeoTIFF answers: GDAL's COG default; overviews are made down to one block.
+_COG_BLOCK = 512
 _GT_RASTER_TYPE = 1025
 _RASTER_PIXEL_IS_AREA = 1
 
@@ -161,31 +165,59 @@ def encode_npy(data: npt.NDArray[Any]) -> bytes:
     return buf.getvalue()
 
 
-def encode_geotiff(data: npt.NDArray[Any], geo: GeoRef | None = None) -> bytes:
-    """A Deflate-compressed GeoTIFF of ``data`` (bands, height, width) with georeferencing kept."""
+def encode_geotiff(
+    data: npt.NDArray[Any],
+    geo: GeoRef | None = None,
+    *,
+    mask: npt.NDArray[np.uint8] | None = None,
+    alpha: bool = False,
+    band_meta: Sequence[dict[str, Any]] | None = None,
+) -> bytes:
+    """A Cloud-Optimized GeoTIFF of ``data`` (bands, height, width), as GDAL's COG driver lays
+    one out (512-pixel Deflate tiles, overviews down to one tile, IFDs first): the
+    georeferencing with the CRS in full (user-defined ones too), nodata, ``mask`` (0 invalid)
+    as a GDAL internal mask with its overviews, the last band as alpha with ``alpha``, and each
+    band's description, scale and offset (``band_meta``) in GDAL_METADATA."""
     if data.ndim != 3:
         raise ValueError(f"expected (bands, height, width), got shape {data.shape}")
-    bands, height, width = data.shape
-    tiled = height >= 256 and width >= 256
-    options: dict[str, Any] = {
-        "compression": "zlib",
-        "metadata": None,
-        "extratags": _geotiff_tags(geo or GeoRef()),
-    }
-    if tiled:
-        options["tile"] = (256, 256)
-    else:
-        options["rowsperstrip"] = max(1, (1 << 16) // max(1, width * data.dtype.itemsize))
-    if bands == 3 and data.dtype == np.uint8:
-        options["photometric"] = "rgb"
-    else:
-        options["photometric"] = "minisblack"
-    buf = io.BytesIO()
-    if bands == 1:
-        tifffile.imwrite(buf, data[0], **options)
-    else:
-        tifffile.imwrite(buf, data, planarconfig="separate", **options)
-    return buf.getvalue()
+    tags: dict[int, tuple[int, Any]] = {}
+    for code, kind, _, value, _ in _geotiff_tags(geo or GeoRef()):
+        tags[code] = _tiff_value(kind, value)
+    text = _gdal_metadata(band_meta or ())
+    if text:
+        tags[_GDAL_METADATA] = _tiff_value("s", text)
+    keep = None if mask is None or bool(mask.all()) else mask
+    return write_cog(
+        data,
+        tile=_COG_BLOCK,
+        compression="deflate",
+        predictor=2 if data.dtype.kind in "iu" else 1,
+        mask=keep,
+        alpha=alpha,
+        extra_tags=tags,
+    )
+
+
+def _tiff_value(kind: str, value: Any) -> tuple[int, Any]:
+    """A tifffile-style (dtype code, value) as write_cog's (TIFF type, values)."""
+    if kind == "s":
+        raw = value if isinstance(value, bytes) else str(value).encode()
+        return 2, raw if raw.endswith(b"\x00") else raw + b"\x00"
+    return {"d": 12, "H": 3}[kind], list(value)
+
+
+def _gdal_metadata(bands: Sequence[dict[str, Any]]) -> str:
+    """GDAL_METADATA holding each band's description, scale and offset (where set)."""
+    items = []
+    roles = (("description", "DESCRIPTION"), ("scale", "SCALE"), ("offset", "OFFSET"))
+    for i, meta in enumerate(bands):
+        for role, name in roles:
+            value = meta.get(role)
+            if value is None or value == "" or (role, value) in (("scale", 1.0), ("offset", 0.0)):
+                continue
+            text = xml_escape(repr(float(value)) if role != "description" else str(value))
+            items.append(f'<Item name="{name}" sample="{i}" role="{role}">{text}</Item>')
+    return f"<GDALMetadata>{''.join(items)}</GDALMetadata>" if items else ""
 
 
 # --------------------------------------------------------------------------------------------

@@ -159,7 +159,7 @@ async def _read_with_progress(
         follower = asyncio.create_task(progress.follow())
     try:
         data = await read_region(
-            img, plan, with_mask=fmt in RENDERED, executor=img.context.executor
+            img, plan, with_mask=fmt in RENDERED or fmt == "tif", executor=img.context.executor
         )
     finally:
         if follower is not None:

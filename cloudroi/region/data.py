@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..crs import CRS
-from ..outputs import CONTENT_TYPES, DEFAULT_PNG_LEVEL, RENDERED, GeoRef, encode
+from ..outputs import CONTENT_TYPES, DEFAULT_PNG_LEVEL, RENDERED, GeoRef, encode, encode_geotiff
 from ..types import Window
 from .geometry import Transform, grid_bounds
 
@@ -85,6 +85,8 @@ class ImageData:
         holds it as its last band (0/255 in the data's dtype), after the data bands, as
         rio-tiler lays out its npy tiles."""
         geo = GeoRef(transform=self.transform, crs=self.crs, nodata=self.nodata)
+        if fmt == "tif":
+            return Encoded(self._geotiff(geo), CONTENT_TYPES[fmt], None, self.any_valid)
         mask = self.mask if fmt in RENDERED else None
         data = self.data
         if fmt == "npy" and mask_band:
@@ -102,6 +104,20 @@ class ImageData:
         )
         valid = self.any_valid
         return Encoded(body, CONTENT_TYPES[fmt], used if valid else None, valid)
+
+    def _geotiff(self, geo: GeoRef) -> bytes:
+        """A COG of the region keeping what the source has: its alpha band as alpha (when it
+        is the last band read), else the mask as an internal mask; band descriptions, scales
+        and offsets (``extra["band_meta"]``, set by the region read)."""
+        alpha_band = self.extra.get("alpha_band")
+        alpha = alpha_band is not None and len(self.bands) > 1 and self.bands[-1] == alpha_band
+        return encode_geotiff(
+            self.data,
+            geo,
+            mask=None if alpha else self.mask,
+            alpha=alpha,
+            band_meta=self.extra.get("band_meta"),
+        )
 
 
 @dataclass(frozen=True, slots=True)

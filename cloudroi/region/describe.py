@@ -21,13 +21,21 @@ from __future__ import annotations
 import math
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..image import Image
 
-__all__ = ["GdalMetadata", "colorinterp", "parse_gdal_metadata", "rio_tiler_info"]
+__all__ = [
+    "GdalMetadata",
+    "band_meta",
+    "colorinterp",
+    "parse_gdal_metadata",
+    "rio_tiler_info",
+    "source_extra",
+]
 
 _DOCTYPE = re.compile(r"<!DOCTYPE|<!ENTITY", re.IGNORECASE)
 
@@ -171,3 +179,21 @@ def rio_tiler_info(img: Image) -> dict[str, Any]:
     if stats:
         doc["minmax"] = stats
     return doc
+
+
+def band_meta(img: Image, bands: Sequence[int]) -> list[dict[str, Any]]:
+    """Description, scale and offset of each of ``bands`` (1-based), as GDAL_METADATA has them."""
+    meta = parse_gdal_metadata(img.structure.gdal_metadata)
+    return [
+        {
+            "description": meta.role(b - 1, "description"),
+            "scale": _number(meta.role(b - 1, "scale"), 1.0),
+            "offset": _number(meta.role(b - 1, "offset"), 0.0),
+        }
+        for b in bands
+    ]
+
+
+def source_extra(img: Image, bands: Sequence[int]) -> dict[str, Any]:
+    """What a region result carries of its source for faithful outputs (ImageData.extra)."""
+    return {"alpha_band": img.alpha_band, "band_meta": band_meta(img, bands)}

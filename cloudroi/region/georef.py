@@ -30,6 +30,7 @@ from ..outputs import RENDERED
 from ..tasks import gather_all
 from ..types import Window
 from .data import ImageData, PointData, RequestBytes, estimate_region
+from .describe import source_extra
 
 if TYPE_CHECKING:
     from morecantile import TileMatrixSet
@@ -434,6 +435,7 @@ async def read_warped(
         bands=bands,
         level=plan.level,
         window=Window(0, 0, plan.src.width, plan.src.height),
+        extra=source_extra(img, bands),
     )
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..read.masks import valid_mask
 from .data import ImageData, PointData, RequestBytes, estimate_region
+from .describe import source_extra
 from .plan import PointPlan, RegionPlan, is_rendered, output_transform
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ async def read_region(
         bands=bands,
         level=plan.level,
         window=plan.window,
+        extra=source_extra(img, bands),
     )
 
 

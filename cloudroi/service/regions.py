@@ -100,7 +100,8 @@ async def _answer(
 ) -> CoreResponse:
     check_pixels(state, plan.width, plan.height)
     check_blocks(state, img)
-    need = estimate_bytes(img, plan, rendering.format, rendering.mask_band)
+    masked = rendering.mask_band or rendering.format == "tif"
+    need = estimate_bytes(img, plan, rendering.format, masked)
     encoded = await holding(state, need, lambda: _read_and_render(state, img, plan, rendering))
     return encoded_response(state.config.max_response_bytes, encoded)
 
@@ -114,7 +115,7 @@ async def _read_and_render(
     data = await read_region(
         img,
         plan,
-        with_mask=fmt in RENDERED or rendering.mask_band,
+        with_mask=fmt in RENDERED or fmt == "tif" or rendering.mask_band,
         max_tiles=cfg.max_tiles,
         max_bytes=cfg.max_fetch_bytes,
         executor=executor,
