@@ -326,3 +326,27 @@ def test_cli_uses_the_default_stretch(
     values = _file_window(files["dem"], 256, 256, 256, 256)
     grey = np.asarray(imagecodecs.png_decode(out.read_bytes()))
     assert np.array_equal(grey.reshape(256, 256, -1)[:, :, 0], _manual(values[0], lo, hi))
+
+
+async def test_a_statistics_read_over_the_limits_falls_back(
+    upstream: Upstream, files: dict[str, Path]
+) -> None:
+    """The statistics read (1024 x 1024 float32: about 58 MiB held) is held to the service's
+    per-request limit; refused, each tile stretches itself as before, and nothing is cached."""
+    config = ServiceConfig(allowed_sources=(upstream.root,), max_request_bytes=32 << 20)
+    client = TestClient(TestServer(create_app(config)))
+    await client.start_server()
+    try:
+        url = upstream.url("dem.tif")
+        for _ in range(2):
+            status, headers, _ = await get(
+                client, f"/tiles/WebMercatorQuad/{Z}/{X}/{Y}.png", url=url
+            )
+            assert status == 200
+            values = _file_window(files["dem"], 256, 256, 256, 256)[0]
+            valid = values[values != NODATA]
+            own = (float(valid.min()), float(valid.max()))
+            assert headers["X-Cloudroi-Rescale"] == _header([own])
+        assert _computed(client) == 0
+    finally:
+        await client.close()
