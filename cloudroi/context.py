@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +36,7 @@ __all__ = [
     "default_block_cache",
     "default_decoded_cache",
     "default_header_cache",
+    "default_stretch_cache",
 ]
 
 _lock = threading.Lock()
@@ -43,6 +44,7 @@ _block_cache: LRUCache[bytes] | None = None
 _header_cache: LRUCache[TiffStructure] | None = None
 _header_sizes: LRUCache[int] | None = None
 _decoded_cache: LRUCache[Any] | None = None
+_stretch_cache: LRUCache[Any] | None = None
 _executor: ThreadPoolExecutor | None = None
 
 
@@ -88,6 +90,17 @@ def default_header_sizes() -> LRUCache[int]:
         return _header_sizes
 
 
+def default_stretch_cache() -> LRUCache[Any]:
+    """Default stretches (``cloudroi.region.stretch``) keyed by (url, version, bands, nodata):
+    4096 of them unless configured (a few hundred bytes each)."""
+    global _stretch_cache
+    with _lock:
+        if _stretch_cache is None:
+            entries = int(os.environ.get("CLOUDROI_STRETCH_CACHE_ENTRIES", "4096"))
+            _stretch_cache = LRUCache(entries)
+        return _stretch_cache
+
+
 def default_executor() -> ThreadPoolExecutor:
     """The decode pool: one thread per core (imagecodecs releases the GIL while decoding)."""
     global _executor
@@ -129,6 +142,7 @@ class Context:
         decoded_cache: LRUCache[Any] | None = None,
         header_cache: LRUCache[TiffStructure] | None = None,
         header_sizes: LRUCache[int] | None = None,
+        stretch_cache: LRUCache[Any] | None = None,
         executor: Executor | None = None,
         check_redirect: RedirectCheck | None = None,
         **kwargs: Any,
@@ -156,6 +170,11 @@ class Context:
         self.header_sizes = header_sizes if header_sizes is not None else default_header_sizes()
         self.executor: Executor = executor if executor is not None else default_executor()
         self.inflight = Inflight()
+        #: Default stretches computed (process-wide LRU), those being computed on this loop (so
+        #: that concurrent requests share one computation), and how many were computed here.
+        self.stretch_cache = stretch_cache if stretch_cache is not None else default_stretch_cache()
+        self.stretch_inflight: dict[Hashable, asyncio.Future[Any]] = {}
+        self.stretch_computed = 0
         #: HTTP origins that answered a multi-range GET otherwise than with usable
         #: multipart/byteranges (origin -> how): asked range by range from then on.
         self.multirange_refused: dict[str, str] = {}

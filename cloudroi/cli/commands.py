@@ -28,7 +28,7 @@ from .common import (
     plan_from_args,
     rendering_note,
 )
-from .geo import check_warp_args, geo_info, read_reprojected, wants_warp
+from .geo import check_warp_args, geo_info, read_reprojected, render_output, wants_warp
 
 __all__ = ["info", "read", "serve"]
 
@@ -186,11 +186,7 @@ async def read(args: argparse.Namespace) -> int:
             else:
                 plan = plan_from_args(img, args, rendered=fmt in RENDERED)
                 data = await _read_with_progress(img, plan, args, fmt)
-            rescale = tuple(args.rescale) if args.rescale else None
-            loop = asyncio.get_running_loop()
-            encoded = await loop.run_in_executor(
-                ctx.executor, lambda: data.render(fmt, rescale=rescale, quality=args.quality)
-            )
+            encoded = await render_output(img, data, fmt, args)
             await asyncio.to_thread(Path(args.output).write_bytes, encoded.body)
             stats = img.stats
         finally:

@@ -33,6 +33,7 @@ __all__ = [
     "geo_info",
     "point",
     "read_reprojected",
+    "render_output",
     "tile",
     "wants_warp",
 ]
@@ -58,8 +59,12 @@ def _bands_for(img: Image, bands: tuple[int, ...] | None, fmt: str) -> tuple[int
         raise UsageError(f"{exc}; use a .npy or .tif output for other band counts") from exc
 
 
-async def _render(img: Image, data: ImageData, fmt: str, args: argparse.Namespace) -> Encoded:
-    rescale = tuple(args.rescale) if args.rescale else None
+async def render_output(img: Image, data: ImageData, fmt: str, args: argparse.Namespace) -> Encoded:
+    """``data`` encoded as ``fmt``; a rendering without --rescale of other than uint8 data
+    uses the image's default stretch (``Image.default_rescale``), as the service does."""
+    rescale: Any = tuple(args.rescale) if args.rescale else None
+    if rescale is None and fmt in RENDERED:
+        rescale = await img.default_rescale(data.bands)
     return await asyncio.get_running_loop().run_in_executor(
         img.context.executor, lambda: data.render(fmt, rescale=rescale, quality=args.quality)
     )
@@ -120,7 +125,7 @@ async def tile(args: argparse.Namespace) -> int:
                     bands=bands,
                 )
             )
-            encoded = await _render(img, data, fmt, args)
+            encoded = await render_output(img, data, fmt, args)
             stats = img.stats
         finally:
             await img.close()

@@ -190,3 +190,22 @@ class GeoVerbs:
         return await measure(
             self._image, plan, opts, nodata=nodata, max_tiles=max_tiles, max_bytes=max_bytes
         )
+
+    async def default_rescale(
+        self,
+        bands: int | Sequence[int] | None = None,
+        *,
+        nodata: float | int | None = None,
+        max_tiles: int | None = None,
+        max_bytes: int | None = None,
+    ) -> tuple[tuple[float, float], ...] | None:
+        """The stretch a rendering without ``rescale`` uses: one (low, high) per band (default:
+        all but alpha), each band's 2nd..98th percentile of ``statistics()``, computed once per
+        object version and shared by every request in the Context (``cloudroi.region.stretch``).
+        None for uint8 data and when a band has no valid pixel."""
+        from .stretch import default_rescale
+
+        picked = (bands,) if isinstance(bands, int) else bands
+        return await default_rescale(
+            self._image, picked, nodata=nodata, max_tiles=max_tiles, max_bytes=max_bytes
+        )

@@ -66,7 +66,8 @@ _RESCALE = Param(
     "rescale",
     {"type": "string", "pattern": f"^{_NUM},{_NUM}$"},
     "min,max of source values mapped onto 0..255 in 8-bit renderings; repeat it for one range "
-    "per band.",
+    "per band (default: uint8 as is, other dtypes each band's 2nd..98th percentile of the "
+    "image's statistics, shared by every tile; sent in X-Cloudroi-Rescale).",
     example="0,4000",
 )
 _NODATA = Param(

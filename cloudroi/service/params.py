@@ -71,7 +71,8 @@ _RESCALE = Param(
     "rescale",
     {"type": "string", "pattern": f"^{_NUM},{_NUM}$"},
     "min,max of source values mapped onto 0..255 in 8-bit renderings (default: uint8 as is, "
-    "other dtypes their valid range in the response).",
+    "other dtypes each band's 2nd..98th percentile of the image's statistics, the same for "
+    "every answer of the image; the range used is sent in X-Cloudroi-Rescale).",
     example="0,4000",
 )
 _QUALITY = Param(

@@ -38,6 +38,7 @@ from .messages import CoreRequest, CoreResponse, json_response
 from .params import Rendering, parse_info, parse_point, parse_preview, parse_region
 from .problems import bad_request
 from .state import ServiceState
+from .stretch import Stretch, default_stretch, report_stretch
 
 __all__ = ["info", "point", "preview", "region", "regional_answer"]
 
@@ -102,12 +103,22 @@ async def _answer(
     check_blocks(state, img)
     masked = rendering.mask_band or rendering.format == "tif"
     need = estimate_bytes(img, plan, rendering.format, masked)
-    encoded = await holding(state, need, lambda: _read_and_render(state, img, plan, rendering))
-    return encoded_response(state.config.max_response_bytes, encoded)
+    stretch = None
+    if rendering.format in RENDERED:
+        stretch = await default_stretch(state, img, plan.bands, rescale=rendering.rescale)
+    encoded = await holding(
+        state, need, lambda: _read_and_render(state, img, plan, rendering, stretch)
+    )
+    resp = encoded_response(state.config.max_response_bytes, encoded)
+    return report_stretch(resp, encoded, stretch)
 
 
 async def _read_and_render(
-    state: ServiceState, img: Image, plan: RegionPlan, rendering: Rendering
+    state: ServiceState,
+    img: Image,
+    plan: RegionPlan,
+    rendering: Rendering,
+    stretch: Stretch | None = None,
 ) -> Encoded:
     cfg = state.config
     fmt = rendering.format
@@ -125,7 +136,7 @@ async def _read_and_render(
     def render() -> Encoded:
         return data.render(
             fmt,
-            rescale=rendering.rescale,
+            rescale=rendering.rescale or stretch,
             quality=quality,
             png_level=cfg.png_level,
             alpha=rendering.alpha,

@@ -40,6 +40,7 @@ from .params import Rendering
 from .problems import Problem, bad_request
 from .regions import regional_answer
 from .state import ServiceState
+from .stretch import Stretch, default_stretch, report_stretch
 
 __all__ = ["base_url", "bbox", "native_rendering", "tile", "tilejson", "warped_answer", "wmts"]
 
@@ -73,11 +74,13 @@ def _auto_format(data: ImageData, style: Style) -> str:
     return "png" if data.mask is not None and not data.mask.all() else "jpeg"
 
 
-async def _render(state: ServiceState, data: ImageData, style: Style) -> CoreResponse:
+async def _render(
+    state: ServiceState, data: ImageData, style: Style, stretch: Stretch | None = None
+) -> CoreResponse:
     cfg = state.config
     fmt = _auto_format(data, style)
     quality = style.quality or (cfg.jpeg_quality if fmt == "jpeg" else cfg.webp_quality)
-    rescale = style.rescale or None
+    rescale = style.rescale or stretch
     render = functools.partial(
         data.render,
         fmt,
@@ -91,7 +94,7 @@ async def _render(state: ServiceState, data: ImageData, style: Style) -> CoreRes
         encoded = await asyncio.get_running_loop().run_in_executor(state.context.executor, render)
     except ValueError as exc:
         raise bad_request(str(exc)) from exc
-    resp = encoded_response(cfg.max_response_bytes, encoded)
+    resp = report_stretch(encoded_response(cfg.max_response_bytes, encoded), encoded, stretch)
     bounds = data.bounds
     if bounds is not None:
         resp.headers["Content-Bbox"] = ",".join(repr(float(v)) for v in bounds)
@@ -108,6 +111,11 @@ async def warped_answer(state: ServiceState, img: Image, plan: Any, style: Style
     bands = _shown_bands(img, style, style.format)
     count = len(bands) if bands else img.count - (img.alpha_band is not None)
     need = georef.estimate_warp(img, plan, style.format or "png", count + style.return_mask)
+    stretch = None
+    if style.format is None or style.format in RENDERED:
+        stretch = await default_stretch(
+            state, img, bands, nodata=style.nodata, rescale=style.rescale
+        )
 
     async def work() -> CoreResponse:
         data = await georef.read_warped(
@@ -119,7 +127,7 @@ async def warped_answer(state: ServiceState, img: Image, plan: Any, style: Style
             executor=state.context.executor,
             src_nodata=style.nodata,
         )
-        return await _render(state, data, style)
+        return await _render(state, data, style, stretch)
 
     return await holding(state, need, work)
 
