@@ -434,6 +434,7 @@ async def read_warped(
         bands=bands,
         level=plan.level,
         window=Window(0, 0, plan.src.width, plan.src.height),
+        palette=img.colormap,
     )
 
 

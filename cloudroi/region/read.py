@@ -101,6 +101,7 @@ async def read_region(
         bands=bands,
         level=plan.level,
         window=plan.window,
+        palette=img.colormap,
     )
 
 
