@@ -189,7 +189,10 @@ async def read(args: argparse.Namespace) -> int:
             rescale = tuple(args.rescale) if args.rescale else None
             loop = asyncio.get_running_loop()
             encoded = await loop.run_in_executor(
-                ctx.executor, lambda: data.render(fmt, rescale=rescale, quality=args.quality)
+                ctx.executor,
+                lambda: data.render(
+                    fmt, rescale=rescale, quality=args.quality, colormap=args.colormap
+                ),
             )
             await asyncio.to_thread(Path(args.output).write_bytes, encoded.body)
             stats = img.stats

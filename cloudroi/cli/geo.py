@@ -61,7 +61,8 @@ def _bands_for(img: Image, bands: tuple[int, ...] | None, fmt: str) -> tuple[int
 async def _render(img: Image, data: ImageData, fmt: str, args: argparse.Namespace) -> Encoded:
     rescale = tuple(args.rescale) if args.rescale else None
     return await asyncio.get_running_loop().run_in_executor(
-        img.context.executor, lambda: data.render(fmt, rescale=rescale, quality=args.quality)
+        img.context.executor,
+        lambda: data.render(fmt, rescale=rescale, quality=args.quality, colormap=args.colormap),
     )
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..colormaps import Colormap
 from ..outputs import FORMATS
 from ..region import args
 from ..region.args import MAX_SIDE, ArgumentError
@@ -80,6 +81,20 @@ _QUALITY = Param(
     "JPEG/WebP quality (default: the service's setting).",
 )
 
+_COLORMAP = Param(
+    "colormap",
+    {"type": "string", "maxLength": 65536},
+    'JSON colormap for a 1-band rendering: {"value": [r, g, b, a], ...} (at most 256 '
+    "integer values) or intervals [[[min, max], [r, g, b, a]], ...] (at most 1024, min <= "
+    "value < max); `none` shows a paletted file's indices instead of its palette.",
+)
+_COLORMAP_NAME = Param(
+    "colormap_name",
+    {"type": "string", "pattern": "^[A-Za-z0-9_]{1,40}$"},
+    "Named colormap (matplotlib's: viridis, magma, terrain...; `_r` reversed) applied to the "
+    "0..255 rendering of one band, after rescale.",
+    example="viridis",
+)
 _COORD_CRS = Param(
     "coord_crs",
     {"type": "string"},
@@ -130,6 +145,8 @@ REGION_PARAMS: tuple[Param, ...] = (
     _RESCALE,
     _QUALITY,
     _COORD_CRS,
+    _COLORMAP,
+    _COLORMAP_NAME,
 )
 PREVIEW_PARAMS: tuple[Param, ...] = (
     URL_PARAM,
@@ -142,6 +159,8 @@ PREVIEW_PARAMS: tuple[Param, ...] = (
     _FORMAT,
     _RESCALE,
     _QUALITY,
+    _COLORMAP,
+    _COLORMAP_NAME,
 )
 POINT_PARAMS: tuple[Param, ...] = (
     URL_PARAM,
@@ -177,6 +196,8 @@ class Rendering:
     quality: int | None = None
     alpha: bool = True
     mask_band: bool = False
+    #: a Colormap, True for the source's palette (if any), False for none
+    colormap: Colormap | bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +265,7 @@ def _rendering(q: dict[str, str]) -> Rendering:
         format=args.output_format(q.get("format", "png")),
         rescale=args.rescale(q["rescale"]) if "rescale" in q else None,
         quality=args.quality(q["quality"]) if "quality" in q else None,
+        colormap=args.colormap(q.get("colormap"), q.get("colormap_name")),
     )
 
 
