@@ -491,3 +491,13 @@ def test_shipped_tables_are_package_data() -> None:
     pyproject = (pathlib.Path(__file__).parent.parent / "pyproject.toml").read_text()
     assert '"colormaps/*.npz"' in pyproject
     assert pathlib.Path(colormaps.__file__).with_name("named.npz").is_file()
+
+
+async def test_colormap_changes_the_etag(client: Client, upstream: Upstream) -> None:
+    path = f"/tiles/WebMercatorQuad/{Z}/{X0}/{Y0}.png"
+    etags = []
+    for extra in ({}, {"colormap": "none"}, {"colormap_name": "viridis"}):
+        async with client.get(path, params={"url": upstream.url("classes.tif"), **extra}) as r:
+            assert r.status == 200
+            etags.append(r.headers["ETag"])
+    assert len(set(etags)) == 3
