@@ -501,3 +501,16 @@ async def test_colormap_changes_the_etag(client: Client, upstream: Upstream) -> 
             assert r.status == 200
             etags.append(r.headers["ETag"])
     assert len(set(etags)) == 3
+
+
+async def test_cog_info_colormap_equals_rio_tiler(
+    client: Client, upstream: Upstream, files: dict[str, Path], rio_reader: Any
+) -> None:
+    async with client.get("/cog/info", params={"url": upstream.url("classes.tif")}) as resp:
+        assert resp.status == 200
+        doc = await resp.json()
+    ref = rio_reader(files["classes"]).info().model_dump(mode="json")
+    assert doc["colormap"] == ref["colormap"]
+    assert doc["colorinterp"] == ref["colorinterp"] == ["palette"]
+    async with client.get("/cog/info", params={"url": upstream.url("dem.tif")}) as resp:
+        assert "colormap" not in await resp.json()
