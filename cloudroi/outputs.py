@@ -162,8 +162,13 @@ def encode_npy(data: npt.NDArray[Any]) -> bytes:
     return buf.getvalue()
 
 
-def encode_geotiff(data: npt.NDArray[Any], geo: GeoRef | None = None) -> bytes:
-    """A Deflate-compressed GeoTIFF of ``data`` (bands, height, width) with georeferencing kept."""
+def encode_geotiff(
+    data: npt.NDArray[Any],
+    geo: GeoRef | None = None,
+    palette: npt.NDArray[np.uint8] | None = None,
+) -> bytes:
+    """A Deflate-compressed GeoTIFF of ``data`` (bands, height, width) with georeferencing kept,
+    and ``palette`` ((2**bits, 4) RGBA) as its ColorMap for 1-band uint8/uint16 data."""
     if data.ndim != 3:
         raise ValueError(f"expected (bands, height, width), got shape {data.shape}")
     bands, height, width = data.shape
@@ -179,6 +184,10 @@ def encode_geotiff(data: npt.NDArray[Any], geo: GeoRef | None = None) -> bytes:
         options["rowsperstrip"] = max(1, (1 << 16) // max(1, width * data.dtype.itemsize))
     if bands == 3 and data.dtype == np.uint8:
         options["photometric"] = "rgb"
+    elif _palette_fits(palette, data):
+        assert palette is not None
+        options["photometric"] = "palette"
+        options["colormap"] = palette[:, :3].T.astype(np.uint16) * 257  # GDAL's scale
     else:
         options["photometric"] = "minisblack"
     buf = io.BytesIO()
@@ -187,6 +196,12 @@ def encode_geotiff(data: npt.NDArray[Any], geo: GeoRef | None = None) -> bytes:
     else:
         tifffile.imwrite(buf, data, planarconfig="separate", **options)
     return buf.getvalue()
+
+
+def _palette_fits(palette: npt.NDArray[np.uint8] | None, data: npt.NDArray[Any]) -> bool:
+    if palette is None or data.shape[0] != 1 or data.dtype not in (np.uint8, np.uint16):
+        return False
+    return bool(palette.shape == (1 << (8 * data.dtype.itemsize), 4))
 
 
 # --------------------------------------------------------------------------------------------

@@ -544,3 +544,24 @@ def test_custom_colormaps_equal_rio_tiler_apply_cmap(cmap: Any, dtype: str) -> N
         warnings.simplefilter("ignore")
         rgb, alpha = apply_cmap(values, cmap)
     assert np.array_equal(np.moveaxis(ours, -1, 0), np.concatenate([rgb, alpha[None]]))
+
+
+async def test_paletted_region_as_geotiff_keeps_its_palette(
+    client: Client, upstream: Upstream, files: dict[str, Path], tmp_path: Path
+) -> None:
+    params = {"url": upstream.url("classes.tif"), "window": "0,0,100,80", "format": "tif"}
+    async with client.get("/region", params=params) as resp:
+        assert resp.status == 200
+        (tmp_path / "r.tif").write_bytes(await resp.read())
+    with rasterio.open(tmp_path / "r.tif") as src:
+        assert src.colorinterp[0] == rasterio.enums.ColorInterp.palette
+        assert np.array_equal(src.read(1), _classes()[:80, :100])
+        assert src.nodata == 0
+    assert np.array_equal(
+        _rasterio_palette(tmp_path / "r.tif", 256), _rasterio_palette(files["classes"], 256)
+    )
+    params["colormap"] = "none"
+    async with client.get("/region", params=params) as resp:
+        (tmp_path / "n.tif").write_bytes(await resp.read())
+    with rasterio.open(tmp_path / "n.tif") as src:
+        assert src.colorinterp[0] == rasterio.enums.ColorInterp.gray

@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from ..colormaps import Colormap, ColormapError
 from ..crs import CRS
-from ..outputs import CONTENT_TYPES, DEFAULT_PNG_LEVEL, RENDERED, GeoRef, encode
+from ..outputs import CONTENT_TYPES, DEFAULT_PNG_LEVEL, RENDERED, GeoRef, encode, encode_geotiff
 from ..types import Window
 from .geometry import Transform, grid_bounds
 
@@ -95,17 +95,21 @@ class ImageData:
         if fmt == "npy" and mask_band:
             full = self.mask if self.mask is not None else np.full(data.shape[1:], 255, np.uint8)
             data = np.concatenate([data, full[np.newaxis].astype(data.dtype)])
-        body, used = encode(
-            fmt,
-            data,
-            mask=mask,
-            geo=geo,
-            rescale=rescale,
-            quality=quality,
-            png_level=png_level,
-            alpha=alpha,
-            colormap=self.colormap_for(colormap) if fmt in RENDERED else None,
-        )
+        if fmt == "tif" and colormap is True and self.palette is not None:
+            # a paletted region stays paletted
+            body, used = encode_geotiff(data, geo, self.palette), None
+        else:
+            body, used = encode(
+                fmt,
+                data,
+                mask=mask,
+                geo=geo,
+                rescale=rescale,
+                quality=quality,
+                png_level=png_level,
+                alpha=alpha,
+                colormap=self.colormap_for(colormap) if fmt in RENDERED else None,
+            )
         valid = self.any_valid
         return Encoded(body, CONTENT_TYPES[fmt], used if valid else None, valid)
 
