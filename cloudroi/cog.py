@@ -54,6 +54,8 @@ class _Page:
     offsets: list[int] = field(default_factory=list)
     #: ExtraSamples values (None: an RGBA uint8 image's 4th band is alpha, nothing else said)
     extra_samples: list[int] | None = None
+    #: the ColorMap tag's values (red, green then blue, 16 bits each) of a paletted image
+    palette: list[int] | None = None
 
 
 def _tiles(page: _Page, fill: Any) -> list[bytes]:
@@ -105,6 +107,9 @@ def _ifd_entries(
     }
     if page.predictor != 1:
         entries[317] = (3, [page.predictor])
+    if page.palette is not None and not page.subfile & 4:
+        entries[262] = (3, [3])
+        entries[320] = (3, page.palette)
     if page.extra_samples is not None:
         if page.extra_samples and not page.subfile & 4:
             entries[338] = (3, page.extra_samples)
@@ -141,6 +146,7 @@ def write_cog(
     leader: bool = True,
     alpha: bool | None = None,
     extra_tags: Extra | None = None,
+    palette: npt.NDArray[np.uint8] | None = None,
 ) -> bytes:
     """Encode ``data`` ((bands, rows, cols) or (rows, cols)) as a COG and return its bytes.
 
@@ -150,7 +156,9 @@ def write_cog(
     ``alpha``: whether the last band is an (unassociated) alpha band, the other bands beyond
     the colour ones being declared unspecified extra samples (None: a 4-band uint8 image's
     last band is alpha). ``extra_tags`` ({tag: (TIFF type, values)}) go into the first IFD,
-    over the georeferencing made from ``transform``, ``epsg`` and ``nodata``.
+    over the georeferencing made from ``transform``, ``epsg`` and ``nodata``. ``palette``
+    ((2**bits, 4) RGBA) makes a 1-band uint8/uint16 image paletted, as GDAL writes one (each
+    component times 257).
     """
     arr = np.asarray(data)
     if arr.ndim == 2:
@@ -165,6 +173,10 @@ def write_cog(
         samples = _extra_samples(chunky.shape[2], chunky.dtype, alpha)
         for page in pages:
             page.extra_samples = samples
+    if palette is not None:
+        values = (np.asarray(palette)[:, :3].T.astype(np.uint16) * 257).ravel().tolist()
+        for page in pages:
+            page.palette = values
     fill = nodata if nodata is not None else 0
     for page in pages:
         page.tiles = _tiles(page, fill if not page.subfile & 4 else 0)

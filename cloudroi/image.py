@@ -149,6 +149,12 @@ class Image(GeoVerbs):
         return PHOTOMETRIC_NAMES.get(self._base.photometric, str(self._base.photometric))
 
     @property
+    def colormap(self) -> npt.NDArray[np.uint8] | None:
+        """The internal palette of a paletted 1-band uint8/uint16 image as a (2**bits, 4) uint8
+        RGBA table (rows are the pixel values), as GDAL presents it; None for other images."""
+        return self.structure.colormap
+
+    @property
     def interleave(self) -> str:
         return "band" if self._base.planar == 2 else "pixel"
 
@@ -201,6 +207,7 @@ class Image(GeoVerbs):
             "predictor": self._base.predictor,
             "photometric": self.photometric,
             "interleave": self.interleave,
+            "colormap": None if self.colormap is None else _colormap_info(self.colormap),
             "levels": [list(lv) for lv in self.levels],
             "nodata": _json_number(self.nodata),
             **crs_info(self.crs),
@@ -415,3 +422,11 @@ def _json_number(value: float | int | None) -> float | int | str | None:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
+
+
+def _colormap_info(table: npt.NDArray[np.uint8]) -> dict[str, list[int]]:
+    """A palette as JSON: value -> [r, g, b, a], trailing opaque-black entries left out (a
+    16-bit palette rarely uses most of its 65536 rows)."""
+    used = np.flatnonzero(np.any(table != (0, 0, 0, 255), axis=1))
+    end = int(used[-1]) + 1 if used.size else 1
+    return {str(v): [int(c) for c in table[v]] for v in range(end)}

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .cog import write_cog
+from .colormaps import Colormap
 from .crs import CRS
 from .tiff.geokeys import encode_directory, geotiff_keys
 
@@ -172,12 +173,14 @@ def encode_geotiff(
     mask: npt.NDArray[np.uint8] | None = None,
     alpha: bool = False,
     band_meta: Sequence[dict[str, Any]] | None = None,
+    palette: npt.NDArray[np.uint8] | None = None,
 ) -> bytes:
     """A Cloud-Optimized GeoTIFF of ``data`` (bands, height, width), as GDAL's COG driver lays
     one out (512-pixel Deflate tiles, overviews down to one tile, IFDs first): the
     georeferencing with the CRS in full (user-defined ones too), nodata, ``mask`` (0 invalid)
     as a GDAL internal mask with its overviews, the last band as alpha with ``alpha``, and each
-    band's description, scale and offset (``band_meta``) in GDAL_METADATA."""
+    band's description, scale and offset (``band_meta``) in GDAL_METADATA; ``palette``
+    ((2**bits, 4) RGBA) as the ColorMap of 1-band uint8/uint16 data."""
     if data.ndim != 3:
         raise ValueError(f"expected (bands, height, width), got shape {data.shape}")
     tags: dict[int, tuple[int, Any]] = {}
@@ -195,6 +198,7 @@ def encode_geotiff(
         mask=keep,
         alpha=alpha,
         extra_tags=tags,
+        palette=palette if _palette_fits(palette, data) else None,
     )
 
 
@@ -218,6 +222,12 @@ def _gdal_metadata(bands: Sequence[dict[str, Any]]) -> str:
             text = xml_escape(repr(float(value)) if role != "description" else str(value))
             items.append(f'<Item name="{name}" sample="{i}" role="{role}">{text}</Item>')
     return f"<GDALMetadata>{''.join(items)}</GDALMetadata>" if items else ""
+
+
+def _palette_fits(palette: npt.NDArray[np.uint8] | None, data: npt.NDArray[Any]) -> bool:
+    if palette is None or data.shape[0] != 1 or data.dtype not in (np.uint8, np.uint16):
+        return False
+    return bool(palette.shape == (1 << (8 * data.dtype.itemsize), 4))
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,16 +307,19 @@ def render(
     rescale: Range | Sequence[Range] | None = None,
     nodata: float | int | None = None,
     alpha: bool = True,
+    colormap: Colormap | None = None,
 ) -> Rendered:
     """``data`` (1 or 3 bands) as 8-bit (height, width, channels) pixels.
 
     uint8 data is shown as it is unless ``rescale`` is given; other dtypes map ``rescale`` =
     (min, max) onto 0..255 (or one (min, max) per band), or without it the valid pixels' own
     range. With a ``mask`` and ``alpha`` an alpha channel is added; without ``alpha`` invalid
-    pixels are black.
+    pixels are black. A ``colormap`` (1 band only) gives RGB(A): see ``_render_colormap``.
     """
     if data.ndim != 3 or data.shape[0] not in (1, 3):
         raise ValueError(f"render takes 1 or 3 bands shaped (bands, h, w), got {data.shape}")
+    if colormap is not None:
+        return _render_colormap(data, mask, rescale, nodata, alpha, colormap)
     bands, height, width = data.shape
     with_alpha = mask is not None and alpha
     out = np.empty((height, width, bands + int(with_alpha)), dtype=np.uint8)
@@ -333,6 +346,52 @@ def render(
         else:
             out[mask == 0] = 0
     return Rendered(out, used)
+
+
+def _index8(values: npt.NDArray[Any], lo: float, hi: float) -> npt.NDArray[np.uint8]:
+    """Values mapped from (lo, hi) onto 0..255 and truncated: a colormap's row, computed in
+    float64 as TiTiler's rescale does, so colormapped renderings match its pixels."""
+    x = np.clip(values, lo, hi, dtype=np.float64)
+    x -= lo
+    x /= np.float64(hi - lo or 1.0)
+    x *= 255.0
+    np.nan_to_num(x, copy=False, nan=0.0)
+    index: npt.NDArray[np.uint8] = x.astype(np.uint8)
+    return index
+
+
+def _render_colormap(
+    data: npt.NDArray[Any],
+    mask: npt.NDArray[np.uint8] | None,
+    rescale: Range | Sequence[Range] | None,
+    nodata: float | int | None,
+    alpha: bool,
+    colormap: Colormap,
+) -> Rendered:
+    """One band through ``colormap``: RGBA with ``alpha`` (the colour's alpha where the mask is
+    valid, 0 where not), else RGB with invalid pixels black. The colormap colours the values
+    themselves, or their 0..255 rendering when ``rescale`` is given or the colormap is a
+    ``scaled`` one (named colormaps) on non-uint8 data; invalid pixels then take row 0."""
+    if data.shape[0] != 1:
+        raise ValueError(f"a colormap colours one band, got {data.shape[0]}")
+    height, width = data.shape[1:]
+    out = np.empty((height, width, 4 if alpha else 3), dtype=np.uint8)
+    stretch = rescale is not None or (colormap.scaled and data.dtype != np.uint8)
+    lo, hi = _ranges(data, mask, rescale, nodata)[0] if stretch else (0.0, 255.0)
+    for r0 in range(0, height, RENDER_ROWS):
+        values = data[0, r0 : r0 + RENDER_ROWS]
+        valid = None if mask is None else mask[r0 : r0 + RENDER_ROWS] != 0
+        if stretch:
+            values = _index8(values, lo, hi)
+            if valid is not None:
+                values[~valid] = 0
+        rgba = colormap.apply(values)
+        if valid is not None and alpha:
+            rgba[~valid, 3] = 0
+        elif valid is not None:
+            rgba[~valid] = 0
+        out[r0 : r0 + RENDER_ROWS] = rgba if alpha else rgba[:, :, :3]
+    return Rendered(out, (lo, hi) if stretch else None)
 
 
 def _encode_image(fmt: str, pixels: npt.NDArray[np.uint8], quality: int, png_level: int) -> bytes:
@@ -367,10 +426,11 @@ def encode(
     quality: int = 85,
     png_level: int = DEFAULT_PNG_LEVEL,
     alpha: bool = True,
+    colormap: Colormap | None = None,
 ) -> tuple[bytes, tuple[float, float] | None]:
     """Encode ``data`` (bands, h, w) as ``fmt``; returns the bytes and the rescale range used
-    (None for data formats and uint8 shown unscaled). Renderings take 1 or 3 bands;
-    ``quality`` (1..100) is JPEG's and WebP's, ``png_level`` (1..9) PNG's zlib level."""
+    (None for data formats and uint8 shown unscaled). Renderings take 1 or 3 bands (1 with a
+    ``colormap``); ``quality`` (1..100) is JPEG's and WebP's, ``png_level`` (1..9) PNG's."""
     if fmt == "npy":
         return encode_npy(data), None
     if fmt == "tif":
@@ -379,7 +439,9 @@ def encode(
         raise ValueError(f"unknown output format {fmt!r}; one of {', '.join(FORMATS)}")
     nodata = geo.nodata if geo is not None else None
     with_alpha = alpha and fmt in ALPHA_FORMATS
-    rendered = render(data, mask=mask, rescale=rescale, nodata=nodata, alpha=with_alpha)
+    rendered = render(
+        data, mask=mask, rescale=rescale, nodata=nodata, alpha=with_alpha, colormap=colormap
+    )
     return _encode_image(fmt, rendered.pixels, quality, png_level), rendered.rescale
 
 

@@ -249,4 +249,6 @@ def test_document_lists_every_endpoint(live: LiveService) -> None:
         "rescale",
         "quality",
         "coord_crs",
+        "colormap",
+        "colormap_name",
     }

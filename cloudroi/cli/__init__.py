@@ -3,11 +3,12 @@
     cloudroi info URL [--json]
     cloudroi read URL (--window C,R,W,H | --bbox MINX,MINY,MAXX,MAXY) [--level N | --size W,H]
                   [--boundless] [--bands 1,2,3] [--rescale MIN,MAX] [--quality 1..100]
+                  [--colormap NAME|JSON|none]
                   [--bbox-crs CRS] [--dst-crs CRS] [--resolution R | --width W --height H]
                   [--resampling KERNEL] -o OUT.{npy,png,jpg,webp,tif}
     cloudroi tile URL Z X Y [--tms NAME] [--tilesize N] [--resampling KERNEL]
                   [--io-resampling NAME] [--bands 1,2,3] [--format F] [--rescale MIN,MAX]
-                  [--quality 1..100] [-o OUT]
+                  [--quality 1..100] [--colormap NAME|JSON|none] [-o OUT]
     cloudroi point URL X Y [--crs CRS]
     cloudroi stats URL [--bands 1,2] [--max-size N | --level N] [--percentiles 2,98]
                    [--histogram-bins N] [--histogram-range MIN,MAX] [--categorical]
@@ -146,6 +147,14 @@ def _tms(text: str, name: str) -> str:
         raise ArgumentError(name, f"{name}: {exc}") from exc
 
 
+def _colormap(text: str, name: str) -> Any:
+    """--colormap: a colormap name (viridis...), a JSON colormap ({...} or [...]) or none."""
+    text = text.strip()
+    if text[:1] in ("{", "[") or text.lower() == "none":
+        return region_args.colormap(text)
+    return region_args.colormap(None, text)
+
+
 def _tilesize(text: str, name: str) -> int:
     return region_args.integer(name, text, 1, MAX_TILESIZE)
 
@@ -169,6 +178,15 @@ def _add_rendering_args(p: argparse.ArgumentParser) -> None:
         default=85,
         metavar="1..100",
         help="JPEG/WebP quality (default 85)",
+    )
+    p.add_argument(
+        "--colormap",
+        type=_option(_colormap, "--colormap"),
+        default=True,
+        metavar="NAME|JSON|none",
+        help="colours for a 1-band png/jpg/webp: a named colormap (viridis, terrain...) on the "
+        "0..255 rendering, a JSON colormap ({value: [r,g,b,a]} or [[[min,max],[r,g,b,a]]]), "
+        "or none to show a paletted file's indices (default: its palette)",
     )
 
 

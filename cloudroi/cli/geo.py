@@ -66,7 +66,8 @@ async def render_output(img: Image, data: ImageData, fmt: str, args: argparse.Na
     if rescale is None and fmt in RENDERED:
         rescale = await img.default_rescale(data.bands)
     return await asyncio.get_running_loop().run_in_executor(
-        img.context.executor, lambda: data.render(fmt, rescale=rescale, quality=args.quality)
+        img.context.executor,
+        lambda: data.render(fmt, rescale=rescale, quality=args.quality, colormap=args.colormap),
     )
 
 

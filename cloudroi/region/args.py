@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 
+from ..colormaps import Colormap, ColormapError, choose
 from ..outputs import FORMATS
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "bands",
     "bbox",
     "boolean",
+    "colormap",
     "integer",
     "number",
     "output_format",
@@ -231,3 +233,12 @@ def resolution(text: str, name: str = "resolution") -> tuple[float, float]:
     if any(v <= 0 for v in values):
         raise ArgumentError(name, f"{name} must be positive")
     return (values[0], values[-1])
+
+
+def colormap(text: str | None, name: str | None = None) -> Colormap | bool:
+    """The ``colormap`` (JSON or ``none``) and ``colormap_name`` parameters: a ``Colormap``,
+    True for the source's own palette (neither given), False for none."""
+    try:
+        return choose(text, name)
+    except ColormapError as exc:
+        raise ArgumentError("colormap", str(exc), "invalid_colormap") from exc

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..colormaps import Colormap, ColormapError
 from ..crs import CRS
 from ..outputs import CONTENT_TYPES, DEFAULT_PNG_LEVEL, RENDERED, GeoRef, encode, encode_geotiff
 from ..types import Window
@@ -51,6 +52,8 @@ class ImageData:
     level: int
     window: Window
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the source's internal palette ((2**bits, 4) uint8 RGBA), for paletted images
+    palette: npt.NDArray[np.uint8] | None = None
 
     @property
     def height(self) -> int:
@@ -79,14 +82,17 @@ class ImageData:
         png_level: int = DEFAULT_PNG_LEVEL,
         alpha: bool = True,
         mask_band: bool = False,
+        colormap: Colormap | bool = True,
     ) -> Encoded:
         """Encode as ``fmt`` (npy, tif, png, jpeg, webp): CPU work, run it in a thread. The mask
         is the alpha of PNG/WebP (unless ``alpha`` is False); with ``mask_band`` an npy answer
         holds it as its last band (0/255 in the data's dtype), after the data bands, as
-        rio-tiler lays out its npy tiles."""
+        rio-tiler lays out its npy tiles. A 1-band rendering goes through ``colormap``: a
+        ``Colormap``, True for the source's palette if it has one, False for none."""
         geo = GeoRef(transform=self.transform, crs=self.crs, nodata=self.nodata)
         if fmt == "tif":
-            return Encoded(self._geotiff(geo), CONTENT_TYPES[fmt], None, self.any_valid)
+            palette = self.palette if colormap is True else None  # a paletted region stays so
+            return Encoded(self._geotiff(geo, palette), CONTENT_TYPES[fmt], None, self.any_valid)
         mask = self.mask if fmt in RENDERED else None
         data = self.data
         if fmt == "npy" and mask_band:
@@ -101,11 +107,12 @@ class ImageData:
             quality=quality,
             png_level=png_level,
             alpha=alpha,
+            colormap=self.colormap_for(colormap) if fmt in RENDERED else None,
         )
         valid = self.any_valid
         return Encoded(body, CONTENT_TYPES[fmt], used if valid else None, valid)
 
-    def _geotiff(self, geo: GeoRef) -> bytes:
+    def _geotiff(self, geo: GeoRef, palette: npt.NDArray[np.uint8] | None) -> bytes:
         """A COG of the region keeping what the source has: its alpha band as alpha (when it
         is the last band read), else the mask as an internal mask; band descriptions, scales
         and offsets (``extra["band_meta"]``, set by the region read)."""
@@ -117,7 +124,21 @@ class ImageData:
             mask=None if alpha else self.mask,
             alpha=alpha,
             band_meta=self.extra.get("band_meta"),
+            palette=palette,
         )
+
+    def colormap_for(self, colormap: Colormap | bool) -> Colormap | None:
+        """The colormap a rendering uses: ``colormap`` itself, or with True the palette of a
+        paletted source shown as its one band; None for none."""
+        if isinstance(colormap, Colormap):
+            if self.data.shape[0] != 1:
+                raise ColormapError(
+                    f"a colormap colours one band, got {self.data.shape[0]}: pick one (bands)"
+                )
+            return colormap
+        if colormap and self.palette is not None and self.data.shape[0] == 1:
+            return Colormap.table(self.palette)
+        return None
 
 
 @dataclass(frozen=True, slots=True)

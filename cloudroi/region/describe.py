@@ -146,7 +146,8 @@ def _nodata_type(img: Image) -> str:
 def rio_tiler_info(img: Image) -> dict[str, Any]:
     """rio-tiler's ``Reader.info()`` document for ``img``: bounds and CRS (as an OGC URI),
     band metadata and descriptions, dtype, nodata type and value, colour interpretation,
-    scales, offsets, size and overview factors."""
+    scales, offsets, size and overview factors, and a paletted image's colormap (every entry,
+    value -> [r, g, b, a], as rasterio's ``colormap(1)``)."""
     meta = parse_gdal_metadata(img.structure.gdal_metadata)
     indexes = range(1, img.count + 1)
     doc: dict[str, Any] = {
@@ -167,6 +168,8 @@ def rio_tiler_info(img: Image) -> dict[str, Any]:
         "height": img.height,
         "overviews": [round(img.width / w) for w, _ in img.levels[1:]],
     }
+    if img.colormap is not None:
+        doc["colormap"] = {str(v): [int(c) for c in rgba] for v, rgba in enumerate(img.colormap)}
     if img.nodata is not None:
         doc["nodata_value"] = img.nodata
     stats = []

@@ -436,6 +436,7 @@ async def read_warped(
         level=plan.level,
         window=Window(0, 0, plan.src.width, plan.src.height),
         extra=source_extra(img, bands),
+        palette=img.colormap,
     )
 
 

@@ -103,6 +103,7 @@ async def read_region(
         level=plan.level,
         window=plan.window,
         extra=source_extra(img, bands),
+        palette=img.colormap,
     )
 
 

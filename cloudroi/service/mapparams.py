@@ -5,7 +5,7 @@ with the shared rules of ``cloudroi.region.args``.
 Map clients add parameters of their own to tile URLs (cache busters, access tokens): those are
 ignored here, never an error, and never part of a tile's ETag. Parameters TiTiler defines that
 would change the pixels and that cloudroi does not implement yet (``expression``,
-``colormap``...) are refused with 400 rather than silently ignored.
+``algorithm``...) are refused with 400 rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from ..colormaps import Colormap
 from ..region import args
 from ..region.args import MAX_SIDE, ArgumentError
 from .params import URL_PARAM, Param
@@ -37,8 +38,6 @@ MAX_TILESIZE = 2048
 #: TiTiler parameters that change the pixels and are not implemented here yet.
 UNSUPPORTED = (
     "expression",
-    "colormap",
-    "colormap_name",
     "color_formula",
     "algorithm",
     "algorithm_params",
@@ -122,6 +121,20 @@ _MAX_SIZE = Param(
 )
 _WIDTH = Param("width", {"type": "integer", "minimum": 1, "maximum": MAX_SIDE}, "Output width.")
 _HEIGHT = Param("height", {"type": "integer", "minimum": 1, "maximum": MAX_SIDE}, "Output height.")
+_COLORMAP = Param(
+    "colormap",
+    {"type": "string", "maxLength": 65536},
+    'JSON colormap for a 1-band rendering: {"value": [r, g, b, a], ...} (at most 256 '
+    "integer values) or intervals [[[min, max], [r, g, b, a]], ...] (at most 1024, min <= "
+    "value < max); `none` shows a paletted file's indices instead of its palette.",
+)
+_COLORMAP_NAME = Param(
+    "colormap_name",
+    {"type": "string", "pattern": "^[A-Za-z0-9_]{1,40}$"},
+    "Named colormap (matplotlib's: viridis, magma, terrain...; `_r` reversed) applied to the "
+    "0..255 rendering of one band, after rescale.",
+    example="viridis",
+)
 _TMS = Param(
     "tms",
     {"type": "string", "default": "WebMercatorQuad"},
@@ -139,6 +152,8 @@ STYLE_PARAMS: tuple[Param, ...] = (
     _RETURN_MASK,
     _FORMAT,
     _QUALITY,
+    _COLORMAP,
+    _COLORMAP_NAME,
 )
 TILE_PARAMS: tuple[Param, ...] = (*STYLE_PARAMS, _TILESIZE)
 TILEJSON_PARAMS: tuple[Param, ...] = (
@@ -183,6 +198,8 @@ class Style:
     return_mask: bool = True
     format: str | None = None
     quality: int | None = None
+    #: a Colormap, True for the source's palette (if any), False for none
+    colormap: Colormap | bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +315,7 @@ def style(q: dict[str, list[str]], fmt: str | None = None) -> Style:
         return_mask=args.boolean("return_mask", mask) if mask is not None else True,
         format=args.output_format(text_fmt) if text_fmt else None,
         quality=args.quality(quality) if quality is not None else None,
+        colormap=args.colormap(_one(q, "colormap"), _one(q, "colormap_name")),
     )
 
 

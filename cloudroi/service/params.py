@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..colormaps import Colormap
 from ..outputs import FORMATS
 from ..region import args
 from ..region.args import MAX_SIDE, ArgumentError
@@ -81,6 +82,20 @@ _QUALITY = Param(
     "JPEG/WebP quality (default: the service's setting).",
 )
 
+_COLORMAP = Param(
+    "colormap",
+    {"type": "string", "maxLength": 65536},
+    'JSON colormap for a 1-band rendering: {"value": [r, g, b, a], ...} (at most 256 '
+    "integer values) or intervals [[[min, max], [r, g, b, a]], ...] (at most 1024, min <= "
+    "value < max); `none` shows a paletted file's indices instead of its palette.",
+)
+_COLORMAP_NAME = Param(
+    "colormap_name",
+    {"type": "string", "pattern": "^[A-Za-z0-9_]{1,40}$"},
+    "Named colormap (matplotlib's: viridis, magma, terrain...; `_r` reversed) applied to the "
+    "0..255 rendering of one band, after rescale.",
+    example="viridis",
+)
 _COORD_CRS = Param(
     "coord_crs",
     {"type": "string"},
@@ -131,6 +146,8 @@ REGION_PARAMS: tuple[Param, ...] = (
     _RESCALE,
     _QUALITY,
     _COORD_CRS,
+    _COLORMAP,
+    _COLORMAP_NAME,
 )
 PREVIEW_PARAMS: tuple[Param, ...] = (
     URL_PARAM,
@@ -143,6 +160,8 @@ PREVIEW_PARAMS: tuple[Param, ...] = (
     _FORMAT,
     _RESCALE,
     _QUALITY,
+    _COLORMAP,
+    _COLORMAP_NAME,
 )
 POINT_PARAMS: tuple[Param, ...] = (
     URL_PARAM,
@@ -178,6 +197,8 @@ class Rendering:
     quality: int | None = None
     alpha: bool = True
     mask_band: bool = False
+    #: a Colormap, True for the source's palette (if any), False for none
+    colormap: Colormap | bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +266,7 @@ def _rendering(q: dict[str, str]) -> Rendering:
         format=args.output_format(q.get("format", "png")),
         rescale=args.rescale(q["rescale"]) if "rescale" in q else None,
         quality=args.quality(q["quality"]) if "quality" in q else None,
+        colormap=args.colormap(q.get("colormap"), q.get("colormap_name")),
     )
 
 

@@ -141,6 +141,7 @@ async def _read_and_render(
             png_level=cfg.png_level,
             alpha=rendering.alpha,
             mask_band=rendering.mask_band,
+            colormap=rendering.colormap,
         )
 
     try:

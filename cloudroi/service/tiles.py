@@ -71,6 +71,8 @@ def _auto_format(data: ImageData, style: Style) -> str:
     """png where some pixel is invalid (it needs alpha), jpeg where every pixel is valid."""
     if style.format is not None:
         return style.format
+    if data.colormap_for(style.colormap) is not None:
+        return "png"  # a colormap's colours may be transparent
     return "png" if data.mask is not None and not data.mask.all() else "jpeg"
 
 
@@ -89,6 +91,7 @@ async def _render(
         png_level=cfg.png_level,
         alpha=style.return_mask,
         mask_band=style.return_mask,
+        colormap=style.colormap,
     )
     try:
         encoded = await asyncio.get_running_loop().run_in_executor(state.context.executor, render)
@@ -388,4 +391,5 @@ def native_rendering(style: Style) -> Rendering:
         quality=style.quality,
         alpha=style.return_mask,
         mask_band=style.return_mask,
+        colormap=style.colormap,
     )

@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import TiffFormatError, UnsupportedTiffError
 from .geo import GeoInfo, nodata_value, parse_geokeys, parse_ghost
 from .index import IndexArray
+from .palette import palette_table
 from .parse import (
     ParseLimits,
     RawIFD,
@@ -143,6 +144,8 @@ class TiffStructure:
     gdal_metadata: str | None
     ghost: dict[str, str] = field(default_factory=dict)
     header_bytes: int = 0  # bytes from 0 that held every part of the header read at open
+    #: RGBA table (entries, 4) of a paletted 1-band uint8/uint16 image, as GDAL presents it
+    colormap: np.ndarray[Any, np.dtype[np.uint8]] | None = None
 
     def footprint(self) -> int:
         """Bytes this structure can come to hold: what the header cache charges for it.
@@ -152,6 +155,7 @@ class TiffStructure:
         need them; then JPEG tables, LERC parameters, metadata and a fixed cost per object.
         """
         total = _STRUCTURE_OVERHEAD + len(self.gdal_metadata or "")
+        total += 0 if self.colormap is None else self.colormap.nbytes
         total += sum(len(k) + len(v) + _SMALL_OBJECT for k, v in self.ghost.items())
         seen: set[int] = set()
         for ifd in [*self.levels, *self.masks]:
@@ -453,4 +457,17 @@ def build(buf: SparseBuffer, result: ScanResult, limits: ParseLimits) -> TiffStr
         gdal_metadata=first.ascii(Tag.GDAL_METADATA),
         ghost=ghost,
         header_bytes=result.needed_end,
+        colormap=_palette(first, base, nodata),
     )
+
+
+def _palette(
+    tags: _Tags, base: ImageIFD, nodata: float | int | None
+) -> np.ndarray[Any, np.dtype[np.uint8]] | None:
+    """The first IFD's ColorMap (SHORT values only) as an RGBA table, or None."""
+    entry = tags.raw.entries.get(Tag.COLORMAP)
+    if entry is None or entry.type != 3:
+        return None
+    raw = tags.raw_bytes(Tag.COLORMAP)
+    header = tags.header
+    return palette_table(raw, header.byteorder, base.photometric, base.samples, base.bits, nodata)

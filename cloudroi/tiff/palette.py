@@ -1,0 +1,48 @@
+"""The ColorMap tag (320) of a paletted image (PhotometricInterpretation 3) as an RGBA table.
+
+TIFF stores a palette as three runs of 2**BitsPerSample 16-bit values (all reds, all greens, all
+blues). GDAL presents it as 8-bit RGBA entries, alpha 255, dividing by a factor it detects: 1
+when every value is below 256 (files that wrote 8-bit values as they are), 256 when every value
+is a multiple of 256, else 257 (65535 -> 255), with integer division; the entry of the nodata
+value (GDAL_NODATA) gets alpha 0. The same rules here give the table rasterio's ``colormap(1)``
+returns for the same file. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["palette_table"]
+
+#: Bits per sample of the paletted images rendered through their palette (uint8, uint16).
+PALETTE_BITS = (8, 16)
+
+
+def palette_table(
+    raw: bytes | None,
+    byteorder: str,
+    photometric: int,
+    samples: int,
+    bits: int,
+    nodata: float | int | None = None,
+) -> npt.NDArray[np.uint8] | None:
+    """The palette as a (2**bits, 4) uint8 RGBA table, or None when the image is not a
+    1-band uint8/uint16 paletted image or its ColorMap does not hold 3 x 2**bits values."""
+    if raw is None or photometric != 3 or samples != 1 or bits not in PALETTE_BITS:
+        return None
+    entries = 1 << bits
+    if len(raw) != 3 * entries * 2:
+        return None
+    values = np.frombuffer(raw, dtype=np.dtype(byteorder + "u2")).reshape(3, entries)
+    if int(values.max()) < 256:
+        divisor = 1
+    elif not np.any(values % 256):
+        divisor = 256
+    else:
+        divisor = 257
+    table = np.full((entries, 4), 255, dtype=np.uint8)
+    table[:, :3] = (values // divisor).T.astype(np.uint8)
+    if nodata is not None and float(nodata).is_integer() and 0 <= nodata < entries:
+        table[int(nodata), 3] = 0
+    return table
