@@ -169,14 +169,7 @@ def write_cog(
         while max(chunky.shape[:2]) >> overviews > tile:
             overviews += 1
     pages = _pages(chunky, tile, compression, predictor, overviews, mask)
-    if alpha is not None:
-        samples = _extra_samples(chunky.shape[2], chunky.dtype, alpha)
-        for page in pages:
-            page.extra_samples = samples
-    if palette is not None:
-        values = (np.asarray(palette)[:, :3].T.astype(np.uint16) * 257).ravel().tolist()
-        for page in pages:
-            page.palette = values
+    _describe_samples(pages, chunky, alpha, palette)
     fill = nodata if nodata is not None else 0
     for page in pages:
         page.tiles = _tiles(page, fill if not page.subfile & 4 else 0)
@@ -214,6 +207,22 @@ def _pages(
             m = (np.asarray(mask)[::f, ::f] != 0).astype(np.uint8)[:, :, np.newaxis] * 255
             pages.append(_Page(m, 4 if level == 0 else 5, tile, "deflate", 1))
     return pages
+
+
+def _describe_samples(
+    pages: list[_Page],
+    chunky: npt.NDArray[Any],
+    alpha: bool | None,
+    palette: npt.NDArray[np.uint8] | None,
+) -> None:
+    """Set every page's ExtraSamples (when ``alpha`` says) and ColorMap (with ``palette``)."""
+    samples = None if alpha is None else _extra_samples(chunky.shape[2], chunky.dtype, alpha)
+    values = None
+    if palette is not None:
+        values = (np.asarray(palette)[:, :3].T.astype(np.uint16) * 257).ravel().tolist()
+    for page in pages:
+        page.extra_samples = samples
+        page.palette = values
 
 
 def _extra_samples(samples: int, dtype: np.dtype[Any], alpha: bool) -> list[int]:

@@ -26,6 +26,7 @@ from ..opening import open_image
 from ..outputs import RENDERED, format_for_path, render_bands
 from ..region import ArgumentError, Encoded, ImageData, plan_point, read_point
 from ..region import args as region_args
+from ..region.stretch import colours_raw_values
 from .common import UsageError, context, empty_note, mib, out, rendering_note
 
 __all__ = [
@@ -63,7 +64,8 @@ async def render_output(img: Image, data: ImageData, fmt: str, args: argparse.Na
     """``data`` encoded as ``fmt``; a rendering without --rescale of other than uint8 data
     uses the image's default stretch (``Image.default_rescale``), as the service does."""
     rescale: Any = tuple(args.rescale) if args.rescale else None
-    if rescale is None and fmt in RENDERED:
+    raw = colours_raw_values(img, data.bands, args.colormap)
+    if rescale is None and fmt in RENDERED and not raw:
         rescale = await img.default_rescale(data.bands)
     return await asyncio.get_running_loop().run_in_executor(
         img.context.executor,

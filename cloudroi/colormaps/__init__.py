@@ -119,9 +119,19 @@ def _apply_intervals(
         out = _lookup(colors[order], index.clip(0))
         out[~inside] = 0
         return out
-    out = np.zeros((*values.shape, 4), dtype=np.uint8)
-    for (a, b), color in zip(bounds, colors, strict=True):
-        out[(values >= a) & (values < b)] = color
+    # overlapping: between consecutive endpoints every value is inside the same intervals, so
+    # the last interval covering each such segment decides it, found once for the segments
+    points = np.unique(bounds)
+    covers = (bounds[:, 0][None, :] <= points[:-1, None]) & (
+        bounds[:, 1][None, :] >= points[1:, None]
+    )
+    n = len(bounds)
+    last = np.where(covers.any(axis=1), n - 1 - np.argmax(covers[:, ::-1], axis=1), -1)
+    segment = np.searchsorted(points, values, side="right") - 1
+    inside = (segment >= 0) & (segment < len(points) - 1)
+    winner = np.where(inside, last[segment.clip(0, max(len(points) - 2, 0))], -1)
+    out = _lookup(colors, winner.clip(0))
+    out[winner < 0] = 0
     return out
 
 

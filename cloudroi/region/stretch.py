@@ -34,6 +34,7 @@ __all__ = [
     "Guard",
     "Stretch",
     "default_rescale",
+    "colours_raw_values",
     "plan_stretch",
     "stretch_key",
 ]
@@ -56,6 +57,19 @@ Guard = Callable[[RegionPlan, RequestBytes, Compute], Awaitable["Stretch | None"
 @dataclass(frozen=True, slots=True)
 class _Entry:
     stretch: Stretch | None
+
+
+def colours_raw_values(img: Image, bands: Sequence[int] | None, colormap: object) -> bool:
+    """Whether a rendering colours the values themselves, so no stretch applies: a discrete,
+    interval or value-table colormap, or the palette of a paletted source shown as its band
+    (True: the source's palette if it has one). A named colormap colours the stretched 0..255
+    rendering, like grey."""
+    from ..colormaps import Colormap
+
+    if isinstance(colormap, Colormap):
+        return not colormap.scaled
+    one_band = (bands is None and img.count == 1) or (bands is not None and len(bands) == 1)
+    return colormap is True and img.colormap is not None and one_band
 
 
 def plan_stretch(img: Image, bands: Sequence[int] | None) -> tuple[RegionPlan, RequestBytes]:

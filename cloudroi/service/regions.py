@@ -105,7 +105,9 @@ async def _answer(
     need = estimate_bytes(img, plan, rendering.format, masked)
     stretch = None
     if rendering.format in RENDERED:
-        stretch = await default_stretch(state, img, plan.bands, rescale=rendering.rescale)
+        stretch = await default_stretch(
+            state, img, plan.bands, rescale=rendering.rescale, colormap=rendering.colormap
+        )
     encoded = await holding(
         state, need, lambda: _read_and_render(state, img, plan, rendering, stretch)
     )

@@ -16,7 +16,7 @@ from ..errors import LimitExceededError
 from ..image import Image
 from ..outputs import CONTENT_TYPES, RENDERED
 from ..region import Encoded, RegionPlan, RequestBytes
-from ..region.stretch import Compute, Stretch, default_rescale
+from ..region.stretch import Compute, Stretch, colours_raw_values, default_rescale
 from .answers import check_blocks, check_pixels, holding
 from .messages import CoreResponse
 from .problems import Problem
@@ -35,10 +35,12 @@ async def default_stretch(
     *,
     nodata: float | int | None = None,
     rescale: object = None,
+    colormap: object = False,
 ) -> Stretch | None:
     """The stretch a rendering of ``bands`` uses when no ``rescale`` is given; None when one is,
-    for uint8 data (shown as it is) and when the default stretch is not available."""
-    if rescale or img.dtype == np.uint8:
+    for uint8 data (shown as it is), a colormap of values (``colormap``: see
+    ``colours_raw_values``) and when the default stretch is not available."""
+    if rescale or img.dtype == np.uint8 or colours_raw_values(img, bands, colormap):
         return None
     cfg = state.config
 

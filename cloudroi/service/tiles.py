@@ -117,7 +117,12 @@ async def warped_answer(state: ServiceState, img: Image, plan: Any, style: Style
     stretch = None
     if style.format is None or style.format in RENDERED:
         stretch = await default_stretch(
-            state, img, bands, nodata=style.nodata, rescale=style.rescale
+            state,
+            img,
+            bands,
+            nodata=style.nodata,
+            rescale=style.rescale,
+            colormap=style.colormap,
         )
 
     async def work() -> CoreResponse:
