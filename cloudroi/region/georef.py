@@ -20,6 +20,7 @@ import numpy as np
 
 from ..crs import CRS
 from ..errors import (
+    CRSError,
     LimitExceededError,
     MissingExtraError,
     NotGeoreferencedError,
@@ -155,9 +156,13 @@ def carry_bounds(bounds: Bounds, src: Any, dst: Any) -> Bounds:
         return bounds
     require_geo("coordinate transforms")
     from pyproj import Transformer
+    from pyproj.exceptions import ProjError
 
-    transformer = Transformer.from_crs(a, b, always_xy=True)
-    out = tuple(float(v) for v in transformer.transform_bounds(*bounds, densify_pts=DENSIFY))
+    try:
+        transformer = Transformer.from_crs(a, b, always_xy=True)
+        out = tuple(float(v) for v in transformer.transform_bounds(*bounds, densify_pts=DENSIFY))
+    except ProjError as exc:  # an unknown code, a CRS of another body, a broken definition
+        raise CRSError(f"no transformation from {a[:40]} to {b[:40]}: {exc}") from None
     if not all(math.isfinite(v) for v in out) or not (out[0] < out[2] and out[1] < out[3]):
         raise WindowError(f"bounds {bounds} in {a[:40]} do not transform into {b[:40]}")
     return (out[0], out[1], out[2], out[3])
@@ -200,9 +205,12 @@ def region_plan(
     resolution: float | tuple[float, float] | None = None,
     resampling: str = "nearest",
     level: int | None = None,
+    max_pixels: int | None = None,
 ) -> WarpPlan:
     """The warp of ``bounds`` in ``crs`` onto a grid of ``shape`` (h, w) or ``resolution``
-    (CRS units per pixel) from the level ``gdalwarp -ovr AUTO`` would pick (or ``level``)."""
+    (CRS units per pixel) from the level ``gdalwarp -ovr AUTO`` would pick (or ``level``).
+    A grid of more than ``max_pixels`` pixels is ``LimitExceededError`` before any planning
+    (a plan holds arrays of the output's size)."""
     from ..warp import Grid, plan_region
 
     target = crs_text(crs)
@@ -217,6 +225,10 @@ def region_plan(
         native = suggested_warp_output(source_grid(img), target)
         dst = Grid.from_resolution(
             target, bounds, (abs(native.transform[1]), abs(native.transform[5]))
+        )
+    if max_pixels is not None and dst.width * dst.height > max_pixels:
+        raise LimitExceededError(
+            f"output pixels ({dst.width}x{dst.height})", dst.width * dst.height, max_pixels
         )
     return plan_region(
         source_grid(img),
