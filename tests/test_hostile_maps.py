@@ -119,3 +119,28 @@ async def test_rescale_beyond_float32_is_400(
     )
     assert status == 400, body
     assert args.rescale("-1e38,1e38") == (-1e38, 1e38)
+
+
+_UNIT_1E300 = 'GEOGCS["x",DATUM["y",SPHEROID["z",6378137,298]],PRIMEM["G",0],UNIT["degree",1e300]]'
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"dst_crs": "EPSG:5714", "max_size": "64"},  # vertical
+        {"dst_crs": "EPSG:4978", "max_size": "64"},  # geocentric
+        {"coord_crs": "EPSG:5714", "dst_crs": "EPSG:5714", "max_size": "64"},
+        {"dst_crs": _UNIT_1E300},
+    ],
+    ids=["vertical", "geocentric", "vertical-both", "unit-1e300"],
+)
+async def test_crs_without_a_map_plane_is_400(
+    client: Client, upstream: Upstream, params: dict[str, str]
+) -> None:
+    """Were a 200 after 6 s of CPU (a 64-pixel warp onto a vertical CRS's 'plane'), or a 500
+    (ZeroDivisionError: a unit of 1e300 degrees puts every point at 0)."""
+    status, body = await problem(
+        client, "/bbox/14,45,15,46.png", url=upstream.url("utm.tif"), **params
+    )
+    assert status == 400, body
+    assert body["code"] in ("invalid_crs", "invalid_window"), body

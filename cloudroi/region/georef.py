@@ -158,10 +158,15 @@ def carry_bounds(bounds: Bounds, src: Any, dst: Any) -> Bounds:
     from pyproj import Transformer
     from pyproj.exceptions import ProjError
 
+    from ..warp import WarpError
+    from ..warp.transform import horizontal
+
     try:
+        horizontal(a)
+        horizontal(b)
         transformer = Transformer.from_crs(a, b, always_xy=True)
         out = tuple(float(v) for v in transformer.transform_bounds(*bounds, densify_pts=DENSIFY))
-    except ProjError as exc:  # an unknown code, a CRS of another body, a broken definition
+    except (ProjError, WarpError) as exc:  # unknown, vertical, of another body, broken
         raise CRSError(f"no transformation from {a[:40]} to {b[:40]}: {exc}") from None
     if not all(math.isfinite(v) for v in out) or not (out[0] < out[2] and out[1] < out[3]):
         raise WindowError(f"bounds {bounds} in {a[:40]} do not transform into {b[:40]}")
@@ -212,8 +217,10 @@ def region_plan(
     A grid of more than ``max_pixels`` pixels is ``LimitExceededError`` before any planning
     (a plan holds arrays of the output's size)."""
     from ..warp import Grid, plan_region
+    from ..warp.transform import horizontal
 
     target = crs_text(crs)
+    horizontal(target)
     if shape is not None:
         height, width = shape
         dst = Grid.from_bounds(target, bounds, width, height)
