@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from cloudroi.region import args
+import cloudroi
+from cloudroi.errors import WindowError
+from cloudroi.region import args, georef
+from cloudroi.region.summary import plan_statistics
 from cloudroi.service import ServiceConfig, create_app
 from cloudroi.testing import RangeServer
 from tests.upstream import Upstream
@@ -144,3 +147,34 @@ async def test_crs_without_a_map_plane_is_400(
     )
     assert status == 400, body
     assert body["code"] in ("invalid_crs", "invalid_window"), body
+
+
+async def test_statistics_hostile_options(client: Client, upstream: Upstream) -> None:
+    """histogram_range=-1e308,1e308 was a 500 (numpy: no finite-sized bins); bidx=1 listed 256
+    times measured the band 256 times (23.7 s of CPU for a 1024x1024 read) for one answer."""
+    url = upstream.url("utm.tif")
+    status, body = await problem(client, "/statistics", url=url, histogram_range="-1e308,1e308")
+    assert status == 400, body
+    bands = ",".join(["1"] * args.MAX_BANDS)
+    async with client.get(
+        "/statistics", params={"url": url, "bidx": bands, "max_size": "64"}
+    ) as resp:
+        assert resp.status == 200
+        assert list(json.loads(await resp.read())) == ["b1"]
+    async with cloudroi.open(url) as img:
+        assert plan_statistics(img, [1] * args.MAX_BANDS).bands == (1,)
+        assert plan_statistics(img, [2, 1, 2]).bands == (2, 1)
+
+
+async def test_preview_onto_a_vertical_crs_is_refused_before_work(
+    client: Client, upstream: Upstream
+) -> None:
+    """Took 5 s of CPU (the image's bounds carried into EPSG:5714) before its 400."""
+    status, body = await problem(
+        client, "/cog/preview.png", url=upstream.url("utm.tif"), dst_crs="EPSG:5714"
+    )
+    assert status == 400, body
+    assert "horizontal" in body["detail"]
+    async with cloudroi.open(upstream.url("utm.tif")) as img:
+        with pytest.raises(WindowError, match="horizontal"):
+            georef.bounds_in(img, "EPSG:5714")

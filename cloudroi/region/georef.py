@@ -181,8 +181,9 @@ def max_size_shape(
     if max_size is None:
         return None
     from ..warp import suggested_warp_output
+    from ..warp.transform import horizontal
 
-    native = suggested_warp_output(source_grid(img), crs_text(crs))
+    native = suggested_warp_output(source_grid(img), horizontal(crs_text(crs)))
     width = (bounds[2] - bounds[0]) / abs(native.transform[1])
     height = (bounds[3] - bounds[1]) / abs(native.transform[5])
     scale = min(1.0, max_size / max(width, height, 1e-9))
@@ -196,6 +197,9 @@ def bounds_in(img: Image, crs: Any = 4326) -> Bounds:
     bounds = img.bounds
     if bounds is None or img.crs is None:
         raise NotGeoreferencedError("the image has no georeferencing")
+    from ..warp.transform import horizontal
+
+    horizontal(crs_text(crs))
     transformer = Transformer.from_crs(crs_text(img.crs), crs_text(crs), always_xy=True)
     out = transformer.transform_bounds(*bounds, densify_pts=DENSIFY)
     return (float(out[0]), float(out[1]), float(out[2]), float(out[3]))
@@ -213,9 +217,8 @@ def region_plan(
     max_pixels: int | None = None,
 ) -> WarpPlan:
     """The warp of ``bounds`` in ``crs`` onto a grid of ``shape`` (h, w) or ``resolution``
-    (CRS units per pixel) from the level ``gdalwarp -ovr AUTO`` would pick (or ``level``).
-    A grid of more than ``max_pixels`` pixels is ``LimitExceededError`` before any planning
-    (a plan holds arrays of the output's size)."""
+    (CRS units per pixel) from the level ``gdalwarp -ovr AUTO`` would pick (or ``level``);
+    LimitExceededError, before planning, for a grid of more than ``max_pixels``."""
     from ..warp import Grid, plan_region
     from ..warp.transform import horizontal
 

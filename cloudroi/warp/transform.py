@@ -59,8 +59,8 @@ def crs_of(crs: str) -> CRS:
 _UNIT_FACTORS = (1e-6, 1e7)
 
 
-def horizontal(crs: str) -> None:
-    """WarpError unless ``crs`` is a geographic or projected CRS with sane axis units: a
+def horizontal(crs: str) -> str:
+    """``crs``, or WarpError unless it is a geographic or projected CRS with sane axis units: a
     vertical, geocentric or engineering CRS has no map plane to put a box or a grid on, and a
     unit of 1e300 degrees puts every point at 0."""
     value = crs_of(crs)
@@ -69,6 +69,7 @@ def horizontal(crs: str) -> None:
     for axis in value.axis_info[:2]:  # metres (radians) per unit
         if not _UNIT_FACTORS[0] <= axis.unit_conversion_factor <= _UNIT_FACTORS[1]:
             raise WarpError(f"{crs[:40]!r} has an axis unit of {axis.unit_conversion_factor:g}")
+    return crs
 
 
 @functools.lru_cache(maxsize=128)
