@@ -38,6 +38,8 @@ MAX_SIDE = 1 << 20
 MAX_COORD = MAX_SIDE * 64
 #: Most band numbers one request may list (the source's band count bounds it further).
 MAX_BANDS = 256
+#: Largest rescale bound: min and max and their difference stay finite in float32.
+MAX_RESCALE = 1e38
 _INT = re.compile(r"^[+-]?\d{1,12}$")
 _FLOAT = re.compile(r"^[+-]?(\d{1,20}(\.\d{0,20})?|\.\d{1,20})([eE][+-]?\d{1,3})?$")
 _FORMAT_ALIASES = {"jpg": "jpeg", "tiff": "tif", "geotiff": "tif"}
@@ -124,6 +126,8 @@ def rescale(text: str, name: str = "rescale") -> tuple[float, float]:
     lo, hi = (number(name, p) for p in _parts(name, text, 2))
     if not lo < hi:
         raise ArgumentError(name, f"{name} is min,max with min < max")
+    if not (lo >= -MAX_RESCALE and hi <= MAX_RESCALE):  # renderings scale in float32
+        raise ArgumentError(name, f"{name} values must be within +-{MAX_RESCALE:g}")
     return lo, hi
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..crs import CRS
 from ..errors import (
+    CRSError,
     LimitExceededError,
     MissingExtraError,
     NotGeoreferencedError,
@@ -156,9 +157,18 @@ def carry_bounds(bounds: Bounds, src: Any, dst: Any) -> Bounds:
         return bounds
     require_geo("coordinate transforms")
     from pyproj import Transformer
+    from pyproj.exceptions import ProjError
 
-    transformer = Transformer.from_crs(a, b, always_xy=True)
-    out = tuple(float(v) for v in transformer.transform_bounds(*bounds, densify_pts=DENSIFY))
+    from ..warp import WarpError
+    from ..warp.transform import horizontal
+
+    try:
+        horizontal(a)
+        horizontal(b)
+        transformer = Transformer.from_crs(a, b, always_xy=True)
+        out = tuple(float(v) for v in transformer.transform_bounds(*bounds, densify_pts=DENSIFY))
+    except (ProjError, WarpError) as exc:  # unknown, vertical, of another body, broken
+        raise CRSError(f"no transformation from {a[:40]} to {b[:40]}: {exc}") from None
     if not all(math.isfinite(v) for v in out) or not (out[0] < out[2] and out[1] < out[3]):
         raise WindowError(f"bounds {bounds} in {a[:40]} do not transform into {b[:40]}")
     return (out[0], out[1], out[2], out[3])
@@ -172,8 +182,9 @@ def max_size_shape(
     if max_size is None:
         return None
     from ..warp import suggested_warp_output
+    from ..warp.transform import horizontal
 
-    native = suggested_warp_output(source_grid(img), crs_text(crs))
+    native = suggested_warp_output(source_grid(img), horizontal(crs_text(crs)))
     width = (bounds[2] - bounds[0]) / abs(native.transform[1])
     height = (bounds[3] - bounds[1]) / abs(native.transform[5])
     scale = min(1.0, max_size / max(width, height, 1e-9))
@@ -187,6 +198,9 @@ def bounds_in(img: Image, crs: Any = 4326) -> Bounds:
     bounds = img.bounds
     if bounds is None or img.crs is None:
         raise NotGeoreferencedError("the image has no georeferencing")
+    from ..warp.transform import horizontal
+
+    horizontal(crs_text(crs))
     transformer = Transformer.from_crs(crs_text(img.crs), crs_text(crs), always_xy=True)
     out = transformer.transform_bounds(*bounds, densify_pts=DENSIFY)
     return (float(out[0]), float(out[1]), float(out[2]), float(out[3]))
@@ -201,12 +215,16 @@ def region_plan(
     resolution: float | tuple[float, float] | None = None,
     resampling: str = "nearest",
     level: int | None = None,
+    max_pixels: int | None = None,
 ) -> WarpPlan:
     """The warp of ``bounds`` in ``crs`` onto a grid of ``shape`` (h, w) or ``resolution``
-    (CRS units per pixel) from the level ``gdalwarp -ovr AUTO`` would pick (or ``level``)."""
+    (CRS units per pixel) from the level ``gdalwarp -ovr AUTO`` would pick (or ``level``);
+    LimitExceededError, before planning, for a grid of more than ``max_pixels``."""
     from ..warp import Grid, plan_region
+    from ..warp.transform import horizontal
 
     target = crs_text(crs)
+    horizontal(target)
     if shape is not None:
         height, width = shape
         dst = Grid.from_bounds(target, bounds, width, height)
@@ -218,6 +236,10 @@ def region_plan(
         native = suggested_warp_output(source_grid(img), target)
         dst = Grid.from_resolution(
             target, bounds, (abs(native.transform[1]), abs(native.transform[5]))
+        )
+    if max_pixels is not None and dst.width * dst.height > max_pixels:
+        raise LimitExceededError(
+            f"output pixels ({dst.width}x{dst.height})", dst.width * dst.height, max_pixels
         )
     return plan_region(
         source_grid(img),

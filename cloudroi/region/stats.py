@@ -90,7 +90,7 @@ def check_options(
         if len(histogram_range) != 2:
             raise StatisticsError("histogram_range is two numbers: min, max")
         lo, hi = (float(v) for v in histogram_range)
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi and math.isfinite(hi - lo)):
             raise StatisticsError(f"histogram_range needs finite min <= max, got {lo}, {hi}")
         rng = (lo, hi)
     cats = None

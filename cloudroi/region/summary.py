@@ -45,7 +45,7 @@ def _bands(img: Image, bands: int | Sequence[int] | None) -> tuple[int, ...]:
     picked = (bands,) if isinstance(bands, int) else tuple(bands)
     if not picked or any(not isinstance(b, int) or not 1 <= b <= img.count for b in picked):
         raise BandError(f"bands {list(picked)} are not all in 1..{img.count}")
-    return picked
+    return tuple(dict.fromkeys(picked))  # the answer has one entry per band: measure it once
 
 
 def plan_statistics(

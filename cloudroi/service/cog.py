@@ -115,7 +115,12 @@ async def preview(req: CoreRequest, state: ServiceState) -> CoreResponse:
         longest = max_size or max(w or 0, h or 0)
         shape = (h, w) if h and w else georef.max_size_shape(img, bounds, dst_crs, longest)
         plan = await georef.plan_region_async(
-            img, bounds, dst_crs, shape=shape, resampling=q.style.kernel
+            img,
+            bounds,
+            dst_crs,
+            shape=shape,
+            resampling=q.style.kernel,
+            max_pixels=state.config.max_output_pixels,
         )
         return await cached_or(
             state, req, img, lambda: warped_answer(state, img, plan, q.style), key=q.canonical

@@ -34,7 +34,15 @@ from .answers import (
     holding,
     with_image,
 )
-from .mapparams import BBOX_PARAMS, TILE_PARAMS, MapQuery, Style, parse_map, parse_tileset
+from .mapparams import (
+    BBOX_PARAMS,
+    TILE_PARAMS,
+    MapQuery,
+    Style,
+    TileSetQuery,
+    parse_map,
+    parse_tileset,
+)
 from .messages import CoreRequest, CoreResponse, json_response
 from .params import Rendering
 from .problems import Problem, bad_request
@@ -254,8 +262,7 @@ async def tilejson(req: CoreRequest, state: ServiceState) -> CoreResponse:
             url = _tiles_url(
                 req, state, tq.tms, "{z}/{x}/{y}", tq.tile_scale, tq.tile_format, query
             )
-            minzoom = lo if tq.minzoom is None else tq.minzoom
-            maxzoom = hi if tq.maxzoom is None else tq.maxzoom
+            minzoom, maxzoom = _zoom_range(tq, georef.tile_matrix_set(tq.tms), lo, hi)
             doc = document(
                 name=_name(img.url), tiles_url=url, bounds=bounds, minzoom=minzoom, maxzoom=maxzoom
             )
@@ -265,6 +272,22 @@ async def tilejson(req: CoreRequest, state: ServiceState) -> CoreResponse:
         return await cached_or(state, req, img, make)
 
     return await with_image(state, tq.map.url, work)
+
+
+def _zoom_range(tq: TileSetQuery, tms: Any, lo: int, hi: int) -> tuple[int, int]:
+    """The zooms a tile set document lists: the image's (clamped to the matrix set's) unless
+    minzoom/maxzoom say otherwise, which must lie in the matrix set's and be in order."""
+    first, last = tms.minzoom, tms.maxzoom
+    for name, value in (("minzoom", tq.minzoom), ("maxzoom", tq.maxzoom)):
+        if value is not None and not first <= value <= last:
+            raise bad_request(f"{name} must be in {tq.tms}'s {first}..{last}, got {value}")
+    if tq.minzoom is not None and tq.maxzoom is not None and tq.minzoom > tq.maxzoom:
+        raise bad_request(f"minzoom {tq.minzoom} is above maxzoom {tq.maxzoom}")
+    minzoom = min(max(lo, first), last) if tq.minzoom is None else tq.minzoom
+    maxzoom = min(max(hi, first), last) if tq.maxzoom is None else tq.maxzoom
+    if tq.minzoom is not None:  # one zoom given: the other follows it
+        return minzoom, max(minzoom, maxzoom)
+    return min(minzoom, maxzoom), maxzoom
 
 
 def _vary(state: ServiceState) -> dict[str, str]:
@@ -285,6 +308,7 @@ async def wmts(req: CoreRequest, state: ServiceState) -> CoreResponse:
             from ..region.tilesets import wmts_capabilities
 
             lo, hi = await asyncio.to_thread(img.zoom_range, tq.tms)
+            minzoom, maxzoom = _zoom_range(tq, matrix_set, lo, hi)
             bounds = await asyncio.to_thread(img.bounds_in, 4326)
             template = _tiles_url(
                 req,
@@ -301,8 +325,8 @@ async def wmts(req: CoreRequest, state: ServiceState) -> CoreResponse:
                 layer=_name(img.url),
                 tms=matrix_set,
                 bounds=bounds,
-                minzoom=lo if tq.minzoom is None else tq.minzoom,
-                maxzoom=hi if tq.maxzoom is None else tq.maxzoom,
+                minzoom=minzoom,
+                maxzoom=maxzoom,
                 tile_template=template,
                 media_type=CONTENT_TYPES[fmt],
                 supported_crs=f"urn:ogc:def:crs:EPSG::{epsg}" if epsg else str(matrix_set.crs),
@@ -376,6 +400,7 @@ async def bbox(req: CoreRequest, state: ServiceState) -> CoreResponse:
             target,
             shape=shape or georef.max_size_shape(img, dst_box, target, max_size),
             resampling=q.style.kernel,
+            max_pixels=state.config.max_output_pixels,
         )
         return await cached_or(
             state, req, img, lambda: warped_answer(state, img, plan, q.style), key=q.canonical

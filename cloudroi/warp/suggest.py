@@ -242,7 +242,9 @@ def suggested_warp_output(src: Grid, dst_crs: str) -> Grid:
     if d[0] == 0.0 or d[1] == 0.0:
         d = (box[2] - box[0], box[3] - box[1])
     px = math.sqrt(d[0] * d[0] + d[1] * d[1]) / math.sqrt(float(w) * w + float(h) * h)
-    nx, ny = int((box[2] - box[0]) / px + 0.5), int((box[3] - box[1]) / px + 0.5)
+    # at least one pixel: a box narrower than half the pixel size would divide by zero below
+    nx = max(1, int((box[2] - box[0]) / px + 0.5))
+    ny = max(1, int((box[3] - box[1]) / px + 0.5))
     psx, psy = _adjust(pt, box, (nx, ny), (px, px))
     maxx = box[0] + nx * psx
     if geographic and ((box[2] <= 180 and maxx > 180) or box[2] == 180):

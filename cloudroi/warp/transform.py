@@ -35,6 +35,7 @@ __all__ = [
     "PixelTransform",
     "center_long",
     "crs_of",
+    "horizontal",
     "is_geographic",
     "reproject_xy",
     "same_crs",
@@ -52,6 +53,23 @@ def crs_of(crs: str) -> CRS:
         return CRS.from_user_input(crs)
     except CRSError as exc:
         raise WarpError(f"unknown CRS {crs!r}: {exc}") from None
+
+
+#: Axis units accepted, in metres (radians) per unit: a micrometre (microradian) to 10^7.
+_UNIT_FACTORS = (1e-6, 1e7)
+
+
+def horizontal(crs: str) -> str:
+    """``crs``, or WarpError unless it is a geographic or projected CRS with sane axis units: a
+    vertical, geocentric or engineering CRS has no map plane to put a box or a grid on, and a
+    unit of 1e300 degrees puts every point at 0."""
+    value = crs_of(crs)
+    if value.is_geocentric or not (value.is_projected or value.is_geographic):
+        raise WarpError(f"{crs[:40]!r} is a {value.type_name}, not a horizontal CRS")
+    for axis in value.axis_info[:2]:  # metres (radians) per unit
+        if not _UNIT_FACTORS[0] <= axis.unit_conversion_factor <= _UNIT_FACTORS[1]:
+            raise WarpError(f"{crs[:40]!r} has an axis unit of {axis.unit_conversion_factor:g}")
+    return crs
 
 
 @functools.lru_cache(maxsize=128)
