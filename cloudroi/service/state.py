@@ -12,7 +12,7 @@ import os
 import aiohttp
 
 from ..context import Context, ContextOptions
-from ..region import georef
+from ..region.warmup import warm_up
 from .budget import MemoryBudget
 from .config import ServiceConfig
 from .metrics import Metrics
@@ -75,7 +75,7 @@ class ServiceState:
         state._gauges()
         # before the first client: the map path's imports and pyproj's set-up (~0.3-0.8 s once
         # per process) would otherwise land on the first burst of tile requests
-        await asyncio.to_thread(georef.warm_up)
+        await asyncio.to_thread(warm_up)
         return state
 
     def _gauges(self) -> None:

@@ -481,9 +481,11 @@ async def test_a_read_joining_a_fetch_just_abandoned_by_another_still_succeeds(
     make_ctx: MakeContext,
 ) -> None:
     with RangeServer({"a.tif": U16.data}) as srv:
-        ctx = make_ctx(read_timeout=5.0)  # the 0.3 s latency below must not time out
+        ctx = make_ctx(read_timeout=5.0)  # the 1 s latency below must not time out
         async with cloudroi.open(srv.url("a.tif"), context=ctx) as img:
-            srv.latency = 0.3
+            # long enough that the first read is still waiting when it is cancelled, even on a
+            # loaded machine (with 0.3 s it once finished first under a full parallel run)
+            srv.latency = 1.0
             first = asyncio.create_task(img.read((0, 0, 64, 64)))
             await asyncio.sleep(0.1)  # its tile GET is in flight
             first.cancel()  # its share of the fetch is released: the fetch is cancelled ...
