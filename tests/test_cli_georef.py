@@ -318,7 +318,8 @@ def test_a_box_off_the_image_is_all_invalid(
     assert not got.mask.any()
     assert not got.data.any()
     png = tmp_path / "off.png"
-    result = run("read", url, "--bbox", "0,0,1,1", "--bbox-crs", "4326", "-o", str(png))
+    args = ["--bbox", "0,0,1,1", "--bbox-crs", "4326", "--size", "8,8"]
+    result = run("read", url, *args, "-o", str(png))
     assert result.returncode == 0, result.stderr
     assert "no valid pixel" in result.stderr
     _, valid = colour_and_alpha(png.read_bytes())
