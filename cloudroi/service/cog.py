@@ -12,12 +12,11 @@ from typing import Any
 
 from ..image import Image
 from ..region import RegionRequest, args, georef
-from ..region.args import ArgumentError
 from ..region.describe import parse_gdal_metadata, rio_tiler_info
 from .answers import cached_or, check_blocks, with_image
 from .mapparams import PREVIEW_PARAMS, parse_map, parse_point
 from .messages import CoreRequest, CoreResponse, json_response
-from .params import INFO_PARAMS, query_dict
+from .params import INFO_PARAMS, as_problem, query_dict
 from .problems import bad_request
 from .regions import regional_answer
 from .state import ServiceState
@@ -50,11 +49,9 @@ async def lonlat_point(req: CoreRequest, state: ServiceState) -> CoreResponse:
     """The values at (lon, lat), or at (x, y) in ``coord_crs``: TiTiler's document (values of
     an invalid pixel are null) with cloudroi's pixel address, validity and dtype."""
     q = parse_point(req.query)
-    try:
+    with as_problem():
         lon = args.number("lon", req.path_params["lon"])
         lat = args.number("lat", req.path_params["lat"])
-    except ArgumentError as exc:
-        raise bad_request(str(exc), code=exc.code) from exc
     cfg = state.config
 
     async def work(img: Image) -> CoreResponse:
@@ -92,7 +89,7 @@ async def preview(req: CoreRequest, state: ServiceState) -> CoreResponse:
     image at most ``max_size`` (1024) pixels on its longest side, or in ``dst_crs``."""
     q = parse_map(req.query, PREVIEW_PARAMS, req.path_params.get("format"))
     v, p = q.values, req.path_params
-    try:
+    with as_problem():
         width = p.get("width") or v.get("width")
         height = p.get("height") or v.get("height")
         w = args.integer("width", width, 1, args.MAX_SIDE) if width else None
@@ -102,8 +99,6 @@ async def preview(req: CoreRequest, state: ServiceState) -> CoreResponse:
             args.integer("max_size", size, 1, state.config.max_preview_size) if size else None
         )
         dst_crs = args.crs(v["dst_crs"], "dst_crs") if "dst_crs" in v else None
-    except ArgumentError as exc:
-        raise bad_request(str(exc), code=exc.code) from exc
     if max_size is None and w is None and h is None:
         max_size = min(1024, state.config.max_preview_size)
 

@@ -10,14 +10,13 @@ would change the pixels and that cloudroi does not implement yet (``expression``
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..colormaps import Colormap
 from ..region import args
 from ..region.args import MAX_SIDE, ArgumentError
-from .params import URL_PARAM, Param
+from .params import COLORMAP_NAME_PARAM, COLORMAP_PARAM, URL_PARAM, Param, as_problem
 from .problems import bad_request
 
 __all__ = [
@@ -121,20 +120,6 @@ _MAX_SIZE = Param(
 )
 _WIDTH = Param("width", {"type": "integer", "minimum": 1, "maximum": MAX_SIDE}, "Output width.")
 _HEIGHT = Param("height", {"type": "integer", "minimum": 1, "maximum": MAX_SIDE}, "Output height.")
-_COLORMAP = Param(
-    "colormap",
-    {"type": "string", "maxLength": 65536},
-    'JSON colormap for a 1-band rendering: {"value": [r, g, b, a], ...} (at most 256 '
-    "integer values) or intervals [[[min, max], [r, g, b, a]], ...] (at most 1024, min <= "
-    "value < max); `none` shows a paletted file's indices instead of its palette.",
-)
-_COLORMAP_NAME = Param(
-    "colormap_name",
-    {"type": "string", "pattern": "^[A-Za-z0-9_]{1,40}$"},
-    "Named colormap (matplotlib's: viridis, magma, terrain...; `_r` reversed) applied to the "
-    "0..255 rendering of one band, after rescale.",
-    example="viridis",
-)
 _TMS = Param(
     "tms",
     {"type": "string", "default": "WebMercatorQuad"},
@@ -152,8 +137,8 @@ STYLE_PARAMS: tuple[Param, ...] = (
     _RETURN_MASK,
     _FORMAT,
     _QUALITY,
-    _COLORMAP,
-    _COLORMAP_NAME,
+    COLORMAP_PARAM,
+    COLORMAP_NAME_PARAM,
 )
 TILE_PARAMS: tuple[Param, ...] = (*STYLE_PARAMS, _TILESIZE)
 TILEJSON_PARAMS: tuple[Param, ...] = (
@@ -239,14 +224,6 @@ class PointQuery:
 # --------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _as_problem() -> Iterator[None]:
-    try:
-        yield
-    except ArgumentError as exc:
-        raise bad_request(str(exc), code=exc.code) from exc
-
-
 def lenient(
     items: Sequence[tuple[str, str]], params: Sequence[Param]
 ) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
@@ -327,7 +304,7 @@ def parse_map(
     items: Sequence[tuple[str, str]], params: Sequence[Param], fmt: str | None = None
 ) -> MapQuery:
     q, kept = lenient(items, params)
-    with _as_problem():
+    with as_problem():
         values = {k: v[-1] for k, v in q.items()}
         return MapQuery(values["url"], style(q, fmt), values, _canonical(kept))
 
@@ -335,7 +312,7 @@ def parse_map(
 def parse_tileset(items: Sequence[tuple[str, str]], tms: str | None) -> TileSetQuery:
     """A TileJSON or WMTS query; the style parameters are passed on to the tile URLs."""
     q, kept = lenient(items, TILEJSON_PARAMS)
-    with _as_problem():
+    with as_problem():
         values = {k: v[-1] for k, v in q.items()}
         mq = MapQuery(values["url"], style(q), values, _canonical(kept))
         tile_format = values.get("tile_format")
@@ -364,7 +341,7 @@ def parse_tileset(items: Sequence[tuple[str, str]], tms: str | None) -> TileSetQ
 
 def parse_point(items: Sequence[tuple[str, str]]) -> PointQuery:
     q, kept = lenient(items, POINT_PARAMS)
-    with _as_problem():
+    with as_problem():
         nodata = _one(q, "nodata")
         coord = _one(q, "coord_crs")
         return PointQuery(

@@ -21,6 +21,9 @@ from ..region.plan import RegionRequest
 from .problems import Problem, bad_request
 
 __all__ = [
+    "as_problem",
+    "COLORMAP_NAME_PARAM",
+    "COLORMAP_PARAM",
     "ENDPOINT_PARAMS",
     "InfoQuery",
     "Param",
@@ -82,14 +85,14 @@ _QUALITY = Param(
     "JPEG/WebP quality (default: the service's setting).",
 )
 
-_COLORMAP = Param(
+COLORMAP_PARAM = Param(
     "colormap",
     {"type": "string", "maxLength": 65536},
     'JSON colormap for a 1-band rendering: {"value": [r, g, b, a], ...} (at most 256 '
     "integer values) or intervals [[[min, max], [r, g, b, a]], ...] (at most 1024, min <= "
     "value < max); `none` shows a paletted file's indices instead of its palette.",
 )
-_COLORMAP_NAME = Param(
+COLORMAP_NAME_PARAM = Param(
     "colormap_name",
     {"type": "string", "pattern": "^[A-Za-z0-9_]{1,40}$"},
     "Named colormap (matplotlib's: viridis, magma, terrain...; `_r` reversed) applied to the "
@@ -146,8 +149,8 @@ REGION_PARAMS: tuple[Param, ...] = (
     _RESCALE,
     _QUALITY,
     _COORD_CRS,
-    _COLORMAP,
-    _COLORMAP_NAME,
+    COLORMAP_PARAM,
+    COLORMAP_NAME_PARAM,
 )
 PREVIEW_PARAMS: tuple[Param, ...] = (
     URL_PARAM,
@@ -160,8 +163,8 @@ PREVIEW_PARAMS: tuple[Param, ...] = (
     _FORMAT,
     _RESCALE,
     _QUALITY,
-    _COLORMAP,
-    _COLORMAP_NAME,
+    COLORMAP_PARAM,
+    COLORMAP_NAME_PARAM,
 )
 POINT_PARAMS: tuple[Param, ...] = (
     URL_PARAM,
@@ -230,7 +233,7 @@ class PointQuery:
 
 
 @contextlib.contextmanager
-def _as_problem() -> Iterator[None]:
+def as_problem() -> Iterator[None]:
     """An argument the shared rules refuse is a 400 with the rule's code."""
     try:
         yield
@@ -277,7 +280,7 @@ def parse_info(items: Sequence[tuple[str, str]]) -> InfoQuery:
 
 def parse_region(items: Sequence[tuple[str, str]]) -> RegionQuery:
     q = query_dict(items, REGION_PARAMS)
-    with _as_problem():
+    with as_problem():
         if "window" not in q and "bbox" not in q:
             raise ArgumentError("window", "give one of window and bbox", "missing_parameter")
         request = RegionRequest(
@@ -297,7 +300,7 @@ def parse_region(items: Sequence[tuple[str, str]]) -> RegionQuery:
 
 def parse_preview(items: Sequence[tuple[str, str]], max_size_limit: int) -> RegionQuery:
     q = query_dict(items, PREVIEW_PARAMS)
-    with _as_problem():
+    with as_problem():
         size = _optional(q, "max_size", args.integer, 1, max_size_limit)
         request = RegionRequest(
             max_size=size if size is not None else min(1024, max_size_limit),
@@ -314,7 +317,7 @@ def parse_point(items: Sequence[tuple[str, str]]) -> PointQuery:
         raise bad_request("give x and y, or col and row, not both", code="conflicting_parameters")
     if not has_xy and not has_cr:
         raise bad_request("give x and y, or col and row", code="missing_parameter")
-    with _as_problem():
+    with as_problem():
         if has_xy:
             if "x" not in q or "y" not in q:
                 raise ArgumentError("x", "x and y go together", "missing_parameter")

@@ -12,7 +12,7 @@ from ..region import args
 from ..region.args import ArgumentError
 from ..region.stats import MAX_BINS, StatisticsError, StatisticsOptions, check_options
 from .mapparams import lenient
-from .params import MAX_LEVEL, URL_PARAM, Param
+from .params import MAX_LEVEL, URL_PARAM, Param, as_problem
 from .problems import bad_request
 
 __all__ = ["STATISTICS_PARAMS", "StatisticsQuery", "parse_statistics"]
@@ -137,7 +137,7 @@ def parse_statistics(items: Sequence[tuple[str, str]], max_size_limit: int) -> S
                 code="unsupported_parameter",
             )
     q, kept = lenient(items, STATISTICS_PARAMS)
-    try:
+    with as_problem():
         picked = [int(b) for v in q.get("bidx", []) + q.get("bands", []) for b in args.bands(v)]
         if len(picked) > args.MAX_BANDS:
             raise ArgumentError("bidx", f"at most {args.MAX_BANDS} bands", "invalid_bands")
@@ -149,8 +149,6 @@ def parse_statistics(items: Sequence[tuple[str, str]], max_size_limit: int) -> S
         max_size, level = _sizes(q, max_size_limit)
         nodata = _nodata(q["nodata"][-1]) if "nodata" in q else None
         options = _options(q)
-    except ArgumentError as exc:
-        raise bad_request(str(exc), code=exc.code) from exc
     canonical = "&".join(f"{k}={v}" for k, v in sorted(kept) if k != "url")
     bands = tuple(picked) or None
     return StatisticsQuery(q["url"][-1], bands, max_size, level, nodata, options, canonical)

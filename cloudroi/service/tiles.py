@@ -44,8 +44,8 @@ from .mapparams import (
     parse_tileset,
 )
 from .messages import CoreRequest, CoreResponse, json_response
-from .params import Rendering
-from .problems import Problem, bad_request
+from .params import Rendering, as_problem
+from .problems import bad_request
 from .regions import regional_answer
 from .state import ServiceState
 from .stretch import Stretch, default_stretch, report_stretch
@@ -54,10 +54,6 @@ __all__ = ["base_url", "bbox", "native_rendering", "tile", "tilejson", "warped_a
 
 DEFAULT_TMS = "WebMercatorQuad"
 _HOST = re.compile(r"^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?$")
-
-
-def _problem(exc: ArgumentError) -> Problem:
-    return bad_request(str(exc), code=exc.code)
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,13 +168,11 @@ def _outside(state: ServiceState, style: Style, tilesize: int) -> CoreResponse:
 
 def _tile_address(req: CoreRequest, q: MapQuery) -> tuple[str, int, int, int, int]:
     p = req.path_params
-    try:
+    with as_problem():
         z, x, y = args.tile_index(p["z"], p["x"], p["y"])
         scale = int(p.get("scale", "1"))
         size = q.values.get("tilesize")
         tilesize = args.integer("tilesize", size, 1, 2048) if size else 256 * scale
-    except ArgumentError as exc:
-        raise _problem(exc) from exc
     return p.get("tms", DEFAULT_TMS), z, x, y, tilesize
 
 
@@ -349,7 +343,7 @@ def _bbox_geometry(
 ) -> tuple[tuple[float, float, float, float], str, str | None, tuple[int, int] | None, int | None]:
     """The box, its CRS, the output CRS, the output (height, width) and max_size."""
     p, v = req.path_params, q.values
-    try:
+    with as_problem():
         box = georef.checked_bounds(
             [args.number(k, p[k]) for k in ("minx", "miny", "maxx", "maxy")]
         )
@@ -368,8 +362,6 @@ def _bbox_geometry(
         max_size = (
             args.integer("max_size", v["max_size"], 1, args.MAX_SIDE) if "max_size" in v else None
         )
-    except ArgumentError as exc:
-        raise _problem(exc) from exc
     if shape is not None and max_size is not None:
         raise bad_request("give max_size or width/height, not both", code="conflicting_parameters")
     return box, coord_crs, dst_crs, shape, max_size
