@@ -414,3 +414,26 @@ async def test_service_reads_with_the_decoder_of_the_environment(
     assert resp.status == 200, resp.body
     got = np.load(io.BytesIO(resp.body))
     assert int(diff(got, rio_read(path, (0, 0, 128, 96))).max()) == 0
+
+
+@needs_ijg9_rasterio
+@pytest.mark.parametrize(("subsampling", "turbo_max"), [((1, 1), 0), ((2, 1), 133)])
+def test_ijg9_matches_rasterio_on_other_subsamplings(
+    subsampling: tuple[int, int], turbo_max: int, tmp_path: Path
+) -> None:
+    """4:4:4 and 4:2:2 YCbCr JPEG (written by tifffile: GDAL writes 4:2:0 only), read by
+    rasterio: IJG 9 upsamples 4:2:2 chroma with a 16x8 IDCT, libjpeg-turbo with its filter."""
+    path = tmp_path / "sub.tif"
+    img = checker(2)[:300, :400]
+    tifffile.imwrite(
+        path,
+        img,
+        photometric="ycbcr",
+        compression="jpeg",
+        compressionargs={"level": 90},
+        subsampling=subsampling,
+        tile=(256, 256),
+    )
+    ref = rio_read(path, (0, 0, 400, 300))
+    assert int(diff(cloudroi.read(str(path), jpeg_decoder="ijg9"), ref).max()) == 0
+    assert int(diff(cloudroi.read(str(path)), ref).max()) == turbo_max  # measured
