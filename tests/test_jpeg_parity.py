@@ -437,3 +437,29 @@ def test_ijg9_matches_rasterio_on_other_subsamplings(
     ref = rio_read(path, (0, 0, 400, 300))
     assert int(diff(cloudroi.read(str(path), jpeg_decoder="ijg9"), ref).max()) == 0
     assert int(diff(cloudroi.read(str(path)), ref).max()) == turbo_max  # measured
+
+
+@needs_ijg9_rasterio
+def test_ijg9_decodes_concurrently(files: dict[str, Path]) -> None:
+    """Many threads decoding at once (the decode pool does) get what one thread gets."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cloudroi.read.jpeg_ijg import decode_ijg9
+
+    path = files["cog-checker3-q100"]
+    with tifffile.TiffFile(path) as tf:
+        page = tf.pages[0]
+        tables = page.jpegtables
+        raw = path.read_bytes()
+        tiles = [raw[o : o + n] for o, n in zip(page.dataoffsets, page.databytecounts, strict=True)]
+    serial = [decode_ijg9(t, tables) for t in tiles]
+    with ThreadPoolExecutor(8) as pool:
+        parallel = list(pool.map(lambda t: decode_ijg9(t, tables), tiles * 6))
+    for k, got in enumerate(parallel):
+        want = serial[k % len(tiles)]
+        assert got is not None
+        assert want is not None
+        assert np.array_equal(got, want), k
+    ref = rio_read(path, (0, 0, 256, 256))
+    assert serial[0] is not None
+    assert int(diff(serial[0].transpose(2, 0, 1), ref).max()) == 0

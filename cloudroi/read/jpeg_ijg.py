@@ -104,7 +104,7 @@ def decode_ijg9(data: bytes, tables: bytes | None) -> npt.NDArray[np.uint8] | No
     if stream is None:
         return None
     size = _validate(stream)
-    entry = _load()
+    entry = _entry if _entry is not None else _load()
     if size is None or entry is None:
         return None
     out = np.empty((size[0], size[1], 3), np.uint8)
