@@ -26,6 +26,7 @@ from rasterio.enums import Resampling
 import cloudroi
 from cloudroi.cache import LRUCache
 from cloudroi.context import ContextOptions
+from cloudroi.errors import OptionError
 from cloudroi.testing import RangeServer
 from tests.corpus import quiet, rio_open, rio_read
 
@@ -254,14 +255,14 @@ async def test_context_default_env_and_per_image_override(
         async with cloudroi.open(url, context=ctx, jpeg_decoder="turbo") as img:
             turbo = await img.read(level=1)
     monkeypatch.setenv("CLOUDROI_JPEG_DECODER", "libjpeg")
-    with pytest.raises(ValueError, match="turbo, ijg9"):
+    with pytest.raises(OptionError, match="turbo, ijg9"):
         cloudroi.Context()
     monkeypatch.delenv("CLOUDROI_JPEG_DECODER")
     assert ContextOptions().jpeg_decoder == "turbo"
     default = await read_levels(url)
     assert int(diff(turbo, default[1]).max()) == 0
     assert int(diff(from_env, turbo).max()) > 50
-    with pytest.raises(ValueError, match="jpeg_decoder"):
+    with pytest.raises(OptionError, match="jpeg_decoder"):
         await read_levels(url, jpeg_decoder="fancy")
 
 
@@ -463,3 +464,16 @@ def test_ijg9_decodes_concurrently(files: dict[str, Path]) -> None:
     ref = rio_read(path, (0, 0, 256, 256))
     assert serial[0] is not None
     assert int(diff(serial[0].transpose(2, 0, 1), ref).max()) == 0
+
+
+def test_cli_unknown_decoder_in_the_environment_is_one_line(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cloudroi.cli import main
+
+    monkeypatch.setenv("CLOUDROI_JPEG_DECODER", "bogus")
+    assert main(["info", str(files["gray"])]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.strip() == "cloudroi info: error: jpeg_decoder must be one of turbo, ijg9; got 'bogus'"
+    )

@@ -37,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import MissingExtraError
+from ..errors import MissingExtraError, OptionError
 
 __all__ = ["JPEG_DECODERS", "JpegDecoder", "check_jpeg_decoder", "decode_ijg9", "ijg9_available"]
 
@@ -52,10 +52,10 @@ _USE_MEMFD = hasattr(os, "memfd_create") and Path("/proc/self/fd").is_dir()
 
 
 def check_jpeg_decoder(name: str) -> JpegDecoder:
-    """``name`` as a JpegDecoder; ValueError for an unknown one, MissingExtraError when "ijg9"
-    is asked for without its extra installed."""
+    """``name`` as a JpegDecoder; OptionError (a ValueError) for an unknown one,
+    MissingExtraError when "ijg9" is asked for without its extra installed."""
     if name not in JPEG_DECODERS:
-        raise ValueError(f"jpeg_decoder must be one of {', '.join(JPEG_DECODERS)}; got {name!r}")
+        raise OptionError(f"jpeg_decoder must be one of {', '.join(JPEG_DECODERS)}; got {name!r}")
     if name == "ijg9" and _load() is None:
         raise MissingExtraError("jpeg_decoder='ijg9' (IJG libjpeg 9 decoding)", _EXTRA)
     return "ijg9" if name == "ijg9" else "turbo"
