@@ -134,7 +134,9 @@ def _as_file(stream: bytes) -> Iterator[bytes]:
     if _USE_MEMFD:
         fd = os.memfd_create("cloudroi-jpeg", os.MFD_CLOEXEC)
         try:
-            os.write(fd, stream)
+            view = memoryview(stream)
+            while view:
+                view = view[os.write(fd, view) :]
             yield f"/proc/self/fd/{fd}".encode()
         finally:
             os.close(fd)
