@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -24,6 +24,7 @@ from .cache import LRUCache
 from .errors import SourceError
 from .read.blocks import Inflight
 from .read.fetch import RetryPolicy
+from .read.jpeg_ijg import JpegDecoder, check_jpeg_decoder
 from .source.base import RangeSource
 from .source.file import FileSource
 from .source.fsspec import FsspecSource
@@ -111,6 +112,12 @@ def default_executor() -> ThreadPoolExecutor:
         return _executor
 
 
+def default_jpeg_decoder() -> JpegDecoder:
+    """$CLOUDROI_JPEG_DECODER ("turbo" or "ijg9"), else "turbo"; checked by ``Context``."""
+    name = os.environ.get("CLOUDROI_JPEG_DECODER", "").strip().lower()
+    return cast(JpegDecoder, name or "turbo")
+
+
 @dataclass(frozen=True, slots=True)
 class ContextOptions:
     max_connections: int = 64
@@ -126,6 +133,10 @@ class ContextOptions:
     #: looks up .netrc in a worker thread on every request (0.12-0.5 s of executor time in the
     #: 200-chip benchmark, in the threads that decode).
     trust_env: bool = False
+    #: Decoder of YCbCr JPEG blocks for the Images of this Context (``ImageOptions`` may
+    #: override it): "turbo" or "ijg9" (see ``cloudroi.read.jpeg_ijg``). Default:
+    #: $CLOUDROI_JPEG_DECODER, else "turbo".
+    jpeg_decoder: JpegDecoder = field(default_factory=default_jpeg_decoder)
 
 
 class Context:
@@ -158,6 +169,7 @@ class Context:
             options = ContextOptions(**kwargs)
         elif kwargs:
             raise TypeError("pass either options or keyword arguments, not both")
+        check_jpeg_decoder(options.jpeg_decoder)  # an unknown name, or a missing extra
         self.options = options
         self._session = session
         self._owns_session = session is None

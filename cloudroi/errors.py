@@ -12,6 +12,7 @@ The whole tree::
     │   └── TileOutsideBoundsError a web-map tile that does not touch the image
     ├── CRSError                   a CRS that cannot be read, built or converted (or pyproj missing)
     ├── LimitExceededError         a configured budget (bytes, tiles, output size) would be passed
+    ├── OptionError                an option value (keyword or CLOUDROI_* variable) not known here
     └── SourceError                the storage layer failed; ``url`` names the object
         ├── SourceNotFoundError    404 / NoSuchKey / missing file
         ├── AccessDeniedError      401 / 403 / permission denied
@@ -36,6 +37,7 @@ __all__ = [
     "LimitExceededError",
     "MissingExtraError",
     "NotGeoreferencedError",
+    "OptionError",
     "TileOutsideBoundsError",
     "ObjectChangedError",
     "RangeNotSupportedError",
@@ -86,6 +88,11 @@ class NotGeoreferencedError(WindowError):
 class CRSError(CloudROIError, ValueError):
     """A coordinate reference system that cannot be read, built or converted, or a conversion
     that needs pyproj when it is not installed (the ``geo`` extra)."""
+
+
+class OptionError(CloudROIError, ValueError):
+    """An option given a value cloudroi does not know, as a keyword argument or through a
+    CLOUDROI_* variable; the message lists the values it takes."""
 
 
 class MissingExtraError(CloudROIError):

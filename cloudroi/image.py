@@ -25,6 +25,7 @@ from .read.header import (
     DEFAULT_LAZY_INDEX_BYTES,
     DEFAULT_PREFIX_BYTES,
 )
+from .read.jpeg_ijg import JpegDecoder
 from .read.masks import read_mask
 from .read.plan import ReadPlan, check_shape, check_window, resample_source
 from .read.reader import BlockReader, Budgets, LevelReader
@@ -66,6 +67,10 @@ class ImageOptions:
     headers: dict[str, str] | None = None
     #: Caps on the work a header may cause (IFDs, entries, tag bytes...): TiffFormatError past.
     parse_limits: ParseLimits = ParseLimits()
+    #: Decoder of YCbCr JPEG blocks: "turbo" (libjpeg-turbo, as GDAL linked to it: Debian,
+    #: Ubuntu, conda-forge) or "ijg9" (IJG libjpeg 9, as rasterio's PyPI wheels; the
+    #: ``jpeg-ijg9`` extra). None: the Context's (``ContextOptions.jpeg_decoder``).
+    jpeg_decoder: JpegDecoder | None = None
 
 
 class Image(GeoVerbs):

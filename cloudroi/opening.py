@@ -13,6 +13,7 @@ from .image import Image, ImageOptions
 from .read.blocks import BlockStore
 from .read.fetch import Fetcher
 from .read.header import HeaderOptions, load_structure
+from .read.jpeg_ijg import check_jpeg_decoder
 from .read.reader import BlockReader
 from .source.base import RangeSource
 from .source.memory import MemorySource, PrefetchedSource
@@ -102,6 +103,7 @@ def _cache_token(source: RangeSource, meta: ObjectMeta) -> object:
 async def _open_with(
     ctx: Context, target: str | RangeSource | bytes, opts: ImageOptions, owns: bool, stats: Stats
 ) -> Image:
+    jpeg_decoder = check_jpeg_decoder(opts.jpeg_decoder or ctx.options.jpeg_decoder)
     source = await _source(ctx, target, opts)
     limiter = asyncio.Semaphore(ctx.options.max_concurrency)
     fetcher = Fetcher(source, stats, limiter, ctx.options.retry)
@@ -130,5 +132,6 @@ async def _open_with(
         _cache_token(source, meta),
         use_leader=opts.use_block_leader,
         max_output_bytes=opts.max_output_bytes,
+        jpeg_decoder=jpeg_decoder,
     )
     return Image(ctx, source, structure, meta, reader, opts, owns_context=owns)

@@ -94,6 +94,13 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="S3-compatible endpoint for s3:// URLs (default: $CLOUDROI_S3_ENDPOINT_URL or AWS's)",
     )
+    p.add_argument(
+        "--jpeg-decoder",
+        choices=("turbo", "ijg9"),
+        help="decoder of YCbCr JPEG: turbo (libjpeg-turbo, as most GDAL builds) or ijg9 (IJG "
+        "libjpeg 9, as rasterio's wheels; the jpeg-ijg9 extra); default: "
+        "$CLOUDROI_JPEG_DECODER or turbo",
+    )
 
 
 def _add_warp_args(p: argparse.ArgumentParser) -> None:

@@ -65,7 +65,9 @@ def context(args: argparse.Namespace, *, fresh_caches: bool = False) -> Context:
     endpoint = getattr(args, "s3_endpoint", None) or os.environ.get("CLOUDROI_S3_ENDPOINT_URL")
     if endpoint:
         storage["s3"] = {"endpoint_url": endpoint}
-    options = ContextOptions(storage_options=storage)
+    decoder = getattr(args, "jpeg_decoder", None)
+    extra = {"jpeg_decoder": decoder} if decoder else {}
+    options = ContextOptions(storage_options=storage, **extra)
     if fresh_caches:
         # Every cache of its own, so that a "cold" run owes nothing to the runs before it.
         return Context(

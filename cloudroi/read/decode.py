@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from ..errors import TiffFormatError
 from ..tiff.structure import ImageIFD
+from .jpeg_ijg import JpegDecoder, decode_ijg9
 
 __all__ = ["BlockDecoder"]
 
@@ -70,7 +71,7 @@ def _jpeg_colorspaces(ifd: ImageIFD) -> tuple[int | None, int | None]:
 class BlockDecoder:
     """Decodes the blocks of one ImageIFD into ``(rows, block_width, block_samples)`` arrays."""
 
-    def __init__(self, ifd: ImageIFD) -> None:
+    def __init__(self, ifd: ImageIFD, jpeg_decoder: JpegDecoder = "turbo") -> None:
         self.ifd = ifd
         self.samples = ifd.block_samples
         self.dtype = ifd.dtype.newbyteorder("=")
@@ -87,6 +88,9 @@ class BlockDecoder:
             else ifd.block_width * self.samples * self.dtype.itemsize
         )
         self._jpeg_cs = _jpeg_colorspaces(ifd) if ifd.compression == 7 else (None, None)
+        # YCbCr JPEG decoded as IJG libjpeg 9 does (cloudroi.read.jpeg_ijg): the colour-
+        # converted blocks are the only ones its decode differs on.
+        self._ijg9 = jpeg_decoder == "ijg9" and self._jpeg_cs == (None, 2) and ifd.bits == 8
         libtiff_can = (
             ifd.fill_order == 1
             and not self._packed
@@ -161,6 +165,8 @@ class BlockDecoder:
         ifd = self.ifd
         self._check_claimed_size(data, rows)
         if ifd.compression == 7:
+            if self._ijg9 and (exact := decode_ijg9(data, ifd.jpeg_tables)) is not None:
+                return self._image_codec(exact, rows)
             colorspace, outcolorspace = self._jpeg_cs
             decoded = _jpeg_decode(
                 data, tables=ifd.jpeg_tables, colorspace=colorspace, outcolorspace=outcolorspace

@@ -29,6 +29,7 @@ from ..types import ByteRange, Stats, Tile, Window
 from .assemble import ReadTarget, WindowTarget, block_window, paste
 from .blocks import BlockRequest, BlockStore, BlockWaiter
 from .decode import BlockDecoder
+from .jpeg_ijg import JpegDecoder
 from .plan import (
     BlockRef,
     BlockSpan,
@@ -68,6 +69,7 @@ class BlockReader:
         *,
         use_leader: bool = True,
         max_output_bytes: int = 0,
+        jpeg_decoder: JpegDecoder = "turbo",
     ) -> None:
         self.structure = structure
         self.store = store
@@ -76,6 +78,7 @@ class BlockReader:
         self.token = token
         self.use_leader = use_leader
         self.max_output_bytes = max_output_bytes
+        self.jpeg_decoder = jpeg_decoder
         self._decoders: dict[int, BlockDecoder] = {}
 
     @property
@@ -87,6 +90,13 @@ class BlockReader:
 
     def key(self, ifd: ImageIFD, index: int) -> Hashable:
         return (self.token, ifd.offset, index)
+
+    def decoded_key(self, ifd: ImageIFD, index: int) -> Hashable:
+        """A decoded block's cache key: the compressed block's, and the JPEG decoder when it is
+        not the default (the same bytes decode differently)."""
+        if self.jpeg_decoder == "turbo":
+            return (self.token, ifd.offset, index)
+        return (self.token, ifd.offset, index, self.jpeg_decoder)
 
     def refs(self, ifd: ImageIFD, target: ReadTarget, samples: Sequence[int]) -> list[BlockRef]:
         planes = sorted(set(samples)) if ifd.planar == 2 else [0]
@@ -207,7 +217,7 @@ class BlockReader:
     ) -> npt.NDArray[Any] | None:
         if target is None:
             return None
-        decoded = self.decoded_cache.get(self.key(ifd, ref.index))
+        decoded = self.decoded_cache.get(self.decoded_key(ifd, ref.index))
         if decoded is None or len(decoded) < target.rows_needed(ifd, ref):
             return None
         self.stats.decoded_cache_hits += 1
@@ -216,7 +226,7 @@ class BlockReader:
     def decoder(self, ifd: ImageIFD) -> BlockDecoder:
         dec = self._decoders.get(ifd.offset)
         if dec is None:
-            dec = self._decoders[ifd.offset] = BlockDecoder(ifd)
+            dec = self._decoders[ifd.offset] = BlockDecoder(ifd, self.jpeg_decoder)
         return dec
 
     def decode(
@@ -230,7 +240,7 @@ class BlockReader:
         """
         block = self.decoder(ifd).decode(data, ref.row, target.rows_needed(ifd, ref))
         block.flags.writeable = False  # shared through the cache: nobody may change it
-        self.decoded_cache.put(self.key(ifd, ref.index), block)
+        self.decoded_cache.put(self.decoded_key(ifd, ref.index), block)
         return block
 
     async def run(
