@@ -41,6 +41,7 @@ from ..spec import ImageSpec
 __all__ = [
     "MAX_IMAGES",
     "RuntimeCounters",
+    "arun",
     "counters",
     "evict",
     "open_spec",
@@ -214,6 +215,15 @@ def run(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
     except BaseException:
         future.cancel()
         raise
+
+
+async def arun(coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro`` on the runtime's loop from a coroutine on any loop (xarray's
+    ``load_async``, an application's own loop): awaited directly when already on it."""
+    rt = _current()
+    if threading.get_ident() == rt.thread.ident:
+        return await coro
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, rt.loop))
 
 
 async def shared_context(spec: ImageSpec | None = None) -> Context:
