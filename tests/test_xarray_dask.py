@@ -5,7 +5,6 @@ pixels; a worker killed mid-graph and the graph re-run give the same pixels."""
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import logging
 import os
@@ -21,6 +20,7 @@ import pytest
 import xarray as xr
 from rasterio.io import MemoryFile
 
+import cloudroi
 from cloudroi.cog import write_cog
 from cloudroi.testing import Fault, RangeServer
 from cloudroi.xarray import runtime
@@ -48,12 +48,16 @@ def rasterio_read(data: bytes) -> Any:
 
 @pytest.fixture(scope="module")
 def client(s3_server: str) -> Iterator[Any]:
-    """Two worker processes (started after the S3 credentials are in the environment)."""
-    # Forked workers start with cloudroi, xarray, numpy and s3fs already imported (spawned
-    # ones spend ~15 s of a loaded 2-core box importing them; the tests pass with spawn too);
-    # cloudroi's runtime starts afresh in each.
-    importlib.import_module("s3fs")
-    with dask.config.set({"distributed.worker.multiprocessing-method": "fork"}):
+    """Two worker processes (started after the S3 credentials are in the environment).
+
+    Forked from a fork server that has imported cloudroi's backend, xarray, dask and s3fs once:
+    spawned workers would each import them (~15 s on a loaded 2-core box; the tests pass with
+    spawn too), and forking this multi-threaded process is unsafe. A worker the nanny replaces
+    comes from the same server.
+    """
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        ctx = distributed.utils.get_mp_context()  # sets distributed's own preload list
+        ctx.set_forkserver_preload([*_PRELOAD, "cloudroi.xarray.backend", "s3fs"])
         cluster = distributed.LocalCluster(
             n_workers=2,
             threads_per_worker=2,
@@ -62,8 +66,11 @@ def client(s3_server: str) -> Iterator[Any]:
             dashboard_address="127.0.0.1:0",
             silence_logs=logging.CRITICAL,
         )
-    with cluster, distributed.Client(cluster) as dask_client:
-        yield dask_client
+        with cluster, distributed.Client(cluster) as dask_client:
+            yield dask_client
+
+
+_PRELOAD = ["distributed", "numpy", "dask", "dask.array", "xarray", "aiohttp", "imagecodecs"]
 
 
 def opens(client: Any) -> dict[str, int]:
@@ -88,6 +95,7 @@ def test_cluster_matches_rasterio_and_opens_once_per_process(
     assert all(n <= 1 for n in grew.values()), grew
     # the client's open + at most one per worker process, for 35 tasks
     assert header_gets(up, "c.tif") == 1 + sum(grew.values()) <= 3
+    np.testing.assert_array_equal(out.values, cloudroi.read(up.url("c.tif")))
 
 
 def test_cluster_reads_s3(client: Any, s3_client: Any, s3_server: str) -> None:
@@ -102,7 +110,10 @@ def test_cluster_reads_s3(client: Any, s3_client: Any, s3_server: str) -> None:
         chunks={"y": 128, "x": 128},
         storage_options=options,
     )
+    before = opens(client)
     np.testing.assert_array_equal(da.isel(y=slice(30, 300)).compute().values, RAW[:, 30:300])
+    grew = {addr: n - before.get(addr, 0) for addr, n in opens(client).items()}
+    assert all(n <= 1 for n in grew.values()), grew  # 12 tasks, one open per process
 
 
 def _fail_range(path: str, header: str, times: int) -> Any:
