@@ -24,6 +24,7 @@ from .cache import LRUCache
 from .errors import SourceError
 from .read.blocks import Inflight
 from .read.fetch import RetryPolicy
+from .read.hedge import HedgePolicy, Hedging
 from .source.base import RangeSource
 from .source.file import FileSource
 from .source.fsspec import FsspecSource
@@ -126,6 +127,10 @@ class ContextOptions:
     #: looks up .netrc in a worker thread on every request (0.12-0.5 s of executor time in the
     #: 200-chip benchmark, in the threads that decode).
     trust_env: bool = False
+    #: Hedged range GETs (``cloudroi.read.hedge``): a GET whose first byte is later than
+    #: recent ones at its origin is sent again, within a budget. None: never (the library's
+    #: default; the service turns it on).
+    hedge: HedgePolicy | None = None
 
 
 class Context:
@@ -170,6 +175,8 @@ class Context:
         self.header_sizes = header_sizes if header_sizes is not None else default_header_sizes()
         self.executor: Executor = executor if executor is not None else default_executor()
         self.inflight = Inflight()
+        #: First-byte latencies per origin and the duplicate budget, when hedging is on.
+        self.hedging = Hedging(options.hedge) if options.hedge is not None else None
         #: Default stretches computed (process-wide LRU), those being computed on this loop (so
         #: that concurrent requests share one computation), and how many were computed here.
         self.stretch_cache = stretch_cache if stretch_cache is not None else default_stretch_cache()

@@ -104,7 +104,7 @@ async def _open_with(
 ) -> Image:
     source = await _source(ctx, target, opts)
     limiter = asyncio.Semaphore(ctx.options.max_concurrency)
-    fetcher = Fetcher(source, stats, limiter, ctx.options.retry)
+    fetcher = Fetcher(source, stats, limiter, ctx.options.retry, ctx.hedging)
     try:
         meta, prefix, structure = await _structure(ctx, fetcher, opts)
     except BaseException:
