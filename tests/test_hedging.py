@@ -6,6 +6,8 @@ retried GET is never hedged."""
 from __future__ import annotations
 
 import asyncio
+import io
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,12 +15,14 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 import cloudroi
 from cloudroi import Context, ContextOptions, HedgePolicy, ObjectChangedError
 from cloudroi.cache import LRUCache
 from cloudroi.cog import write_cog
 from cloudroi.read.hedge import OriginLatency
+from cloudroi.service import ServiceConfig, ServiceState, create_app
 from cloudroi.testing import Fault, LongTail, RangeServer
 from tests.upstream import Upstream
 
@@ -54,12 +58,15 @@ class SlowOnce:
         self.nth = nth
         self.arrivals: dict[str, int] = {}
         self.target: str | None = None
+        self.faulted = 0
+        #: id(request) -> which GET of its range it is (a request is alive while handled)
+        self._arrival: dict[int, int] = {}
 
     def __call__(self, request: Any) -> float:
         if not is_tile_get(request):
             return 0.0
         rng = request.headers["Range"]
-        n = request["arrival"] = self.arrivals.get(rng, 0) + 1
+        n = self._arrival[id(request)] = self.arrivals.get(rng, 0) + 1
         self.arrivals[rng] = n
         if n == 1 and len(self.arrivals) == self.nth:
             self.target = rng
@@ -70,8 +77,11 @@ class SlowOnce:
         """A fault hook giving ``fault`` to every GET of the slow range after the first."""
 
         def hook(request: Any, etag: str) -> Fault | None:
-            later = request.get("arrival", 0) > 1
-            return fault if later and request.headers.get("Range") == self.target else None
+            n = self._arrival.pop(id(request), 0)
+            if n > 1 and request.headers.get("Range") == self.target:
+                self.faulted += 1
+                return fault
+            return None
 
         return hook
 
@@ -216,6 +226,7 @@ async def test_a_failing_duplicate_leaves_the_primary_to_answer(
         times, stats = await timed_reads(ctx, up.url("a.tif"), 1)  # exact pixels, checked there
     assert stats.hedged >= 1
     assert stats.retries == 0  # the duplicate's failure is no attempt of its own
+    assert slow.faulted == 1
     assert slow.target is not None
     assert slow.arrivals[slow.target] == 2
     assert times[0] >= 0.5  # the primary's answer was waited for
@@ -266,3 +277,57 @@ async def test_a_retried_get_is_never_hedged(server: RangeServer) -> None:
     assert (stats.retries, stats.hedged) == (1, 0)
     assert seen[order[4]] == 2
     assert times[0] >= 0.3
+
+
+# -- the service -------------------------------------------------------------------------------
+
+
+def region(url: str) -> dict[str, str]:
+    return {"url": url, "window": "0,0,256,256", "format": "npy"}
+
+
+async def test_the_service_hedges_by_default_and_counts_it(server: RangeServer) -> None:
+    """Eleven cold /region reads teach the service the origin's first-byte time; the twelfth's
+    tile GET stalls 3 s and is answered by its duplicate, as /metrics tells."""
+    names = [f"{i}.tif" for i in range(12)]
+    up = Upstream.publish(server, dict.fromkeys(names, COG), "hedge-svc")
+    client = TestClient(TestServer(create_app(ServiceConfig(allowed_sources=(up.root,)))))
+    await client.start_server()
+    try:
+        for name in names[:-1]:
+            async with client.get("/region", params=region(up.url(name))) as resp:
+                assert resp.status == 200
+        slow = SlowOnce(delay=3.0, nth=1)
+        server.latency = slow
+        t0 = time.perf_counter()
+        async with client.get("/region", params=region(up.url(names[-1]))) as resp:
+            assert resp.status == 200
+            pixels = np.load(io.BytesIO(await resp.read()))
+        took = time.perf_counter() - t0
+        async with client.get("/metrics") as resp:
+            metrics = await resp.text()
+    finally:
+        await client.close()
+    assert took < 1.5
+    np.testing.assert_array_equal(pixels[0], DATA)
+    assert slow.target is not None
+    assert slow.arrivals[slow.target] == 2
+    assert re.search(r"^cloudroi_upstream_hedged_total [1-9]", metrics, re.M), metrics
+    assert re.search(r"^cloudroi_upstream_hedge_wins_total [1-9]", metrics, re.M), metrics
+
+
+async def test_the_service_can_turn_hedging_off() -> None:
+    config = ServiceConfig(hedge=False)
+    with pytest.raises(ValueError, match="hedge_share"):
+        ServiceConfig(hedge_share=2.0).validate()
+    state = await ServiceState.start(config)
+    try:
+        assert state.context.hedging is None
+    finally:
+        await state.close()
+    state = await ServiceState.start(ServiceConfig())
+    try:
+        assert state.context.hedging is not None
+        assert state.context.hedging.policy.share == 0.05
+    finally:
+        await state.close()
