@@ -317,9 +317,11 @@ async def test_the_service_hedges_by_default_and_counts_it(server: RangeServer) 
 
 
 async def test_the_service_can_turn_hedging_off() -> None:
-    config = ServiceConfig(hedge=False)
+    config = ServiceConfig.from_env({"CLOUDROI_HEDGE": "false"})
+    assert config.hedge is False
+    assert ServiceConfig.from_env({"CLOUDROI_HEDGE_SHARE": "0.02"}).hedge_share == 0.02
     with pytest.raises(ValueError, match="hedge_share"):
-        ServiceConfig(hedge_share=2.0).validate()
+        ServiceConfig.from_env({"CLOUDROI_HEDGE_SHARE": "2"})
     state = await ServiceState.start(config)
     try:
         assert state.context.hedging is None

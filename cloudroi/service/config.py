@@ -326,6 +326,20 @@ SETTINGS: tuple[Setting, ...] = (
         "and cost one wasted round trip per origin).",
     ),
     Setting(
+        "CLOUDROI_HEDGE",
+        "hedge",
+        _bool,
+        "Send an HTTP range GET again when its first byte is later than the 95th percentile of "
+        "recent ones at its origin (at least 50 ms); the first answer wins, the other is "
+        "cancelled. Cuts an object store's latency tail.",
+    ),
+    Setting(
+        "CLOUDROI_HEDGE_SHARE",
+        "hedge_share",
+        float,
+        "Most extra GETs hedging may send, as a share of all GETs sent.",
+    ),
+    Setting(
         "CLOUDROI_S3_ENDPOINT_URL",
         "s3_endpoint_url",
         str,
