@@ -9,10 +9,10 @@ One RangeServer on 127.0.0.1 answers every GET after ``--latency`` seconds, and 
 
 W1 (the suite's "cold open + one 512x512 window of dem"): two Contexts in this process, one
 without hedging and one with the default ``HedgePolicy``, both without block, decoded or header
-caches, so every read opens the file and fetches its blocks again; their reads alternate, one
-at a time. ``/region``: two ``cloudroi`` services (hedging off, on; both in one process of
-their own, each with its own Context), block and decoded caches off, asked in turn for
-512 x 512 windows of the sample COG as ``.npy``.
+caches, so every read opens the file and fetches its blocks again. ``/region``: two ``cloudroi``
+services (hedging off, on; both in one process of their own, each with its own Context), block
+and decoded caches off, asked for 512 x 512 windows of the sample COG as ``.npy``. The sides
+take turns, one request at a time, each going first every other round.
 
 Both start with ``--warmup`` unmeasured reads per side (the hedging learns the origin's
 first-byte times; a running service is warm). Every answer's pixels are checked against the
@@ -79,6 +79,11 @@ class Side:
         }
 
 
+def in_turn(i: int) -> tuple[str, ...]:
+    """The sides in the order of round ``i``: each goes first every other round."""
+    return MODES if i % 2 == 0 else MODES[::-1]
+
+
 # -- W1 in this process --------------------------------------------------------------------
 
 
@@ -142,8 +147,8 @@ async def bench_w1(url: str, window: list[int], want: np.ndarray, args: Any) -> 
         for _ in range(args.warmup):
             for m in MODES:
                 await w1_once(contexts[m], url, window, want, Side())
-        for _ in range(args.runs):
-            for m in MODES:
+        for i in range(args.runs):
+            for m in in_turn(i):
                 await w1_once(contexts[m], url, window, want, sides[m])
     finally:
         for ctx in contexts.values():
@@ -246,7 +251,7 @@ async def bench_region(url: str, prefix: str, want: np.ndarray, args: Any) -> di
             for m in MODES:
                 await wait_healthy(session, bases[m])
             for i in range(args.warmup + args.requests):
-                for m in MODES:
+                for m in in_turn(i):
                     took, ok = await region_once(
                         session, bases[m], url, cells[i % len(cells)], want
                     )
