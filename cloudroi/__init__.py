@@ -42,6 +42,7 @@ from .errors import (
 from .image import Image, ImageOptions
 from .opening import open_image
 from .read.fetch import RetryPolicy
+from .read.hedge import HedgePolicy
 from .read.plan import ReadPlan
 from .source.base import RangeSource
 from .source.memory import MemorySource
@@ -69,6 +70,7 @@ __all__ = [
     "CloudROIError",
     "Context",
     "ContextOptions",
+    "HedgePolicy",
     "Image",
     "ImageOptions",
     "ImageSpec",

@@ -24,6 +24,7 @@ from .cache import LRUCache
 from .errors import SourceError
 from .read.blocks import Inflight
 from .read.fetch import RetryPolicy
+from .read.hedge import HedgePolicy, Hedging
 from .read.jpeg_ijg import JpegDecoder, check_jpeg_decoder
 from .source.base import RangeSource
 from .source.file import FileSource
@@ -148,6 +149,10 @@ class ContextOptions:
     #: override it): "turbo" or "ijg9" (see ``cloudroi.read.jpeg_ijg``). Default:
     #: $CLOUDROI_JPEG_DECODER, else "turbo".
     jpeg_decoder: JpegDecoder = field(default_factory=default_jpeg_decoder)
+    #: Hedged range GETs (``cloudroi.read.hedge``): a GET whose first byte is later than
+    #: recent ones at its origin is sent again, within a budget. None: never (the library's
+    #: default; the service turns it on).
+    hedge: HedgePolicy | None = None
 
 
 class Context:
@@ -193,6 +198,8 @@ class Context:
         self.header_sizes = header_sizes if header_sizes is not None else default_header_sizes()
         self.executor: Executor = executor if executor is not None else default_executor()
         self.inflight = Inflight()
+        #: First-byte latencies per origin and the duplicate budget, when hedging is on.
+        self.hedging = Hedging(options.hedge) if options.hedge is not None else None
         #: Default stretches computed (process-wide LRU), those being computed on this loop (so
         #: that concurrent requests share one computation), and how many were computed here.
         self.stretch_cache = stretch_cache if stretch_cache is not None else default_stretch_cache()

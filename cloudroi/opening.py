@@ -106,7 +106,7 @@ async def _open_with(
     jpeg_decoder = check_jpeg_decoder(opts.jpeg_decoder or ctx.options.jpeg_decoder)
     source = await _source(ctx, target, opts)
     limiter = asyncio.Semaphore(ctx.options.max_concurrency)
-    fetcher = Fetcher(source, stats, limiter, ctx.options.retry)
+    fetcher = Fetcher(source, stats, limiter, ctx.options.retry, ctx.hedging)
     try:
         meta, prefix, structure = await _structure(ctx, fetcher, opts)
     except BaseException:

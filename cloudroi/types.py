@@ -132,6 +132,10 @@ class Stats:
     preloaded_tiles: int = 0
     preloaded_bytes: int = 0
     retries: int = 0
+    #: GETs sent a second time because their first byte was late (``cloudroi.read.hedge``;
+    #: counted in ``requests`` too), and how many of those duplicates answered first.
+    hedged: int = 0
+    hedge_wins: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)

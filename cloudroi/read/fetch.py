@@ -6,6 +6,9 @@ TIFF: ``cloudroi.read.blocks`` owns block bytes (caches, in-flight sharing) and 
 ranges. A source that declares ``MultiRangeSource`` may be asked for several ranges in one
 request; a ``RequestCounter`` source says how many requests it really sent (redirect hops
 included, none for bytes already in memory), any other source costs one request per call.
+
+With a ``Hedging`` (``cloudroi.read.hedge``), a first attempt against a ``Hedgeable`` source
+whose first byte is late is sent again; the duplicate shares the attempt's concurrency slot.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from ..errors import ObjectChangedError, TransientError
-from ..source.base import MultiRangeSource, RangeSource, RequestCounter
+from ..source.base import Hedgeable, MultiRangeSource, RangeSource, RequestCounter
 from ..tasks import gather_all
 from ..types import ByteRange, ObjectMeta, Stats
+from .hedge import Hedging
 
 __all__ = ["Fetcher", "Purpose", "RetryPolicy"]
 
@@ -52,10 +56,12 @@ class Fetcher:
         stats: Stats,
         limiter: asyncio.Semaphore,
         retry: RetryPolicy,
+        hedging: Hedging | None = None,
     ) -> None:
         self.stats = stats
         self._limiter = limiter
         self._retry = retry
+        self._hedging = hedging
         self._seen = 0
         self.source = source
 
@@ -117,7 +123,7 @@ class Fetcher:
                 self.stats.requests += 1
             try:
                 async with self._limiter:
-                    return await send()
+                    return await self._send(send, first=attempt == 0)
             except TransientError as exc:
                 attempt += 1
                 if attempt >= self._retry.attempts:
@@ -126,6 +132,13 @@ class Fetcher:
                 await asyncio.sleep(self._retry.delay(attempt, exc.retry_after))
             finally:
                 self._count_sent()
+
+    async def _send(self, send: Callable[[], Awaitable[T]], *, first: bool) -> T:
+        """One attempt: through the hedging (timed, maybe sent twice) where it applies."""
+        src, hedging = self._source, self._hedging
+        if hedging is None or not isinstance(src, Hedgeable):
+            return await send()
+        return await hedging.send(src.origin, send, self.stats, may_hedge=first)
 
     async def get(self, rng: ByteRange, purpose: Purpose) -> bytes:
         """Exactly the bytes of ``rng``; transient failures retried per the policy."""

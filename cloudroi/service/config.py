@@ -69,6 +69,10 @@ class ServiceConfig:
     max_upstream_connections: int = 64
     #: Ask HTTP upstreams for a read's ranges in one multi-range GET (see ImageOptions).
     multirange: bool = False
+    #: Hedge HTTP range GETs whose first byte is late (``cloudroi.read.hedge``), with at most
+    #: ``hedge_share`` extra GETs.
+    hedge: bool = True
+    hedge_share: float = 0.05
     #: endpoint_url for s3:// sources (MinIO, moto, other S3-compatible stores).
     s3_endpoint_url: str | None = None
     #: Read S3 without credentials (public buckets).
@@ -160,6 +164,8 @@ class ServiceConfig:
                 raise ValueError("API keys are non-empty and hold no spaces or commas")
 
     def _validate_tiles(self) -> None:
+        if not 0.0 <= self.hedge_share <= 1.0:
+            raise ValueError("hedge_share is 0..1")
         if self.tile_outside not in ("empty", "transparent"):
             raise ValueError("tile_outside is 'empty' or 'transparent'")
         if self.tile_max_age < 0 or self.cache_max_age < 0:
@@ -318,6 +324,20 @@ SETTINGS: tuple[Setting, ...] = (
         "Ask HTTP upstreams for a read's byte ranges in one multi-range GET (fewer requests "
         "where they answer `multipart/byteranges`, as nginx and Apache do; S3 and GCS do not, "
         "and cost one wasted round trip per origin).",
+    ),
+    Setting(
+        "CLOUDROI_HEDGE",
+        "hedge",
+        _bool,
+        "Send an HTTP range GET again when its first byte is later than the 95th percentile of "
+        "recent ones at its origin (at least 50 ms); the first answer wins, the other is "
+        "cancelled. Cuts an object store's latency tail.",
+    ),
+    Setting(
+        "CLOUDROI_HEDGE_SHARE",
+        "hedge_share",
+        float,
+        "Most extra GETs hedging may send, as a share of all GETs sent.",
     ),
     Setting(
         "CLOUDROI_S3_ENDPOINT_URL",

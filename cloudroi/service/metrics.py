@@ -66,6 +66,8 @@ class Metrics:
         self.block_cache_misses = 0
         self.decoded_cache_hits = 0
         self.header_cache_hits = 0
+        self.upstream_hedged = 0
+        self.upstream_hedge_wins = 0
         self.shed = 0
         self.in_flight = 0
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
@@ -86,6 +88,8 @@ class Metrics:
         self.block_cache_misses += stats.cache_misses
         self.decoded_cache_hits += stats.decoded_cache_hits
         self.header_cache_hits += stats.header_cache_hits
+        self.upstream_hedged += stats.hedged
+        self.upstream_hedge_wins += stats.hedge_wins
 
     def render(self) -> str:
         """The Prometheus text exposition of every family."""
@@ -151,6 +155,16 @@ class Metrics:
                 "cloudroi_header_cache_hits_total",
                 "Opens that reused a parsed header.",
                 self.header_cache_hits,
+            ),
+            (
+                "cloudroi_upstream_hedged_total",
+                "Storage GETs sent a second time because their first byte was late.",
+                self.upstream_hedged,
+            ),
+            (
+                "cloudroi_upstream_hedge_wins_total",
+                "Hedged GETs whose second copy answered first.",
+                self.upstream_hedge_wins,
             ),
             (
                 "cloudroi_requests_shed_total",

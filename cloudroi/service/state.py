@@ -12,6 +12,7 @@ import os
 import aiohttp
 
 from ..context import Context, ContextOptions
+from ..read.hedge import HedgePolicy
 from ..region.warmup import warm_up
 from .budget import MemoryBudget
 from .config import ServiceConfig
@@ -70,6 +71,7 @@ class ServiceState:
             read_timeout=config.upstream_read_timeout,
             storage_options=config.storage_options(),
             trust_env=False,
+            hedge=HedgePolicy(share=config.hedge_share) if config.hedge else None,
         )
         state = cls(config, policy, guarded_context(policy, options, resolver=resolver), Metrics())
         state._gauges()

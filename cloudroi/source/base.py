@@ -22,12 +22,17 @@ checked with ``isinstance`` (all are ``runtime_checkable``; a source implements 
     ones too) and attempts that failed on the wire. ``MemorySource`` and ``PrefetchedSource``
     send none (their reads cost no request) and stay at 0. The caller counts one request per
     call for a source that is no ``RequestCounter`` (file, fsspec).
+``Hedgeable``
+    a source whose GETs may be hedged (``cloudroi.read.hedge``): it names the ``origin`` that
+    serves its bytes and calls the ``first_byte`` callback set for the running task when a
+    GET's status line and headers have arrived. ``HTTPSource`` only.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -36,10 +41,13 @@ from ..types import ByteRange, ObjectMeta
 
 __all__ = [
     "ContentRange",
+    "Hedgeable",
     "MultiRangeSource",
     "RangeSource",
     "RequestCounter",
     "check_content_range",
+    "first_byte",
+    "notify_first_byte",
     "parse_content_range",
 ]
 
@@ -88,6 +96,30 @@ class RequestCounter(Protocol):
     def requests_sent(self) -> int:
         """Requests sent so far by this source; only grows."""
         ...
+
+
+@runtime_checkable
+class Hedgeable(Protocol):
+    """A source whose GETs report their first byte through ``first_byte`` (so they may be
+    hedged), per ``origin``."""
+
+    @property
+    def origin(self) -> str:
+        """Where the bytes come from (scheme://host:port after redirects): latencies are
+        tracked per origin."""
+        ...
+
+
+#: Called (by a ``Hedgeable`` source, in the task that sends the GET) when a GET's first byte
+#: arrived: its status line and headers, before the body. None: nobody is listening.
+first_byte: ContextVar[Callable[[], None] | None] = ContextVar("cloudroi_first_byte", default=None)
+
+
+def notify_first_byte() -> None:
+    """Tell whoever timed the current GET that its first byte arrived."""
+    hook = first_byte.get()
+    if hook is not None:
+        hook()
 
 
 @dataclass(frozen=True, slots=True)

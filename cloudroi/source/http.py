@@ -34,10 +34,12 @@ from ..errors import (
 )
 from ..types import ByteRange, ObjectMeta
 from .base import (
+    Hedgeable,
     MultiRangeSource,
     RangeSource,
     RequestCounter,
     check_content_range,
+    notify_first_byte,
     parse_content_range,
 )
 from .client_errors import describe_client_error
@@ -125,7 +127,8 @@ def _same_date(a: str, b: str) -> bool:
 class HTTPSource:
     """Ranges of one HTTP(S) object through a shared ``aiohttp.ClientSession``.
 
-    A ``RangeSource``, a ``MultiRangeSource`` and a ``RequestCounter`` (see ``.base``). The
+    A ``RangeSource``, a ``MultiRangeSource``, a ``RequestCounter`` and ``Hedgeable`` (see
+    ``.base``). The
     session is borrowed, not owned: the caller (a ``cloudroi.Context``) closes it.
     """
 
@@ -164,8 +167,9 @@ class HTTPSource:
         return self._requests_sent
 
     @property
-    def _origin(self) -> str:
-        """The origin that serves the object's bytes (after redirects), as Context keys it."""
+    def origin(self) -> str:
+        """The origin that serves the object's bytes (after redirects), as Context keys it
+        (``Hedgeable``)."""
         target = self._target
         if target is None or not target.absolute:
             return self.url
@@ -310,7 +314,7 @@ class HTTPSource:
     @property
     def multirange(self) -> bool:
         """Whether a multi-range GET is worth trying: not refused by this origin before."""
-        return self._origin not in self._refused
+        return self.origin not in self._refused
 
     async def read_many(self, ranges: Sequence[ByteRange]) -> list[bytes] | None:
         """Several ranges (sorted, disjoint, at least two) in one GET, each exactly; None when
@@ -387,8 +391,8 @@ class HTTPSource:
             content.read_nowait(MAX_LINE)
 
     def _refuse(self, why: str) -> None:
-        self._refused[self._origin] = why
-        log.info("%s: no multi-range GETs from now on (%s)", self._origin, why)
+        self._refused[self.origin] = why
+        log.info("%s: no multi-range GETs from now on (%s)", self.origin, why)
 
     async def _send_headers(self, headers: dict[str, str]) -> aiohttp.ClientResponse:
         """GET with ``headers``, redirects followed here (not by aiohttp): straight to the end
@@ -403,6 +407,7 @@ class HTTPSource:
             )
             resp.close()
             resp = await self._follow(self._start, headers)
+        notify_first_byte()
         return resp
 
     async def _follow(self, url: URL, headers: dict[str, str]) -> aiohttp.ClientResponse:
@@ -478,5 +483,7 @@ def _without_credentials(headers: dict[str, str]) -> dict[str, str]:
 
 if TYPE_CHECKING:  # the capabilities HTTPSource declares, checked by mypy
 
-    def _declared(s: HTTPSource) -> tuple[RangeSource, MultiRangeSource, RequestCounter]:
-        return s, s, s
+    def _declared(
+        s: HTTPSource,
+    ) -> tuple[RangeSource, MultiRangeSource, RequestCounter, Hedgeable]:
+        return s, s, s, s

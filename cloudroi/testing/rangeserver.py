@@ -5,10 +5,10 @@ It serves named byte strings with single-range GETs (206 + Content-Range), multi
 whole object, as S3 answers them), HEAD, strong ETags (or none, ``etags=False``), Last-Modified
 (``last_modified=True``; every version of a path gets a later second than the one before),
 ``If-Match`` and ``If-Unmodified-Since`` (412 on mismatch) and 416 past the end, counts every
-request and body byte (multipart framing included), and can add a fixed latency per request (to
-model an object store's first-byte time). ``alternate`` serves several versions of one path in
-turn, one per request, as an object rewritten between requests would be. It runs its own event
-loop in a background thread, so synchronous code (rasterio/GDAL, tifffile+fsspec) can use it too.
+request and body byte (multipart framing included), and can add a latency per request (fixed or
+drawn per request by ``LongTail``: an object store's first-byte time). ``alternate`` serves versions
+of one path in turn, one per request, as an object rewritten between requests would be. It runs its
+own event loop in a background thread, so synchronous code (rasterio/GDAL, fsspec) can use it too.
 
 ``fault`` is a hook for fault-injection: a callable that sees each request and may return a
 ``Fault`` describing how to misbehave (see ``cloudroi.testing.faults``).
@@ -106,7 +106,7 @@ class RangeServer:
         self,
         files: Mapping[str, bytes] | None = None,
         *,
-        latency: float = 0.0,
+        latency: float | Callable[[web.Request], float] = 0.0,
         fault: FaultHook | None = None,
         etags: bool = True,
         last_modified: bool = False,
@@ -197,6 +197,12 @@ class RangeServer:
         with self._lock:
             return sum(e.body_bytes for e in self.log)
 
+    @property
+    def open_connections(self) -> int:
+        """Client connections open now (not those closed whose handler still runs)."""
+        handlers = self._runner.server.connections if self._runner and self._runner.server else []
+        return sum(1 for h in handlers if h.transport is not None and not h.transport.is_closing())
+
     def _record(self, request: web.Request, status: int, nbytes: int) -> None:
         with self._lock:
             self.log.append(
@@ -213,8 +219,8 @@ class RangeServer:
     # -- serving ---------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        if self.latency:
-            await asyncio.sleep(self.latency)
+        if delay := self.latency(request) if callable(self.latency) else self.latency:
+            await asyncio.sleep(delay)
         version = self._version(request.path)
         if version is None:
             self._record(request, 404, 0)
