@@ -45,6 +45,7 @@ from .image import Image, ImageOptions
 from .opening import open_image
 from .read.fetch import RetryPolicy
 from .read.plan import ReadPlan
+from .region.expression import Expression, ExpressionError
 from .source.base import RangeSource
 from .source.memory import MemorySource
 from .types import ByteRange, ObjectMeta, Stats, Tile, Window
@@ -66,6 +67,8 @@ __all__ = [
     "ByteRange",
     "CRS",
     "CRSError",
+    "Expression",
+    "ExpressionError",
     "CloudROIError",
     "Context",
     "ContextOptions",

@@ -245,6 +245,7 @@ def test_document_lists_every_endpoint(live: LiveService) -> None:
         "width",
         "height",
         "bands",
+        "expression",
         "format",
         "rescale",
         "quality",

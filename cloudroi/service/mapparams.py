@@ -4,8 +4,9 @@ with the shared rules of ``cloudroi.region.args``.
 
 Map clients add parameters of their own to tile URLs (cache busters, access tokens): those are
 ignored here, never an error, and never part of a tile's ETag. Parameters TiTiler defines that
-would change the pixels and that cloudroi does not implement yet (``expression``,
-``algorithm``...) are refused with 400 rather than silently ignored.
+would change the pixels and that cloudroi does not implement yet (``algorithm``...), or not on
+that endpoint (``expression`` on points and statistics), are refused with 400 rather than
+silently ignored.
 """
 
 from __future__ import annotations
@@ -14,9 +15,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..colormaps import Colormap
-from ..region import args
+from ..region import Expression, args
 from ..region.args import MAX_SIDE, ArgumentError
-from .params import COLORMAP_NAME_PARAM, COLORMAP_PARAM, URL_PARAM, Param, as_problem
+from .params import (
+    COLORMAP_NAME_PARAM,
+    COLORMAP_PARAM,
+    EXPRESSION_PARAM,
+    URL_PARAM,
+    Param,
+    as_problem,
+)
 from .problems import bad_request
 
 __all__ = [
@@ -36,12 +44,14 @@ __all__ = [
 MAX_TILESIZE = 2048
 #: TiTiler parameters that change the pixels and are not implemented here yet.
 UNSUPPORTED = (
-    "expression",
     "color_formula",
     "algorithm",
     "algorithm_params",
     "post_process",
 )
+#: TiTiler parameters that change the pixels and that only some endpoints implement: refused
+#: where the endpoint does not declare them.
+DECLARED_ONLY = ("expression",)
 #: TiTiler parameters that change pixels unless they hold their neutral value: accepted at
 #: that value, refused (not silently dropped) otherwise.
 NEUTRAL = {
@@ -130,6 +140,7 @@ STYLE_PARAMS: tuple[Param, ...] = (
     URL_PARAM,
     _BIDX,
     _BANDS,
+    EXPRESSION_PARAM,
     _NODATA,
     _RESAMPLING,
     _REPROJECT,
@@ -178,6 +189,8 @@ class Style:
     bands: tuple[int, ...] | None = None
     nodata: float | None = None
     io_resampling: str = "nearest"
+    #: band math (not with bands): its outputs are the bands shown
+    expression: Expression | None = None
     kernel: str = "nearest"
     rescale: tuple[tuple[float, float], ...] = ()
     return_mask: bool = True
@@ -235,9 +248,8 @@ def lenient(
     kept: list[tuple[str, str]] = []
     for raw, value in items:
         name = _ALIASES.get(raw, raw)
-        if (name in UNSUPPORTED and value) or value.strip() not in NEUTRAL.get(
-            name, (value.strip(),)
-        ):
+        unsupported = name in UNSUPPORTED or (name in DECLARED_ONLY and name not in known)
+        if (unsupported and value) or value.strip() not in NEUTRAL.get(name, (value.strip(),)):
             raise bad_request(
                 f"parameter {name!r} is not supported by this service yet",
                 code="unsupported_parameter",
@@ -283,8 +295,16 @@ def style(q: dict[str, list[str]], fmt: str | None = None) -> Style:
     text_fmt = fmt or _one(q, "format")
     nodata, quality = _one(q, "nodata"), _one(q, "quality")
     mask = _one(q, "return_mask")
+    text = _one(q, "expression")
+    expression = args.expression(text) if text is not None else None
+    bands = _bands(q)
+    if expression is not None and bands is not None:
+        raise ArgumentError(
+            "expression", "give bidx or expression, not both", "conflicting_parameters"
+        )
     return Style(
-        bands=_bands(q),
+        bands=bands,
+        expression=expression,
         nodata=_nodata(nodata) if nodata is not None else None,
         io_resampling=args.io_resampling(_one(q, "resampling") or "nearest"),
         kernel=args.kernel(_one(q, "reproject") or "nearest"),
