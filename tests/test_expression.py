@@ -23,6 +23,7 @@ from affine import Affine
 from aiohttp.test_utils import TestClient, TestServer
 
 import cloudroi
+from cloudroi.cli import main as cli_main
 from cloudroi.errors import BandError, CloudROIError
 from cloudroi.region import (
     ArgumentError,
@@ -285,6 +286,30 @@ async def test_library_equals_rio_tiler(
             plan_region(img, RegionRequest(max_size=64, expression=parse_expression("b5")))
 
 
+async def test_other_kernels_warp_each_band_with_its_nodata(
+    upstream: Upstream, files: dict[str, Path]
+) -> None:
+    """Bilinear: a band's nodata pixels are not blended into its neighbours, and the output is
+    valid where every band is (rio-tiler's mask exactly); the values are those of each band's
+    own warp (the warp's agreement with GDAL is tests/test_warp_*'s subject)."""
+    z, x, y = 11, 1028, 1004  # nodata of b3 and b4 in different places
+    async with await cloudroi.open(upstream.url("four.tif")) as img:
+        ours = await img.tile(x, y, z, expression=NDVI, resampling="bilinear")
+        b3 = await img.tile(x, y, z, bands=(3,), resampling="bilinear")
+        b4 = await img.tile(x, y, z, bands=(4,), resampling="bilinear")
+    ref = _rio(files["four"], "tile", x, y, z, expression=NDVI, reproject_method="bilinear")
+    ref_valid = ~np.logical_or.reduce(np.ma.getmaskarray(ref.array), axis=0)
+    assert ours.mask is not None
+    assert b3.mask is not None
+    assert b4.mask is not None
+    valid = ours.mask > 0
+    np.testing.assert_array_equal(valid, ref_valid)
+    np.testing.assert_array_equal(valid, (b3.mask > 0) & (b4.mask > 0))
+    assert 0 < valid.sum() < valid.size
+    own = parse_expression(NDVI).evaluate(np.concatenate([b3.data, b4.data]))
+    np.testing.assert_array_equal(ours.data[:, valid], own[:, valid])
+
+
 async def test_only_the_bands_named_are_fetched(upstream: Upstream, files: dict[str, Path]) -> None:
     """A band-separate file: an expression over b2 and b4 fetches their blocks and no other."""
     with tifffile.TiffFile(files["planar"]) as tif:
@@ -387,6 +412,13 @@ async def test_service_endpoints_equal_rio_tiler(
     )
     assert status == 200, body
     assert _npy(body).shape == (2, 200, 200)  # the output and the mask band
+    # an empty expression is none, as TiTiler has it
+    status, _, body = await _get(client, f"/cog/tiles/WebMercatorQuad/{z}/{x}/{y}.npy", url=url)
+    status_empty, _, empty = await _get(
+        client, f"/cog/tiles/WebMercatorQuad/{z}/{x}/{y}.npy", url=url, expression=""
+    )
+    assert status == status_empty == 200
+    assert empty == body
     status, _, body = await _get(client, "/tilejson.json", url=url, expression=NDVI)
     assert status == 200
     assert "expression=%28b4-b3%29" in json.loads(body)["tiles"][0]
@@ -479,27 +511,56 @@ async def test_openapi_documents_the_parameter(client: Client) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def test_cli_read_and_tile(upstream: Upstream, files: dict[str, Path], tmp_path: Path) -> None:
+def test_cli_read_and_tile(
+    upstream: Upstream, files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = upstream.url("four.tif")
-    out = tmp_path / "ndvi.npy"
-    result = run_cli("read", url, "--window", "0,0,300,200", "--expression", NDVI, "-o", str(out))
-    assert result.returncode == 0, result.stderr
-    arr = np.load(out)
-    assert arr.shape == (1, 200, 300)
-    assert arr.dtype == np.float32
-    tile = tmp_path / "t.npy"
     z, x, y = TILES[0]
+    tile = tmp_path / "t.npy"
+    # the installed command, end to end (one subprocess: they cost seconds on a busy machine)
     result = run_cli("tile", url, str(z), str(x), str(y), "--expression", TWO, "-o", str(tile))
     assert result.returncode == 0, result.stderr
     ref = _rio(files["four"], "tile", x, y, z, expression=TWO)
     got = np.load(tile)
     valid = ~np.logical_or.reduce(np.ma.getmaskarray(ref.array), axis=0)
     np.testing.assert_allclose(got[:, valid], ref.array.data[:, valid], rtol=6e-8)
-    result = run_cli(
-        "read", url, "--window", "0,0,8,8", "--bands", "1", "--expression", NDVI, "-o", str(out)
+    # the rest in process: the same main()
+    out = tmp_path / "ndvi.npy"
+    assert (
+        cli_main(["read", url, "--window", "0,0,300,200", "--expression", NDVI, "-o", str(out)])
+        == 0
     )
-    assert result.returncode == 2
-    assert "not allowed with" in result.stderr
-    result = run_cli("read", url, "--window", "0,0,8,8", "--expression", "b9", "-o", str(out))
-    assert result.returncode == 2
-    assert "b9" in result.stderr
+    arr = np.load(out)
+    assert arr.shape == (1, 200, 300)
+    assert arr.dtype == np.float32
+    png = tmp_path / "ndvi.png"
+    assert (
+        cli_main(["read", url, "--window", "0,0,300,200", "--expression", NDVI, "-o", str(png)])
+        == 0
+    )
+    assert "shown as 0..255" in capsys.readouterr().err  # the expression's default stretch
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(
+            [
+                "read",
+                url,
+                "--window",
+                "0,0,8,8",
+                "--bands",
+                "1",
+                "--expression",
+                NDVI,
+                "-o",
+                str(out),
+            ]
+        )
+    assert exit_info.value.code == 2
+    assert "not allowed with" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["read", url, "--window", "0,0,8,8", "--expression", "b1.real", "-o", str(out)])
+    assert exit_info.value.code == 2
+    assert "attribute" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # a usage error, naming the band
+        cli_main(["read", url, "--window", "0,0,8,8", "--expression", "b9", "-o", str(out)])
+    assert exit_info.value.code == 2
+    assert "b9" in capsys.readouterr().err

@@ -230,21 +230,29 @@ def _warp_each(
     count: int,
     dtype: np.dtype[Any],
 ) -> tuple[npt.NDArray[Any], npt.NDArray[np.uint8]]:
-    """Each band of ``blocks`` warped on its own (its nodata test its own): the bands and
-    where all of them are valid (0/255)."""
+    """The bands of ``blocks`` warped, each with its own nodata test: the bands and where all
+    of them are valid (0/255). Nearest neighbour copies source values, so one warp without
+    nodata and a test of each band after it is the same; other kernels must not blend a band's
+    nodata values, so each band is warped on its own."""
     from ..warp import SourceBlock, execute
 
     shape = (plan.dst.height, plan.dst.width)
     if not blocks:  # nothing of the source under the grid: all invalid
         return np.zeros((count, *shape), dtype), np.zeros(shape, np.uint8)
+    if nodata is None or plan.resampling == "nearest":
+        result = execute(plan, blocks)
+        shared = np.where(result.mask, 255, 0).astype(np.uint8)
+        valid = _valid(result.data, shared, nodata)
+        assert valid is not None
+        return result.data, np.where(valid, 255, 0).astype(np.uint8)
     data = np.empty((count, *shape), dtype)
-    valid = np.ones(shape, np.bool_)
+    every = np.ones(shape, np.bool_)
     for i in range(count):
         one = [SourceBlock(b.window, b.data[i : i + 1], b.valid) for b in blocks]
-        result = execute(plan, one, src_nodata=None if nodata is None else float(nodata))
+        result = execute(plan, one, src_nodata=float(nodata))
         data[i] = result.data[0]
-        valid &= result.mask
-    return data, np.where(valid, 255, 0).astype(np.uint8)
+        every &= result.mask
+    return data, np.where(every, 255, 0).astype(np.uint8)
 
 
 def estimate_warped_expression(

@@ -296,7 +296,7 @@ def style(q: dict[str, list[str]], fmt: str | None = None) -> Style:
     nodata, quality = _one(q, "nodata"), _one(q, "quality")
     mask = _one(q, "return_mask")
     text = _one(q, "expression")
-    expression = args.expression(text) if text is not None else None
+    expression = args.expression(text) if text and text.strip() else None  # TiTiler: "" is none
     bands = _bands(q)
     if expression is not None and bands is not None:
         raise ArgumentError(
