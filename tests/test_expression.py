@@ -96,6 +96,18 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     # band-separate (PLANARCONFIG=SEPARATE), incompressible: each band's blocks are its own
     planar = rng.integers(0, 65535, (4, 512, 512), dtype=np.uint16)
     f64 = np.stack([xx[:256, :256] + 0.25, yy[:256, :256] - 100.0]).astype(np.float64)
+    rgb = rng.integers(1, 255, (3, 400, 500), dtype=np.uint8)
+    mask = np.full((400, 500), 255, np.uint8)
+    mask[50:150, 60:300] = 0
+    masked = d / "masked.tif"
+    profile: dict[str, Any] = {"driver": "GTiff", "width": 500, "height": 400, "count": 3}
+    profile.update(dtype="uint8", crs="EPSG:3857", transform=GT)
+    with quiet(), rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.MemoryFile() as mem:
+        with mem.open(**profile) as ds:
+            ds.write(rgb)
+            ds.write_mask(mask)
+        with mem.open() as ds:
+            rasterio.shutil.copy(ds, masked, driver="COG", BLOCKSIZE=256)
     return {
         "four": _write(d / "four.tif", four, 0, BLOCKSIZE=256),
         "planar": _write(
@@ -109,6 +121,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             INTERLEAVE="BAND",
         ),
         "f64": _write(d / "f64.tif", f64, None, BLOCKSIZE=256),
+        "masked": masked,
     }
 
 
@@ -199,7 +212,7 @@ def test_hostile_expressions_are_typed_errors_fast(text: str) -> None:
     started = time.perf_counter()
     with pytest.raises(ExpressionError) as info:
         parse_expression(text)
-    assert time.perf_counter() - started < 0.1
+    assert time.perf_counter() - started < 1  # typically < 2 ms; generous on a busy machine
     err = info.value
     assert isinstance(err, CloudROIError)
     assert isinstance(err, ArgumentError)
@@ -212,7 +225,7 @@ def test_evaluation_is_float_bounded_and_warning_free() -> None:
     data = np.array([[[0, 1, 3, 65535]], [[0, 0, 2, 1]]], np.uint16)
     started = time.perf_counter()
     big = parse_expression("b1**99999999").evaluate(data[:1])  # floats: overflows to inf at once
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 1
     top = np.finfo(np.float32).max
     np.testing.assert_array_equal(big[0, 0], [0, 1, top, top])  # inf -> largest float32
     out = parse_expression("b1/b2;log(b2);where(b1 > b2, b1, -1);(B1 < b2) | ~(b2 == 2)").evaluate(
@@ -349,6 +362,20 @@ async def test_only_the_bands_named_are_fetched(upstream: Upstream, files: dict[
     assert results["b4-b2"][1] <= bytes_all * 0.51
     assert results["b3"][1] <= bytes_all * 0.26
     print("planar 512x512x4 (tile GETs, tile bytes, blocks):", results)
+
+
+async def test_an_internal_mask_is_every_bands_validity(
+    upstream: Upstream, files: dict[str, Path]
+) -> None:
+    """uint8 RGB with a GDAL internal mask: the shared mask decides, as in rio-tiler."""
+    text = "b1/b2;b3-b1"
+    async with await cloudroi.open(upstream.url("masked.tif")) as img:
+        assert img.has_mask
+        tile = await img.tile(512, 500, 10, expression=text)
+        plan = plan_region(img, RegionRequest(max_size=256, expression=parse_expression(text)))
+        preview = await read_region(img, plan)
+    assert 0 < _agree(tile, _rio(files["masked"], "tile", 512, 500, 10, expression=text)) < 65536
+    _agree(preview, _rio(files["masked"], "preview", max_size=256, expression=text))
 
 
 async def test_float64_sources_stay_float64(upstream: Upstream, files: dict[str, Path]) -> None:
