@@ -299,6 +299,21 @@ async def test_library_equals_rio_tiler(
             plan_region(img, RegionRequest(max_size=64, expression=parse_expression("b5")))
 
 
+async def test_statistics_equal_rio_tilers(upstream: Upstream, files: dict[str, Path]) -> None:
+    async with await cloudroi.open(upstream.url("four.tif")) as img:
+        ours = await img.statistics(expression=TWO)
+        with pytest.raises(ExpressionError, match="not both"):
+            await img.statistics(bands=1, expression=TWO)
+    ref = _rio(files["four"], "statistics", expression=TWO)
+    assert list(ours) == list(ref) == ["b1", "b2"]
+    for key, theirs in ref.items():
+        mine, expected = ours[key].as_dict(), theirs.model_dump()
+        assert mine["description"] == expected["description"]
+        assert mine["valid_pixels"] == expected["valid_pixels"] > 400_000
+        for name in ("min", "max", "mean", "percentile_2", "percentile_98"):
+            assert mine[name] == pytest.approx(expected[name], rel=1e-6), name
+
+
 async def test_other_kernels_warp_each_band_with_its_nodata(
     upstream: Upstream, files: dict[str, Path]
 ) -> None:

@@ -195,18 +195,27 @@ class GeoVerbs:
         nodata: float | int | None = None,
         max_tiles: int | None = None,
         max_bytes: int | None = None,
+        expression: str | Expression | None = None,
     ) -> dict[str, BandStatistics]:
         """Statistics of each band (default: all but alpha) as rio-tiler's
         ``Reader.statistics()`` computes them: {"b1": BandStatistics, ...}, on the image (or
         ``level``) read to fit ``max_size`` (None: full size) from the overview GDAL picks,
         nearest neighbour. Invalid pixels (``nodata``, default the image's; else alpha or
         the internal mask; NaN) are left out. ``histogram_bins``: a count or the bin edges;
-        ``categorical`` counts each distinct value (or each of ``categories``) instead."""
+        ``categorical`` counts each distinct value (or each of ``categories``) instead. With
+        ``expression`` (not with ``bands``): each output's, keyed "b1", "b2"... in output order
+        and described by its expression, over the pixels where every band it names is valid."""
+        from dataclasses import replace
+
         from .stats import check_options
         from .summary import measure, plan_statistics
 
+        expr = _expression(expression, bands)
         opts = check_options(percentiles, histogram_bins, histogram_range, categorical, categories)
-        plan = plan_statistics(self._image, bands, max_size, level)
+        if expr is not None:
+            expr.check_bands(self._image.count)
+            bands = expr.bands
+        plan = replace(plan_statistics(self._image, bands, max_size, level), expression=expr)
         return await measure(
             self._image, plan, opts, nodata=nodata, max_tiles=max_tiles, max_bytes=max_bytes
         )
