@@ -524,13 +524,38 @@ async def test_service_refusals(
         assert time.perf_counter() - started < 2
 
 
-async def test_point_and_statistics_refuse_expression(client: Client, upstream: Upstream) -> None:
-    url = upstream.url("four.tif")
-    lon, lat = 0.5, 85.0
-    for path in (f"/point/{lon},{lat}", "/cog/statistics"):
-        status, _, body = await _get(client, path, url=url, expression=NDVI)
-        assert status == 400, body
-        assert json.loads(body)["code"] == "unsupported_parameter", body
+async def test_points_and_statistics_equal_rio_tilers(
+    client: Client, upstream: Upstream, files: dict[str, Path]
+) -> None:
+    url, path = upstream.url("four.tif"), files["four"]
+    with quiet():
+        inside = GT * (150.5, 120.5)  # b1 is nodata there: NDVI is valid, TWO is not
+        valid_pixel = GT * (600.5, 500.5)
+    from pyproj import Transformer
+
+    to_lonlat = Transformer.from_crs(3857, 4326, always_xy=True)
+    for xy, text in ((inside, NDVI), (inside, TWO), (valid_pixel, TWO)):
+        lon, lat = to_lonlat.transform(*xy)
+        status, _, body = await _get(client, f"/cog/point/{lon},{lat}", url=url, expression=text)
+        assert status == 200, body
+        doc = json.loads(body)
+        ref = _rio(path, "point", lon, lat, expression=text)
+        assert doc["band_names"] == ref.band_names
+        assert doc["band_descriptions"] == list(parse_expression(text).outputs)
+        ref_valid = not bool(np.ma.getmaskarray(ref.array).any())
+        assert doc["valid"] is ref_valid
+        if ref_valid:
+            assert doc["values"] == pytest.approx(list(ref.array.data), rel=6e-8)
+        else:
+            assert doc["values"] == [None] * len(ref.band_names)
+    status, _, body = await _get(client, "/cog/statistics", url=url, expression=TWO)
+    assert status == 200, body
+    doc = json.loads(body)
+    ref_stats = _rio(path, "statistics", expression=TWO)
+    assert list(doc) == list(ref_stats)
+    for key, theirs in ref_stats.items():
+        assert doc[key]["valid_pixels"] == theirs.valid_pixels
+        assert doc[key]["percentile_98"] == pytest.approx(theirs.percentile_98, rel=1e-6)
 
 
 async def test_openapi_documents_the_parameter(client: Client) -> None:

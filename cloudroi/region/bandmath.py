@@ -30,6 +30,8 @@ __all__ = [
     "apply_expression",
     "estimate_expression",
     "estimate_warped_expression",
+    "expression_need",
+    "expression_plan",
     "expression_extra",
     "measure_expression",
     "read_expression",
@@ -267,3 +269,19 @@ def estimate_warped_expression(
     h, w = plan.dst.height, plan.dst.width
     out = estimate_expression(img, expression, h, w, fmt in RENDERED, bands > expression.count)
     return RequestBytes(warped.data + out.data, out.mask, out.rendering, out.body)
+
+
+def expression_plan(img: Image, plan: RegionPlan, expression: Expression) -> RegionPlan:
+    """``plan`` (a statistics read of the whole image) reading the bands ``expression`` names
+    and measuring its outputs; ``BandError`` for a band the image lacks."""
+    from dataclasses import replace
+
+    expression.check_bands(img.count)
+    return replace(plan, bands=expression.bands, expression=expression)
+
+
+def expression_need(img: Image, plan: RegionPlan, need: RequestBytes) -> RequestBytes:
+    """``need`` of a statistics read plus what evaluating ``plan.expression`` holds."""
+    assert plan.expression is not None
+    out = estimate_expression(img, plan.expression, plan.height, plan.width, False)
+    return RequestBytes(need.data + out.data, need.mask, need.rendering, need.body)

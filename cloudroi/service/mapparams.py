@@ -5,8 +5,8 @@ with the shared rules of ``cloudroi.region.args``.
 Map clients add parameters of their own to tile URLs (cache busters, access tokens): those are
 ignored here, never an error, and never part of a tile's ETag. Parameters TiTiler defines that
 would change the pixels and that cloudroi does not implement yet (``algorithm``...), or not on
-that endpoint (``expression`` on points and statistics), are refused with 400 rather than
-silently ignored.
+that endpoint (``expression`` where an endpoint does not declare it), are refused with 400
+rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -169,7 +169,14 @@ BBOX_PARAMS: tuple[Param, ...] = (
     _WIDTH,
     _HEIGHT,
 )
-POINT_PARAMS: tuple[Param, ...] = (URL_PARAM, _BIDX, _BANDS, _NODATA, _COORD_CRS)
+POINT_PARAMS: tuple[Param, ...] = (
+    URL_PARAM,
+    _BIDX,
+    _BANDS,
+    EXPRESSION_PARAM,
+    _NODATA,
+    _COORD_CRS,
+)
 PREVIEW_PARAMS: tuple[Param, ...] = (*STYLE_PARAMS, _DST_CRS, _MAX_SIZE, _WIDTH, _HEIGHT)
 
 #: names accepted as another parameter's
@@ -230,6 +237,7 @@ class PointQuery:
     nodata: float | None
     coord_crs: str
     canonical: str
+    expression: Expression | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,14 +298,17 @@ def _one(q: dict[str, list[str]], name: str) -> str | None:
     return values[-1] if values else None
 
 
+def _expression(q: dict[str, list[str]]) -> Expression | None:
+    text = _one(q, "expression")
+    return args.expression(text) if text and text.strip() else None  # TiTiler: "" is none
+
+
 def style(q: dict[str, list[str]], fmt: str | None = None) -> Style:
     """The style of a parsed query; ``fmt`` is the format the path names (it wins)."""
     text_fmt = fmt or _one(q, "format")
     nodata, quality = _one(q, "nodata"), _one(q, "quality")
     mask = _one(q, "return_mask")
-    text = _one(q, "expression")
-    expression = args.expression(text) if text and text.strip() else None  # TiTiler: "" is none
-    bands = _bands(q)
+    expression, bands = _expression(q), _bands(q)
     if expression is not None and bands is not None:
         raise ArgumentError(
             "expression", "give bidx or expression, not both", "conflicting_parameters"
@@ -364,10 +375,16 @@ def parse_point(items: Sequence[tuple[str, str]]) -> PointQuery:
     with as_problem():
         nodata = _one(q, "nodata")
         coord = _one(q, "coord_crs")
+        bands, expression = _bands(q), _expression(q)
+        if expression is not None and bands is not None:
+            raise ArgumentError(
+                "expression", "give bidx or expression, not both", "conflicting_parameters"
+            )
         return PointQuery(
             url=q["url"][-1],
-            bands=_bands(q),
+            bands=bands,
             nodata=_nodata(nodata) if nodata is not None else None,
             coord_crs=args.crs(coord, "coord_crs") if coord else "EPSG:4326",
             canonical=_canonical(kept),
+            expression=expression,
         )
