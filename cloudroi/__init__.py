@@ -44,6 +44,7 @@ from .opening import open_image
 from .read.fetch import RetryPolicy
 from .read.hedge import HedgePolicy
 from .read.plan import ReadPlan
+from .region.expression import Expression, ExpressionError
 from .source.base import RangeSource
 from .source.memory import MemorySource
 from .spec import ImageSpec
@@ -67,6 +68,8 @@ __all__ = [
     "ByteRange",
     "CRS",
     "CRSError",
+    "Expression",
+    "ExpressionError",
     "CloudROIError",
     "Context",
     "ContextOptions",

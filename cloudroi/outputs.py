@@ -335,7 +335,8 @@ def render(
         factor = np.float32(255.0) / span
         # float32 is exact enough for 256 output levels; strips keep the copy small.
         for r0 in range(0, height, RENDER_ROWS):
-            scaled = (data[:, r0 : r0 + RENDER_ROWS].astype(np.float32) - lo) * factor
+            with np.errstate(over="ignore", invalid="ignore"):  # values near float32's limits
+                scaled = (data[:, r0 : r0 + RENDER_ROWS].astype(np.float32) - lo) * factor
             np.nan_to_num(scaled, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
             np.rint(scaled, out=scaled)
             np.clip(scaled, 0, 255, out=scaled)

@@ -107,7 +107,8 @@ def api_schema(live: LiveService, upstream: RangeServer) -> Any:
     with urllib.request.urlopen(live.base_url + "/openapi.json", timeout=10) as resp:
         doc = json.loads(resp.read())
     # The served document, with `url` narrowed to sources that exist (and some that do not or
-    # are not allowed), so that generated requests get past the allowlist and exercise reads.
+    # are not allowed), so that generated requests get past the allowlist and exercise reads;
+    # `expression` likewise to band math these sources can evaluate (and one they cannot).
     urls = [
         upstream.url("api/rgb.tif"),
         upstream.url("api/dem.tif"),
@@ -120,6 +121,8 @@ def api_schema(live: LiveService, upstream: RangeServer) -> Any:
         for param in item["get"].get("parameters", []):
             if param["name"] == "url":
                 param["schema"] = {"type": "string", "enum": urls}
+            if param["name"] == "expression":
+                param["schema"] = {"type": "string", "enum": ["b1*2", "sqrt(b1)-1", "b1.x"]}
     return schemathesis.openapi.from_dict(doc)
 
 
@@ -245,6 +248,7 @@ def test_document_lists_every_endpoint(live: LiveService) -> None:
         "width",
         "height",
         "bands",
+        "expression",
         "format",
         "rescale",
         "quality",

@@ -171,7 +171,7 @@ async def test_unknown_parameters_are_ignored_and_keep_the_etag(
     assert s4 == 200
     assert h4["ETag"] != h1["ETag"]  # a parameter that changes pixels changes the validator
     for refused in (
-        {"expression": "b1/b2"},
+        {"algorithm": "hillshade"},
         {"buffer": "8"},
         {"padding": "2"},
         {"unscale": "true"},

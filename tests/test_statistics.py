@@ -307,7 +307,9 @@ async def test_library_refuses_bad_options(upstream: Upstream) -> None:
         ({"bidx": "0"}, "invalid_parameter"),
         ({"resampling": "bilinear"}, "unsupported_parameter"),
         ({"unscale": "true"}, "unsupported_parameter"),
-        ({"expression": "b1*2"}, "unsupported_parameter"),
+        ({"expression": "b1.real"}, "invalid_expression"),
+        ({"expression": "b9"}, "invalid_bands"),
+        ({"expression": "b1", "bidx": "1"}, "conflicting_parameters"),
         ({"width": "100"}, "unsupported_parameter"),
     ],
 )

@@ -2,13 +2,13 @@
 
     cloudroi info URL [--json]
     cloudroi read URL (--window C,R,W,H | --bbox MINX,MINY,MAXX,MAXY) [--level N | --size W,H]
-                  [--boundless] [--bands 1,2,3] [--rescale MIN,MAX] [--quality 1..100]
-                  [--colormap NAME|JSON|none]
+                  [--boundless] [--bands 1,2,3 | --expression EXPR] [--rescale MIN,MAX]
+                  [--quality 1..100] [--colormap NAME|JSON|none]
                   [--bbox-crs CRS] [--dst-crs CRS] [--resolution R | --width W --height H]
                   [--resampling KERNEL] -o OUT.{npy,png,jpg,webp,tif}
     cloudroi tile URL Z X Y [--tms NAME] [--tilesize N] [--resampling KERNEL]
-                  [--io-resampling NAME] [--bands 1,2,3] [--format F] [--rescale MIN,MAX]
-                  [--quality 1..100] [--colormap NAME|JSON|none] [-o OUT]
+                  [--io-resampling NAME] [--bands 1,2,3 | --expression EXPR] [--format F]
+                  [--rescale MIN,MAX] [--quality 1..100] [--colormap NAME|JSON|none] [-o OUT]
     cloudroi point URL X Y [--crs CRS]
     cloudroi stats URL [--bands 1,2] [--max-size N | --level N] [--percentiles 2,98]
                    [--histogram-bins N] [--histogram-range MIN,MAX] [--categorical]
@@ -167,11 +167,19 @@ def _tilesize(text: str, name: str) -> int:
 
 
 def _add_rendering_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
         "--bands",
         type=_option(region_args.bands, "--bands"),
         metavar="1,2,3",
         help="1-based bands (default: all)",
+    )
+    which.add_argument(
+        "--expression",
+        type=_option(region_args.expression, "--expression"),
+        metavar="EXPR",
+        help="band math instead of --bands, e.g. '(b4-b3)/(b4+b3)'; ';' separates outputs, "
+        "each one float32 band; only the bands it names are read",
     )
     p.add_argument(
         "--rescale",

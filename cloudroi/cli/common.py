@@ -110,6 +110,7 @@ def plan_from_args(img: Image, args: argparse.Namespace, *, rendered: bool = Fal
             height=size[1] if size else None,
             bands=tuple(args.bands) if getattr(args, "bands", None) else None,
             boundless=bool(getattr(args, "boundless", False)),
+            expression=getattr(args, "expression", None),
         )
         return plan_region(img, request, rendered=rendered)
     except (ArgumentError, BandError, LevelError, NotGeoreferencedError) as exc:

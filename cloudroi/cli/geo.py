@@ -46,8 +46,19 @@ Bounds = tuple[float, float, float, float]
 T = TypeVar("T")
 
 
-def _bands_for(img: Image, bands: tuple[int, ...] | None, fmt: str) -> tuple[int, ...] | None:
-    """The bands read: those asked for, or for an 8-bit rendering the 1 or 3 it shows."""
+def _bands_for(
+    img: Image, bands: tuple[int, ...] | None, fmt: str, expression: Any = None
+) -> tuple[int, ...] | None:
+    """The bands read: those asked for, or for an 8-bit rendering the 1 or 3 it shows; None
+    with an ``expression`` (checked here: the bands it names, its outputs' count)."""
+    if expression is not None:
+        from ..region.plan import expression_bands
+
+        try:
+            expression_bands(img, expression, fmt in RENDERED)
+        except BandError as exc:
+            raise UsageError(str(exc)) from exc
+        return None
     if bands is not None:
         for b in bands:
             if not 1 <= b <= img.count:
@@ -64,9 +75,11 @@ async def render_output(img: Image, data: ImageData, fmt: str, args: argparse.Na
     """``data`` encoded as ``fmt``; a rendering without --rescale of other than uint8 data
     uses the image's default stretch (``Image.default_rescale``), as the service does."""
     rescale: Any = tuple(args.rescale) if args.rescale else None
-    raw = colours_raw_values(img, data.bands, args.colormap)
+    expr = data.extra.get("expression")
+    raw = colours_raw_values(img, data.bands, args.colormap, expr)
     if rescale is None and fmt in RENDERED and not raw:
-        rescale = await img.default_rescale(data.bands)
+        bands = None if expr else data.bands
+        rescale = await img.default_rescale(bands, expression=expr)
     return await asyncio.get_running_loop().run_in_executor(
         img.context.executor,
         lambda: data.render(fmt, rescale=rescale, quality=args.quality, colormap=args.colormap),
@@ -115,7 +128,7 @@ async def tile(args: argparse.Namespace) -> int:
     async with context(args) as ctx:
         img = await open_image(args.url, context=ctx)
         try:
-            bands = _bands_for(img, args.bands, fmt)
+            bands = _bands_for(img, args.bands, fmt, args.expression)
             data = await _geo(
                 img.tile(
                     x,
@@ -126,6 +139,7 @@ async def tile(args: argparse.Namespace) -> int:
                     resampling=args.resampling,
                     io_resampling=args.io_resampling,
                     bands=bands,
+                    expression=args.expression,
                 )
             )
             encoded = await render_output(img, data, fmt, args)
@@ -265,14 +279,15 @@ async def read_reprojected(img: Image, args: argparse.Namespace, fmt: str) -> Im
             "the image has no georeferencing: --bbox-crs, --dst-crs, --resolution, --width, "
             "--height and --resampling need a CRS and a geotransform"
         )
-    bands = _bands_for(img, args.bands, fmt)
+    bands = _bands_for(img, args.bands, fmt, args.expression)
     loop = asyncio.get_running_loop()
 
     def plan() -> tuple[Bounds, int, int, tuple[float, float] | None]:
         return _plan_grid(img, args, args.dst_crs or crs_text(img.crs))
 
     bounds, width, height, res = await _geo(loop.run_in_executor(img.context.executor, plan))
-    _check_output_size(img, width, height, len(bands) if bands else img.count)
+    count = args.expression.count if args.expression else len(bands) if bands else img.count
+    _check_output_size(img, width, height, count)
     return await _geo(
         img.read_region(
             bounds,
@@ -282,6 +297,7 @@ async def read_reprojected(img: Image, args: argparse.Namespace, fmt: str) -> Im
             resampling=args.resampling or "nearest",
             bands=bands,
             level=args.level,
+            expression=args.expression,
         )
     )
 

@@ -9,6 +9,7 @@ it (``read_region``) and renders the result (``ImageData.render``).
 
 from .args import ArgumentError
 from .data import Encoded, ImageData, PointData, RequestBytes
+from .expression import Expression, ExpressionError, parse_expression
 from .plan import PointPlan, RegionPlan, RegionRequest, plan_point, plan_region
 from .read import estimate_bytes, needs_mask, read_point, read_region
 from .stats import BandStatistics, StatisticsError
@@ -17,6 +18,8 @@ __all__ = [
     "ArgumentError",
     "BandStatistics",
     "Encoded",
+    "Expression",
+    "ExpressionError",
     "ImageData",
     "PointData",
     "PointPlan",
@@ -26,6 +29,7 @@ __all__ = [
     "StatisticsError",
     "estimate_bytes",
     "needs_mask",
+    "parse_expression",
     "plan_point",
     "plan_region",
     "read_point",

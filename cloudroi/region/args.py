@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import math
 import re
+from typing import TYPE_CHECKING
 
 from ..colormaps import Colormap, ColormapError, choose
 from ..outputs import FORMATS
+
+if TYPE_CHECKING:
+    from .expression import Expression
 
 __all__ = [
     "MAX_BANDS",
@@ -23,6 +27,7 @@ __all__ = [
     "bbox",
     "boolean",
     "colormap",
+    "expression",
     "integer",
     "number",
     "output_format",
@@ -246,3 +251,16 @@ def colormap(text: str | None, name: str | None = None) -> Colormap | bool:
         return choose(text, name)
     except ColormapError as exc:
         raise ArgumentError("colormap", str(exc), "invalid_colormap") from exc
+
+
+def expression(text: str, name: str = "expression") -> Expression:
+    """Band math (``(b4-b3)/(b4+b3)``, outputs separated by ``;``), parsed and checked against
+    a whitelist (``cloudroi.region.expression``); ``ExpressionError`` (an ArgumentError with
+    code ``invalid_expression``) otherwise."""
+    from .expression import ExpressionError, parse_expression
+
+    try:
+        return parse_expression(text)
+    except ExpressionError as exc:
+        exc.name = name
+        raise

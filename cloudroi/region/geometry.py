@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
+from ..errors import WindowError
 from ..types import Window
 
 __all__ = [
     "bbox_window",
+    "checked_bounds",
     "grid_bounds",
     "inverse",
     "out_shape",
@@ -132,3 +135,17 @@ def grid_bounds(gt: Transform, width: int, height: int) -> tuple[float, float, f
     xs = [gt[0] + col * gt[1] + row * gt[2] for col, row in corners]
     ys = [gt[3] + col * gt[4] + row * gt[5] for col, row in corners]
     return (min(xs), min(ys), max(xs), max(ys))
+
+
+def checked_bounds(bounds: Any) -> tuple[float, float, float, float]:
+    """``bounds`` as four finite floats with min < max on both axes, else WindowError."""
+    try:
+        box = tuple(float(v) for v in bounds)
+    except (TypeError, ValueError) as exc:
+        raise WindowError(f"bounds must be four numbers, got {bounds!r}") from exc
+    if len(box) != 4 or not all(math.isfinite(v) for v in box):
+        raise WindowError(f"bounds must be four finite numbers, got {bounds!r}")
+    minx, miny, maxx, maxy = box
+    if not (minx < maxx and miny < maxy):
+        raise WindowError(f"bounds need minx < maxx and miny < maxy, got {box}")
+    return (minx, miny, maxx, maxy)

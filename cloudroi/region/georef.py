@@ -32,12 +32,14 @@ from ..tasks import gather_all
 from ..types import Window
 from .data import ImageData, PointData, RequestBytes, estimate_region
 from .describe import source_extra
+from .geometry import checked_bounds
 
 if TYPE_CHECKING:
     from morecantile import TileMatrixSet
 
     from ..image import Image
     from ..warp import Grid, Resampling, SourceBlock, WarpPlan
+    from .expression import Expression
 
 __all__ = [
     "bounds_in",
@@ -51,6 +53,7 @@ __all__ = [
     "plan_tile_async",
     "refill",
     "crs_text",
+    "source_blocks",
     "estimate_warp",
     "point_at",
     "read_tile",
@@ -280,20 +283,6 @@ def tile_plan(
     )
 
 
-def checked_bounds(bounds: Any) -> Bounds:
-    """``bounds`` as four finite floats with min < max on both axes, else WindowError."""
-    try:
-        box = tuple(float(v) for v in bounds)
-    except (TypeError, ValueError) as exc:
-        raise WindowError(f"bounds must be four numbers, got {bounds!r}") from exc
-    if len(box) != 4 or not all(math.isfinite(v) for v in box):
-        raise WindowError(f"bounds must be four finite numbers, got {bounds!r}")
-    minx, miny, maxx, maxy = box
-    if not (minx < maxx and miny < maxy):
-        raise WindowError(f"bounds need minx < maxx and miny < maxy, got {box}")
-    return (minx, miny, maxx, maxy)
-
-
 async def plan_tile_async(
     img: Image,
     tms: str,
@@ -360,10 +349,17 @@ async def _block(
 WARP_WORKING_BYTES = 64
 
 
-def estimate_warp(img: Image, plan: WarpPlan, fmt: str, bands: int) -> RequestBytes:
+def estimate_warp(
+    img: Image, plan: WarpPlan, fmt: str, bands: int, expression: Expression | None = None
+) -> RequestBytes:
     """What the answer of a warp encoded as ``fmt`` holds at its peak, from the plan alone: the
     source windows read (and their validity), the warp's working arrays (float64 samples of
-    each band and coordinates per output pixel), then the output as a region answer."""
+    each band and coordinates per output pixel), then the output as a region answer (with an
+    ``expression``, the bands it refers to are warped, then its outputs computed)."""
+    if expression is not None:
+        from .bandmath import estimate_warped_expression
+
+        return estimate_warped_expression(img, plan, fmt, bands, expression)
     itemsize = img.dtype.itemsize
     source = sum(w[2] * w[3] for w in plan.windows) * (bands * itemsize + 1)
     pixels = plan.dst.width * plan.dst.height
@@ -392,6 +388,23 @@ def _fill_value(nodata: float | int | None, dtype: np.dtype[Any]) -> float | int
     return 0
 
 
+async def source_blocks(
+    img: Image,
+    plan: WarpPlan,
+    bands: tuple[int, ...],
+    max_tiles: int | None,
+    max_bytes: int | None,
+) -> list[SourceBlock]:
+    """The plan's source windows of ``bands`` read (with their validity, from an internal mask
+    or alpha band); ``max_tiles`` bounds the blocks of all windows together."""
+    if max_tiles is not None:  # the budget is the whole warp's, not each window's
+        tiles = sum(len(img.plan(w, plan.level, bands).blocks) for w in plan.windows)
+        if tiles > max_tiles:
+            raise LimitExceededError("tiles", tiles, max_tiles)
+    budgets = {"max_tiles": None, "max_bytes": max_bytes}
+    return await gather_all(_block(img, plan, Window(*w), bands, budgets) for w in plan.windows)
+
+
 async def read_warped(
     img: Image,
     plan: WarpPlan,
@@ -401,22 +414,25 @@ async def read_warped(
     max_bytes: int | None = None,
     executor: Executor | None = None,
     src_nodata: float | None = None,
+    expression: Expression | None = None,
 ) -> ImageData:
     """Read the plan's source windows and warp them: pixels, mask (0 where nothing valid
     reaches) and the destination grid's georeferencing. ``bands`` default to every band but
-    the alpha band (which becomes the mask); ``src_nodata`` overrides the image's nodata."""
+    the alpha band (which becomes the mask); ``src_nodata`` overrides the image's nodata. With
+    an ``expression`` (not with ``bands``), the bands it refers to are warped and its outputs
+    are the result, valid where all of them are."""
     from ..warp import execute
 
+    if expression is not None:
+        from .bandmath import read_warped_expression
+
+        return await read_warped_expression(
+            img, plan, expression, executor, max_tiles, max_bytes, src_nodata
+        )
     if bands is None:
         bands = tuple(b for b in range(1, img.count + 1) if b != img.alpha_band)
     nodata = img.nodata if src_nodata is None else src_nodata
-
-    if max_tiles is not None:  # the budget is the whole warp's, not each window's
-        tiles = sum(len(img.plan(w, plan.level, bands).blocks) for w in plan.windows)
-        if tiles > max_tiles:
-            raise LimitExceededError("tiles", tiles, max_tiles)
-    budgets = {"max_tiles": None, "max_bytes": max_bytes}
-    blocks = await gather_all(_block(img, plan, Window(*w), bands, budgets) for w in plan.windows)
+    blocks = await source_blocks(img, plan, bands, max_tiles, max_bytes)
     if blocks:
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(

@@ -20,6 +20,7 @@ from .geometry import Transform, bbox_window, out_shape, to_pixel, window_transf
 
 if TYPE_CHECKING:
     from ..image import Image
+    from .expression import Expression
 
 __all__ = ["PointPlan", "RegionPlan", "RegionRequest", "plan_point", "plan_region"]
 
@@ -32,7 +33,9 @@ class RegionRequest:
     neither for the whole image; ``level`` or an output size (``width``/``height``, the aspect
     kept when only one is given, or ``max_size`` for the longest side); ``bands`` 1-based (None:
     all, or what an 8-bit rendering shows); ``boundless`` lets a window reach outside the image
-    (a bbox always may: its outside parts are filled and masked).
+    (a bbox always may: its outside parts are filled and masked); ``expression`` (not with
+    ``bands``) is band math (``cloudroi.region.expression``): only the bands it refers to are
+    read, and each of its outputs is one band of the result.
     """
 
     window: tuple[int, int, int, int] | None = None
@@ -43,8 +46,13 @@ class RegionRequest:
     max_size: int | None = None
     bands: tuple[int, ...] | None = None
     boundless: bool = False
+    expression: Expression | None = None
 
     def __post_init__(self) -> None:
+        if self.expression is not None and self.bands is not None:
+            raise ArgumentError(
+                "expression", "give bands or expression, not both", "conflicting_parameters"
+            )
         if self.window is not None and self.bbox is not None:
             raise ArgumentError("window", "give window or bbox, not both", "conflicting_parameters")
         sized = self.width is not None or self.height is not None or self.max_size is not None
@@ -62,13 +70,14 @@ class RegionRequest:
 class RegionPlan:
     """What reading a region takes: ``window`` of ``level`` (level 0 lets a resampled read pick
     the overview GDAL would), resampled to ``out_shape`` (h, w) when given; ``bands`` as read
-    (None: all)."""
+    (None: all; with an ``expression``, the bands it refers to)."""
 
     level: int
     window: Window
     out_shape: tuple[int, int] | None
     boundless: bool
     bands: tuple[int, ...] | None
+    expression: Expression | None = None
 
     @property
     def height(self) -> int:
@@ -104,7 +113,28 @@ def plan_region(img: Image, req: RegionRequest, *, rendered: bool = False) -> Re
         fitted = fit_max_size(win.height, win.width, req.max_size)
         if fitted != (win.height, win.width):
             shape = fitted
+    if req.expression is not None:
+        return RegionPlan(
+            level,
+            win,
+            shape,
+            boundless,
+            expression_bands(img, req.expression, rendered),
+            req.expression,
+        )
     return RegionPlan(level, win, shape, boundless, _bands(img, req.bands, rendered))
+
+
+def expression_bands(img: Image, expression: Expression, rendered: bool) -> tuple[int, ...]:
+    """The bands an expression reads, checked against the image (``BandError`` naming a band
+    it does not have); an 8-bit rendering shows 1 or 3 outputs."""
+    expression.check_bands(img.count)
+    if rendered and expression.count not in (1, 3):
+        raise BandError(
+            f"an image rendering shows 1 or 3 bands, the expression has {expression.count} "
+            "outputs; use format=npy or tif for other band counts"
+        )
+    return expression.bands
 
 
 def fit_max_size(height: int, width: int, max_size: int) -> tuple[int, int]:

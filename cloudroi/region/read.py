@@ -41,6 +41,12 @@ def _mask_from_data(img: Image, bands: tuple[int, ...] | None, boundless: bool) 
 def estimate_bytes(img: Image, plan: RegionPlan, fmt: str, mask_band: bool = False) -> RequestBytes:
     """What the answer of ``plan`` encoded as ``fmt`` would hold, from the header alone
     (``mask_band``: an npy answer carrying the mask as one more band)."""
+    if plan.expression is not None:
+        from .bandmath import estimate_expression
+
+        return estimate_expression(
+            img, plan.expression, plan.height, plan.width, is_rendered(fmt), mask_band
+        )
     itemsize = img.dtype.itemsize
     n = plan.band_count(img.count)
     pixels = plan.height * plan.width
@@ -82,6 +88,13 @@ async def read_region(
         "max_tiles": max_tiles,
         "max_bytes": max_bytes,
     }
+    if plan.expression is not None:
+        from .bandmath import read_expression
+
+        budgets = {"max_tiles": max_tiles, "max_bytes": max_bytes}
+        return await read_expression(
+            img, plan, with_mask=with_mask, budgets=budgets, executor=executor
+        )
     data = await img.read(plan.window, plan.level, plan.bands, **kwargs)
     mask = None
     if with_mask and needs_mask(img, plan.boundless):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,6 +27,7 @@ from .summary import estimate_statistics, measure, plan_statistics
 
 if TYPE_CHECKING:
     from ..image import Image
+    from .expression import Expression
 
 __all__ = [
     "STRETCH_MAX_SIZE",
@@ -59,33 +60,54 @@ class _Entry:
     stretch: Stretch | None
 
 
-def colours_raw_values(img: Image, bands: Sequence[int] | None, colormap: object) -> bool:
+def colours_raw_values(
+    img: Image, bands: Sequence[int] | None, colormap: object, expression: object = None
+) -> bool:
     """Whether a rendering colours the values themselves, so no stretch applies: a discrete,
     interval or value-table colormap, or the palette of a paletted source shown as its band
-    (True: the source's palette if it has one). A named colormap colours the stretched 0..255
-    rendering, like grey."""
+    (True: the source's palette if it has one; never for an ``expression``'s outputs). A named
+    colormap colours the stretched 0..255 rendering, like grey."""
     from ..colormaps import Colormap
 
     if isinstance(colormap, Colormap):
         return not colormap.scaled
+    if expression is not None:
+        return False
     one_band = (bands is None and img.count == 1) or (bands is not None and len(bands) == 1)
     return colormap is True and img.colormap is not None and one_band
 
 
-def plan_stretch(img: Image, bands: Sequence[int] | None) -> tuple[RegionPlan, RequestBytes]:
-    """The statistics read a default stretch of ``bands`` takes, and the bytes it holds."""
-    plan = plan_statistics(img, bands, STRETCH_MAX_SIZE)
-    return plan, estimate_statistics(img, plan, bins=1)
+def plan_stretch(
+    img: Image, bands: Sequence[int] | None, expression: Expression | None = None
+) -> tuple[RegionPlan, RequestBytes]:
+    """The statistics read a default stretch of ``bands`` (or of ``expression``'s outputs)
+    takes, and the bytes it holds."""
+    if expression is None:
+        plan = plan_statistics(img, bands, STRETCH_MAX_SIZE)
+        return plan, estimate_statistics(img, plan, bins=1)
+    from .bandmath import estimate_expression
+
+    expression.check_bands(img.count)
+    plan = replace(plan_statistics(img, expression.bands, STRETCH_MAX_SIZE), expression=expression)
+    need = estimate_statistics(img, plan, bins=1)
+    out = estimate_expression(img, expression, plan.height, plan.width, False)
+    return plan, RequestBytes(need.data + out.data, need.mask, need.rendering, need.body)
 
 
-def stretch_key(img: Image, bands: Sequence[int], nodata: float | int | None) -> Hashable | None:
+def stretch_key(
+    img: Image,
+    bands: Sequence[int],
+    nodata: float | int | None,
+    expression: Expression | None = None,
+) -> Hashable | None:
     """What a stretch depends on: the object and its version (None when it has no version, so
-    that nothing is shared), the bands and the nodata value."""
+    that nothing is shared), the bands, the nodata value and the expression (its text)."""
     meta = img.meta
     if not meta.etag and not meta.last_modified:
         return None
     nd = "nan" if isinstance(nodata, float) and math.isnan(nodata) else nodata
-    return (img.url, meta.etag, meta.last_modified, meta.size, tuple(bands), nd)
+    key = (img.url, meta.etag, meta.last_modified, meta.size, tuple(bands), nd)
+    return key if expression is None else (*key, "expression", expression.text)
 
 
 async def _compute(
@@ -116,17 +138,19 @@ async def default_rescale(
     max_tiles: int | None = None,
     max_bytes: int | None = None,
     guard: Guard | None = None,
+    expression: Expression | None = None,
 ) -> Stretch | None:
-    """The default stretch of ``bands`` (default: all but alpha): each band's
-    (2nd, 98th) percentile, computed once per object version and shared. None for uint8 data
-    (shown as it is) and when a band has no valid pixel (each rendering then stretches to its
-    own valid range). ``nodata`` overrides the image's; ``max_tiles``/``max_bytes`` bound the
-    statistics read; ``guard`` wraps the computation (limits, memory budget)."""
-    if img.dtype == np.uint8:
+    """The default stretch of ``bands`` (default: all but alpha) or of ``expression``'s
+    outputs: each band's (2nd, 98th) percentile, computed once per object version and shared.
+    None for uint8 data (shown as it is; an expression's outputs are floats) and when a band has
+    no valid pixel (each rendering then stretches to its own valid range). ``nodata`` overrides
+    the image's; ``max_tiles``/``max_bytes`` bound the statistics read; ``guard`` wraps the
+    computation (limits, memory budget)."""
+    if img.dtype == np.uint8 and expression is None:
         return None
-    plan, need = plan_stretch(img, bands)
+    plan, need = plan_stretch(img, bands, expression)
     assert plan.bands is not None
-    key = stretch_key(img, plan.bands, nodata)
+    key = stretch_key(img, plan.bands, nodata, expression)
 
     async def compute() -> Stretch | None:
         return await _compute(img, plan, nodata, max_tiles, max_bytes)

@@ -123,8 +123,12 @@ async def measure(
     max_bytes: int | None = None,
 ) -> dict[str, BandStatistics]:
     """Read ``plan`` (and what its validity needs) and measure each band in the thread pool:
-    {"b1": BandStatistics, ...}, keyed by band number."""
+    {"b1": BandStatistics, ...}, keyed by band number (by output, for an expression)."""
     budgets: dict[str, Any] = {"max_tiles": max_tiles, "max_bytes": max_bytes}
+    if plan.expression is not None:
+        from .bandmath import measure_expression
+
+        return await measure_expression(img, plan, opts, nodata=nodata, budgets=budgets)
     bands = plan.bands or tuple(range(1, img.count + 1))
     data = await img.read(plan.window, plan.level, bands, out_shape=plan.out_shape, **budgets)
     nodata = img.nodata if nodata is None else nodata

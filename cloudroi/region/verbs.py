@@ -22,6 +22,7 @@ from .data import ImageData, PointData
 
 if TYPE_CHECKING:
     from ..image import Image
+    from .expression import Expression
     from .stats import BandStatistics
 
 __all__ = ["GeoVerbs"]
@@ -39,6 +40,17 @@ def _bands(bands: int | Sequence[int] | None, count: int) -> tuple[int, ...] | N
 
         raise BandError(f"bands {list(picked)} are not all in 1..{count}")
     return picked
+
+
+def _expression(value: str | Expression | None, bands: object = None) -> Expression | None:
+    """``value`` parsed (``ExpressionError`` when it does not parse or comes with bands)."""
+    if value is None:
+        return None
+    from .expression import ExpressionError, parse_expression
+
+    if bands is not None:
+        raise ExpressionError("give bands or expression, not both")
+    return value if not isinstance(value, str) else parse_expression(value)
 
 
 class GeoVerbs:
@@ -94,13 +106,17 @@ class GeoVerbs:
         bands: int | Sequence[int] | None = None,
         max_tiles: int | None = None,
         max_bytes: int | None = None,
+        expression: str | Expression | None = None,
     ) -> ImageData:
         """Tile ``z/x/y`` of ``tms`` as ``tilesize`` x ``tilesize`` pixels, as rio-tiler's
         ``Reader.tile()`` makes it with GDAL (``resampling``: the warp kernel, rio-tiler's
         ``reproject_method``; ``io_resampling``: how the overview is chosen, its
         ``resampling_method``). Only the blocks the tile's footprint touches are read. Pixels
         no valid source pixel reaches have mask 0. A tile off the image raises
-        ``TileOutsideBoundsError``."""
+        ``TileOutsideBoundsError``. ``expression`` (band math, ``"(b4-b3)/(b4+b3)"``; not with
+        ``bands``) makes each of its outputs one float band, valid where all bands it refers
+        to are."""
+        expr = _expression(expression, bands)
         if not 1 <= tilesize <= 4096:
             raise WindowError(f"tilesize must be in 1..4096, got {tilesize}")
         plan = await georef.plan_tile_async(
@@ -113,6 +129,7 @@ class GeoVerbs:
             max_tiles=max_tiles,
             max_bytes=max_bytes,
             executor=self._image.context.executor,
+            expression=expr,
         )
 
     async def read_region(
@@ -128,13 +145,15 @@ class GeoVerbs:
         nodata: float | int | None = None,
         max_tiles: int | None = None,
         max_bytes: int | None = None,
+        expression: str | Expression | None = None,
     ) -> ImageData:
         """``bounds`` (minx, miny, maxx, maxy) in ``crs`` (the image's when None) as an
         ImageData on that CRS's grid: ``shape=(height, width)`` or ``resolution`` (CRS units
         per pixel; default: the resolution GDAL suggests for the image in ``crs``). The source
         overview is the one ``gdalwarp -ovr AUTO`` picks (or ``level``). Pixels outside the
         image or invalid in it have mask 0 and hold ``nodata`` (default: the image's nodata,
-        else 0)."""
+        else 0). ``expression``: band math, as in ``tile``."""
+        expr = _expression(expression, bands)
         box = georef.checked_bounds(bounds)
         plan = await georef.plan_region_async(
             self._image,
@@ -152,6 +171,7 @@ class GeoVerbs:
             max_tiles=max_tiles,
             max_bytes=max_bytes,
             executor=self._image.context.executor,
+            expression=expr,
         )
         return georef.refill(data, nodata)
 
@@ -175,18 +195,27 @@ class GeoVerbs:
         nodata: float | int | None = None,
         max_tiles: int | None = None,
         max_bytes: int | None = None,
+        expression: str | Expression | None = None,
     ) -> dict[str, BandStatistics]:
         """Statistics of each band (default: all but alpha) as rio-tiler's
         ``Reader.statistics()`` computes them: {"b1": BandStatistics, ...}, on the image (or
         ``level``) read to fit ``max_size`` (None: full size) from the overview GDAL picks,
         nearest neighbour. Invalid pixels (``nodata``, default the image's; else alpha or
         the internal mask; NaN) are left out. ``histogram_bins``: a count or the bin edges;
-        ``categorical`` counts each distinct value (or each of ``categories``) instead."""
+        ``categorical`` counts each distinct value (or each of ``categories``) instead. With
+        ``expression`` (not with ``bands``): each output's, keyed "b1", "b2"... in output order
+        and described by its expression, over the pixels where every band it names is valid."""
+        from dataclasses import replace
+
         from .stats import check_options
         from .summary import measure, plan_statistics
 
+        expr = _expression(expression, bands)
         opts = check_options(percentiles, histogram_bins, histogram_range, categorical, categories)
-        plan = plan_statistics(self._image, bands, max_size, level)
+        if expr is not None:
+            expr.check_bands(self._image.count)
+            bands = expr.bands
+        plan = replace(plan_statistics(self._image, bands, max_size, level), expression=expr)
         return await measure(
             self._image, plan, opts, nodata=nodata, max_tiles=max_tiles, max_bytes=max_bytes
         )
@@ -198,14 +227,22 @@ class GeoVerbs:
         nodata: float | int | None = None,
         max_tiles: int | None = None,
         max_bytes: int | None = None,
+        expression: str | Expression | None = None,
     ) -> tuple[tuple[float, float], ...] | None:
         """The stretch a rendering without ``rescale`` uses: one (low, high) per band (default:
-        all but alpha), each band's 2nd..98th percentile of ``statistics()``, computed once per
-        object version and shared by every request in the Context (``cloudroi.region.stretch``).
-        None for uint8 data and when a band has no valid pixel."""
+        all but alpha; or per output of ``expression``), each band's 2nd..98th percentile of
+        ``statistics()``, computed once per object version and shared by every request in the
+        Context (``cloudroi.region.stretch``). None for uint8 data (but for an expression's
+        outputs) and when a band has no valid pixel."""
         from .stretch import default_rescale
 
+        expr = _expression(expression, bands)
         picked = (bands,) if isinstance(bands, int) else bands
         return await default_rescale(
-            self._image, picked, nodata=nodata, max_tiles=max_tiles, max_bytes=max_bytes
+            self._image,
+            picked,
+            nodata=nodata,
+            max_tiles=max_tiles,
+            max_bytes=max_bytes,
+            expression=expr,
         )

@@ -10,11 +10,13 @@ import asyncio
 import math
 from typing import Any
 
+import numpy as np
+
 from ..image import Image
-from ..region import RegionRequest, args, georef
+from ..region import PointData, RegionRequest, args, georef
 from ..region.describe import parse_gdal_metadata, rio_tiler_info
 from .answers import cached_or, check_blocks, with_image
-from .mapparams import PREVIEW_PARAMS, parse_map, parse_point
+from .mapparams import PREVIEW_PARAMS, PointQuery, parse_map, parse_point
 from .messages import CoreRequest, CoreResponse, json_response
 from .params import INFO_PARAMS, as_problem, query_dict
 from .problems import bad_request
@@ -45,6 +47,33 @@ def _value(v: Any, valid: bool) -> Any:
     return v
 
 
+def _expression_point(
+    img: Image, data: PointData, q: PointQuery, coordinates: list[float]
+) -> dict[str, Any]:
+    """The point document of ``q.expression``'s outputs at the pixel: valid where the pixel is
+    and no band the expression names holds the nodata value (``q.nodata``, else the image's)."""
+    expr = q.expression
+    assert expr is not None
+    expr.check_bands(img.count)
+    picked = np.array([data.values[b - 1] for b in expr.bands], img.dtype)
+    nodata = q.nodata if q.nodata is not None else img.nodata
+    valid = data.valid
+    if nodata is not None:
+        same = np.isnan(picked) if math.isnan(nodata) else picked == nodata
+        valid = valid and not bool(same.any())
+    out = expr.evaluate(picked[:, np.newaxis, np.newaxis])[:, 0, 0]
+    return {
+        "coordinates": coordinates,
+        "values": [_value(float(v), valid) for v in out],
+        "band_names": [f"b{i + 1}" for i in range(expr.count)],
+        "band_descriptions": list(expr.outputs),
+        **{k: v for k, v in data.as_dict().items() if k not in ("values", "valid")},
+        "dtype": str(out.dtype),
+        "nodata": None,
+        "valid": valid,
+    }
+
+
 async def lonlat_point(req: CoreRequest, state: ServiceState) -> CoreResponse:
     """The values at (lon, lat), or at (x, y) in ``coord_crs``: TiTiler's document (values of
     an invalid pixel are null) with cloudroi's pixel address, validity and dtype."""
@@ -60,6 +89,8 @@ async def lonlat_point(req: CoreRequest, state: ServiceState) -> CoreResponse:
             data = await georef.point_at(
                 img, lon, lat, q.coord_crs, max_tiles=cfg.max_tiles, max_bytes=cfg.max_fetch_bytes
             )
+            if q.expression is not None:
+                return json_response(_expression_point(img, data, q, [lon, lat]))
             bands = q.bands or tuple(range(1, img.count + 1))
             for b in bands:
                 if not 1 <= b <= img.count:
@@ -104,7 +135,13 @@ async def preview(req: CoreRequest, state: ServiceState) -> CoreResponse:
 
     async def work(img: Image) -> CoreResponse:
         if dst_crs is None or georef.same_crs(img, dst_crs):
-            region = RegionRequest(width=w, height=h, max_size=max_size, bands=q.style.bands)
+            region = RegionRequest(
+                width=w,
+                height=h,
+                max_size=max_size,
+                bands=q.style.bands,
+                expression=q.style.expression,
+            )
             return await regional_answer(req, state, img, region, native_rendering(q.style))
         bounds = await asyncio.to_thread(georef.bounds_in, img, dst_crs)
         longest = max_size or max(w or 0, h or 0)

@@ -4,8 +4,9 @@ with the shared rules of ``cloudroi.region.args``.
 
 Map clients add parameters of their own to tile URLs (cache busters, access tokens): those are
 ignored here, never an error, and never part of a tile's ETag. Parameters TiTiler defines that
-would change the pixels and that cloudroi does not implement yet (``expression``,
-``algorithm``...) are refused with 400 rather than silently ignored.
+would change the pixels and that cloudroi does not implement yet (``algorithm``...), or not on
+that endpoint (``expression`` where an endpoint does not declare it), are refused with 400
+rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -14,9 +15,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..colormaps import Colormap
-from ..region import args
+from ..region import Expression, args
 from ..region.args import MAX_SIDE, ArgumentError
-from .params import COLORMAP_NAME_PARAM, COLORMAP_PARAM, URL_PARAM, Param, as_problem
+from .params import (
+    COLORMAP_NAME_PARAM,
+    COLORMAP_PARAM,
+    EXPRESSION_PARAM,
+    URL_PARAM,
+    Param,
+    as_problem,
+)
 from .problems import bad_request
 
 __all__ = [
@@ -36,12 +44,14 @@ __all__ = [
 MAX_TILESIZE = 2048
 #: TiTiler parameters that change the pixels and are not implemented here yet.
 UNSUPPORTED = (
-    "expression",
     "color_formula",
     "algorithm",
     "algorithm_params",
     "post_process",
 )
+#: TiTiler parameters that change the pixels and that only some endpoints implement: refused
+#: where the endpoint does not declare them.
+DECLARED_ONLY = ("expression",)
 #: TiTiler parameters that change pixels unless they hold their neutral value: accepted at
 #: that value, refused (not silently dropped) otherwise.
 NEUTRAL = {
@@ -130,6 +140,7 @@ STYLE_PARAMS: tuple[Param, ...] = (
     URL_PARAM,
     _BIDX,
     _BANDS,
+    EXPRESSION_PARAM,
     _NODATA,
     _RESAMPLING,
     _REPROJECT,
@@ -158,7 +169,14 @@ BBOX_PARAMS: tuple[Param, ...] = (
     _WIDTH,
     _HEIGHT,
 )
-POINT_PARAMS: tuple[Param, ...] = (URL_PARAM, _BIDX, _BANDS, _NODATA, _COORD_CRS)
+POINT_PARAMS: tuple[Param, ...] = (
+    URL_PARAM,
+    _BIDX,
+    _BANDS,
+    EXPRESSION_PARAM,
+    _NODATA,
+    _COORD_CRS,
+)
 PREVIEW_PARAMS: tuple[Param, ...] = (*STYLE_PARAMS, _DST_CRS, _MAX_SIZE, _WIDTH, _HEIGHT)
 
 #: names accepted as another parameter's
@@ -178,6 +196,8 @@ class Style:
     bands: tuple[int, ...] | None = None
     nodata: float | None = None
     io_resampling: str = "nearest"
+    #: band math (not with bands): its outputs are the bands shown
+    expression: Expression | None = None
     kernel: str = "nearest"
     rescale: tuple[tuple[float, float], ...] = ()
     return_mask: bool = True
@@ -217,6 +237,7 @@ class PointQuery:
     nodata: float | None
     coord_crs: str
     canonical: str
+    expression: Expression | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,9 +256,8 @@ def lenient(
     kept: list[tuple[str, str]] = []
     for raw, value in items:
         name = _ALIASES.get(raw, raw)
-        if (name in UNSUPPORTED and value) or value.strip() not in NEUTRAL.get(
-            name, (value.strip(),)
-        ):
+        unsupported = name in UNSUPPORTED or (name in DECLARED_ONLY and name not in known)
+        if (unsupported and value) or value.strip() not in NEUTRAL.get(name, (value.strip(),)):
             raise bad_request(
                 f"parameter {name!r} is not supported by this service yet",
                 code="unsupported_parameter",
@@ -278,13 +298,24 @@ def _one(q: dict[str, list[str]], name: str) -> str | None:
     return values[-1] if values else None
 
 
+def _expression(q: dict[str, list[str]]) -> Expression | None:
+    text = _one(q, "expression")
+    return args.expression(text) if text and text.strip() else None  # TiTiler: "" is none
+
+
 def style(q: dict[str, list[str]], fmt: str | None = None) -> Style:
     """The style of a parsed query; ``fmt`` is the format the path names (it wins)."""
     text_fmt = fmt or _one(q, "format")
     nodata, quality = _one(q, "nodata"), _one(q, "quality")
     mask = _one(q, "return_mask")
+    expression, bands = _expression(q), _bands(q)
+    if expression is not None and bands is not None:
+        raise ArgumentError(
+            "expression", "give bidx or expression, not both", "conflicting_parameters"
+        )
     return Style(
-        bands=_bands(q),
+        bands=bands,
+        expression=expression,
         nodata=_nodata(nodata) if nodata is not None else None,
         io_resampling=args.io_resampling(_one(q, "resampling") or "nearest"),
         kernel=args.kernel(_one(q, "reproject") or "nearest"),
@@ -344,10 +375,16 @@ def parse_point(items: Sequence[tuple[str, str]]) -> PointQuery:
     with as_problem():
         nodata = _one(q, "nodata")
         coord = _one(q, "coord_crs")
+        bands, expression = _bands(q), _expression(q)
+        if expression is not None and bands is not None:
+            raise ArgumentError(
+                "expression", "give bidx or expression, not both", "conflicting_parameters"
+            )
         return PointQuery(
             url=q["url"][-1],
-            bands=_bands(q),
+            bands=bands,
             nodata=_nodata(nodata) if nodata is not None else None,
             coord_crs=args.crs(coord, "coord_crs") if coord else "EPSG:4326",
             canonical=_canonical(kept),
+            expression=expression,
         )

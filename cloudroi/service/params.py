@@ -24,6 +24,7 @@ __all__ = [
     "as_problem",
     "COLORMAP_NAME_PARAM",
     "COLORMAP_PARAM",
+    "EXPRESSION_PARAM",
     "ENDPOINT_PARAMS",
     "InfoQuery",
     "Param",
@@ -99,6 +100,17 @@ COLORMAP_NAME_PARAM = Param(
     "0..255 rendering of one band, after rescale.",
     example="viridis",
 )
+EXPRESSION_PARAM = Param(
+    "expression",
+    {"type": "string", "minLength": 1, "maxLength": 2048},
+    "Band math, rio-tiler's syntax: `(b4-b3)/(b4+b3)`; several outputs separated by `;` "
+    "(each one band of the answer). Bands are b1..bN (1-based); numbers, + - * / // % **, "
+    "comparisons, & | ~ on conditions and the functions abs, sqrt, exp, log, log10, sin, cos, "
+    "where(c, a, b), minimum, maximum, clip(x, lo, hi)... (at most 512 terms). Only the bands "
+    "it names are read; the answer is float32 (float64 for float64 sources), valid where every "
+    "band it names is valid; NaN becomes 0 and +-inf the largest float. Not with bands/bidx.",
+    example="(b4-b3)/(b4+b3)",
+)
 _COORD_CRS = Param(
     "coord_crs",
     {"type": "string"},
@@ -145,6 +157,7 @@ REGION_PARAMS: tuple[Param, ...] = (
         "Output height; with only one of width/height the aspect ratio is kept.",
     ),
     _BANDS,
+    EXPRESSION_PARAM,
     _FORMAT,
     _RESCALE,
     _QUALITY,
@@ -160,6 +173,7 @@ PREVIEW_PARAMS: tuple[Param, ...] = (
         "Longest side of the preview, in pixels.",
     ),
     _BANDS,
+    EXPRESSION_PARAM,
     _FORMAT,
     _RESCALE,
     _QUALITY,
@@ -291,6 +305,7 @@ def parse_region(items: Sequence[tuple[str, str]]) -> RegionQuery:
             height=_optional(q, "height", args.integer, 1, MAX_SIDE),
             bands=args.bands(q["bands"]) if "bands" in q else None,
             boundless=args.boolean("boundless", q["boundless"]) if "boundless" in q else False,
+            expression=args.expression(q["expression"]) if "expression" in q else None,
         )
         coord = args.crs(q["coord_crs"], "coord_crs") if "coord_crs" in q else None
         if coord is not None and request.bbox is None:
@@ -305,6 +320,7 @@ def parse_preview(items: Sequence[tuple[str, str]], max_size_limit: int) -> Regi
         request = RegionRequest(
             max_size=size if size is not None else min(1024, max_size_limit),
             bands=args.bands(q["bands"]) if "bands" in q else None,
+            expression=args.expression(q["expression"]) if "expression" in q else None,
         )
         return RegionQuery(q["url"], request, _rendering(q))
 

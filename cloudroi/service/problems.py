@@ -30,6 +30,7 @@ from ..errors import (
     UpstreamError,
     WindowError,
 )
+from ..region.expression import ExpressionError
 from .security import SourceNotAllowedError
 
 __all__ = ["PROBLEM_TYPE", "Problem", "problem_for"]
@@ -101,6 +102,7 @@ def bad_request(detail: str, code: str = "invalid_parameter", **extra: Any) -> P
 #: means the error's own message, else a fixed sentence (storage errors are never echoed).
 _MAPPING: tuple[tuple[type[CloudROIError], int, str, str | None], ...] = (
     (CRSError, 400, "invalid_crs", None),
+    (ExpressionError, 400, "invalid_expression", None),
     (MissingExtraError, 501, "not_installed", None),
     (SourceNotAllowedError, 403, "source_not_allowed", None),
     (AccessDeniedError, 403, "upstream_access_denied", "storage refused access to the source"),

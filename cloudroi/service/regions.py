@@ -106,7 +106,12 @@ async def _answer(
     stretch = None
     if rendering.format in RENDERED:
         stretch = await default_stretch(
-            state, img, plan.bands, rescale=rendering.rescale, colormap=rendering.colormap
+            state,
+            img,
+            plan.bands,
+            rescale=rendering.rescale,
+            colormap=rendering.colormap,
+            expression=plan.expression,
         )
     encoded = await holding(
         state, need, lambda: _read_and_render(state, img, plan, rendering, stretch)

@@ -6,13 +6,16 @@ TiTiler's parameter names: ``bidx`` (repeated or a comma list; ``bands`` is an a
 ``max_size`` (default 1024), ``nodata``, ``categorical``, ``c`` (categories), ``p``
 (percentiles), ``histogram_bins`` (a count or comma-separated bin edges), ``histogram_range``,
 ``resampling`` (nearest only: other kernels would change the pixels measured); cloudroi adds
-``level`` (a whole overview at full size, instead of ``max_size``). The service's limits (output
-pixels, block size, memory held) are checked on the plan before anything is fetched.
+``level`` (a whole overview at full size, instead of ``max_size``); ``expression`` measures the
+outputs of band math (keyed b1, b2... in output order, described by their expressions). The
+service's limits (output pixels, block size, memory held) are checked on the plan before
+anything is fetched.
 """
 
 from __future__ import annotations
 
 from ..image import Image
+from ..region.bandmath import expression_need, expression_plan
 from ..region.summary import estimate_statistics, measure, plan_statistics
 from .answers import cached_or, check_blocks, check_pixels, holding, with_image
 from .messages import CoreRequest, CoreResponse, json_response
@@ -40,11 +43,15 @@ async def statistics(req: CoreRequest, state: ServiceState) -> CoreResponse:
 
     async def work(img: Image) -> CoreResponse:
         plan = plan_statistics(img, q.bands, q.max_size, q.level)
+        if q.expression is not None:
+            plan = expression_plan(img, plan, q.expression)
 
         async def make() -> CoreResponse:
             check_pixels(state, plan.width, plan.height)
             check_blocks(state, img)
             need = estimate_statistics(img, plan, _entries(img, plan.width * plan.height, q))
+            if q.expression is not None:  # the outputs' float copies
+                need = expression_need(img, plan, need)
             stats = await holding(
                 state,
                 need,

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 from ..region import args
 from ..region.args import ArgumentError
+from ..region.expression import Expression
 from ..region.stats import MAX_BINS, StatisticsError, StatisticsOptions, check_options
 from .mapparams import lenient
-from .params import MAX_LEVEL, URL_PARAM, Param, as_problem
+from .params import EXPRESSION_PARAM, MAX_LEVEL, URL_PARAM, Param, as_problem
 from .problems import bad_request
 
 __all__ = ["STATISTICS_PARAMS", "StatisticsQuery", "parse_statistics"]
@@ -30,6 +31,7 @@ STATISTICS_PARAMS: tuple[Param, ...] = (
         example="1",
     ),
     Param("bands", {"type": "string", "pattern": _INTS}, "As bidx."),
+    EXPRESSION_PARAM,
     Param(
         "max_size",
         {"type": "integer", "minimum": 1, "maximum": args.MAX_SIDE},
@@ -80,6 +82,8 @@ class StatisticsQuery:
     nodata: float | None
     options: StatisticsOptions
     canonical: str
+    #: band math: the statistics of its outputs ("b1", "b2"...)
+    expression: Expression | None = None
 
 
 def _listed(values: Sequence[str]) -> list[str]:
@@ -149,6 +153,14 @@ def parse_statistics(items: Sequence[tuple[str, str]], max_size_limit: int) -> S
         max_size, level = _sizes(q, max_size_limit)
         nodata = _nodata(q["nodata"][-1]) if "nodata" in q else None
         options = _options(q)
+        text = q.get("expression", [""])[-1]
+        expression = args.expression(text) if text.strip() else None
+        if expression is not None and picked:
+            raise ArgumentError(
+                "expression", "give bidx or expression, not both", "conflicting_parameters"
+            )
     canonical = "&".join(f"{k}={v}" for k, v in sorted(kept) if k != "url")
     bands = tuple(picked) or None
-    return StatisticsQuery(q["url"][-1], bands, max_size, level, nodata, options, canonical)
+    return StatisticsQuery(
+        q["url"][-1], bands, max_size, level, nodata, options, canonical, expression
+    )

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import LimitExceededError
 from ..image import Image
 from ..outputs import CONTENT_TYPES, RENDERED
-from ..region import Encoded, RegionPlan, RequestBytes
+from ..region import Encoded, Expression, RegionPlan, RequestBytes
 from ..region.stretch import Compute, Stretch, colours_raw_values, default_rescale
 from .answers import check_blocks, check_pixels, holding
 from .messages import CoreResponse
@@ -36,11 +36,15 @@ async def default_stretch(
     nodata: float | int | None = None,
     rescale: object = None,
     colormap: object = False,
+    expression: Expression | None = None,
 ) -> Stretch | None:
-    """The stretch a rendering of ``bands`` uses when no ``rescale`` is given; None when one is,
-    for uint8 data (shown as it is), a colormap of values (``colormap``: see
-    ``colours_raw_values``) and when the default stretch is not available."""
-    if rescale or img.dtype == np.uint8 or colours_raw_values(img, bands, colormap):
+    """The stretch a rendering of ``bands`` (or of ``expression``'s outputs) uses when no
+    ``rescale`` is given; None when one is, for uint8 data (shown as it is; not an expression's
+    float outputs), a colormap of values (``colormap``: see ``colours_raw_values``) and when
+    the default stretch is not available."""
+    if rescale or (img.dtype == np.uint8 and expression is None):
+        return None
+    if colours_raw_values(img, bands, colormap, expression):
         return None
     cfg = state.config
 
@@ -57,6 +61,7 @@ async def default_stretch(
             max_tiles=cfg.max_tiles,
             max_bytes=cfg.max_fetch_bytes,
             guard=guard,
+            expression=expression,
         )
     except LimitExceededError:
         return None

@@ -26,6 +26,7 @@ from ..image import Image
 from ..outputs import CONTENT_TYPES, RENDERED, render_bands
 from ..region import ImageData, RegionRequest, args, georef
 from ..region.args import ArgumentError
+from ..region.plan import expression_bands
 from .answers import (
     cached_or,
     check_blocks,
@@ -62,7 +63,10 @@ _HOST = re.compile(r"^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5
 
 
 def _shown_bands(img: Image, style: Style, fmt: str | None) -> tuple[int, ...] | None:
-    """The bands read: for an 8-bit rendering the 1 or 3 it shows, else those asked for."""
+    """The bands read: for an 8-bit rendering the 1 or 3 it shows, else those asked for (with
+    an expression, those it refers to)."""
+    if style.expression is not None:
+        return expression_bands(img, style.expression, fmt is None or fmt in RENDERED)
     if fmt is not None and fmt not in RENDERED:
         return style.bands
     try:
@@ -116,8 +120,12 @@ async def warped_answer(state: ServiceState, img: Image, plan: Any, style: Style
     check_pixels(state, plan.dst.width, plan.dst.height)
     check_blocks(state, img)
     bands = _shown_bands(img, style, style.format)
+    expr = style.expression
     count = len(bands) if bands else img.count - (img.alpha_band is not None)
-    need = georef.estimate_warp(img, plan, style.format or "png", count + style.return_mask)
+    if expr is not None:
+        count = expr.count
+    fmt = style.format or "png"
+    need = georef.estimate_warp(img, plan, fmt, count + style.return_mask, expr)
     stretch = None
     if style.format is None or style.format in RENDERED:
         stretch = await default_stretch(
@@ -127,17 +135,19 @@ async def warped_answer(state: ServiceState, img: Image, plan: Any, style: Style
             nodata=style.nodata,
             rescale=style.rescale,
             colormap=style.colormap,
+            expression=expr,
         )
 
     async def work() -> CoreResponse:
         data = await georef.read_warped(
             img,
             plan,
-            bands=bands,
+            bands=None if expr is not None else bands,
             max_tiles=cfg.max_tiles,
             max_bytes=cfg.max_fetch_bytes,
             executor=state.context.executor,
             src_nodata=style.nodata,
+            expression=expr,
         )
         return await _render(state, data, style, stretch)
 
@@ -384,6 +394,7 @@ async def bbox(req: CoreRequest, state: ServiceState) -> CoreResponse:
                 height=shape[0] if shape else None,
                 max_size=max_size,
                 bands=q.style.bands,
+                expression=q.style.expression,
             )
             return await regional_answer(req, state, img, region, native_rendering(q.style))
         plan = await georef.plan_region_async(
