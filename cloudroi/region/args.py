@@ -14,10 +14,12 @@ import re
 
 from ..colormaps import Colormap, ColormapError, choose
 from ..outputs import FORMATS
+from ..read.resample_plan import RESAMPLINGS
 
 __all__ = [
     "MAX_BANDS",
     "MAX_SIDE",
+    "RESAMPLINGS",
     "ArgumentError",
     "bands",
     "bbox",
@@ -28,6 +30,7 @@ __all__ = [
     "output_format",
     "quality",
     "rescale",
+    "resampling",
     "resolution",
     "size",
     "window",
@@ -219,6 +222,17 @@ def io_resampling(text: str, name: str = "resampling") -> str:
     if value not in IO_RESAMPLINGS:
         raise ArgumentError(
             name, f"{name} must be one of {', '.join(IO_RESAMPLINGS)}, got {value[:20]!r}"
+        )
+    return value
+
+
+def resampling(text: str, name: str = "resampling") -> str:
+    """The kernel of a native read to an output size: nearest, bilinear, cubic, average or
+    mode (GDAL's RasterIO resampling)."""
+    value = text.strip().lower()
+    if value not in RESAMPLINGS:
+        raise ArgumentError(
+            name, f"{name} must be one of {', '.join(RESAMPLINGS)}, got {value[:20]!r}"
         )
     return value
 

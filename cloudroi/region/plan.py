@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import BandError, LevelError, NotGeoreferencedError, WindowError
 from ..outputs import RENDERED, render_bands
+from ..read.resampled import check_resampling
 from ..types import Window
 from .args import ArgumentError
 from .geometry import Transform, bbox_window, out_shape, to_pixel, window_transform
@@ -32,7 +33,8 @@ class RegionRequest:
     neither for the whole image; ``level`` or an output size (``width``/``height``, the aspect
     kept when only one is given, or ``max_size`` for the longest side); ``bands`` 1-based (None:
     all, or what an 8-bit rendering shows); ``boundless`` lets a window reach outside the image
-    (a bbox always may: its outside parts are filled and masked).
+    (a bbox always may: its outside parts are filled and masked); ``resampling`` is the kernel
+    of a read to an output size (nearest, bilinear, cubic, average, mode: GDAL's RasterIO).
     """
 
     window: tuple[int, int, int, int] | None = None
@@ -43,6 +45,7 @@ class RegionRequest:
     max_size: int | None = None
     bands: tuple[int, ...] | None = None
     boundless: bool = False
+    resampling: str = "nearest"
 
     def __post_init__(self) -> None:
         if self.window is not None and self.bbox is not None:
@@ -61,14 +64,15 @@ class RegionRequest:
 @dataclass(frozen=True, slots=True)
 class RegionPlan:
     """What reading a region takes: ``window`` of ``level`` (level 0 lets a resampled read pick
-    the overview GDAL would), resampled to ``out_shape`` (h, w) when given; ``bands`` as read
-    (None: all)."""
+    the overview GDAL would), resampled to ``out_shape`` (h, w) when given with ``resampling``;
+    ``bands`` as read (None: all)."""
 
     level: int
     window: Window
     out_shape: tuple[int, int] | None
     boundless: bool
     bands: tuple[int, ...] | None
+    resampling: str = "nearest"
 
     @property
     def height(self) -> int:
@@ -104,7 +108,8 @@ def plan_region(img: Image, req: RegionRequest, *, rendered: bool = False) -> Re
         fitted = fit_max_size(win.height, win.width, req.max_size)
         if fitted != (win.height, win.width):
             shape = fitted
-    return RegionPlan(level, win, shape, boundless, _bands(img, req.bands, rendered))
+    kind = check_resampling(req.resampling, img.colormap is not None)
+    return RegionPlan(level, win, shape, boundless, _bands(img, req.bands, rendered), kind)
 
 
 def fit_max_size(height: int, width: int, max_size: int) -> tuple[int, int]:

@@ -81,6 +81,7 @@ async def read_region(
         "boundless": plan.boundless,
         "max_tiles": max_tiles,
         "max_bytes": max_bytes,
+        "resampling": plan.resampling,
     }
     data = await img.read(plan.window, plan.level, plan.bands, **kwargs)
     mask = None

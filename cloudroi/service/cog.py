@@ -104,7 +104,13 @@ async def preview(req: CoreRequest, state: ServiceState) -> CoreResponse:
 
     async def work(img: Image) -> CoreResponse:
         if dst_crs is None or georef.same_crs(img, dst_crs):
-            region = RegionRequest(width=w, height=h, max_size=max_size, bands=q.style.bands)
+            region = RegionRequest(
+                width=w,
+                height=h,
+                max_size=max_size,
+                bands=q.style.bands,
+                resampling=q.style.native_resampling(),
+            )
             return await regional_answer(req, state, img, region, native_rendering(q.style))
         bounds = await asyncio.to_thread(georef.bounds_in, img, dst_crs)
         longest = max_size or max(w or 0, h or 0)

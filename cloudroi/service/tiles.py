@@ -384,6 +384,7 @@ async def bbox(req: CoreRequest, state: ServiceState) -> CoreResponse:
                 height=shape[0] if shape else None,
                 max_size=max_size,
                 bands=q.style.bands,
+                resampling=q.style.native_resampling(),
             )
             return await regional_answer(req, state, img, region, native_rendering(q.style))
         plan = await georef.plan_region_async(
