@@ -135,10 +135,10 @@ async def test_kernels_agree_with_gdal(
             worst = max(t[1] for t in table)
             share = max(t[2] for t in table)
             what = f"{name} {kind}: mean {mean:.4f} max {worst} share {share:.4f}"
-            if kind in ("nearest", "mode", "bilinear", "cubic"):
+            if kind in ("nearest", "mode") or (kind != "average" and img.dtype.kind != "f"):
                 assert worst == 0, what  # measured exact (GDAL 3.10)
             elif img.dtype.kind == "f":
-                assert worst <= 1e-3, what
+                assert worst <= 1e-4, what  # a float32 ulp at the data's ~200
             else:
                 # average: ties at x.5 (when upsampling) round either way, by 1
                 assert mean <= 0.05, what

@@ -42,73 +42,143 @@ def _gather(arr: Any, axis: AxisPlan, origin: int, dim: int) -> Any:
     return np.take(arr, axis.index - origin, axis=dim)
 
 
-def _longest_valid_run(valid: Any, real: Any) -> Any:
-    """Longest run of valid taps along the last axis (padding taps end a run)."""
-    run = np.zeros(valid.shape[:-1], np.intp)
+#: Intermediate values one strip of output rows may hold (strips bound a kernel's memory).
+_STRIP_CELLS = 1 << 22
+
+
+def _strips(plan: ResamplePlan, bands: int) -> list[tuple[slice, AxisPlan]]:
+    """The output rows in strips, each with its row taps (so that a strip's source rows times
+    the output width stays near ``_STRIP_CELLS``)."""
+    m, n = plan.shape
+    reach = int(plan.rows.count.max()) if m else 1
+    step = max(1, _STRIP_CELLS // max(1, bands * n * reach))
+    out = []
+    for r0 in range(0, m, step):
+        sl = slice(r0, r0 + step)
+        out.append((sl, AxisPlan(plan.rows.index[sl], plan.rows.weight[sl], plan.rows.count[sl])))
+    return out
+
+
+#: Outputs per dense band of weights (a banded matrix product in BLAS, group by group).
+_GROUP = 64
+
+
+class _Band:
+    """The taps of one axis as dense weight blocks: outputs ``[g0, g1)`` take source
+    ``[lo, hi)`` (relative to ``origin``) times ``dense`` (hi - lo, g1 - g0)."""
+
+    def __init__(self, axis: AxisPlan, origin: int) -> None:
+        idx = axis.index - origin
+        n = idx.shape[0]
+        self.n = n
+        self.blocks: list[tuple[int, int, int, int, FloatArray]] = []
+        for g0 in range(0, n, _GROUP):
+            g1 = min(n, g0 + _GROUP)
+            part = idx[g0:g1]
+            lo, hi = int(part.min()), int(part.max()) + 1
+            dense = np.zeros((hi - lo, g1 - g0))
+            cols = np.broadcast_to(np.arange(g1 - g0)[:, None], part.shape)
+            np.add.at(dense, (part - lo, cols), axis.weight[g0:g1])
+            self.blocks.append((g0, g1, lo, hi, dense))
+
+    def last(self, arr: Any) -> FloatArray:
+        """``arr`` (..., L) -> (..., n): the weighted sum over the taps along the last axis."""
+        out = np.empty((*arr.shape[:-1], self.n))
+        for g0, g1, lo, hi, dense in self.blocks:
+            out[..., g0:g1] = np.asarray(arr[..., lo:hi], dtype=np.float64) @ dense
+        return out
+
+    def rows(self, arr: Any) -> FloatArray:
+        """``arr`` (..., L, w) -> (..., n, w): the same along the second-last axis."""
+        out = np.empty((*arr.shape[:-2], self.n, arr.shape[-1]))
+        for g0, g1, lo, hi, dense in self.blocks:
+            out[..., g0:g1, :] = dense.T @ np.asarray(arr[..., lo:hi, :], dtype=np.float64)
+        return out
+
+
+def _runs_ok(valid: Any, axis: AxisPlan, origin: int, last: bool) -> BoolArray:
+    """GDAL's rule for kernels with negative weights (cubic) on masked data: an output whose
+    longest run of valid taps is shorter than half its taps is dropped."""
+    idx = axis.index - origin
+    taps = valid if last else np.swapaxes(valid, -1, -2)
+    run = np.zeros((*taps.shape[:-1], idx.shape[0]), np.intp)
     best = np.zeros_like(run)
-    for k in range(valid.shape[-1]):
-        run = np.where(valid[..., k] & real[..., k], run + 1, 0)
+    real = axis.real
+    for j in range(idx.shape[1]):
+        run = np.where(taps[..., idx[:, j]] & real[:, j], run + 1, 0)
         best = np.maximum(best, run)
-    return best
-
-
-def _masked_pass(
-    taps: Any, valid: Any, axis: AxisPlan, negative: bool
-) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
-    """One masked pass: ``taps`` (b, ..., n, k) and ``valid`` (..., n, k) -> the values
-    normalised by their valid weights and where any survived. With a kernel with negative
-    weights (cubic), GDAL also drops an output whose longest run of valid taps is shorter than
-    half its taps."""
-    w = axis.weight * valid
-    wsum = w.sum(axis=-1)
-    num = (taps * w).sum(axis=-1)
-    ok = wsum > 0
-    if negative:
-        real = np.broadcast_to(axis.real, valid.shape)
-        ok &= _longest_valid_run(valid, real) >= axis.count // 2
-    return np.divide(num, wsum, out=np.zeros_like(num), where=ok), ok
+    ok = best >= axis.count // 2
+    return ok if last else np.swapaxes(ok, -1, -2)
 
 
 def _convolve(
-    src: FloatArray, valid: npt.NDArray[np.bool_] | None, plan: ResamplePlan
-) -> tuple[FloatArray, npt.NDArray[np.bool_] | None]:
-    """Separable convolution: columns, then rows; with a mask each pass normalises by the
-    weights of its valid taps."""
+    src: Any, valid: BoolArray | None, plan: ResamplePlan
+) -> tuple[FloatArray, BoolArray | None]:
+    """Separable convolution, strip by strip of output rows: columns, then rows; with a mask
+    each pass normalises by the weights of its valid taps."""
     win = plan.window
-    wc, wr = plan.cols.weight, plan.rows.weight
-    cols = _gather(src, plan.cols, win.col_off, 2)  # (b, h_src, n, k)
-    if valid is None:
-        h = np.einsum("bhnk,nk->bhn", cols, wc)
-        rows = _gather(h, plan.rows, win.row_off, 1)  # (b, m, k, n)
-        return np.einsum("bmkn,mk->bmn", rows, wr), None
+    out = np.zeros((src.shape[0], *plan.shape))
+    ok = None if valid is None else np.zeros(plan.shape, bool)
     negative = plan.kind == "cubic"
-    vc = _gather(valid, plan.cols, win.col_off, 1)  # (h_src, n, k)
-    h, hvalid = _masked_pass(cols, vc, plan.cols, negative)
-    rows = np.moveaxis(_gather(h, plan.rows, win.row_off, 1), 2, 3)  # (b, m, n, k)
-    vr = np.moveaxis(_gather(hvalid, plan.rows, win.row_off, 0), 1, 2)  # (m, n, k)
-    row_axis = AxisPlan(plan.rows.index, plan.rows.weight[:, None, :], plan.rows.count[:, None])
-    return _masked_pass(rows, vr, row_axis, negative)
+    cols = _Band(plan.cols, win.col_off)
+    for sl, row_axis in _strips(plan, src.shape[0]):
+        lo, hi = row_axis.start - win.row_off, row_axis.stop - win.row_off
+        rows = _Band(row_axis, row_axis.start)
+        block = src[:, lo:hi]
+        if valid is None:
+            out[:, sl] = rows.rows(cols.last(block))
+            continue
+        assert ok is not None
+        v = valid[lo:hi]
+        # columns: normalised by the valid weights; a row without any is invalid
+        wsum = cols.last(v)
+        hvalid = wsum > 0
+        if negative:
+            hvalid &= _runs_ok(v, plan.cols, win.col_off, True)
+        h = np.divide(
+            cols.last(block * v),
+            wsum,
+            out=np.zeros(block.shape[:-1] + wsum.shape[-1:]),
+            where=hvalid,
+        )
+        # rows, over the rows' results that are valid
+        wsum2 = rows.rows(hvalid)
+        vok = wsum2 > 0
+        if negative:
+            vok &= _runs_ok(hvalid, row_axis, row_axis.start, False)
+        out[:, sl] = np.divide(
+            rows.rows(h * hvalid), wsum2, out=np.zeros((src.shape[0], *wsum2.shape)), where=vok
+        )
+        ok[sl] = vok
+    return out, ok
 
 
 def _average(
-    src: FloatArray, valid: npt.NDArray[np.bool_] | None, plan: ResamplePlan
-) -> tuple[FloatArray, npt.NDArray[np.bool_] | None]:
-    """Coverage-weighted mean of each footprint's valid pixels (separable sums)."""
+    src: Any, valid: BoolArray | None, plan: ResamplePlan
+) -> tuple[FloatArray, BoolArray | None]:
+    """Coverage-weighted mean of each footprint's valid pixels (separable sums), strip by
+    strip of output rows."""
     win = plan.window
-    wc, wr = plan.cols.weight, plan.rows.weight
-    cols = _gather(src, plan.cols, win.col_off, 2)  # (b, h_src, n, k)
-    if valid is None:
-        num = np.einsum("bhnk,nk->bhn", cols, wc)
-        den = np.broadcast_to(wc.sum(axis=1), num.shape[1:])
-    else:
-        vc = _gather(valid, plan.cols, win.col_off, 1).astype(np.float64)
-        num = np.einsum("bhnk,hnk,nk->bhn", cols, vc, wc)
-        den = np.einsum("hnk,nk->hn", vc, wc)
-    num2 = np.einsum("bmkn,mk->bmn", _gather(num, plan.rows, win.row_off, 1), wr)
-    den2 = np.einsum("mkn,mk->mn", _gather(den, plan.rows, win.row_off, 0), wr)
-    ok = den2 > 0
-    out = np.divide(num2, den2, out=np.zeros_like(num2), where=ok)
-    return out, (ok if valid is not None else None)
+    out = np.zeros((src.shape[0], *plan.shape))
+    ok = None if valid is None else np.zeros(plan.shape, bool)
+    cols = _Band(plan.cols, win.col_off)
+    col_sum = plan.cols.weight.sum(axis=1)
+    for sl, row_axis in _strips(plan, src.shape[0]):
+        lo, hi = row_axis.start - win.row_off, row_axis.stop - win.row_off
+        rows = _Band(row_axis, row_axis.start)
+        block = src[:, lo:hi]
+        if valid is None:
+            num = rows.rows(cols.last(block))
+            den = np.outer(row_axis.weight.sum(axis=1), col_sum)
+        else:
+            v = valid[lo:hi]
+            num = rows.rows(cols.last(block * v))
+            den = rows.rows(cols.last(v))
+        good = den > 0
+        out[:, sl] = np.divide(num, den, out=np.zeros_like(num), where=good)
+        if ok is not None:
+            ok[sl] = good
+    return out, ok
 
 
 def _mode_of(values: Any, real: Any, byte_rule: bool) -> tuple[Any, Any]:
@@ -117,24 +187,30 @@ def _mode_of(values: Any, real: Any, byte_rule: bool) -> tuple[Any, Any]:
     p, m = values.shape
     if m == 0:
         return np.zeros(p, values.dtype), np.zeros(p, bool)
-    order = np.lexsort((values, ~real), axis=-1) if m > 1 else np.zeros((p, 1), np.intp)
+    if values.dtype.kind in "iu" and values.dtype.itemsize <= 4:
+        # one integer key, invalid entries last: a stable sort keeps footprint order in ties
+        key = np.where(real, values.astype(np.int64), np.int64(1) << 40)
+        order = np.argsort(key, axis=1, kind="stable")
+    else:
+        order = np.lexsort((values, ~real), axis=-1)
     sv = np.take_along_axis(values, order, axis=1)
     sr = np.take_along_axis(real, order, axis=1)
-    pos = np.broadcast_to(np.arange(m), (p, m))
+    pos = np.arange(m)
     new = np.ones((p, m), bool)
-    new[:, 1:] = (sv[:, 1:] != sv[:, :-1]) | (sr[:, 1:] != sr[:, :-1])
-    run_start = np.maximum.accumulate(np.where(new, pos, 0), axis=1)
-    ends = np.ones((p, m), bool)
-    ends[:, :-1] = new[:, 1:]
-    run_end = np.flip(np.minimum.accumulate(np.flip(np.where(ends, pos, m), 1), axis=1), 1)
-    count = run_end - run_start + 1
-    best = np.where(new & sr, count, 0).max(axis=1)
-    # the order position deciding ties: the occurrence reaching the top count (8-bit), or
-    # the first occurrence
-    reach = run_start + (best[:, None] - 1 if byte_rule else 0)
-    tie = np.take_along_axis(order, np.clip(reach, 0, m - 1), axis=1)
-    score = np.where(new & sr & (count == best[:, None]), m - tie, -1)
-    pick = score.argmax(axis=1)
+    new[:, 1:] = sv[:, 1:] != sv[:, :-1]
+    # The sort is stable, so the c-th entry of a run of equal values is its c-th occurrence
+    # in footprint order (invalid entries sort last and are left out).
+    occ = pos - np.maximum.accumulate(np.where(new, pos, 0), axis=1) + 1
+    occ = np.where(sr, occ, 0)
+    best = occ.max(axis=1)
+    top = occ == best[:, None]
+    # ties: the value reaching the top count first (8-bit), else the one seen first
+    at = (
+        order
+        if byte_rule
+        else np.take_along_axis(order, np.maximum(pos - best[:, None] + 1, 0), axis=1)
+    )
+    pick = np.where(top, at, m).argmin(axis=1)
     return sv[np.arange(p), pick], best > 0
 
 
@@ -207,7 +283,7 @@ def _one(
         out = np.concatenate([o for o, _ in outs]) if outs else np.empty((0, *plan.shape))
         return out.astype(src.dtype, copy=False), outs[0][1] if outs else None
     kernel = _average if plan.kind == "average" else _convolve
-    values, ok = kernel(src.astype(np.float64), valid, plan)
+    values, ok = kernel(src, valid, plan)
     out = store(values, src.dtype, plan.kind != "average")
     if nodata is not None and _usable(nodata, src.dtype):
         hit = out == nodata if ok is None else (out == nodata) & ok
