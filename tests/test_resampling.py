@@ -1,7 +1,8 @@
 """Resampled reads with bilinear, cubic, average and mode, against GDAL's RasterIO (rasterio).
 
 Small files written by GDAL (600 x 500): an 8-bit RGB COG with overviews, a 16-bit and a float32
-COG, an 8-bit COG with nodata and an 8-bit GTiff without overviews. Windows cover downsampling
+COG, an 8-bit COG with nodata, an 8-bit GTiff without overviews, and 8-bit RGB COGs whose
+validity is an internal mask or an alpha band. Windows cover downsampling
 by 2 (an overview copied as it is), 3.7 and 10 (between overviews) and an upsampling. The
 agreement measured here is the table in the README.
 """
@@ -54,7 +55,15 @@ def _pixels(dtype: str, bands: int, seed: int) -> np.ndarray:
     return np.asarray(np.clip(arr, 0, top), dtype=dtype)
 
 
-def _write(path: Path, arr: np.ndarray, *, nodata: float | None = None, cog: bool = True) -> Path:
+def _write(
+    path: Path,
+    arr: np.ndarray,
+    *,
+    nodata: float | None = None,
+    cog: bool = True,
+    mask: np.ndarray | None = None,
+    alpha: bool = False,
+) -> Path:
     profile: dict[str, Any] = {
         "driver": "GTiff",
         "width": WIDTH,
@@ -68,9 +77,14 @@ def _write(path: Path, arr: np.ndarray, *, nodata: float | None = None, cog: boo
     }
     if nodata is not None:
         profile["nodata"] = nodata
+    if alpha:
+        profile.update(photometric="RGB", alpha="YES")
     plain = path.with_suffix(".plain.tif")
-    with quiet(), rasterio.open(plain, "w", **profile) as ds:
+    env = rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True)
+    with quiet(), env, rasterio.open(plain, "w", **profile) as ds:
         ds.write(arr)
+        if mask is not None:
+            ds.write_mask(mask)
     if not cog:
         return plain
     with quiet():
@@ -84,7 +98,11 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     nodata = _pixels("uint8", 1, 3)
     nodata[:, 100:180, 200:330] = 0
     nodata[:, np.random.default_rng(9).random((HEIGHT, WIDTH)) < 0.05] = 0
+    valid = (nodata[0] != 0).astype(np.uint8) * 255
+    rgb = _pixels("uint8", 3, 5)
     return {
+        "rgb8_mask": _write(root / "rgbmask.tif", rgb, mask=valid),
+        "rgba8": _write(root / "rgba.tif", np.concatenate([rgb, valid[None]]), alpha=True),
         "rgb8": _write(root / "rgb8.tif", _pixels("uint8", 3, 0)),
         "u16": _write(root / "u16.tif", _pixels("uint16", 1, 1)),
         "f32": _write(root / "f32.tif", _pixels("float32", 1, 2)),
@@ -117,12 +135,16 @@ def agreement(got: np.ndarray, want: np.ndarray) -> tuple[float, float, float]:
     return float(diff.mean()), float(diff.max()), float((diff > 0).mean())
 
 
-@pytest.mark.parametrize("name", ["rgb8", "u16", "f32", "u8_nodata", "u8_no_overviews"])
+@pytest.mark.parametrize(
+    "name", ["rgb8", "u16", "f32", "u8_nodata", "u8_no_overviews", "rgb8_mask", "rgba8"]
+)
 async def test_kernels_agree_with_gdal(
     name: str, files: dict[str, Path], upstream: Upstream
 ) -> None:
     path = files[name]
     async with cloudroi.open(upstream.url(f"{name}.tif")) as img:
+        assert img.has_mask == (name == "rgb8_mask")
+        assert img.alpha_band == (4 if name == "rgba8" else None)
         for kind in KINDS:
             table = []
             for window, shape in CASES:

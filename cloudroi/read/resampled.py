@@ -4,8 +4,9 @@ kernel in the thread pool.
 The planner (``resample_plan.plan_read``) says which level and window of it a read needs: the
 output's footprint padded by the kernel's reach, and nothing more. Its blocks are read like any
 window (only those blocks are fetched and decoded); the validity of its pixels comes the way
-GDAL's band masks give it (the internal mask or the alpha band, shared by the bands; or each
-band's own nodata test), and the kernel runs off the event loop.
+GDAL's band masks give it (the internal mask or the alpha band, shared by the bands, the alpha
+band itself all valid; or each band's own nodata test; mode honours nodata only), and the kernel
+runs off the event loop.
 """
 
 from __future__ import annotations
@@ -71,16 +72,18 @@ def _nodata_valid(band: npt.NDArray[Any], nodata: float | int) -> BoolArray:
 
 def _kernel(
     data: npt.NDArray[Any],
-    shared: BoolArray | None,
+    mask: npt.NDArray[np.uint8] | None,
     per_band: Sequence[bool],
-    inside: BoolArray | None,
+    where: tuple[Window, tuple[int, int]],
     plan: ResamplePlan,
     nodata: float | int | None,
 ) -> npt.NDArray[Any]:
-    """Build each band's validity and resample (in a pool thread)."""
+    """Build each band's validity (pixels outside the level of ``where`` = (window, size)
+    are invalid) and resample (in a pool thread)."""
+    inside = _inside(*where)
+    shared = None if mask is None else mask > 0
     valid: list[BoolArray | None] = []
-    base = shared if inside is None or shared is None else shared & inside
-    base = inside if shared is None else base
+    base = inside if shared is None else shared if inside is None else shared & inside
     for i, own in enumerate(per_band):
         if own and nodata is not None:
             v = _nodata_valid(data[i], nodata)
@@ -110,17 +113,19 @@ async def read_resampled(
     source, band = mask_source(
         base.samples, base.extra_samples, base.dtype, lr.mask_ifd is not None, lr.nodata is not None
     )
-    shared: BoolArray | None = None
+    shared: npt.NDArray[np.uint8] | None = None
     per_band = [True] * len(samples)
-    if source in ("mask", "alpha"):
-        shared = await read_mask(lr, target, budgets) > 0
+    # GDAL's mode honours nodata only: it counts the pixels an internal mask or an alpha band
+    # hides (measured against GDAL 3.10), so it gets no mask here either.
+    if source in ("mask", "alpha") and plan.kind != "mode":
+        shared = await read_mask(lr, target, budgets)
         # the alpha band itself is all valid to GDAL; the others share the mask
         per_band = [source == "alpha" and band is not None and s == band - 1 for s in samples]
-    inside = _inside(win, (lr.ifd.width, lr.ifd.height))
+    where = (win, (lr.ifd.width, lr.ifd.height))
     nodata = lr.nodata if source in ("nodata", "alpha_nodata") else None
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(
-        lr.reader.executor, _kernel, data, shared, per_band, inside, plan, nodata
+        lr.reader.executor, _kernel, data, shared, per_band, where, plan, nodata
     )
 
 
