@@ -295,3 +295,18 @@ def test_cli_read_resampling(upstream: Upstream, tmp_path: Path) -> None:
     got = np.load(out)
     want = cloudroi.read(url, (37, 41, 300, 200), out_shape=(30, 20), resampling="mode")
     np.testing.assert_array_equal(got, want)
+
+
+def test_mode_of_a_footprint_without_valid_pixels() -> None:
+    """Float data (GDAL's "first seen" tie rule) whose last footprint is all nodata: the
+    output there is nodata and invalid (this once raised IndexError on the sample DEM)."""
+    from cloudroi.read.resample import resample
+    from cloudroi.read.resample_plan import plan_resample
+
+    src = np.array([[[1.0, 2.0, 2.0, -9999.0, -9999.0, -9999.0]]], dtype=np.float32)
+    valid = src[0] != -9999.0
+    plan = plan_resample("mode", (0.0, 0.0, 6.0, 1.0), (0, 0), (1, 2), (6, 1), 256)
+    out, ok = resample(src, [valid], plan, -9999.0)
+    np.testing.assert_array_equal(out, [[[2.0, -9999.0]]])
+    assert ok is not None
+    np.testing.assert_array_equal(ok, [[[True, False]]])

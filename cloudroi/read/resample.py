@@ -208,7 +208,7 @@ def _mode_of(values: Any, real: Any, byte_rule: bool) -> tuple[Any, Any]:
     at = (
         order
         if byte_rule
-        else np.take_along_axis(order, np.maximum(pos - best[:, None] + 1, 0), axis=1)
+        else np.take_along_axis(order, np.clip(pos - best[:, None] + 1, 0, m - 1), axis=1)
     )
     pick = np.where(top, at, m).argmin(axis=1)
     return sv[np.arange(p), pick], best > 0
