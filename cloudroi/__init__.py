@@ -30,6 +30,7 @@ from .errors import (
     ObjectChangedError,
     RangeNotSupportedError,
     ReadTimeoutError,
+    ResamplingError,
     SourceError,
     SourceNotFoundError,
     TiffFormatError,
@@ -87,6 +88,7 @@ __all__ = [
     "RangeSource",
     "ReadPlan",
     "ReadTimeoutError",
+    "ResamplingError",
     "RetryPolicy",
     "SourceError",
     "SourceNotFoundError",
@@ -165,8 +167,8 @@ def read(
     **kwargs: Any,
 ) -> npt.NDArray[Any]:
     """Synchronous ``open`` + ``read``; keyword arguments go to ``Image.read`` (out_shape,
-    boundless, fill_value, max_bytes, max_tiles) or, otherwise, to ``open``."""
-    read_keys = {"out_shape", "boundless", "fill_value", "max_bytes", "max_tiles"}
+    boundless, fill_value, max_bytes, max_tiles, resampling) or, otherwise, to ``open``."""
+    read_keys = {"out_shape", "boundless", "fill_value", "max_bytes", "max_tiles", "resampling"}
     read_kwargs = {k: v for k, v in kwargs.items() if k in read_keys}
     open_kwargs = {k: v for k, v in kwargs.items() if k not in read_keys}
 

@@ -9,6 +9,7 @@ The whole tree::
     │   ├── LevelError             a resolution level the image does not have
     │   ├── BandError              a band the image does not have, or a band list it cannot serve
     │   ├── NotGeoreferencedError  map coordinates asked of an image without georeferencing
+    │   ├── ResamplingError        a resampling name not known, or one a paletted image refuses
     │   └── TileOutsideBoundsError a web-map tile that does not touch the image
     ├── CRSError                   a CRS that cannot be read, built or converted (or pyproj missing)
     ├── LimitExceededError         a configured budget (bytes, tiles, output size) would be passed
@@ -42,6 +43,7 @@ __all__ = [
     "ObjectChangedError",
     "RangeNotSupportedError",
     "ReadTimeoutError",
+    "ResamplingError",
     "SourceError",
     "SourceNotFoundError",
     "TiffFormatError",
@@ -83,6 +85,11 @@ class BandError(WindowError):
 
 class NotGeoreferencedError(WindowError):
     """Map coordinates (a bbox, a point) asked of an image without georeferencing."""
+
+
+class ResamplingError(WindowError):
+    """An unknown resampling, or a blending one (bilinear, cubic, average) asked of a paletted
+    image, whose values are palette indices that must not be mixed."""
 
 
 class CRSError(CloudROIError, ValueError):

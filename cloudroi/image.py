@@ -29,6 +29,8 @@ from .read.jpeg_ijg import JpegDecoder
 from .read.masks import read_mask
 from .read.plan import ReadPlan, check_shape, check_window, resample_source
 from .read.reader import BlockReader, Budgets, LevelReader
+from .read.resample_plan import ResamplePlan, plan_read
+from .read.resampled import check_resampling, read_resampled, read_resampled_mask
 from .region.geometry import grid_bounds
 from .region.verbs import GeoVerbs
 from .source.base import RangeSource
@@ -315,6 +317,26 @@ class Image(GeoVerbs):
         )
         return self._reader.at(level, self.nodata), SampledTarget(rows, cols), win
 
+    def _resampled(
+        self,
+        lr: LevelReader,
+        window: Sequence[int] | None,
+        boundless: bool,
+        out_shape: tuple[int, int] | None,
+        resampling: str,
+    ) -> tuple[LevelReader, Window, ResamplePlan | None] | None:
+        """A read with a kernel other than nearest: the level, its window to read (the
+        footprint padded by the kernel's reach) and the plan; None when nearest applies."""
+        kind = check_resampling(resampling, self.colormap is not None)
+        if kind == "nearest" or out_shape is None:
+            return None
+        _, _, win = self._target(lr, window, boundless, None)
+        widths = [ifd.block_width for ifd in self.structure.levels]
+        level, src, plan = plan_read(
+            self.levels, lr.level, win, check_shape(out_shape), kind, widths
+        )
+        return self._reader.at(level, self.nodata), src, plan
+
     # -- reading ----------------------------------------------------------------------------
 
     def plan(
@@ -325,6 +347,7 @@ class Image(GeoVerbs):
         *,
         boundless: bool = False,
         out_shape: tuple[int, int] | None = None,
+        resampling: str = "nearest",
     ) -> ReadPlan:
         """The requests ``read`` (with the same arguments) would make, computed by the same
         planner without fetching anything. With ``out_shape``, the plan is of the overview and
@@ -333,6 +356,11 @@ class Image(GeoVerbs):
         For a file whose block index is loaded lazily and not yet in memory, the plan lists the
         index slices to fetch first and leaves ``requests`` as None.
         """
+        resampled = self._resampled(self._level(level), window, boundless, out_shape, resampling)
+        if resampled is not None:
+            rlr, src, _ = resampled
+            refs = self._reader.refs(rlr.ifd, WindowTarget(src), self._samples(bands))
+            return self._reader.plan(rlr.level, src, rlr.ifd, refs)
         lr, target, win = self._target(self._level(level), window, boundless, out_shape)
         if isinstance(target, SampledTarget):
             win = target.covering(lr.ifd)
@@ -351,6 +379,7 @@ class Image(GeoVerbs):
         max_bytes: int | None = None,
         max_tiles: int | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - maps the overrun to ReadTimeoutError
+        resampling: str = "nearest",
     ) -> npt.NDArray[Any]:
         """Pixels of ``window`` = (col_off, row_off, width, height) of ``level`` as an array shaped
         (bands, height, width) in the file's dtype. ``bands`` are 1-based (None: all).
@@ -360,12 +389,21 @@ class Image(GeoVerbs):
         raise ``WindowError`` unless ``boundless``, which fills them with ``fill_value``, the
         nodata value or 0. ``max_bytes``/``max_tiles`` refuse a read before any block is fetched.
         ``timeout`` (seconds) bounds the whole read, retries included: ``ReadTimeoutError``.
+        ``resampling`` (with ``out_shape``): "nearest", or "bilinear", "cubic", "average",
+        "mode" as GDAL's RasterIO resamples (its overview choice and kernels; blending ones are
+        refused on paletted images with ``ResamplingError``).
         """
         samples = self._samples(bands)
+        budgets = Budgets(max_bytes, max_tiles)
+        resampled = self._resampled(self._level(level), window, boundless, out_shape, resampling)
+        if resampled is not None:
+            rlr, src, plan = resampled
+            async with _deadline(timeout, self.url):
+                return await read_resampled(rlr, src, plan, samples, rlr.fill(fill_value), budgets)
         lr, target, _ = self._target(self._level(level), window, boundless, out_shape)
         fill = lr.fill(fill_value)
         async with _deadline(timeout, self.url):
-            return await lr.read(target, samples, fill, Budgets(max_bytes, max_tiles))
+            return await lr.read(target, samples, fill, budgets)
 
     async def read_mask(
         self,
@@ -377,13 +415,20 @@ class Image(GeoVerbs):
         max_bytes: int | None = None,
         max_tiles: int | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - maps the overrun to ReadTimeoutError
+        resampling: str = "nearest",
     ) -> npt.NDArray[np.uint8]:
         """The validity mask of a window as uint8 0 (invalid) / 255 (valid), shaped (h, w).
 
         From the GDAL internal mask when there is one; else the alpha band; else where any band
         differs from nodata; else all valid. Pixels outside the image are 0. A resampled mask
-        samples the same pixels as the resampled read (nearest sampling commutes with it).
+        samples the same pixels as the resampled read (nearest sampling commutes with it); with
+        another ``resampling``, a pixel is valid where its kernel saw a valid source pixel.
         """
+        resampled = self._resampled(self._level(level), window, boundless, out_shape, resampling)
+        if resampled is not None:
+            rlr, src, plan = resampled
+            async with _deadline(timeout, self.url):
+                return await read_resampled_mask(rlr, src, plan, Budgets(max_bytes, max_tiles))
         lr, target, _ = self._target(self._level(level), window, boundless, out_shape)
         async with _deadline(timeout, self.url):
             return await read_mask(lr, target, Budgets(max_bytes, max_tiles))

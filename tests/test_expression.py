@@ -631,3 +631,26 @@ def test_cli_read_and_tile(
         cli_main(["read", url, "--window", "0,0,8,8", "--expression", "b9", "-o", str(out)])
     assert exit_info.value.code == 2
     assert "b9" in capsys.readouterr().err
+
+
+async def test_expression_reads_its_bands_with_the_requested_kernel(
+    upstream: Upstream, files: dict[str, Path]
+) -> None:
+    """``resampling`` reaches the bands an expression reads: the outputs are the expression
+    applied to each band as ``Image.read`` resamples it (and differ from nearest)."""
+    expr = parse_expression("b2*2;b1-b2")
+    async with await cloudroi.open(upstream.url("four.tif")) as img:
+        outs = {}
+        for kind in ("nearest", "average"):
+            req = RegionRequest(max_size=150, expression=expr, resampling=kind)
+            plan = plan_region(img, req)
+            got = await read_region(img, plan)
+            bands = await img.read(None, 0, (1, 2), out_shape=plan.out_shape, resampling=kind)
+            b1, b2 = bands.astype(np.float64)
+            valid = (b1 != 0) & (b2 != 0)
+            assert got.mask is not None
+            assert np.array_equal(got.mask.astype(bool), valid)
+            want = np.stack([b2 * 2, b1 - b2]).astype(np.float32)
+            assert np.array_equal(got.data[:, valid], want[:, valid])
+            outs[kind] = got.data
+        assert not np.array_equal(outs["nearest"], outs["average"])

@@ -133,10 +133,12 @@ def _add_warp_args(p: argparse.ArgumentParser) -> None:
         )
     p.add_argument(
         "--resampling",
-        type=_option(region_args.kernel, "--resampling"),
+        type=_option(region_args.resampling, "--resampling"),
         metavar="KERNEL",
-        help=f"warp kernel: {', '.join(region_args.KERNELS)} (default nearest). "
-        "Any of these options reads the --bbox onto a grid of its own, as gdalwarp",
+        help=f"kernel of a read to --size: {', '.join(region_args.RESAMPLINGS)} (default "
+        "nearest), as GDAL's RasterIO. With another of these options, the warp kernel: "
+        f"{', '.join(region_args.KERNELS)}. Any other of these options reads the --bbox onto "
+        "a grid of its own, as gdalwarp",
     )
 
 
@@ -219,7 +221,7 @@ def _add_read(sub: Any, url_help: str) -> None:
         "--size",
         type=_option(region_args.size, "--size"),
         metavar="W,H",
-        help="output size: reads the best overview and resamples (nearest)",
+        help="output size: reads the best overview and resamples (see --resampling)",
     )
     _add_rendering_args(p)
     _add_warp_args(p)

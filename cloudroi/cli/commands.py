@@ -142,6 +142,7 @@ def _blocks_to_read(img: Image, plan: RegionPlan) -> int:
                 plan.bands,
                 boundless=plan.boundless,
                 out_shape=plan.out_shape,
+                resampling=plan.resampling,
             ).blocks
         )
     except CloudROIError:

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..cache import LRUCache
 from ..context import Context, ContextOptions
-from ..errors import BandError, LevelError, NotGeoreferencedError, WindowError
+from ..errors import BandError, LevelError, NotGeoreferencedError, ResamplingError, WindowError
 from ..image import Image
 from ..outputs import ALPHA_FORMATS, RENDERED
 from ..region import ArgumentError, Encoded, RegionPlan, RegionRequest, plan_region
@@ -111,9 +111,10 @@ def plan_from_args(img: Image, args: argparse.Namespace, *, rendered: bool = Fal
             bands=tuple(args.bands) if getattr(args, "bands", None) else None,
             boundless=bool(getattr(args, "boundless", False)),
             expression=getattr(args, "expression", None),
+            resampling=getattr(args, "resampling", None) or "nearest",
         )
         return plan_region(img, request, rendered=rendered)
-    except (ArgumentError, BandError, LevelError, NotGeoreferencedError) as exc:
+    except (ArgumentError, BandError, LevelError, NotGeoreferencedError, ResamplingError) as exc:
         raise UsageError(str(exc)) from exc
     except WindowError as exc:
         if args.window is None:

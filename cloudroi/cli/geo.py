@@ -41,7 +41,7 @@ __all__ = [
 
 #: The ``read`` options that put a --bbox on a grid of its own (a warp) instead of reading the
 #: image's pixels as they are.
-WARP_OPTIONS = ("bbox_crs", "dst_crs", "resolution", "width", "height", "resampling")
+WARP_OPTIONS = ("bbox_crs", "dst_crs", "resolution", "width", "height")
 Bounds = tuple[float, float, float, float]
 T = TypeVar("T")
 
@@ -192,7 +192,8 @@ async def _geo(verb: Awaitable[T]) -> T:
 
 
 def wants_warp(args: argparse.Namespace) -> bool:
-    """Whether ``read`` is asked for a region on a grid of its own (any of WARP_OPTIONS)."""
+    """Whether ``read`` is asked for a region on a grid of its own (any of WARP_OPTIONS;
+    ``--resampling`` alone is the kernel of a native read to ``--size``)."""
     return any(getattr(args, name, None) is not None for name in WARP_OPTIONS)
 
 
@@ -205,6 +206,11 @@ def check_warp_args(args: argparse.Namespace) -> None:
         )
     if (args.width is None) != (args.height is None):
         raise UsageError("give --width and --height together")
+    if args.resampling is not None and args.resampling not in region_args.KERNELS:
+        raise UsageError(
+            f"--resampling must be one of {', '.join(region_args.KERNELS)} for a read onto "
+            f"another grid, got {args.resampling!r}"
+        )
     sizes = [args.size is not None, args.width is not None, args.resolution is not None]
     if sum(sizes) > 1:
         raise UsageError("give one of --size, --width/--height or --resolution, not both")

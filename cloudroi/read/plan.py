@@ -204,9 +204,13 @@ OVERVIEW_EPSILON = 0.1
 
 
 def choose_overview(
-    levels: Sequence[tuple[int, int]], window: Window, out_shape: tuple[int, int]
+    levels: Sequence[tuple[int, int]],
+    window: Window,
+    out_shape: tuple[int, int],
+    threshold: float = OVERSAMPLING_THRESHOLD,
 ) -> int:
-    """The level GDAL would read for ``window`` (level-0 pixels) into ``out_shape`` (h, w)."""
+    """The level GDAL would read for ``window`` (level-0 pixels) into ``out_shape`` (h, w);
+    ``threshold`` is 1.2 for nearest, 1.01 for the other resamplings (GDAL >= 3.9)."""
     out_h, out_w = out_shape
     if out_w >= window.width and out_h >= window.height:
         return 0
@@ -216,7 +220,7 @@ def choose_overview(
     best, best_factor = 0, 0.0
     for i, (w, h) in enumerate(levels[1:], start=1):
         factor = min(width0 / w, height0 / h)
-        if factor >= desired * OVERSAMPLING_THRESHOLD + OVERVIEW_EPSILON or factor <= best_factor:
+        if factor >= desired * threshold + OVERVIEW_EPSILON or factor <= best_factor:
             continue
         best, best_factor = i, factor
         if abs(desired - factor) < OVERVIEW_EPSILON:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..colormaps import Colormap, ColormapError, choose
 from ..outputs import FORMATS
+from ..read.resample_plan import RESAMPLINGS
 
 if TYPE_CHECKING:
     from .expression import Expression
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_BANDS",
     "MAX_SIDE",
+    "RESAMPLINGS",
     "ArgumentError",
     "bands",
     "bbox",
@@ -33,6 +35,7 @@ __all__ = [
     "output_format",
     "quality",
     "rescale",
+    "resampling",
     "resolution",
     "size",
     "window",
@@ -224,6 +227,17 @@ def io_resampling(text: str, name: str = "resampling") -> str:
     if value not in IO_RESAMPLINGS:
         raise ArgumentError(
             name, f"{name} must be one of {', '.join(IO_RESAMPLINGS)}, got {value[:20]!r}"
+        )
+    return value
+
+
+def resampling(text: str, name: str = "resampling") -> str:
+    """The kernel of a native read to an output size: nearest, bilinear, cubic, average or
+    mode (GDAL's RasterIO resampling)."""
+    value = text.strip().lower()
+    if value not in RESAMPLINGS:
+        raise ArgumentError(
+            name, f"{name} must be one of {', '.join(RESAMPLINGS)}, got {value[:20]!r}"
         )
     return value
 

@@ -103,7 +103,12 @@ async def read_expression(
     bands, their shared mask when the image has one (or the read is boundless), the outputs."""
     expression = plan.expression
     assert expression is not None
-    kwargs = {"out_shape": plan.out_shape, "boundless": plan.boundless, **budgets}
+    kwargs = {
+        "out_shape": plan.out_shape,
+        "boundless": plan.boundless,
+        "resampling": plan.resampling,
+        **budgets,
+    }
     data = await img.read(plan.window, plan.level, expression.bands, **kwargs)
     shared = None
     if with_mask and (img.has_mask or img.alpha_band is not None or plan.boundless):

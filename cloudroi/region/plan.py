@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import BandError, LevelError, NotGeoreferencedError, WindowError
 from ..outputs import RENDERED, render_bands
+from ..read.resampled import check_resampling
 from ..types import Window
 from .args import ArgumentError
 from .geometry import Transform, bbox_window, out_shape, to_pixel, window_transform
@@ -35,7 +36,8 @@ class RegionRequest:
     all, or what an 8-bit rendering shows); ``boundless`` lets a window reach outside the image
     (a bbox always may: its outside parts are filled and masked); ``expression`` (not with
     ``bands``) is band math (``cloudroi.region.expression``): only the bands it refers to are
-    read, and each of its outputs is one band of the result.
+    read, and each of its outputs is one band of the result; ``resampling`` is the kernel of a
+    read to an output size (nearest, bilinear, cubic, average, mode: GDAL's RasterIO).
     """
 
     window: tuple[int, int, int, int] | None = None
@@ -47,6 +49,7 @@ class RegionRequest:
     bands: tuple[int, ...] | None = None
     boundless: bool = False
     expression: Expression | None = None
+    resampling: str = "nearest"
 
     def __post_init__(self) -> None:
         if self.expression is not None and self.bands is not None:
@@ -69,8 +72,8 @@ class RegionRequest:
 @dataclass(frozen=True, slots=True)
 class RegionPlan:
     """What reading a region takes: ``window`` of ``level`` (level 0 lets a resampled read pick
-    the overview GDAL would), resampled to ``out_shape`` (h, w) when given; ``bands`` as read
-    (None: all; with an ``expression``, the bands it refers to)."""
+    the overview GDAL would), resampled to ``out_shape`` (h, w) when given with ``resampling``;
+    ``bands`` as read (None: all; with an ``expression``, the bands it refers to)."""
 
     level: int
     window: Window
@@ -78,6 +81,7 @@ class RegionPlan:
     boundless: bool
     bands: tuple[int, ...] | None
     expression: Expression | None = None
+    resampling: str = "nearest"
 
     @property
     def height(self) -> int:
@@ -113,16 +117,11 @@ def plan_region(img: Image, req: RegionRequest, *, rendered: bool = False) -> Re
         fitted = fit_max_size(win.height, win.width, req.max_size)
         if fitted != (win.height, win.width):
             shape = fitted
+    kind = check_resampling(req.resampling, img.colormap is not None)
     if req.expression is not None:
-        return RegionPlan(
-            level,
-            win,
-            shape,
-            boundless,
-            expression_bands(img, req.expression, rendered),
-            req.expression,
-        )
-    return RegionPlan(level, win, shape, boundless, _bands(img, req.bands, rendered))
+        bands = expression_bands(img, req.expression, rendered)
+        return RegionPlan(level, win, shape, boundless, bands, req.expression, kind)
+    return RegionPlan(level, win, shape, boundless, _bands(img, req.bands, rendered), None, kind)
 
 
 def expression_bands(img: Image, expression: Expression, rendered: bool) -> tuple[int, ...]:

@@ -87,6 +87,7 @@ async def read_region(
         "boundless": plan.boundless,
         "max_tiles": max_tiles,
         "max_bytes": max_bytes,
+        "resampling": plan.resampling,
     }
     if plan.expression is not None:
         from .bandmath import read_expression

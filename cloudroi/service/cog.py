@@ -141,6 +141,7 @@ async def preview(req: CoreRequest, state: ServiceState) -> CoreResponse:
                 max_size=max_size,
                 bands=q.style.bands,
                 expression=q.style.expression,
+                resampling=q.style.native_resampling(),
             )
             return await regional_answer(req, state, img, region, native_rendering(q.style))
         bounds = await asyncio.to_thread(georef.bounds_in, img, dst_crs)

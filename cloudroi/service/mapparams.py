@@ -86,7 +86,9 @@ _NODATA = Param(
 _RESAMPLING = Param(
     "resampling",
     {"type": "string", "enum": list(args.IO_RESAMPLINGS), "default": "nearest"},
-    "RasterIO resampling: decides which overview a tile is read from (GDAL's rule).",
+    "RasterIO resampling: decides which overview a tile is read from (GDAL's rule); on the "
+    "image's own grid (preview, bbox) also the kernel of the read (nearest, bilinear, cubic, "
+    "average or mode there).",
 )
 _REPROJECT = Param(
     "reproject",
@@ -205,6 +207,12 @@ class Style:
     quality: int | None = None
     #: a Colormap, True for the source's palette (if any), False for none
     colormap: Colormap | bool = True
+
+    def native_resampling(self) -> str:
+        """The kernel of a read on the image's own grid: ``io_resampling`` when it is one the
+        native read does, else a 400."""
+        with as_problem():
+            return args.resampling(self.io_resampling)
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,6 +111,14 @@ EXPRESSION_PARAM = Param(
     "band it names is valid; NaN becomes 0 and +-inf the largest float. Not with bands/bidx.",
     example="(b4-b3)/(b4+b3)",
 )
+RESAMPLING_PARAM = Param(
+    "resampling",
+    {"type": "string", "enum": list(args.RESAMPLINGS), "default": "nearest"},
+    "Kernel of a read to an output size (width/height, max_size), as GDAL's RasterIO "
+    "resamples: nearest, bilinear, cubic, average or mode. Paletted images take nearest or "
+    "mode only.",
+    example="average",
+)
 _COORD_CRS = Param(
     "coord_crs",
     {"type": "string"},
@@ -149,13 +157,14 @@ REGION_PARAMS: tuple[Param, ...] = (
     Param(
         "width",
         {"type": "integer", "minimum": 1, "maximum": MAX_SIDE},
-        "Output width; the best overview is read and resampled (nearest).",
+        "Output width; the best overview is read and resampled (see resampling).",
     ),
     Param(
         "height",
         {"type": "integer", "minimum": 1, "maximum": MAX_SIDE},
         "Output height; with only one of width/height the aspect ratio is kept.",
     ),
+    RESAMPLING_PARAM,
     _BANDS,
     EXPRESSION_PARAM,
     _FORMAT,
@@ -172,6 +181,7 @@ PREVIEW_PARAMS: tuple[Param, ...] = (
         {"type": "integer", "minimum": 1, "maximum": MAX_SIDE, "default": 1024},
         "Longest side of the preview, in pixels.",
     ),
+    RESAMPLING_PARAM,
     _BANDS,
     EXPRESSION_PARAM,
     _FORMAT,
@@ -306,6 +316,7 @@ def parse_region(items: Sequence[tuple[str, str]]) -> RegionQuery:
             bands=args.bands(q["bands"]) if "bands" in q else None,
             boundless=args.boolean("boundless", q["boundless"]) if "boundless" in q else False,
             expression=args.expression(q["expression"]) if "expression" in q else None,
+            resampling=args.resampling(q.get("resampling", "nearest")),
         )
         coord = args.crs(q["coord_crs"], "coord_crs") if "coord_crs" in q else None
         if coord is not None and request.bbox is None:
@@ -321,6 +332,7 @@ def parse_preview(items: Sequence[tuple[str, str]], max_size_limit: int) -> Regi
             max_size=size if size is not None else min(1024, max_size_limit),
             bands=args.bands(q["bands"]) if "bands" in q else None,
             expression=args.expression(q["expression"]) if "expression" in q else None,
+            resampling=args.resampling(q.get("resampling", "nearest")),
         )
         return RegionQuery(q["url"], request, _rendering(q))
 

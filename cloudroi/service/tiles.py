@@ -395,6 +395,7 @@ async def bbox(req: CoreRequest, state: ServiceState) -> CoreResponse:
                 max_size=max_size,
                 bands=q.style.bands,
                 expression=q.style.expression,
+                resampling=q.style.native_resampling(),
             )
             return await regional_answer(req, state, img, region, native_rendering(q.style))
         plan = await georef.plan_region_async(
