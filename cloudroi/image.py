@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +35,7 @@ from .region.verbs import GeoVerbs
 from .source.base import RangeSource
 from .source.memory import MemorySource
 from .spec import ImageSpec
+from .tiff.palette import json_number, palette_json
 from .tiff.parse import ParseLimits
 from .tiff.structure import ImageIFD, TiffStructure
 from .tiff.tags import COMPRESSION_KEYS, PHOTOMETRIC_NAMES
@@ -216,9 +216,9 @@ class Image(GeoVerbs):
             "predictor": self._base.predictor,
             "photometric": self.photometric,
             "interleave": self.interleave,
-            "colormap": None if self.colormap is None else _colormap_info(self.colormap),
+            "colormap": None if self.colormap is None else palette_json(self.colormap),
             "levels": [list(lv) for lv in self.levels],
-            "nodata": _json_number(self.nodata),
+            "nodata": json_number(self.nodata),
             **crs_info(self.crs),
             "transform": list(self.transform) if self.transform else None,
             "bounds": list(self.bounds) if self.bounds else None,
@@ -493,17 +493,3 @@ async def _deadline(timeout: float | None, url: str) -> AsyncIterator[None]:  # 
             yield
     except TimeoutError as exc:
         raise ReadTimeoutError(f"read did not finish within {timeout} s", url=url) from exc
-
-
-def _json_number(value: float | int | None) -> float | int | str | None:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
-
-
-def _colormap_info(table: npt.NDArray[np.uint8]) -> dict[str, list[int]]:
-    """A palette as JSON: value -> [r, g, b, a], trailing opaque-black entries left out (a
-    16-bit palette rarely uses most of its 65536 rows)."""
-    used = np.flatnonzero(np.any(table != (0, 0, 0, 255), axis=1))
-    end = int(used[-1]) + 1 if used.size else 1
-    return {str(v): [int(c) for c in table[v]] for v in range(end)}

@@ -10,10 +10,12 @@ returns for the same file. Pure: no I/O.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["palette_table"]
+__all__ = ["json_number", "palette_json", "palette_table"]
 
 #: Bits per sample of the paletted images rendered through their palette (uint8, uint16).
 PALETTE_BITS = (8, 16)
@@ -46,3 +48,18 @@ def palette_table(
     if nodata is not None and float(nodata).is_integer() and 0 <= nodata < entries:
         table[int(nodata), 3] = 0
     return table
+
+
+def json_number(value: float | int | None) -> float | int | str | None:
+    """A number for JSON: nan/inf as strings (JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def palette_json(table: npt.NDArray[np.uint8]) -> dict[str, list[int]]:
+    """A palette as JSON: value -> [r, g, b, a], trailing opaque-black entries left out (a
+    16-bit palette rarely uses most of its 65536 rows)."""
+    used = np.flatnonzero(np.any(table != (0, 0, 0, 255), axis=1))
+    end = int(used[-1]) + 1 if used.size else 1
+    return {str(v): [int(c) for c in table[v]] for v in range(end)}
