@@ -11,6 +11,7 @@ The whole tree::
     │   ├── NotGeoreferencedError  map coordinates asked of an image without georeferencing
     │   └── TileOutsideBoundsError a web-map tile that does not touch the image
     ├── CRSError                   a CRS that cannot be read, built or converted (or pyproj missing)
+    ├── BatchRequestError          an entry of a batch (read_many, STAC items) that is malformed
     ├── LimitExceededError         a configured budget (bytes, tiles, output size) would be passed
     └── SourceError                the storage layer failed; ``url`` names the object
         ├── SourceNotFoundError    404 / NoSuchKey / missing file
@@ -30,6 +31,7 @@ from __future__ import annotations
 __all__ = [
     "AccessDeniedError",
     "BandError",
+    "BatchRequestError",
     "CRSError",
     "CloudROIError",
     "LevelError",
@@ -86,6 +88,16 @@ class NotGeoreferencedError(WindowError):
 class CRSError(CloudROIError, ValueError):
     """A coordinate reference system that cannot be read, built or converted, or a conversion
     that needs pyproj when it is not installed (the ``geo`` extra)."""
+
+
+class BatchRequestError(CloudROIError, ValueError):
+    """An entry of a batch (a ``read_many`` request, a STAC item) that is malformed: no URL,
+    both or neither of window and bounds, a value of the wrong kind. ``index`` is its position
+    in the batch (None when the batch itself is malformed)."""
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message if index is None else f"request {index}: {message}")
+        self.index = index
 
 
 class MissingExtraError(CloudROIError):
