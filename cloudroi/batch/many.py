@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Hashable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,6 +30,7 @@ import numpy.typing as npt
 from ..context import Context
 from ..errors import BatchRequestError, CloudROIError
 from ..read.plan import BlockRef
+from ..tasks import gather_all
 from ..types import Stats
 from .requests import ChipRequest, as_requests
 
@@ -36,10 +38,12 @@ if TYPE_CHECKING:
     from ..image import Image
     from ..warp.plan import WarpPlan
 
-__all__ = ["Result", "read_many"]
+__all__ = ["Opener", "Result", "finish", "read_many", "read_requests"]
 
 Result = npt.NDArray[Any] | CloudROIError
 Errors = Literal["raise", "return"]
+#: ``opener(url)``: an async context manager giving that file's Image.
+Opener = Callable[[str], "AbstractAsyncContextManager[Image]"]
 
 #: Reads of one file fetched together: the blocks of a batch are pinned while it runs.
 BATCH_READS = 64
@@ -77,35 +81,32 @@ async def read_many(
     reads it, its invalid pixels holding the file's nodata (else 0). ``open_options`` go to
     ``cloudroi.open`` for every file; ``stats`` (optional) counts every file's requests.
     """
-    if errors not in ("raise", "return"):
-        raise BatchRequestError(f"errors must be 'raise' or 'return', got {errors!r}")
+    check_errors(errors)
     reqs = as_requests(requests)
-    results: list[Result | None] = [None] * len(reqs)
-    by_url: dict[str, list[int]] = {}
-    for i, r in enumerate(reqs):
-        by_url.setdefault(r.url, []).append(i)
-    gate = asyncio.Semaphore(max(1, files_at_once))
     ctx = context if context is not None else Context()
+
+    @contextlib.asynccontextmanager
+    async def opened(url: str) -> AsyncIterator[Image]:
+        from ..opening import open_image
+
+        async with await open_image(url, context=ctx, stats=stats, **open_options) as img:
+            yield img
+
     try:
-
-        async def one_file(url: str, slots: list[int]) -> None:
-            async with gate:
-                await _read_file(
-                    ctx,
-                    url,
-                    [(i, reqs[i]) for i in slots],
-                    results,
-                    batch_reads,
-                    stats,
-                    open_options,
-                )
-
-        await asyncio.gather(*(one_file(u, s) for u, s in by_url.items()))
+        out = await read_requests(reqs, opened, batch_reads, files_at_once)
     finally:
         if context is None:
             await ctx.close()
-    out = [r for r in results if r is not None]
-    assert len(out) == len(reqs)
+    return finish(reqs, out, errors)
+
+
+def check_errors(errors: str) -> None:
+    if errors not in ("raise", "return"):
+        raise BatchRequestError(f"errors must be 'raise' or 'return', got {errors!r}")
+
+
+def finish(reqs: Sequence[ChipRequest], out: list[Result], errors: str) -> list[Result]:
+    """``out``, or with ``errors="raise"`` the first failure in request order, raised."""
     if errors == "raise":
         for i, got in enumerate(out):
             if isinstance(got, CloudROIError):
@@ -114,33 +115,52 @@ async def read_many(
     return out
 
 
+async def read_requests(
+    reqs: Sequence[ChipRequest],
+    opener: Opener,
+    batch_reads: int = BATCH_READS,
+    files_at_once: int = FILES_AT_ONCE,
+) -> list[Result]:
+    """Each request's array or CloudROIError, in order; ``opener(url)`` is an async context
+    manager giving the file's Image (opened once per file here)."""
+    results: list[Result | None] = [None] * len(reqs)
+    by_url: dict[str, list[int]] = {}
+    for i, r in enumerate(reqs):
+        by_url.setdefault(r.url, []).append(i)
+    gate = asyncio.Semaphore(max(1, files_at_once))
+
+    async def one_file(url: str, slots: list[int]) -> None:
+        items = [(i, reqs[i]) for i in slots]
+        async with gate:
+            try:
+                async with opener(url) as img:
+                    await _read_file(img, items, results, batch_reads)
+            except CloudROIError as exc:  # the open failed
+                for slot, _ in items:
+                    if results[slot] is None:
+                        results[slot] = exc
+
+    await gather_all(one_file(u, s) for u, s in by_url.items())
+    out = [r for r in results if r is not None]
+    assert len(out) == len(reqs)
+    return out
+
+
 async def _read_file(
-    ctx: Context,
-    url: str,
+    img: Image,
     items: list[tuple[int, ChipRequest]],
     results: list[Result | None],
     batch_reads: int,
-    stats: Stats | None,
-    open_options: dict[str, Any],
 ) -> None:
-    from ..opening import open_image
-
-    try:
-        img = await open_image(url, context=ctx, stats=stats, **open_options)
-    except CloudROIError as exc:
-        for slot, _ in items:
+    planned: list[_Planned] = []
+    for slot, req in items:
+        try:
+            planned.append(await _plan(img, slot, req))
+        except CloudROIError as exc:
             results[slot] = exc
-        return
-    async with img:
-        planned: list[_Planned] = []
-        for slot, req in items:
-            try:
-                planned.append(await _plan(img, slot, req))
-            except CloudROIError as exc:
-                results[slot] = exc
-        planned.sort(key=lambda p: p.order)
-        for start in range(0, len(planned), max(1, batch_reads)):
-            await _run_batch(img, planned[start : start + batch_reads], results)
+    planned.sort(key=lambda p: p.order)
+    for start in range(0, len(planned), max(1, batch_reads)):
+        await _run_batch(img, planned[start : start + batch_reads], results)
 
 
 async def _plan(img: Image, slot: int, req: ChipRequest) -> _Planned:
