@@ -11,9 +11,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib.metadata as _metadata
-import threading
 from collections.abc import Coroutine, Generator, Sequence
 from typing import Any, TypeVar
 
@@ -49,7 +47,9 @@ from .read.fetch import RetryPolicy
 from .read.plan import ReadPlan
 from .source.base import RangeSource
 from .source.memory import MemorySource
+from .spec import ImageSpec
 from .types import ByteRange, ObjectMeta, Stats, Tile, Window
+from .xarray import runtime
 
 
 def _version() -> str:
@@ -75,6 +75,7 @@ __all__ = [
     "ContextOptions",
     "Image",
     "ImageOptions",
+    "ImageSpec",
     "LevelError",
     "LimitExceededError",
     "MemorySource",
@@ -144,26 +145,16 @@ def open(
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to completion from synchronous code, even under a running event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    result: list[T] = []
-    error: list[BaseException] = []
+    """Run ``coro`` to completion from synchronous code (any thread, even one running an event
+    loop) on the process's cloudroi loop (``cloudroi.xarray.runtime``)."""
+    return runtime.run(coro)
 
-    def target() -> None:
-        try:
-            result.append(asyncio.run(coro))
-        except BaseException as exc:
-            error.append(exc)
 
-    thread = threading.Thread(target=target, name="cloudroi-sync")
-    thread.start()
-    thread.join()
-    if error:
-        raise error[0]
-    return result[0]
+async def _open_shared(url: str, options: dict[str, Any]) -> Image:
+    """Open ``url`` on the runtime's shared Context unless the caller passes a Context."""
+    if options.get("context") is None:
+        options = {**options, "context": await runtime.shared_context()}
+    return await open_image(url, **options)
 
 
 def read(
@@ -180,7 +171,7 @@ def read(
     open_kwargs = {k: v for k, v in kwargs.items() if k not in read_keys}
 
     async def go() -> npt.NDArray[Any]:
-        async with open(url, **open_kwargs) as img:
+        async with await _open_shared(url, open_kwargs) as img:
             return await img.read(window, level, bands, **read_kwargs)
 
     return _run(go())
@@ -190,7 +181,7 @@ def info(url: str, **options: Any) -> dict[str, Any]:
     """Synchronous ``open`` + ``Image.info()``: size, bands, dtype, levels, CRS, transform..."""
 
     async def go() -> dict[str, Any]:
-        async with open(url, **options) as img:
+        async with await _open_shared(url, options) as img:
             return img.info()
 
     return _run(go())

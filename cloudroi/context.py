@@ -111,6 +111,17 @@ def default_executor() -> ThreadPoolExecutor:
         return _executor
 
 
+def _after_fork_in_child() -> None:
+    """A forked child inherits the decode pool without its threads (work sent to it would
+    never run) and, maybe, ``_lock`` held: both are made afresh there."""
+    global _executor, _lock
+    _lock = threading.Lock()
+    _executor = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @dataclass(frozen=True, slots=True)
 class ContextOptions:
     max_connections: int = 64

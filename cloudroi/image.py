@@ -31,6 +31,8 @@ from .read.reader import BlockReader, Budgets, LevelReader
 from .region.geometry import grid_bounds
 from .region.verbs import GeoVerbs
 from .source.base import RangeSource
+from .source.memory import MemorySource
+from .spec import ImageSpec
 from .tiff.parse import ParseLimits
 from .tiff.structure import ImageIFD, TiffStructure
 from .tiff.tags import COMPRESSION_KEYS, PHOTOMETRIC_NAMES
@@ -223,6 +225,31 @@ class Image(GeoVerbs):
         return (
             f"<cloudroi.Image {self.url!r} {self.width}x{self.height}x{self.count} "
             f"{self.dtype} {self.compression} levels={len(self.levels)}>"
+        )
+
+    def spec(self) -> ImageSpec:
+        """A picklable ``ImageSpec`` that opens this file again in another thread or process
+        (``cloudroi.xarray.runtime.open_spec``): URL, non-default options, the Context's options
+        and the header size, so that the other side's open is a single GET."""
+        if isinstance(self.source, MemorySource):
+            raise TypeError("an Image opened from bytes has no URL to open again")
+        default = ImageOptions()
+        changed = {
+            name: getattr(self.options, name)
+            for name in ImageOptions.__dataclass_fields__
+            if getattr(self.options, name) != getattr(default, name)
+        }
+        return ImageSpec.create(
+            self.url,
+            context_options=self.context.options,
+            header_bytes=self.structure.header_bytes,
+            **changed,
+        )
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        raise TypeError(
+            "a cloudroi Image holds live connections and does not pickle: send image.spec() "
+            "and open it with cloudroi.xarray.runtime.open_spec"
         )
 
     # -- lifecycle --------------------------------------------------------------------------
