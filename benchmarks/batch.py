@@ -122,7 +122,9 @@ def b2_reference(spec: BatchSpec) -> np.ndarray:
             return np.nanmean(np.stack(stack), axis=0)[None]
 
 
-def run_one(fn: Any, args: tuple[Any, ...], workers: int, threads: int, server: Any) -> dict[str, Any]:
+def run_one(
+    fn: Any, args: tuple[Any, ...], workers: int, threads: int, server: Any
+) -> dict[str, Any]:
     """``fn(*args)`` on a fresh LocalCluster: wall, traffic, per-worker peak RSS, result."""
     from dask.distributed import Client, LocalCluster
 
@@ -136,13 +138,13 @@ def run_one(fn: Any, args: tuple[Any, ...], workers: int, threads: int, server: 
         ) as cluster,
         Client(cluster) as client,
     ):
-        client.run(R.peak_rss)  # workers up and importing
+        client.run(R.warm, fn.__name__)  # workers up, the reader's modules imported
         server.reset()
         t0 = time.perf_counter()
         try:
             result = fn(*args)
             error = None
-        except Exception as exc:  # noqa: BLE001 - a reader that fails is reported, not fatal
+        except Exception as exc:  # a reader that fails is reported, not fatal
             result, error = None, f"{type(exc).__name__}: {exc}"[:300]
         wall = time.perf_counter() - t0
         log = list(server.log)
@@ -193,7 +195,9 @@ def bench(
     return out
 
 
-def _available(readers: dict[str, Any], modules: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+def _available(
+    readers: dict[str, Any], modules: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
     import importlib
 
     ok, missing = {}, {}

@@ -26,6 +26,25 @@ def peak_rss() -> int:
     return 0
 
 
+#: What each reader imports on the workers (done before the clock starts, for every reader).
+WARM = {
+    "b1_cloudroi": ["cloudroi.batch.lazy", "cloudroi.xarray.runtime", "dask.array"],
+    "b1_rioxarray": ["rioxarray", "rasterio", "dask.array"],
+    "b1_tifffile": ["tifffile", "zarr", "fsspec", "aiohttp", "imagecodecs", "dask.array"],
+    "b2_cloudroi": ["cloudroi.stac.lazy", "cloudroi.xarray.runtime", "xarray", "pyproj"],
+    "b2_stackstac": ["stackstac", "rasterio", "xarray", "pyproj"],
+    "b2_odc": ["odc.stac", "rasterio", "xarray", "pyproj"],
+}
+
+
+def warm(name: str) -> int:
+    import importlib
+
+    for module in WARM.get(name, []):
+        importlib.import_module(module)
+    return peak_rss()
+
+
 def cloudroi_opens() -> int:
     from cloudroi.xarray import runtime
 

@@ -25,8 +25,6 @@ from cloudroi.errors import (
 from cloudroi.testing import RangeServer
 from tests.warp_data import quiet, texture
 
-pytestmark = pytest.mark.asyncio
-
 
 def _write(path: Path, data: np.ndarray, crs: str, transform: Affine, nodata: Any) -> Path:
     """A COG written by GDAL: 256x256 DEFLATE blocks, overviews."""
@@ -253,3 +251,40 @@ async def test_a_dataframe_of_requests(server: RangeServer, files: dict[str, Pat
     assert [a.shape for a in got] == [(2, 16, 16), (3, 20, 20), (3, 10, 10)]  # type: ignore[union-attr]
     with rasterio.open(files["rgb"]) as ds:
         np.testing.assert_array_equal(got[2], ds.read(window=RioWindow(5, 5, 10, 10)))
+
+
+def test_dask_chips_open_each_file_once_per_process(
+    server: RangeServer, files: dict[str, Path]
+) -> None:
+    """The Dask counterpart (threaded scheduler: every task in this process): the same arrays
+    as read_many, each file opened once by the process's runtime however many tasks read it."""
+    pytest.importorskip("dask")
+    from cloudroi.batch.lazy import chips, read_many_dask
+    from cloudroi.xarray import runtime
+
+    urls = _serve(server, files, "dask")
+    reqs: list[Any] = [{"url": urls[k], "window": win} for k, win in _chips(24, 11)]
+    u16 = [r for r in reqs if r["url"] == urls["u16"]]
+    opens = runtime.counters().opens
+    server.reset()
+    arr = chips(u16, reads_per_task=4)  # dtype and bands from the first file: one open
+    assert arr.shape == (len(u16), 2, 64, 64)
+    assert arr.numblocks[0] == 3
+    got = arr.compute(scheduler="threads")
+    assert runtime.counters().opens - opens == 1  # one open, shared by the client and 3 tasks
+    want = cloudroi.read_many(u16)
+    np.testing.assert_array_equal(got, np.stack(_run(want)))
+    # ragged requests and errors returned in their slots
+    mixed = [*reqs, (urls["u16"], [1270, 0, 32, 32])]
+    out = read_many_dask(mixed, errors="return", reads_per_task=5, scheduler="threads")
+    assert isinstance(out[-1], WindowError)
+    for a, b in zip(out[:-1], _run(cloudroi.read_many(reqs)), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(WindowError):
+        read_many_dask(mixed, scheduler="threads")
+
+
+def _run(coro: Any) -> Any:
+    import asyncio
+
+    return asyncio.run(coro)

@@ -118,7 +118,7 @@ def _chip_shape(reqs: Sequence[ChipRequest], count: int) -> tuple[int, int, int]
         shapes.add((len(r.bands) if r.bands else count, *hw))
     if len(shapes) != 1:
         raise BatchRequestError(f"chips must all have one shape, got {sorted(shapes)[:4]}")
-    return shapes.pop()  # type: ignore[no-any-return]
+    return shapes.pop()
 
 
 def _describe(url: str, open_options: dict[str, Any]) -> tuple[np.dtype[Any], int]:
