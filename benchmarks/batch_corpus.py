@@ -40,7 +40,7 @@ class BatchSpec:
 
 
 FULL = BatchSpec("full", files=8, size=8192, chips=2000, scenes=12, scene_size=2560, region=2048)
-SMOKE = BatchSpec("smoke", files=8, size=1024, chips=80, scenes=4, scene_size=640, region=512)
+SMOKE = BatchSpec("smoke", files=8, size=1024, chips=48, scenes=4, scene_size=640, region=512)
 
 
 def _texture(h: int, w: int, seed: int, cell: int = 64) -> np.ndarray:

@@ -31,9 +31,17 @@ WARM = {
     "b1_cloudroi": ["cloudroi.batch.lazy", "cloudroi.xarray.runtime", "dask.array"],
     "b1_rioxarray": ["rioxarray", "rasterio", "dask.array"],
     "b1_tifffile": ["tifffile", "zarr", "fsspec", "aiohttp", "imagecodecs", "dask.array"],
-    "b2_cloudroi": ["cloudroi.stac.lazy", "cloudroi.xarray.runtime", "xarray", "pyproj"],
-    "b2_stackstac": ["stackstac", "rasterio", "xarray", "pyproj"],
-    "b2_odc": ["odc.stac", "rasterio", "xarray", "pyproj"],
+    "b2_cloudroi": [
+        "cloudroi.stac.lazy",
+        "cloudroi.xarray.runtime",
+        "cloudroi.region.georef",
+        "cloudroi.warp",
+        "xarray",
+        "dask.array",
+        "pyproj",
+    ],
+    "b2_stackstac": ["stackstac", "rasterio", "xarray", "dask.array", "pyproj"],
+    "b2_odc": ["odc.stac", "rasterio", "xarray", "dask.array", "pyproj"],
 }
 
 
