@@ -192,7 +192,10 @@ def bench(
             if runs[name] and runs[name][-1]["error"]:
                 continue
             print(f"  {key} {name} ...", flush=True)
-            runs[name].append(run_one(fn, args, opts, server))
+            got = run_one(fn, args, opts, server)
+            runs[name].append(got)
+            print(f"    {got['wall']:.2f} s, {got['requests']} requests, "
+                  f"{got['bytes'] / 2**20:.1f} MiB {got['error'] or ''}", flush=True)  # fmt: skip
     out = {}
     for name, rs in runs.items():
         last = rs[-1]
