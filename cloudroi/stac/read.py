@@ -160,15 +160,10 @@ async def read_cell(
     img: Image, grid: Grid, *, resampling: str = "nearest", nodata: float | None = None
 ) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
     """Band 1 of ``img`` on ``grid`` in the file's dtype, and where it is valid."""
-    from ..region.read import needs_mask
-
     win = _aligned(img, grid) if resampling == "nearest" else None
     if win is not None:
         data = (await img.read(win, 0, 1, boundless=True))[0]
-        boundless = not win.within(img.width, img.height)
-        valid = np.ones(data.shape, bool)
-        if needs_mask(img, boundless):
-            valid = await img.read_mask(win, boundless=True) > 0
+        valid = await _window_valid(img, win, data)
     else:
         bounds = _grid_bounds_of(grid)
         region = await img.read_region(
@@ -179,6 +174,33 @@ async def read_cell(
     if nodata is not None and nodata != img.nodata:
         valid &= ~np.isnan(data) if math.isnan(nodata) else data != nodata
     return data, valid
+
+
+async def _window_valid(img: Image, win: Window, data: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+    """Where band 1 of a window read is valid: ``read_mask``'s answer, derived from the data
+    in hand for a one-band file whose only mask is its nodata (no second read)."""
+    from ..region.read import needs_mask
+
+    boundless = not win.within(img.width, img.height)
+    if not needs_mask(img, boundless):
+        return np.ones(data.shape, bool)
+    if img.has_mask or img.alpha_band is not None or img.count != 1:
+        return await img.read_mask(win, boundless=True) > 0
+    nodata = img.nodata
+    if nodata is None:
+        valid = np.ones(data.shape, bool)
+    elif isinstance(nodata, float) and math.isnan(nodata):
+        valid = ~np.isnan(data)
+    else:
+        valid = data != nodata
+    if boundless:  # pixels outside the image
+        r0, c0 = max(0, -win.row_off), max(0, -win.col_off)
+        r1 = max(r0, min(win.height, img.height - win.row_off))
+        c1 = max(c0, min(win.width, img.width - win.col_off))
+        inside = np.zeros(data.shape, bool)
+        inside[r0:r1, c0:c1] = True
+        valid &= inside
+    return valid
 
 
 def _grid_bounds_of(grid: Grid) -> tuple[float, float, float, float]:
