@@ -8,6 +8,7 @@ import asyncio
 import pickle
 from pathlib import Path
 
+import dask
 import numpy as np
 import pytest
 import rasterio
@@ -147,9 +148,17 @@ def test_chunks_follow_the_block_shape(up: Upstream) -> None:
     da = xr.open_dataarray(up.url("g.tif"), engine="cloudroi", chunks={})
     assert da.encoding["preferred_chunks"] == {"band": 2, "y": 64, "x": 64}
     assert da.chunks == ((2,), (64,) * 4 + (44,), (64,) * 6 + (36,))
-    auto = xr.open_dataarray(up.url("g.tif"), engine="cloudroi", chunks={"x": 128, "y": 192})
+    # "auto" under a small chunk budget: dask cuts on block boundaries
+    with dask.config.set({"array.chunk-size": "64KiB"}):
+        auto = xr.open_dataarray(
+            up.url("g.tif"), engine="cloudroi", chunks={"band": -1, "y": "auto", "x": "auto"}
+        )
     assert auto.chunks is not None
-    assert all(c % 64 == 0 for c in auto.chunks[1][:-1] + auto.chunks[2][:-1])
+    rows, cols = auto.chunks[1], auto.chunks[2]
+    assert len(rows) * len(cols) > 1
+    # every chunk boundary is a block boundary
+    assert all(b % 64 == 0 for b in np.cumsum(rows[:-1])), rows
+    assert all(b % 64 == 0 for b in np.cumsum(cols[:-1])), cols
 
 
 def test_threaded_scheduler_opens_the_file_once(up: Upstream) -> None:

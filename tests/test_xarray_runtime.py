@@ -15,6 +15,7 @@ import pytest
 import cloudroi
 from cloudroi import ImageSpec
 from cloudroi.cog import write_cog
+from cloudroi.context import default_executor
 from cloudroi.testing import RangeServer
 from cloudroi.xarray import runtime
 from tests.upstream import Upstream
@@ -125,8 +126,16 @@ def test_a_forked_child_gets_its_own_loop(server: RangeServer) -> None:
     spec = ImageSpec.create(up.url("a.tif"))
     runtime.read_sync(spec, (0, 0, 8, 8))  # the parent's loop, session and Image exist
     parent = runtime.counters()
+    # Every thread of the parent's decode pool exists (and is idle) at the fork: a child that
+    # kept the pool would queue its decodes to threads it does not have, and hang.
+    pool_threads = default_executor()._max_workers
+    barrier = threading.Barrier(pool_threads + 1)
+    started = [default_executor().submit(barrier.wait, 10) for _ in range(pool_threads)]
+    barrier.wait(10)
+    for f in started:
+        f.result(10)
     with multiprocessing.get_context("fork").Pool(1) as pool:
-        pid, raw = pool.apply(_child_read, (spec,))
+        pid, raw = pool.apply_async(_child_read, (spec,)).get(timeout=20)
     assert pid != parent.pid
     expected = DATA[:, 64:114, 64:164]
     np.testing.assert_array_equal(np.frombuffer(raw, np.uint16).reshape(expected.shape), expected)
