@@ -17,11 +17,13 @@ from typing import Any, TypeVar
 
 import numpy.typing as npt
 
+from .batch import ChipRequest, read_many
 from .context import Context, ContextOptions
 from .crs import CRS
 from .errors import (
     AccessDeniedError,
     BandError,
+    BatchRequestError,
     CloudROIError,
     CRSError,
     LevelError,
@@ -66,9 +68,11 @@ __version__ = _version()
 __all__ = [
     "AccessDeniedError",
     "BandError",
+    "BatchRequestError",
     "ByteRange",
     "CRS",
     "CRSError",
+    "ChipRequest",
     "Expression",
     "ExpressionError",
     "CloudROIError",
@@ -105,6 +109,7 @@ __all__ = [
     "info",
     "open",
     "read",
+    "read_many",
 ]
 
 T = TypeVar("T")

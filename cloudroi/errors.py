@@ -12,6 +12,7 @@ The whole tree::
     │   ├── ResamplingError        a resampling name not known, or one a paletted image refuses
     │   └── TileOutsideBoundsError a web-map tile that does not touch the image
     ├── CRSError                   a CRS that cannot be read, built or converted (or pyproj missing)
+    ├── BatchRequestError          an entry of a batch (read_many, STAC items) that is malformed
     ├── LimitExceededError         a configured budget (bytes, tiles, output size) would be passed
     ├── OptionError                an option value (keyword or CLOUDROI_* variable) not known here
     └── SourceError                the storage layer failed; ``url`` names the object
@@ -32,6 +33,7 @@ from __future__ import annotations
 __all__ = [
     "AccessDeniedError",
     "BandError",
+    "BatchRequestError",
     "CRSError",
     "CloudROIError",
     "LevelError",
@@ -100,6 +102,16 @@ class CRSError(CloudROIError, ValueError):
 class OptionError(CloudROIError, ValueError):
     """An option given a value cloudroi does not know, as a keyword argument or through a
     CLOUDROI_* variable; the message lists the values it takes."""
+
+
+class BatchRequestError(CloudROIError, ValueError):
+    """An entry of a batch (a ``read_many`` request, a STAC item) that is malformed: no URL,
+    both or neither of window and bounds, a value of the wrong kind. ``index`` is its position
+    in the batch (None when the batch itself is malformed)."""
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message if index is None else f"request {index}: {message}")
+        self.index = index
 
 
 class MissingExtraError(CloudROIError):

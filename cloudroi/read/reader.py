@@ -380,14 +380,25 @@ class BlockReader:
             for r in range(ifd.blocks_down)
             for c in range(ifd.blocks_across)
         ]
-        refs = [r for r in refs if self.key(ifd, r.index) not in self.store.pinned]
         # Whole index arrays: one GET each, rather than block by block.
         await self.load_index(
             ifd, [a.byte_range for a in (ifd.offsets, ifd.byte_counts) if not a.resident]
         )
+        pinned = await self.pin(ifd, refs, budget)
+        return len(pinned), sum(len(self.store.pinned[k]) for k in pinned)
+
+    async def pin(
+        self, ifd: ImageIFD, refs: Sequence[BlockRef], budget: int | None = None
+    ) -> list[Hashable]:
+        """Fetch the blocks of ``refs`` not pinned yet in as few coalesced GETs as the store
+        makes of them (neighbouring blocks of different reads share one GET) and pin them;
+        returns the keys pinned here, for ``unpin``. ``budget``: LimitExceededError, before
+        fetching, when their bytes would exceed it."""
+        pinned = self.store.pinned
+        refs = list({r.index: r for r in refs if self.key(ifd, r.index) not in pinned}.values())
         spans = await self.locate(ifd, [r.index for r in refs])
         size = sum(s.range.length for s in spans if s is not None)
-        if size > budget:
+        if budget is not None and size > budget:
             raise LimitExceededError("preload bytes", size, budget)
         pairs = [(ref, span) for ref, span in zip(refs, spans, strict=True) if span is not None]
         waiters = self.store.request([self._request(ifd, ref, span) for ref, span in pairs])
@@ -395,9 +406,15 @@ class BlockReader:
             datas = await gather_all(waiters)
         finally:
             release(waiters)
-        for (ref, _), data in zip(pairs, datas, strict=True):
-            self.store.pinned[self.key(ifd, ref.index)] = data
-        return len(pairs), sum(len(d) for d in datas)
+        keys = [self.key(ifd, ref.index) for ref, _ in pairs]
+        for key, data in zip(keys, datas, strict=True):
+            pinned[key] = data
+        return keys
+
+    def unpin(self, keys: Sequence[Hashable]) -> None:
+        """Let go of blocks ``pin`` pinned (they stay in the block cache while it keeps them)."""
+        for key in keys:
+            self.store.pinned.pop(key, None)
 
 
 def release(sources: Sequence[BlockSource]) -> None:
