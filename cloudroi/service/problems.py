@@ -30,7 +30,7 @@ from ..errors import (
     UpstreamError,
     WindowError,
 )
-from .security import SourceNotAllowedError
+from .refusals import SourceNotAllowedError
 
 __all__ = ["PROBLEM_TYPE", "Problem", "problem_for"]
 
