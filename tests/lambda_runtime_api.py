@@ -17,7 +17,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -181,10 +181,11 @@ class RuntimeClient:
         *,
         timeout: float = 60.0,
         cwd: str | None = None,
+        python_args: Sequence[str] = (),
     ) -> None:
         self.api = RuntimeAPI()
         self.timeout = timeout
-        self._argv = [python, "-m", "awslambdaric", handler]
+        self._argv = [python, *python_args, "-m", "awslambdaric", handler]
         self._env = dict(env)
         self._cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
