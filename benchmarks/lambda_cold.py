@@ -53,7 +53,8 @@ class Sample:
     first_s: float  # process start (or restore) -> first response
     warm_s: float  # the same request again, same process
     rss_mb: float  # peak RSS (VmHWM) after both
-    cpu_s: float  # the process's CPU time (user + system) up to the first response
+    cpu_s: float  # the process's CPU time (user + system) up to the first response (from the
+    # restore with --snapstart)
     init_s: float = 0.0  # --snapstart: process start -> snapshot point
 
 
@@ -113,17 +114,18 @@ def one_sample(doc: dict[str, Any], env: dict[str, str], snapstart: bool) -> Sam
     request_id = client.api.invoke(doc)  # queued before the process exists
     started = time.perf_counter()
     with client:
-        init_s = 0.0
+        init_s = init_cpu = 0.0
+        assert client.proc is not None
         if snapstart:
             client.api.wait_restore(120)
             init_s = time.perf_counter() - started
+            init_cpu = cpu_seconds(client.proc.pid)
             started = time.perf_counter()
             client.api.restore()
         kind, first = client.api.wait(request_id, 120)
         first_s = time.perf_counter() - started
         answered(kind, first)
-        assert client.proc is not None
-        cpu_s = cpu_seconds(client.proc.pid)
+        cpu_s = cpu_seconds(client.proc.pid) - init_cpu
         t = time.perf_counter()
         kind, warm = client.invoke(doc)
         warm_s = time.perf_counter() - t
