@@ -15,6 +15,10 @@ import importlib
 from collections.abc import Coroutine, Generator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+# The subpackage cloudroi.read (a namespace package: nothing runs) is imported before the
+# function ``read`` below is defined, which then takes its name; imported later, on first use,
+# it would replace the function with the module.
+from . import read as _read_package  # noqa: F401
 from .errors import (
     AccessDeniedError,
     BandError,

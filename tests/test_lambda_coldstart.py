@@ -86,6 +86,8 @@ import cloudroi.serverless as fn
 after_import = sorted(m for m in {HEAVY!r} if m in sys.modules)
 answer = fn.handler(json.loads({json.dumps(json.dumps(event))}))
 after_region = sorted(m for m in ("cloudroi.warp", "morecantile") if m in sys.modules)
+import cloudroi
+assert callable(cloudroi.read) and callable(cloudroi.info), cloudroi.read
 fn.reset()
 print(json.dumps({{"import": after_import, "status": answer["statusCode"],
                   "region": after_region, "numpy": "numpy" in sys.modules}}))
