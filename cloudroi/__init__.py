@@ -11,21 +11,21 @@
 
 from __future__ import annotations
 
-import importlib.metadata as _metadata
+import importlib
 from collections.abc import Coroutine, Generator, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy.typing as npt
-
-from .batch import ChipRequest, read_many
-from .context import Context, ContextOptions
-from .crs import CRS
+# The subpackage cloudroi.read (a namespace package: nothing runs) is imported before the
+# function ``read`` below is defined, which then takes its name; imported later, on first use,
+# it would replace the function with the module.
+from . import read as _read_package  # noqa: F401
 from .errors import (
     AccessDeniedError,
     BandError,
     BatchRequestError,
     CloudROIError,
     CRSError,
+    ExpressionError,
     LevelError,
     LimitExceededError,
     NotGeoreferencedError,
@@ -42,28 +42,80 @@ from .errors import (
     UpstreamError,
     WindowError,
 )
-from .image import Image, ImageOptions
-from .opening import open_image
-from .read.fetch import RetryPolicy
-from .read.hedge import HedgePolicy
-from .read.plan import ReadPlan
-from .region.expression import Expression, ExpressionError
-from .source.base import RangeSource
-from .source.memory import MemorySource
-from .spec import ImageSpec
-from .types import ByteRange, ObjectMeta, Stats, Tile, Window
-from .xarray import runtime
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+    from .batch import ChipRequest, read_many
+    from .context import Context, ContextOptions
+    from .crs import CRS
+    from .image import Image, ImageOptions
+    from .read.fetch import RetryPolicy
+    from .read.hedge import HedgePolicy
+    from .read.plan import ReadPlan
+    from .region.expression import Expression
+    from .source.base import RangeSource
+    from .source.memory import MemorySource
+    from .spec import ImageSpec
+    from .types import ByteRange, ObjectMeta, Stats, Tile, Window
+
+#: The public names that live in submodules, imported on first use (PEP 562): ``import cloudroi``
+#: (and so the Lambda handler's import) does not pay for numpy, aiohttp and the reader until a
+#: name needs them.
+_LAZY = {
+    "ChipRequest": "batch",
+    "read_many": "batch",
+    "HedgePolicy": "read.hedge",
+    "Expression": "region.expression",
+    "ImageSpec": "spec",
+    "Context": "context",
+    "ContextOptions": "context",
+    "CRS": "crs",
+    "Image": "image",
+    "ImageOptions": "image",
+    "RetryPolicy": "read.fetch",
+    "ReadPlan": "read.plan",
+    "RangeSource": "source.base",
+    "MemorySource": "source.memory",
+    "ByteRange": "types",
+    "ObjectMeta": "types",
+    "Stats": "types",
+    "Tile": "types",
+    "Window": "types",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """A public name from its submodule, or a submodule (``cloudroi.image``) not yet imported."""
+    if name == "__version__":
+        globals()[name] = version = _version()
+        return version
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+        globals()[name] = value
+        return value
+    if not name.startswith("__"):
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _version() -> str:
     """The installed distribution's version: pyproject.toml is the one place it is written."""
+    import importlib.metadata as _metadata
+
     try:
         return _metadata.version("cloudroi")
     except _metadata.PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
         return "0+unknown"
 
 
-__version__ = _version()
+if TYPE_CHECKING:
+    __version__: str
 
 __all__ = [
     "AccessDeniedError",
@@ -73,11 +125,11 @@ __all__ = [
     "CRS",
     "CRSError",
     "ChipRequest",
-    "Expression",
-    "ExpressionError",
     "CloudROIError",
     "Context",
     "ContextOptions",
+    "Expression",
+    "ExpressionError",
     "HedgePolicy",
     "Image",
     "ImageOptions",
@@ -148,17 +200,24 @@ def open(
     ``stats``: a ``Stats`` to count into (it also records the requests of an open that fails).
     Without ``context`` the Image gets a private ``Context`` that it closes on ``close()``.
     """
+    from .opening import open_image
+
     return _Opening(open_image(url, context=context, stats=stats, **options))
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion from synchronous code (any thread, even one running an event
     loop) on the process's cloudroi loop (``cloudroi.xarray.runtime``)."""
+    from .xarray import runtime
+
     return runtime.run(coro)
 
 
 async def _open_shared(url: str, options: dict[str, Any]) -> Image:
     """Open ``url`` on the runtime's shared Context unless the caller passes a Context."""
+    from .opening import open_image
+    from .xarray import runtime
+
     if options.get("context") is None:
         options = {**options, "context": await runtime.shared_context()}
     return await open_image(url, **options)

@@ -11,6 +11,7 @@ The whole tree::
     │   ├── NotGeoreferencedError  map coordinates asked of an image without georeferencing
     │   ├── ResamplingError        a resampling name not known, or one a paletted image refuses
     │   └── TileOutsideBoundsError a web-map tile that does not touch the image
+    ├── ExpressionError            an expression= that does not parse or leaves the whitelist
     ├── CRSError                   a CRS that cannot be read, built or converted (or pyproj missing)
     ├── BatchRequestError          an entry of a batch (read_many, STAC items) that is malformed
     ├── LimitExceededError         a configured budget (bytes, tiles, output size) would be passed
@@ -32,10 +33,12 @@ from __future__ import annotations
 
 __all__ = [
     "AccessDeniedError",
+    "ArgumentError",
     "BandError",
     "BatchRequestError",
     "CRSError",
     "CloudROIError",
+    "ExpressionError",
     "LevelError",
     "LimitExceededError",
     "MissingExtraError",
@@ -188,3 +191,22 @@ class TransientError(UpstreamError):
 
 class ReadTimeoutError(UpstreamError):
     """A request or a whole read took longer than its deadline."""
+
+
+class ArgumentError(ValueError):
+    """An argument that does not parse or is out of range; ``name`` says which (the front
+    ends' shared validators, ``cloudroi.region.args``, raise it)."""
+
+    def __init__(self, name: str, message: str, code: str = "invalid_parameter") -> None:
+        super().__init__(message)
+        self.name = name
+        self.code = code
+
+
+class ExpressionError(CloudROIError, ArgumentError):
+    """An expression that does not parse, uses something outside the whitelist, or is too
+    large. Also an ``ArgumentError`` of the argument ``expression`` (code
+    ``invalid_expression``), so front ends refuse it like any other argument."""
+
+    def __init__(self, message: str) -> None:
+        ArgumentError.__init__(self, "expression", message, "invalid_expression")

@@ -1,13 +1,15 @@
 """A Lambda Runtime API on 127.0.0.1 for tests: hands events to a runtime client, collects answers.
 
 It speaks the documented runtime protocol (``/2018-06-01/runtime/invocation/next``, ``.../{id}/
-response``, ``.../{id}/error``, ``/2018-06-01/runtime/init/error``), so the real runtime client
+response``, ``.../{id}/error``, ``/2018-06-01/runtime/init/error``, and SnapStart's
+``/2018-06-01/runtime/restore/next`` and ``.../restore/error``), so the real runtime client
 (``python -m awslambdaric cloudroi.serverless.handler``, the Lambda image's command) can be run
 as a subprocess against it: the closest to a Lambda invocation that works without AWS or Docker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -15,7 +17,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -32,6 +34,11 @@ class RuntimeAPI:
         self._events: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.results: dict[str, tuple[str, Any]] = {}
         self.init_errors: list[Any] = []
+        self.restore_errors: list[Any] = []
+        #: Set when the runtime client asks for /restore/next (its init and before-snapshot hooks
+        #: are done: the point where Lambda takes the snapshot); ``restore()`` answers it.
+        self.snapshot_point = threading.Event()
+        self._restored = threading.Event()
         self._done = threading.Condition()
         self._stopping = threading.Event()
         api = self
@@ -42,7 +49,15 @@ class RuntimeAPI:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
+            def handle(self) -> None:
+                # the runtime client may be stopped mid-connection
+                with contextlib.suppress(ConnectionResetError):
+                    super().handle()
+
             def do_GET(self) -> None:
+                if self.path == f"{PREFIX}/restore/next":
+                    self._send(*api._restore_next())
+                    return
                 if self.path != f"{PREFIX}/invocation/next":
                     self._send(404, b"{}")
                     return
@@ -68,17 +83,10 @@ class RuntimeAPI:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 payload = json.loads(self.rfile.read(length) or b"null")
-                parts = self.path[len(PREFIX) :].strip("/").split("/")
-                if parts[:2] == ["init", "error"]:
-                    api.init_errors.append(payload)
-                elif len(parts) == 3 and parts[0] == "invocation":
-                    with api._done:
-                        api.results[parts[1]] = (parts[2], payload)
-                        api._done.notify_all()
+                if api._posted(self.path[len(PREFIX) :].strip("/").split("/"), payload):
+                    self._send(202, b'{"status":"OK"}')
                 else:
                     self._send(404, b"{}")
-                    return
-                self._send(202, b'{"status":"OK"}')
 
             def _send(
                 self, status: int, body: bytes, headers: Mapping[str, str] | None = None
@@ -110,6 +118,37 @@ class RuntimeAPI:
         self._server.server_close()
         self._thread.join(5)
 
+    def _posted(self, parts: list[str], payload: Any) -> bool:
+        """Record a POST to runtime/PARTS; False for a path the protocol does not have."""
+        if parts[:2] == ["init", "error"]:
+            self.init_errors.append(payload)
+        elif parts[:2] == ["restore", "error"]:
+            self.restore_errors.append(payload)
+        elif len(parts) == 3 and parts[0] == "invocation":
+            with self._done:
+                self.results[parts[1]] = (parts[2], payload)
+                self._done.notify_all()
+        else:
+            return False
+        return True
+
+    def _restore_next(self) -> tuple[int, bytes]:
+        """The answer to /restore/next, once ``restore()`` was called (503 when stopping)."""
+        self.snapshot_point.set()
+        while not self._stopping.is_set():
+            if self._restored.wait(0.2):
+                return 200, b""
+        return 503, b"{}"
+
+    def wait_restore(self, timeout: float) -> None:
+        """Wait until the runtime client reaches the snapshot point (SnapStart init done)."""
+        if not self.snapshot_point.wait(timeout):
+            raise TimeoutError(f"no /restore/next; init errors: {self.init_errors}")
+
+    def restore(self) -> None:
+        """Answer /restore/next: the runtime client runs its after-restore hooks and goes on."""
+        self._restored.set()
+
     def invoke(self, event: Mapping[str, Any]) -> str:
         request_id = str(uuid.uuid4())
         self._events.put((request_id, json.dumps(event).encode()))
@@ -121,9 +160,10 @@ class RuntimeAPI:
         with self._done:
             while request_id not in self.results:
                 left = deadline - time.monotonic()
-                if left <= 0 or self.init_errors:
+                if left <= 0 or self.init_errors or self.restore_errors:
                     raise TimeoutError(
-                        f"no answer for {request_id}; init errors: {self.init_errors}"
+                        f"no answer for {request_id}; init errors: {self.init_errors}; "
+                        f"restore errors: {self.restore_errors}"
                     )
                 self._done.wait(min(left, 0.2))
             return self.results[request_id]
@@ -141,10 +181,11 @@ class RuntimeClient:
         *,
         timeout: float = 60.0,
         cwd: str | None = None,
+        python_args: Sequence[str] = (),
     ) -> None:
         self.api = RuntimeAPI()
         self.timeout = timeout
-        self._argv = [python, "-m", "awslambdaric", handler]
+        self._argv = [python, *python_args, "-m", "awslambdaric", handler]
         self._env = dict(env)
         self._cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import importlib
 import importlib.metadata
+import importlib.util
 import io
 import json
 import os
@@ -28,6 +29,7 @@ import sys
 import time
 import tomllib
 import uuid
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -516,6 +518,160 @@ def test_sam_function_and_policy(sam: dict[str, Any], dockerfile: Dockerfile) ->
     assert role["ManagedPolicyArns"] == [
         "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# AWS SAM, zip package (deploy/aws-sam/template-zip.yaml, deploy/aws-sam/build_zip.py)
+# --------------------------------------------------------------------------------------------
+
+SAM_ZIP_TEMPLATE = DEPLOY / "aws-sam" / "template-zip.yaml"
+BUILD_ZIP = DEPLOY / "aws-sam" / "build_zip.py"
+
+
+def translate_zip(template: dict[str, Any], **parameters: str) -> dict[str, Any]:
+    """The CloudFormation template `sam deploy` would submit once the zip is uploaded."""
+    template = json.loads(json.dumps(template))
+    template["Resources"]["CloudroiFunction"]["Properties"]["CodeUri"] = "s3://bucket/fn.zip"
+    translator = SamTranslator({}, SamParser(), boto_session=Session(region_name="eu-west-1"))
+    out: dict[str, Any] = translator.translate(template, parameter_values=parameters)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sam_zip() -> dict[str, Any]:
+    template, problems = decode_cfn(str(SAM_ZIP_TEMPLATE))
+    assert not problems
+    assert template is not None
+    return dict(template)
+
+
+def test_sam_zip_template_passes_cfn_lint(sam_zip: dict[str, Any], tmp_path: Path) -> None:
+    """The template and its translation, with SnapStart on, in one cfn-lint run (the container
+    template's test shows the same pipeline failing on broken files); a deprecated runtime is
+    refused."""
+    good = tmp_path / "cloudformation.json"
+    good.write_text(json.dumps(translate_zip(sam_zip, SnapStart="true")))
+    bad = translate_zip(sam_zip)
+    bad["Resources"]["CloudroiFunction"]["Properties"]["Runtime"] = "python3.7"
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(bad))
+    result = run(
+        [tool("cfn-lint"), "--format", "parseable", str(SAM_ZIP_TEMPLATE), str(good), str(broken)],
+        timeout=120,
+    )
+    problems = [line for line in result.stdout.splitlines() if line.strip()]
+    assert problems, result.stderr
+    assert all(line.startswith(str(broken)) for line in problems), result.stdout
+    assert "python3.7" in result.stdout
+
+
+def test_sam_zip_function_matches_the_build_and_the_container_one(
+    sam_zip: dict[str, Any], sam: dict[str, Any]
+) -> None:
+    build_zip = load_build_zip()
+    props = sam_zip["Resources"]["CloudroiFunction"]["Properties"]
+    assert props["PackageType"] == "Zip"
+    assert props["Runtime"] == f"python{build_zip.PYTHON_VERSION}"
+    assert (SAM_ZIP_TEMPLATE.parent / props["CodeUri"]).parent == BUILD_ZIP.parent / ".build"
+    module, _, attr = props["Handler"].rpartition(".")
+    assert callable(getattr(importlib.import_module(module), attr))
+    params = sam_zip["Parameters"]
+    assert params["Architecture"]["Default"] == "arm64"
+    assert set(params["Architecture"]["AllowedValues"]) == set(build_zip.PLATFORMS)
+    env = props["Environment"]["Variables"]
+    config = check_env(env, "template-zip.yaml")
+    assert config.request_timeout < props["Timeout"] <= 30
+    # One request at a time: the block cache and one request at its limit fit the memory.
+    request_mb = config.max_request_bytes >> 20
+    assert params["MemorySize"]["Default"] >= params["BlockCacheMB"]["Default"] + request_mb + 128
+    # The policy and the allowlist are the container template's.
+    container = sam["Resources"]["CloudroiFunction"]["Properties"]
+    assert props["Policies"] == container["Policies"]
+    assert (
+        env["CLOUDROI_ALLOWED_SOURCES"]
+        == container["Environment"]["Variables"]["CLOUDROI_ALLOWED_SOURCES"]
+    )
+    # SnapStart: off by default, on for published versions when asked.
+    for flag, expected in (("false", None), ("true", {"ApplyOn": "PublishedVersions"})):
+        out = translate_zip(sam_zip, SnapStart=flag)
+        function = out["Resources"]["CloudroiFunction"]["Properties"]
+        assert function["Runtime"] == props["Runtime"]
+        snap = function.get("SnapStart")
+        condition = snap["Fn::If"] if snap else None
+        assert condition is not None
+        assert condition[0] == "SnapStartOn"
+        assert (condition[1] if flag == "true" else None) == expected
+        assert any(r["Type"] == "AWS::Lambda::Alias" for r in out["Resources"].values())
+
+
+def load_build_zip() -> Any:
+    spec = importlib.util.spec_from_file_location("build_zip", BUILD_ZIP)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_zip_package_builds_under_the_limit_and_answers_alone(
+    tmp_path: Path, server: RangeServer
+) -> None:
+    """build_zip.py --from-env (host platform, the lambda extra for the runtime client that
+    Lambda itself would provide), then the zip, unpacked, runs under ``python -S`` (no
+    site-packages: only the standard library and the zip) and answers a /region."""
+    result = run(
+        [
+            sys.executable,
+            str(BUILD_ZIP),
+            "--from-env",
+            "--extras",
+            "lambda",
+            "--zip-level",
+            "1",
+            "--out",
+            str(tmp_path / "build"),
+            "--json",
+        ],
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    archive = Path(report["zip"])
+    with zipfile.ZipFile(archive) as zf:
+        infos = zf.infolist()
+        unzipped = sum(i.file_size for i in infos)
+        names = {i.filename for i in infos}
+        zf.extractall(tmp_path / "task")
+    assert unzipped == report["unzipped_bytes"] < load_build_zip().LAMBDA_UNZIPPED_LIMIT
+    assert report["zipped_bytes"] == archive.stat().st_size
+    assert "cloudroi/serverless.py" in names
+    assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".pyi"))]
+    assert not [n for n in names if n.startswith(("pytest", "moto", "ruff", "botocore"))]
+
+    task = tmp_path / "task"
+    prefix = f"zip-{uuid.uuid4().hex[:8]}/"
+    data = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
+    server.add(prefix + "a.tif", write_cog(data, tile=32))
+    event = json.loads((ROOT / "tests" / "events" / "function-url.json").read_text())
+    event["rawPath"] = event["requestContext"]["http"]["path"] = "/region"
+    event["rawQueryString"] = f"url={server.url(prefix + 'a.tif')}&window=0,0,64,64&format=npy"
+    env = {"CLOUDROI_ALLOWED_SOURCES": server.url(prefix), "PYTHONPATH": str(task)}
+    with RuntimeClient(
+        sys._base_executable,
+        "cloudroi.serverless.handler",
+        env,
+        cwd=str(task),
+        python_args=["-S"],
+    ) as client:
+        kind, payload = client.invoke(event)
+        query = f"url={server.url(prefix + 'a.tif')}"
+        kind_info, info = client.invoke({**event, "rawPath": "/info", "rawQueryString": query})
+    assert kind == "response", payload
+    assert payload["statusCode"] == 200, payload
+    arr = np.load(io.BytesIO(base64.b64decode(payload["body"])))
+    np.testing.assert_array_equal(arr[0], data)
+    assert (kind_info, info["statusCode"]) == ("response", 200), info
+    assert json.loads(info["body"])["dtype"] == "uint16"
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import re
 from typing import TYPE_CHECKING
 
 from ..colormaps import Colormap, ColormapError, choose
+from ..errors import ArgumentError
 from ..outputs import FORMATS
 from ..read.resample_plan import RESAMPLINGS
 
@@ -51,15 +52,6 @@ MAX_RESCALE = 1e38
 _INT = re.compile(r"^[+-]?\d{1,12}$")
 _FLOAT = re.compile(r"^[+-]?(\d{1,20}(\.\d{0,20})?|\.\d{1,20})([eE][+-]?\d{1,3})?$")
 _FORMAT_ALIASES = {"jpg": "jpeg", "tiff": "tif", "geotiff": "tif"}
-
-
-class ArgumentError(ValueError):
-    """An argument that does not parse or is out of range; ``name`` says which."""
-
-    def __init__(self, name: str, message: str, code: str = "invalid_parameter") -> None:
-        super().__init__(message)
-        self.name = name
-        self.code = code
 
 
 def integer(name: str, text: str, lo: int, hi: int) -> int:

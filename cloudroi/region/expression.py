@@ -28,8 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import BandError, CloudROIError
-from .args import ArgumentError
+from ..errors import BandError, ExpressionError
 
 __all__ = [
     "FUNCTIONS",
@@ -59,15 +58,6 @@ Array = npt.NDArray[Any]
 Node = Callable[[Sequence[Array]], Any]
 
 _BAND = re.compile(r"^[bB]([1-9][0-9]{0,4})$")
-
-
-class ExpressionError(CloudROIError, ArgumentError):
-    """An expression that does not parse, uses something outside the whitelist, or is too
-    large. Also an ``ArgumentError`` of the argument ``expression`` (code
-    ``invalid_expression``), so front ends refuse it like any other argument."""
-
-    def __init__(self, message: str) -> None:
-        ArgumentError.__init__(self, "expression", message, "invalid_expression")
 
 
 def _unary(fn: Callable[[Any], Any]) -> tuple[int, Callable[..., Any], bool]:

@@ -24,23 +24,32 @@ between invocations), and on it one ``ServiceState`` with the guarded HTTP sessi
 the header and block caches and the decode pool. The configuration comes from the ``CLOUDROI_*``
 environment variables (``ServiceConfig.from_env``), with the largest response body capped so that
 the base64 answer stays inside Lambda's 6 MB response limit: larger answers are a 413.
+
+Cold start: importing this module loads neither numpy nor aiohttp nor any extra; the first
+invocation loads what its request needs (the map path's pyproj and tile grids only for a map
+request: no ``warm_up`` on the first request). With SnapStart, the hooks of
+``cloudroi.service.snapstart`` (registered below) load all of it before the snapshot and renew the
+loop, session, pools and random seeds after each restore.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
 
 from ..errors import CloudROIError
-from .config import ServiceConfig
-from .core import CoreRequest, CoreResponse, ServiceState, handle
+from .messages import CoreRequest, CoreResponse
 from .problems import PROBLEM_TYPE, Problem
+from .snapstart import register as _register_snapstart_hooks
+
+if TYPE_CHECKING:
+    from .config import ServiceConfig
+    from .state import ServiceState
 
 __all__ = [
     "LAMBDA_PAYLOAD_LIMIT",
@@ -78,6 +87,8 @@ def lambda_config(
 ) -> ServiceConfig:
     """``ServiceConfig.from_env`` with ``max_response_bytes`` no larger than Lambda allows (a
     smaller ``CLOUDROI_MAX_RESPONSE_BYTES`` is kept)."""
+    from .config import ServiceConfig
+
     return capped(ServiceConfig.from_env(env), payload_limit)
 
 
@@ -366,6 +377,8 @@ class LambdaApp:
             if config is not None
             else lambda_config(payload_limit=payload_limit)
         )
+        import asyncio  # here, not at import: the handler's import stays light
+
         self.loop = asyncio.new_event_loop()
         self.state: ServiceState | None = None
         self.invocations = 0
@@ -407,8 +420,11 @@ class LambdaApp:
         return doc
 
     async def _answer(self, req: CoreRequest) -> CoreResponse:
+        from .core import handle  # the service core and the library: on the first request
+        from .state import ServiceState
+
         if self.state is None:
-            self.state = await ServiceState.start(self.config)
+            self.state = await ServiceState.start(self.config, warm=False)
         return await handle(req, self.state)
 
     def close(self) -> None:
@@ -456,3 +472,7 @@ def reset() -> None:
         app, _app = _app, None
     if app is not None:
         app.close()
+
+
+# Lambda runs SnapStart hooks registered while the handler's module is imported.
+_register_snapstart_hooks()

@@ -15,6 +15,7 @@ from ..errors import (
     BandError,
     CloudROIError,
     CRSError,
+    ExpressionError,
     LevelError,
     LimitExceededError,
     MissingExtraError,
@@ -31,8 +32,7 @@ from ..errors import (
     UpstreamError,
     WindowError,
 )
-from ..region.expression import ExpressionError
-from .security import SourceNotAllowedError
+from .refusals import SourceNotAllowedError
 
 __all__ = ["PROBLEM_TYPE", "Problem", "problem_for"]
 

@@ -61,9 +61,15 @@ class ServiceState:
 
     @classmethod
     async def start(
-        cls, config: ServiceConfig, *, resolver: aiohttp.abc.AbstractResolver | None = None
+        cls,
+        config: ServiceConfig,
+        *,
+        resolver: aiohttp.abc.AbstractResolver | None = None,
+        warm: bool = True,
     ) -> ServiceState:
-        """``resolver`` replaces aiohttp's DNS resolver for upstream HTTP (tests, custom DNS)."""
+        """``resolver`` replaces aiohttp's DNS resolver for upstream HTTP (tests, custom DNS).
+        ``warm=False`` skips ``warm_up`` (the Lambda handler: its first request is the one that
+        would wait; SnapStart's before-snapshot hook warms up instead)."""
         policy = SourcePolicy(config.effective_sources(), config.allowed_networks)
         options = ContextOptions(
             max_connections=config.max_upstream_connections,
@@ -77,7 +83,8 @@ class ServiceState:
         state._gauges()
         # before the first client: the map path's imports and pyproj's set-up (~0.3-0.8 s once
         # per process) would otherwise land on the first burst of tile requests
-        await asyncio.to_thread(warm_up)
+        if warm:
+            await asyncio.to_thread(warm_up)
         return state
 
     def _gauges(self) -> None:

@@ -1,0 +1,230 @@
+"""Cold start of the Lambda function, measured as Lambda would start it, without AWS.
+
+Each sample is a fresh ``python -m awslambdaric cloudroi.serverless.handler`` process against a
+Runtime API on 127.0.0.1 (``tests/lambda_runtime_api.py``), its event queued before the process
+starts, so the figure is process start -> first response, the whole cold path: interpreter,
+runtime client, handler import, service state, the request itself. The sources are COGs served
+by ``cloudroi.testing.RangeServer`` (no latency added). Three requests, each in its own process:
+``/info``, a ``/region`` PNG and a reprojected ``/tiles`` PNG. Also measured: a second (warm)
+request in the same process, the process's peak RSS (``VmHWM``) after both, and the handler's
+import alone (``python -X importtime -c "import cloudroi.serverless"``, in a fresh process).
+
+    python -m benchmarks.lambda_cold                  # 5 samples each (about 30 s)
+    python -m benchmarks.lambda_cold --runs 1 --json out.json    # the smoke version (CI)
+    python -m benchmarks.lambda_cold --snapstart      # run the SnapStart hooks as Lambda does
+
+``--snapstart`` sets ``AWS_LAMBDA_INITIALIZATION_TYPE=snap-start``: the runtime client runs the
+before-snapshot hooks, asks the Runtime API for ``/restore/next`` and runs the after-restore hooks
+before the first invocation. The clock then starts when the restore is answered (what a restored
+execution environment pays); the init before it is reported separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cloudroi.cog import write_cog
+from cloudroi.testing import RangeServer
+from tests.lambda_runtime_api import RuntimeClient
+
+ROOT = Path(__file__).resolve().parent.parent
+HANDLER = "cloudroi.serverless.handler"
+#: Targets on the development machine (issue 15).
+TARGET_FIRST_RESPONSE_S = 0.5
+TARGET_IMPORT_MS = 150.0
+#: A tile of the UTM 33N scene below, at zoom 12 in WebMercatorQuad (reprojected).
+TILE = (12, 2220, 1296)
+
+
+@dataclass
+class Sample:
+    first_s: float  # process start (or restore) -> first response
+    warm_s: float  # the same request again, same process
+    rss_mb: float  # peak RSS (VmHWM) after both
+    cpu_s: float  # the process's CPU time (user + system) up to the first response (from the
+    # restore with --snapstart)
+    init_s: float = 0.0  # --snapstart: process start -> snapshot point
+
+
+@dataclass
+class Result:
+    request: str
+    samples: list[Sample] = field(default_factory=list)
+
+    def median(self, attr: str) -> float:
+        return float(statistics.median(getattr(s, attr) for s in self.samples))
+
+
+def corpus() -> dict[str, bytes]:
+    """A 2048 x 2048 uint16 COG in UTM 33N (EPSG:32633) with overviews."""
+    yy, xx = np.mgrid[0:2048, 0:2048]
+    data = ((xx * 7 + yy * 3) % 4096).astype(np.uint16)
+    transform = (500000.0, 10.0, 0.0, 6100000.0, 0.0, -10.0)
+    return {"scene.tif": write_cog(data, tile=256, epsg=32633, transform=transform, overviews=3)}
+
+
+def event(path: str, query: str) -> dict[str, Any]:
+    doc = json.loads((ROOT / "tests" / "events" / "function-url.json").read_text())
+    doc["rawPath"] = doc["requestContext"]["http"]["path"] = path
+    doc["rawQueryString"] = query
+    return doc
+
+
+def requests(server: RangeServer) -> dict[str, dict[str, Any]]:
+    url = server.url("scene.tif")
+    z, x, y = TILE
+    return {
+        "/info": event("/info", f"url={url}"),
+        "/region": event("/region", f"url={url}&window=512,512,512,512&format=png"),
+        "/tiles": event(f"/tiles/WebMercatorQuad/{z}/{x}/{y}.png", f"url={url}"),
+    }
+
+
+def peak_rss_mb(pid: int) -> float:
+    text = Path(f"/proc/{pid}/status").read_text()
+    m = re.search(r"^VmHWM:\s+(\d+) kB", text, re.M)
+    return int(m.group(1)) / 1024 if m else float("nan")
+
+
+def answered(kind: str, doc: Any) -> None:
+    if kind != "response" or doc.get("statusCode") != 200:
+        raise RuntimeError(f"the function answered {kind}: {str(doc)[:500]}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time of ``pid`` so far (less sensitive to other load than wall time)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def one_sample(doc: dict[str, Any], env: dict[str, str], snapstart: bool) -> Sample:
+    client = RuntimeClient(sys.executable, HANDLER, env, timeout=120, cwd=str(ROOT))
+    request_id = client.api.invoke(doc)  # queued before the process exists
+    started = time.perf_counter()
+    with client:
+        init_s = init_cpu = 0.0
+        assert client.proc is not None
+        if snapstart:
+            client.api.wait_restore(120)
+            init_s = time.perf_counter() - started
+            init_cpu = cpu_seconds(client.proc.pid)
+            started = time.perf_counter()
+            client.api.restore()
+        kind, first = client.api.wait(request_id, 120)
+        first_s = time.perf_counter() - started
+        answered(kind, first)
+        cpu_s = cpu_seconds(client.proc.pid) - init_cpu
+        t = time.perf_counter()
+        kind, warm = client.invoke(doc)
+        warm_s = time.perf_counter() - t
+        answered(kind, warm)
+        rss = peak_rss_mb(client.proc.pid)
+    return Sample(first_s, warm_s, rss, cpu_s, init_s)
+
+
+def import_ms(runs: int) -> tuple[float, list[tuple[str, float]]]:
+    """The handler's import (ms, best of ``runs`` fresh processes) and its heaviest top-level
+    packages (self time summed, ms) in the best run."""
+    best: tuple[float, list[tuple[str, float]]] = (float("inf"), [])
+    for _ in range(runs):
+        proc = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", "import cloudroi.serverless"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            cwd=str(ROOT),
+        )
+        total, by_package = parse_importtime(proc.stderr)
+        if total < best[0]:
+            best = (total, by_package)
+    return best
+
+
+def parse_importtime(text: str) -> tuple[float, list[tuple[str, float]]]:
+    total = 0.0
+    packages: dict[str, float] = {}
+    for line in text.splitlines():
+        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)", line)
+        if not m:
+            continue
+        self_us, cumulative_us, name = int(m.group(1)), int(m.group(2)), m.group(4)
+        if name == "cloudroi.serverless":
+            total = cumulative_us / 1000
+        top = name.split(".")[0]
+        packages[top] = packages.get(top, 0.0) + self_us / 1000
+    heaviest = sorted(packages.items(), key=lambda kv: -kv[1])[:8]
+    return total, [(k, round(v, 1)) for k, v in heaviest]
+
+
+def markdown(results: list[Result], imports: tuple[float, list[tuple[str, float]]]) -> str:
+    lines = [
+        "| request | first response, median (min-max) s | CPU to first response, median s "
+        "| warm, median ms | peak RSS, MB |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        firsts = [s.first_s for s in r.samples]
+        lines.append(
+            f"| {r.request} | **{r.median('first_s'):.3f}** ({min(firsts):.3f}-{max(firsts):.3f})"
+            f" | {r.median('cpu_s'):.2f} | {r.median('warm_s') * 1000:.1f}"
+            f" | {max(s.rss_mb for s in r.samples):.0f} |"
+        )
+    if any(s.init_s for r in results for s in r.samples):
+        init = statistics.median(s.init_s for r in results for s in r.samples)
+        lines.append(f"\nSnapStart init (process start -> snapshot point), median: {init:.3f} s")
+    heavy = ", ".join(f"{k} {v:.0f}" for k, v in imports[1])
+    lines.append(f"\nhandler import (best run): **{imports[0]:.0f} ms**; heaviest (ms): {heavy}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=5, help="fresh processes per request")
+    ap.add_argument("--snapstart", action="store_true", help="run the SnapStart hooks")
+    ap.add_argument("--json", type=Path, help="write the samples here")
+    ap.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    args = ap.parse_args(argv)
+    results: list[Result] = []
+    with RangeServer(corpus()) as server:
+        env = {"CLOUDROI_ALLOWED_SOURCES": server.url(""), "PYTHONDONTWRITEBYTECODE": "0"}
+        if args.snapstart:
+            env["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
+        for name, doc in requests(server).items():
+            result = Result(name)
+            for _ in range(args.runs):
+                result.samples.append(one_sample(doc, env, args.snapstart))
+            results.append(result)
+    imports = import_ms(max(args.runs, 3))
+    print(f"## Lambda cold start ({args.runs} runs, load {os.getloadavg()[0]:.1f})\n")
+    print(markdown(results, imports))
+    if args.json:
+        doc = {
+            "results": {r.request: [asdict(s) for s in r.samples] for r in results},
+            "import_ms": imports[0],
+            "heaviest": imports[1],
+            "snapstart": args.snapstart,
+        }
+        args.json.write_text(json.dumps(doc, indent=1))
+    missed = [r.request for r in results if r.median("first_s") > TARGET_FIRST_RESPONSE_S]
+    if imports[0] > TARGET_IMPORT_MS:
+        missed.append("import")
+    if missed:
+        print(f"\ntargets missed: {missed}")
+    return 1 if (args.check and missed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

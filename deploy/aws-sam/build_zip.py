@@ -1,0 +1,253 @@
+"""Build the zip package of the Lambda function: cloudroi and its runtime dependencies for the
+chosen extras, for Lambda's Python runtime on arm64 or x86_64, checked against Lambda's 250 MB
+unzipped limit.
+
+    python deploy/aws-sam/build_zip.py                          # s3,geo for arm64, Python 3.12
+    python deploy/aws-sam/build_zip.py --arch x86_64 --extras s3
+    python deploy/aws-sam/build_zip.py --from-env --extras s3   # copy from this interpreter's
+                                                                #   environment (host platform)
+
+The default (PyPI) mode runs ``pip install --target --platform manylinux... --only-binary=:all:
+--python-version 3.12 --implementation cp``: binary wheels for the target, whatever the build
+machine. ``--from-env`` copies the installed distributions of the running interpreter (the
+closure of cloudroi[extras] as their metadata declares it): no network, the host's platform and
+Python version; CI builds that way. cloudroi itself is copied from this source tree with a
+dist-info naming its version, so ``importlib.metadata`` finds it.
+
+Then it drops what the function never loads: ``__pycache__`` (the runtime's /var/task is
+read-only; byte code for another Python would be stale anyway), ``*.pyi`` stubs, test suites
+inside packages, pip's ``bin/`` scripts, RECORD files, numpy's C headers and static libraries.
+It writes ``OUT/package/`` (what ``CodeUri`` can point at) and ``OUT/function.zip`` and prints
+the unzipped and zipped sizes with the largest packages; it exits 1 when the unzipped size is
+over the limit. The Lambda runtime provides the runtime client (awslambdaric) and
+``snapshot_restore_py``; the ``lambda`` extra is therefore not installed unless asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+#: Lambda's limit on a function's unzipped deployment package (layers included), in bytes.
+LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
+PYTHON_VERSION = "3.12"  # SnapStart needs Python 3.12 or later; template-zip.yaml's Runtime
+PLATFORMS = {
+    # Lambda's Python 3.12+ runtimes run on Amazon Linux 2023 (glibc 2.34)
+    "arm64": ["manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64"],
+    "x86_64": ["manylinux2014_x86_64", "manylinux_2_28_x86_64", "manylinux_2_34_x86_64"],
+}
+#: Directories inside packages that nothing imports at run time.
+DROP_DIRS = {"__pycache__", "tests", "testing_data"}
+#: ...except these (``numpy.testing`` is a module numpy's own import needs; ``tests`` packages
+#: that other code imports would go here).
+KEEP_DIRS = {"numpy/testing"}
+DROP_PATHS = ("bin", "numpy/_core/include", "numpy/_core/lib", "numpy/f2py/tests")
+
+
+def project() -> dict[str, Any]:
+    doc: dict[str, Any] = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return doc
+
+
+def requirements(extras: list[str]) -> list[str]:
+    proj = project()
+    reqs = list(proj["dependencies"])
+    for extra in extras:
+        reqs += proj["optional-dependencies"][extra]
+    return reqs
+
+
+def copy_cloudroi(target: Path, extras: list[str]) -> None:
+    """The package from this source tree (no byte code) and a dist-info with its version."""
+    shutil.copytree(
+        ROOT / "cloudroi",
+        target / "cloudroi",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
+    proj = project()
+    info = target / f"cloudroi-{proj['version']}.dist-info"
+    info.mkdir()
+    lines = ["Metadata-Version: 2.1", "Name: cloudroi", f"Version: {proj['version']}"]
+    lines += [f"Requires-Dist: {r}" for r in requirements(extras)]
+    (info / "METADATA").write_text("\n".join(lines) + "\n")
+    (info / "top_level.txt").write_text("cloudroi\n")
+
+
+def pip_install(target: Path, extras: list[str], arch: str, python: str) -> None:
+    platforms = [arg for p in PLATFORMS[arch] for arg in ("--platform", p)]
+    argv = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-compile",
+        "--target",
+        str(target),
+        "--only-binary=:all:",
+        "--implementation",
+        "cp",
+        "--python-version",
+        python,
+        *platforms,
+        *requirements(extras),
+    ]
+    subprocess.run(argv, check=True, timeout=1800)
+
+
+def closure(extras: list[str]) -> list[importlib.metadata.Distribution]:
+    """The installed distributions cloudroi[extras] needs, transitively (this environment)."""
+    found: dict[str, importlib.metadata.Distribution] = {}
+    todo = [(Requirement(r), frozenset[str]()) for r in requirements(extras)]
+    seen: set[tuple[str, frozenset[str]]] = set()
+    while todo:
+        req, _ = todo.pop()
+        name = canonicalize_name(req.name)
+        key = (name, frozenset(req.extras))
+        if key in seen or (req.marker is not None and not req.marker.evaluate({"extra": ""})):
+            continue
+        seen.add(key)
+        if name == "cloudroi":
+            continue  # copied from the source tree
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError as exc:
+            raise SystemExit(f"{name} is required but not installed here") from exc
+        found[name] = dist
+        for text in dist.requires or ():
+            sub = Requirement(text)
+            wanted = req.extras or {""}
+            if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in wanted):
+                todo.append((sub, frozenset(sub.extras)))
+    return sorted(found.values(), key=lambda d: canonicalize_name(d.metadata["Name"]))
+
+
+def copy_installed(target: Path, extras: list[str]) -> None:
+    for dist in closure(extras):
+        for file in dist.files or ():
+            source = Path(str(dist.locate_file(file)))
+            if ".." in file.parts or not source.is_file():
+                continue  # scripts in bin/, headers elsewhere: outside site-packages
+            dest = target / file
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest)
+
+
+def strip(target: Path) -> None:
+    for path in DROP_PATHS:
+        victim = target / path
+        if victim.is_dir():
+            shutil.rmtree(victim)
+    for directory in sorted(target.rglob("*"), reverse=True):
+        rel = directory.relative_to(target).as_posix()
+        if directory.is_dir() and directory.name in DROP_DIRS and rel not in KEEP_DIRS:
+            shutil.rmtree(directory, ignore_errors=True)
+    for file in target.rglob("*"):
+        if file.suffix in (".pyc", ".pyi") or file.name in ("RECORD", "INSTALLER", "REQUESTED"):
+            file.unlink()
+
+
+def sizes(target: Path) -> tuple[int, list[tuple[str, int]]]:
+    """Total bytes of the tree, and bytes per top-level entry (dist-infos with their package)."""
+    per: dict[str, int] = {}
+    total = 0
+    for file in target.rglob("*"):
+        if file.is_file():
+            size = file.stat().st_size
+            total += size
+            top = file.relative_to(target).parts[0]
+            top = re.sub(r"-[^-]+\.dist-info$", "", top)
+            per[top] = per.get(top, 0) + size
+    return total, sorted(per.items(), key=lambda kv: -kv[1])
+
+
+def write_zip(target: Path, out: Path, level: int) -> int:
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=level) as zf:
+        for file in sorted(target.rglob("*")):
+            if file.is_file():
+                zf.write(file, file.relative_to(target).as_posix())
+    return out.stat().st_size
+
+
+def build(args: argparse.Namespace) -> dict[str, Any]:
+    extras = [e for e in args.extras.split(",") if e]
+    out: Path = args.out
+    package = out / "package"
+    if package.exists():
+        shutil.rmtree(package)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        staging = Path(tmp) / "package"
+        staging.mkdir()
+        if args.from_env:
+            copy_installed(staging, extras)
+        else:
+            pip_install(staging, extras, args.arch, args.python_version)
+        copy_cloudroi(staging, extras)
+        strip(staging)
+        staging.rename(package)
+    unzipped, per_package = sizes(package)
+    zipped = write_zip(package, out / "function.zip", args.zip_level)
+    return {
+        "extras": extras,
+        "platform": "host" if args.from_env else args.arch,
+        "python": f"{sys.version_info[0]}.{sys.version_info[1]}"
+        if args.from_env
+        else args.python_version,
+        "unzipped_bytes": unzipped,
+        "zipped_bytes": zipped,
+        "limit_bytes": LAMBDA_UNZIPPED_LIMIT,
+        "largest": per_package[:10],
+        "zip": str(out / "function.zip"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--extras", default="s3,geo", help="comma-separated extras (default s3,geo)")
+    ap.add_argument("--arch", choices=sorted(PLATFORMS), default="arm64")
+    ap.add_argument("--python-version", default=PYTHON_VERSION)
+    ap.add_argument("--from-env", action="store_true", help="copy from this environment")
+    ap.add_argument("--out", type=Path, default=HERE / ".build")
+    ap.add_argument("--zip-level", type=int, default=6, help="deflate level, 1-9 (default 6)")
+    ap.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = ap.parse_args(argv)
+    report = build(args)
+    mib = 1024 * 1024
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"{report['zip']}: extras [{','.join(report['extras'])}], {report['platform']}, "
+            f"Python {report['python']}: {report['unzipped_bytes'] / mib:.1f} MiB unzipped, "
+            f"{report['zipped_bytes'] / mib:.1f} MiB zipped"
+        )
+        for name, size in report["largest"]:
+            print(f"  {name:32s} {size / mib:7.1f} MiB")
+    if report["unzipped_bytes"] > LAMBDA_UNZIPPED_LIMIT:
+        print(
+            f"over Lambda's limit of {LAMBDA_UNZIPPED_LIMIT / mib:.0f} MiB unzipped",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
