@@ -1,7 +1,9 @@
 """The georeferenced side of the ``cloudroi`` command (``tile``, ``point``, ``read`` onto
-another grid, what ``info`` adds), driven as a subprocess against the real range server serving
-the GDAL-written files of tests/warp_data.py, and compared with the library's own verbs,
-rio-tiler's ``Reader.tile()`` and ``rasterio.warp.reproject`` on the same grid."""
+another grid, what ``info`` adds), run through its main function (tests/test_cli.py's
+``cloudroi``; stdout as a pipe and the missing geo extra in child processes) against the real
+range server serving the GDAL-written files of tests/warp_data.py, and compared with the
+library's own verbs, rio-tiler's ``Reader.tile()`` and ``rasterio.warp.reproject`` on the same
+grid."""
 
 from __future__ import annotations
 
