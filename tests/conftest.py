@@ -81,10 +81,25 @@ def server(range_server: RangeServer) -> Iterator[RangeServer]:
 @pytest.fixture(scope="session")
 def warp_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The GDAL-written COGs the warp tests compare with GDAL (tests/warp_data.py), written
-    once per session."""
+    once per session; under pytest-xdist once per run, by the first worker that needs them,
+    into the directory the run's workers share (the others wait for it on a lock)."""
+    import fcntl
+    import json
+    import os
+
     from tests.warp_data import build
 
-    return build(tmp_path_factory.mktemp("warp"))
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build(tmp_path_factory.mktemp("warp"))
+    shared = tmp_path_factory.getbasetemp().parent  # this run's, one level above each worker's
+    index = shared / "warp-files.json"
+    with (shared / "warp-files.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not index.exists():
+            (shared / "warp").mkdir(exist_ok=True)
+            files = build(shared / "warp")
+            index.write_text(json.dumps({key: str(path) for key, path in files.items()}))
+    return {key: Path(path) for key, path in json.loads(index.read_text()).items()}
 
 
 @pytest.fixture(scope="session")
