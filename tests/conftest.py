@@ -46,12 +46,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """How many workers ``-n auto`` starts: one per CPU, at least 2 (many tests wait on sockets
     and child processes), for the whole suite or a directory; none (a plain in-process run) when
-    the command names test files or tests, which start faster alone.
+    the command names test files or tests, which start faster alone, and with CLOUDROI_LONG=1
+    (the soak, load and memory runs measure the machine: they run alone).
     $PYTEST_XDIST_AUTO_NUM_WORKERS decides when set."""
     import os
 
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+    if LONG:
+        return 0
     here = config.invocation_params.dir
     if any(not (here / arg).is_dir() for arg in config.args):
         return 0
