@@ -19,6 +19,48 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip("long run: set CLOUDROI_LONG=1")
 
 
+# --------------------------------------------------------------------------------------------
+# parallel runs: pyproject.toml's addopts ask pytest-xdist for ``-n auto --dist loadfile``
+# --------------------------------------------------------------------------------------------
+
+#: The test files that take longest, slowest first (as ``--durations`` measured them):
+#: each file runs on one worker, and these are handed out first so that the short files fill
+#: in around them instead of one long file running alone at the end.
+SLOW_FILES_FIRST = (
+    "test_deploy.py",
+    "test_quality.py",
+    "test_benchmarks_smoke.py",
+    "test_cli_georef.py",
+    "test_browser_map.py",
+    "test_readme.py",
+    "test_cli.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files keep order
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """How many workers ``-n auto`` starts: one per CPU, at least 2 (many tests wait on sockets
+    and child processes), for the whole suite or a directory; none (a plain in-process run) when
+    the command names test files or tests, which start faster alone, and with CLOUDROI_LONG=1
+    (the soak, load and memory runs measure the machine: they run alone).
+    $PYTEST_XDIST_AUTO_NUM_WORKERS decides when set."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+    if LONG:
+        return 0
+    here = config.invocation_params.dir
+    if any(not (here / arg).is_dir() for arg in config.args):
+        return 0
+    return max(2, os.cpu_count() or 1)
+
+
 @pytest.fixture(scope="session")
 def range_server() -> Iterator[RangeServer]:
     """One server for the session; tests add files under unique paths and call ``reset()``."""
@@ -42,10 +84,25 @@ def server(range_server: RangeServer) -> Iterator[RangeServer]:
 @pytest.fixture(scope="session")
 def warp_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The GDAL-written COGs the warp tests compare with GDAL (tests/warp_data.py), written
-    once per session."""
+    once per session; under pytest-xdist once per run, by the first worker that needs them,
+    into the directory the run's workers share (the others wait for it on a lock)."""
+    import fcntl
+    import json
+    import os
+
     from tests.warp_data import build
 
-    return build(tmp_path_factory.mktemp("warp"))
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build(tmp_path_factory.mktemp("warp"))
+    shared = tmp_path_factory.getbasetemp().parent  # this run's, one level above each worker's
+    index = shared / "warp-files.json"
+    with (shared / "warp-files.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not index.exists():
+            (shared / "warp").mkdir(exist_ok=True)
+            files = build(shared / "warp")
+            index.write_text(json.dumps({key: str(path) for key, path in files.items()}))
+    return {key: Path(path) for key, path in json.loads(index.read_text()).items()}
 
 
 @pytest.fixture(scope="session")

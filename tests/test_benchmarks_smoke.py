@@ -17,6 +17,11 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Readers installed in the project's venv (the test and bench extras); aiocogeo lives in its own.
 MAIN_READERS = ["cloudroi", "cloudroi[multirange]", "rasterio", "tifffile", "async-tiff"]
 
+#: The runs are not timed; their time limits only stop a hang. They share the machine with the
+#: other xdist worker (and, on a busy box, everything else): generous limits, and pytest-timeout's
+#: per-test limit raised to hold the module fixtures that run them.
+pytestmark = pytest.mark.timeout(900)
+
 
 @pytest.fixture(scope="module")
 def smoke_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
@@ -26,7 +31,7 @@ def smoke_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "## Benchmark results" in proc.stdout
@@ -87,7 +92,7 @@ def tile_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=400,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "## Tile benchmark" in proc.stdout

@@ -1,7 +1,9 @@
 """The georeferenced side of the ``cloudroi`` command (``tile``, ``point``, ``read`` onto
-another grid, what ``info`` adds), driven as a subprocess against the real range server serving
-the GDAL-written files of tests/warp_data.py, and compared with the library's own verbs,
-rio-tiler's ``Reader.tile()`` and ``rasterio.warp.reproject`` on the same grid."""
+another grid, what ``info`` adds), run through its main function (tests/test_cli.py's
+``cloudroi``; stdout as a pipe and the missing geo extra in child processes) against the real
+range server serving the GDAL-written files of tests/warp_data.py, and compared with the
+library's own verbs, rio-tiler's ``Reader.tile()`` and ``rasterio.warp.reproject`` on the same
+grid."""
 
 from __future__ import annotations
 
@@ -405,32 +407,55 @@ def test_info_adds_zoom_range_and_wgs84_bounds(
     assert "WGS84 bounds " in text.stdout
 
 
-WITHOUT_GEO = (
-    "import sys; sys.modules['pyproj'] = None; sys.modules['morecantile'] = None; "
-    "from cloudroi.cli import main; sys.exit(main(sys.argv[1:]))"
-)
+#: A child process without pyproj and morecantile (as where the geo extra is not installed) runs
+#: the commands given as JSON through ``main``, answering [status, stdout, stderr] for each.
+WITHOUT_GEO = """
+import contextlib, io, json, sys
+sys.modules['pyproj'] = None
+sys.modules['morecantile'] = None
+from cloudroi.cli import main
+answers = []
+for argv in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            status = main(argv)
+        except SystemExit as exc:
+            status = exc.code
+    answers.append([status, out.getvalue(), err.getvalue()])
+print(json.dumps(answers))
+"""
 
 
 def test_without_the_geo_extra(
     server: RangeServer, warp_files: dict[str, Path], tmp_path: Path
 ) -> None:
     url = serve(server, warp_files["utm"])
-
-    def bare(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-c", WITHOUT_GEO, *args], capture_output=True, text=True, timeout=60
-        )
-
-    info = bare("info", url, "--json")
+    commands = [
+        ["info", url, "--json"],
+        ["tile", url, "12", "2200", "1400"],
+        ["read", url, "--bbox", "1,2,3,4", "--dst-crs", "4326", "-o", "x.tif"],
+        ["read", url, "--window", "0,0,8,8", "-o", str(tmp_path / "w.npy")],
+        ["point", url, "480005", "5049995"],
+    ]
+    child = subprocess.run(
+        [sys.executable, "-c", WITHOUT_GEO, json.dumps(commands)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == 0, child.stderr
+    info, tile, reproject, plain, native = (
+        subprocess.CompletedProcess(argv, status, out, err)
+        for argv, (status, out, err) in zip(commands, json.loads(child.stdout), strict=True)
+    )
     assert info.returncode == 0, info.stderr
     doc = json.loads(info.stdout)
     assert (doc["crs"], doc["minzoom"], doc["wgs84_bounds"]) == (32633, None, None)
-    one_line_error(bare("tile", url, "12", "2200", "1400"), 2, "pip install 'cloudroi[geo]'")
-    reproject = bare("read", url, "--bbox", "1,2,3,4", "--dst-crs", "4326", "-o", "x.tif")
+    one_line_error(tile, 2, "pip install 'cloudroi[geo]'")
     one_line_error(reproject, 2, "pyproj")
-    plain = bare("read", url, "--window", "0,0,8,8", "-o", str(tmp_path / "w.npy"))
     assert plain.returncode == 0, plain.stderr
-    native = bare("point", url, "480005", "5049995")
+    assert (tmp_path / "w.npy").exists()
     assert native.returncode == 0, native.stderr
     assert json.loads(native.stdout)["col"] == 0
 

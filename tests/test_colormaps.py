@@ -8,7 +8,6 @@ import json
 import pathlib
 import re
 import subprocess
-import sys
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ import cloudroi
 from cloudroi import colormaps
 from cloudroi.service import ServiceConfig, create_app
 from cloudroi.testing import RangeServer
+from tests.test_cli import cloudroi as run_cli
 from tests.upstream import Upstream
 from tests.warp_data import quiet
 
@@ -452,9 +452,7 @@ async def test_colormap_on_three_bands_is_400(
 
 
 def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cloudroi.cli", *argv], capture_output=True, text=True, timeout=60
-    )
+    return run_cli(*argv)  # in this process, through cloudroi.cli.main
 
 
 def test_cli_colormap_flag(files: dict[str, Path], tmp_path: Path) -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from cloudroi.region.plan import fit_max_size
 from cloudroi.region.stats import StatisticsError
 from cloudroi.service import ServiceConfig, create_app
 from cloudroi.testing import RangeServer
+from tests.test_cli import cloudroi as run_cli
 from tests.upstream import Upstream
 from tests.warp_data import quiet
 
@@ -217,12 +216,7 @@ def test_cli_matches_rio_tiler(files: dict[str, Path], server: RangeServer) -> N
             ["--percentiles", "10,90", "--histogram-bins", "5", "--max-size", "600"],
         ),
     ):
-        result = subprocess.run(
-            [sys.executable, "-m", "cloudroi.cli", "stats", up.url("dem.tif"), *opts],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = run_cli("stats", up.url("dem.tif"), *opts)
         assert result.returncode == 0, result.stderr
         assert_same(json.loads(result.stdout), rio_tiler_stats(files["dem"], **ref), "cli")
 
@@ -233,12 +227,7 @@ def test_cli_refuses_bad_options(upstream: Upstream) -> None:
         (["--bands", "4"], "bands [4] are not all in 1..3"),
         (["--level", "1", "--max-size", "10"], "not allowed with argument"),
     ):
-        result = subprocess.run(
-            [sys.executable, "-m", "cloudroi.cli", "stats", upstream.url("rgb.tif"), *opts],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = run_cli("stats", upstream.url("rgb.tif"), *opts)
         assert result.returncode == 2, result
         assert message in result.stderr
 

@@ -7,8 +7,6 @@ by the real range server, over HTTP (the service), the library and the CLI."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +26,7 @@ import cloudroi
 from cloudroi.service import ServiceConfig, create_app
 from cloudroi.service.app import STATE
 from cloudroi.testing import RangeServer
+from tests.test_cli import cloudroi as run_cli
 from tests.upstream import Upstream
 from tests.warp_data import quiet
 
@@ -318,10 +317,7 @@ def test_cli_uses_the_default_stretch(
     (lo, hi) = _rio_ranges(files["dem"])[0]
     out = tmp_path / "out.png"
     where = ["--window", "256,256,256,256"] if command == "read" else [str(Z), str(X), str(Y)]
-    args = [sys.executable, "-m", "cloudroi.cli", command, upstream.url("dem.tif"), *where]
-    result = subprocess.run(
-        [*args, "-o", str(out)], capture_output=True, text=True, timeout=60, check=False
-    )
+    result = run_cli(command, upstream.url("dem.tif"), *where, "-o", str(out))
     assert result.returncode == 0, result.stderr
     values = _file_window(files["dem"], 256, 256, 256, 256)
     grey = np.asarray(imagecodecs.png_decode(out.read_bytes()))
