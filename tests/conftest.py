@@ -30,9 +30,14 @@ SLOW_FILES_FIRST = (
     "test_deploy.py",
     "test_quality.py",
     "test_benchmarks_smoke.py",
+    "test_xarray_dask.py",
+    "test_lambda_coldstart.py",
+    "test_batch_bench_smoke.py",
+    "test_hedging_benchmark.py",
     "test_cli_georef.py",
     "test_browser_map.py",
     "test_readme.py",
+    "test_jpeg_parity.py",
     "test_cli.py",
 )
 
