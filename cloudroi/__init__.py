@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Coroutine, Generator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 # function ``read`` below is defined, which then takes its name; imported later, on first use,
 # it would replace the function with the module.
 from . import read as _read_package  # noqa: F401
+from ._lazy import lazy_getattr
 from .errors import (
     AccessDeniedError,
     BandError,
@@ -85,23 +85,15 @@ _LAZY = {
 }
 
 
+_lazy = lazy_getattr(__name__, _LAZY, globals())
+
+
 def __getattr__(name: str) -> Any:
     """A public name from its submodule, or a submodule (``cloudroi.image``) not yet imported."""
     if name == "__version__":
         globals()[name] = version = _version()
         return version
-    module = _LAZY.get(name)
-    if module is not None:
-        value = getattr(importlib.import_module(f".{module}", __name__), name)
-        globals()[name] = value
-        return value
-    if not name.startswith("__"):
-        try:
-            return importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _lazy(name)
 
 
 def _version() -> str:

@@ -6,8 +6,9 @@ transport-independent core that it (and the serverless handler) adapt onto.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from .app import CONFIG, STATE, create_app, run
@@ -46,17 +47,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """A public name from its module, or a module (``cloudroi.service.core``) not yet imported."""
-    module = _LAZY.get(name)
-    if module is not None:
-        value = getattr(importlib.import_module(f".{module}", __name__), name)
-        globals()[name] = value
-        return value
-    if not name.startswith("__"):
-        try:
-            return importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
