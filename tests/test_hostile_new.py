@@ -11,6 +11,7 @@ import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import pytest
 import tifffile
@@ -57,7 +58,16 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
         tile=(64, 64),
         extratags=[(42113, "s", 0, "0", True)],  # GDAL_NODATA
     )
-    return {"big.tif": big.read_bytes(), "small.tif": noisy.read_bytes()}
+    extreme = root / "extreme.tif"
+    values = np.ones((64, 64), np.float32)
+    values[:32] = np.finfo(np.float32).max
+    values[32:] = -np.finfo(np.float32).max
+    tifffile.imwrite(extreme, values, tile=(32, 32))
+    return {
+        "big.tif": big.read_bytes(),
+        "small.tif": noisy.read_bytes(),
+        "extreme.tif": extreme.read_bytes(),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +164,43 @@ async def test_a_timed_out_kernel_stops_working(upstream: Upstream) -> None:
         assert time.process_time() - cpu < 0.5
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "extra"),
+    [
+        # every output -inf (stored as float32's lowest): the default stretch's histogram
+        ("/preview", "small.tif", {"expression": "log(0*b1)", "max_size": "32"}),
+        ("/preview", "small.tif", {"expression": "b1*1e309", "max_size": "32"}),
+        # values spanning -max..max: the range overflows
+        ("/statistics", "extreme.tif", {"histogram_bins": "7"}),
+        ("/statistics", "small.tif", {"expression": "b1*1e38*1e270", "histogram_bins": "3"}),
+        ("/preview", "extreme.tif", {"max_size": "32", "format": "png"}),
+    ],
+)
+async def test_extreme_values_get_a_histogram(
+    upstream: Upstream, path: str, name: str, extra: dict[str, str]
+) -> None:
+    # Before: 500 (numpy: "Too many bins for data range", or an overflow and IndexError).
+    client = TestClient(TestServer(create_app(ServiceConfig(allowed_sources=(upstream.root,)))))
+    await client.start_server()
+    try:
+        async with client.get(path, params={"url": upstream.url(name), **extra}) as resp:
+            assert resp.status == 200, await resp.text()
+            body = await resp.read()
+    finally:
+        await client.close()
+    if name == "extreme.tif" and path == "/preview":
+        # before the fix the span overflowed float32: the top half (max) rendered 0, not 255
+        grey = imagecodecs.png_decode(body)[..., 0]
+        assert (grey[:16] == 255).all()
+        assert (grey[16:] == 0).all()
+    if path == "/statistics":
+        stats = json.loads(body)
+        counts, edges = next(iter(stats.values()))["histogram"]
+        assert sum(counts) == next(iter(stats.values()))["valid_pixels"] > 0
+        assert all(np.isfinite(edges))
+        assert edges == sorted(edges)
 
 
 def test_files_fixture_is_small(files: dict[str, bytes]) -> None:
