@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 import cloudroi
 from cloudroi.read import resampled
+from cloudroi.read.jpeg_ijg import ijg9_available
 from cloudroi.service import ServiceConfig, create_app
 from cloudroi.testing import RangeServer
 from tests.upstream import Upstream
@@ -201,6 +204,33 @@ async def test_extreme_values_get_a_histogram(
         assert sum(counts) == next(iter(stats.values()))["valid_pixels"] > 0
         assert all(np.isfinite(edges))
         assert edges == sorted(edges)
+
+
+_IJG_CHILD = """
+import sys
+import imagecodecs, numpy as np
+from cloudroi.read.jpeg_ijg import decode_ijg9
+img = np.random.default_rng(5).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+base = bytes(imagecodecs.jpeg_encode(img, colorspace="rgb", outcolorspace="ycbcr"))
+sof = base.index(b"\\xff\\xc0")
+assert decode_ijg9(base, None) is not None
+for h, w in ((65535, 65535), (65501, 32), (32, 65501)):
+    b = bytearray(base)
+    b[sof + 5 : sof + 9] = h.to_bytes(2, "big") + w.to_bytes(2, "big")
+    print(h, w, decode_ijg9(bytes(b), None), flush=True)
+"""
+
+
+def test_ijg9_never_sees_a_frame_it_dies_of() -> None:
+    # Before: a frame over IJG's 65500-pixel limit passed the validator and libjpeg's error
+    # killed the process (SIGSEGV, found by fuzzing 5882 mutated streams in a child).
+    if not ijg9_available():
+        pytest.skip("jpeg-ijg9 extra not installed")
+    run = subprocess.run(
+        [sys.executable, "-c", _IJG_CHILD], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert run.returncode == 0, run.stderr[-500:]
+    assert run.stdout.split("\n")[:3] == ["65535 65535 None", "65501 32 None", "32 65501 None"]
 
 
 def test_files_fixture_is_small(files: dict[str, bytes]) -> None:
