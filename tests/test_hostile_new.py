@@ -233,6 +233,45 @@ def test_ijg9_never_sees_a_frame_it_dies_of() -> None:
     assert run.stdout.split("\n")[:3] == ["65535 65535 None", "65501 32 None", "32 65501 None"]
 
 
+def _stac_item() -> dict[str, object]:
+    return {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": "far",
+        "bbox": [2.5, 0.1, 3.0, 0.5],
+        "geometry": None,
+        "properties": {"datetime": "2024-01-01T00:00:00Z", "proj:epsg": 32631},
+        "assets": {"b": {"href": "http://127.0.0.1:9/x.tif", "type": "image/tiff"}},
+    }
+
+
+def test_lazy_stack_of_a_huge_grid_is_refused_or_lazy() -> None:
+    from cloudroi.stac import lazy
+
+    # Before: a 1e10 x 1e10 grid spent 17 s and 3.6 GB building its graph, then MemoryError;
+    # chunksize=0 was a bare ValueError from range().
+    with pytest.raises(cloudroi.LimitExceededError, match="chunks"):
+        lazy.stack([_stac_item()], crs="EPSG:32631", resolution=10, bounds=[0, 0, 1e11, 1e11])
+    with pytest.raises(cloudroi.BatchRequestError, match="chunksize"):
+        lazy.stack([_stac_item()], crs="EPSG:32631", resolution=10, chunksize=0)
+    # Chunks no item touches were filled at once (np.full): 2 x 128 MiB here. Now lazy.
+    tracemalloc.start()
+    try:
+        arr = lazy.stack(
+            [_stac_item()],
+            crs="EPSG:32631",
+            resolution=10,
+            bounds=[0, 0, 81920, 40960],
+            chunksize=4096,
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert arr.shape == (1, 1, 4096, 8192)
+    assert peak < 32 << 20, peak
+    assert np.isnan(arr[0, 0, :2, :2].values).all()
+
+
 def test_files_fixture_is_small(files: dict[str, bytes]) -> None:
     assert len(files["big.tif"]) < 1 << 20
     assert Path(__file__).name == "test_hostile_new.py"
