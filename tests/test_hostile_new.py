@@ -16,10 +16,13 @@ from pathlib import Path
 import imagecodecs
 import numpy as np
 import pytest
+import rasterio
+import rasterio.transform
 import tifffile
 from aiohttp.test_utils import TestClient, TestServer
 
 import cloudroi
+from cloudroi.batch.many import read_many
 from cloudroi.read import resampled
 from cloudroi.read.jpeg_ijg import ijg9_available
 from cloudroi.service import ServiceConfig, create_app
@@ -66,7 +69,13 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     values[:32] = np.finfo(np.float32).max
     values[32:] = -np.finfo(np.float32).max
     tifffile.imwrite(extreme, values, tile=(32, 32))
+    geo = root / "geo.tif"
+    profile = {"driver": "GTiff", "width": 256, "height": 256, "count": 1, "dtype": "uint8"}
+    transform = rasterio.transform.Affine(10, 0, 500000, 0, -10, 100000)
+    with rasterio.open(geo, "w", crs="EPSG:32631", transform=transform, **profile) as dst:
+        dst.write(np.ones((1, 256, 256), np.uint8))
     return {
+        "geo.tif": geo.read_bytes(),
         "big.tif": big.read_bytes(),
         "small.tif": noisy.read_bytes(),
         "extreme.tif": extreme.read_bytes(),
@@ -270,6 +279,19 @@ def test_lazy_stack_of_a_huge_grid_is_refused_or_lazy() -> None:
     assert arr.shape == (1, 1, 4096, 8192)
     assert peak < 32 << 20, peak
     assert np.isnan(arr[0, 0, :2, :2].values).all()
+
+
+async def test_a_region_grid_too_big_to_plan_is_refused(upstream: Upstream) -> None:
+    # Before: numpy MemoryError (74 GiB of float64 coordinates for a 99805^2 grid at the
+    # image's resolution; with overcommit, an allocation that could take the host down).
+    url = upstream.url("geo.tif")
+    with pytest.raises(cloudroi.LimitExceededError, match="output pixels"):
+        await read_many([{"url": url, "bounds": [170, 80, 179, 89], "crs": "EPSG:4326"}])
+    async with cloudroi.open(url) as img:
+        with pytest.raises(cloudroi.LimitExceededError, match="output pixels"):
+            await img.read_region([500000, 97440, 502560, 100000], shape=(10**6, 10**6))
+        small = await img.read_region([500000, 97440, 502560, 100000], shape=(16, 16))
+    assert small.data.shape == (1, 16, 16)
 
 
 def test_files_fixture_is_small(files: dict[str, bytes]) -> None:
