@@ -11,7 +11,6 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Iterator
-from pathlib import Path
 
 import imagecodecs
 import numpy as np
@@ -295,5 +294,4 @@ async def test_a_region_grid_too_big_to_plan_is_refused(upstream: Upstream) -> N
 
 
 def test_files_fixture_is_small(files: dict[str, bytes]) -> None:
-    assert len(files["big.tif"]) < 1 << 20
-    assert Path(__file__).name == "test_hostile_new.py"
+    assert len(files["big.tif"]) < 1 << 20  # 64 M pixels stay a small file to serve
