@@ -330,13 +330,16 @@ def render(
     else:
         ranges = _ranges(data, mask, rescale, nodata)
         used = ranges[0] if len(set(ranges)) == 1 else None
-        lo = np.array([r[0] for r in ranges], np.float32).reshape(bands, 1, 1)
-        span = np.array([r[1] - r[0] or 1.0 for r in ranges], np.float32).reshape(bands, 1, 1)
-        factor = np.float32(255.0) / span
-        # float32 is exact enough for 256 output levels; strips keep the copy small.
+        spans = [r[1] - r[0] or 1.0 for r in ranges]
+        # float32 is exact enough for 256 output levels (float64 for a span float32 cannot
+        # hold: -max..max); strips keep the copy small.
+        wide = max(spans) > float(np.finfo(np.float32).max)
+        work: np.dtype[Any] = np.dtype(np.float64 if wide else np.float32)
+        lo: npt.NDArray[Any] = np.array([r[0] for r in ranges], work).reshape(bands, 1, 1)
+        factor: npt.NDArray[Any] = 255.0 / np.array(spans, work).reshape(bands, 1, 1)
         for r0 in range(0, height, RENDER_ROWS):
             with np.errstate(over="ignore", invalid="ignore"):  # values near float32's limits
-                scaled = (data[:, r0 : r0 + RENDER_ROWS].astype(np.float32) - lo) * factor
+                scaled = (data[:, r0 : r0 + RENDER_ROWS].astype(work) - lo) * factor
             np.nan_to_num(scaled, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
             np.rint(scaled, out=scaled)
             np.clip(scaled, 0, 255, out=scaled)

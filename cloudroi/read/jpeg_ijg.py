@@ -150,6 +150,10 @@ def _as_file(stream: bytes) -> Iterator[bytes]:
 # -- validation: only streams IJG 9f decodes without an error ----------------------------------
 
 
+#: IJG's JPEG_MAX_DIMENSION: a larger frame is an error (jdinput.c initial_setup).
+_MAX_DIMENSION = 65500
+
+
 class _Reject(Exception):
     """The stream is not one to hand to the IJG entry point."""
 
@@ -255,7 +259,9 @@ def _sof(body: bytes, state: _Tables) -> None:
     height = int.from_bytes(body[1:3], "big")
     width = int.from_bytes(body[3:5], "big")
     comps = [(body[k], body[k + 1] >> 4, body[k + 1] & 0x0F, body[k + 2]) for k in (6, 9, 12)]
-    if height == 0 or width == 0 or [c[0] for c in comps] != [1, 2, 3]:
+    if not (0 < height <= _MAX_DIMENSION and 0 < width <= _MAX_DIMENSION):
+        raise _Reject  # IJG's JERR_IMAGE_TOO_BIG: an error, which the entry point dies of
+    if [c[0] for c in comps] != [1, 2, 3]:
         raise _Reject  # ids 1, 2, 3: IJG 9 takes the stream as YCbCr, as libtiff tells it to
     (_, yh, yv, _), *chroma = comps
     if yh not in (1, 2) or yv not in (1, 2) or any(c[1:3] != (1, 1) for c in chroma):

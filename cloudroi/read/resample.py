@@ -215,7 +215,7 @@ def _mode_of(values: Any, real: Any, byte_rule: bool) -> tuple[Any, Any]:
 
 
 #: Footprint values a mode pass holds at once (it works in strips of output rows).
-_MODE_CELLS = 1 << 22
+_MODE_CELLS = 1 << 20
 
 
 def _mode(src: Any, valid: BoolArray | None, plan: ResamplePlan) -> tuple[Any, BoolArray | None]:

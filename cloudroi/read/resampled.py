@@ -18,15 +18,29 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import ResamplingError
+from ..errors import LimitExceededError, ResamplingError
 from ..types import Window
 from .assemble import WindowTarget
 from .masks import mask_source, read_mask
 from .reader import Budgets, LevelReader
 from .resample import resample
-from .resample_plan import RESAMPLINGS, ResamplePlan
+from .resample_plan import RESAMPLINGS, AxisPlan, ResamplePlan
 
-__all__ = ["BLENDING", "check_resampling", "read_resampled", "read_resampled_mask"]
+__all__ = [
+    "BLENDING",
+    "CHUNK_CELLS",
+    "WHOLE_CELLS",
+    "check_resampling",
+    "kernel_cells",
+    "read_resampled",
+    "read_resampled_mask",
+]
+
+#: A source window of more cells (pixels x bands) than this is read and resampled in chunks of
+#: output pixels whose source windows hold about ``CHUNK_CELLS`` cells each, so a kernel's
+#: memory is bounded whatever the window (GDAL cuts its resampled reads in chunks too).
+WHOLE_CELLS = 1 << 24
+CHUNK_CELLS = 1 << 22
 
 #: Resamplings that mix values (meaningless on palette indices).
 BLENDING = ("bilinear", "cubic", "average")
@@ -96,6 +110,53 @@ def _kernel(
     return out
 
 
+def kernel_cells(window: Window, bands: int) -> int:
+    """Source cells (pixels x bands) a resampled read of ``window`` holds at once."""
+    return min(window.width * window.height * max(1, bands), max(WHOLE_CELLS, CHUNK_CELLS))
+
+
+def _sub_axis(axis: AxisPlan, sl: slice) -> AxisPlan:
+    return AxisPlan(axis.index[sl], axis.weight[sl], axis.count[sl])
+
+
+def _chunks(plan: ResamplePlan, bands: int) -> list[tuple[slice, slice, ResamplePlan]]:
+    """The plan as one plan per chunk of output pixels (rows slice, columns slice, plan), each
+    chunk's source window holding about ``CHUNK_CELLS`` cells; the plan itself when small."""
+    win = plan.window
+    m, n = plan.shape
+    if win.width * win.height * max(1, bands) <= WHOLE_CELLS or m * n == 0:
+        return [(slice(0, m), slice(0, n), plan)]
+    side = max(1, int((CHUNK_CELLS / max(1, bands)) ** 0.5))
+    rstep = max(1, int(side * m / max(1, win.height)))
+    cstep = max(1, int(side * n / max(1, win.width)))
+    out = []
+    for r0 in range(0, m, rstep):
+        rows = _sub_axis(plan.rows, slice(r0, r0 + rstep))
+        for c0 in range(0, n, cstep):
+            cols = _sub_axis(plan.cols, slice(c0, c0 + cstep))
+            sub = Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
+            part = ResamplePlan(plan.kind, sub, rows, cols)
+            out.append((slice(r0, r0 + rstep), slice(c0, c0 + cstep), part))
+    return out
+
+
+async def _check_budgets(
+    lr: LevelReader, win: Window, ifd: Any, samples: Sequence[int], budgets: Budgets
+) -> None:
+    """The budgets of a chunked read, checked once for its whole source window before any
+    block is fetched (each chunk then reads without them)."""
+    if budgets.max_tiles is None and budgets.max_bytes is None:
+        return
+    refs = lr.reader.refs(ifd, WindowTarget(win), samples)
+    if budgets.max_tiles is not None and len(refs) > budgets.max_tiles:
+        raise LimitExceededError("tiles", len(refs), budgets.max_tiles)
+    if budgets.max_bytes is not None:
+        spans = await lr.reader.locate(ifd, [r.index for r in refs])
+        total = sum(s.range.length for s in spans if s is not None)
+        if total > budgets.max_bytes:
+            raise LimitExceededError("bytes to fetch", total, budgets.max_bytes)
+
+
 async def read_resampled(
     lr: LevelReader,
     win: Window,
@@ -104,11 +165,30 @@ async def read_resampled(
     fill: Any,
     budgets: Budgets,
 ) -> npt.NDArray[Any]:
-    """``samples`` of ``win`` of ``lr``'s level resampled by ``plan`` (None: ``win`` as it is)."""
+    """``samples`` of ``win`` of ``lr``'s level resampled by ``plan`` (None: ``win`` as it is);
+    a big source window chunk by chunk (memory bounded, cancellable between chunks)."""
+    if plan is None:
+        return await lr.read(WindowTarget(win), samples, fill, budgets)
+    chunks = _chunks(plan, len(samples))
+    if len(chunks) == 1:
+        return await _read_chunk(lr, win, plan, samples, fill, budgets)
+    await _check_budgets(lr, win, lr.ifd, samples, budgets)
+    out = np.empty((len(samples), *plan.shape), lr.ifd.dtype)
+    for rows, cols, part in chunks:
+        out[:, rows, cols] = await _read_chunk(lr, part.window, part, samples, fill, Budgets())
+    return out
+
+
+async def _read_chunk(
+    lr: LevelReader,
+    win: Window,
+    plan: ResamplePlan,
+    samples: Sequence[int],
+    fill: Any,
+    budgets: Budgets,
+) -> npt.NDArray[Any]:
     target = WindowTarget(win)
     data = await lr.read(target, samples, fill, budgets)
-    if plan is None:
-        return data
     base = lr.base
     source, band = mask_source(
         base.samples, base.extra_samples, base.dtype, lr.mask_ifd is not None, lr.nodata is not None
@@ -141,10 +221,19 @@ async def read_resampled_mask(
     lr: LevelReader, win: Window, plan: ResamplePlan | None, budgets: Budgets
 ) -> npt.NDArray[np.uint8]:
     """The mask of a resampled read: 255 where an output pixel had a valid source pixel under
-    its kernel (for cubic: enough of them in a row, as GDAL requires), else 0."""
-    target = WindowTarget(win)
-    mask = await read_mask(lr, target, budgets)
+    its kernel (for cubic: enough of them in a row, as GDAL requires), else 0; chunked like
+    ``read_resampled``."""
     if plan is None:
-        return mask
+        return await read_mask(lr, WindowTarget(win), budgets)
+    chunks = _chunks(plan, 1)
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(lr.reader.executor, _mask_kernel, mask, plan)
+    if len(chunks) > 1:
+        ifd = lr.mask_ifd if lr.mask_ifd is not None else lr.ifd
+        bands = [0] if lr.mask_ifd is not None else list(range(lr.base.samples))
+        await _check_budgets(lr, win, ifd, bands, budgets)
+        budgets = Budgets()
+    out = np.empty(plan.shape, np.uint8)
+    for rows, cols, part in chunks:
+        mask = await read_mask(lr, WindowTarget(part.window), budgets)
+        out[rows, cols] = await loop.run_in_executor(lr.reader.executor, _mask_kernel, mask, part)
+    return out

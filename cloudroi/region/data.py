@@ -211,9 +211,10 @@ def estimate_region(
     """What a region answer of ``bands`` x ``height`` x ``width`` samples of ``itemsize`` bytes
     holds at its peak: the array read, its mask's inputs (``mask_bytes``), the 8-bit rendering
     (``rendered``: png/jpeg/webp) and the encoded body twice (the encoder's buffer and the
-    bytes handed on; for npy and GeoTIFF the body is the data itself). A resampled read holds
-    its output and the blocks being decoded, never its source window, so this counts the
-    output; decoded blocks in flight are bounded process-wide by the decode pool and cache."""
+    bytes handed on; for npy and GeoTIFF the body is the data itself). A nearest read holds
+    its output and the blocks being decoded, so this counts the output (a kernel's source
+    window is added by ``estimate_bytes``); decoded blocks in flight are bounded process-wide
+    by the decode pool and cache."""
     pixels = height * width
     data = bands * pixels * itemsize
     if rendered:

@@ -201,7 +201,8 @@ def region_plan(
 ) -> WarpPlan:
     """The warp of ``bounds`` in ``crs`` onto a grid of ``shape`` (h, w) or ``resolution``
     (CRS units per pixel) from the level ``gdalwarp -ovr AUTO`` would pick (or ``level``);
-    LimitExceededError, before planning, for a grid of more than ``max_pixels``."""
+    LimitExceededError, before planning, for a grid over ``max_pixels`` (default: the image's
+    ``max_output_bytes`` over 16 bytes of planner coordinates plus the bands, a pixel)."""
     from ..warp import Grid, plan_region
     from ..warp.transform import horizontal
 
@@ -219,6 +220,8 @@ def region_plan(
         dst = Grid.from_resolution(
             target, bounds, (abs(native.transform[1]), abs(native.transform[5]))
         )
+    if max_pixels is None and img.options.max_output_bytes:
+        max_pixels = img.options.max_output_bytes // (16 + img.count * img.dtype.itemsize)
     if max_pixels is not None and dst.width * dst.height > max_pixels:
         raise LimitExceededError(
             f"output pixels ({dst.width}x{dst.height})", dst.width * dst.height, max_pixels

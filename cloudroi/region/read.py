@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import Executor
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..read.masks import valid_mask
+from ..read.resample_plan import plan_read
+from ..read.resampled import kernel_cells
 from .data import ImageData, PointData, RequestBytes, estimate_region
 from .describe import source_extra
 from .plan import PointPlan, RegionPlan, is_rendered, output_transform
@@ -22,7 +25,7 @@ from .plan import PointPlan, RegionPlan, is_rendered, output_transform
 if TYPE_CHECKING:
     from ..image import Image
 
-__all__ = ["estimate_bytes", "needs_mask", "read_point", "read_region"]
+__all__ = ["estimate_bytes", "kernel_bytes", "needs_mask", "read_point", "read_region"]
 
 
 def needs_mask(img: Image, boundless: bool) -> bool:
@@ -38,9 +41,30 @@ def _mask_from_data(img: Image, bands: tuple[int, ...] | None, boundless: bool) 
     return bands is None or sorted(set(bands)) == list(range(1, img.count + 1))
 
 
+def kernel_bytes(img: Image, plan: RegionPlan) -> int:
+    """What the kernel of a resampled read (bilinear, cubic, average, mode) holds at once: its
+    source window, chunked past ``WHOLE_CELLS``, as the type read and the kernel's float64."""
+    if plan.out_shape is None or plan.resampling == "nearest":
+        return 0
+    widths = [ifd.block_width for ifd in img.structure.levels]
+    _, src, rplan = plan_read(
+        img.levels, plan.level, plan.window, plan.out_shape, plan.resampling, widths
+    )
+    if rplan is None:
+        return 0
+    return kernel_cells(src, plan.band_count(img.count)) * (img.dtype.itemsize + 16)
+
+
 def estimate_bytes(img: Image, plan: RegionPlan, fmt: str, mask_band: bool = False) -> RequestBytes:
     """What the answer of ``plan`` encoded as ``fmt`` would hold, from the header alone
-    (``mask_band``: an npy answer carrying the mask as one more band)."""
+    (``mask_band``: an npy answer carrying the mask as one more band), a resampling kernel's
+    source window included."""
+    need = _estimate(img, plan, fmt, mask_band)
+    extra = kernel_bytes(img, plan)
+    return replace(need, data=need.data + extra) if extra else need
+
+
+def _estimate(img: Image, plan: RegionPlan, fmt: str, mask_band: bool) -> RequestBytes:
     if plan.expression is not None:
         from .bandmath import estimate_expression
 

@@ -177,6 +177,26 @@ def _quantiles(ordered: npt.NDArray[Any], fractions: Sequence[float]) -> list[fl
     return out
 
 
+def _halved_histogram(
+    picked: npt.NDArray[Any], bins: int, rng: tuple[float, float] | None
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """The histogram of float values numpy cannot bin as they are (a range wider than the
+    largest float, or a single value so large that +-0.5 does not move it): binned at half
+    scale in float64 (exact), the edges scaled back."""
+    half = picked.astype(np.float64) / 2
+    if rng is not None:
+        lo, hi = rng[0] / 2, rng[1] / 2
+    elif half.size:
+        lo, hi = float(half.min()), float(half.max())
+    else:
+        lo, hi = 0.0, 0.5
+    if lo == hi:
+        pad = max(0.25, float(np.spacing(abs(lo))) * bins)
+        lo, hi = lo - pad, hi + pad
+    counts, edges = np.histogram(half, bins=bins, range=(lo, hi))
+    return counts, edges * 2
+
+
 def _histogram(
     picked: npt.NDArray[Any],
     keys: npt.NDArray[Any],
@@ -185,7 +205,13 @@ def _histogram(
 ) -> list[list[Any]]:
     if not opts.categorical:
         bins: Any = list(opts.bins) if isinstance(opts.bins, tuple) else opts.bins
-        h_counts, edges = np.histogram(picked, bins=bins, range=opts.range)
+        try:
+            with np.errstate(over="raise", invalid="raise"):
+                h_counts, edges = np.histogram(picked, bins=bins, range=opts.range)
+        except (ValueError, FloatingPointError, IndexError):
+            if not isinstance(bins, int) or picked.dtype.kind != "f":
+                raise
+            h_counts, edges = _halved_histogram(picked, bins, opts.range)
         return [h_counts.tolist(), edges.tolist()]
     wanted = np.array(opts.categories).astype(keys.dtype) if opts.categories else keys
     found = dict(zip(keys.tolist(), counts.tolist(), strict=True))

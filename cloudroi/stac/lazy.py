@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import CloudROIError, MissingExtraError
+from ..errors import BatchRequestError, CloudROIError, LimitExceededError, MissingExtraError
 from ..types import Window
 from .read import Stack, blank, fill, plan_stack, read_cell, sub_grid
 
@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 __all__ = ["stack", "to_dask"]
 
 CHUNKSIZE = 1024
+#: Largest chunk side (a 8192 x 8192 float64 chunk is 512 MiB).
+MAX_CHUNKSIZE = 8192
+#: Most chunks (times x assets x chunk rows x chunk columns) a lazy stack may have.
+MAX_CHUNKS = 1 << 14
 
 
 def _modules() -> tuple[Any, Any]:
@@ -97,13 +101,30 @@ def _touches(foot: tuple[float, float, float, float] | None, grid: Grid) -> bool
     return minx < gx1 and gx0 < maxx and miny < gy1 and gy0 < maxy
 
 
+def _check_chunks(st: Stack, chunksize: int) -> None:
+    """Refuse, before building anything, a chunk size out of range or a graph of more than
+    ``MAX_CHUNKS`` chunks (a huge grid would take the memory and minutes just to plan)."""
+    if isinstance(chunksize, bool) or not isinstance(chunksize, int):
+        raise BatchRequestError(f"chunksize must be an integer, got {chunksize!r}")
+    if not 1 <= chunksize <= MAX_CHUNKSIZE:
+        raise BatchRequestError(f"chunksize must be 1..{MAX_CHUNKSIZE}, got {chunksize}")
+    per_band = math.ceil(st.grid.height / chunksize) * math.ceil(st.grid.width / chunksize)
+    total = len(st.items) * len(st.assets) * per_band
+    if total > MAX_CHUNKS:
+        raise LimitExceededError(
+            f"chunks of a {st.grid.width} x {st.grid.height} grid", total, MAX_CHUNKS
+        )
+
+
 def to_dask(st: Stack, *, chunksize: int = CHUNKSIZE, **open_options: Any) -> Any:
     """``st`` as a lazy Dask array (time, band, y, x)."""
     dask, _ = _modules()
     da = dask.array
+    _check_chunks(st, chunksize)
     dtype = st.dtype or _native(st, open_options)
     light = replace(st, items=(), dtype=np.dtype(dtype))
     make = dask.delayed(read_chunk, pure=True)
+    empty = dask.delayed(blank, pure=True)
     h, w = st.grid.height, st.grid.width
     rows = [(r, min(chunksize, h - r)) for r in range(0, h, chunksize)]
     cols = [(c, min(chunksize, w - c)) for c in range(0, w, chunksize)]
@@ -123,7 +144,8 @@ def to_dask(st: Stack, *, chunksize: int = CHUNKSIZE, **open_options: Any) -> An
                         )
                         line.append(da.from_delayed(task, (ch, cw), dtype))
                     else:
-                        line.append(da.from_array(blank(light, (ch, cw), dtype), chunks=(ch, cw)))
+                        cell = empty(light, (ch, cw), np.dtype(dtype))
+                        line.append(da.from_delayed(cell, (ch, cw), dtype))
                 pieces.append(line)
             bands.append(da.block(pieces))
         times.append(da.stack(bands))
