@@ -41,7 +41,7 @@ from cloudroi.service.app import STATE
 from cloudroi.testing import RangeServer
 from tests.test_cli import cloudroi as run_cli
 from tests.upstream import Upstream
-from tests.warp_data import quiet
+from tests.warp_data import quiet, write_cog
 
 Client = TestClient[Any, Any]
 HALF = 20037508.342789244
@@ -54,24 +54,7 @@ TILES = [(10, 513, 501), (10, 514, 502), (9, 256, 250)]
 
 
 def _write(path: Path, data: npt.NDArray[Any], nodata: float | None, **options: Any) -> Path:
-    count, height, width = data.shape
-    profile: dict[str, Any] = {
-        "driver": "GTiff",
-        "width": width,
-        "height": height,
-        "count": count,
-        "dtype": data.dtype,
-        "crs": "EPSG:3857",
-        "transform": GT,
-        "nodata": nodata,
-    }
-    with quiet(), rasterio.MemoryFile() as mem:
-        with mem.open(**profile) as ds:
-            ds.write(data)
-        with mem.open() as ds:
-            driver = options.pop("driver", "COG")
-            rasterio.shutil.copy(ds, path, driver=driver, COMPRESS="DEFLATE", **options)
-    return path
+    return write_cog(path, data, "EPSG:3857", GT, nodata, **options)
 
 
 @pytest.fixture(scope="module")

@@ -23,23 +23,7 @@ from cloudroi.errors import (
     WindowError,
 )
 from cloudroi.testing import RangeServer
-from tests.warp_data import quiet, texture
-
-
-def _write(path: Path, data: np.ndarray, crs: str, transform: Affine, nodata: Any) -> Path:
-    """A COG written by GDAL: 256x256 DEFLATE blocks, overviews."""
-    from rasterio.io import MemoryFile
-
-    bands, h, w = data.shape
-    profile = {"driver": "GTiff", "width": w, "height": h, "count": bands, "crs": crs}
-    profile.update(dtype=data.dtype.name, transform=transform, nodata=nodata)
-    profile.update(tiled=True, blockxsize=256, blockysize=256)
-    with quiet(), MemoryFile() as mem:
-        with mem.open(**profile) as ds:
-            ds.write(data)
-        with mem.open() as ds:
-            rasterio.shutil.copy(ds, path, driver="COG", BLOCKSIZE=256, COMPRESS="DEFLATE")
-    return path
+from tests.warp_data import texture, write_cog
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +36,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     utm = Affine(10.0, 0, 500000.0, 0, -10.0, 4600000.0)
     geo = Affine(0.0001, 0, 12.0, 0, -0.0001, 45.0)
     return {
-        "u16": _write(d / "u16.tif", u16, "EPSG:32633", utm, 9999),
-        "rgb": _write(d / "rgb.tif", rgb, "EPSG:4326", geo, None),
+        "u16": write_cog(d / "u16.tif", u16, "EPSG:32633", utm, 9999),
+        "rgb": write_cog(d / "rgb.tif", rgb, "EPSG:4326", geo, None),
     }
 
 

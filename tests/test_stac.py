@@ -21,7 +21,7 @@ import cloudroi
 from cloudroi.errors import BatchRequestError, CRSError, SourceNotFoundError
 from cloudroi.stac import parse_items, plan_stack, read_stack
 from cloudroi.testing import RangeServer
-from tests.warp_data import quiet, texture
+from tests.warp_data import texture, write_cog
 
 UTM = "EPSG:32633"
 X0, Y0 = 500000.0, 4600000.0
@@ -30,18 +30,8 @@ BOUNDS = (X0 - 200, Y0 - 3400, X0 + 3500, Y0 + 100)
 
 
 def _cog(path: Path, data: np.ndarray, crs: str, transform: Affine, nodata: Any) -> Path:
-    from rasterio.io import MemoryFile
-
-    h, w = data.shape
-    profile = {"driver": "GTiff", "width": w, "height": h, "count": 1, "crs": crs}
-    profile.update(dtype=data.dtype.name, transform=transform, nodata=nodata)
-    profile.update(tiled=True, blockxsize=128, blockysize=128)
-    with quiet(), MemoryFile() as mem:
-        with mem.open(**profile) as ds:
-            ds.write(data[None])
-        with mem.open() as ds:
-            rasterio.shutil.copy(ds, path, driver="COG", BLOCKSIZE=128, COMPRESS="DEFLATE")
-    return path
+    """One band written by GDAL as a COG with 128-pixel blocks."""
+    return write_cog(path, data[None], crs, transform, nodata, block=128)
 
 
 #: (crs, origin x, origin y, pixel size): on the grid's lattice, offset by whole pixels; on

@@ -28,7 +28,7 @@ from cloudroi.service.app import STATE
 from cloudroi.testing import RangeServer
 from tests.test_cli import cloudroi as run_cli
 from tests.upstream import Upstream
-from tests.warp_data import quiet
+from tests.warp_data import quiet, write_cog
 
 Client = TestClient[Any, Any]
 #: Web Mercator: the image's pixels are those of the zoom 10 tiles from (512, 500) on.
@@ -37,27 +37,6 @@ TILE = 2 * HALF / 1024
 GT = Affine(TILE / 256, 0.0, 0.0, 0.0, -TILE / 256, HALF - 500 * TILE)
 Z, X, Y = 10, 513, 501
 NODATA = -9999.0
-
-
-def _write(path: Path, data: npt.NDArray[Any], nodata: float | None) -> Path:
-    """A COG (256 x 256 blocks, DEFLATE, overviews) written by GDAL."""
-    count, height, width = data.shape
-    profile: dict[str, Any] = {
-        "driver": "GTiff",
-        "width": width,
-        "height": height,
-        "count": count,
-        "dtype": data.dtype,
-        "crs": "EPSG:3857",
-        "transform": GT,
-        "nodata": nodata,
-    }
-    with quiet(), rasterio.MemoryFile() as mem:
-        with mem.open(**profile) as ds:
-            ds.write(data)
-        with mem.open() as ds:
-            rasterio.shutil.copy(ds, path, driver="COG", BLOCKSIZE=256, COMPRESS="DEFLATE")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +53,12 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     grey = ((xx + 2 * yy) % 256).astype(np.uint8)[np.newaxis]
     return {
-        "dem": _write(d / "dem.tif", dem[np.newaxis], NODATA),
-        "three": _write(d / "three.tif", three.astype(np.float32), NODATA),
-        "grey": _write(d / "grey.tif", grey, None),
-        "empty": _write(d / "empty.tif", np.full((1, 600, 600), NODATA, np.float32), NODATA),
+        "dem": write_cog(d / "dem.tif", dem[np.newaxis], "EPSG:3857", GT, NODATA),
+        "three": write_cog(d / "three.tif", three.astype(np.float32), "EPSG:3857", GT, NODATA),
+        "grey": write_cog(d / "grey.tif", grey, "EPSG:3857", GT, None),
+        "empty": write_cog(
+            d / "empty.tif", np.full((1, 600, 600), NODATA, np.float32), "EPSG:3857", GT, NODATA
+        ),
     }
 
 

@@ -63,36 +63,41 @@ def texture(h: int, w: int, seed: int) -> npt.NDArray[np.uint8]:
 
 
 def write_cog(
-    path: Path, data: npt.NDArray[np.uint8], crs: str, transform: Affine, nodata: float | None
+    path: Path,
+    data: npt.NDArray[Any],
+    crs: str,
+    transform: Affine,
+    nodata: float | None,
+    *,
+    block: int = 256,
+    driver: str = "COG",
+    **options: Any,
 ) -> Path:
-    """A COG (256 x 256 blocks, DEFLATE, AVERAGE overviews) written by GDAL."""
+    """``data`` (bands, h, w), any dtype, written by GDAL: a COG (``block``-pixel blocks,
+    DEFLATE, overviews), or another ``driver``; ``options`` are its creation options."""
     bands, h, w = data.shape
     profile: dict[str, Any] = {
         "driver": "GTiff",
         "width": w,
         "height": h,
         "count": bands,
-        "dtype": "uint8",
+        "dtype": data.dtype.name,
         "crs": crs,
         "transform": transform,
         "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
+        "blockxsize": block,
+        "blockysize": block,
     }
     if nodata is not None:
         profile["nodata"] = nodata
-    with MemoryFile() as mem:
+    creation = {"COMPRESS": "DEFLATE", **options}
+    if driver == "COG":
+        creation.setdefault("BLOCKSIZE", block)
+    with quiet(), MemoryFile() as mem:
         with mem.open(**profile) as ds:
             ds.write(data)
         with mem.open() as ds:
-            rasterio.shutil.copy(
-                ds,
-                path,
-                driver="COG",
-                BLOCKSIZE=256,
-                COMPRESS="DEFLATE",
-                OVERVIEW_RESAMPLING="AVERAGE",
-            )
+            rasterio.shutil.copy(ds, path, driver=driver, **creation)
     return path
 
 
@@ -119,7 +124,12 @@ def _build(d: Path) -> dict[str, Path]:
     rgb = np.stack([texture(2048, 2048, s) for s in (1, 2, 3)])
     return {
         "utm": write_cog(
-            d / "utm_rgb.tif", rgb, "EPSG:32633", from_origin(480000.0, 5050000.0, 10.0, 10.0), None
+            d / "utm_rgb.tif",
+            rgb,
+            "EPSG:32633",
+            from_origin(480000.0, 5050000.0, 10.0, 10.0),
+            None,
+            OVERVIEW_RESAMPLING="AVERAGE",
         ),
         "wgs84": write_cog(
             d / "wgs84_nodata.tif",
@@ -127,6 +137,7 @@ def _build(d: Path) -> dict[str, Path]:
             "EPSG:4326",
             from_origin(0.0, 40.0, 20.0 / 2048, 10.0 / 1024),
             0,
+            OVERVIEW_RESAMPLING="AVERAGE",
         ),
         "polar": write_cog(
             d / "polar_3031.tif",
@@ -134,6 +145,7 @@ def _build(d: Path) -> dict[str, Path]:
             "EPSG:3031",
             from_origin(-3072000.0, 3072000.0, 6000.0, 6000.0),
             0,
+            OVERVIEW_RESAMPLING="AVERAGE",
         ),
         "antimeridian": write_cog(
             d / "antimeridian.tif",
@@ -141,6 +153,7 @@ def _build(d: Path) -> dict[str, Path]:
             "EPSG:4326",
             from_origin(170.0, 0.0, 20.0 / 1024, 20.0 / 1024),
             None,
+            OVERVIEW_RESAMPLING="AVERAGE",
         ),
         "equator": write_cog(
             d / "equator.tif",
@@ -148,6 +161,7 @@ def _build(d: Path) -> dict[str, Path]:
             "EPSG:4326",
             from_origin(10.0, 1.5, 0.00305, 0.00305),
             None,
+            OVERVIEW_RESAMPLING="AVERAGE",
         ),
         "world": write_cog(
             d / "world.tif",
@@ -155,6 +169,7 @@ def _build(d: Path) -> dict[str, Path]:
             "EPSG:4326",
             from_origin(-180.0, 90.0, 360.0 / 4096, 180.0 / 2048),
             None,
+            OVERVIEW_RESAMPLING="AVERAGE",
         ),
     }
 
