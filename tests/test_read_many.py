@@ -69,6 +69,8 @@ async def test_windows_equal_single_reads_and_rasterio(
     reqs.append({"url": urls["u16"], "window": [0, 0, 1280, 1024], "out_shape": (100, 128)})
     reqs.append({"url": urls["rgb"], "window": [1000, 800, 200, 200], "boundless": True})
     reqs.append({"url": urls["rgb"], "window": [8, 8, 50, 40], "bands": [3, 1]})
+    smooth = {"url": urls["u16"], "window": [0, 0, 1280, 1024], "out_shape": (100, 128)}
+    reqs.append({**smooth, "resampling": "average"})
     got = await cloudroi.read_many(reqs)
     assert len(got) == len(reqs)
     singles = {}
@@ -83,16 +85,19 @@ async def test_windows_equal_single_reads_and_rasterio(
             with rasterio.open(files[k]) as ds:
                 np.testing.assert_array_equal(arr, ds.read(window=RioWindow(*win)))
         small = await singles["u16"].read(None, out_shape=(100, 128))
-        np.testing.assert_array_equal(got[-3], small)
+        np.testing.assert_array_equal(got[-4], small)
         edge = await singles["rgb"].read([1000, 800, 200, 200], boundless=True)
-        np.testing.assert_array_equal(got[-2], edge)
-        assert got[-2].shape == (3, 200, 200)
+        np.testing.assert_array_equal(got[-3], edge)
+        assert got[-3].shape == (3, 200, 200)
+        average = await singles["u16"].read(None, out_shape=(100, 128), resampling="average")
+        np.testing.assert_array_equal(got[-1], average)
+        assert not np.array_equal(average, small)
     finally:
         for img in singles.values():
             await img.close()
     with rasterio.open(files["rgb"]) as ds:
         want = ds.read([3, 1], window=RioWindow(8, 8, 50, 40))
-    np.testing.assert_array_equal(got[-1], want)
+    np.testing.assert_array_equal(got[-2], want)
 
 
 async def test_regions_equal_read_region(server: RangeServer, files: dict[str, Path]) -> None:

@@ -168,7 +168,12 @@ async def _plan(img: Image, slot: int, req: ChipRequest) -> _Planned:
     if req.bounds is None:
         assert req.window is not None
         plan = img.plan(
-            req.window, req.level, req.bands, boundless=req.boundless, out_shape=req.out_shape
+            req.window,
+            req.level,
+            req.bands,
+            boundless=req.boundless,
+            out_shape=req.out_shape,
+            resampling=req.resampling,
         )
         blocks = list(plan.blocks)
         row, col = plan.window.row_off, plan.window.col_off
@@ -209,7 +214,12 @@ async def _read_one(img: Image, p: _Planned) -> npt.NDArray[Any]:
     req = p.req
     if p.warp is None:
         return await img.read(
-            req.window, req.level, req.bands, out_shape=req.out_shape, boundless=req.boundless
+            req.window,
+            req.level,
+            req.bands,
+            out_shape=req.out_shape,
+            boundless=req.boundless,
+            resampling=req.resampling,
         )
     from ..region import georef
 

@@ -7,7 +7,8 @@ A request names one file and one of
 - ``bounds`` = (minx, miny, maxx, maxy) in ``crs`` (the file's own when None), read on that CRS's
   grid with ``resampling`` (``Image.read_region``),
 
-and optionally ``out_shape`` = (height, width) and 1-based ``bands``.
+and optionally ``out_shape`` = (height, width) and 1-based ``bands``. A window read to an
+``out_shape`` is resampled with ``resampling`` too (``Image.read``'s kernels).
 """
 
 from __future__ import annotations
