@@ -12,6 +12,13 @@ import alone (``python -X importtime -c "import cloudroi.serverless"``, in a fre
     python -m benchmarks.lambda_cold                  # 5 samples each (about 30 s)
     python -m benchmarks.lambda_cold --runs 1 --json out.json    # the smoke version (CI)
     python -m benchmarks.lambda_cold --snapstart      # run the SnapStart hooks as Lambda does
+    python -m benchmarks.lambda_cold --package deploy/aws-sam/.build/package    # a built zip
+
+``--package DIR`` runs the function from an unpacked ``build_zip.py`` package instead of this
+source tree, as Lambda does: ``python -S`` (no site-packages), ``PYTHONPATH=DIR``, the directory
+never written to. From the source tree, the benchmark first compiles cloudroi's byte code (the
+zip ships it; dependencies have theirs from pip), and no function process writes byte code: a
+sample never includes compiling cloudroi, nor does one sample warm the next.
 
 ``--snapstart`` sets ``AWS_LAMBDA_INITIALIZATION_TYPE=snap-start``: the runtime client runs the
 before-snapshot hooks, asks the Runtime API for ``/restore/next`` and runs the after-restore hooks
@@ -22,6 +29,7 @@ execution environment pays); the init before it is reported separately.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import re
@@ -109,8 +117,36 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def one_sample(doc: dict[str, Any], env: dict[str, str], snapstart: bool) -> Sample:
-    client = RuntimeClient(sys.executable, HANDLER, env, timeout=120, cwd=str(ROOT))
+@dataclass
+class Function:
+    """How the function's process starts: the interpreter, its arguments, the directory."""
+
+    python: str = sys.executable
+    args: tuple[str, ...] = ()
+    cwd: Path = ROOT
+    env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def package(cls, path: Path) -> Function:
+        """From an unpacked zip package (Lambda: /var/task on PYTHONPATH, no site-packages)."""
+        task = str(path.resolve())
+        return cls(
+            getattr(sys, "_base_executable", sys.executable),
+            ("-S",),
+            Path(task),
+            {"PYTHONPATH": task},
+        )
+
+
+def one_sample(doc: dict[str, Any], env: dict[str, str], snapstart: bool, fn: Function) -> Sample:
+    client = RuntimeClient(
+        fn.python,
+        HANDLER,
+        {**env, **fn.env},
+        timeout=120,
+        cwd=str(fn.cwd),
+        python_args=fn.args,
+    )
     request_id = client.api.invoke(doc)  # queued before the process exists
     started = time.perf_counter()
     with client:
@@ -134,18 +170,20 @@ def one_sample(doc: dict[str, Any], env: dict[str, str], snapstart: bool) -> Sam
     return Sample(first_s, warm_s, rss, cpu_s, init_s)
 
 
-def import_ms(runs: int) -> tuple[float, list[tuple[str, float]]]:
+def import_ms(runs: int, fn: Function) -> tuple[float, list[tuple[str, float]]]:
     """The handler's import (ms, best of ``runs`` fresh processes) and its heaviest top-level
     packages (self time summed, ms) in the best run."""
     best: tuple[float, list[tuple[str, float]]] = (float("inf"), [])
+    argv = [fn.python, *fn.args, "-X", "importtime", "-c", "import cloudroi.serverless"]
     for _ in range(runs):
         proc = subprocess.run(
-            [sys.executable, "-X", "importtime", "-c", "import cloudroi.serverless"],
+            argv,
             capture_output=True,
             text=True,
             timeout=60,
             check=True,
-            cwd=str(ROOT),
+            cwd=str(fn.cwd),
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **fn.env},
         )
         total, by_package = parse_importtime(proc.stderr)
         if total < best[0]:
@@ -195,20 +233,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=5, help="fresh processes per request")
     ap.add_argument("--snapstart", action="store_true", help="run the SnapStart hooks")
     ap.add_argument("--json", type=Path, help="write the samples here")
+    ap.add_argument("--package", type=Path, help="run an unpacked build_zip.py package")
     ap.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
     args = ap.parse_args(argv)
     results: list[Result] = []
+    if args.package:
+        fn = Function.package(args.package)
+    else:
+        fn = Function()
+        compileall.compile_dir(ROOT / "cloudroi", quiet=1)
     with RangeServer(corpus()) as server:
-        env = {"CLOUDROI_ALLOWED_SOURCES": server.url(""), "PYTHONDONTWRITEBYTECODE": "0"}
+        env = {"CLOUDROI_ALLOWED_SOURCES": server.url(""), "PYTHONDONTWRITEBYTECODE": "1"}
         if args.snapstart:
             env["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
         for name, doc in requests(server).items():
             result = Result(name)
             for _ in range(args.runs):
-                result.samples.append(one_sample(doc, env, args.snapstart))
+                result.samples.append(one_sample(doc, env, args.snapstart, fn))
             results.append(result)
-    imports = import_ms(max(args.runs, 3))
-    print(f"## Lambda cold start ({args.runs} runs, load {os.getloadavg()[0]:.1f})\n")
+    imports = import_ms(max(args.runs, 3), fn)
+    where = f"package {args.package}" if args.package else "source tree"
+    print(f"## Lambda cold start ({where}, {args.runs} runs, load {os.getloadavg()[0]:.1f})\n")
     print(markdown(results, imports))
     if args.json:
         doc = {
@@ -216,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             "import_ms": imports[0],
             "heaviest": imports[1],
             "snapstart": args.snapstart,
+            "package": str(args.package) if args.package else None,
         }
         args.json.write_text(json.dumps(doc, indent=1))
     missed = [r.request for r in results if r.median("first_s") > TARGET_FIRST_RESPONSE_S]

@@ -613,6 +613,12 @@ def load_build_zip() -> Any:
     return module
 
 
+def _cached_name(module: str, tag: str) -> str:
+    """Where ``importlib`` looks for the byte code of ``module`` (a path in the zip)."""
+    folder, _, stem = module[: -len(".py")].rpartition("/")
+    return f"{folder}/__pycache__/{stem}.{tag}.pyc".lstrip("/")
+
+
 def test_zip_package_builds_under_the_limit_and_answers_alone(
     tmp_path: Path, server: RangeServer
 ) -> None:
@@ -645,7 +651,19 @@ def test_zip_package_builds_under_the_limit_and_answers_alone(
     assert unzipped == report["unzipped_bytes"] < load_build_zip().LAMBDA_UNZIPPED_LIMIT
     assert report["zipped_bytes"] == archive.stat().st_size
     assert "cloudroi/serverless.py" in names
-    assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".pyi"))]
+    assert not [n for n in names if n.endswith(".pyi")]
+    # byte code for every module, made for this Python, used without checking the source
+    # (/var/task is read-only: a module without it is compiled on every cold start)
+    assert report["bytecode"] is True
+    tag = sys.implementation.cache_tag
+    modules = [n for n in names if n.endswith(".py")]
+    missing = [m for m in modules if _cached_name(m, tag) not in names]
+    assert len(modules) > 100
+    assert not missing, missing[:5]
+    with zipfile.ZipFile(archive) as zf:
+        header = zf.read(f"cloudroi/__pycache__/serverless.{tag}.pyc")[:8]
+    assert header[:4] == importlib.util.MAGIC_NUMBER
+    assert int.from_bytes(header[4:8], "little") == 0b01  # hash-based, unchecked
     assert not [n for n in names if n.startswith(("pytest", "moto", "ruff", "botocore"))]
 
     task = tmp_path / "task"

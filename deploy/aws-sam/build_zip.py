@@ -14,9 +14,17 @@ closure of cloudroi[extras] as their metadata declares it): no network, the host
 Python version; CI builds that way. cloudroi itself is copied from this source tree with a
 dist-info naming its version, so ``importlib.metadata`` finds it.
 
-Then it drops what the function never loads: ``__pycache__`` (the runtime's /var/task is
-read-only; byte code for another Python would be stale anyway), ``*.pyi`` stubs, test suites
-inside packages, pip's ``bin/`` scripts, RECORD files, numpy's C headers and static libraries.
+Then it drops what the function never loads: ``*.pyi`` stubs, test suites inside packages,
+pip's ``bin/`` scripts, RECORD files, numpy's C headers and static libraries, and any byte code
+that came with the files. And it compiles the byte code anew with the target's Python
+(``compileall --invalidation-mode unchecked-hash``): the runtime's /var/task is read-only, so a
+package without ``__pycache__`` is compiled from source on every cold start (0.6-1.3 s of a
+first response, measured with ``benchmarks/lambda_cold.py --package``). The byte code must come
+from the runtime's Python version: ``--from-env`` uses the running interpreter, the PyPI mode
+``--compile-with`` (default: ``python3.12`` or whichever ``pythonX.Y`` ``--python-version`` names,
+found on PATH); without one it warns and ships sources only (``"bytecode": false`` in the
+report). Hash-based, unchecked: Python loads it without comparing timestamps (unzipping does not
+keep them exactly), which is right for a package that never changes after it is built.
 It writes ``OUT/package/`` (what ``CodeUri`` can point at) and ``OUT/function.zip`` and prints
 the unzipped and zipped sizes with the largest packages; it exits 1 when the unzipped size is
 over the limit. The Lambda runtime provides the runtime client (awslambdaric) and
@@ -163,6 +171,32 @@ def strip(target: Path) -> None:
             file.unlink()
 
 
+def bytecode_python(args: argparse.Namespace) -> str | None:
+    """The interpreter that compiles the byte code: one of the target's Python version, else
+    None."""
+    if args.from_env:
+        return sys.executable
+    python = args.compile_with or shutil.which(f"python{args.python_version}")
+    if python is None:
+        return None
+    try:
+        probe = subprocess.run(
+            [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except OSError:
+        return None
+    return python if probe.stdout.strip() == args.python_version else None
+
+
+def compile_bytecode(target: Path, python: str) -> None:
+    """``__pycache__`` for every module of the tree, hash-based and unchecked."""
+    argv = [python, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash"]
+    subprocess.run([*argv, str(target)], check=True, timeout=1800, stdout=subprocess.DEVNULL)
+
+
 def sizes(target: Path) -> tuple[int, list[tuple[str, int]]]:
     """Total bytes of the tree, and bytes per top-level entry (dist-infos with their package)."""
     per: dict[str, int] = {}
@@ -201,6 +235,15 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
             pip_install(staging, extras, args.arch, args.python_version)
         copy_cloudroi(staging, extras)
         strip(staging)
+        python = None if args.no_bytecode else bytecode_python(args)
+        if python is not None:
+            compile_bytecode(staging, python)
+        elif not args.no_bytecode:
+            print(
+                f"warning: no Python {args.python_version} to compile byte code with "
+                "(--compile-with): the function will compile its modules on every cold start",
+                file=sys.stderr,
+            )
         staging.rename(package)
     unzipped, per_package = sizes(package)
     zipped = write_zip(package, out / "function.zip", args.zip_level)
@@ -210,6 +253,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         "python": f"{sys.version_info[0]}.{sys.version_info[1]}"
         if args.from_env
         else args.python_version,
+        "bytecode": python is not None,
         "unzipped_bytes": unzipped,
         "zipped_bytes": zipped,
         "limit_bytes": LAMBDA_UNZIPPED_LIMIT,
@@ -224,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arch", choices=sorted(PLATFORMS), default="arm64")
     ap.add_argument("--python-version", default=PYTHON_VERSION)
     ap.add_argument("--from-env", action="store_true", help="copy from this environment")
+    ap.add_argument("--compile-with", help="a Python of --python-version for the byte code")
+    ap.add_argument("--no-bytecode", action="store_true", help="ship sources only")
     ap.add_argument("--out", type=Path, default=HERE / ".build")
     ap.add_argument("--zip-level", type=int, default=6, help="deflate level, 1-9 (default 6)")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -237,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{report['zip']}: extras [{','.join(report['extras'])}], {report['platform']}, "
             f"Python {report['python']}: {report['unzipped_bytes'] / mib:.1f} MiB unzipped, "
             f"{report['zipped_bytes'] / mib:.1f} MiB zipped"
+            + ("" if report["bytecode"] else " (no byte code)")
         )
         for name, size in report["largest"]:
             print(f"  {name:32s} {size / mib:7.1f} MiB")
