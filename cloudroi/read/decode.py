@@ -9,10 +9,10 @@ array.
 
 from __future__ import annotations
 
+import functools
 import struct
 import sys
 import zlib
-from collections.abc import Callable
 from typing import Any
 
 import imagecodecs
@@ -27,13 +27,14 @@ __all__ = ["BlockDecoder"]
 
 _NATIVE = "<" if sys.byteorder == "little" else ">"
 
-_DECOMPRESSORS: dict[int, Callable[..., Any]] = {
-    5: imagecodecs.lzw_decode,
-    8: imagecodecs.deflate_decode if imagecodecs.DEFLATE.available else imagecodecs.zlib_decode,
-    32946: imagecodecs.deflate_decode if imagecodecs.DEFLATE.available else imagecodecs.zlib_decode,
-    32773: imagecodecs.packbits_decode,
-    34925: imagecodecs.lzma_decode,
-    50000: imagecodecs.zstd_decode,
+#: The decompressor of each general-purpose compression, by imagecodecs function name.
+_DECOMPRESSORS: dict[int, str] = {
+    5: "lzw_decode",
+    8: "deflate_decode",
+    32946: "deflate_decode",
+    32773: "packbits_decode",
+    34925: "lzma_decode",
+    50000: "zstd_decode",
 }
 
 #: The most a codec can expand its input (LZW: 4096-byte strings from codes of 9+ bits; Deflate:
@@ -41,19 +42,19 @@ _DECOMPRESSORS: dict[int, Callable[..., Any]] = {
 #: bytes could ever give is refused before its output buffer is allocated.
 _MAX_RATIO: dict[int, int] = {5: 4096, 8: 1032, 32946: 1032, 32773: 64}
 
-# imagecodecs loads each codec's extension module on first attribute access (2.3 ms for the
-# libtiff one, measured): resolve them all at import, not inside the first read's decode.
-_tiff_decode = imagecodecs.tiff_decode
-_TiffError = imagecodecs.TiffError
-_jpeg_decode = imagecodecs.jpeg_decode
-_webp_decode = imagecodecs.webp_decode
-_lerc_decode = imagecodecs.lerc_decode
-_delta_decode = imagecodecs.delta_decode
-_packints_decode = imagecodecs.packints_decode
-_bitorder_decode = imagecodecs.bitorder_decode
-
 #: Outer compression of a LERC blob, from the LercParameters tag (GDAL: 0 none, 1 deflate, 2 zstd).
-_LERC_OUTER: dict[int, Callable[..., Any]] = {1: _DECOMPRESSORS[8], 2: imagecodecs.zstd_decode}
+_LERC_OUTER: dict[int, str] = {1: "deflate_decode", 2: "zstd_decode"}
+
+
+@functools.cache
+def _codec(name: str) -> Any:
+    """imagecodecs' ``name``, looked up once. imagecodecs loads a codec's extension module on its
+    first look-up (1-5 ms each, measured: libtiff's and the LZW/PackBits/delta one the most, 13-17
+    ms for all): each is loaded when a block first needs it, so a request that decodes no block
+    (a cold function answering /info) or only Deflate blocks loads no other."""
+    if name == "deflate_decode" and not imagecodecs.DEFLATE.available:
+        return imagecodecs.zlib_decode
+    return getattr(imagecodecs, name)
 
 
 def _jpeg_colorspaces(ifd: ImageIFD) -> tuple[int | None, int | None]:
@@ -168,12 +169,14 @@ class BlockDecoder:
             if self._ijg9 and (exact := decode_ijg9(data, ifd.jpeg_tables)) is not None:
                 return self._image_codec(exact, rows)
             colorspace, outcolorspace = self._jpeg_cs
-            decoded = _jpeg_decode(
+            decoded = _codec("jpeg_decode")(
                 data, tables=ifd.jpeg_tables, colorspace=colorspace, outcolorspace=outcolorspace
             )
             return self._image_codec(decoded, rows)
         if ifd.compression == 50001:
-            return self._image_codec(_webp_decode(data, hasalpha=self.samples == 4 or None), rows)
+            return self._image_codec(
+                _codec("webp_decode")(data, hasalpha=self.samples == 4 or None), rows
+            )
         return self._lerc(data, rows)
 
     def _decompress(self, data: bytes, rows: int, part: int) -> npt.NDArray[Any]:
@@ -181,7 +184,7 @@ class BlockDecoder:
         ifd = self.ifd
         expected = rows * self._row_bytes
         if ifd.fill_order == 2:
-            data = bytes(_bitorder_decode(data))
+            data = bytes(_codec("bitorder_decode")(data))
         raw: bytes | npt.NDArray[np.uint8]
         if ifd.compression == 1:
             if len(data) >= expected:
@@ -190,7 +193,7 @@ class BlockDecoder:
         else:
             # Decompress into a writable array sized by the header: the codec cannot write past
             # it (bomb guard), returns a view of what it wrote, and a predictor then runs in place.
-            raw = _DECOMPRESSORS[ifd.compression](data, out=np.empty(expected, np.uint8))
+            raw = _codec(_DECOMPRESSORS[ifd.compression])(data, out=np.empty(expected, np.uint8))
         if len(raw) < expected:
             got = len(raw)
             # ``raw`` may view a buffer of the full block size: not kept alive by the traceback.
@@ -231,8 +234,8 @@ class BlockDecoder:
             ifd.predictor,
         )
         try:
-            arr = np.asarray(_tiff_decode(blob))
-        except _TiffError as exc:
+            arr = np.asarray(_codec("tiff_decode")(blob))
+        except _codec("TiffError") as exc:
             raise TiffFormatError(f"block decoding failed: {exc}") from exc
         arr = arr.reshape(rows, ifd.block_width, self.samples)
         return arr if arr.dtype == self.dtype else arr.astype(self.dtype)
@@ -246,7 +249,7 @@ class BlockDecoder:
                 # unpacks the bit stream (on the little-endian machines GDAL runs on).
                 triples = np.frombuffer(raw, np.uint8, len(raw) // 3 * 3).reshape(-1, 3)
                 raw = np.ascontiguousarray(triples[:, ::-1]).reshape(-1)
-            arr = _packints_decode(
+            arr = _codec("packints_decode")(
                 bytes(raw), self.dtype, self._bits, runlen=ifd.block_width * self.samples
             )
             return np.asarray(arr).reshape(shape)
@@ -259,7 +262,7 @@ class BlockDecoder:
             return arr
         if not arr.flags.writeable:
             arr = arr.copy()  # uncompressed blocks are views of the fetched bytes
-        return np.asarray(_delta_decode(arr, axis=-2, out=arr))
+        return np.asarray(_codec("delta_decode")(arr, axis=-2, out=arr))
 
     def _image_codec(self, arr: npt.NDArray[Any], rows: int) -> npt.NDArray[Any]:
         ifd = self.ifd
@@ -285,7 +288,7 @@ class BlockDecoder:
                 raise TiffFormatError(f"LERC with unknown additional compression {outer}")
             # The LERC blob is at most a little larger than the raw pixels it encodes.
             bound = rows * ifd.block_width * self.samples * self.dtype.itemsize * 2 + 4096
-            data = _LERC_OUTER[outer](data, out=bound)
+            data = _codec(_LERC_OUTER[outer])(data, out=bound)
         claimed = _lerc_size(data)
         if claimed is None:
             raise TiffFormatError("LERC block without a LERC2 header")
@@ -295,7 +298,7 @@ class BlockDecoder:
                 f"LERC block claims {width} x {height} x {depth}; blocks are "
                 f"{ifd.block_width} x {ifd.block_height} x {self.samples}"
             )
-        arr = _lerc_decode(data)
+        arr = _codec("lerc_decode")(data)
         if isinstance(arr, tuple):
             arr = arr[0]
         return self._image_codec(np.asarray(arr), rows)
@@ -420,7 +423,7 @@ def _undo_float_predictor(
     flat = buf.reshape(rows, size * values)
     # Bytes ``samples`` apart form separate running sums: accumulate along the middle axis.
     strands = flat.reshape(rows, size * width, samples)
-    _delta_decode(strands, axis=-2, out=strands)
+    _codec("delta_decode")(strands, axis=-2, out=strands)
     planes = flat.reshape(rows, size, values)
     out = np.empty((rows, values, size), np.uint8)
     little = sys.byteorder == "little"
