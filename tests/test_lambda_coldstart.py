@@ -5,6 +5,7 @@ client in snap-start mode against a local Runtime API), and the cold-start bench
 
 from __future__ import annotations
 
+import inspect
 import json
 import random
 import subprocess
@@ -18,7 +19,7 @@ import snapshot_restore_py
 
 import cloudroi.serverless
 from cloudroi.cog import write_cog
-from cloudroi.service import lambda_handler, snapstart
+from cloudroi.service import core, lambda_handler, snapstart
 from cloudroi.testing import RangeServer
 from tests.lambda_runtime_api import RuntimeClient
 
@@ -98,6 +99,67 @@ print(json.dumps({{"import": after_import, "status": answer["statusCode"],
     assert result["status"] == 200
     assert result["numpy"] is True  # the request did load the reader
     assert result["region"] == []
+
+
+#: Service modules /info has no use for: other endpoints' (imported by their first request)
+#: and the OpenAPI document's (by /openapi.json).
+UNUSED_BY_INFO = (
+    "cloudroi.service.tiles",
+    "cloudroi.service.mapparams",
+    "cloudroi.service.cog",
+    "cloudroi.service.statistics",
+    "cloudroi.service.statsparams",
+    "cloudroi.service.viewer",
+    "cloudroi.service.openapi",
+)
+#: imagecodecs' extension modules of the codecs a Deflate COG never needs.
+OTHER_CODECS = ("_imcd", "_lzma", "_zstd", "_tiff", "_webp", "_lerc")
+
+
+def test_every_route_resolves_to_its_endpoint() -> None:
+    """Endpoints are imported by their first request: each route names one that exists."""
+    core.load_endpoints()
+    lazy = [r for r in core.ROUTER.routes if isinstance(r.handler, core.Endpoint)]
+    assert {r.handler.module for r in lazy} == set(core.ENDPOINT_MODULES)
+    for route in lazy:
+        assert inspect.iscoroutinefunction(route.handler.resolve()), route.name
+
+
+def test_a_first_info_loads_no_codec_and_a_region_only_its_own(
+    server: RangeServer, scene: bytes
+) -> None:
+    """imagecodecs loads a codec's extension module when it is looked up (1-5 ms each): the
+    reader looks each up when a block first needs it, so /info loads none and a /region of a
+    Deflate COG only Deflate's."""
+    server.add("codecs/scene.tif", scene)
+    url = server.url("codecs/scene.tif")
+    info, region = (
+        json.dumps(json.dumps(function_url_event(path, query)))
+        for path, query in (
+            ("/info", f"url={url}"),
+            ("/region", f"url={url}&window=0,0,256,256&format=npy"),
+        )
+    )
+    code = f"""
+import json, sys
+import cloudroi.serverless as fn
+def codecs():
+    return sorted(m.split(".")[1] for m in sys.modules if m.startswith("imagecodecs._"))
+statuses = [fn.handler(json.loads({info}))["statusCode"]]
+after_info = codecs()
+endpoints = sorted(m for m in {UNUSED_BY_INFO!r} if m in sys.modules)
+statuses.append(fn.handler(json.loads({region}))["statusCode"])
+fn.reset()
+print(json.dumps({{"statuses": statuses, "info": after_info, "region": codecs(),
+                  "endpoints": endpoints}}))
+"""
+    env = {"CLOUDROI_ALLOWED_SOURCES": server.url("codecs/"), "PATH": "/usr/bin:/bin"}
+    result = loaded_after(code, env)
+    assert result["statuses"] == [200, 200]
+    assert not set(result["info"]) & {"_deflate", *OTHER_CODECS}, result["info"]
+    assert result["endpoints"] == []
+    assert "_deflate" in result["region"] or "_zlib" in result["region"], result["region"]
+    assert not set(result["region"]) & set(OTHER_CODECS), result["region"]
 
 
 def run_hooks(kind: str) -> None:

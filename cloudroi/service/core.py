@@ -10,12 +10,13 @@ client's request reaches storage but the source URL: headers are never forwarded
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import time
+from dataclasses import dataclass
 
 from .. import __version__
 from ..errors import CloudROIError
-from . import cog, regions, statistics, tiles, viewer
 from .messages import JSON_TYPE, CoreRequest, CoreResponse, json_response, problem_response
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .problems import Problem, problem_for
@@ -111,6 +112,36 @@ async def _openapi(req: CoreRequest, state: ServiceState) -> CoreResponse:
     return CoreResponse(200, headers, state.openapi_bytes())
 
 
+#: The modules of the endpoints (``cloudroi.service.<name>``), each imported by its first
+#: request: a cold Lambda function answering /info loads neither the map endpoints nor
+#: /statistics. ``load_endpoints`` imports them all (the aiohttp service before it serves, the
+#: SnapStart hook before the snapshot).
+ENDPOINT_MODULES = ("regions", "statistics", "cog", "tiles", "viewer")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """The endpoint ``name`` of ``cloudroi.service.<module>``, imported when first called."""
+
+    module: str
+    name: str
+
+    def resolve(self) -> Handler:
+        handler: Handler = getattr(
+            importlib.import_module(f"{__package__}.{self.module}"), self.name
+        )
+        return handler
+
+    async def __call__(self, req: CoreRequest, state: ServiceState) -> CoreResponse:
+        return await self.resolve()(req, state)
+
+
+def load_endpoints() -> None:
+    """Import every endpoint's module now (blocking: call it from a thread)."""
+    for module in ENDPOINT_MODULES:
+        importlib.import_module(f"{__package__}.{module}")
+
+
 _TILE = "/tiles/{tms}/{z}/{x}/{y}[@{scale}x][.{format}]"
 _SIZE = "{width:size}x{height:size}"
 _BBOX = "/bbox/{minx:number},{miny:number},{maxx:number},{maxy:number}[/" + _SIZE + "].{format}"
@@ -121,31 +152,53 @@ ROUTER = Router(
         Route("/healthz", path("/healthz"), _healthz, storage=False),
         Route("/metrics", path("/metrics"), _metrics, storage=False),
         Route("/openapi.json", path("/openapi.json"), _openapi, storage=False),
-        Route("/info", path("/info"), regions.info),
-        Route("/region", path("/region"), regions.region),
-        Route("/preview", path("/preview"), regions.preview),
-        Route("/point", path("/point"), regions.point),
-        Route("/statistics", path("/statistics"), statistics.statistics),
+        Route("/info", path("/info"), Endpoint("regions", "info")),
+        Route("/region", path("/region"), Endpoint("regions", "region")),
+        Route("/preview", path("/preview"), Endpoint("regions", "preview")),
+        Route("/point", path("/point"), Endpoint("regions", "point")),
+        Route("/statistics", path("/statistics"), Endpoint("statistics", "statistics")),
         # TiTiler's /cog router: its paths, parameters and answer shapes
-        Route("/cog/info", path("/cog/info"), cog.info),
-        Route("/cog/statistics", path("/cog/statistics"), statistics.statistics),
-        Route("/cog/tiles", path("/cog" + _TILE), tiles.tile),
-        Route("/cog/tilejson.json", path("/cog[/{tms}]/tilejson.json"), tiles.tilejson),
-        Route("/cog/WMTSCapabilities.xml", path("/cog[/{tms}]/WMTSCapabilities.xml"), tiles.wmts),
-        Route("/cog/bbox", path("/cog" + _BBOX), tiles.bbox),
-        Route("/cog/point", path("/cog" + _LONLAT), cog.lonlat_point),
-        Route("/cog/preview", path("/cog/preview[.{format}]"), cog.preview),
+        Route("/cog/info", path("/cog/info"), Endpoint("cog", "info")),
+        Route("/cog/statistics", path("/cog/statistics"), Endpoint("statistics", "statistics")),
+        Route("/cog/tiles", path("/cog" + _TILE), Endpoint("tiles", "tile")),
         Route(
-            "/cog/preview", path("/cog/preview/{width:size}x{height:size}.{format}"), cog.preview
+            "/cog/tilejson.json", path("/cog[/{tms}]/tilejson.json"), Endpoint("tiles", "tilejson")
         ),
-        Route("/cog/map", path("/cog[/{tms}]/map[.html]"), viewer.map_page, storage=False),
+        Route(
+            "/cog/WMTSCapabilities.xml",
+            path("/cog[/{tms}]/WMTSCapabilities.xml"),
+            Endpoint("tiles", "wmts"),
+        ),
+        Route("/cog/bbox", path("/cog" + _BBOX), Endpoint("tiles", "bbox")),
+        Route("/cog/point", path("/cog" + _LONLAT), Endpoint("cog", "lonlat_point")),
+        Route("/cog/preview", path("/cog/preview[.{format}]"), Endpoint("cog", "preview")),
+        Route(
+            "/cog/preview",
+            path("/cog/preview/{width:size}x{height:size}.{format}"),
+            Endpoint("cog", "preview"),
+        ),
+        Route(
+            "/cog/map",
+            path("/cog[/{tms}]/map[.html]"),
+            Endpoint("viewer", "map_page"),
+            storage=False,
+        ),
         # map endpoints
-        Route("/tiles", path(_TILE), tiles.tile),
-        Route("/tilejson.json", path("[/{tms}]/tilejson.json"), tiles.tilejson),
-        Route("/WMTSCapabilities.xml", path("[/{tms}]/WMTSCapabilities.xml"), tiles.wmts),
-        Route("/bbox", path(_BBOX), tiles.bbox),
-        Route("/point/{lon},{lat}", path(_LONLAT), cog.lonlat_point),
-        Route("/map", path("/map"), viewer.map_page, storage=False),
-        Route("/static", path("/static/{name:file}"), viewer.static_file, storage=False),
+        Route("/tiles", path(_TILE), Endpoint("tiles", "tile")),
+        Route("/tilejson.json", path("[/{tms}]/tilejson.json"), Endpoint("tiles", "tilejson")),
+        Route(
+            "/WMTSCapabilities.xml",
+            path("[/{tms}]/WMTSCapabilities.xml"),
+            Endpoint("tiles", "wmts"),
+        ),
+        Route("/bbox", path(_BBOX), Endpoint("tiles", "bbox")),
+        Route("/point/{lon},{lat}", path(_LONLAT), Endpoint("cog", "lonlat_point")),
+        Route("/map", path("/map"), Endpoint("viewer", "map_page"), storage=False),
+        Route(
+            "/static",
+            path("/static/{name:file}"),
+            Endpoint("viewer", "static_file"),
+            storage=False,
+        ),
     ]
 )

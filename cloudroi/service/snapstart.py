@@ -65,6 +65,9 @@ def prepare() -> dict[str, float]:
     started = time.perf_counter()
     for name in CORE_MODULES:
         importlib.import_module(name)
+    from .core import load_endpoints  # each endpoint's module: imported by its first request
+
+    load_endpoints()
     steps["core"] = time.perf_counter() - started
 
     started = time.perf_counter()

@@ -17,7 +17,6 @@ from ..region.warmup import warm_up
 from .budget import MemoryBudget
 from .config import ServiceConfig
 from .metrics import Metrics
-from .openapi import openapi_document
 from .problems import Problem, bad_request
 from .security import ApiKeys, BadSourceError, SourcePolicy, guarded_connector, redirect_trace
 
@@ -42,6 +41,14 @@ def guarded_context(
         trace_configs=[redirect_trace(policy)],
         check_redirect=policy.check_redirect,
     )
+
+
+def _warm() -> None:
+    """The endpoints' modules (imported by their first request otherwise) and the map path."""
+    from .core import load_endpoints
+
+    load_endpoints()
+    warm_up()
 
 
 class ServiceState:
@@ -84,7 +91,7 @@ class ServiceState:
         # before the first client: the map path's imports and pyproj's set-up (~0.3-0.8 s once
         # per process) would otherwise land on the first burst of tile requests
         if warm:
-            await asyncio.to_thread(warm_up)
+            await asyncio.to_thread(_warm)
         return state
 
     def _gauges(self) -> None:
@@ -131,5 +138,7 @@ class ServiceState:
 
     def openapi_bytes(self) -> bytes:
         if self._openapi is None:
+            from .openapi import openapi_document  # its first request: not on every cold start
+
             self._openapi = json.dumps(openapi_document()).encode()
         return self._openapi
