@@ -45,6 +45,7 @@ from packaging.utils import canonicalize_name
 from samtranslator.parser.parser import Parser as SamParser
 from samtranslator.translator.translator import Translator as SamTranslator
 
+from benchmarks.lambda_cold import FUNCTION_ENV
 from cloudroi.cog import write_cog
 from cloudroi.service import CoreRequest, ServiceConfig, ServiceState, handle
 from cloudroi.service.config import settings_table
@@ -580,6 +581,12 @@ def test_sam_zip_function_matches_the_build_and_the_container_one(
     assert set(params["Architecture"]["AllowedValues"]) == set(build_zip.PLATFORMS)
     env = props["Environment"]["Variables"]
     config = check_env(env, "template-zip.yaml")
+    # the cold-start benchmark runs the function with the template's other variables
+    assert {k: v for k, v in env.items() if not k.startswith("CLOUDROI_")} == FUNCTION_ENV
+    container_env = sam["Resources"]["CloudroiFunction"]["Properties"]["Environment"]
+    assert (
+        container_env["Variables"]["OPENBLAS_NUM_THREADS"] == FUNCTION_ENV["OPENBLAS_NUM_THREADS"]
+    )
     assert config.request_timeout < props["Timeout"] <= 30
     # One request at a time: the block cache and one request at its limit fit the memory.
     request_mb = config.max_request_bytes >> 20
