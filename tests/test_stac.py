@@ -274,3 +274,81 @@ def test_lazy_stack_equals_the_eager_one(
     mean = arr.mean("time").compute(scheduler="threads").values
     with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
         np.testing.assert_allclose(mean, np.nanmean(got, axis=0))
+
+
+def test_lazy_stack_chunked_over_time_and_bands_equals_one_chunk_per_item(
+    server: RangeServer, scenes: list[dict[str, Path]]
+) -> None:
+    pytest.importorskip("xarray")
+    from cloudroi.stac.lazy import stack
+    from cloudroi.xarray import runtime
+
+    items = _items(server, scenes, "lazy4")
+    per_item = stack(items, crs=UTM, resolution=10, bounds=BOUNDS, chunksize=(128, 256))
+    assert per_item.chunks[:2] == ((1, 1, 1, 1), (1, 1))
+    assert per_item.chunks[3] == (256, 114)
+    want = per_item.compute(scheduler="threads").values
+    for chunks, times, bands in [
+        ((-1, -1, 128, 128), (4,), (2,)),
+        ((3, 1, 200, -1), (3, 1), (1, 1)),
+        ((99, 2, 8192, 8192), (4,), (2,)),
+    ]:
+        arr = stack(items, crs=UTM, resolution=10, bounds=BOUNDS, chunksize=chunks)
+        assert arr.chunks[:2] == (times, bands), chunks
+        server.reset()
+        opens = runtime.counters().opens
+        got = arr.compute(scheduler="threads").values
+        # the files are open already in this process's runtime: no header read again
+        assert runtime.counters().opens == opens
+        # equal bit for bit (NaN where NaN) to one chunk per item, whatever the chunking,
+        # the reprojected item included: its warp is fitted on the same pieces
+        # (rows and columns split alike) only when the spatial chunks are equal
+        same = (got == want) | (np.isnan(got) & np.isnan(want))
+        if chunks[2:] == (128, 128):
+            assert same[3].mean() >= 0.99, chunks
+            assert same[:3].all(), chunks
+        else:
+            assert same[:3].all(), chunks
+        assert got.shape == want.shape
+    # a mean over time of time-chunked pieces (one task reads all 4 items), of the 3 items on
+    # the grid's lattice (the 4th is warped, fitted per piece: see above)
+    arr = stack(items, ["a"], crs=UTM, resolution=10, bounds=BOUNDS, chunksize=(-1, 1, 512, 512))
+    assert arr.data.npartitions == 1
+    mean = arr.isel(time=slice(0, 3)).mean("time").compute(scheduler="threads").values
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        np.testing.assert_array_equal(mean[0], np.nanmean(want[:3, 0], axis=0))
+
+
+@pytest.mark.parametrize(
+    ("chunksize", "error", "match"),
+    [
+        ("auto", BatchRequestError, "chunksize must be an int"),
+        ((1, 128, 128), BatchRequestError, "chunksize must be an int"),
+        ((1, 1, 0, 128), BatchRequestError, "chunksize for y must be 1..8192 or -1"),
+        ((0, 1, 128, 128), BatchRequestError, "chunksize for time"),
+        ((1, 1, 128.0, 128), BatchRequestError, "must hold integers"),
+        ((True, 1, 128, 128), BatchRequestError, "must hold integers"),
+        ((1, 1, 128, -2), BatchRequestError, "chunksize for x"),
+        ((-1, -1, 8192, 8192), cloudroi.LimitExceededError, "bytes of one chunk"),
+    ],
+)
+def test_lazy_stack_refuses_bad_chunks_before_building(
+    chunksize: Any, error: type[Exception], match: str
+) -> None:
+    pytest.importorskip("xarray")
+    from cloudroi.stac.lazy import stack
+
+    feats = [
+        {
+            "type": "Feature",
+            "stac_version": "1.0.0",
+            "id": f"i{t}",
+            "geometry": None,
+            "properties": {"datetime": f"2024-01-0{t + 1}T00:00:00Z", "proj:epsg": 32633},
+            "assets": {"b": {"href": "http://127.0.0.1:9/x.tif", "type": "image/tiff"}},
+        }
+        for t in range(4)
+    ]
+    with pytest.raises(error, match=match):
+        # 4 x 1 x 8192 x 8192 float64 is 2 GiB: over the 1 GiB a chunk may hold
+        stack(feats, crs=UTM, resolution=1, bounds=(0, 0, 8192, 8192), chunksize=chunksize)
