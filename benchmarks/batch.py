@@ -5,7 +5,8 @@
 - B2: mean over time of a region of a local STAC stack: ``cloudroi.stac.lazy.stack`` vs
   stackstac (and odc-stac when it is installed), on the same grid, nearest; cloudroi and
   stackstac each with both chunkings: one chunk per (item, piece), their default, and "per
-  piece", every item of a 1024x1024 piece in one chunk (``chunksize=(-1, 1, 1024, 1024)``).
+  piece", every item of a 1024x1024 piece in one chunk (``chunksize=(-1, 1, 1024, 1024)``);
+  and cloudroi's ``stac.lazy.composite`` (the mean computed where each piece is read).
 
     .venv/bin/python -m benchmarks.batch [--smoke] [--runs N] [--latency 0.02] [--workers 2]
                                          [--only B1,B2] [--out DIR]
@@ -57,6 +58,7 @@ B2_READERS = {
     "odc-stac": R.b2_odc,
     "cloudroi:pieces": R.b2_cloudroi_pieces,
     "stackstac:pieces": R.b2_stackstac_pieces,
+    "cloudroi:composite": R.b2_cloudroi_composite,
 }
 #: The module that says whether a reader is installed.
 MODULES = {
@@ -64,6 +66,7 @@ MODULES = {
     "odc-stac": "odc.stac",
     "cloudroi:pieces": "cloudroi",
     "stackstac:pieces": "stackstac",
+    "cloudroi:composite": "cloudroi",
 }
 
 
@@ -167,7 +170,7 @@ def run_one(
         # the workers up and the reader's modules imported there and here: not timed
         client.run(R.warm, fn.__name__)
         R.warm(fn.__name__)
-        ours = fn in (R.b1_cloudroi, R.b2_cloudroi, R.b2_cloudroi_pieces)
+        ours = fn.__name__.startswith(("b1_cloudroi", "b2_cloudroi"))
         before = client.run(R.cloudroi_opens) if ours else {}
         server.reset()
         t0 = time.perf_counter()
@@ -285,6 +288,17 @@ def table(title: str, rows: dict[str, dict[str, Any]], minimum: int, base: str) 
     return "\n".join(lines)
 
 
+def versus(rows: dict[str, dict[str, Any]], other: str) -> list[str]:
+    """Each cloudroi row's time over each of ``other``'s rows (all chunkings)."""
+    theirs = {k: r["wall"] for k, r in rows.items() if k.split(":")[0] == other and r["wall"]}
+    lines = []
+    for name, r in rows.items():
+        if name.split(":")[0] == "cloudroi" and r["wall"] and theirs:
+            each = ", ".join(f"{r['wall'] / w:.2f}x {k}" for k, w in theirs.items())
+            lines.append(f"- {name}: {each}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="toy corpus, one run (seconds)")
@@ -352,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             title = (f"B2: mean over time of a {spec.region}x{spec.region} region of a "
                      f"{spec.scenes}-scene STAC stack")  # fmt: skip
             md += [table(title, rows, minimum, "cloudroi"), ""]
+            md += [*versus(rows, "stackstac"), ""]
             md += [f"- {k}: {v}" for k, v in missing.items()]
             report["B2"] = {"rows": rows, "minimum": minimum, "missing": missing}
     text = "\n".join(md)

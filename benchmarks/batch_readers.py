@@ -46,7 +46,7 @@ WARM = {
 }
 
 
-WARM["b2_cloudroi_pieces"] = WARM["b2_cloudroi"]
+WARM["b2_cloudroi_pieces"] = WARM["b2_cloudroi_composite"] = WARM["b2_cloudroi"]
 
 
 def warm(name: str) -> int:
@@ -139,6 +139,15 @@ def b2_cloudroi(
 
 def b2_cloudroi_pieces(items: dict[str, Any], bounds: tuple[float, ...], epsg: int) -> np.ndarray:
     return b2_cloudroi(items, bounds, epsg, PER_PIECE)
+
+
+def b2_cloudroi_composite(
+    items: dict[str, Any], bounds: tuple[float, ...], epsg: int
+) -> np.ndarray:
+    from cloudroi.stac.lazy import composite
+
+    arr = composite(items, ["data"], "mean", crs=epsg, resolution=10, bounds=bounds)
+    return np.asarray(arr.compute())
 
 
 def b2_stackstac_pieces(items: dict[str, Any], bounds: tuple[float, ...], epsg: int) -> np.ndarray:

@@ -352,3 +352,55 @@ def test_lazy_stack_refuses_bad_chunks_before_building(
     with pytest.raises(error, match=match):
         # 4 x 1 x 8192 x 8192 float64 is 2 GiB: over the 1 GiB a chunk may hold
         stack(feats, crs=UTM, resolution=1, bounds=(0, 0, 8192, 8192), chunksize=chunksize)
+
+
+@pytest.mark.parametrize("how", ["mean", "median", "min", "max", "sum", "count"])
+def test_composite_equals_the_reduction_of_the_stack(
+    server: RangeServer, scenes: list[dict[str, Path]], how: str
+) -> None:
+    pytest.importorskip("xarray")
+    import warnings
+
+    from cloudroi.stac.lazy import composite, stack
+
+    items = _items(server, scenes, f"comp-{how}")
+    # the same pieces, so the reprojected item is warped alike in both
+    full = stack(items, crs=UTM, resolution=10, bounds=BOUNDS, chunksize=(-1, 1, 128, 200))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = getattr(full, how)("time").compute(scheduler="synchronous")
+    server.reset()
+    got = composite(items, None, how, crs=UTM, resolution=10, bounds=BOUNDS, chunksize=(128, 200))
+    assert got.dims == ("band", "y", "x")
+    assert got.chunks == ((1, 1), (128, 128, 94), (200, 170))
+    assert got.attrs["composite"] == how
+    assert list(got.band.values) == ["a", "b"]
+    np.testing.assert_array_equal(got.x.values, full.x.values)
+    out = got.compute(scheduler="threads")
+    assert out.dtype == want.dtype
+    # bit for bit, NaN where no item is valid: the stack's own reduction, without its float64
+    # (time, y, x) array; each piece reads each of the 8 files' blocks once
+    np.testing.assert_array_equal(out.values, want.values)
+    assert np.isnan(out.values).any() == (how not in ("sum", "count"))
+    assert len(server.log) <= 8 * 12
+
+
+def test_composite_refuses_a_bad_reduction_or_chunks() -> None:
+    pytest.importorskip("xarray")
+    from cloudroi.stac.lazy import composite
+
+    item = {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": "i",
+        "geometry": None,
+        "properties": {"datetime": "2024-01-01T00:00:00Z", "proj:epsg": 32633},
+        "assets": {"b": {"href": "http://127.0.0.1:9/x.tif", "type": "image/tiff"}},
+    }
+    kw: dict[str, Any] = {"crs": UTM, "resolution": 1, "bounds": (0, 0, 256, 256)}
+    with pytest.raises(BatchRequestError, match="how must be one of mean, median"):
+        composite([item], None, "average", **kw)
+    with pytest.raises(BatchRequestError, match="chunksize must be an int or"):
+        composite([item], None, "mean", chunksize=(1, 1, 128, 128), **kw)
+    with pytest.raises(BatchRequestError, match="chunksize for y"):
+        composite([item], None, "mean", chunksize=0, **kw)

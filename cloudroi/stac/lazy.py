@@ -31,12 +31,13 @@ import numpy.typing as npt
 
 from ..errors import BatchRequestError, CloudROIError, LimitExceededError, MissingExtraError
 from ..types import Window
+from .composite import check_how, reduce_planes, result_dtype
 from .read import Stack, fill_for, place, plan_stack, read_cell, sub_grid
 
 if TYPE_CHECKING:
     from ..warp import Grid
 
-__all__ = ["stack", "to_dask"]
+__all__ = ["composite", "stack", "to_dask"]
 
 CHUNKSIZE = 1024
 #: Largest chunk side (a 8192 x 8192 float64 chunk is 512 MiB).
@@ -69,6 +70,19 @@ def read_chunk(
 ) -> npt.NDArray[Any]:
     """A task: the chunk (times, bands, rows, cols) of ``depth`` = (times, bands) on ``grid``,
     its ``cells`` read concurrently, the others filled."""
+    read = _read_cells(light, cells, grid, open_options)
+    # assembled here, in the task's thread: the runtime's one event loop serves every task
+    # of the process and must not convert or copy pixels
+    out = blank(light, depth, (grid.height, grid.width), np.dtype(light.dtype))
+    for (t, b, _, _), (data, valid) in zip(cells, read, strict=True):
+        place(light, out[t, b], data, valid)
+    return out
+
+
+def _read_cells(
+    light: Stack, cells: tuple[Cell, ...], grid: Grid, open_options: dict[str, Any]
+) -> list[tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]]:
+    """Each cell's (data, valid) on ``grid``, read concurrently on this process's runtime."""
     from ..spec import ImageSpec
     from ..xarray import runtime
 
@@ -79,13 +93,16 @@ def read_chunk(
     async def go() -> list[tuple[Any, Any]]:
         return list(await asyncio.gather(*(one(href, nd) for _, _, href, nd in cells)))
 
-    read = runtime.run(go())
-    # assembled here, in the task's thread: the runtime's one event loop serves every task
-    # of the process and must not convert or copy pixels
-    out = blank(light, depth, (grid.height, grid.width), np.dtype(light.dtype))
-    for (t, b, _, _), (data, valid) in zip(cells, read, strict=True):
-        place(light, out[t, b], data, valid)
-    return out
+    return runtime.run(go())
+
+
+def composite_chunk(
+    light: Stack, how: str, cells: tuple[Cell, ...], grid: Grid, open_options: dict[str, Any]
+) -> npt.NDArray[Any]:
+    """A task: ``how`` over time of one band on ``grid`` (1, rows, cols), from its cells read
+    concurrently and reduced in the task's thread."""
+    planes = _read_cells(light, cells, grid, open_options) if cells else []
+    return reduce_planes(how, planes, (grid.height, grid.width))[None]
 
 
 def blank(
@@ -261,21 +278,85 @@ def stack(
         fill_value=fill_value,
     )
     arr = to_dask(st, chunksize=chunksize, **open_options)
-    x0, dx, _, y0, _, dy = st.grid.transform
+    coords, attrs = _georef(st)
+    coords = {
+        "time": np.array([it.time for it in st.items]),
+        "id": ("time", [it.id for it in st.items]),
+        **coords,
+    }
     return xarray.DataArray(
-        arr,
-        dims=("time", "band", "y", "x"),
-        coords={
-            "time": np.array([it.time for it in st.items]),
-            "id": ("time", [it.id for it in st.items]),
-            "band": list(st.assets),
-            "y": y0 + dy * (np.arange(st.grid.height) + 0.5),
-            "x": x0 + dx * (np.arange(st.grid.width) + 0.5),
-        },
-        attrs={
-            "crs": st.grid.crs,
-            "transform": tuple(st.grid.transform),
-            "resolution": abs(dx),
-        },
-        name="stack",
+        arr, dims=("time", "band", "y", "x"), coords=coords, attrs=attrs, name="stack"
+    )
+
+
+def _georef(st: Stack) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The band, y and x coordinates (pixel centres) and the crs, transform and resolution
+    attributes of ``st``'s grid."""
+    x0, dx, _, y0, _, dy = st.grid.transform
+    coords = {
+        "band": list(st.assets),
+        "y": y0 + dy * (np.arange(st.grid.height) + 0.5),
+        "x": x0 + dx * (np.arange(st.grid.width) + 0.5),
+    }
+    attrs = {"crs": st.grid.crs, "transform": tuple(st.grid.transform), "resolution": abs(dx)}
+    return coords, attrs
+
+
+def _composite_dask(st: Stack, how: str, chunksize: Any, open_options: dict[str, Any]) -> Any:
+    """``how`` over time of ``st`` as a lazy Dask array (band, y, x): one task per (band,
+    piece) reads every item's cell of the piece and reduces them."""
+    dask, _ = _modules()
+    da = dask.array
+    if not isinstance(chunksize, tuple | list):
+        chunksize = (chunksize, chunksize)
+    if len(chunksize) != 2:
+        raise BatchRequestError(f"chunksize must be an int or (rows, cols), got {chunksize!r}")
+    shape = chunk_shape(st, (-1, 1, *chunksize))
+    light = replace(st, items=())
+    make = dask.delayed(composite_chunk, pure=True)
+    out = result_dtype(how)
+    feet = [_footprint(st, t) for t in range(len(st.items))]
+    rows, cols = _spans(st.grid.height, shape[2]), _spans(st.grid.width, shape[3])
+    bands = []
+    for b in range(len(st.assets)):
+        pieces = []
+        for r, ch in rows:
+            line = []
+            for c, cw in cols:
+                grid = sub_grid(st.grid, Window(c, r, cw, ch))
+                cells = _cells(st, feet, (0, len(st.items)), (b, 1), grid)
+                task = make(light, how, cells, grid, open_options)
+                line.append(da.from_delayed(task, (1, ch, cw), out))
+            pieces.append(line)
+        bands.append(pieces)
+    return da.block(bands)
+
+
+def composite(
+    items: Any,
+    assets: Any = None,
+    how: str = "mean",
+    *,
+    crs: Any = None,
+    resolution: float | None = None,
+    bounds: Any = None,
+    chunksize: Any = CHUNKSIZE,
+    resampling: str = "nearest",
+    **open_options: Any,
+) -> Any:
+    """``how`` ("mean", "median", "min", "max", "sum", "count") over time of the items on one
+    grid, as a lazy ``xarray.DataArray`` (band, y, x): what ``stack(...).<how>("time")`` gives
+    (invalid pixels skipped), computed where the pixels are read. Each task reads every item
+    of one ``chunksize`` piece concurrently and reduces them in the files' dtype, so no
+    (time, y, x) float64 array is built or moved between workers (except for the median, whose
+    task holds its piece of every item)."""
+    _, xarray = _modules()
+    how = check_how(how)
+    st = plan_stack(
+        items, assets, crs=crs, resolution=resolution, bounds=bounds, resampling=resampling
+    )
+    arr = _composite_dask(st, how, chunksize, open_options)
+    coords, attrs = _georef(st)
+    return xarray.DataArray(
+        arr, dims=("band", "y", "x"), coords=coords, attrs={**attrs, "composite": how}, name=how
     )
