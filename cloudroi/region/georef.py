@@ -30,7 +30,7 @@ from ..errors import (
 from ..outputs import RENDERED
 from ..tasks import gather_all
 from ..types import Window
-from .data import ImageData, PointData, RequestBytes, estimate_region
+from .data import ImageData, PointData, RequestBytes, estimate_region, fill_for_dtype, refill
 from .describe import source_extra
 from .geometry import checked_bounds
 
@@ -325,16 +325,6 @@ async def plan_region_async(img: Image, bounds: Bounds, crs: Any, **kwargs: Any)
     )
 
 
-def refill(data: ImageData, nodata: float | int | None) -> ImageData:
-    """``data`` with its invalid pixels set to ``nodata`` (and ``nodata`` recorded), when given."""
-    if nodata is None:
-        return data
-    if data.mask is not None:
-        data.data[:, data.mask == 0] = _fill_value(nodata, data.data.dtype)
-    data.nodata = nodata
-    return data
-
-
 async def _block(
     img: Image, plan: WarpPlan, win: Window, bands: tuple[int, ...] | None, budgets: dict[str, Any]
 ) -> SourceBlock:
@@ -376,19 +366,6 @@ def estimate_warp(
         mask_bytes=2 * pixels,
     )
     return RequestBytes(out.data + source + working, out.mask, out.rendering, out.body)
-
-
-def _fill_value(nodata: float | int | None, dtype: np.dtype[Any]) -> float | int:
-    """``nodata`` where ``dtype`` can hold it, else 0."""
-    if nodata is None:
-        return 0
-    if dtype.kind == "f":
-        return nodata
-    if math.isfinite(nodata) and float(nodata).is_integer():
-        info = np.iinfo(dtype)
-        if info.min <= nodata <= info.max:
-            return int(nodata)
-    return 0
 
 
 async def source_blocks(
@@ -444,7 +421,7 @@ async def read_warped(
         data, mask = result.data, np.where(result.mask, 255, 0).astype(np.uint8)
     else:  # nothing of the source under the grid (execute needs a block): all invalid
         shape = (len(bands), plan.dst.height, plan.dst.width)
-        data = np.full(shape, _fill_value(nodata, img.dtype), dtype=img.dtype)
+        data = np.full(shape, fill_for_dtype(nodata, img.dtype), dtype=img.dtype)
         mask = np.zeros((plan.dst.height, plan.dst.width), np.uint8)
     return ImageData(
         data=data,
