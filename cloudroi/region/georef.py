@@ -24,6 +24,7 @@ from ..errors import (
     LimitExceededError,
     MissingExtraError,
     NotGeoreferencedError,
+    ResamplingError,
     TileOutsideBoundsError,
     WindowError,
 )
@@ -78,10 +79,17 @@ def require_geo(feature: str) -> None:
         raise MissingExtraError(feature, "geo") from exc
 
 
-def kernel(name: str) -> Resampling:
-    """A warp kernel's name, checked: nearest, bilinear, cubic or average."""
+def kernel(name: str, paletted: bool = False) -> Resampling:
+    """A warp kernel's name, checked: nearest, bilinear, cubic or average; a blending one on a
+    paletted image is ``ResamplingError`` (its values are palette indices; gdalwarp warns and
+    blends them)."""
+    from ..read.resampled import BLENDING
     from ..warp import RESAMPLINGS
 
+    if paletted and name in BLENDING:
+        raise ResamplingError(
+            f"resampling {name!r} would blend palette indices of a paletted image; use nearest"
+        )
     for known in RESAMPLINGS:
         if name == known:
             return known
@@ -230,7 +238,7 @@ def region_plan(
         source_grid(img),
         img.levels,
         dst,
-        kernel(resampling),
+        kernel(resampling, img.colormap is not None),
         block_shape=img.block_shape,
         level=level,
     )
@@ -271,6 +279,9 @@ def tile_plan(
         raise TileOutsideBoundsError(f"tile {z}/{x}/{y} of {tms.id} is outside the image")
     src_nodata = img.nodata if nodata is None else nodata
     bands = rio_tiler_vrt_bands(img.count, src_nodata, img.alpha_band is not None)
+    paletted = img.colormap is not None
+    if paletted and io_resampling != "nearest":
+        kernel(io_resampling, paletted)
     return plan_tile(
         src,
         img.levels,
@@ -278,7 +289,7 @@ def tile_plan(
         x,
         y,
         z,
-        kernel(resampling),
+        kernel(resampling, paletted),
         vrt_bands=bands,
         tilesize=tilesize,
         block_shape=img.block_shape,
