@@ -404,3 +404,59 @@ def test_composite_refuses_a_bad_reduction_or_chunks() -> None:
         composite([item], None, "mean", chunksize=(1, 1, 128, 128), **kw)
     with pytest.raises(BatchRequestError, match="chunksize for y"):
         composite([item], None, "mean", chunksize=0, **kw)
+
+
+def test_composite_of_more_items_than_read_at_once(
+    server: RangeServer, scenes: list[dict[str, Path]]
+) -> None:
+    pytest.importorskip("xarray")
+    import copy
+    import warnings
+
+    from cloudroi.stac.lazy import composite, stack
+    from cloudroi.stac.read import CELLS_AT_ONCE
+
+    base = _items(server, scenes, "comp-many")
+    feats = []
+    for k in range(5):  # 20 items: the composite reduces them in two groups per piece
+        for f in base["features"]:
+            g = copy.deepcopy(f)
+            g["id"] = f"{f['id']}-{k}"
+            g["properties"]["datetime"] = g["properties"]["datetime"].replace("2024", str(2020 + k))
+            feats.append(g)
+    items = {"type": "FeatureCollection", "features": feats}
+    assert len(feats) > CELLS_AT_ONCE
+    full = stack(items, ["b"], crs=UTM, resolution=10, bounds=BOUNDS, chunksize=(-1, 1, 175, 185))
+    got = composite(
+        items, ["b"], "mean", crs=UTM, resolution=10, bounds=BOUNDS, chunksize=(175, 185)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = full.mean("time").compute(scheduler="synchronous").values
+    np.testing.assert_array_equal(got.compute(scheduler="threads").values, want)
+
+
+def test_a_composite_holds_a_group_of_items_not_all() -> None:
+    pytest.importorskip("xarray")
+    from cloudroi.stac.lazy import composite
+
+    feats = [
+        {
+            "type": "Feature",
+            "stac_version": "1.0.0",
+            "id": f"i{t}",
+            "geometry": None,
+            "properties": {"datetime": f"2024-01-01T00:00:{t % 60:02d}Z", "proj:epsg": 32633},
+            "assets": {"b": {"href": f"http://127.0.0.1:9/{t}.tif", "type": "image/tiff"}},
+        }
+        for t in range(200)
+    ]
+    kw: dict[str, Any] = {"crs": UTM, "resolution": 1, "bounds": (0, 0, 4096, 4096)}
+    # the mean's tasks hold 16 planes at a time: lazy at once, whatever the number of items
+    mean = composite(feats, None, "mean", chunksize=1024, **kw)
+    assert mean.shape == (1, 4096, 4096)
+    assert mean.data.npartitions == 16
+    # the median's hold every item's piece as float64: 200 x 1024^2 x 8 B is over 1 GiB
+    with pytest.raises(cloudroi.LimitExceededError, match="bytes of one chunk"):
+        composite(feats, None, "median", chunksize=1024, **kw)
+    assert composite(feats, None, "median", chunksize=512, **kw).data.npartitions == 64

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from ..errors import BatchRequestError
 
-__all__ = ["HOW", "check_how", "reduce_planes", "result_dtype"]
+__all__ = ["HOW", "Reduction", "check_how", "reduce_planes", "result_dtype"]
 
 #: The reductions a composite computes.
 HOW = ("mean", "median", "min", "max", "sum", "count")
@@ -64,35 +64,48 @@ def _median(planes: Sequence[Plane], shape: tuple[int, int]) -> npt.NDArray[np.f
     return median
 
 
-def _extreme(how: str, planes: Sequence[Plane], shape: tuple[int, int]) -> npt.NDArray[Any]:
-    pick = np.minimum if how == "min" else np.maximum
-    acc = np.full(shape, np.inf if how == "min" else -np.inf)
-    seen = np.zeros(shape, bool)
-    for data, valid in planes:
-        pick(acc, data, out=acc, where=valid, casting="unsafe")
-        seen |= valid
-    acc[~seen] = np.nan
-    return acc
+class Reduction:
+    """``how`` over time of one piece of ``shape``, fed the items' planes a few at a time
+    (``add``): a float64 accumulator and a count, so a piece of any number of items holds one
+    group of planes at once; the median keeps every plane (it needs them all)."""
+
+    def __init__(self, how: str, shape: tuple[int, int]) -> None:
+        self.how = check_how(how)
+        self.shape = shape
+        self.count = np.zeros(shape, np.int64)
+        self.kept: list[Plane] = []
+        start = {"min": np.inf, "max": -np.inf}.get(how, 0.0)
+        self.acc = np.full(shape, start)
+
+    def add(self, planes: Sequence[Plane]) -> None:
+        for data, given in planes:
+            valid = _valid(data, given)
+            if self.how == "median":
+                self.kept.append((data, valid))
+                continue
+            self.count += valid
+            if self.how in ("min", "max"):
+                pick = np.minimum if self.how == "min" else np.maximum
+                pick(self.acc, data, out=self.acc, where=valid, casting="unsafe")
+            elif self.how != "count":
+                np.add(self.acc, data, out=self.acc, where=valid, casting="unsafe")
+
+    def result(self) -> npt.NDArray[Any]:
+        if self.how == "median":
+            return _median(self.kept, self.shape)
+        if self.how == "count":
+            return self.count
+        if self.how == "sum":
+            return self.acc
+        if self.how == "mean":
+            with np.errstate(invalid="ignore", divide="ignore"):
+                self.acc /= self.count
+        self.acc[self.count == 0] = np.nan
+        return self.acc
 
 
 def reduce_planes(how: str, planes: Sequence[Plane], shape: tuple[int, int]) -> npt.NDArray[Any]:
     """``how`` over the items' ``(data, valid)`` planes of one piece of ``shape``."""
-    planes = [(d, _valid(d, v)) for d, v in planes]
-    if how == "median":
-        return _median(planes, shape)
-    if how in ("min", "max"):
-        return _extreme(how, planes, shape)
-    count = np.zeros(shape, np.int64)
-    for _, valid in planes:
-        count += valid
-    if how == "count":
-        return count
-    total = np.zeros(shape)
-    for data, valid in planes:
-        np.add(total, data, out=total, where=valid, casting="unsafe")
-    if how == "sum":
-        return total
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total / count
-    mean[count == 0] = np.nan
-    return mean
+    reduction = Reduction(how, shape)
+    reduction.add(planes)
+    return reduction.result()

@@ -31,8 +31,8 @@ import numpy.typing as npt
 
 from ..errors import BatchRequestError, CloudROIError, LimitExceededError, MissingExtraError
 from ..types import Window
-from .composite import check_how, reduce_planes, result_dtype
-from .read import Stack, fill_for, place, plan_stack, read_cell, sub_grid
+from .composite import Reduction, check_how, result_dtype
+from .read import CELLS_AT_ONCE, Stack, fill_for, place, plan_stack, read_cell, sub_grid
 
 if TYPE_CHECKING:
     from ..warp import Grid
@@ -100,9 +100,12 @@ def composite_chunk(
     light: Stack, how: str, cells: tuple[Cell, ...], grid: Grid, open_options: dict[str, Any]
 ) -> npt.NDArray[Any]:
     """A task: ``how`` over time of one band on ``grid`` (1, rows, cols), from its cells read
-    concurrently and reduced in the task's thread."""
-    planes = _read_cells(light, cells, grid, open_options) if cells else []
-    return reduce_planes(how, planes, (grid.height, grid.width))[None]
+    ``CELLS_AT_ONCE`` at a time, concurrently, and reduced in the task's thread as each group
+    arrives."""
+    reduction = Reduction(how, (grid.height, grid.width))
+    for i in range(0, len(cells), CELLS_AT_ONCE):
+        reduction.add(_read_cells(light, cells[i : i + CELLS_AT_ONCE], grid, open_options))
+    return reduction.result()[None]
 
 
 def blank(
@@ -160,11 +163,12 @@ def _side(value: Any, size: int, axis: str, limit: int) -> int:
     return min(int(value), max(1, size))
 
 
-def chunk_shape(st: Stack, chunksize: Any) -> tuple[int, int, int, int]:
+def chunk_shape(st: Stack, chunksize: Any, *, held: int | None = None) -> tuple[int, int, int, int]:
     """``chunksize`` (an int, (rows, cols) or (times, bands, rows, cols), -1 for a whole axis)
     as the chunk's (times, bands, rows, cols); refused before anything is built when out of
     range, or when the stack would have more than ``MAX_CHUNKS`` chunks or a chunk more than
-    ``MAX_CHUNK_BYTES``."""
+    ``MAX_CHUNK_BYTES`` (``held``: the (item, asset) planes a task holds at once, when not all
+    of the chunk's)."""
     sizes = st.shape
     if isinstance(chunksize, int | np.integer) and not isinstance(chunksize, bool):
         chunksize = (1, 1, chunksize, chunksize)
@@ -181,11 +185,12 @@ def chunk_shape(st: Stack, chunksize: Any) -> tuple[int, int, int, int]:
         _side(v, n, a, lim) for v, n, a, lim in zip(chunksize, sizes, names, limits, strict=True)
     )
     count = math.prod(math.ceil(n / c) for n, c in zip(sizes, shape, strict=True))
+    planes = shape[0] * shape[1] if held is None else min(held, shape[0] * shape[1])
     if count > MAX_CHUNKS:
         raise LimitExceededError(
             f"chunks of a {st.grid.width} x {st.grid.height} grid", count, MAX_CHUNKS
         )
-    nbytes = math.prod(shape) * np.dtype(st.dtype or "float64").itemsize
+    nbytes = planes * shape[2] * shape[3] * np.dtype(st.dtype or "float64").itemsize
     if nbytes > MAX_CHUNK_BYTES:
         raise LimitExceededError("bytes of one chunk", nbytes, MAX_CHUNK_BYTES)
     return shape  # type: ignore[return-value]
@@ -311,7 +316,9 @@ def _composite_dask(st: Stack, how: str, chunksize: Any, open_options: dict[str,
         chunksize = (chunksize, chunksize)
     if len(chunksize) != 2:
         raise BatchRequestError(f"chunksize must be an int or (rows, cols), got {chunksize!r}")
-    shape = chunk_shape(st, (-1, 1, *chunksize))
+    # a task holds a group of planes at a time; the median all of them, as float64
+    held = None if how == "median" else CELLS_AT_ONCE
+    shape = chunk_shape(replace(st, dtype=np.dtype("float64")), (-1, 1, *chunksize), held=held)
     light = replace(st, items=())
     make = dask.delayed(composite_chunk, pure=True)
     out = result_dtype(how)
