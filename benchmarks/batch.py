@@ -3,7 +3,10 @@
 - B1: random 256x256 chips over 8 COGs: cloudroi's batch API (``cloudroi.batch.lazy.chips``)
   vs rioxarray with ``chunks=`` (GDAL /vsicurl/) vs tifffile ``aszarr`` + fsspec;
 - B2: mean over time of a region of a local STAC stack: ``cloudroi.stac.lazy.stack`` vs
-  stackstac (and odc-stac when it is installed), on the same grid, nearest.
+  stackstac (and odc-stac when it is installed), on the same grid, nearest; cloudroi and
+  stackstac each with both chunkings: one chunk per (item, piece), their default, and "per
+  piece", every item of a 1024x1024 piece in one chunk (``chunksize=(-1, 1, 1024, 1024)``);
+  and cloudroi's ``stac.lazy.composite`` (the mean computed where each piece is read).
 
     .venv/bin/python -m benchmarks.batch [--smoke] [--runs N] [--latency 0.02] [--workers 2]
                                          [--only B1,B2] [--out DIR]
@@ -49,7 +52,22 @@ from benchmarks.minimum import FileIndex, minimum_bytes
 
 HERE = Path(__file__).resolve().parent
 B1_READERS = {"cloudroi": R.b1_cloudroi, "rioxarray": R.b1_rioxarray, "tifffile": R.b1_tifffile}
-B2_READERS = {"cloudroi": R.b2_cloudroi, "stackstac": R.b2_stackstac, "odc-stac": R.b2_odc}
+B2_READERS = {
+    "cloudroi": R.b2_cloudroi,
+    "stackstac": R.b2_stackstac,
+    "odc-stac": R.b2_odc,
+    "cloudroi:pieces": R.b2_cloudroi_pieces,
+    "stackstac:pieces": R.b2_stackstac_pieces,
+    "cloudroi:composite": R.b2_cloudroi_composite,
+}
+#: The module that says whether a reader is installed.
+MODULES = {
+    "tifffile": "zarr",
+    "odc-stac": "odc.stac",
+    "cloudroi:pieces": "cloudroi",
+    "stackstac:pieces": "stackstac",
+    "cloudroi:composite": "cloudroi",
+}
 
 
 def make_chips(spec: BatchSpec, urls: dict[str, str]) -> list[tuple[str, str, list[int]]]:
@@ -152,7 +170,7 @@ def run_one(
         # the workers up and the reader's modules imported there and here: not timed
         client.run(R.warm, fn.__name__)
         R.warm(fn.__name__)
-        ours = fn in (R.b1_cloudroi, R.b2_cloudroi)
+        ours = fn.__name__.startswith(("b1_cloudroi", "b2_cloudroi"))
         before = client.run(R.cloudroi_opens) if ours else {}
         server.reset()
         t0 = time.perf_counter()
@@ -245,18 +263,19 @@ def check(rows: dict[str, dict[str, Any]], want: np.ndarray, exact: bool = True)
 
 
 def table(title: str, rows: dict[str, dict[str, Any]], minimum: int, base: str) -> str:
-    ref = rows.get(base, {}).get("wall")
     lines = [
         f"### {title}",
         "",
-        "| reader | time s (median) | vs " + base + " | requests | MiB | bytes / minimum "
-        "| peak RSS per worker MiB | opens per worker | pixels |",
+        f"| reader | time s (median) | vs {base} (same chunking) | requests | MiB "
+        "| bytes / minimum | peak RSS per worker MiB | opens per worker | pixels |",
         "|---|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for name, r in rows.items():
         if r["wall"] is None:
             lines.append(f"| {name} | failed: {r['error']} | | | | | | | |")
             continue
+        suffix = name.partition(":")[2]
+        ref = rows.get(f"{base}:{suffix}" if suffix else base, {}).get("wall")
         ratio = f"{r['wall'] / ref:.2f}x" if ref else "-"
         rss = " / ".join(f"{v / 2**20:.0f}" for v in r["rss"])
         opens = " / ".join(str(v) for v in r["opens"]) if r["opens"] else "-"
@@ -267,6 +286,17 @@ def table(title: str, rows: dict[str, dict[str, Any]], minimum: int, base: str) 
         )
     lines.append(f"\nMinimum: {minimum / 2**20:.1f} MiB.")
     return "\n".join(lines)
+
+
+def versus(rows: dict[str, dict[str, Any]], other: str) -> list[str]:
+    """Each cloudroi row's time over each of ``other``'s rows (all chunkings)."""
+    theirs = {k: r["wall"] for k, r in rows.items() if k.split(":")[0] == other and r["wall"]}
+    lines = []
+    for name, r in rows.items():
+        if name.split(":")[0] == "cloudroi" and r["wall"] and theirs:
+            each = ", ".join(f"{r['wall'] / w:.2f}x {k}" for k, w in theirs.items())
+            lines.append(f"- {name}: {each}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -315,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
             urls[path.name] = server.url(f"/batch/{path.name}")
         if "B1" in opts.only:
             chips = make_chips(spec, urls)
-            readers, missing = _available(B1_READERS, {"tifffile": "zarr"})
+            readers, missing = _available(B1_READERS, MODULES)
             readers = {k: v for k, v in readers.items() if wanted is None or k in wanted}
             rows = bench("B1", readers, ([(u, w) for _, u, w in chips],), opts, server)
             check(rows, b1_reference(spec, chips))
@@ -328,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         if "B2" in opts.only:
             items = stac_items(spec, urls)
             bounds = region_bounds(spec)
-            readers, missing = _available(B2_READERS, {"odc-stac": "odc.stac"})
+            readers, missing = _available(B2_READERS, MODULES)
             readers = {k: v for k, v in readers.items() if wanted is None or k in wanted}
             rows = bench("B2", readers, (items, bounds, UTM), opts, server)
             check(rows, b2_reference(spec))
@@ -336,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             title = (f"B2: mean over time of a {spec.region}x{spec.region} region of a "
                      f"{spec.scenes}-scene STAC stack")  # fmt: skip
             md += [table(title, rows, minimum, "cloudroi"), ""]
+            md += [*versus(rows, "stackstac"), ""]
             md += [f"- {k}: {v}" for k, v in missing.items()]
             report["B2"] = {"rows": rows, "minimum": minimum, "missing": missing}
     text = "\n".join(md)

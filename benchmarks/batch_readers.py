@@ -41,8 +41,12 @@ WARM = {
         "pyproj",
     ],
     "b2_stackstac": ["stackstac", "rasterio", "xarray", "dask.array", "pyproj"],
+    "b2_stackstac_pieces": ["stackstac", "rasterio", "xarray", "dask.array", "pyproj"],
     "b2_odc": ["odc.stac", "rasterio", "xarray", "dask.array", "pyproj"],
 }
+
+
+WARM["b2_cloudroi_pieces"] = WARM["b2_cloudroi_composite"] = WARM["b2_cloudroi"]
 
 
 def warm(name: str) -> int:
@@ -118,14 +122,41 @@ def b1_tifffile(chips: list[Chip]) -> np.ndarray:
 # -- B2: STAC mean over time ----------------------------------------------------------------
 
 
-def b2_cloudroi(items: dict[str, Any], bounds: tuple[float, ...], epsg: int) -> np.ndarray:
+#: B2's chunkings: one chunk per (item, 1024 x 1024 piece), both readers' default; and every
+#: item of a piece in one chunk, as stackstac's docs advise for a reduction over time.
+PER_ITEM: Any = 1024
+PER_PIECE: Any = (-1, 1, 1024, 1024)
+
+
+def b2_cloudroi(
+    items: dict[str, Any], bounds: tuple[float, ...], epsg: int, chunksize: Any = PER_ITEM
+) -> np.ndarray:
     from cloudroi.stac.lazy import stack
 
-    arr = stack(items, ["data"], crs=epsg, resolution=10, bounds=bounds, chunksize=1024)
+    arr = stack(items, ["data"], crs=epsg, resolution=10, bounds=bounds, chunksize=chunksize)
     return np.asarray(arr.mean("time").compute())
 
 
-def b2_stackstac(items: dict[str, Any], bounds: tuple[float, ...], epsg: int) -> np.ndarray:
+def b2_cloudroi_pieces(items: dict[str, Any], bounds: tuple[float, ...], epsg: int) -> np.ndarray:
+    return b2_cloudroi(items, bounds, epsg, PER_PIECE)
+
+
+def b2_cloudroi_composite(
+    items: dict[str, Any], bounds: tuple[float, ...], epsg: int
+) -> np.ndarray:
+    from cloudroi.stac.lazy import composite
+
+    arr = composite(items, ["data"], "mean", crs=epsg, resolution=10, bounds=bounds)
+    return np.asarray(arr.compute())
+
+
+def b2_stackstac_pieces(items: dict[str, Any], bounds: tuple[float, ...], epsg: int) -> np.ndarray:
+    return b2_stackstac(items, bounds, epsg, PER_PIECE)
+
+
+def b2_stackstac(
+    items: dict[str, Any], bounds: tuple[float, ...], epsg: int, chunksize: Any = PER_ITEM
+) -> np.ndarray:
     import stackstac
     from rasterio.enums import Resampling
 
@@ -135,7 +166,7 @@ def b2_stackstac(items: dict[str, Any], bounds: tuple[float, ...], epsg: int) ->
         epsg=epsg,
         resolution=10,
         bounds=bounds,
-        chunksize=1024,
+        chunksize=chunksize,
         resampling=Resampling.nearest,
         dtype="float64",
         fill_value=np.nan,

@@ -22,7 +22,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("batch-bench")
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.batch", "--smoke", "--threads", "2", "--out", str(out),
-         "--readers", "cloudroi,rioxarray,stackstac"],
+         "--readers", "cloudroi,rioxarray,stackstac,cloudroi:pieces,cloudroi:composite"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -59,3 +59,18 @@ def test_cloudroi_opens_each_file_once_and_fetches_little_more_than_needed(
     assert row["bytes"] <= 1.2 * report[key]["minimum"]
     other = report[key]["rows"]["rioxarray" if key == "B1" else "stackstac"]
     assert row["requests"] <= other["requests"]
+
+
+@pytest.mark.parametrize("name", ["cloudroi:pieces", "cloudroi:composite"])
+def test_b2_per_piece_reads_give_the_same_mean_from_each_file_read_once(
+    report: dict, name: str
+) -> None:
+    rows = report["B2"]["rows"]
+    row = rows[name]
+    assert row["error"] is None, row["error"]
+    assert row["pixels"] == "identical"
+    # every item of a piece in one task (time-chunked stack, or the composite's reduction):
+    # each file opened at most once per worker process
+    assert sum(row["opens"]) <= 2 * 4
+    assert row["bytes"] <= 1.2 * report["B2"]["minimum"]
+    assert row["requests"] <= rows["cloudroi"]["requests"]

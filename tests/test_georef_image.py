@@ -14,7 +14,7 @@ import rasterio.warp
 from affine import Affine
 
 import cloudroi
-from cloudroi.errors import BandError, TileOutsideBoundsError, WindowError
+from cloudroi.errors import ArgumentError, BandError, TileOutsideBoundsError, WindowError
 from cloudroi.testing import RangeServer
 from tests.warp_data import TILES, quiet, rio_tiler_tile
 
@@ -161,6 +161,24 @@ async def test_read_region_fills_outside_with_nodata(
     assert 0 < (got.mask > 0).mean() < 1
     assert (got.data[0][got.mask == 0] == 7).all()
     assert got.nodata == 7
+
+
+@pytest.mark.parametrize("nodata", [float("nan"), 0.5, -1, 70000, float("inf")])
+async def test_read_region_refuses_a_nodata_the_dtype_cannot_hold(
+    server: RangeServer, warp_files: dict[str, Path], nodata: float
+) -> None:
+    # Before: the masked pixels took 0 while ImageData.nodata said NaN (or 0.5, -1...), so a
+    # GeoTIFF or .npy answer declared a nodata its pixels did not hold.
+    async with await cloudroi.open(_serve(server, warp_files["utm"], "-nd")) as img:
+        assert img.dtype.kind == "u"
+        _west, south, east, north = img.bounds_in(4326)
+        box = (east - 0.1, south + 0.05, east + 0.1, north - 0.05)
+        with pytest.raises(ArgumentError, match="cannot be held by the image's uint"):
+            await img.read_region(box, crs=4326, shape=(32, 32), nodata=nodata, bands=[1])
+        got = await img.read_region(box, crs=4326, shape=(32, 32), nodata=3.0, bands=[1])
+    assert got.mask is not None
+    assert (got.data[0][got.mask == 0] == 3).all()
+    assert got.nodata == 3
 
 
 async def test_point_in_lon_lat_equals_rasterio(

@@ -242,6 +242,41 @@ async def test_bad_and_paletted_resampling_are_refused(
             plan_region(img, RegionRequest(width=16, resampling="average"))
 
 
+async def test_warps_of_a_paletted_image_refuse_blending_kernels(
+    range_server: RangeServer, tmp_path: Path
+) -> None:
+    # Before: read_region/tile with bilinear, cubic or average blended palette indices into
+    # colours of other entries (gdalwarp warns and does the same).
+    from affine import Affine
+
+    path = tmp_path / "pal-geo.tif"
+    profile = {"driver": "GTiff", "width": 64, "height": 64, "count": 1, "dtype": "uint8"}
+    profile |= {"photometric": "palette", "crs": "EPSG:32633"}
+    profile["transform"] = Affine(30.0, 0, 500000.0, 0, -30.0, 4600000.0)
+    with quiet(), rasterio.open(path, "w", **profile) as ds:
+        ds.write((np.arange(64 * 64) % 7).reshape(1, 64, 64).astype(np.uint8))
+        ds.write_colormap(1, {i: (i * 30, 255 - i * 30, 0, 255) for i in range(7)})
+    up = Upstream.publish(range_server, {"pal-geo.tif": path.read_bytes()}, "palgeo")
+    box = (500300.0, 4598500.0, 501500.0, 4599700.0)
+    async with cloudroi.open(up.url("pal-geo.tif")) as img:
+        import morecantile
+
+        west, south, east, north = img.bounds_in(4326)
+        t = morecantile.tms.get("WebMercatorQuad").tile((west + east) / 2, (south + north) / 2, 14)
+        z, x, y = t.z, t.x, t.y
+        for kind in ("bilinear", "cubic", "average"):
+            with pytest.raises(cloudroi.ResamplingError, match="palette indices"):
+                await img.read_region(box, crs=None, shape=(16, 16), resampling=kind)
+            with pytest.raises(cloudroi.ResamplingError, match="palette indices"):
+                await img.tile(x, y, z, resampling=kind)
+        got = await img.read_region(box, crs=None, shape=(16, 16), resampling="nearest")
+        assert set(np.unique(got.data)) <= set(range(7))
+        assert img.tile_exists(x, y, z)
+        tile = await img.tile(x, y, z)
+        assert tile.mask is not None
+        assert set(np.unique(tile.data[:, tile.mask > 0])) <= set(range(7))
+
+
 def test_sync_read_takes_resampling(upstream: Upstream, files: dict[str, Path]) -> None:
     got = cloudroi.read(
         upstream.url("f32.tif"), (13, 7, 555, 470), out_shape=(127, 150), resampling="cubic"

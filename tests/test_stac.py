@@ -274,3 +274,189 @@ def test_lazy_stack_equals_the_eager_one(
     mean = arr.mean("time").compute(scheduler="threads").values
     with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
         np.testing.assert_allclose(mean, np.nanmean(got, axis=0))
+
+
+def test_lazy_stack_chunked_over_time_and_bands_equals_one_chunk_per_item(
+    server: RangeServer, scenes: list[dict[str, Path]]
+) -> None:
+    pytest.importorskip("xarray")
+    from cloudroi.stac.lazy import stack
+    from cloudroi.xarray import runtime
+
+    items = _items(server, scenes, "lazy4")
+    per_item = stack(items, crs=UTM, resolution=10, bounds=BOUNDS, chunksize=(128, 256))
+    assert per_item.chunks[:2] == ((1, 1, 1, 1), (1, 1))
+    assert per_item.chunks[3] == (256, 114)
+    want = per_item.compute(scheduler="threads").values
+    for chunks, times, bands in [
+        ((-1, -1, 128, 128), (4,), (2,)),
+        ((3, 1, 200, -1), (3, 1), (1, 1)),
+        ((99, 2, 8192, 8192), (4,), (2,)),
+    ]:
+        arr = stack(items, crs=UTM, resolution=10, bounds=BOUNDS, chunksize=chunks)
+        assert arr.chunks[:2] == (times, bands), chunks
+        server.reset()
+        opens = runtime.counters().opens
+        got = arr.compute(scheduler="threads").values
+        # the files are open already in this process's runtime: no header read again
+        assert runtime.counters().opens == opens
+        # equal bit for bit (NaN where NaN) to one chunk per item, whatever the chunking,
+        # the reprojected item included: its warp is fitted on the same pieces
+        # (rows and columns split alike) only when the spatial chunks are equal
+        same = (got == want) | (np.isnan(got) & np.isnan(want))
+        if chunks[2:] == (128, 128):
+            assert same[3].mean() >= 0.99, chunks
+            assert same[:3].all(), chunks
+        else:
+            assert same[:3].all(), chunks
+        assert got.shape == want.shape
+    # a mean over time of time-chunked pieces (one task reads all 4 items), of the 3 items on
+    # the grid's lattice (the 4th is warped, fitted per piece: see above)
+    arr = stack(items, ["a"], crs=UTM, resolution=10, bounds=BOUNDS, chunksize=(-1, 1, 512, 512))
+    assert arr.data.npartitions == 1
+    mean = arr.isel(time=slice(0, 3)).mean("time").compute(scheduler="threads").values
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        np.testing.assert_array_equal(mean[0], np.nanmean(want[:3, 0], axis=0))
+
+
+@pytest.mark.parametrize(
+    ("chunksize", "error", "match"),
+    [
+        ("auto", BatchRequestError, "chunksize must be an int"),
+        ((1, 128, 128), BatchRequestError, "chunksize must be an int"),
+        ((1, 1, 0, 128), BatchRequestError, "chunksize for y must be 1..8192 or -1"),
+        ((0, 1, 128, 128), BatchRequestError, "chunksize for time"),
+        ((1, 1, 128.0, 128), BatchRequestError, "must hold integers"),
+        ((True, 1, 128, 128), BatchRequestError, "must hold integers"),
+        ((1, 1, 128, -2), BatchRequestError, "chunksize for x"),
+        ((-1, -1, 8192, 8192), cloudroi.LimitExceededError, "bytes of one chunk"),
+    ],
+)
+def test_lazy_stack_refuses_bad_chunks_before_building(
+    chunksize: Any, error: type[Exception], match: str
+) -> None:
+    pytest.importorskip("xarray")
+    from cloudroi.stac.lazy import stack
+
+    feats = [
+        {
+            "type": "Feature",
+            "stac_version": "1.0.0",
+            "id": f"i{t}",
+            "geometry": None,
+            "properties": {"datetime": f"2024-01-0{t + 1}T00:00:00Z", "proj:epsg": 32633},
+            "assets": {"b": {"href": "http://127.0.0.1:9/x.tif", "type": "image/tiff"}},
+        }
+        for t in range(4)
+    ]
+    with pytest.raises(error, match=match):
+        # 4 x 1 x 8192 x 8192 float64 is 2 GiB: over the 1 GiB a chunk may hold
+        stack(feats, crs=UTM, resolution=1, bounds=(0, 0, 8192, 8192), chunksize=chunksize)
+
+
+@pytest.mark.parametrize("how", ["mean", "median", "min", "max", "sum", "count"])
+def test_composite_equals_the_reduction_of_the_stack(
+    server: RangeServer, scenes: list[dict[str, Path]], how: str
+) -> None:
+    pytest.importorskip("xarray")
+    import warnings
+
+    from cloudroi.stac.lazy import composite, stack
+
+    items = _items(server, scenes, f"comp-{how}")
+    # the same pieces, so the reprojected item is warped alike in both
+    full = stack(items, crs=UTM, resolution=10, bounds=BOUNDS, chunksize=(-1, 1, 128, 200))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = getattr(full, how)("time").compute(scheduler="synchronous")
+    server.reset()
+    got = composite(items, None, how, crs=UTM, resolution=10, bounds=BOUNDS, chunksize=(128, 200))
+    assert got.dims == ("band", "y", "x")
+    assert got.chunks == ((1, 1), (128, 128, 94), (200, 170))
+    assert got.attrs["composite"] == how
+    assert list(got.band.values) == ["a", "b"]
+    np.testing.assert_array_equal(got.x.values, full.x.values)
+    out = got.compute(scheduler="threads")
+    assert out.dtype == want.dtype
+    # bit for bit, NaN where no item is valid: the stack's own reduction, without its float64
+    # (time, y, x) array; each piece reads each of the 8 files' blocks once
+    np.testing.assert_array_equal(out.values, want.values)
+    assert np.isnan(out.values).any() == (how not in ("sum", "count"))
+    assert len(server.log) <= 8 * 12
+
+
+def test_composite_refuses_a_bad_reduction_or_chunks() -> None:
+    pytest.importorskip("xarray")
+    from cloudroi.stac.lazy import composite
+
+    item = {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": "i",
+        "geometry": None,
+        "properties": {"datetime": "2024-01-01T00:00:00Z", "proj:epsg": 32633},
+        "assets": {"b": {"href": "http://127.0.0.1:9/x.tif", "type": "image/tiff"}},
+    }
+    kw: dict[str, Any] = {"crs": UTM, "resolution": 1, "bounds": (0, 0, 256, 256)}
+    with pytest.raises(BatchRequestError, match="how must be one of mean, median"):
+        composite([item], None, "average", **kw)
+    with pytest.raises(BatchRequestError, match="chunksize must be an int or"):
+        composite([item], None, "mean", chunksize=(1, 1, 128, 128), **kw)
+    with pytest.raises(BatchRequestError, match="chunksize for y"):
+        composite([item], None, "mean", chunksize=0, **kw)
+
+
+def test_composite_of_more_items_than_read_at_once(
+    server: RangeServer, scenes: list[dict[str, Path]]
+) -> None:
+    pytest.importorskip("xarray")
+    import copy
+    import warnings
+
+    from cloudroi.stac.lazy import composite, stack
+    from cloudroi.stac.read import CELLS_AT_ONCE
+
+    base = _items(server, scenes, "comp-many")
+    feats = []
+    for k in range(5):  # 20 items: the composite reduces them in two groups per piece
+        for f in base["features"]:
+            g = copy.deepcopy(f)
+            g["id"] = f"{f['id']}-{k}"
+            g["properties"]["datetime"] = g["properties"]["datetime"].replace("2024", str(2020 + k))
+            feats.append(g)
+    items = {"type": "FeatureCollection", "features": feats}
+    assert len(feats) > CELLS_AT_ONCE
+    full = stack(items, ["b"], crs=UTM, resolution=10, bounds=BOUNDS, chunksize=(-1, 1, 175, 185))
+    got = composite(
+        items, ["b"], "mean", crs=UTM, resolution=10, bounds=BOUNDS, chunksize=(175, 185)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = full.mean("time").compute(scheduler="synchronous").values
+    np.testing.assert_array_equal(got.compute(scheduler="threads").values, want)
+
+
+def test_a_composite_holds_a_group_of_items_not_all() -> None:
+    pytest.importorskip("xarray")
+    from cloudroi.stac.lazy import composite
+
+    feats = [
+        {
+            "type": "Feature",
+            "stac_version": "1.0.0",
+            "id": f"i{t}",
+            "geometry": None,
+            "properties": {"datetime": f"2024-01-01T00:00:{t % 60:02d}Z", "proj:epsg": 32633},
+            "assets": {"b": {"href": f"http://127.0.0.1:9/{t}.tif", "type": "image/tiff"}},
+        }
+        for t in range(200)
+    ]
+    kw: dict[str, Any] = {"crs": UTM, "resolution": 1, "bounds": (0, 0, 4096, 4096)}
+    # the mean's tasks hold 16 planes at a time: lazy at once, whatever the number of items
+    mean = composite(feats, None, "mean", chunksize=1024, **kw)
+    assert mean.shape == (1, 4096, 4096)
+    assert mean.data.npartitions == 16
+    # the median's hold every item's piece as float64: 200 x 1024^2 x 8 B is over 1 GiB
+    with pytest.raises(cloudroi.LimitExceededError, match="bytes of one chunk"):
+        composite(feats, None, "median", chunksize=1024, **kw)
+    assert composite(feats, None, "median", chunksize=512, **kw).data.npartitions == 64

@@ -226,7 +226,7 @@ async def _read_one(img: Image, p: _Planned) -> npt.NDArray[Any]:
     data = await georef.read_warped(
         img, p.warp, bands=_bands(img, req.bands), executor=img.context.executor
     )
-    return georef.refill(data, img.nodata).data
+    return georef.refill(data, img.nodata, strict=False).data
 
 
 def _bands(img: Image, bands: Sequence[int] | None) -> tuple[int, ...] | None:

@@ -4,6 +4,7 @@ renders itself to the output formats.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,11 +14,20 @@ import numpy.typing as npt
 
 from ..colormaps import Colormap, ColormapError
 from ..crs import CRS
+from ..errors import ArgumentError
 from ..outputs import CONTENT_TYPES, DEFAULT_PNG_LEVEL, RENDERED, GeoRef, encode, encode_geotiff
 from ..types import Window
 from .geometry import Transform, grid_bounds
 
-__all__ = ["Encoded", "ImageData", "PointData", "RequestBytes", "estimate_region"]
+__all__ = [
+    "Encoded",
+    "ImageData",
+    "PointData",
+    "RequestBytes",
+    "estimate_region",
+    "fill_for_dtype",
+    "refill",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,3 +237,35 @@ def estimate_region(
         rendering = 0
         body = 2 * (data + 4096)
     return RequestBytes(data, mask_bytes, rendering, body)
+
+
+def fill_for_dtype(nodata: float | int | None, dtype: np.dtype[Any]) -> float | int:
+    """``nodata`` where ``dtype`` can hold it, else 0."""
+    if nodata is None:
+        return 0
+    if dtype.kind == "f":
+        return nodata
+    if math.isfinite(nodata) and float(nodata).is_integer():
+        info = np.iinfo(dtype)
+        if info.min <= nodata <= info.max:
+            return int(nodata)
+    return 0
+
+
+def refill(data: ImageData, nodata: float | int | None, *, strict: bool = True) -> ImageData:
+    """``data`` with its invalid pixels set to ``nodata`` (and ``nodata`` recorded), when given.
+    A value the dtype cannot hold (NaN or a fraction in an integer dtype, or out of its range)
+    is an ``ArgumentError``; with ``strict=False`` (a file's own nodata) the pixels take 0 and
+    no nodata is recorded: a recorded value must be the one the pixels hold."""
+    if nodata is None:
+        return data
+    fill = fill_for_dtype(nodata, data.data.dtype)
+    held = data.data.dtype.kind == "f" or fill == nodata
+    if not held and strict:
+        raise ArgumentError(
+            "nodata", f"nodata {nodata!r} cannot be held by the image's {data.data.dtype}"
+        )
+    if data.mask is not None:
+        data.data[:, data.mask == 0] = fill
+    data.nodata = nodata if held else None
+    return data

@@ -24,13 +24,14 @@ from ..errors import (
     LimitExceededError,
     MissingExtraError,
     NotGeoreferencedError,
+    ResamplingError,
     TileOutsideBoundsError,
     WindowError,
 )
 from ..outputs import RENDERED
 from ..tasks import gather_all
 from ..types import Window
-from .data import ImageData, PointData, RequestBytes, estimate_region
+from .data import ImageData, PointData, RequestBytes, estimate_region, fill_for_dtype, refill
 from .describe import source_extra
 from .geometry import checked_bounds
 
@@ -78,10 +79,17 @@ def require_geo(feature: str) -> None:
         raise MissingExtraError(feature, "geo") from exc
 
 
-def kernel(name: str) -> Resampling:
-    """A warp kernel's name, checked: nearest, bilinear, cubic or average."""
+def kernel(name: str, paletted: bool = False) -> Resampling:
+    """A warp kernel's name, checked: nearest, bilinear, cubic or average; a blending one on a
+    paletted image is ``ResamplingError`` (its values are palette indices; gdalwarp warns and
+    blends them)."""
+    from ..read.resampled import BLENDING
     from ..warp import RESAMPLINGS
 
+    if paletted and name in BLENDING:
+        raise ResamplingError(
+            f"resampling {name!r} would blend palette indices of a paletted image; use nearest"
+        )
     for known in RESAMPLINGS:
         if name == known:
             return known
@@ -230,7 +238,7 @@ def region_plan(
         source_grid(img),
         img.levels,
         dst,
-        kernel(resampling),
+        kernel(resampling, img.colormap is not None),
         block_shape=img.block_shape,
         level=level,
     )
@@ -271,6 +279,9 @@ def tile_plan(
         raise TileOutsideBoundsError(f"tile {z}/{x}/{y} of {tms.id} is outside the image")
     src_nodata = img.nodata if nodata is None else nodata
     bands = rio_tiler_vrt_bands(img.count, src_nodata, img.alpha_band is not None)
+    paletted = img.colormap is not None
+    if paletted and io_resampling != "nearest":
+        kernel(io_resampling, paletted)
     return plan_tile(
         src,
         img.levels,
@@ -278,7 +289,7 @@ def tile_plan(
         x,
         y,
         z,
-        kernel(resampling),
+        kernel(resampling, paletted),
         vrt_bands=bands,
         tilesize=tilesize,
         block_shape=img.block_shape,
@@ -325,16 +336,6 @@ async def plan_region_async(img: Image, bounds: Bounds, crs: Any, **kwargs: Any)
     )
 
 
-def refill(data: ImageData, nodata: float | int | None) -> ImageData:
-    """``data`` with its invalid pixels set to ``nodata`` (and ``nodata`` recorded), when given."""
-    if nodata is None:
-        return data
-    if data.mask is not None:
-        data.data[:, data.mask == 0] = _fill_value(nodata, data.data.dtype)
-    data.nodata = nodata
-    return data
-
-
 async def _block(
     img: Image, plan: WarpPlan, win: Window, bands: tuple[int, ...] | None, budgets: dict[str, Any]
 ) -> SourceBlock:
@@ -376,19 +377,6 @@ def estimate_warp(
         mask_bytes=2 * pixels,
     )
     return RequestBytes(out.data + source + working, out.mask, out.rendering, out.body)
-
-
-def _fill_value(nodata: float | int | None, dtype: np.dtype[Any]) -> float | int:
-    """``nodata`` where ``dtype`` can hold it, else 0."""
-    if nodata is None:
-        return 0
-    if dtype.kind == "f":
-        return nodata
-    if math.isfinite(nodata) and float(nodata).is_integer():
-        info = np.iinfo(dtype)
-        if info.min <= nodata <= info.max:
-            return int(nodata)
-    return 0
 
 
 async def source_blocks(
@@ -444,7 +432,7 @@ async def read_warped(
         data, mask = result.data, np.where(result.mask, 255, 0).astype(np.uint8)
     else:  # nothing of the source under the grid (execute needs a block): all invalid
         shape = (len(bands), plan.dst.height, plan.dst.width)
-        data = np.full(shape, _fill_value(nodata, img.dtype), dtype=img.dtype)
+        data = np.full(shape, fill_for_dtype(nodata, img.dtype), dtype=img.dtype)
         mask = np.zeros((plan.dst.height, plan.dst.width), np.uint8)
     return ImageData(
         data=data,

@@ -209,7 +209,9 @@ def _grid_bounds_of(grid: Grid) -> tuple[float, float, float, float]:
     return grid_bounds(grid.transform, grid.width, grid.height)
 
 
-def _fill_value(stack: Stack, dtype: np.dtype[Any]) -> float | int:
+def fill_for(stack: Stack, dtype: np.dtype[Any]) -> float | int:
+    """What invalid pixels become in ``dtype``: the stack's fill value (0 for NaN or None in
+    an integer dtype)."""
     value = stack.fill_value
     if value is None or (dtype.kind in "iub" and math.isnan(value)):
         return 0
@@ -223,14 +225,23 @@ def fill(
     the dtype is the file's: the array is the read's own)."""
     out = data.astype(stack.dtype or native, copy=False)
     if not valid.all():
-        out[~valid] = _fill_value(stack, out.dtype)
+        out[~valid] = fill_for(stack, out.dtype)
     return out
+
+
+def place(
+    stack: Stack, out: npt.NDArray[Any], data: npt.NDArray[Any], valid: npt.NDArray[np.bool_]
+) -> None:
+    """``data`` written into ``out`` (the stack's dtype), invalid pixels as the fill value."""
+    np.copyto(out, data, casting="unsafe")
+    if not valid.all():
+        np.copyto(out, fill_for(stack, out.dtype), where=~valid, casting="unsafe")
 
 
 def blank(stack: Stack, shape: tuple[int, int], native: np.dtype[Any] | None) -> Any:
     """An all-fill cell (an item without the asset)."""
     dtype = stack.dtype or native or np.dtype("float64")
-    return np.full(shape, _fill_value(stack, dtype), dtype=dtype)
+    return np.full(shape, fill_for(stack, dtype), dtype=dtype)
 
 
 async def read_stack(stack: Stack, *, context: Context | None = None) -> StackData:
