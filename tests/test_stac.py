@@ -460,3 +460,30 @@ def test_a_composite_holds_a_group_of_items_not_all() -> None:
     with pytest.raises(cloudroi.LimitExceededError, match="bytes of one chunk"):
         composite(feats, None, "median", chunksize=1024, **kw)
     assert composite(feats, None, "median", chunksize=512, **kw).data.npartitions == 64
+
+
+@pytest.mark.parametrize("how", ["mean", "median", "count"])
+async def test_read_composite_equals_the_lazy_one(
+    server: RangeServer, scenes: list[dict[str, Path]], how: str
+) -> None:
+    pytest.importorskip("xarray")
+    from cloudroi.stac import read_composite
+    from cloudroi.stac.lazy import composite
+
+    items = _items(server, scenes, f"rc-{how}")
+    lazy = composite(items, None, how, crs=UTM, resolution=10, bounds=BOUNDS, chunksize=(128, 200))
+    want = lazy.compute(scheduler="synchronous").values
+    plan = plan_stack(items, crs=UTM, resolution=10, bounds=BOUNDS)
+    server.reset()
+    got = await read_composite(plan, how, chunksize=(128, 200))
+    assert got.how == how
+    assert got.data.shape == (2, 350, 370)
+    np.testing.assert_array_equal(got.data, want)
+    # 8 files, each opened once (one header GET each) for the 2 x 3 x 2 pieces
+    heads = [e for e in server.log if (e.range or "").startswith("bytes=0-")]
+    assert len({e.path for e in heads}) == 8
+    assert len(heads) == 8
+    with pytest.raises(BatchRequestError, match="chunksize must be an int or"):
+        await read_composite(plan, how, chunksize=(1, 1, 8, 8))  # type: ignore[arg-type]
+    with pytest.raises(BatchRequestError, match="how must be one of"):
+        await read_composite(plan, "p90")

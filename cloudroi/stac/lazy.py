@@ -29,9 +29,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import BatchRequestError, CloudROIError, LimitExceededError, MissingExtraError
+from ..errors import BatchRequestError, LimitExceededError, MissingExtraError
 from ..types import Window
 from .composite import Reduction, check_how, result_dtype
+from .pieces import Cell, footprints, spans
+from .pieces import cells as piece_cells
 from .read import CELLS_AT_ONCE, Stack, fill_for, place, plan_stack, read_cell, sub_grid
 
 if TYPE_CHECKING:
@@ -46,9 +48,6 @@ MAX_CHUNKSIZE = 8192
 MAX_CHUNK_BYTES = 1 << 30
 #: Most chunks (time chunks x band chunks x chunk rows x chunk columns) a lazy stack may have.
 MAX_CHUNKS = 1 << 14
-
-#: One cell a chunk reads: (time in the chunk, band in the chunk, href, asset nodata).
-Cell = tuple[int, int, str, "float | None"]
 
 
 def _modules() -> tuple[Any, Any]:
@@ -128,30 +127,6 @@ def _native(st: Stack, open_options: dict[str, Any]) -> np.dtype[Any]:
     return runtime.run(go())
 
 
-def _footprint(st: Stack, t: int) -> tuple[float, float, float, float] | None:
-    """Item ``t``'s bbox in the grid's CRS (None when unknown)."""
-    box = st.items[t].bbox
-    if box is None:
-        return None
-    from ..region.georef import carry_bounds
-
-    try:
-        return carry_bounds(box, "EPSG:4326", st.grid.crs)
-    except CloudROIError:
-        return None
-
-
-def _touches(foot: tuple[float, float, float, float] | None, grid: Grid) -> bool:
-    """Whether a footprint may reach ``grid`` (True when unknown)."""
-    if foot is None:
-        return True
-    from ..region.geometry import grid_bounds
-
-    minx, miny, maxx, maxy = foot
-    gx0, gy0, gx1, gy1 = grid_bounds(grid.transform, grid.width, grid.height)
-    return minx < gx1 and gx0 < maxx and miny < gy1 and gy0 < maxy
-
-
 def _side(value: Any, size: int, axis: str, limit: int) -> int:
     """One axis's chunk length: a positive integer up to ``limit``, or -1 for ``size``."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
@@ -196,26 +171,6 @@ def chunk_shape(st: Stack, chunksize: Any, *, held: int | None = None) -> tuple[
     return shape  # type: ignore[return-value]
 
 
-def _spans(size: int, step: int) -> list[tuple[int, int]]:
-    return [(i, min(step, size - i)) for i in range(0, size, step)]
-
-
-def _cells(
-    st: Stack, feet: list[Any], times: tuple[int, int], bands: tuple[int, int], grid: Grid
-) -> tuple[Cell, ...]:
-    """The cells of one chunk that need a read: the item has the asset and may reach ``grid``."""
-    out = []
-    for t in range(times[0], times[0] + times[1]):
-        it = st.items[t]
-        if not _touches(feet[t], grid):
-            continue
-        for b in range(bands[0], bands[0] + bands[1]):
-            asset = st.assets[b]
-            if asset in it.hrefs:
-                out.append((t - times[0], b - bands[0], it.hrefs[asset], it.nodata.get(asset)))
-    return tuple(out)
-
-
 def to_dask(st: Stack, *, chunksize: Any = CHUNKSIZE, **open_options: Any) -> Any:
     """``st`` as a lazy Dask array (time, band, y, x)."""
     dask, _ = _modules()
@@ -225,18 +180,18 @@ def to_dask(st: Stack, *, chunksize: Any = CHUNKSIZE, **open_options: Any) -> An
     light = replace(st, items=(), dtype=dtype)
     make = dask.delayed(read_chunk, pure=True)
     empty = dask.delayed(blank, pure=True)
-    feet = [_footprint(st, t) for t in range(len(st.items))]
-    rows, cols = _spans(st.grid.height, shape[2]), _spans(st.grid.width, shape[3])
+    feet = footprints(st)
+    rows, cols = spans(st.grid.height, shape[2]), spans(st.grid.width, shape[3])
     out = []
-    for times in _spans(len(st.items), shape[0]):
+    for times in spans(len(st.items), shape[0]):
         per_band = []
-        for bands in _spans(len(st.assets), shape[1]):
+        for bands in spans(len(st.assets), shape[1]):
             pieces = []
             for r, ch in rows:
                 line = []
                 for c, cw in cols:
                     grid = sub_grid(st.grid, Window(c, r, cw, ch))
-                    cells = _cells(st, feet, times, bands, grid)
+                    cells = piece_cells(st, feet, times, bands, grid)
                     depth = (times[1], bands[1])
                     task = (
                         make(light, cells, grid, open_options, depth)
@@ -322,8 +277,8 @@ def _composite_dask(st: Stack, how: str, chunksize: Any, open_options: dict[str,
     light = replace(st, items=())
     make = dask.delayed(composite_chunk, pure=True)
     out = result_dtype(how)
-    feet = [_footprint(st, t) for t in range(len(st.items))]
-    rows, cols = _spans(st.grid.height, shape[2]), _spans(st.grid.width, shape[3])
+    feet = footprints(st)
+    rows, cols = spans(st.grid.height, shape[2]), spans(st.grid.width, shape[3])
     bands = []
     for b in range(len(st.assets)):
         pieces = []
@@ -331,7 +286,7 @@ def _composite_dask(st: Stack, how: str, chunksize: Any, open_options: dict[str,
             line = []
             for c, cw in cols:
                 grid = sub_grid(st.grid, Window(c, r, cw, ch))
-                cells = _cells(st, feet, (0, len(st.items)), (b, 1), grid)
+                cells = piece_cells(st, feet, (0, len(st.items)), (b, 1), grid)
                 task = make(light, how, cells, grid, open_options)
                 line.append(da.from_delayed(task, (1, ch, cw), out))
             pieces.append(line)
