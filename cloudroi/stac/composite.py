@@ -5,8 +5,10 @@ sum or count of the valid pixels of every item) of one piece of the grid, from t
 The results are those of the same reduction over ``time`` of the float64, NaN-filled stack
 (xarray's ``skipna`` reductions, which stackstac and ``cloudroi.stac.lazy.stack`` users call):
 invalid pixels and NaNs are skipped; where no item is valid, ``count`` and ``sum`` give 0 and the
-others NaN. Integer data sums exactly in float64, so a mean equals xarray's bit for bit whatever
-the order of the items. No (time, y, x) float64 array is made except for the median.
+others NaN. Integers of up to 32 bits sum exactly in float64 (below 2**53 for up to 2**21
+items), so their mean equals xarray's bit for bit whatever the order of the items; float data
+and 64-bit integers are summed in item order, and may differ from a tree reduction's sum in
+the last bits. No (time, y, x) float64 array is made except for the median.
 """
 
 from __future__ import annotations
