@@ -275,6 +275,11 @@ async def test_warps_of_a_paletted_image_refuse_blending_kernels(
         tile = await img.tile(x, y, z)
         assert tile.mask is not None
         assert set(np.unique(tile.data[:, tile.mask > 0])) <= set(range(7))
+        # io_resampling only picks the overview level: any of its names, mode included, serves
+        # (a first version of this check refused mode and lanczos as unknown warp kernels)
+        for io in ("mode", "lanczos", "bilinear"):
+            got_io = await img.tile(x, y, z, io_resampling=io)
+            np.testing.assert_array_equal(got_io.data, tile.data)
 
 
 def test_sync_read_takes_resampling(upstream: Upstream, files: dict[str, Path]) -> None:

@@ -279,9 +279,9 @@ def tile_plan(
         raise TileOutsideBoundsError(f"tile {z}/{x}/{y} of {tms.id} is outside the image")
     src_nodata = img.nodata if nodata is None else nodata
     bands = rio_tiler_vrt_bands(img.count, src_nodata, img.alpha_band is not None)
+    # only the warp's kernel blends; io_resampling picks the overview level (any name of
+    # IO_RESAMPLINGS, mode included, is fine on palette indices)
     paletted = img.colormap is not None
-    if paletted and io_resampling != "nearest":
-        kernel(io_resampling, paletted)
     return plan_tile(
         src,
         img.levels,

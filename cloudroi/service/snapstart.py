@@ -46,6 +46,9 @@ CODECS = (
     "lzw_decode",
     "jpeg8_decode",
     "webp_decode",
+    "tiff_decode",
+    "lerc_decode",
+    "lzma_decode",
 )
 
 
