@@ -181,6 +181,45 @@ async def test_read_region_refuses_a_nodata_the_dtype_cannot_hold(
     assert got.nodata == 3
 
 
+@pytest.mark.parametrize(
+    ("dtype", "nodata", "held"),
+    [
+        ("float32", 1e40, None),
+        ("float32", 1e-50, None),
+        ("float16", 70000.0, None),
+        ("float32", 0.1, float(np.float32(0.1))),
+        ("float32", float("-inf"), float("-inf")),
+        ("float64", 1e-50, 1e-50),
+        ("uint8", 255, 255),
+        ("int16", -9999, -9999),
+    ],
+)
+async def test_refill_records_the_nodata_the_pixels_hold(
+    dtype: str, nodata: float, held: float | None
+) -> None:
+    # Before: float dtypes recorded any nodata: float32 1e40 filled inf, 1e-50 filled 0, while
+    # ImageData.nodata said 1e40 / 1e-50 (and numpy warned of an overflow).
+    from cloudroi.region.data import ImageData, refill
+    from cloudroi.types import Window
+
+    def region() -> ImageData:
+        data = np.ones((1, 2, 2), dtype)
+        mask = np.array([[0, 255], [255, 255]], np.uint8)
+        return ImageData(data, mask, None, None, None, (1,), 0, Window(0, 0, 2, 2))
+
+    if held is None:
+        with pytest.raises(ArgumentError, match=f"cannot be held by the image's {dtype}"):
+            refill(region(), nodata)
+        lenient = refill(region(), nodata, strict=False)
+        assert lenient.nodata is None
+        assert lenient.data[0, 0, 0] == 0
+        return
+    got = refill(region(), nodata)
+    assert got.nodata == held
+    assert got.data[0, 0, 0] == np.array(held, dtype)
+    assert got.data[0, 1, 1] == 1
+
+
 async def test_point_in_lon_lat_equals_rasterio(
     server: RangeServer, warp_files: dict[str, Path]
 ) -> None:

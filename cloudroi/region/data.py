@@ -252,20 +252,37 @@ def fill_for_dtype(nodata: float | int | None, dtype: np.dtype[Any]) -> float | 
     return 0
 
 
+def _as_float(nodata: float | int, dtype: np.dtype[Any]) -> float | None:
+    """``nodata`` as a float ``dtype`` holds it (rounded to its precision), or None when the
+    cast overflows to infinity or underflows to zero."""
+    with np.errstate(over="ignore", under="ignore"):
+        cast = float(dtype.type(nodata))
+    if math.isnan(float(nodata)):
+        return cast
+    if math.isinf(cast) != math.isinf(float(nodata)) or (cast == 0) != (nodata == 0):
+        return None
+    return cast
+
+
 def refill(data: ImageData, nodata: float | int | None, *, strict: bool = True) -> ImageData:
-    """``data`` with its invalid pixels set to ``nodata`` (and ``nodata`` recorded), when given.
-    A value the dtype cannot hold (NaN or a fraction in an integer dtype, or out of its range)
-    is an ``ArgumentError``; with ``strict=False`` (a file's own nodata) the pixels take 0 and
-    no nodata is recorded: a recorded value must be the one the pixels hold."""
+    """``data`` with its invalid pixels set to ``nodata`` (and the value they hold recorded),
+    when given. A value the dtype cannot hold (NaN or a fraction in an integer dtype, out of
+    its range, or beyond a float dtype's range) is an ``ArgumentError``; with ``strict=False``
+    (a file's own nodata) the pixels take 0 and no nodata is recorded: a recorded value must
+    be the one the pixels hold (a float nodata as the dtype rounds it)."""
     if nodata is None:
         return data
-    fill = fill_for_dtype(nodata, data.data.dtype)
-    held = data.data.dtype.kind == "f" or fill == nodata
-    if not held and strict:
-        raise ArgumentError(
-            "nodata", f"nodata {nodata!r} cannot be held by the image's {data.data.dtype}"
-        )
+    dtype = data.data.dtype
+    held: float | int | None
+    if dtype.kind == "f":
+        held = _as_float(nodata, dtype)
+        fill: float | int = 0 if held is None else held
+    else:
+        fill = fill_for_dtype(nodata, dtype)
+        held = fill if fill == nodata else None
+    if held is None and strict:
+        raise ArgumentError("nodata", f"nodata {nodata!r} cannot be held by the image's {dtype}")
     if data.mask is not None:
         data.data[:, data.mask == 0] = fill
-    data.nodata = nodata if held else None
+    data.nodata = held
     return data
