@@ -487,3 +487,37 @@ async def test_read_composite_equals_the_lazy_one(
         await read_composite(plan, how, chunksize=(1, 1, 8, 8))  # type: ignore[arg-type]
     with pytest.raises(BatchRequestError, match="how must be one of"):
         await read_composite(plan, "p90")
+
+
+async def test_read_composite_refuses_before_reading() -> None:
+    # Found by review: the eager composite had none of the lazy one's limits (a median held
+    # every item's piece, a huge grid was a bare numpy MemoryError), took numpy integers for
+    # no chunksize and a list of items gave an AttributeError.
+    from cloudroi.stac import read_composite
+
+    feats = [
+        {
+            "type": "Feature",
+            "stac_version": "1.0.0",
+            "id": f"i{t}",
+            "geometry": None,
+            "properties": {"datetime": f"2024-01-01T00:00:{t % 60:02d}Z", "proj:epsg": 32633},
+            "assets": {"b": {"href": f"http://127.0.0.1:9/{t}.tif", "type": "image/tiff"}},
+        }
+        for t in range(200)
+    ]
+    plan = plan_stack(feats, crs=UTM, resolution=1, bounds=(0, 0, 4096, 4096))
+    with pytest.raises(cloudroi.LimitExceededError, match="bytes of a median's piece"):
+        await read_composite(plan, "median", chunksize=1024)
+    huge = plan_stack(feats[:2], crs=UTM, resolution=1, bounds=(0, 0, 1e7, 1e7))
+    with pytest.raises(cloudroi.LimitExceededError, match="bytes of the composite"):
+        await read_composite(huge, "mean")
+    with pytest.raises(BatchRequestError, match="resolution must be positive, got 'x'"):
+        plan_stack(feats, crs=UTM, resolution="x", bounds=(0, 0, 64, 64))  # type: ignore[arg-type]
+    with pytest.raises(BatchRequestError, match="takes a plan"):
+        await read_composite(feats, "mean")  # type: ignore[arg-type]
+    # a numpy integer is a chunksize (the request then fails on the unreachable port, typed)
+    small = plan_stack(feats[:1], crs=UTM, resolution=1, bounds=(0, 0, 64, 64))
+    with pytest.raises(cloudroi.CloudROIError) as err:
+        await read_composite(small, "mean", chunksize=np.int64(32))  # type: ignore[arg-type]
+    assert not isinstance(err.value, BatchRequestError), err.value

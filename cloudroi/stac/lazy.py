@@ -160,7 +160,7 @@ def chunk_shape(st: Stack, chunksize: Any, *, held: int | None = None) -> tuple[
         _side(v, n, a, lim) for v, n, a, lim in zip(chunksize, sizes, names, limits, strict=True)
     )
     count = math.prod(math.ceil(n / c) for n, c in zip(sizes, shape, strict=True))
-    planes = shape[0] * shape[1] if held is None else min(held, shape[0] * shape[1])
+    planes = shape[0] * shape[1] if held is None else held
     if count > MAX_CHUNKS:
         raise LimitExceededError(
             f"chunks of a {st.grid.width} x {st.grid.height} grid", count, MAX_CHUNKS
@@ -271,8 +271,9 @@ def _composite_dask(st: Stack, how: str, chunksize: Any, open_options: dict[str,
         chunksize = (chunksize, chunksize)
     if len(chunksize) != 2:
         raise BatchRequestError(f"chunksize must be an int or (rows, cols), got {chunksize!r}")
-    # a task holds a group of planes at a time; the median all of them, as float64
-    held = None if how == "median" else CELLS_AT_ONCE
+    # a task holds a group of planes at a time; the median all of them, each about 17 bytes a
+    # pixel (its pixels, validity, its float64 copy): counted as two float64 planes
+    held = 2 * len(st.items) if how == "median" else min(CELLS_AT_ONCE, len(st.items))
     shape = chunk_shape(replace(st, dtype=np.dtype("float64")), (-1, 1, *chunksize), held=held)
     light = replace(st, items=())
     make = dask.delayed(composite_chunk, pure=True)

@@ -75,7 +75,10 @@ def _grid_crs(items: Sequence[StackItem], crs: Any) -> str:
 
 def _grid_resolution(items: Sequence[StackItem], crs: str, resolution: Any) -> float:
     if resolution is not None:
-        res = float(resolution)
+        try:
+            res = float(resolution)
+        except (TypeError, ValueError):
+            res = math.nan
         if not (math.isfinite(res) and res > 0):
             raise BatchRequestError(f"resolution must be positive, got {resolution!r}")
         return res

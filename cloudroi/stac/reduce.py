@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..context import Context
-from ..errors import BatchRequestError
+from ..errors import BatchRequestError, LimitExceededError
 from ..tasks import gather_all
 from ..types import Window
 from .composite import Reduction, check_how, result_dtype
@@ -32,6 +32,13 @@ __all__ = ["CompositeData", "read_composite"]
 
 #: Largest piece side.
 MAX_PIECE = 8192
+#: Largest composite read now (bands x rows x cols of float64 or int64).
+MAX_OUTPUT_BYTES = 1 << 32
+#: Bytes per pixel of one item's plane a median holds: its pixels (at most 8 bytes), validity
+#: and its float64 copy in the cube.
+MEDIAN_BYTES = 17
+#: Largest piece of a median (every item's plane held at once).
+MAX_MEDIAN_BYTES = 1 << 30
 
 
 @dataclass(slots=True)
@@ -46,12 +53,31 @@ class CompositeData:
 def _piece(chunksize: Any) -> tuple[int, int]:
     sides = chunksize if isinstance(chunksize, tuple | list) else (chunksize, chunksize)
     if len(sides) != 2 or not all(
-        isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_PIECE for v in sides
+        isinstance(v, int | np.integer) and not isinstance(v, bool) and 1 <= v <= MAX_PIECE
+        for v in sides
     ):
         raise BatchRequestError(
             f"chunksize must be an int or (rows, cols), each 1..{MAX_PIECE}; got {chunksize!r}"
         )
     return int(sides[0]), int(sides[1])
+
+
+def _check(stack: Any, how: str, piece: tuple[int, int]) -> None:
+    """Refuse, before any read: not a plan, an output over ``MAX_OUTPUT_BYTES``, or a median
+    piece whose items' planes would hold over ``MAX_MEDIAN_BYTES``."""
+    if not isinstance(stack, Stack):
+        raise BatchRequestError(
+            f"read_composite takes a plan (cloudroi.stac.plan_stack), got {type(stack).__name__}"
+        )
+    grid = stack.grid
+    out = len(stack.assets) * grid.height * grid.width * 8
+    if out > MAX_OUTPUT_BYTES:
+        raise LimitExceededError("bytes of the composite", out, MAX_OUTPUT_BYTES)
+    if how == "median":
+        pixels = min(piece[0], grid.height) * min(piece[1], grid.width)
+        held = len(stack.items) * pixels * MEDIAN_BYTES
+        if held > MAX_MEDIAN_BYTES:
+            raise LimitExceededError("bytes of a median's piece", held, MAX_MEDIAN_BYTES)
 
 
 class _Opened:
@@ -106,12 +132,14 @@ async def read_composite(
     (``plan_stack``'s), read now: the lazy composite's result, as (band, y, x)."""
     how = check_how(how)
     rows, cols = _piece(chunksize)
+    _check(stack, how, (rows, cols))
     ctx = context if context is not None else Context()
     opened = _Opened(ctx)
     grid = stack.grid
-    out = np.empty((len(stack.assets), grid.height, grid.width), result_dtype(how))
-    feet = footprints(stack)
     try:
+        out = np.empty((len(stack.assets), grid.height, grid.width), result_dtype(how))
+        # the items' bboxes carried to the grid's CRS: pyproj work, off the caller's loop
+        feet = await asyncio.get_running_loop().run_in_executor(ctx.executor, footprints, stack)
         for b in range(len(stack.assets)):
             for r, h in spans(grid.height, rows):
                 for c, w in spans(grid.width, cols):
