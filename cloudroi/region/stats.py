@@ -221,6 +221,22 @@ def _halved_histogram(
     return counts, edges * 2
 
 
+def _offset_histogram(
+    keys: npt.NDArray[Any],
+    counts: npt.NDArray[Any],
+    bins: int,
+    bounds: tuple[float, float] | None,
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.float64]]:
+    """Integers whose float64 values cannot be told apart (a narrow span near +-2**63): binned
+    by their exact distance from the smallest (uint64 arithmetic), the edges then carried back
+    (as float64, as near as it holds them)."""
+    lo = keys.min()
+    offsets = (keys.astype(np.uint64) - np.uint64(lo.astype(np.uint64))).astype(np.float64)
+    shifted = None if bounds is None else (bounds[0] - float(lo), bounds[1] - float(lo))
+    h_counts, edges = np.histogram(offsets, bins=bins, range=shifted, weights=counts)
+    return h_counts, edges + float(lo)
+
+
 def _histogram(
     picked: npt.NDArray[Any],
     keys: npt.NDArray[Any],
@@ -235,9 +251,12 @@ def _histogram(
                 # (same minimum and maximum, each value binned alike), integer counts
                 h_counts, edges = np.histogram(keys, bins=bins, range=opts.range, weights=counts)
         except (ValueError, FloatingPointError, IndexError):
-            if not isinstance(bins, int) or picked.dtype.kind != "f":
+            if not isinstance(bins, int) or picked.dtype.kind not in "fiu":
                 raise
-            h_counts, edges = _halved_histogram(picked, bins, opts.range)
+            if picked.dtype.kind == "f":
+                h_counts, edges = _halved_histogram(picked, bins, opts.range)
+            else:
+                h_counts, edges = _offset_histogram(keys, counts, bins, opts.range)
         return [h_counts.tolist(), edges.tolist()]
     wanted = np.array(opts.categories).astype(keys.dtype) if opts.categories else keys
     found = dict(zip(keys.tolist(), counts.tolist(), strict=True))
