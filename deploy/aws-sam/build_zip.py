@@ -187,14 +187,23 @@ def bytecode_python(args: argparse.Namespace) -> str | None:
             timeout=60,
         )
     except OSError:
-        return None
-    return python if probe.stdout.strip() == args.python_version else None
+        probe = None
+    found = probe.stdout.strip() if probe is not None else "not runnable"
+    if found == args.python_version:
+        return python
+    if args.compile_with:  # asked for by name: wrong byte code must not ship unnoticed
+        raise SystemExit(
+            f"--compile-with {python}: Python {found}, not {args.python_version} (--python-version)"
+        )
+    return None
 
 
 def compile_bytecode(target: Path, python: str) -> None:
     """``__pycache__`` for every module of the tree, hash-based and unchecked."""
     argv = [python, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash"]
-    subprocess.run([*argv, str(target)], check=True, timeout=1800, stdout=subprocess.DEVNULL)
+    done = subprocess.run([*argv, str(target)], timeout=1800, capture_output=True, text=True)
+    if done.returncode:  # compileall names the files it could not compile on stdout
+        raise SystemExit(f"byte code failed:\n{done.stdout[-4000:]}{done.stderr[-2000:]}")
 
 
 def sizes(target: Path) -> tuple[int, list[tuple[str, int]]]:
