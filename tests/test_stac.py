@@ -102,6 +102,25 @@ def _items(server: RangeServer, scenes: list[dict[str, Path]], tag: str) -> dict
     return {"type": "FeatureCollection", "features": feats}
 
 
+def _unreachable_items(n: int) -> list[dict[str, Any]]:
+    """``n`` items (one second apart) whose asset "b" points at a closed port: for what must
+    be refused before any read."""
+    return [
+        {
+            "type": "Feature",
+            "stac_version": "1.0.0",
+            "id": f"i{t}",
+            "geometry": None,
+            "properties": {
+                "datetime": f"2024-01-01T{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}Z",
+                "proj:epsg": 32633,
+            },
+            "assets": {"b": {"href": f"http://127.0.0.1:9/{t}.tif", "type": "image/tiff"}},
+        }
+        for t in range(n)
+    ]
+
+
 def _gdal(path: Path, grid: Any, nodata: float | None) -> np.ndarray:
     """rasterio's WarpedVRT of ``path`` on ``grid`` (nearest), invalid pixels NaN."""
     gt = grid.transform
@@ -338,17 +357,7 @@ def test_lazy_stack_refuses_bad_chunks_before_building(
     pytest.importorskip("xarray")
     from cloudroi.stac.lazy import stack
 
-    feats = [
-        {
-            "type": "Feature",
-            "stac_version": "1.0.0",
-            "id": f"i{t}",
-            "geometry": None,
-            "properties": {"datetime": f"2024-01-0{t + 1}T00:00:00Z", "proj:epsg": 32633},
-            "assets": {"b": {"href": "http://127.0.0.1:9/x.tif", "type": "image/tiff"}},
-        }
-        for t in range(4)
-    ]
+    feats = _unreachable_items(4)
     with pytest.raises(error, match=match):
         # 4 x 1 x 8192 x 8192 float64 is 2 GiB: over the 1 GiB a chunk may hold
         stack(feats, crs=UTM, resolution=1, bounds=(0, 0, 8192, 8192), chunksize=chunksize)
@@ -389,14 +398,7 @@ def test_composite_refuses_a_bad_reduction_or_chunks() -> None:
     pytest.importorskip("xarray")
     from cloudroi.stac.lazy import composite
 
-    item = {
-        "type": "Feature",
-        "stac_version": "1.0.0",
-        "id": "i",
-        "geometry": None,
-        "properties": {"datetime": "2024-01-01T00:00:00Z", "proj:epsg": 32633},
-        "assets": {"b": {"href": "http://127.0.0.1:9/x.tif", "type": "image/tiff"}},
-    }
+    item = _unreachable_items(1)[0]
     kw: dict[str, Any] = {"crs": UTM, "resolution": 1, "bounds": (0, 0, 256, 256)}
     with pytest.raises(BatchRequestError, match="how must be one of mean, median"):
         composite([item], None, "average", **kw)
@@ -440,17 +442,7 @@ def test_a_composite_holds_a_group_of_items_not_all() -> None:
     pytest.importorskip("xarray")
     from cloudroi.stac.lazy import composite
 
-    feats = [
-        {
-            "type": "Feature",
-            "stac_version": "1.0.0",
-            "id": f"i{t}",
-            "geometry": None,
-            "properties": {"datetime": f"2024-01-01T00:00:{t % 60:02d}Z", "proj:epsg": 32633},
-            "assets": {"b": {"href": f"http://127.0.0.1:9/{t}.tif", "type": "image/tiff"}},
-        }
-        for t in range(200)
-    ]
+    feats = _unreachable_items(200)
     kw: dict[str, Any] = {"crs": UTM, "resolution": 1, "bounds": (0, 0, 4096, 4096)}
     # the mean's tasks hold 16 planes at a time: lazy at once, whatever the number of items
     mean = composite(feats, None, "mean", chunksize=1024, **kw)
@@ -495,17 +487,7 @@ async def test_read_composite_refuses_before_reading() -> None:
     # no chunksize and a list of items gave an AttributeError.
     from cloudroi.stac import read_composite
 
-    feats = [
-        {
-            "type": "Feature",
-            "stac_version": "1.0.0",
-            "id": f"i{t}",
-            "geometry": None,
-            "properties": {"datetime": f"2024-01-01T00:00:{t % 60:02d}Z", "proj:epsg": 32633},
-            "assets": {"b": {"href": f"http://127.0.0.1:9/{t}.tif", "type": "image/tiff"}},
-        }
-        for t in range(200)
-    ]
+    feats = _unreachable_items(200)
     plan = plan_stack(feats, crs=UTM, resolution=1, bounds=(0, 0, 4096, 4096))
     with pytest.raises(cloudroi.LimitExceededError, match="bytes of a median's piece"):
         await read_composite(plan, "median", chunksize=1024)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -171,6 +172,13 @@ def chunk_shape(st: Stack, chunksize: Any, *, held: int | None = None) -> tuple[
     return shape  # type: ignore[return-value]
 
 
+def _tiled(st: Stack, shape: tuple[int, ...], block: Any) -> list[list[Any]]:
+    """``block(piece)`` for each piece of ``st``'s grid cut into ``shape[2:]`` (rows, cols), as
+    rows of blocks for ``dask.array.block``."""
+    rows, cols = spans(st.grid.height, shape[2]), spans(st.grid.width, shape[3])
+    return [[block(sub_grid(st.grid, Window(c, r, w, h))) for c, w in cols] for r, h in rows]
+
+
 def to_dask(st: Stack, *, chunksize: Any = CHUNKSIZE, **open_options: Any) -> Any:
     """``st`` as a lazy Dask array (time, band, y, x)."""
     dask, _ = _modules()
@@ -181,27 +189,24 @@ def to_dask(st: Stack, *, chunksize: Any = CHUNKSIZE, **open_options: Any) -> An
     make = dask.delayed(read_chunk, pure=True)
     empty = dask.delayed(blank, pure=True)
     feet = footprints(st)
-    rows, cols = spans(st.grid.height, shape[2]), spans(st.grid.width, shape[3])
-    out = []
-    for times in spans(len(st.items), shape[0]):
-        per_band = []
-        for bands in spans(len(st.assets), shape[1]):
-            pieces = []
-            for r, ch in rows:
-                line = []
-                for c, cw in cols:
-                    grid = sub_grid(st.grid, Window(c, r, cw, ch))
-                    cells = piece_cells(st, feet, times, bands, grid)
-                    depth = (times[1], bands[1])
-                    task = (
-                        make(light, cells, grid, open_options, depth)
-                        if cells
-                        else empty(light, depth, (ch, cw), dtype)
-                    )
-                    line.append(da.from_delayed(task, (*depth, ch, cw), dtype))
-                pieces.append(line)
-            per_band.append(pieces)
-        out.append(per_band)
+
+    def block(times: tuple[int, int], bands: tuple[int, int], grid: Grid) -> Any:
+        cells = piece_cells(st, feet, times, bands, grid)
+        depth = (times[1], bands[1])
+        task = (
+            make(light, cells, grid, open_options, depth)
+            if cells
+            else empty(light, depth, (grid.height, grid.width), dtype)
+        )
+        return da.from_delayed(task, (*depth, grid.height, grid.width), dtype)
+
+    out = [
+        [
+            _tiled(st, shape, partial(block, times, bands))
+            for bands in spans(len(st.assets), shape[1])
+        ]
+        for times in spans(len(st.items), shape[0])
+    ]
     return da.block(out)
 
 
@@ -279,19 +284,13 @@ def _composite_dask(st: Stack, how: str, chunksize: Any, open_options: dict[str,
     make = dask.delayed(composite_chunk, pure=True)
     out = result_dtype(how)
     feet = footprints(st)
-    rows, cols = spans(st.grid.height, shape[2]), spans(st.grid.width, shape[3])
-    bands = []
-    for b in range(len(st.assets)):
-        pieces = []
-        for r, ch in rows:
-            line = []
-            for c, cw in cols:
-                grid = sub_grid(st.grid, Window(c, r, cw, ch))
-                cells = piece_cells(st, feet, (0, len(st.items)), (b, 1), grid)
-                task = make(light, how, cells, grid, open_options)
-                line.append(da.from_delayed(task, (1, ch, cw), out))
-            pieces.append(line)
-        bands.append(pieces)
+
+    def block(b: int, grid: Grid) -> Any:
+        cells = piece_cells(st, feet, (0, len(st.items)), (b, 1), grid)
+        task = make(light, how, cells, grid, open_options)
+        return da.from_delayed(task, (1, grid.height, grid.width), out)
+
+    bands = [_tiled(st, shape, partial(block, b)) for b in range(len(st.assets))]
     return da.block(bands)
 
 
