@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import itertools
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -124,15 +125,19 @@ async def odd_server() -> AsyncIterator[tuple[str, dict[str, Any]]]:
             headers={"Content-Range": f"bytes {first}-{last}/{size}", "ETag": '"v1"'},
         )
 
+    # a name of its own: the block and header caches are process-wide, keyed by URL and ETag,
+    # and a later fixture may get the same port; the same URL would then be served from the
+    # cache, without the GET a test asks its odd answer of
+    name = f"cog-{uuid.uuid4().hex}.tif"
     app = web.Application()
-    app.router.add_get("/cog.tif", handle)
+    app.router.add_get(f"/{name}", handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield f"http://127.0.0.1:{port}/cog.tif", state
+        yield f"http://127.0.0.1:{port}/{name}", state
     finally:
         await runner.cleanup()
 
