@@ -34,6 +34,7 @@ __all__ = [
     "kernel_cells",
     "read_resampled",
     "read_resampled_mask",
+    "refuse_blending",
 ]
 
 #: A source window of more cells (pixels x bands) than this is read and resampled in chunks of
@@ -57,12 +58,17 @@ def check_resampling(name: object, paletted: bool) -> str:
         raise ResamplingError(
             f"resampling must be one of {', '.join(RESAMPLINGS)}, got {str(name)[:20]!r}"
         )
-    if paletted and value in BLENDING:
-        raise ResamplingError(
-            f"resampling {value!r} would blend palette indices of a paletted image; "
-            "use nearest or mode"
-        )
+    refuse_blending(value, paletted)
     return value
+
+
+def refuse_blending(name: str, paletted: bool, instead: str = "nearest or mode") -> None:
+    """``ResamplingError`` for a blending resampling on a paletted image (its values are
+    palette indices; mixing them makes other entries' colours)."""
+    if paletted and name in BLENDING:
+        raise ResamplingError(
+            f"resampling {name!r} would blend palette indices of a paletted image; use {instead}"
+        )
 
 
 def _inside(win: Window, size: tuple[int, int]) -> BoolArray | None:

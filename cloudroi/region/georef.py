@@ -24,7 +24,6 @@ from ..errors import (
     LimitExceededError,
     MissingExtraError,
     NotGeoreferencedError,
-    ResamplingError,
     TileOutsideBoundsError,
     WindowError,
 )
@@ -83,13 +82,10 @@ def kernel(name: str, paletted: bool = False) -> Resampling:
     """A warp kernel's name, checked: nearest, bilinear, cubic or average; a blending one on a
     paletted image is ``ResamplingError`` (its values are palette indices; gdalwarp warns and
     blends them)."""
-    from ..read.resampled import BLENDING
+    from ..read.resampled import refuse_blending
     from ..warp import RESAMPLINGS
 
-    if paletted and name in BLENDING:
-        raise ResamplingError(
-            f"resampling {name!r} would blend palette indices of a paletted image; use nearest"
-        )
+    refuse_blending(name, paletted, "nearest")
     for known in RESAMPLINGS:
         if name == known:
             return known
