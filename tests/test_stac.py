@@ -496,6 +496,10 @@ async def test_read_composite_refuses_before_reading() -> None:
         await read_composite(huge, "mean")
     with pytest.raises(BatchRequestError, match="resolution must be positive, got 'x'"):
         plan_stack(feats, crs=UTM, resolution="x", bounds=(0, 0, 64, 64))  # type: ignore[arg-type]
+    # an unknown or vertical CRS: refused while planning (it planned, and failed at compute)
+    for crs in ("EPSG:999999", "EPSG:5703"):
+        with pytest.raises(cloudroi.CloudROIError, match=crs):
+            plan_stack(feats, crs=crs, resolution=1, bounds=(0, 0, 64, 64))
     with pytest.raises(BatchRequestError, match="takes a plan"):
         await read_composite(feats, "mean")  # type: ignore[arg-type]
     # a numpy integer is a chunksize (the request then fails on the unreachable port, typed)

@@ -121,10 +121,13 @@ def plan_stack(
     ``resolution`` in its units (default: the first item's in that CRS), ``bounds`` in it
     (default: the union of the items' bboxes), grown outward to whole pixels."""
     from ..warp import Grid
+    from ..warp.transform import horizontal
 
     parsed = parse_items(items)
     bands = pick_assets(parsed, assets)
-    target = _grid_crs(parsed, crs)
+    # a CRS pyproj knows, with a map plane (as region reads check theirs): refused here, not
+    # by the first chunk computed
+    target = horizontal(_grid_crs(parsed, crs))
     res = _grid_resolution(parsed, target, resolution)
     minx, miny, maxx, maxy = snap_bounds(_grid_bounds(parsed, target, bounds), res)
     grid = Grid.from_resolution(target, (minx, miny, maxx, maxy), res)
