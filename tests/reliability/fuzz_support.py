@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import struct
+import threading
 import time
 import tracemalloc
 import zlib
@@ -382,5 +383,23 @@ def run_case(data: bytes, *, trace: bool = True) -> Outcome:
         peak = tracemalloc.get_traced_memory()[1] if trace else 0
     finally:
         if trace:
+            _decoders_idle()
             tracemalloc.stop()
     return Outcome(result, time.process_time() - cpu, peak, declared)
+
+
+def _decoders_idle() -> None:
+    """Wait until every thread of the decode pool has finished what it was running. A read that
+    fails leaves its sibling decodes running in the pool (a cancelled future does not stop its
+    thread); stopping tracemalloc while such a thread allocates outside the GIL (zlib, libtiff)
+    can crash CPython (its tracemalloc stop/allocate race, gh-128679): a fresh-clone CI run died
+    of a segfault in zlib.decompressobj().decompress under test_flipped_bytes."""
+    from cloudroi.context import default_executor
+
+    pool = default_executor()
+    workers = pool._max_workers
+    gate = threading.Barrier(workers + 1)
+    waits = [pool.submit(gate.wait, 30) for _ in range(workers)]
+    gate.wait(30)  # every worker holds one of these: whatever ran before them has returned
+    for fut in waits:
+        fut.result()
