@@ -146,3 +146,34 @@ def test_integer_statistics_do_not_sort(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(np, "unique", refuse)
     monkeypatch.setattr(np, "sort", refuse)
     same(band_statistics(data, None, opts, "b1"), want)
+
+
+@pytest.mark.parametrize(("name", "values"), cases(), ids=[c[0] for c in cases()])
+def test_without_moments_the_rest_is_unchanged(name: str, values: npt.NDArray[Any]) -> None:
+    """``moments=False`` (the default stretch) leaves out mean, sum and std, the float64 passes;
+    every other statistic is what the full measure gives."""
+    if values.dtype == bool:
+        values = values.astype(np.uint8)  # numpy bins no bools (as above)
+    valid = np.ones(values.shape, bool)
+    valid[::7, ::5] = False
+    for mask in (None, valid):
+        full = band_statistics(values, mask, StatisticsOptions(), "b1")
+        lean = band_statistics(values, mask, StatisticsOptions(moments=False), "b1")
+        assert [math.isnan(v) for v in (lean.mean, lean.sum, lean.std)] == [True] * 3
+        for name in ("min", "max", "median", "percentiles", "majority", "minority", "unique"):
+            assert getattr(lean, name) == getattr(full, name), name
+        assert (lean.count, lean.histogram) == (full.count, full.histogram)
+        # and the full measure's moments are numpy's, in float64
+        ok = np.ones(values.shape, bool) if mask is None else mask.copy()
+        if values.dtype.kind == "f":
+            ok &= np.isfinite(values)
+        picked = values[ok].astype(np.float64)
+        assert full.sum == float(np.where(ok, values, 0).astype(np.float64).sum())
+        assert full.std == pytest.approx(float(picked.std()), rel=1e-12)
+
+
+def test_the_default_stretch_measures_no_moments() -> None:
+    from cloudroi.region import stretch
+
+    assert stretch._OPTIONS.moments is False
+    assert stretch._OPTIONS.percentiles == stretch.STRETCH_PERCENTILES

@@ -56,6 +56,9 @@ class StatisticsOptions:
     range: tuple[float, float] | None = None
     categorical: bool = False
     categories: tuple[float, ...] | None = None
+    #: False: ``mean``, ``sum`` and ``std`` are not measured (NaN), for a caller that only reads
+    #: the percentiles, minimum and maximum (the default stretch): they are the float64 passes.
+    moments: bool = True
 
 
 def _bins(histogram_bins: int | Sequence[float]) -> Bins:
@@ -162,11 +165,15 @@ class BandStatistics:
         return doc
 
 
-def _valid(values: npt.NDArray[Any], valid: npt.NDArray[np.bool_] | None) -> npt.NDArray[Any]:
-    ok = np.ones(values.shape, dtype=bool) if valid is None else valid.copy()
-    if values.dtype.kind in "fc":
-        ok &= np.isfinite(values)
-    return ok
+def _valid(
+    values: npt.NDArray[Any], valid: npt.NDArray[np.bool_] | None
+) -> npt.NDArray[np.bool_] | None:
+    """Where a pixel counts: the mask's valid and finite ones; None when every pixel does (an
+    integer band without a mask: no mask array made, no copy of the values picked)."""
+    if values.dtype.kind not in "fc":
+        return None if valid is None else valid
+    finite: npt.NDArray[np.bool_] = np.isfinite(values)
+    return finite if valid is None else finite & valid
 
 
 def _distinct(picked: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[np.intp]]:
@@ -174,6 +181,14 @@ def _distinct(picked: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[n
     ``max(BINCOUNT_SPAN, n)`` values counted in one pass (``np.bincount``), else sorted."""
     if picked.size and picked.dtype.kind in "iu":
         lo, hi = int(picked.min()), int(picked.max())
+        if picked.dtype.itemsize <= 2:
+            # 8 and 16 bits: bincount widens them itself, in one pass (signed ones shifted to
+            # start at 0 in int32, which holds every difference)
+            shifted = picked if lo >= 0 else picked.astype(np.int32) - np.int32(lo)
+            tally = np.bincount(shifted.reshape(-1), minlength=hi + 1 if lo >= 0 else 0)
+            tally = tally[lo:] if lo >= 0 else tally
+            present = np.flatnonzero(tally)
+            return picked.dtype.type(lo) + present.astype(picked.dtype), tally[present]
         if hi - lo <= max(BINCOUNT_SPAN, picked.size):
             # offsets from the minimum in a type that holds them (int8's 255 does not fit int8)
             wide = np.uint64 if picked.dtype.kind == "u" else np.int64
@@ -263,6 +278,18 @@ def _histogram(
     return [[found.get(k, 0) for k in wanted.tolist()], wanted.tolist()]
 
 
+def _moments(
+    values: npt.NDArray[Any], ok: npt.NDArray[np.bool_] | None, picked: npt.NDArray[Any]
+) -> tuple[float, float]:
+    """The sum (over the band, invalid pixels as 0) and the population standard deviation of
+    the valid values, in float64."""
+    widened = picked.astype(np.float64)
+    average = widened.sum() / picked.size
+    whole = values if ok is None else np.where(ok, values, 0)
+    total = float(whole.astype(np.float64).sum())
+    return total, math.sqrt(float(((widened - average) ** 2).sum() / picked.size))
+
+
 def band_statistics(
     values: npt.NDArray[Any],
     valid: npt.NDArray[np.bool_] | None,
@@ -271,19 +298,18 @@ def band_statistics(
 ) -> BandStatistics:
     """The statistics of one band ``values`` (h, w) where ``valid`` (None: everywhere)."""
     ok = _valid(values, valid)
-    picked = values[ok]
+    picked = values.reshape(-1) if ok is None else values[ok]
     n = picked.size
     keys, counts = _distinct(picked)
     histogram = _histogram(picked, keys, counts, opts)
     fractions = [p / 100.0 for p in opts.percentiles] + [0.5]
     nan = float("nan")
     if n:
-        widened = picked.astype(np.float64)
-        average = widened.sum() / n
-        total = float(np.where(ok, values, 0).astype(np.float64).sum())
-        std = math.sqrt(float(((widened - average) ** 2).sum() / n))
+        total, std = _moments(values, ok, picked) if opts.moments else (nan, nan)
         *pcts, median = _quantiles(keys, counts, fractions)
-        lo, hi = float(picked.min()), float(picked.max())
+        exact = picked.dtype.kind in "iu"  # sorted distinct integers: their ends are min, max
+        lo = float(keys[0]) if exact else float(picked.min())
+        hi = float(keys[-1]) if exact else float(picked.max())
         mean, majority = total / n, float(keys[counts.argmax()])
         minority = float(keys[counts.argmin()])
     else:

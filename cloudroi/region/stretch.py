@@ -47,7 +47,7 @@ Stretch = tuple[Range, ...]
 STRETCH_MAX_SIZE = 1024
 #: The percentiles mapped onto 0 and 255.
 STRETCH_PERCENTILES = (2, 98)
-_OPTIONS = StatisticsOptions(percentiles=STRETCH_PERCENTILES, bins=1)
+_OPTIONS = StatisticsOptions(percentiles=STRETCH_PERCENTILES, bins=1, moments=False)
 
 Compute = Callable[[], Awaitable["Stretch | None"]]
 #: Wraps the computation (e.g. a service checking its limits and holding its memory budget for
