@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
-from xml.sax.saxutils import escape as xml_escape
 
 import imagecodecs
 import numpy as np
@@ -212,6 +211,8 @@ def _tiff_value(kind: str, value: Any) -> tuple[int, Any]:
 
 def _gdal_metadata(bands: Sequence[dict[str, Any]]) -> str:
     """GDAL_METADATA holding each band's description, scale and offset (where set)."""
+    from xml.sax.saxutils import escape  # urllib.request with it: only for GeoTIFF answers
+
     items = []
     roles = (("description", "DESCRIPTION"), ("scale", "SCALE"), ("offset", "OFFSET"))
     for i, meta in enumerate(bands):
@@ -219,7 +220,7 @@ def _gdal_metadata(bands: Sequence[dict[str, Any]]) -> str:
             value = meta.get(role)
             if value is None or value == "" or (role, value) in (("scale", 1.0), ("offset", 0.0)):
                 continue
-            text = xml_escape(repr(float(value)) if role != "description" else str(value))
+            text = escape(repr(float(value)) if role != "description" else str(value))
             items.append(f'<Item name="{name}" sample="{i}" role="{role}">{text}</Item>')
     return f"<GDALMetadata>{''.join(items)}</GDALMetadata>" if items else ""
 
