@@ -182,8 +182,12 @@ class RuntimeClient:
         timeout: float = 60.0,
         cwd: str | None = None,
         python_args: Sequence[str] = (),
+        unset: Sequence[str] = (),
     ) -> None:
         self.api = RuntimeAPI()
+        #: Variables of this process's environment the function does not get (Lambda never
+        #: sets them: SSL_CERT_FILE...).
+        self._unset = tuple(unset)
         self.timeout = timeout
         self._argv = [python, *python_args, "-m", "awslambdaric", handler]
         self._env = dict(env)
@@ -193,6 +197,8 @@ class RuntimeClient:
     def __enter__(self) -> RuntimeClient:
         self.api.__enter__()
         env = {**os.environ, **self._env, "AWS_LAMBDA_RUNTIME_API": self.api.address}
+        for name in self._unset:
+            env.pop(name, None)
         self.proc = subprocess.Popen(
             self._argv,
             env=env,

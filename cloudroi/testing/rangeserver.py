@@ -9,9 +9,9 @@ request and body byte (multipart framing included), and can add a latency per re
 drawn per request by ``LongTail``: an object store's first-byte time). ``alternate`` serves versions
 of one path in turn, one per request, as an object rewritten between requests would be. It runs its
 own event loop in a background thread, so synchronous code (rasterio/GDAL, fsspec) can use it too.
-
 ``fault`` is a hook for fault-injection: a callable that sees each request and may return a
-``Fault`` describing how to misbehave (see ``cloudroi.testing.faults``).
+``Fault`` describing how to misbehave (see ``cloudroi.testing.faults``). With ``ssl_context`` (a
+server-side context) it serves HTTPS.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import hashlib
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -112,8 +113,10 @@ class RangeServer:
         last_modified: bool = False,
         honour_if_match: bool = True,
         multirange: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._lock = threading.Lock()
+        self.ssl_context = ssl_context
         self._files: dict[str, list[_Version]] = {}
         self._turns: dict[str, int] = {}
         for path, data in (files or {}).items():
@@ -173,7 +176,7 @@ class RangeServer:
             return versions[turn % len(versions)]
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
+        return f"http{'s' * bool(self.ssl_context)}://127.0.0.1:{self.port}/{path.lstrip('/')}"
 
     # -- accounting ------------------------------------------------------------------------
 
@@ -204,17 +207,10 @@ class RangeServer:
         return sum(1 for h in handlers if h.transport is not None and not h.transport.is_closing())
 
     def _record(self, request: web.Request, status: int, nbytes: int) -> None:
+        headers, now = request.headers, time.monotonic()
+        entry = RequestLog(request.method, request.path, headers.get("Range"), status, nbytes, now)
         with self._lock:
-            self.log.append(
-                RequestLog(
-                    request.method,
-                    request.path,
-                    request.headers.get("Range"),
-                    status,
-                    nbytes,
-                    time.monotonic(),
-                )
-            )
+            self.log.append(entry)
 
     # -- serving ---------------------------------------------------------------------------
 
@@ -394,7 +390,7 @@ class RangeServer:
                 app.router.add_route("HEAD", "/{tail:.*}", self._handle)
                 runner = web.AppRunner(app, access_log=None, handle_signals=False)
                 loop.run_until_complete(runner.setup())
-                site = web.TCPSite(runner, "127.0.0.1", 0)
+                site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
                 loop.run_until_complete(site.start())
                 server: Any = site._server
                 self.port = server.sockets[0].getsockname()[1]
