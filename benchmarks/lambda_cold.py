@@ -55,6 +55,9 @@ TARGET_IMPORT_MS = 150.0
 #: The environment template-zip.yaml gives the function besides its CLOUDROI_* settings (a test
 #: checks they agree): the function runs here as it is configured there.
 FUNCTION_ENV = {"OPENBLAS_NUM_THREADS": "1"}
+#: Set by some shells and CI images, never by Lambda: they choose the trust store, so a function
+#: started with them would not load TLS as it does on Lambda (cloudroi.service.trust).
+LAMBDA_UNSET = ("SSL_CERT_FILE", "SSL_CERT_DIR", "PROJ_CURL_CA_BUNDLE")
 #: A tile of the UTM 33N scene below, at zoom 12 in WebMercatorQuad (reprojected).
 TILE = (12, 2220, 1296)
 
@@ -240,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
     args = ap.parse_args(argv)
     results: list[Result] = []
+    for name in LAMBDA_UNSET:  # the function's environment is Lambda's, not this shell's
+        os.environ.pop(name, None)
     if args.package:
         fn = Function.package(args.package)
     else:

@@ -25,6 +25,11 @@ from the runtime's Python version: ``--from-env`` uses the running interpreter, 
 found on PATH); without one it warns and ships sources only (``"bytecode": false`` in the
 report). Hash-based, unchecked: Python loads it without comparing timestamps (unzipping does not
 keep them exactly), which is right for a package that never changes after it is built.
+It also writes the trusted CA set (certifi's bundle, or ``--ca-bundle``) as an OpenSSL hashed
+directory, ``cloudroi-ca/`` (``openssl x509 -subject_hash`` names each certificate's file): the
+function points ``SSL_CERT_DIR`` at it, so the TLS contexts aiohttp makes at import read no bundle
+(``cloudroi.service.trust``; about 90 ms of each cold start). Without certifi or the openssl
+command it warns and ships none (``"ca_certificates": 0``).
 It writes ``OUT/package/`` (what ``CodeUri`` can point at) and ``OUT/function.zip`` and prints
 the unzipped and zipped sizes with the largest packages; it exits 1 when the unzipped size is
 over the limit. The Lambda runtime provides the runtime client (awslambdaric) and
@@ -35,7 +40,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -65,6 +72,17 @@ DROP_DIRS = {"__pycache__", "tests", "testing_data"}
 #: that other code imports would go here).
 KEEP_DIRS = {"numpy/testing"}
 DROP_PATHS = ("bin", "numpy/_core/include", "numpy/_core/lib", "numpy/f2py/tests")
+PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.+?-----END CERTIFICATE-----", re.S)
+
+
+def trust_names() -> Any:
+    """cloudroi.service.trust (standard library only), for the names the function looks for."""
+    spec = importlib.util.spec_from_file_location("_trust", ROOT / "cloudroi/service/trust.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def project() -> dict[str, Any]:
@@ -171,6 +189,66 @@ def strip(target: Path) -> None:
             file.unlink()
 
 
+def ca_bundle(target: Path, given: Path | None) -> Path | None:
+    """The CA bundle the function trusts: ``--ca-bundle``, else certifi's (the package's own
+    copy, else this interpreter's or pip's), else None."""
+    if given is not None:
+        return given
+    if (target / "certifi" / "cacert.pem").is_file():
+        return target / "certifi" / "cacert.pem"
+    for name in ("certifi", "pip._vendor.certifi"):
+        try:
+            return Path(importlib.import_module(name).where())
+        except (ImportError, AttributeError):
+            continue
+    return None
+
+
+def subject_hash(pem: bytes, openssl: str) -> str:
+    done = subprocess.run(
+        [openssl, "x509", "-noout", "-subject_hash"], input=pem, capture_output=True, timeout=60
+    )
+    digest = done.stdout.decode().strip()
+    if done.returncode or not re.fullmatch(r"[0-9a-f]{8}", digest):
+        raise SystemExit(f"openssl x509 -subject_hash failed: {done.stderr.decode()[-2000:]}")
+    return digest
+
+
+def write_ca_dir(target: Path, bundle: Path, openssl: str) -> int:
+    """The bundle as an OpenSSL hashed directory at the package's top (``cloudroi-ca/``, what
+    cloudroi.service.trust looks for): one PEM per certificate named ``<subject hash>.<n>``,
+    and the bundle itself. Returns the number of certificates."""
+    trust = trust_names()
+    where = target / trust.CA_DIR_NAME
+    where.mkdir()
+    data = bundle.read_bytes()
+    certs = PEM_CERT.findall(data)
+    if not certs:
+        raise SystemExit(f"--ca-bundle {bundle}: no PEM certificate in it")
+    for pem in certs:
+        digest = subject_hash(pem + b"\n", openssl)
+        n = 0
+        while (where / f"{digest}.{n}").exists():
+            n += 1
+        (where / f"{digest}.{n}").write_bytes(pem + b"\n")
+    (where / trust.BUNDLE_NAME).write_bytes(data)
+    return len(certs)
+
+
+def package_trust(target: Path, args: argparse.Namespace) -> int:
+    """The CA directory (number of certificates), or 0 with a warning when it cannot be made."""
+    bundle = ca_bundle(target, args.ca_bundle)
+    openssl = shutil.which("openssl")
+    if bundle is None or openssl is None:
+        print(
+            "warning: no CA directory (needs certifi or --ca-bundle, and the openssl command): "
+            "each cold start parses the runtime's CA bundle twice (about 90 ms)",
+            file=sys.stderr,
+        )
+        return 0
+    return write_ca_dir(target, bundle, openssl)
+
+
 def bytecode_python(args: argparse.Namespace) -> str | None:
     """The interpreter that compiles the byte code: one of the target's Python version, else
     None."""
@@ -204,6 +282,42 @@ def compile_bytecode(target: Path, python: str) -> None:
     done = subprocess.run([*argv, str(target)], timeout=1800, capture_output=True, text=True)
     if done.returncode:  # compileall names the files it could not compile on stdout
         raise SystemExit(f"byte code failed:\n{done.stdout[-4000:]}{done.stderr[-2000:]}")
+
+
+RECORD_CODE = """
+from cloudroi.service import codecache
+with codecache.record() as table:
+    import cloudroi.serverless
+    from cloudroi.service.snapstart import prepare
+    prepare()
+codecache.write(table, codecache.table_path())
+print(len(table))
+"""
+
+
+def record_code_cache(target: Path, python: str) -> int:
+    """``cloudroi/_codecache.marshal``: the function's preparation (every endpoint's modules)
+    run once by ``python`` from the package, as Lambda runs it, recording what dataclasses and
+    attrs compile (cloudroi.service.codecache). Returns the number of texts, 0 with a warning
+    when the package cannot run here (another architecture)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "SSL_CERT"))}
+    env.update({"PYTHONPATH": str(target), "PYTHONDONTWRITEBYTECODE": "1"})
+    done = subprocess.run(
+        [python, "-S", "-c", RECORD_CODE],
+        cwd=target,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode:
+        print(
+            "warning: no compiled-code table (the package does not run here: build on the "
+            f"target architecture for it):\n{done.stderr[-1500:]}",
+            file=sys.stderr,
+        )
+        return 0
+    return int(done.stdout.split()[-1])
 
 
 def sizes(target: Path) -> tuple[int, list[tuple[str, int]]]:
@@ -244,9 +358,12 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
             pip_install(staging, extras, args.arch, args.python_version)
         copy_cloudroi(staging, extras)
         strip(staging)
+        certificates = package_trust(staging, args)
         python = None if args.no_bytecode else bytecode_python(args)
+        code_texts = 0
         if python is not None:
             compile_bytecode(staging, python)
+            code_texts = record_code_cache(staging, python)
         elif not args.no_bytecode:
             print(
                 f"warning: no Python {args.python_version} to compile byte code with "
@@ -263,6 +380,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         if args.from_env
         else args.python_version,
         "bytecode": python is not None,
+        "ca_certificates": certificates,
+        "code_cache_texts": code_texts,
         "unzipped_bytes": unzipped,
         "zipped_bytes": zipped,
         "limit_bytes": LAMBDA_UNZIPPED_LIMIT,
@@ -279,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--from-env", action="store_true", help="copy from this environment")
     ap.add_argument("--compile-with", help="a Python of --python-version for the byte code")
     ap.add_argument("--no-bytecode", action="store_true", help="ship sources only")
+    ap.add_argument("--ca-bundle", type=Path, help="PEM bundle to trust (default: certifi's)")
     ap.add_argument("--out", type=Path, default=HERE / ".build")
     ap.add_argument("--zip-level", type=int, default=6, help="deflate level, 1-9 (default 6)")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -1,0 +1,443 @@
+"""What the Lambda zip ships for its cold start, each tested on its own: the hashed CA directory
+(cloudroi.service.trust, build_zip.write_ca_dir), the table of dataclass code
+(cloudroi.service.codecache) and the version read beside the package (cloudroi._sibling_version).
+The built package as a whole is tested in test_deploy.py."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import cloudroi
+from cloudroi.cog import write_cog
+from cloudroi.service import codecache, trust
+from cloudroi.testing import RangeServer
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Environment variables that choose a trust store: the child processes start without them, as
+#: the function does on Lambda.
+TRUST_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "PROJ_CURL_CA_BUNDLE")
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in TRUST_ENV}
+    env.update(extra)
+    return env
+
+
+def run_child(code: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=child_env(**env),
+        cwd=ROOT,
+    )
+
+
+# -- the CA directory ----------------------------------------------------------------------
+
+
+def load_build_zip() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "build_zip", ROOT / "deploy" / "aws-sam" / "build_zip.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_ca(name: str) -> tuple[Any, Any]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def make_leaf(ca: tuple[Any, Any], tmp: Path) -> ssl.SSLContext:
+    """A server context for 127.0.0.1 with a certificate ``ca`` signed."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_cert, ca_key = ca
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    chain = tmp / "leaf.pem"
+    chain.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyfile = tmp / "leaf.key"
+    keyfile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(chain, keyfile)
+    return ctx
+
+
+def pem(cert: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    data: bytes = cert.public_bytes(serialization.Encoding.PEM)
+    return data
+
+
+def ca_dir(tmp: Path, name: str, *certs: Any) -> Path:
+    """An OpenSSL hashed directory of ``certs`` made the way build_zip.py makes the package's."""
+    build_zip = load_build_zip()
+    bundle = tmp / f"{name}.pem"
+    bundle.write_bytes(b"".join(pem(c) for c in certs))
+    staging = tmp / name
+    staging.mkdir()
+    openssl = shutil.which("openssl")
+    assert openssl is not None, "the openssl command builds the CA directory (.ci/run has it)"
+    assert build_zip.write_ca_dir(staging, bundle, openssl) == len(certs)
+    where = staging / trust.CA_DIR_NAME
+    assert (where / trust.BUNDLE_NAME).read_bytes() == bundle.read_bytes()
+    return where
+
+
+READ_HTTPS = """
+import asyncio, json, ssl, sys
+from cloudroi.service.trust import use_packaged_ca
+used = use_packaged_ca(sys.argv[1])
+import aiohttp  # its default TLS contexts are made here, from what use_packaged_ca chose
+import cloudroi
+
+async def main():
+    try:
+        async with await cloudroi.open(sys.argv[2]) as img:
+            data = await img.read((0, 0, 32, 32))
+        return {"sum": int(data.sum())}
+    except cloudroi.CloudROIError as exc:
+        return {"error": type(exc).__name__, "detail": str(exc)}
+
+out = asyncio.run(main())
+paths = ssl.get_default_verify_paths()
+out.update(used=used, capath=paths.capath, cafile=paths.openssl_cafile_env)
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    tmp = tmp_path_factory.mktemp("tls")
+    ca = make_ca("cloudroi test root")
+    data = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
+    server = RangeServer({"a.tif": write_cog(data, tile=32)}, ssl_context=make_leaf(ca, tmp))
+    with server:
+        yield server, ca, tmp, int(data[:32, :32].sum())
+
+
+def test_packaged_ca_directory_verifies_https(tls_server: Any) -> None:
+    """A fresh process trusting only the hashed directory (no bundle file anywhere) reads a
+    COG over HTTPS from a server whose CA is in it, and is refused, with a typed error, by one
+    whose CA is not."""
+    server, ca, tmp, expected = tls_server
+    good = ca_dir(tmp, "good", make_ca("another root")[0], ca[0])
+    done = run_child(READ_HTTPS, str(good), server.url("a.tif"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    assert out == {
+        "sum": expected,
+        "used": True,
+        "capath": str(good),
+        "cafile": "SSL_CERT_FILE",
+    }
+
+    stranger = ca_dir(tmp, "stranger", make_ca("cloudroi test root")[0])  # same name, other key
+    done = run_child(READ_HTTPS, str(stranger), server.url("a.tif"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    assert "sum" not in out
+    assert "certificate" in out["detail"].lower(), out
+
+
+def test_use_packaged_ca_leaves_a_chosen_trust_store_alone(tmp_path: Path) -> None:
+    (tmp_path / trust.BUNDLE_NAME).write_bytes(b"")
+    env: dict[str, str] = {"SSL_CERT_FILE": "/etc/mine.pem"}
+    assert trust.use_packaged_ca(tmp_path, env) is False
+    assert env == {"SSL_CERT_FILE": "/etc/mine.pem"}
+    env = {"SSL_CERT_DIR": "/etc/certs"}
+    assert trust.use_packaged_ca(tmp_path, env) is False
+    assert env == {"SSL_CERT_DIR": "/etc/certs"}
+
+    env = {}
+    assert trust.use_packaged_ca(tmp_path, env) is True
+    assert env == {
+        "SSL_CERT_DIR": str(tmp_path),
+        "SSL_CERT_FILE": str(tmp_path / trust.NO_BUNDLE_NAME),
+        "PROJ_CURL_CA_BUNDLE": str(tmp_path / trust.BUNDLE_NAME),
+    }
+    assert not (tmp_path / trust.NO_BUNDLE_NAME).exists()
+
+    env = {"PROJ_CURL_CA_BUNDLE": "/etc/proj.pem"}
+    assert trust.use_packaged_ca(tmp_path, env) is True
+    assert env["PROJ_CURL_CA_BUNDLE"] == "/etc/proj.pem"
+
+    env = {}
+    assert trust.use_packaged_ca(tmp_path / "absent", env) is False
+    assert env == {}
+    # the source tree has no directory: importing the handler changes nothing here
+    assert not Path(trust.packaged_ca_dir()).exists()
+    assert trust.use_packaged_ca(environ=env) is False
+
+
+def test_write_ca_dir_names_files_by_subject_hash(tmp_path: Path) -> None:
+    """Two certificates with one subject share a hash: ``.0`` and ``.1``; a bundle without a
+    certificate stops the build."""
+    first, second = make_ca("twin")[0], make_ca("twin")[0]
+    where = ca_dir(tmp_path, "twins", first, second)
+    hashed = sorted(p.name for p in where.iterdir() if p.name != trust.BUNDLE_NAME)
+    digest = subprocess.run(
+        ["openssl", "x509", "-noout", "-subject_hash"],
+        input=pem(first),
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    assert hashed == [f"{digest.strip()}.0", f"{digest.strip()}.1"]
+    assert {(where / n).read_bytes() for n in hashed} == {pem(first), pem(second)}
+
+    empty = tmp_path / "empty.pem"
+    empty.write_text("no certificate here\n")
+    (tmp_path / "out").mkdir()
+    with pytest.raises(SystemExit, match="no PEM certificate"):
+        load_build_zip().write_ca_dir(tmp_path / "out", empty, "openssl")
+
+
+# -- the dataclass code table --------------------------------------------------------------
+
+CLASSES = """
+from __future__ import annotations
+import dataclasses
+from dataclasses import InitVar, dataclass, field
+from typing import ClassVar
+
+@dataclass(frozen=True, order=True)
+class Point:
+    x: int
+    y: int = 2
+    tags: tuple[str, ...] = ()
+
+@dataclass(slots=True, kw_only=True)
+class Box:
+    lo: float
+    hi: float = field(default=1.0, repr=False)
+    names: list[str] = field(default_factory=list)
+    seen: ClassVar[int] = 0
+    scale: InitVar[float] = 1.0
+
+    def __post_init__(self, scale):
+        self.hi *= scale
+
+@dataclass(unsafe_hash=True)
+class Key:
+    a: str
+    b: bytes = b""
+"""
+
+EXERCISE = """
+import json, sys
+from cloudroi.service import codecache
+count = codecache.install(sys.argv[1]) if sys.argv[1] != "-" else 0
+compiled = []
+import builtins
+real, real_exec = builtins.compile, builtins.exec
+def spy(source, *a, **k):  # compile(text), and exec(text) which compiles it too
+    compiled.append(source if isinstance(source, str) else "<code>")
+    return real(source, *a, **k)
+def spy_exec(source, *a, **k):
+    compiled.append(source if isinstance(source, str) else "<code>")
+    return real_exec(source, *a, **k)
+import types
+module = sys.modules["classes"] = types.ModuleType("classes")
+source = real(sys.argv[2], "classes.py", "exec", dont_inherit=True)
+builtins.compile, builtins.exec = spy, spy_exec  # from here on: what the classes compile
+real_exec(source, module.__dict__)
+builtins.compile, builtins.exec = real, real_exec
+ns = module.__dict__
+Point, Box, Key = ns["Point"], ns["Box"], ns["Key"]
+p, q = Point(1), Point(1, 3, ("a",))
+try:
+    p.x = 5
+    frozen = "no"
+except Exception as exc:
+    frozen = type(exc).__name__
+b = Box(lo=0.5, hi=2.0, scale=3.0)
+print(json.dumps({
+    "count": count,
+    "compiled": sum(1 for c in compiled if c != "<code>"),
+    "texts": [c[:200] for c in compiled if c != "<code>"],
+    "repr": [repr(p), repr(q), repr(b), repr(Key("k"))],
+    "eq": [p == Point(1), p < q, hash(p) == hash(Point(1)), hash(Key("k")) == hash(Key("k"))],
+    "frozen": frozen,
+    "box": [b.lo, b.hi, b.names, hasattr(b, "__dict__")],
+    "annotations": {k: str(v) for k, v in Point.__init__.__annotations__.items()},
+    "kwonly": Box.__init__.__kwdefaults__ is not None,
+}))
+"""
+
+
+def test_codecache_table_builds_the_same_classes_without_compiling(tmp_path: Path) -> None:
+    """Recorded once, the table serves every method text of frozen, ordered, slotted, kw-only
+    and InitVar dataclasses in a fresh process: nothing is compiled, and the classes behave as
+    those built without it (repr, eq, order, hash, frozen, defaults, annotations)."""
+    table = tmp_path / "table.marshal"
+    record = (
+        "import sys, types\n"
+        "from cloudroi.service import codecache\n"
+        "module = sys.modules['classes'] = types.ModuleType('classes')\n"
+        "with codecache.record() as t:\n"
+        "    exec(compile(sys.argv[2], 'classes.py', 'exec', dont_inherit=True), module.__dict__)\n"
+        "codecache.write(t, sys.argv[1])\n"
+        "print(len(t))\n"
+    )
+    done = run_child(record, str(table), CLASSES)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert int(done.stdout) >= 12
+
+    plain = run_child(EXERCISE, "-", CLASSES)
+    cached = run_child(EXERCISE, str(table), CLASSES)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    assert cached.returncode == 0, cached.stderr[-3000:]
+    without, with_table = json.loads(plain.stdout), json.loads(cached.stdout)
+    assert with_table["count"] == int(done.stdout)
+    assert with_table["compiled"] == 0, with_table["texts"]
+    assert without["compiled"] >= with_table["count"]  # each text compiled at class creation
+    for doc in (without, with_table):
+        for name in ("count", "compiled", "texts"):
+            doc.pop(name)
+    assert with_table == without
+    assert without["frozen"] == "FrozenInstanceError"
+
+
+def test_codecache_misses_compile_and_foreign_tables_are_refused(tmp_path: Path) -> None:
+    """A text missing from the table is compiled as dataclasses would; a table of another
+    Python (another magic number), a damaged one or none changes nothing."""
+    import dataclasses
+    import marshal
+
+    empty = tmp_path / "empty.marshal"
+    codecache.write({}, str(empty))
+    try:
+        assert codecache.install(str(empty)) == 0
+        assert codecache.installed()
+
+        @dataclasses.dataclass(frozen=True)
+        class Late:
+            a: int
+            b: str = "x"
+
+        assert repr(Late(1)).endswith(".<locals>.Late(a=1, b='x')")
+        assert Late(1) == Late(1)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            Late(1).a = 2  # type: ignore[misc]
+    finally:
+        codecache.uninstall()
+    assert not codecache.installed()
+    assert "exec" not in vars(dataclasses)
+
+    foreign = tmp_path / "foreign.marshal"
+    foreign.write_bytes(marshal.dumps((b"\x00\x00\r\n", {})))
+    damaged = tmp_path / "damaged.marshal"
+    damaged.write_bytes(b"\x00not marshal")
+    for path in (foreign, damaged, tmp_path / "absent.marshal"):
+        assert codecache.install(str(path)) == 0
+        assert not codecache.installed()
+    # the source tree ships no table
+    assert not Path(codecache.table_path()).exists()
+
+
+# -- the version beside the package ---------------------------------------------------------
+
+
+def test_sibling_version_reads_the_one_dist_info(tmp_path: Path) -> None:
+    info = tmp_path / "cloudroi-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: cloudroi\nVersion: 1.2.3\n\nVersion: 9.9.9 in the text\n"
+    )
+    (tmp_path / "cloudroi-ca").mkdir()  # the package's CA directory is not a dist-info
+    assert cloudroi._sibling_version(str(tmp_path)) == "1.2.3"
+
+    (tmp_path / "cloudroi-0.1.dist-info").mkdir()  # two: a stale install, ask importlib
+    assert cloudroi._sibling_version(str(tmp_path)) is None
+
+    other = tmp_path / "other"
+    (other / "cloudroi-2.0.dist-info").mkdir(parents=True)
+    (other / "cloudroi-2.0.dist-info" / "METADATA").write_text("Name: cloudroi\n\nVersion: 2.0\n")
+    assert cloudroi._sibling_version(str(other)) is None  # not among the headers
+    assert cloudroi._sibling_version(str(tmp_path / "absent")) is None
+    # here (an editable install) there is none beside the package: importlib.metadata answers
+    assert cloudroi._sibling_version() is None
+    assert cloudroi.__version__ == __import__("importlib.metadata").metadata.version("cloudroi")
