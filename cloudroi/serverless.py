@@ -4,10 +4,10 @@ The adapter itself lives beside the aiohttp app, in ``cloudroi.service.lambda_ha
 transports over the same request core (``cloudroi.service.core.handle``).
 
 Importing it first prepares two things a zip package built by ``build_zip.py`` ships, for the cold
-start: TLS trust from its hashed CA directory (``cloudroi.service.trust``: aiohttp, imported on the
-first request, then builds its TLS contexts without parsing a CA bundle), and the compiled code of
-the methods dataclasses and attrs generate (``cloudroi.service.codecache``). Without them (the
-source tree, the container image) nothing changes.
+start: aiohttp's default TLS contexts from its hashed CA directory (``cloudroi.service.trust``:
+aiohttp, imported on the first request, then builds them without parsing a CA bundle), and the
+compiled code of the methods ``@dataclass`` generates (``cloudroi.service.codecache``). Without
+them (the source tree, the container image) nothing changes.
 """
 
 from .service.codecache import install as _install_code_cache

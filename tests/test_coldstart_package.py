@@ -163,15 +163,16 @@ def ca_dir(tmp: Path, name: str, *certs: Any) -> Path:
     assert openssl is not None, "the openssl command builds the CA directory (.ci/run has it)"
     assert build_zip.write_ca_dir(staging, bundle, openssl) == len(certs)
     where = staging / trust.CA_DIR_NAME
-    assert (where / trust.BUNDLE_NAME).read_bytes() == bundle.read_bytes()
+    assert len(list(where.iterdir())) == len(certs)
     return where
 
 
 READ_HTTPS = """
-import asyncio, json, ssl, sys
+import asyncio, json, os, sys
 from cloudroi.service.trust import use_packaged_ca
 used = use_packaged_ca(sys.argv[1])
 import aiohttp  # its default TLS contexts are made here, from what use_packaged_ca chose
+from aiohttp import connector
 import cloudroi
 
 async def main():
@@ -182,9 +183,18 @@ async def main():
     except cloudroi.CloudROIError as exc:
         return {"error": type(exc).__name__, "detail": str(exc)}
 
+contexts = (connector._SSL_CONTEXT_VERIFIED, connector._SSL_CONTEXT_UNVERIFIED)
+# a hashed directory is read on demand: a context made from it holds no CA up front (from a
+# bundle file it holds every one); after the handshake, the one it looked up
+loaded = [len(c.get_ca_certs()) for c in contexts]
 out = asyncio.run(main())
-paths = ssl.get_default_verify_paths()
-out.update(used=used, capath=paths.capath, cafile=paths.openssl_cafile_env)
+out.update(
+    used=used,
+    loaded=loaded,
+    after=len(contexts[0].get_ca_certs()),
+    env=sorted(k for k in os.environ if k.startswith("SSL_CERT")),
+    again=use_packaged_ca(sys.argv[1]),
+)
 print(json.dumps(out))
 """
 
@@ -200,9 +210,9 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def test_packaged_ca_directory_verifies_https(tls_server: Any) -> None:
-    """A fresh process trusting only the hashed directory (no bundle file anywhere) reads a
-    COG over HTTPS from a server whose CA is in it, and is refused, with a typed error, by one
-    whose CA is not."""
+    """A fresh process whose aiohttp contexts load only the hashed directory reads a COG over
+    HTTPS from a server whose CA is in it, and is refused, with a typed error, by one whose CA
+    is not; the variables are gone once aiohttp is loaded, and no bundle was parsed."""
     server, ca, tmp, expected = tls_server
     good = ca_dir(tmp, "good", make_ca("another root")[0], ca[0])
     done = run_child(READ_HTTPS, str(good), server.url("a.tif"))
@@ -211,8 +221,10 @@ def test_packaged_ca_directory_verifies_https(tls_server: Any) -> None:
     assert out == {
         "sum": expected,
         "used": True,
-        "capath": str(good),
-        "cafile": "SSL_CERT_FILE",
+        "loaded": [0, 0],
+        "after": 1,
+        "env": [],
+        "again": False,
     }
 
     stranger = ca_dir(tmp, "stranger", make_ca("cloudroi test root")[0])  # same name, other key
@@ -221,44 +233,53 @@ def test_packaged_ca_directory_verifies_https(tls_server: Any) -> None:
     out = json.loads(done.stdout)
     assert "sum" not in out
     assert "certificate" in out["detail"].lower(), out
+    assert out["loaded"] == [0, 0]
+
+    # without the directory aiohttp loads the default bundle file (what the directory spares)
+    done = run_child(READ_HTTPS, str(tmp / "absent"), server.url("a.tif"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    assert out["used"] is False
+    assert "sum" not in out
+    if os.path.isfile(ssl.get_default_verify_paths().openssl_cafile):
+        assert min(out["loaded"]) > 50  # the system's bundle, parsed into each context
+
+
+CHOSEN_STORE = """
+import json, os, sys
+from cloudroi.service.trust import use_packaged_ca
+print(json.dumps([use_packaged_ca(sys.argv[1]), "aiohttp.connector" in sys.modules]))
+"""
 
 
 def test_use_packaged_ca_leaves_a_chosen_trust_store_alone(tmp_path: Path) -> None:
-    (tmp_path / trust.BUNDLE_NAME).write_bytes(b"")
-    env: dict[str, str] = {"SSL_CERT_FILE": "/etc/mine.pem"}
-    assert trust.use_packaged_ca(tmp_path, env) is False
-    assert env == {"SSL_CERT_FILE": "/etc/mine.pem"}
-    env = {"SSL_CERT_DIR": "/etc/certs"}
-    assert trust.use_packaged_ca(tmp_path, env) is False
-    assert env == {"SSL_CERT_DIR": "/etc/certs"}
-
-    env = {}
-    assert trust.use_packaged_ca(tmp_path, env) is True
-    assert env == {
-        "SSL_CERT_DIR": str(tmp_path),
-        "SSL_CERT_FILE": str(tmp_path / trust.NO_BUNDLE_NAME),
-        "PROJ_CURL_CA_BUNDLE": str(tmp_path / trust.BUNDLE_NAME),
-    }
-    assert not (tmp_path / trust.NO_BUNDLE_NAME).exists()
-
-    env = {"PROJ_CURL_CA_BUNDLE": "/etc/proj.pem"}
-    assert trust.use_packaged_ca(tmp_path, env) is True
-    assert env["PROJ_CURL_CA_BUNDLE"] == "/etc/proj.pem"
-
-    env = {}
-    assert trust.use_packaged_ca(tmp_path / "absent", env) is False
-    assert env == {}
-    # the source tree has no directory: importing the handler changes nothing here
+    for env in ({"SSL_CERT_FILE": "/etc/mine.pem"}, {"SSL_CERT_DIR": "/etc/certs"}):
+        done = run_child(CHOSEN_STORE, str(tmp_path), **env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert json.loads(done.stdout) == [False, False]
+    done = run_child(CHOSEN_STORE, str(tmp_path))
+    assert json.loads(done.stdout) == [True, False]
+    # in this process aiohttp is loaded already: too late, nothing is arranged
+    assert "aiohttp.connector" in sys.modules
+    assert trust.use_packaged_ca(str(tmp_path)) is False
+    # and the source tree has no directory
     assert not Path(trust.packaged_ca_dir()).exists()
-    assert trust.use_packaged_ca(environ=env) is False
+
+
+def test_trusted_while_restores_the_environment() -> None:
+    env = {"SSL_CERT_FILE": "/etc/mine.pem", "OTHER": "x"}
+    with trust.trusted_while("/ca", env):
+        assert env["SSL_CERT_DIR"] == "/ca"
+        assert env["SSL_CERT_FILE"] == os.path.join("/ca", trust.NO_BUNDLE_NAME)
+    assert env == {"SSL_CERT_FILE": "/etc/mine.pem", "OTHER": "x"}
 
 
 def test_write_ca_dir_names_files_by_subject_hash(tmp_path: Path) -> None:
-    """Two certificates with one subject share a hash: ``.0`` and ``.1``; a bundle without a
-    certificate stops the build."""
+    """Two certificates with one subject share a hash: ``.0`` and ``.1``. A bundle with a
+    block this build would leave out, or none at all, stops the build."""
     first, second = make_ca("twin")[0], make_ca("twin")[0]
     where = ca_dir(tmp_path, "twins", first, second)
-    hashed = sorted(p.name for p in where.iterdir() if p.name != trust.BUNDLE_NAME)
+    hashed = sorted(p.name for p in where.iterdir())
     digest = subprocess.run(
         ["openssl", "x509", "-noout", "-subject_hash"],
         input=pem(first),
@@ -268,11 +289,18 @@ def test_write_ca_dir_names_files_by_subject_hash(tmp_path: Path) -> None:
     assert hashed == [f"{digest.strip()}.0", f"{digest.strip()}.1"]
     assert {(where / n).read_bytes() for n in hashed} == {pem(first), pem(second)}
 
-    empty = tmp_path / "empty.pem"
-    empty.write_text("no certificate here\n")
-    (tmp_path / "out").mkdir()
-    with pytest.raises(SystemExit, match="no PEM certificate"):
-        load_build_zip().write_ca_dir(tmp_path / "out", empty, "openssl")
+    build_zip = load_build_zip()
+    spaced = tmp_path / "spaced.pem"  # trailing blanks after BEGIN, CRLF lines: still read
+    spaced.write_bytes(pem(first).replace(b"-----\n", b"-----  \n", 1).replace(b"\n", b"\r\n"))
+    (tmp_path / "s").mkdir()
+    assert build_zip.write_ca_dir(tmp_path / "s", spaced, "openssl") == 1
+    trusted = pem(second).replace(b"CERTIFICATE", b"TRUSTED CERTIFICATE")
+    for name, data in (("empty", b"no certificate here\n"), ("mixed", pem(first) + trusted)):
+        bundle = tmp_path / f"{name}.pem"
+        bundle.write_bytes(data)
+        (tmp_path / name).mkdir()
+        with pytest.raises(SystemExit, match="PEM blocks"):
+            build_zip.write_ca_dir(tmp_path / name, bundle, "openssl")
 
 
 # -- the dataclass code table --------------------------------------------------------------
@@ -387,11 +415,13 @@ def test_codecache_misses_compile_and_foreign_tables_are_refused(tmp_path: Path)
     import dataclasses
     import marshal
 
-    empty = tmp_path / "empty.marshal"
-    codecache.write({}, str(empty))
+    other = tmp_path / "other.marshal"
+    key = ("def f():\n return 1\n", "<string>", "exec", 0)
+    codecache.write({key: compile(key[0], "<string>", "exec")}, str(other))
     try:
-        assert codecache.install(str(empty)) == 0
+        assert codecache.install(str(other)) == 1
         assert codecache.installed()
+        assert codecache.install(str(other)) == 0  # one at a time
 
         @dataclasses.dataclass(frozen=True)
         class Late:
@@ -411,7 +441,9 @@ def test_codecache_misses_compile_and_foreign_tables_are_refused(tmp_path: Path)
     foreign.write_bytes(marshal.dumps((b"\x00\x00\r\n", {})))
     damaged = tmp_path / "damaged.marshal"
     damaged.write_bytes(b"\x00not marshal")
-    for path in (foreign, damaged, tmp_path / "absent.marshal"):
+    empty = tmp_path / "empty.marshal"
+    codecache.write({}, str(empty))
+    for path in (foreign, damaged, empty, tmp_path / "absent.marshal"):
         assert codecache.install(str(path)) == 0
         assert not codecache.installed()
     # the source tree ships no table

@@ -160,8 +160,8 @@ def test_without_moments_the_rest_is_unchanged(name: str, values: npt.NDArray[An
         full = band_statistics(values, mask, StatisticsOptions(), "b1")
         lean = band_statistics(values, mask, StatisticsOptions(moments=False), "b1")
         assert [math.isnan(v) for v in (lean.mean, lean.sum, lean.std)] == [True] * 3
-        for name in ("min", "max", "median", "percentiles", "majority", "minority", "unique"):
-            assert getattr(lean, name) == getattr(full, name), name
+        for field in ("min", "max", "median", "percentiles", "majority", "minority", "unique"):
+            assert getattr(lean, field) == getattr(full, field), field
         assert (lean.count, lean.histogram) == (full.count, full.histogram)
         # and the full measure's moments are numpy's, in float64
         ok = np.ones(values.shape, bool) if mask is None else mask.copy()
@@ -172,8 +172,32 @@ def test_without_moments_the_rest_is_unchanged(name: str, values: npt.NDArray[An
         assert full.std == pytest.approx(float(picked.std()), rel=1e-12)
 
 
-def test_the_default_stretch_measures_no_moments() -> None:
-    from cloudroi.region import stretch
+def test_the_default_stretch_measures_no_moments(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stretch's statistics never take the float64 passes (they would raise here), and give
+    the percentiles the full measure gives; a band with no valid pixel has none either way."""
+    from cloudroi.region import stats, stretch
 
-    assert stretch._OPTIONS.moments is False
-    assert stretch._OPTIONS.percentiles == stretch.STRETCH_PERCENTILES
+    yy, xx = np.mgrid[0:256, 0:256]
+    data = ((xx * 7 + yy * 3) % 4096).astype(np.uint16)
+    full = band_statistics(data, None, stretch._OPTIONS.__class__(percentiles=(2, 98)), "b1")
+
+    def refuse(*args: Any) -> Any:
+        raise AssertionError("the stretch measured mean, sum and std")
+
+    monkeypatch.setattr(stats, "_moments", refuse)
+    lean = band_statistics(data, None, stretch._OPTIONS, "b1")
+    assert lean.percentiles == full.percentiles == ((2, 230.0), (98, 2320.0))
+    nothing = band_statistics(data, np.zeros(data.shape, bool), stretch._OPTIONS, "b1")
+    assert (nothing.count, nothing.sum) == (0.0, 0.0)
+    assert [math.isnan(v) for _, v in nothing.percentiles] == [True, True]
+
+
+def test_a_zero_or_255_mask_counts_as_a_boolean_one() -> None:
+    """A GDAL-style 0/255 mask (uint8) selects the same pixels as the boolean mask."""
+    data = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    mask = np.zeros((3, 4), np.uint8)
+    mask[1] = 255
+    byte_mask = band_statistics(data, mask, StatisticsOptions(), "b1")
+    bool_mask = band_statistics(data, mask > 0, StatisticsOptions(), "b1")
+    assert byte_mask == bool_mask
+    assert (byte_mask.count, byte_mask.min, byte_mask.max) == (4.0, 4.0, 7.0)

@@ -170,8 +170,10 @@ def _valid(
 ) -> npt.NDArray[np.bool_] | None:
     """Where a pixel counts: the mask's valid and finite ones; None when every pixel does (an
     integer band without a mask: no mask array made, no copy of the values picked)."""
+    if valid is not None and valid.dtype != np.bool_:
+        valid = np.asarray(valid != 0)  # a 0/255 mask: nonzero is valid
     if values.dtype.kind not in "fc":
-        return None if valid is None else valid
+        return valid
     finite: npt.NDArray[np.bool_] = np.isfinite(values)
     return finite if valid is None else finite & valid
 
@@ -184,7 +186,7 @@ def _distinct(picked: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[n
         if picked.dtype.itemsize <= 2:
             # 8 and 16 bits: bincount widens them itself, in one pass (signed ones shifted to
             # start at 0 in int32, which holds every difference)
-            shifted = picked if lo >= 0 else picked.astype(np.int32) - np.int32(lo)
+            shifted = picked if lo >= 0 else np.subtract(picked, lo, dtype=np.int32)
             tally = np.bincount(shifted.reshape(-1), minlength=hi + 1 if lo >= 0 else 0)
             tally = tally[lo:] if lo >= 0 else tally
             present = np.flatnonzero(tally)

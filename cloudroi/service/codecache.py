@@ -64,12 +64,14 @@ def _shadow(lookup: Any) -> None:
 
     uninstall()
 
-    def exec_(source: Any, globals_: Any = None, locals_: Any = None, /) -> None:
+    def exec_(source: Any, *args: Any, **kwargs: Any) -> None:
+        caller = sys._getframe(1)
         if isinstance(source, str):
             # the future flags of dataclasses' code: what exec would have compiled with
-            flags = sys._getframe(1).f_code.co_flags & _FUTURE_FLAGS
-            source = lookup((source, "<string>", "exec", flags))
-        builtins.exec(source, globals_, locals_)
+            source = lookup((source, "<string>", "exec", caller.f_code.co_flags & _FUTURE_FLAGS))
+        if not args and "globals" not in kwargs:  # exec's defaults are its caller's namespaces
+            args = (caller.f_globals, caller.f_locals)
+        builtins.exec(source, *args, **kwargs)
 
     dataclasses.exec = exec_  # type: ignore[attr-defined]
     _hooked.append((dataclasses, "exec"))
@@ -94,7 +96,7 @@ def installed() -> bool:
 
 @contextmanager
 def record() -> Iterator[dict[Key, CodeType]]:
-    """Within: every text dataclasses and attrs compile is compiled here and kept."""
+    """Within: every text dataclasses compiles is compiled here and kept."""
     table: dict[Key, CodeType] = {}
 
     def lookup(key: Key) -> CodeType:
@@ -119,15 +121,18 @@ def write(table: dict[Key, CodeType], path: str) -> int:
 
 
 def install(path: str | None = None) -> int:
-    """Use the table at ``path`` (default: the package's); the number of texts it holds, 0 when
-    there is none or it is from another Python (then nothing changes)."""
+    """Use the table at ``path`` (default: the package's); the number of texts it holds. 0, and
+    nothing changes, when there is none, it is empty or from another Python, or a table or a
+    recording is already in use."""
+    if _hooked:
+        return 0
     where = table_path() if path is None else path
     try:
         with open(where, "rb") as f:
             magic, table = marshal.loads(f.read())
     except (OSError, ValueError, EOFError, TypeError):
         return 0
-    if magic != _magic() or not isinstance(table, dict):
+    if magic != _magic() or not isinstance(table, dict) or not table:
         return 0
 
     def lookup(key: Key) -> CodeType:

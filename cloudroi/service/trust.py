@@ -1,37 +1,47 @@
-"""TLS trust for the Lambda zip package: a hashed CA directory instead of a bundle file.
+"""TLS trust for the Lambda zip package: aiohttp's default contexts from a hashed CA directory.
 
-aiohttp builds its two default TLS contexts when it is imported, and each loads OpenSSL's default
-verify paths: with a CA bundle file that is a parse of every certificate in it, twice (38-50 ms a
-context on the development machine, about 90 ms of a cold start). A *hashed directory* (one PEM
-per certificate, named ``<subject hash>.<n>``, the layout ``openssl rehash`` makes) is read lazily
-instead: OpenSSL opens only the certificates a handshake needs.
+aiohttp builds its two default TLS contexts when ``aiohttp.connector`` is imported, and each loads
+OpenSSL's default verify paths: with a CA bundle file that is a parse of every certificate in it,
+twice (38-50 ms a context on the development machine, about 90 ms of a cold start). A *hashed
+directory* (one PEM per certificate, named ``<subject hash>.<n>``, the layout ``openssl rehash``
+makes) is read lazily instead: OpenSSL opens only the certificates a handshake needs.
 
-``deploy/aws-sam/build_zip.py`` writes the Mozilla CA set (certifi's bundle, or ``--ca-bundle``)
-into the package as ``cloudroi-ca/``, beside ``cloudroi/``, with the bundle itself as
-``bundle.pem``. When ``cloudroi.serverless`` is imported, ``use_packaged_ca`` points OpenSSL's
-defaults at that directory: ``SSL_CERT_DIR`` to it and ``SSL_CERT_FILE`` to a name in it that
-does not exist (so no bundle file is parsed); and, for PROJ's network access, which reads
-``SSL_CERT_FILE`` otherwise, ``PROJ_CURL_CA_BUNDLE`` to ``bundle.pem``. The trust store is the
-one botocore uses for S3 (the Mozilla set); only how it is loaded changes.
+``deploy/aws-sam/build_zip.py`` writes the package's trusted set (certifi's Mozilla bundle as of
+the build, or ``--ca-bundle``) as ``cloudroi-ca/`` beside ``cloudroi/``. Importing
+``cloudroi.serverless`` calls ``use_packaged_ca``, which arranges that while ``aiohttp.connector``
+itself is being imported (and only then) ``SSL_CERT_DIR`` names that directory and
+``SSL_CERT_FILE`` a name in it that does not exist (so no bundle file is parsed). The two contexts
+keep the directory (OpenSSL records it in each context's store); the environment is restored as
+soon as the module is loaded, so nothing else in the process (botocore, PROJ, GDAL, httpx, a
+subprocess) sees the variables.
 
-Nothing happens when the function's environment sets ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` (its
-own trust store wins), nor outside a package built with the directory (the source tree, the
-container image).
+What changes is what aiohttp's default contexts trust: the bundle shipped in the package, frozen
+at build time (rebuild to update it), instead of the runtime's operating-system bundle. A function
+whose environment sets ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` keeps its own store (nothing is
+done), and outside a package built with the directory (the source tree, the container image)
+nothing changes either.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import MutableMapping
+import sys
+from collections.abc import MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
-__all__ = ["BUNDLE_NAME", "CA_DIR_NAME", "NO_BUNDLE_NAME", "packaged_ca_dir", "use_packaged_ca"]
+if TYPE_CHECKING:  # importlib.abc and its imports are not loaded for this at run time
+    from importlib.abc import Loader
+    from importlib.machinery import ModuleSpec
+    from types import ModuleType
+
+__all__ = ["CA_DIR_NAME", "NO_BUNDLE_NAME", "packaged_ca_dir", "trusted_while", "use_packaged_ca"]
 
 #: The directory build_zip.py writes at the package's top level (``/var/task/cloudroi-ca``).
 CA_DIR_NAME = "cloudroi-ca"
-#: The whole bundle, kept in the directory for clients that need a file (PROJ's curl).
-BUNDLE_NAME = "bundle.pem"
 #: What ``SSL_CERT_FILE`` is set to: a name in the directory that build_zip.py never writes.
 NO_BUNDLE_NAME = "no-bundle-file"
+#: The module whose import builds aiohttp's default TLS contexts.
+TARGET = "aiohttp.connector"
 
 
 def packaged_ca_dir() -> str:
@@ -41,19 +51,83 @@ def packaged_ca_dir() -> str:
     return os.path.join(os.path.dirname(package), CA_DIR_NAME)
 
 
-def use_packaged_ca(
-    directory: str | os.PathLike[str] | None = None,
-    environ: MutableMapping[str, str] | None = None,
-) -> bool:
-    """Point OpenSSL's default verify paths at the package's hashed CA directory; True if it
-    did. Must run before aiohttp is imported (its contexts are made at import)."""
-    env = os.environ if environ is None else environ
-    if "SSL_CERT_FILE" in env or "SSL_CERT_DIR" in env:
+class trusted_while:
+    """Within: OpenSSL's default verify paths are the directory ``where`` and no file."""
+
+    def __init__(self, where: str, environ: MutableMapping[str, str] | None = None) -> None:
+        self.where = where
+        self.env = os.environ if environ is None else environ
+
+    def __enter__(self) -> None:
+        self.saved = {k: self.env.get(k) for k in ("SSL_CERT_DIR", "SSL_CERT_FILE")}
+        self.env["SSL_CERT_DIR"] = self.where
+        self.env["SSL_CERT_FILE"] = os.path.join(self.where, NO_BUNDLE_NAME)
+
+    def __exit__(self, *exc: object) -> None:
+        for name, value in self.saved.items():
+            if value is None:
+                self.env.pop(name, None)
+            else:
+                self.env[name] = value
+
+
+class _Loading:
+    """The real loader of ``aiohttp.connector``, its module run inside ``trusted_while``
+    (everything else, ``get_source`` for tracebacks..., is the real loader's)."""
+
+    def __init__(self, real: Any, where: str) -> None:
+        self.real, self.where = real, where
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
+        module: ModuleType | None = self.real.create_module(spec)
+        return module
+
+    def exec_module(self, module: ModuleType) -> None:
+        with trusted_while(self.where):
+            self.real.exec_module(module)
+
+
+class _Finder:
+    """Finds ``aiohttp.connector`` with the other finders, then wraps its loader; removes itself
+    once it has."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname != TARGET:
+            return None
+        remove_finder(self)
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            spec: ModuleSpec | None = None if find is None else find(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = cast("Loader", _Loading(spec.loader, self.where))
+                return spec
+        return None
+
+
+def remove_finder(finder: Any) -> None:
+    """Take ``finder`` off ``sys.meta_path`` (once it has done its one job)."""
+    if finder in sys.meta_path:
+        sys.meta_path.remove(finder)
+
+
+def use_packaged_ca(directory: str | None = None) -> bool:
+    """Have aiohttp's default TLS contexts load the package's hashed CA directory (or
+    ``directory``) when ``aiohttp.connector`` is imported; True if arranged. False when the
+    environment chose a trust store, when there is no directory, or when aiohttp is already
+    loaded (too late)."""
+    if "SSL_CERT_FILE" in os.environ or "SSL_CERT_DIR" in os.environ or TARGET in sys.modules:
         return False
-    where = os.fspath(packaged_ca_dir() if directory is None else directory)
-    if not os.path.isfile(os.path.join(where, BUNDLE_NAME)):
+    where = packaged_ca_dir() if directory is None else directory
+    if not os.path.isdir(where):
         return False
-    env["SSL_CERT_DIR"] = where
-    env["SSL_CERT_FILE"] = os.path.join(where, NO_BUNDLE_NAME)
-    env.setdefault("PROJ_CURL_CA_BUNDLE", os.path.join(where, BUNDLE_NAME))
+    sys.meta_path.insert(0, _Finder(where))
     return True

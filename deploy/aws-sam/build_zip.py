@@ -25,11 +25,14 @@ from the runtime's Python version: ``--from-env`` uses the running interpreter, 
 found on PATH); without one it warns and ships sources only (``"bytecode": false`` in the
 report). Hash-based, unchecked: Python loads it without comparing timestamps (unzipping does not
 keep them exactly), which is right for a package that never changes after it is built.
-It also writes the trusted CA set (certifi's bundle, or ``--ca-bundle``) as an OpenSSL hashed
-directory, ``cloudroi-ca/`` (``openssl x509 -subject_hash`` names each certificate's file): the
-function points ``SSL_CERT_DIR`` at it, so the TLS contexts aiohttp makes at import read no bundle
-(``cloudroi.service.trust``; about 90 ms of each cold start). Without certifi or the openssl
-command it warns and ships none (``"ca_certificates": 0``).
+It also writes the trusted CA set (certifi's bundle as of the build, or ``--ca-bundle``) as an
+OpenSSL hashed directory, ``cloudroi-ca/`` (``openssl x509 -subject_hash`` names each
+certificate's file), from which the TLS contexts aiohttp makes at import load their CAs without
+parsing a bundle (``cloudroi.service.trust``; about 90 ms of each cold start); without certifi
+or the openssl command it warns and ships none (``"ca_certificates": 0``). And it runs the
+function's preparation once from the staged package, recording the code ``@dataclass``
+compiles, into ``cloudroi/_codecache.marshal`` (``cloudroi.service.codecache``; skipped with a
+warning when the package cannot run on the build machine).
 It writes ``OUT/package/`` (what ``CodeUri`` can point at) and ``OUT/function.zip`` and prints
 the unzipped and zipped sizes with the largest packages; it exits 1 when the unzipped size is
 over the limit. The Lambda runtime provides the runtime client (awslambdaric) and
@@ -72,7 +75,7 @@ DROP_DIRS = {"__pycache__", "tests", "testing_data"}
 #: that other code imports would go here).
 KEEP_DIRS = {"numpy/testing"}
 DROP_PATHS = ("bin", "numpy/_core/include", "numpy/_core/lib", "numpy/f2py/tests")
-PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.+?-----END CERTIFICATE-----", re.S)
+PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----[ \t]*\r?\n.+?-----END CERTIFICATE-----", re.S)
 
 
 def trust_names() -> Any:
@@ -190,18 +193,18 @@ def strip(target: Path) -> None:
 
 
 def ca_bundle(target: Path, given: Path | None) -> Path | None:
-    """The CA bundle the function trusts: ``--ca-bundle``, else certifi's (the package's own
-    copy, else this interpreter's or pip's), else None."""
+    """The CA bundle the function's aiohttp trusts: ``--ca-bundle``, else certifi's (the
+    package's own copy, else this interpreter's), else None."""
     if given is not None:
+        if not given.is_file():
+            raise SystemExit(f"--ca-bundle {given}: no such file")
         return given
     if (target / "certifi" / "cacert.pem").is_file():
         return target / "certifi" / "cacert.pem"
-    for name in ("certifi", "pip._vendor.certifi"):
-        try:
-            return Path(importlib.import_module(name).where())
-        except (ImportError, AttributeError):
-            continue
-    return None
+    try:
+        return Path(importlib.import_module("certifi").where())
+    except ImportError:
+        return None
 
 
 def subject_hash(pem: bytes, openssl: str) -> str:
@@ -216,37 +219,44 @@ def subject_hash(pem: bytes, openssl: str) -> str:
 
 def write_ca_dir(target: Path, bundle: Path, openssl: str) -> int:
     """The bundle as an OpenSSL hashed directory at the package's top (``cloudroi-ca/``, what
-    cloudroi.service.trust looks for): one PEM per certificate named ``<subject hash>.<n>``,
-    and the bundle itself. Returns the number of certificates."""
-    trust = trust_names()
-    where = target / trust.CA_DIR_NAME
+    cloudroi.service.trust looks for): one PEM per certificate named ``<subject hash>.<n>``.
+    Every PEM block of the bundle must be a certificate (a ``TRUSTED CERTIFICATE`` or a damaged
+    block stops the build rather than being left out). Returns the number of certificates."""
+    where = target / trust_names().CA_DIR_NAME
     where.mkdir()
     data = bundle.read_bytes()
     certs = PEM_CERT.findall(data)
-    if not certs:
-        raise SystemExit(f"--ca-bundle {bundle}: no PEM certificate in it")
+    blocks = data.count(b"-----BEGIN ")
+    if not certs or len(certs) != blocks:
+        raise SystemExit(
+            f"CA bundle {bundle}: {blocks} PEM blocks, {len(certs)} of them certificates "
+            "this build reads (one '-----BEGIN CERTIFICATE-----' block each)"
+        )
     for pem in certs:
         digest = subject_hash(pem + b"\n", openssl)
         n = 0
         while (where / f"{digest}.{n}").exists():
             n += 1
         (where / f"{digest}.{n}").write_bytes(pem + b"\n")
-    (where / trust.BUNDLE_NAME).write_bytes(data)
     return len(certs)
 
 
-def package_trust(target: Path, args: argparse.Namespace) -> int:
-    """The CA directory (number of certificates), or 0 with a warning when it cannot be made."""
+def package_trust(target: Path, args: argparse.Namespace) -> tuple[int, str | None]:
+    """The CA directory: (number of certificates, the bundle they came from), or (0, None)
+    with a warning when it cannot be made. A ``--ca-bundle`` that cannot be honoured stops the
+    build."""
     bundle = ca_bundle(target, args.ca_bundle)
     openssl = shutil.which("openssl")
+    if openssl is None and args.ca_bundle is not None:
+        raise SystemExit("--ca-bundle needs the openssl command (openssl x509 -subject_hash)")
     if bundle is None or openssl is None:
         print(
             "warning: no CA directory (needs certifi or --ca-bundle, and the openssl command): "
             "each cold start parses the runtime's CA bundle twice (about 90 ms)",
             file=sys.stderr,
         )
-        return 0
-    return write_ca_dir(target, bundle, openssl)
+        return 0, None
+    return write_ca_dir(target, bundle, openssl), str(bundle)
 
 
 def bytecode_python(args: argparse.Namespace) -> str | None:
@@ -297,27 +307,32 @@ print(len(table))
 
 def record_code_cache(target: Path, python: str) -> int:
     """``cloudroi/_codecache.marshal``: the function's preparation (every endpoint's modules)
-    run once by ``python`` from the package, as Lambda runs it, recording what dataclasses and
-    attrs compile (cloudroi.service.codecache). Returns the number of texts, 0 with a warning
-    when the package cannot run here (another architecture)."""
+    run once by ``python`` from the package, as Lambda runs it, recording the code dataclasses
+    compile (cloudroi.service.codecache). Returns the number of texts, 0 with a warning when
+    the package cannot run here (another architecture)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "SSL_CERT"))}
     env.update({"PYTHONPATH": str(target), "PYTHONDONTWRITEBYTECODE": "1"})
-    done = subprocess.run(
-        [python, "-S", "-c", RECORD_CODE],
-        cwd=target,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if done.returncode:
+    try:
+        done = subprocess.run(
+            [python, "-S", "-c", RECORD_CODE],
+            cwd=target,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        problem = done.stderr[-1500:] if done.returncode else ""
+        texts = done.stdout.split()
+    except subprocess.TimeoutExpired:
+        problem, texts = "it did not finish in 600 s", []
+    if problem or not texts or not texts[-1].isdigit():
         print(
             "warning: no compiled-code table (the package does not run here: build on the "
-            f"target architecture for it):\n{done.stderr[-1500:]}",
+            f"target architecture for it):\n{problem}",
             file=sys.stderr,
         )
         return 0
-    return int(done.stdout.split()[-1])
+    return int(texts[-1])
 
 
 def sizes(target: Path) -> tuple[int, list[tuple[str, int]]]:
@@ -358,7 +373,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
             pip_install(staging, extras, args.arch, args.python_version)
         copy_cloudroi(staging, extras)
         strip(staging)
-        certificates = package_trust(staging, args)
+        certificates, trusted = package_trust(staging, args)
         python = None if args.no_bytecode else bytecode_python(args)
         code_texts = 0
         if python is not None:
@@ -381,6 +396,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         else args.python_version,
         "bytecode": python is not None,
         "ca_certificates": certificates,
+        "ca_bundle": trusted,
         "code_cache_texts": code_texts,
         "unzipped_bytes": unzipped,
         "zipped_bytes": zipped,
