@@ -7,12 +7,16 @@ Importing it first prepares two things a zip package built by ``build_zip.py`` s
 start: aiohttp's default TLS contexts from its hashed CA directory (``cloudroi.service.trust``:
 aiohttp, imported on the first request, then builds them without parsing a CA bundle), and the
 compiled code of the methods ``@dataclass`` generates (``cloudroi.service.codecache``). Without
-them (the source tree, the container image) nothing changes.
+them (the source tree, the container image) nothing changes. Under a Lambda runtime it also
+pauses the cyclic garbage collector until the first invocation has answered
+(``cloudroi.service.gcpause``).
 """
 
+from .service import gcpause
 from .service.codecache import install as _install_code_cache
 from .service.trust import use_packaged_ca
 
+gcpause.pause()  # under a Lambda runtime, until the first invocation has answered
 use_packaged_ca()
 _install_code_cache()
 

@@ -473,3 +473,27 @@ def test_sibling_version_reads_the_one_dist_info(tmp_path: Path) -> None:
     # here (an editable install) there is none beside the package: importlib.metadata answers
     assert cloudroi._sibling_version() is None
     assert cloudroi.__version__ == __import__("importlib.metadata").metadata.version("cloudroi")
+
+
+# -- the collector paused for a cold start ------------------------------------------------
+
+GC_CHECK = """
+import gc, json, sys
+import cloudroi.serverless as s
+from cloudroi.service import gcpause
+before = [gc.isenabled(), gcpause.paused()]
+response = s.handler("not an event")  # answered (a 400), and the collector is back
+after = [gc.isenabled(), gcpause.paused(), response["statusCode"]]
+s.handler("again")
+print(json.dumps([before, after, gc.isenabled()]))
+"""
+
+
+def test_gc_is_paused_under_a_lambda_runtime_until_the_first_answer() -> None:
+    done = run_child(GC_CHECK, AWS_LAMBDA_RUNTIME_API="127.0.0.1:9")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout) == [[False, True], [True, False, 400], True]
+    # elsewhere (tests, the service, the library) importing the handler changes nothing
+    done = run_child(GC_CHECK)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout) == [[True, False], [True, False, 400], True]

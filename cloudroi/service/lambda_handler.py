@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
 
 from ..errors import CloudROIError
+from . import gcpause
 from .messages import CoreRequest, CoreResponse
 from .problems import PROBLEM_TYPE, Problem
 from .snapstart import register as _register_snapstart_hooks
@@ -456,13 +457,17 @@ def _current() -> LambdaApp:
 def handler(event: Any, context: Any = None) -> dict[str, Any]:
     """The Lambda handler (``cloudroi.serverless.handler``). The first invocation of an execution
     environment reads the configuration and opens the shared state; later ones reuse both. Every
-    event gets a response document (a malformed one a 400); nothing is raised to the runtime."""
+    event gets a response document (a malformed one a 400); nothing is raised to the runtime.
+    The garbage collector paused for the cold start (``gcpause``) resumes once it has answered."""
     try:
-        app = _current()
-    except Exception:
-        log.exception("the function could not start")
-        return to_lambda_response(_internal_error())
-    return app(event, context)
+        try:
+            app = _current()
+        except Exception:
+            log.exception("the function could not start")
+            return to_lambda_response(_internal_error())
+        return app(event, context)
+    finally:
+        gcpause.resume()
 
 
 def reset() -> None:
