@@ -5,9 +5,17 @@ functions), and the collector walks them again and again while they are made: 12
 about 65 ms of a cold ``/info`` on the development machine (timed with ``gc.callbacks``), none
 of which finds garbage worth the walk. ``cloudroi.serverless`` pauses the collector when it is
 imported by a Lambda runtime (``AWS_LAMBDA_RUNTIME_API`` set) and the handler resumes it once
-its first invocation has answered, whatever the outcome. Only cyclic garbage waits meanwhile
-(reference counting frees everything else), for one request at most. Imported anywhere else
-(tests, the aiohttp service, the library) nothing changes.
+its first invocation has answered, whatever the outcome. Imported anywhere else (tests, the
+aiohttp service, the library) nothing changes.
+
+Resuming first freezes what is alive (``gc.freeze``: the objects move to a generation the
+collector never walks). Without that, the first collection after ``gc.enable`` walks every
+object the cold start made, all still in the youngest generation: 43-60 ms, measured, landing on
+the runtime client's posting of the first response. The price: cyclic garbage made before that
+point is never collected (reference counting frees everything else). Measured after a first
+``/info``, ``/region`` or ``/tiles``: 1,684-1,819 unreachable objects among 83,000-107,000
+tracked ones, once per execution environment. With SnapStart, ``before_snapshot`` collects
+before the snapshot, so the restored heap starts clean.
 """
 
 from __future__ import annotations
@@ -31,10 +39,12 @@ def pause() -> bool:
 
 
 def resume() -> None:
-    """Enable the collector again if ``pause`` disabled it (once; later calls do nothing)."""
+    """Enable the collector again if ``pause`` disabled it (once; later calls do nothing),
+    first moving every object alive now to the permanent generation (``gc.freeze``)."""
     global _paused
     if _paused:
         _paused = False
+        gc.freeze()
         gc.enable()
 
 
