@@ -91,19 +91,21 @@ class _Loading:
 
 
 class _Finder:
-    """Finds ``aiohttp.connector`` with the other finders, then wraps its loader; removes itself
-    once it has."""
+    """Finds ``aiohttp.connector`` with the other finders, once, and wraps its loader. (It
+    stays on ``sys.meta_path``, answering None: the import system walks that list while asking,
+    so a finder must not take itself off it then.)"""
 
     def __init__(self, where: str) -> None:
         self.where = where
+        self.done = False
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> ModuleSpec | None:
-        if fullname != TARGET:
+        if fullname != TARGET or self.done:
             return None
-        remove_finder(self)
-        for finder in sys.meta_path:
+        self.done = True
+        for finder in [f for f in sys.meta_path if f is not self]:
             find = getattr(finder, "find_spec", None)
             spec: ModuleSpec | None = None if find is None else find(fullname, path, target)
             if spec is not None:
@@ -111,12 +113,6 @@ class _Finder:
                     spec.loader = cast("Loader", _Loading(spec.loader, self.where))
                 return spec
         return None
-
-
-def remove_finder(finder: Any) -> None:
-    """Take ``finder`` off ``sys.meta_path`` (once it has done its one job)."""
-    if finder in sys.meta_path:
-        sys.meta_path.remove(finder)
 
 
 def use_packaged_ca(directory: str | None = None) -> bool:
