@@ -498,3 +498,23 @@ def test_gc_is_paused_under_a_lambda_runtime_until_the_first_answer() -> None:
     done = run_child(GC_CHECK)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout) == [[True, False], [True, False, 400, False], True]
+
+
+def test_a_package_that_cannot_run_here_records_from_the_build_environment(
+    tmp_path: Path,
+) -> None:
+    """A cross build's package cannot run on the build machine (here: one without its
+    dependencies): the table is recorded from the byte-code Python's own environment instead,
+    with this tree's cloudroi, and written into the package."""
+    import importlib.util
+    import marshal
+
+    staged = tmp_path / "package"
+    shutil.copytree(ROOT / "cloudroi", staged / "cloudroi", ignore=shutil.ignore_patterns("*.pyc"))
+    count, where = load_build_zip().record_code_cache(staged, sys.executable)
+    assert where == "build environment"
+    assert count > 300
+    magic, table = marshal.loads((staged / "cloudroi" / codecache.TABLE_NAME).read_bytes())
+    assert magic == importlib.util.MAGIC_NUMBER
+    assert len(table) == count
+    assert not (ROOT / "cloudroi" / codecache.TABLE_NAME).exists()  # nothing in the tree

@@ -679,6 +679,7 @@ def test_zip_package_builds_under_the_limit_and_answers_alone(
     assert len(hashed) == report["ca_certificates"]
     assert report["ca_bundle"].endswith("cacert.pem")
     assert report["code_cache_texts"] > 300
+    assert report["code_cache_from"] == "package"
     assert "cloudroi/_codecache.marshal" in names
 
     task = tmp_path / "task"

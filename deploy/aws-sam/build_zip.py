@@ -30,9 +30,10 @@ OpenSSL hashed directory, ``cloudroi-ca/`` (``openssl x509 -subject_hash`` names
 certificate's file), from which the TLS contexts aiohttp makes at import load their CAs without
 parsing a bundle (``cloudroi.service.trust``; about 90 ms of each cold start); without certifi
 or the openssl command it warns and ships none (``"ca_certificates": 0``). And it runs the
-function's preparation once from the staged package, recording the code ``@dataclass``
-compiles, into ``cloudroi/_codecache.marshal`` (``cloudroi.service.codecache``; skipped with a
-warning when the package cannot run on the build machine).
+function's preparation once, recording the code ``@dataclass`` compiles, into
+``cloudroi/_codecache.marshal`` (``cloudroi.service.codecache``): from the staged package, or,
+when that cannot run on the build machine (a cross build), from the byte-code Python's own
+environment with this tree's cloudroi; skipped with a warning when neither runs.
 It writes ``OUT/package/`` (what ``CodeUri`` can point at) and ``OUT/function.zip`` and prints
 the unzipped and zipped sizes with the largest packages; it exits 1 when the unzipped size is
 over the limit. The Lambda runtime provides the runtime client (awslambdaric) and
@@ -295,44 +296,53 @@ def compile_bytecode(target: Path, python: str) -> None:
 
 
 RECORD_CODE = """
+import sys
 from cloudroi.service import codecache
 with codecache.record() as table:
     import cloudroi.serverless
     from cloudroi.service.snapstart import prepare
     prepare()
-codecache.write(table, codecache.table_path())
+codecache.write(table, sys.argv[1])
 print(len(table))
 """
 
 
-def record_code_cache(target: Path, python: str) -> int:
-    """``cloudroi/_codecache.marshal``: the function's preparation (every endpoint's modules)
-    run once by ``python`` from the package, as Lambda runs it, recording the code dataclasses
-    compile (cloudroi.service.codecache). Returns the number of texts, 0 with a warning when
-    the package cannot run here (another architecture)."""
+def _record(argv: list[str], cwd: Path, pythonpath: Path) -> tuple[int, str]:
+    """Run RECORD_CODE: (number of texts, "") or (0, what went wrong)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "SSL_CERT"))}
-    env.update({"PYTHONPATH": str(target), "PYTHONDONTWRITEBYTECODE": "1"})
+    env.update({"PYTHONPATH": str(pythonpath), "PYTHONDONTWRITEBYTECODE": "1"})
     try:
-        done = subprocess.run(
-            [python, "-S", "-c", RECORD_CODE],
-            cwd=target,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        problem = done.stderr[-1500:] if done.returncode else ""
-        texts = done.stdout.split()
+        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired:
-        problem, texts = "it did not finish in 600 s", []
-    if problem or not texts or not texts[-1].isdigit():
-        print(
-            "warning: no compiled-code table (the package does not run here: build on the "
-            f"target architecture for it):\n{problem}",
-            file=sys.stderr,
-        )
-        return 0
-    return int(texts[-1])
+        return 0, "it did not finish in 600 s"
+    texts = done.stdout.split()
+    if done.returncode or not texts or not texts[-1].isdigit():
+        return 0, done.stderr[-1500:]
+    return int(texts[-1]), ""
+
+
+def record_code_cache(target: Path, python: str) -> tuple[int, str | None]:
+    """``cloudroi/_codecache.marshal``: the function's preparation (every endpoint's modules)
+    run once by ``python``, recording the code dataclasses compile (cloudroi.service.codecache).
+    First from the package, as Lambda runs it; when the package cannot run here (another
+    architecture), from ``python``'s own environment with this source tree's cloudroi (the
+    texts are cloudroi's classes as Python's dataclasses writes them; a dependency of another
+    version there only costs its texts). Returns (texts, where recorded), (0, None) with a
+    warning when neither runs."""
+    table = target / "cloudroi" / "_codecache.marshal"
+    count, problem = _record([python, "-S", "-c", RECORD_CODE, str(table)], target, target)
+    if count:
+        return count, "package"
+    count, problem_here = _record([python, "-c", RECORD_CODE, str(table)], ROOT, ROOT)
+    if count:
+        return count, "build environment"
+    table.unlink(missing_ok=True)
+    print(
+        "warning: no compiled-code table: the package does not run here (build on the target "
+        f"architecture), nor does cloudroi in {python}'s environment:\n{problem}\n{problem_here}",
+        file=sys.stderr,
+    )
+    return 0, None
 
 
 def sizes(target: Path) -> tuple[int, list[tuple[str, int]]]:
@@ -375,10 +385,10 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         strip(staging)
         certificates, trusted = package_trust(staging, args)
         python = None if args.no_bytecode else bytecode_python(args)
-        code_texts = 0
+        code_texts, recorded = 0, None
         if python is not None:
             compile_bytecode(staging, python)
-            code_texts = record_code_cache(staging, python)
+            code_texts, recorded = record_code_cache(staging, python)
         elif not args.no_bytecode:
             print(
                 f"warning: no Python {args.python_version} to compile byte code with "
@@ -398,6 +408,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         "ca_certificates": certificates,
         "ca_bundle": trusted,
         "code_cache_texts": code_texts,
+        "code_cache_from": recorded,
         "unzipped_bytes": unzipped,
         "zipped_bytes": zipped,
         "limit_bytes": LAMBDA_UNZIPPED_LIMIT,
