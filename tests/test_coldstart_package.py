@@ -518,3 +518,78 @@ def test_a_package_that_cannot_run_here_records_from_the_build_environment(
     assert magic == importlib.util.MAGIC_NUMBER
     assert len(table) == count
     assert not (ROOT / "cloudroi" / codecache.TABLE_NAME).exists()  # nothing in the tree
+
+
+GC_AFTER = """
+import gc, json, sys, weakref
+import cloudroi.serverless as s
+
+class Holder:
+    pass
+
+def garbage():
+    a, b = Holder(), Holder()
+    a.other, b.other, a.buffer = b, a, bytearray(1 << 20)
+    return weakref.ref(a)
+
+ref = garbage()  # an unreachable cycle holding a buffer, kept while the collector is paused
+response = s.handler(json.loads(sys.argv[1]))
+print(json.dumps([response["statusCode"], ref() is None, gc.isenabled()]))
+"""
+
+
+def test_an_error_answer_collects_before_the_heap_is_frozen() -> None:
+    """After a first answer of 400 or more, the cycles of the cold start are collected before
+    the freeze (a failed request's may hold its buffers); after a good one they are frozen."""
+    event = json.loads((ROOT / "tests" / "events" / "function-url.json").read_text())
+    event["rawPath"] = event["requestContext"]["http"]["path"] = "/healthz"
+    event["rawQueryString"] = ""
+    runtime = {"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9"}
+    done = run_child(GC_AFTER, json.dumps("not an event"), **runtime)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout) == [400, True, True]
+    done = run_child(GC_AFTER, json.dumps(event), **runtime)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout) == [200, False, True]
+
+
+SNAPSHOT = """
+import gc, json
+import cloudroi.serverless
+from cloudroi.service import gcpause, snapstart
+before = [gc.isenabled(), gcpause.paused()]
+snapstart.before_snapshot()
+print(json.dumps([before, [gc.isenabled(), gcpause.paused(), gc.get_freeze_count() > 10000]]))
+"""
+
+
+def test_snapstart_init_resumes_the_collector() -> None:
+    """A restored environment never runs with the collector paused: the before-snapshot hook
+    collects, freezes and resumes it."""
+    done = run_child(SNAPSHOT, AWS_LAMBDA_RUNTIME_API="127.0.0.1:9")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout) == [[False, True], [True, False, True]]
+
+
+async def test_a_failed_read_lets_go_of_its_output() -> None:
+    """A read that fails on an undecodable block leaves no output array in its traceback's
+    frames (the traceback can sit in a reference cycle: the array would live until a full
+    collection, or for ever after the cold start's freeze)."""
+    data = np.arange(256 * 256, dtype=np.uint16).reshape(256, 256)
+    cog = bytearray(write_cog(data, tile=64))
+    async with cloudroi.open(bytes(cog)) as probe:
+        level = probe.structure.levels[0]
+        first = int(level.offsets.get([5])[0])
+        count = int(level.byte_counts.get([5])[0])
+    cog[first : first + count] = b"\xff" * count  # block 5 undecodable
+    async with cloudroi.open(bytes(cog)) as img:
+        with pytest.raises(cloudroi.CloudROIError) as failed:
+            await img.read((0, 0, 256, 256))
+    frames = []
+    tb = failed.value.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    reads = [f for f in frames if f.f_code.co_filename.endswith(os.path.join("read", "reader.py"))]
+    assert any(f.f_code.co_name == "read" for f in reads), [f.f_code.co_name for f in frames]
+    assert all("out" not in f.f_locals for f in reads if f.f_code.co_name == "read")

@@ -312,7 +312,13 @@ class BlockReader:
             else:
                 target.paste(out, block, ref, ifd, samples)
 
-        await self.run(ifd, refs, sources, target, work)
+        try:
+            await self.run(ifd, refs, sources, target, work)
+        except BaseException:
+            # a failed read's traceback holds this frame, and with it (through ``work``'s
+            # closure) the output array, often in a reference cycle: let the array go now
+            del out
+            raise
         return out
 
     # -- tiles as they come ---------------------------------------------------------------

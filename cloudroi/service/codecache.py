@@ -39,6 +39,9 @@ TABLE_NAME = "_codecache.marshal"
 _FUTURE_FLAGS = 0
 for _name in __future__.all_feature_names:
     _FUTURE_FLAGS |= getattr(__future__, _name).compiler_flag
+# nested_scopes' flag is CO_NESTED, which marks a nested function, not a future import: exec
+# does not pass it on
+_FUTURE_FLAGS &= ~__future__.nested_scopes.compiler_flag
 
 #: Key: (source text, file name, mode, future flags).
 Key = tuple[str, str, str, int]
@@ -69,9 +72,14 @@ def _shadow(lookup: Any) -> None:
         if isinstance(source, str):
             # the future flags of dataclasses' code: what exec would have compiled with
             source = lookup((source, "<string>", "exec", caller.f_code.co_flags & _FUTURE_FLAGS))
-        if not args and "globals" not in kwargs:  # exec's defaults are its caller's namespaces
-            args = (caller.f_globals, caller.f_locals)
-        builtins.exec(source, *args, **kwargs)
+        # exec's defaults are its caller's namespaces (not this function's)
+        globals_ = args[0] if args else kwargs.pop("globals", None)
+        locals_ = args[1] if len(args) > 1 else kwargs.pop("locals", None)
+        if globals_ is None:
+            globals_ = caller.f_globals
+            if locals_ is None:
+                locals_ = caller.f_locals
+        builtins.exec(source, globals_, locals_, *args[2:], **kwargs)
 
     dataclasses.exec = exec_  # type: ignore[attr-defined]
     _hooked.append((dataclasses, "exec"))

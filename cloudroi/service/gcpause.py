@@ -12,10 +12,14 @@ Resuming first freezes what is alive (``gc.freeze``: the objects move to a gener
 collector never walks). Without that, the first collection after ``gc.enable`` walks every
 object the cold start made, all still in the youngest generation: 43-60 ms, measured, landing on
 the runtime client's posting of the first response. The price: cyclic garbage made before that
-point is never collected (reference counting frees everything else). Measured after a first
-``/info``, ``/region`` or ``/tiles``: 1,684-1,819 unreachable objects among 83,000-107,000
-tracked ones, once per execution environment. With SnapStart, ``before_snapshot`` collects
-before the snapshot, so the restored heap starts clean.
+point is never collected (reference counting frees everything else). After a first ``/info``,
+``/region`` or ``/tiles`` that answered, that is 1,684-1,819 small unreachable objects among
+83,000-107,000 tracked ones, once per execution environment. A first request that failed can
+leave its buffers in cycles (an exception's traceback holding a frame that holds the output
+array: 16 MB in a reviewer's reproduction), so after an error answer (status 400 or more, or
+an exception) the handler has a full collection run before the freeze (about 40 ms, on that
+answer only). With SnapStart, ``before_snapshot`` collects and resumes the collector in init:
+a restored environment never runs paused.
 """
 
 from __future__ import annotations
@@ -38,12 +42,16 @@ def pause() -> bool:
     return True
 
 
-def resume() -> None:
+def resume(collect: bool = False) -> None:
     """Enable the collector again if ``pause`` disabled it (once; later calls do nothing),
-    first moving every object alive now to the permanent generation (``gc.freeze``)."""
+    first moving every object alive now to the permanent generation (``gc.freeze``). With
+    ``collect`` a full collection runs before the freeze: after a first request that failed,
+    whose exception's traceback cycles can hold its buffers."""
     global _paused
     if _paused:
         _paused = False
+        if collect:
+            gc.collect()
         gc.freeze()
         gc.enable()
 

@@ -459,15 +459,18 @@ def handler(event: Any, context: Any = None) -> dict[str, Any]:
     environment reads the configuration and opens the shared state; later ones reuse both. Every
     event gets a response document (a malformed one a 400); nothing is raised to the runtime.
     The garbage collector paused for the cold start (``gcpause``) resumes once it has answered."""
+    status: Any = None
     try:
         try:
             app = _current()
         except Exception:
             log.exception("the function could not start")
             return to_lambda_response(_internal_error())
-        return app(event, context)
-    finally:
-        gcpause.resume()
+        response = app(event, context)
+        status = response.get("statusCode")
+        return response
+    finally:  # after an error, collect first: its cycles may hold the request's buffers
+        gcpause.resume(collect=not isinstance(status, int) or status >= 400)
 
 
 def reset() -> None:

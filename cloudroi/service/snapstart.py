@@ -16,7 +16,6 @@ handler module registers them when it is imported, as Lambda requires.
 
 from __future__ import annotations
 
-import gc
 import importlib
 import importlib.util
 import logging
@@ -106,11 +105,14 @@ def _reseed() -> None:
 
 def before_snapshot() -> None:
     """The before-snapshot hook: prepare, and hold no loop, session or connection."""
+    from . import gcpause
     from .lambda_handler import reset
 
     steps = prepare()
     reset()
-    gc.collect()  # the collector is paused for the cold start (gcpause): collect here, in init
+    # the collector was paused for the cold start: collect, freeze and resume it here, in init,
+    # so that a restored environment never runs paused
+    gcpause.resume(collect=True)
     log.info("prepared for the snapshot: %s", {k: round(v, 3) for k, v in steps.items()})
 
 

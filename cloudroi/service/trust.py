@@ -13,7 +13,8 @@ itself is being imported (and only then) ``SSL_CERT_DIR`` names that directory a
 ``SSL_CERT_FILE`` a name in it that does not exist (so no bundle file is parsed). The two contexts
 keep the directory (OpenSSL records it in each context's store); the environment is restored as
 soon as the module is loaded, so nothing else in the process (botocore, PROJ, GDAL, httpx, a
-subprocess) sees the variables.
+subprocess) sees the variables. (They are process-wide while that module runs, some
+milliseconds of the first request, before the function does any network work.)
 
 What changes is what aiohttp's default contexts trust: the bundle shipped in the package, frozen
 at build time (rebuild to update it), instead of the runtime's operating-system bundle. A function
@@ -79,10 +80,13 @@ class _Loading:
         self.real, self.where = real, where
 
     def __getattr__(self, name: str) -> Any:
+        if name in ("real", "where"):  # not set yet (a copy): no recursion
+            raise AttributeError(name)
         return getattr(self.real, name)
 
     def create_module(self, spec: ModuleSpec) -> ModuleType | None:
-        module: ModuleType | None = self.real.create_module(spec)
+        create = getattr(self.real, "create_module", None)
+        module: ModuleType | None = None if create is None else create(spec)
         return module
 
     def exec_module(self, module: ModuleType) -> None:
@@ -91,28 +95,31 @@ class _Loading:
 
 
 class _Finder:
-    """Finds ``aiohttp.connector`` with the other finders, once, and wraps its loader. (It
-    stays on ``sys.meta_path``, answering None: the import system walks that list while asking,
-    so a finder must not take itself off it then.)"""
+    """Finds ``aiohttp.connector`` with the other finders and wraps its loader (each time it is
+    asked: a reload gets the directory too). It stays on ``sys.meta_path``: the import system
+    walks that list while asking, so a finder must not take itself off it then."""
 
     def __init__(self, where: str) -> None:
         self.where = where
-        self.done = False
+        self.asking = False  # a finder that asks importlib itself must not come back here
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> ModuleSpec | None:
-        if fullname != TARGET or self.done:
+        if fullname != TARGET or self.asking:
             return None
-        self.done = True
-        for finder in [f for f in sys.meta_path if f is not self]:
-            find = getattr(finder, "find_spec", None)
-            spec: ModuleSpec | None = None if find is None else find(fullname, path, target)
-            if spec is not None:
-                if spec.loader is not None:
-                    spec.loader = cast("Loader", _Loading(spec.loader, self.where))
-                return spec
-        return None
+        self.asking = True
+        try:
+            for finder in [f for f in sys.meta_path if f is not self]:
+                find = getattr(finder, "find_spec", None)
+                spec: ModuleSpec | None = None if find is None else find(fullname, path, target)
+                if spec is not None:
+                    if hasattr(spec.loader, "exec_module"):  # else: left as it is
+                        spec.loader = cast("Loader", _Loading(spec.loader, self.where))
+                    return spec
+            return None
+        finally:
+            self.asking = False
 
 
 def use_packaged_ca(directory: str | None = None) -> bool:
