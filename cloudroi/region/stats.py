@@ -183,22 +183,18 @@ def _distinct(picked: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[n
     ``max(BINCOUNT_SPAN, n)`` values counted in one pass (``np.bincount``), else sorted."""
     if picked.size and picked.dtype.kind in "iu":
         lo, hi = int(picked.min()), int(picked.max())
+        # offsets from the minimum, in a type that holds them (int8's 255 does not fit int8):
+        # int32 for 8 and 16 bits (one pass), else through 64 bits when the span is small
+        offsets = None
         if picked.dtype.itemsize <= 2:
-            # 8 and 16 bits: bincount widens them itself, in one pass (signed ones shifted to
-            # start at 0 in int32, which holds every difference)
-            shifted = picked if lo >= 0 else np.subtract(picked, lo, dtype=np.int32)
-            tally = np.bincount(shifted.reshape(-1), minlength=hi + 1 if lo >= 0 else 0)
-            tally = tally[lo:] if lo >= 0 else tally
-            present = np.flatnonzero(tally)
-            return picked.dtype.type(lo) + present.astype(picked.dtype), tally[present]
-        if hi - lo <= max(BINCOUNT_SPAN, picked.size):
-            # offsets from the minimum in a type that holds them (int8's 255 does not fit int8)
+            offsets = np.subtract(picked, lo, dtype=np.int32)
+        elif hi - lo <= max(BINCOUNT_SPAN, picked.size):
             wide = np.uint64 if picked.dtype.kind == "u" else np.int64
             offsets = (picked.astype(wide) - wide(lo)).astype(np.intp)
-            tally = np.bincount(offsets, minlength=hi - lo + 1)
+        if offsets is not None:
+            tally = np.bincount(offsets.reshape(-1), minlength=hi - lo + 1)
             present = np.flatnonzero(tally)
-            keys = picked.dtype.type(lo) + present.astype(picked.dtype)
-            return keys, tally[present]
+            return picked.dtype.type(lo) + present.astype(picked.dtype), tally[present]
     keys, counts = np.unique(picked, return_counts=True)
     return keys, counts
 

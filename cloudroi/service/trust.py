@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:  # importlib.abc and its imports are not loaded for this at run time
@@ -52,24 +53,21 @@ def packaged_ca_dir() -> str:
     return os.path.join(os.path.dirname(package), CA_DIR_NAME)
 
 
-class trusted_while:
+@contextmanager
+def trusted_while(where: str, environ: MutableMapping[str, str] | None = None) -> Iterator[None]:
     """Within: OpenSSL's default verify paths are the directory ``where`` and no file."""
-
-    def __init__(self, where: str, environ: MutableMapping[str, str] | None = None) -> None:
-        self.where = where
-        self.env = os.environ if environ is None else environ
-
-    def __enter__(self) -> None:
-        self.saved = {k: self.env.get(k) for k in ("SSL_CERT_DIR", "SSL_CERT_FILE")}
-        self.env["SSL_CERT_DIR"] = self.where
-        self.env["SSL_CERT_FILE"] = os.path.join(self.where, NO_BUNDLE_NAME)
-
-    def __exit__(self, *exc: object) -> None:
-        for name, value in self.saved.items():
+    env = os.environ if environ is None else environ
+    saved = {k: env.get(k) for k in ("SSL_CERT_DIR", "SSL_CERT_FILE")}
+    env["SSL_CERT_DIR"] = where
+    env["SSL_CERT_FILE"] = os.path.join(where, NO_BUNDLE_NAME)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
             if value is None:
-                self.env.pop(name, None)
+                env.pop(name, None)
             else:
-                self.env[name] = value
+                env[name] = value
 
 
 class _Loading:

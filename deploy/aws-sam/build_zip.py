@@ -79,9 +79,11 @@ DROP_PATHS = ("bin", "numpy/_core/include", "numpy/_core/lib", "numpy/f2py/tests
 PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----[ \t]*\r?\n.+?-----END CERTIFICATE-----", re.S)
 
 
-def trust_names() -> Any:
-    """cloudroi.service.trust (standard library only), for the names the function looks for."""
-    spec = importlib.util.spec_from_file_location("_trust", ROOT / "cloudroi/service/trust.py")
+def service_module(name: str) -> Any:
+    """``cloudroi.service.<name>`` of this tree, loaded on its own (trust and codecache use the
+    standard library only), for the names the function looks for."""
+    where = ROOT / "cloudroi" / "service" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_{name}", where)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -198,7 +200,7 @@ def ca_bundle(target: Path, given: Path | None) -> Path | None:
     package's own copy, else this interpreter's), else None."""
     if given is not None:
         if not given.is_file():
-            raise SystemExit(f"--ca-bundle {given}: no such file")
+            raise SystemExit(f"--ca-bundle {given}: not a file")
         return given
     if (target / "certifi" / "cacert.pem").is_file():
         return target / "certifi" / "cacert.pem"
@@ -223,7 +225,7 @@ def write_ca_dir(target: Path, bundle: Path, openssl: str) -> int:
     cloudroi.service.trust looks for): one PEM per certificate named ``<subject hash>.<n>``.
     Every PEM block of the bundle must be a certificate (a ``TRUSTED CERTIFICATE`` or a damaged
     block stops the build rather than being left out). Returns the number of certificates."""
-    where = target / trust_names().CA_DIR_NAME
+    where = target / service_module("trust").CA_DIR_NAME
     where.mkdir()
     data = bundle.read_bytes()
     certs = PEM_CERT.findall(data)
@@ -329,7 +331,7 @@ def record_code_cache(target: Path, python: str) -> tuple[int, str | None]:
     texts are cloudroi's classes as Python's dataclasses writes them; a dependency of another
     version there only costs its texts). Returns (texts, where recorded), (0, None) with a
     warning when neither runs."""
-    table = target / "cloudroi" / "_codecache.marshal"
+    table = target / "cloudroi" / service_module("codecache").TABLE_NAME
     count, problem = _record([python, "-S", "-c", RECORD_CODE, str(table)], target, target)
     if count:
         return count, "package"
