@@ -308,8 +308,11 @@ def test_write_ca_dir_names_files_by_subject_hash(tmp_path: Path) -> None:
 CLASSES = """
 from __future__ import annotations
 import dataclasses
+from collections import namedtuple
 from dataclasses import InitVar, dataclass, field
-from typing import ClassVar
+from typing import ClassVar, ForwardRef, TypedDict
+
+import attr
 
 @dataclass(frozen=True, order=True)
 class Point:
@@ -332,29 +335,49 @@ class Box:
 class Key:
     a: str
     b: bytes = b""
+
+@attr.s(auto_attribs=True, frozen=True, slots=True)
+class Span:  # attrs: __init__, __repr__, __eq__ and a __hash__ with a per-process number
+    start: int
+    stop: int = attr.ib(default=5, converter=int)
+
+@attr.s(frozen=True, cache_hash=True)
+class Named:
+    name = attr.ib()
+
+Pair = namedtuple("Pair", "left right")
+
+class Doc(TypedDict, total=False):  # string annotations: typing compiles each (ForwardRef)
+    title: str
+    pages: list[int]
+
+REF = ForwardRef("dict[str, list[Pair]]")
 """
 
 EXERCISE = """
 import json, sys
 from cloudroi.service import codecache
 count = codecache.install(sys.argv[1]) if sys.argv[1] != "-" else 0
+import attr, typing  # before the spies: attrs' own classes are compiled as it is imported
 compiled = []
 import builtins
-real, real_exec = builtins.compile, builtins.exec
-def spy(source, *a, **k):  # compile(text), and exec(text) which compiles it too
-    compiled.append(source if isinstance(source, str) else "<code>")
-    return real(source, *a, **k)
-def spy_exec(source, *a, **k):
-    compiled.append(source if isinstance(source, str) else "<code>")
-    return real_exec(source, *a, **k)
+real = {name: getattr(builtins, name) for name in ("compile", "exec", "eval")}
+def spy(name):  # compile(text), and exec/eval(text) which compile it too
+    def call(source, *a, **k):
+        compiled.append(source if isinstance(source, str) else "<code>")
+        return real[name](source, *a, **k)
+    return call
 import types
 module = sys.modules["classes"] = types.ModuleType("classes")
-source = real(sys.argv[2], "classes.py", "exec", dont_inherit=True)
-builtins.compile, builtins.exec = spy, spy_exec  # from here on: what the classes compile
-real_exec(source, module.__dict__)
-builtins.compile, builtins.exec = real, real_exec
+source = real["compile"](sys.argv[2], "classes.py", "exec", dont_inherit=True)
+for name in real:  # from here on: what the classes compile
+    setattr(builtins, name, spy(name))
+real["exec"](source, module.__dict__)
+for name in real:
+    setattr(builtins, name, real[name])
 ns = module.__dict__
 Point, Box, Key = ns["Point"], ns["Box"], ns["Key"]
+Span, Named, Pair = ns["Span"], ns["Named"], ns["Pair"]
 p, q = Point(1), Point(1, 3, ("a",))
 try:
     p.x = 5
@@ -362,51 +385,67 @@ try:
 except Exception as exc:
     frozen = type(exc).__name__
 b = Box(lo=0.5, hi=2.0, scale=3.0)
+s = Span(1, "7")
 print(json.dumps({
     "count": count,
     "compiled": sum(1 for c in compiled if c != "<code>"),
     "texts": [c[:200] for c in compiled if c != "<code>"],
-    "repr": [repr(p), repr(q), repr(b), repr(Key("k"))],
+    "repr": [repr(x) for x in (p, q, b, Key("k"), s, Named("n"), Pair(1, 2))],
     "eq": [p == Point(1), p < q, hash(p) == hash(Point(1)), hash(Key("k")) == hash(Key("k"))],
+    "hash": [hash(s), hash(Named("n")), hash(Pair(1, 2))],
+    "attrs": [s == Span(1, 7), s.stop, attr.evolve(s, start=2).start],
     "frozen": frozen,
     "box": [b.lo, b.hi, b.names, hasattr(b, "__dict__")],
     "annotations": {k: str(v) for k, v in Point.__init__.__annotations__.items()},
+    "typed": {k: str(v) for k, v in ns["Doc"].__annotations__.items()},
+    "ref": str(typing._eval_type(ns["REF"], ns, ns)),
     "kwonly": Box.__init__.__kwdefaults__ is not None,
 }))
 """
 
 
 def test_codecache_table_builds_the_same_classes_without_compiling(tmp_path: Path) -> None:
-    """Recorded once, the table serves every method text of frozen, ordered, slotted, kw-only
-    and InitVar dataclasses in a fresh process: nothing is compiled, and the classes behave as
-    those built without it (repr, eq, order, hash, frozen, defaults, annotations)."""
+    """Recorded once, the table serves every text the classes' libraries generate in a fresh
+    process: frozen, ordered, slotted, kw-only and InitVar dataclasses, attrs classes (whose
+    hash holds a number that differs from process to process: recorded with another hash seed),
+    a namedtuple, string annotations of a TypedDict and a ForwardRef. Nothing is compiled, and
+    everything behaves as when built without it (repr, eq, order, hashes, frozen, defaults,
+    annotations)."""
     table = tmp_path / "table.marshal"
     record = (
         "import sys, types\n"
         "from cloudroi.service import codecache\n"
+        "import attr, typing\n"
         "module = sys.modules['classes'] = types.ModuleType('classes')\n"
         "with codecache.record() as t:\n"
         "    exec(compile(sys.argv[2], 'classes.py', 'exec', dont_inherit=True), module.__dict__)\n"
+        "    typing._eval_type(module.REF, vars(module), vars(module))\n"
         "codecache.write(t, sys.argv[1])\n"
         "print(len(t))\n"
     )
-    done = run_child(record, str(table), CLASSES)
+    done = run_child(record, str(table), CLASSES, PYTHONHASHSEED="1")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert int(done.stdout) >= 12
+    assert int(done.stdout) >= 18
 
-    plain = run_child(EXERCISE, "-", CLASSES)
-    cached = run_child(EXERCISE, str(table), CLASSES)
+    # the same hash seed in both, so that their hashes compare
+    plain = run_child(EXERCISE, "-", CLASSES, PYTHONHASHSEED="2")
+    cached = run_child(EXERCISE, str(table), CLASSES, PYTHONHASHSEED="2")
     assert plain.returncode == 0, plain.stderr[-3000:]
     assert cached.returncode == 0, cached.stderr[-3000:]
     without, with_table = json.loads(plain.stdout), json.loads(cached.stdout)
     assert with_table["count"] == int(done.stdout)
     assert with_table["compiled"] == 0, with_table["texts"]
     assert without["compiled"] >= with_table["count"]  # each text compiled at class creation
+    # attrs' hash, namedtuple's __new__ and a string annotation are among what the table holds
+    for mark in ("def __hash__(self", "_tuple_new", "list[int]"):
+        assert mark in without["texts"] or any(mark in t for t in without["texts"]), mark
     for doc in (without, with_table):
         for name in ("count", "compiled", "texts"):
             doc.pop(name)
     assert with_table == without
     assert without["frozen"] == "FrozenInstanceError"
+    assert without["attrs"] == [True, 7, 2]
+    assert without["typed"]["pages"] == "ForwardRef('list[int]', module='classes')"
 
 
 def test_codecache_misses_compile_and_foreign_tables_are_refused(tmp_path: Path) -> None:
@@ -436,6 +475,9 @@ def test_codecache_misses_compile_and_foreign_tables_are_refused(tmp_path: Path)
         codecache.uninstall()
     assert not codecache.installed()
     assert "exec" not in vars(dataclasses)
+    for name, builtin in codecache.SITES.items():  # each site back on the builtin
+        assert builtin not in vars(sys.modules.get(name, dataclasses)), name
+    assert not [f for f in sys.meta_path if type(f).__module__.endswith("importhook")]
 
     foreign = tmp_path / "foreign.marshal"
     foreign.write_bytes(marshal.dumps((b"\x00\x00\r\n", {})))

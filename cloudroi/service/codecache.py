@@ -1,22 +1,29 @@
-"""Compiled code for the methods ``@dataclass`` generates, shipped in the Lambda zip.
+"""Compiled code for the methods and expressions libraries generate, shipped in the Lambda zip.
 
-``@dataclass`` writes each class's ``__init__``, ``__repr__``, ``__eq__`` (and, frozen,
-``__setattr__``, ``__delattr__``, ``__hash__``) as source text and compiles it when the class is
-created. A cold start of the function creates some 100 such classes (cloudroi's, pyproj's): about
-500 compilations, with their parsing about 15% of the instructions of a first ``/info`` (callgrind:
-1.31 G instructions before, 1.11 G with the table). The text is the same at every start.
+Some libraries write code as text and compile it while a module is imported: ``@dataclass`` each
+class's ``__init__``, ``__repr__``, ``__eq__``... (cloudroi's, pyproj's classes), attrs the same
+for its classes (aiohttp's), ``namedtuple`` its ``__new__``, ``typing`` every string annotation it
+evaluates (a ``ForwardRef``: pydantic-core's hundreds of TypedDict fields), typing-inspection its
+type checks. A cold start compiles some 500 (``/info``) to 1,300 (``/tiles``) such texts, the same
+at every start: with their parsing about 15% of the instructions of a first ``/info`` for the
+dataclasses alone (callgrind: 1.31 G instructions before, 1.11 G with the table), and 23 ms
+(``/info``) to 42 ms (``/tiles``) more for the others.
 
 ``deploy/aws-sam/build_zip.py`` therefore runs the function's preparation (the SnapStart
 ``prepare``: every module of every endpoint) once under ``record`` and ships the compiled code
-objects, keyed by their text and compiler flags, as ``cloudroi/_codecache.marshal``. When
-``cloudroi.serverless`` is imported, ``install`` gives dataclasses an ``exec`` that takes the
-code from the table and compiles only a text that is not in it. A code object is what ``compile``
+objects, keyed by their text, file name, mode and compiler flags, as
+``cloudroi/_codecache.marshal``. When ``cloudroi.serverless`` is imported, ``install`` gives each
+generating module (``SITES``) an ``exec``/``eval``/``compile`` of its own that takes the code
+from the table and compiles only a text that is not in it; a module not imported yet gets it
+before its first line runs (``cloudroi.service.importhook``). A code object is what ``compile``
 makes of the same text with the same flags, so a class is built the same either way. A table from
 another Python version (another magic number) is not used. The table exists only in a built
 package: in the source tree and the container image nothing changes.
 
-(attrs, which aiohttp uses, generates code too, but its ``__hash__`` text holds a hash of a string,
-which differs from process to process: it is left alone.)
+One text differs from process to process: attrs' ``__hash__`` holds the hash of a string naming
+the class, and string hashes are salted per process. Its key holds a placeholder for that number,
+and the number is put back into the code object's constants (``_attrs_hash``): the method
+computes the hashes attrs' own would.
 """
 
 from __future__ import annotations
@@ -25,16 +32,37 @@ import __future__
 import builtins
 import marshal
 import os
+import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import CodeType, ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["TABLE_NAME", "install", "installed", "record", "table_path", "uninstall", "write"]
+if TYPE_CHECKING:  # imported where used: build_zip.py loads this module on its own
+    from .importhook import Finder
+
+__all__ = [
+    "SITES",
+    "TABLE_NAME",
+    "install",
+    "installed",
+    "record",
+    "table_path",
+    "uninstall",
+    "write",
+]
 
 #: The table's file in the package, beside cloudroi's modules (``cloudroi/_codecache.marshal``).
 TABLE_NAME = "_codecache.marshal"
+#: The modules that compile generated text, and the builtin each calls to do it.
+SITES = {
+    "dataclasses": "exec",  # the methods of @dataclass classes
+    "collections": "eval",  # namedtuple's __new__
+    "typing": "compile",  # ForwardRef: a string annotation
+    "attr._make": "compile",  # the methods of attrs classes
+    "typing_inspection.typing_objects": "exec",  # pydantic's type checks
+}
 #: The compiler flags a ``from __future__`` import sets: what ``compile`` inherits from its caller.
 _FUTURE_FLAGS = 0
 for _name in __future__.all_feature_names:
@@ -45,8 +73,15 @@ _FUTURE_FLAGS &= ~__future__.nested_scopes.compiler_flag
 
 #: Key: (source text, file name, mode, future flags).
 Key = tuple[str, str, str, int]
+Lookup = Callable[[Key], CodeType]
+
+#: attrs' generated files, ``<attrs generated methods module.Class>`` (``-N>`` when repeated).
+_ATTRS_FILE = re.compile(r"<attrs generated \S+ (?P<cls>.+?)(?:-\d+)?>\Z")
+#: Stands in the table for the number attrs' ``__hash__`` differs by from process to process.
+_HASH_PLACEHOLDER = 0x636C6F7564726F69
 
 _hooked: list[tuple[ModuleType, str]] = []
+_finders: list[Finder] = []
 
 
 def table_path() -> str:
@@ -61,28 +96,117 @@ def _magic() -> bytes:
     return MAGIC_NUMBER
 
 
-def _shadow(lookup: Any) -> None:
-    """Give dataclasses an ``exec`` that compiles through ``lookup``."""
-    import dataclasses
+def _attrs_hash(key: Key) -> int | None:
+    """The per-process number in the text of an attrs class's ``__hash__``, else None: the hash
+    of ``<attrs generated hash module.Class>``, on a line of its own."""
+    text, filename = key[0], key[1]
+    match = _ATTRS_FILE.match(filename) if filename.startswith("<attrs") else None
+    if match is None:
+        return None
+    value = hash(f"<attrs generated hash {match['cls']}>")
+    line = f" {value},\n"
+    return value if line in text and str(_HASH_PLACEHOLDER) not in text else None
 
-    uninstall()
+
+def _with_const(code: CodeType, old: int, new: int) -> CodeType:
+    """``code`` with the int constant ``old`` replaced by ``new``, in nested code too."""
+    consts = tuple(
+        new
+        if type(c) is int and c == old
+        else _with_const(c, old, new)
+        if isinstance(c, CodeType)
+        else c
+        for c in code.co_consts
+    )
+    return code.replace(co_consts=consts)
+
+
+def _code(lookup: Lookup, key: Key) -> CodeType:
+    """The code of ``key`` from ``lookup``; attrs' ``__hash__`` number through a placeholder."""
+    value = _attrs_hash(key)
+    if value is None:
+        return lookup(key)
+    text = key[0].replace(f" {value},\n", f" {_HASH_PLACEHOLDER},\n", 1)
+    return _with_const(lookup((text, *key[1:])), _HASH_PLACEHOLDER, value)
+
+
+def _namespaces(caller: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """exec's and eval's namespaces: as given, else their caller's (not this module's)."""
+    globals_ = args[0] if args else kwargs.pop("globals", None)
+    locals_ = args[1] if len(args) > 1 else kwargs.pop("locals", None)
+    if globals_ is None:
+        globals_ = caller.f_globals
+        if locals_ is None:
+            locals_ = caller.f_locals
+    return globals_, locals_
+
+
+def _shims(lookup: Lookup) -> dict[str, Callable[..., Any]]:
+    """``exec``, ``eval`` and ``compile`` that take a text's code from ``lookup``."""
 
     def exec_(source: Any, *args: Any, **kwargs: Any) -> None:
         caller = sys._getframe(1)
         if isinstance(source, str):
-            # the future flags of dataclasses' code: what exec would have compiled with
-            source = lookup((source, "<string>", "exec", caller.f_code.co_flags & _FUTURE_FLAGS))
-        # exec's defaults are its caller's namespaces (not this function's)
-        globals_ = args[0] if args else kwargs.pop("globals", None)
-        locals_ = args[1] if len(args) > 1 else kwargs.pop("locals", None)
-        if globals_ is None:
-            globals_ = caller.f_globals
-            if locals_ is None:
-                locals_ = caller.f_locals
+            flags = caller.f_code.co_flags & _FUTURE_FLAGS
+            source = _code(lookup, (source, "<string>", "exec", flags))
+        globals_, locals_ = _namespaces(caller, args, kwargs)
         builtins.exec(source, globals_, locals_, *args[2:], **kwargs)
 
-    dataclasses.exec = exec_  # type: ignore[attr-defined]
-    _hooked.append((dataclasses, "exec"))
+    def eval_(source: Any, *args: Any, **kwargs: Any) -> Any:
+        caller = sys._getframe(1)
+        if isinstance(source, str):  # eval drops the text's leading blanks, compile does not
+            flags = caller.f_code.co_flags & _FUTURE_FLAGS
+            source = _code(lookup, (source.lstrip(" \t"), "<string>", "eval", flags))
+        globals_, locals_ = _namespaces(caller, args, kwargs)
+        return builtins.eval(source, globals_, locals_)
+
+    def compile_(
+        source: Any,
+        filename: Any,
+        mode: str,
+        flags: int = 0,
+        dont_inherit: bool = False,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        if not isinstance(source, str) or not isinstance(filename, str) or args or kwargs:
+            return builtins.compile(source, filename, mode, flags, dont_inherit, *args, **kwargs)
+        if flags & ~_FUTURE_FLAGS:  # an AST, type comments...: not code for the table
+            return builtins.compile(source, filename, mode, flags, dont_inherit)
+        if not dont_inherit:
+            flags |= sys._getframe(1).f_code.co_flags & _FUTURE_FLAGS
+        return _code(lookup, (source, filename, mode, flags))
+
+    return {"exec": exec_, "eval": eval_, "compile": compile_}
+
+
+def _shadow(lookup: Lookup) -> None:
+    """Give each module of ``SITES`` its builtin through ``lookup``: now if it is loaded, else
+    when it is imported (before its first line runs)."""
+    uninstall()
+    shims = _shims(lookup)
+
+    def give(module: ModuleType) -> None:
+        name = SITES[module.__name__]
+        module.__dict__[name] = shims[name]
+        _hooked.append((module, name))
+
+    @contextmanager
+    def given(module: ModuleType) -> Iterator[None]:
+        give(module)
+        yield
+
+    later = {}
+    for name in SITES:
+        module = sys.modules.get(name)
+        if module is None:
+            later[name] = given
+        else:
+            give(module)
+    if later:
+        from .importhook import hook
+
+        _finders.append(hook(later))
 
 
 def _compile(key: Key) -> CodeType:
@@ -93,18 +217,23 @@ def _compile(key: Key) -> CodeType:
 
 def uninstall() -> None:
     """Back to the builtins."""
+    if _finders:
+        from .importhook import unhook
+
+        while _finders:
+            unhook(_finders.pop())
     while _hooked:
         module, name = _hooked.pop()
         module.__dict__.pop(name, None)
 
 
 def installed() -> bool:
-    return bool(_hooked)
+    return bool(_hooked or _finders)
 
 
 @contextmanager
 def record() -> Iterator[dict[Key, CodeType]]:
-    """Within: every text dataclasses compiles is compiled here and kept."""
+    """Within: every text the modules of ``SITES`` compile is compiled here and kept."""
     table: dict[Key, CodeType] = {}
 
     def lookup(key: Key) -> CodeType:
@@ -132,7 +261,7 @@ def install(path: str | None = None) -> int:
     """Use the table at ``path`` (default: the package's); the number of texts it holds. 0, and
     nothing changes, when there is none, it is empty or from another Python, or a table or a
     recording is already in use."""
-    if _hooked:
+    if installed():
         return 0
     where = table_path() if path is None else path
     try:

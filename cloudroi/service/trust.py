@@ -8,13 +8,14 @@ makes) is read lazily instead: OpenSSL opens only the certificates a handshake n
 
 ``deploy/aws-sam/build_zip.py`` writes the package's trusted set (certifi's Mozilla bundle as of
 the build, or ``--ca-bundle``) as ``cloudroi-ca/`` beside ``cloudroi/``. Importing
-``cloudroi.serverless`` calls ``use_packaged_ca``, which arranges that while ``aiohttp.connector``
-itself is being imported (and only then) ``SSL_CERT_DIR`` names that directory and
-``SSL_CERT_FILE`` a name in it that does not exist (so no bundle file is parsed). The two contexts
-keep the directory (OpenSSL records it in each context's store); the environment is restored as
-soon as the module is loaded, so nothing else in the process (botocore, PROJ, GDAL, httpx, a
-subprocess) sees the variables. (They are process-wide while that module runs, some
-milliseconds of the first request, before the function does any network work.)
+``cloudroi.serverless`` calls ``use_packaged_ca``, which arranges (``cloudroi.service.importhook``)
+that while ``aiohttp.connector`` itself is being imported (and only then) ``SSL_CERT_DIR`` names
+that directory and ``SSL_CERT_FILE`` a name in it that does not exist (so no bundle file is
+parsed). The two contexts keep the directory (OpenSSL records it in each context's store); the
+environment is restored as soon as the module is loaded, so nothing else in the process
+(botocore, PROJ, GDAL, httpx, a subprocess) sees the variables. (They are process-wide while
+that module runs, some milliseconds of the first request, before the function does any network
+work.)
 
 What changes is what aiohttp's default contexts trust: the bundle shipped in the package, frozen
 at build time (rebuild to update it), instead of the runtime's operating-system bundle. A function
@@ -27,14 +28,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, cast
-
-if TYPE_CHECKING:  # importlib.abc and its imports are not loaded for this at run time
-    from importlib.abc import Loader
-    from importlib.machinery import ModuleSpec
-    from types import ModuleType
 
 __all__ = ["CA_DIR_NAME", "NO_BUNDLE_NAME", "packaged_ca_dir", "trusted_while", "use_packaged_ca"]
 
@@ -70,56 +65,6 @@ def trusted_while(where: str, environ: MutableMapping[str, str] | None = None) -
                 env[name] = value
 
 
-class _Loading:
-    """The real loader of ``aiohttp.connector``, its module run inside ``trusted_while``
-    (everything else, ``get_source`` for tracebacks..., is the real loader's)."""
-
-    def __init__(self, real: Any, where: str) -> None:
-        self.real, self.where = real, where
-
-    def __getattr__(self, name: str) -> Any:
-        if name in ("real", "where"):  # not set yet (a copy): no recursion
-            raise AttributeError(name)
-        return getattr(self.real, name)
-
-    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
-        create = getattr(self.real, "create_module", None)
-        module: ModuleType | None = None if create is None else create(spec)
-        return module
-
-    def exec_module(self, module: ModuleType) -> None:
-        with trusted_while(self.where):
-            self.real.exec_module(module)
-
-
-class _Finder:
-    """Finds ``aiohttp.connector`` with the other finders and wraps its loader (each time it is
-    asked: a reload gets the directory too). It stays on ``sys.meta_path``: the import system
-    walks that list while asking, so a finder must not take itself off it then."""
-
-    def __init__(self, where: str) -> None:
-        self.where = where
-        self.asking = False  # a finder that asks importlib itself must not come back here
-
-    def find_spec(
-        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
-    ) -> ModuleSpec | None:
-        if fullname != TARGET or self.asking:
-            return None
-        self.asking = True
-        try:
-            for finder in [f for f in sys.meta_path if f is not self]:
-                find = getattr(finder, "find_spec", None)
-                spec: ModuleSpec | None = None if find is None else find(fullname, path, target)
-                if spec is not None:
-                    if hasattr(spec.loader, "exec_module"):  # else: left as it is
-                        spec.loader = cast("Loader", _Loading(spec.loader, self.where))
-                    return spec
-            return None
-        finally:
-            self.asking = False
-
-
 def use_packaged_ca(directory: str | None = None) -> bool:
     """Have aiohttp's default TLS contexts load the package's hashed CA directory (or
     ``directory``) when ``aiohttp.connector`` is imported; True if arranged. False when the
@@ -130,5 +75,7 @@ def use_packaged_ca(directory: str | None = None) -> bool:
     where = packaged_ca_dir() if directory is None else directory
     if not os.path.isdir(where):
         return False
-    sys.meta_path.insert(0, _Finder(where))
+    from .importhook import hook  # here: build_zip.py loads this module on its own
+
+    hook({TARGET: lambda module: trusted_while(where)})
     return True
