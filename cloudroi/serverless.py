@@ -6,7 +6,8 @@ transports over the same request core (``cloudroi.service.core.handle``).
 Importing it first prepares two things a zip package built by ``build_zip.py`` ships, for the cold
 start: aiohttp's default TLS contexts from its hashed CA directory (``cloudroi.service.trust``:
 aiohttp, imported on the first request, then builds them without parsing a CA bundle), and the
-compiled code of the methods ``@dataclass`` generates (``cloudroi.service.codecache``). Without
+compiled code of what libraries generate as text (``@dataclass`` and attrs methods, namedtuples,
+string annotations: ``cloudroi.service.codecache``). Without
 them (the source tree, the container image) nothing changes. Under a Lambda runtime it also
 pauses the cyclic garbage collector until the first invocation has answered
 (``cloudroi.service.gcpause``).
