@@ -345,6 +345,33 @@ class Span:  # attrs: __init__, __repr__, __eq__ and a __hash__ with a per-proce
 class Named:
     name = attr.ib()
 
+@attr.s(frozen=True)
+class Empty:  # no field hashed: attrs' hash((n,)) is folded to a tuple constant
+    pass
+
+@attr.s(frozen=True, cache_hash=True)
+class Unhashed:
+    note = attr.ib(eq=False)
+
+@attr.s(frozen=True)
+class Again:
+    a = attr.ib()
+
+First = Again
+
+@attr.s(frozen=True)
+class Again:  # the same name, another text: attrs files it as "<... Again-1>"
+    b = attr.ib()
+    c = attr.ib(default=0)
+
+@dataclass
+class Twin1:
+    v: int
+
+@dataclass
+class Twin2:  # the same method texts as Twin1's
+    v: int
+
 Pair = namedtuple("Pair", "left right")
 
 class Doc(TypedDict, total=False):  # string annotations: typing compiles each (ForwardRef)
@@ -352,6 +379,8 @@ class Doc(TypedDict, total=False):  # string annotations: typing compiles each (
     pages: list[int]
 
 REF = ForwardRef("dict[str, list[Pair]]")
+
+import typing_inspection.typing_objects  # pydantic's type checks, compiled when imported
 """
 
 EXERCISE = """
@@ -392,7 +421,9 @@ print(json.dumps({
     "texts": [c[:200] for c in compiled if c != "<code>"],
     "repr": [repr(x) for x in (p, q, b, Key("k"), s, Named("n"), Pair(1, 2))],
     "eq": [p == Point(1), p < q, hash(p) == hash(Point(1)), hash(Key("k")) == hash(Key("k"))],
-    "hash": [hash(s), hash(Named("n")), hash(Pair(1, 2))],
+    "hash": [hash(s), hash(Named("n")), hash(Pair(1, 2)), hash(ns["Empty"]()),
+             hash(ns["Unhashed"]("x")), hash(ns["First"](1)), hash(ns["Again"](1, 2))],
+    "own code": ns["Twin1"].__init__.__code__ is not ns["Twin2"].__init__.__code__,
     "attrs": [s == Span(1, 7), s.stop, attr.evolve(s, start=2).start],
     "frozen": frozen,
     "box": [b.lo, b.hi, b.names, hasattr(b, "__dict__")],
@@ -407,10 +438,12 @@ print(json.dumps({
 def test_codecache_table_builds_the_same_classes_without_compiling(tmp_path: Path) -> None:
     """Recorded once, the table serves every text the classes' libraries generate in a fresh
     process: frozen, ordered, slotted, kw-only and InitVar dataclasses, attrs classes (whose
-    hash holds a number that differs from process to process: recorded with another hash seed),
-    a namedtuple, string annotations of a TypedDict and a ForwardRef. Nothing is compiled, and
-    everything behaves as when built without it (repr, eq, order, hashes, frozen, defaults,
-    annotations)."""
+    hash holds a number that differs from process to process: recorded with another hash seed;
+    with no field hashed, cached, and a name defined twice), a namedtuple, string annotations of
+    a TypedDict and a ForwardRef, typing-inspection's checks. Nothing is compiled, everything
+    behaves as when built without it (repr, eq, order, hashes, frozen, defaults, annotations),
+    and two classes with the same method texts still get code objects of their own."""
+    pytest.importorskip("typing_inspection")
     table = tmp_path / "table.marshal"
     record = (
         "import sys, types\n"
@@ -436,16 +469,88 @@ def test_codecache_table_builds_the_same_classes_without_compiling(tmp_path: Pat
     assert with_table["count"] == int(done.stdout)
     assert with_table["compiled"] == 0, with_table["texts"]
     assert without["compiled"] >= with_table["count"]  # each text compiled at class creation
-    # attrs' hash, namedtuple's __new__ and a string annotation are among what the table holds
-    for mark in ("def __hash__(self", "_tuple_new", "list[int]"):
-        assert mark in without["texts"] or any(mark in t for t in without["texts"]), mark
+    # attrs' hash, namedtuple's __new__, a string annotation and typing-inspection's checks
+    # are among what the table holds
+    for mark in ("def __hash__(self", "_tuple_new", "list[int]", "(obj: Any, /) -> bool"):
+        assert any(mark in t for t in without["texts"]), mark
     for doc in (without, with_table):
         for name in ("count", "compiled", "texts"):
             doc.pop(name)
     assert with_table == without
     assert without["frozen"] == "FrozenInstanceError"
     assert without["attrs"] == [True, 7, 2]
+    assert without["own code"] is True
     assert without["typed"]["pages"] == "ForwardRef('list[int]', module='classes')"
+
+
+class _Text(str):
+    """A str subclass (marshal refuses them: the shims pass them to the builtin)."""
+
+
+def _shim_cases(compile_: Any, eval_: Any, exec_: Any) -> list[Any]:
+    """What each case gives through these three callables: called here, in a module with
+    ``from __future__ import annotations``, whose flag compile inherits unless told not to."""
+    import ast
+
+    text = "def f(x: int) -> 'y':\n    return x + 1\n"
+    ns: dict[str, Any] = {}
+    exec_("def g(a, b=2):\n    return a * b\n", ns)
+    exec_(_Text("h = 42"), ns)
+    try:
+        compile_("1 +", "<case>", "eval")
+        syntax = ""
+    except SyntaxError as exc:
+        syntax = f"{exc.msg} {exc.lineno} {exc.offset}"
+    inherited = compile_(text, "<case>", "exec")
+    return [
+        inherited,
+        bool(inherited.co_flags & 0x1000000),  # CO_FUTURE_ANNOTATIONS
+        compile_(text, "<case>", "exec", dont_inherit=True),
+        compile_("(a, b)", "<case>", "eval", 0, True),
+        eval_("  1 + 2\t"),  # eval drops leading blanks
+        eval_("x * 2", {"x": 4}),
+        eval_("lambda a, b: (a, b)", {})(1, 2),
+        ns["g"](3),
+        syntax,
+        type(compile_(text, "<case>", "exec", ast.PyCF_ONLY_AST)).__name__,
+        compile_(_Text("7"), "<case>", "eval"),
+        eval_(_Text("7 * 6")),
+        ns["h"],
+    ]
+
+
+def test_codecache_shims_compile_what_the_builtins_do(tmp_path: Path) -> None:
+    """Recording (misses) and from a table (hits), each shim gives what its builtin gives: equal
+    code objects with the caller's future flags (or not, with ``dont_inherit``), eval's leading
+    blanks dropped, the same results, the same SyntaxError, an AST when asked, and a str
+    subclass (which marshal would refuse) left to the builtin, so the table still writes."""
+    import collections
+    import dataclasses
+    import typing
+
+    want = _shim_cases(compile, eval, exec)
+    assert want[1] is True  # this module's future import reached compile
+    assert want[4:8] == [3, 8, (1, 2), 6]
+    assert want[8].startswith("invalid syntax")
+
+    def through_shims() -> list[Any]:
+        return _shim_cases(
+            vars(typing)["compile"], vars(collections)["eval"], vars(dataclasses)["exec"]
+        )
+
+    path = tmp_path / "cases.marshal"
+    with codecache.record() as table:
+        recorded = through_shims()
+    assert codecache.write(table, str(path)) > 0
+    assert not any(type(key[0]) is not str for key in table)
+    try:
+        assert codecache.install(str(path)) == len(table)
+        served = through_shims()
+    finally:
+        codecache.uninstall()
+    for got in (recorded, served):
+        assert got == want
+        assert [c.co_flags for c in got[0:4:2]] == [c.co_flags for c in want[0:4:2]]
 
 
 def test_codecache_misses_compile_and_foreign_tables_are_refused(tmp_path: Path) -> None:
@@ -557,8 +662,11 @@ def test_a_package_that_cannot_run_here_records_from_the_build_environment(
     assert where == "build environment"
     assert count > 300
     magic, table = marshal.loads((staged / "cloudroi" / codecache.TABLE_NAME).read_bytes())
-    assert magic == importlib.util.MAGIC_NUMBER
+    assert magic == importlib.util.MAGIC_NUMBER + b"-O0"
     assert len(table) == count
+    # recorded without site (-S), as the function runs: the namedtuples of modules that site
+    # imports (urllib.parse's) are in it
+    assert any("_tuple_new(_cls, (url, fragment))" in key[0] for key in table)
     assert not (ROOT / "cloudroi" / codecache.TABLE_NAME).exists()  # nothing in the tree
 
 

@@ -16,14 +16,20 @@ objects, keyed by their text, file name, mode and compiler flags, as
 generating module (``SITES``) an ``exec``/``eval``/``compile`` of its own that takes the code
 from the table and compiles only a text that is not in it; a module not imported yet gets it
 before its first line runs (``cloudroi.service.importhook``). A code object is what ``compile``
-makes of the same text with the same flags, so a class is built the same either way. A table from
-another Python version (another magic number) is not used. The table exists only in a built
+makes of the same text with the same flags, so a class is built the same either way; a text
+served again (two classes alike) gets a copy, a code object of its own as ``compile`` would give
+(the interpreter specialises instructions per code object). A table from another Python version
+(another magic number) or optimisation level is not used. The table exists only in a built
 package: in the source tree and the container image nothing changes.
 
 One text differs from process to process: attrs' ``__hash__`` holds the hash of a string naming
 the class, and string hashes are salted per process. Its key holds a placeholder for that number,
 and the number is put back into the code object's constants (``_attrs_hash``): the method
 computes the hashes attrs' own would.
+
+The sites are where CPython 3.11 and 3.12 (Lambda's runtime) compile these texts; a later Python
+that compiles one elsewhere (string annotations move to ``annotationlib`` in 3.14) only loses
+that site's savings.
 """
 
 from __future__ import annotations
@@ -91,9 +97,11 @@ def table_path() -> str:
 
 
 def _magic() -> bytes:
+    """This Python's byte-code magic number and optimisation level (``-O`` drops asserts and
+    docstrings from what it compiles)."""
     from importlib.util import MAGIC_NUMBER
 
-    return MAGIC_NUMBER
+    return MAGIC_NUMBER + b"-O%d" % sys.flags.optimize
 
 
 def _attrs_hash(key: Key) -> int | None:
@@ -108,17 +116,27 @@ def _attrs_hash(key: Key) -> int | None:
     return value if line in text and str(_HASH_PLACEHOLDER) not in text else None
 
 
-def _with_const(code: CodeType, old: int, new: int) -> CodeType:
-    """``code`` with the int constant ``old`` replaced by ``new``, in nested code too."""
-    consts = tuple(
-        new
-        if type(c) is int and c == old
-        else _with_const(c, old, new)
-        if isinstance(c, CodeType)
-        else c
-        for c in code.co_consts
+def _swapped(const: Any, old: int, new: int, count: list[int]) -> Any:
+    """The constant ``const`` with the int ``old`` replaced by ``new`` (counted in ``count``),
+    inside code objects' constants and tuples too (``hash((n,))`` is folded to a tuple)."""
+    if type(const) is int:
+        if const != old:
+            return const
+        count[0] += 1
+        return new
+    if isinstance(const, CodeType):
+        return const.replace(co_consts=tuple(_swapped(c, old, new, count) for c in const.co_consts))
+    if type(const) is tuple:
+        return tuple(_swapped(c, old, new, count) for c in const)
+    return const
+
+
+def _copy(code: CodeType) -> CodeType:
+    """A code object of its own, nested code included, as another ``compile`` would make (the
+    interpreter specialises its instructions per code object)."""
+    return code.replace(
+        co_consts=tuple(_copy(c) if isinstance(c, CodeType) else c for c in code.co_consts)
     )
-    return code.replace(co_consts=consts)
 
 
 def _code(lookup: Lookup, key: Key) -> CodeType:
@@ -127,7 +145,9 @@ def _code(lookup: Lookup, key: Key) -> CodeType:
     if value is None:
         return lookup(key)
     text = key[0].replace(f" {value},\n", f" {_HASH_PLACEHOLDER},\n", 1)
-    return _with_const(lookup((text, *key[1:])), _HASH_PLACEHOLDER, value)
+    count = [0]
+    code: CodeType = _swapped(lookup((text, *key[1:])), _HASH_PLACEHOLDER, value, count)
+    return code if count[0] == 1 else _compile(key)  # not where expected: the text itself
 
 
 def _namespaces(caller: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
@@ -146,7 +166,7 @@ def _shims(lookup: Lookup) -> dict[str, Callable[..., Any]]:
 
     def exec_(source: Any, *args: Any, **kwargs: Any) -> None:
         caller = sys._getframe(1)
-        if isinstance(source, str):
+        if type(source) is str:  # (a subclass of str would not marshal)
             flags = caller.f_code.co_flags & _FUTURE_FLAGS
             source = _code(lookup, (source, "<string>", "exec", flags))
         globals_, locals_ = _namespaces(caller, args, kwargs)
@@ -154,11 +174,11 @@ def _shims(lookup: Lookup) -> dict[str, Callable[..., Any]]:
 
     def eval_(source: Any, *args: Any, **kwargs: Any) -> Any:
         caller = sys._getframe(1)
-        if isinstance(source, str):  # eval drops the text's leading blanks, compile does not
+        if type(source) is str:  # eval drops the text's leading blanks, compile does not
             flags = caller.f_code.co_flags & _FUTURE_FLAGS
             source = _code(lookup, (source.lstrip(" \t"), "<string>", "eval", flags))
         globals_, locals_ = _namespaces(caller, args, kwargs)
-        return builtins.eval(source, globals_, locals_)
+        return builtins.eval(source, globals_, locals_, **kwargs)
 
     def compile_(
         source: Any,
@@ -169,7 +189,7 @@ def _shims(lookup: Lookup) -> dict[str, Callable[..., Any]]:
         *args: Any,
         **kwargs: Any,
     ) -> Any:
-        if not isinstance(source, str) or not isinstance(filename, str) or args or kwargs:
+        if type(source) is not str or type(filename) is not str or args or kwargs:
             return builtins.compile(source, filename, mode, flags, dont_inherit, *args, **kwargs)
         if flags & ~_FUTURE_FLAGS:  # an AST, type comments...: not code for the table
             return builtins.compile(source, filename, mode, flags, dont_inherit)
@@ -272,9 +292,16 @@ def install(path: str | None = None) -> int:
     if magic != _magic() or not isinstance(table, dict) or not table:
         return 0
 
+    served: set[Key] = set()
+
     def lookup(key: Key) -> CodeType:
-        code = table.get(key)
-        return _compile(key) if code is None else code
+        code: CodeType | None = table.get(key)
+        if code is None:
+            return _compile(key)
+        if key in served:  # the same text again (two classes alike): a code object of its own
+            return _copy(code)
+        served.add(key)
+        return code
 
     _shadow(lookup)
     return len(table)

@@ -309,10 +309,10 @@ print(len(table))
 """
 
 
-def _record(argv: list[str], cwd: Path, pythonpath: Path) -> tuple[int, str]:
+def _record(argv: list[str], cwd: Path, pythonpath: str) -> tuple[int, str]:
     """Run RECORD_CODE: (number of texts, "") or (0, what went wrong)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "SSL_CERT"))}
-    env.update({"PYTHONPATH": str(pythonpath), "PYTHONDONTWRITEBYTECODE": "1"})
+    env.update({"PYTHONPATH": pythonpath, "PYTHONDONTWRITEBYTECODE": "1"})
     try:
         done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired:
@@ -321,6 +321,16 @@ def _record(argv: list[str], cwd: Path, pythonpath: Path) -> tuple[int, str]:
     if done.returncode or not texts or not texts[-1].isdigit():
         return 0, done.stderr[-1500:]
     return int(texts[-1]), ""
+
+
+def site_packages(python: str) -> list[str]:
+    """The site-packages directories of ``python``'s environment."""
+    code = "import os, site; print(os.pathsep.join(site.getsitepackages()))"
+    try:
+        done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [p for p in done.stdout.strip().split(os.pathsep) if p] if done.returncode == 0 else []
 
 
 def record_code_cache(target: Path, python: str) -> tuple[int, str | None]:
@@ -332,10 +342,13 @@ def record_code_cache(target: Path, python: str) -> tuple[int, str | None]:
     version there only costs its texts). Returns (texts, where recorded), (0, None) with a
     warning when neither runs."""
     table = target / "cloudroi" / service_module("codecache").TABLE_NAME
-    count, problem = _record([python, "-S", "-c", RECORD_CODE, str(table)], target, target)
+    argv = [python, "-S", "-c", RECORD_CODE, str(table)]
+    count, problem = _record(argv, target, str(target))
     if count:
         return count, "package"
-    count, problem_here = _record([python, "-c", RECORD_CODE, str(table)], ROOT, ROOT)
+    # -S as the function runs (site imports modules whose generated code would then be missed),
+    # with python's site-packages named instead
+    count, problem_here = _record(argv, ROOT, os.pathsep.join([str(ROOT), *site_packages(python)]))
     if count:
         return count, "build environment"
     table.unlink(missing_ok=True)
