@@ -96,6 +96,48 @@ def event(path: str, query: str) -> dict[str, Any]:
     return doc
 
 
+#: Run with ``-S`` from an unpacked zip package (PYTHONPATH = the package): does it use what it
+#: ships for the cold start? The code table (``compiled``: generated texts compiled anyway,
+#: ``unserved``: generating modules loaded without their shim) and the CA directory (``loaded``:
+#: CAs parsed up front by aiohttp's contexts). test_deploy.py and check_arm64.py run it.
+PACKAGE_CHECK = """
+import builtins, json, os, sys
+from cloudroi.service import codecache
+texts = []
+def spy(name):
+    real = getattr(builtins, name)
+    def call(source, *args, **kwargs):  # a text compiled by a generating module, or by the
+        caller = sys._getframe(1)       # table's fallback (a text the table lacks)
+        if isinstance(source, str) and (
+            caller.f_globals.get("__name__") in codecache.SITES
+            or caller.f_code is codecache._compile.__code__
+        ):
+            texts.append(source[:200])
+        return real(source, *args, **kwargs)
+    return call
+for name in ("compile", "exec", "eval"):
+    setattr(builtins, name, spy(name))
+import cloudroi.serverless
+from cloudroi.service import snapstart
+snapstart.prepare()
+import attr._make, collections, typing
+from aiohttp import connector
+print(json.dumps({
+    "table": codecache.installed(),
+    "compiled": len(texts),
+    "sample": texts[:3],
+    "served": sorted(  # the loaded generating modules that have their builtin from the table
+        m for m, b in codecache.SITES.items() if b in vars(sys.modules.get(m, codecache))
+    ),
+    "unserved": sorted(
+        m for m, b in codecache.SITES.items() if m in sys.modules and b not in vars(sys.modules[m])
+    ),
+    "loaded": len(connector._SSL_CONTEXT_VERIFIED.get_ca_certs()),
+    "env": sorted(k for k in os.environ if k.startswith("SSL_CERT")),
+}))
+"""
+
+
 def requests(server: RangeServer) -> dict[str, dict[str, Any]]:
     url = server.url("scene.tif")
     z, x, y = TILE

@@ -652,21 +652,30 @@ def test_a_package_that_cannot_run_here_records_from_the_build_environment(
 ) -> None:
     """A cross build's package cannot run on the build machine (here: one without its
     dependencies): the table is recorded from the byte-code Python's own environment instead,
-    with this tree's cloudroi, and written into the package."""
+    with this tree's cloudroi, and written into the package. Its site directories are added
+    while recording (the function runs without site): what their .pth files import is in it."""
     import importlib.util
     import marshal
 
     staged = tmp_path / "package"
     shutil.copytree(ROOT / "cloudroi", staged / "cloudroi", ignore=shutil.ignore_patterns("*.pyc"))
-    count, where = load_build_zip().record_code_cache(staged, sys.executable)
+    extra = tmp_path / "site"  # a site directory whose .pth file imports a module
+    extra.mkdir()
+    (extra / "pthmod.py").write_text(
+        "import collections\nPthPair = collections.namedtuple('PthPair', 'left_pth right_pth')\n"
+    )
+    (extra / "zz-cloudroi-test.pth").write_text("import pthmod\n")
+    build_zip = load_build_zip()
+    found = build_zip.site_packages(sys.executable)
+    assert found
+    build_zip.site_packages = lambda python: [*found, str(extra)]
+    count, where = build_zip.record_code_cache(staged, sys.executable)
     assert where == "build environment"
     assert count > 300
     magic, table = marshal.loads((staged / "cloudroi" / codecache.TABLE_NAME).read_bytes())
     assert magic == importlib.util.MAGIC_NUMBER + b"-O0"
     assert len(table) == count
-    # recorded without site (-S), as the function runs: the namedtuples of modules that site
-    # imports (urllib.parse's) are in it
-    assert any("_tuple_new(_cls, (url, fragment))" in key[0] for key in table)
+    assert any("_tuple_new(_cls, (left_pth, right_pth))" in key[0] for key in table)
     assert not (ROOT / "cloudroi" / codecache.TABLE_NAME).exists()  # nothing in the tree
 
 

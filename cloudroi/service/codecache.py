@@ -4,10 +4,10 @@ Some libraries write code as text and compile it while a module is imported: ``@
 class's ``__init__``, ``__repr__``, ``__eq__``... (cloudroi's, pyproj's classes), attrs the same
 for its classes (aiohttp's), ``namedtuple`` its ``__new__``, ``typing`` every string annotation it
 evaluates (a ``ForwardRef``: pydantic-core's hundreds of TypedDict fields), typing-inspection its
-type checks. A cold start compiles some 500 (``/info``) to 1,300 (``/tiles``) such texts, the same
-at every start: with their parsing about 15% of the instructions of a first ``/info`` for the
-dataclasses alone (callgrind: 1.31 G instructions before, 1.11 G with the table), and 23 ms
-(``/info``) to 42 ms (``/tiles``) more for the others.
+type checks. A cold start compiles about 700 (``/info``) to 1,450 (``/tiles``) such texts, the
+same at every start: the dataclasses' 540 of a first ``/info`` are, with their parsing, about 15%
+of its instructions (callgrind: 1.31 G instructions before, 1.11 G with the table), and the
+others' compiling took 23 ms (``/info``) to 42 ms (``/tiles``) more, timed in the process.
 
 ``deploy/aws-sam/build_zip.py`` therefore runs the function's preparation (the SnapStart
 ``prepare``: every module of every endpoint) once under ``record`` and ships the compiled code
@@ -86,7 +86,7 @@ _ATTRS_FILE = re.compile(r"<attrs generated \S+ (?P<cls>.+?)(?:-\d+)?>\Z")
 #: Stands in the table for the number attrs' ``__hash__`` differs by from process to process.
 _HASH_PLACEHOLDER = 0x636C6F7564726F69
 
-_hooked: list[tuple[ModuleType, str]] = []
+_hooked: list[tuple[ModuleType, str, Any]] = []
 _finders: list[Finder] = []
 
 
@@ -178,7 +178,7 @@ def _shims(lookup: Lookup) -> dict[str, Callable[..., Any]]:
             flags = caller.f_code.co_flags & _FUTURE_FLAGS
             source = _code(lookup, (source.lstrip(" \t"), "<string>", "eval", flags))
         globals_, locals_ = _namespaces(caller, args, kwargs)
-        return builtins.eval(source, globals_, locals_, **kwargs)
+        return builtins.eval(source, globals_, locals_, *args[2:], **kwargs)
 
     def compile_(
         source: Any,
@@ -209,7 +209,7 @@ def _shadow(lookup: Lookup) -> None:
     def give(module: ModuleType) -> None:
         name = SITES[module.__name__]
         module.__dict__[name] = shims[name]
-        _hooked.append((module, name))
+        _hooked.append((module, name, shims[name]))
 
     @contextmanager
     def given(module: ModuleType) -> Iterator[None]:
@@ -243,8 +243,9 @@ def uninstall() -> None:
         while _finders:
             unhook(_finders.pop())
     while _hooked:
-        module, name = _hooked.pop()
-        module.__dict__.pop(name, None)
+        module, name, shim = _hooked.pop()
+        if module.__dict__.get(name) is shim:  # (a module's own exec... stays)
+            del module.__dict__[name]
 
 
 def installed() -> bool:

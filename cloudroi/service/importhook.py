@@ -54,7 +54,9 @@ class Finder:
 
     def __init__(self, names: Mapping[str, Around]) -> None:
         self.names = dict(names)
-        self.asking = False  # a finder that asks importlib itself must not come back here
+        # a finder that asks importlib itself must not come back here (one thread at a time:
+        # importlib calls find_spec under its global import lock)
+        self.asking = False
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None

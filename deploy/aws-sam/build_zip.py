@@ -30,7 +30,8 @@ OpenSSL hashed directory, ``cloudroi-ca/`` (``openssl x509 -subject_hash`` names
 certificate's file), from which the TLS contexts aiohttp makes at import load their CAs without
 parsing a bundle (``cloudroi.service.trust``; about 90 ms of each cold start); without certifi
 or the openssl command it warns and ships none (``"ca_certificates": 0``). And it runs the
-function's preparation once, recording the code ``@dataclass`` compiles, into
+function's preparation once, recording the code libraries generate and compile as it loads
+(``@dataclass`` and attrs methods, namedtuples, string annotations), into
 ``cloudroi/_codecache.marshal`` (``cloudroi.service.codecache``): from the staged package, or,
 when that cannot run on the build machine (a cross build), from the byte-code Python's own
 environment with this tree's cloudroi; skipped with a warning when neither runs.
@@ -298,9 +299,11 @@ def compile_bytecode(target: Path, python: str) -> None:
 
 
 RECORD_CODE = """
-import sys
+import site, sys
 from cloudroi.service import codecache
 with codecache.record() as table:
+    for where in sys.argv[2:]:  # a build environment's site directories, with their .pth files
+        site.addsitedir(where)
     import cloudroi.serverless
     from cloudroi.service.snapstart import prepare
     prepare()
@@ -324,8 +327,12 @@ def _record(argv: list[str], cwd: Path, pythonpath: str) -> tuple[int, str]:
 
 
 def site_packages(python: str) -> list[str]:
-    """The site-packages directories of ``python``'s environment."""
-    code = "import os, site; print(os.pathsep.join(site.getsitepackages()))"
+    """The site directories of ``python``'s environment (the user's too, where it has one)."""
+    code = (
+        "import os, site\n"
+        "user = [site.getusersitepackages()] if site.ENABLE_USER_SITE else []\n"
+        "print(os.pathsep.join(d for d in site.getsitepackages() + user if os.path.isdir(d)))"
+    )
     try:
         done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
@@ -335,20 +342,20 @@ def site_packages(python: str) -> list[str]:
 
 def record_code_cache(target: Path, python: str) -> tuple[int, str | None]:
     """``cloudroi/_codecache.marshal``: the function's preparation (every endpoint's modules)
-    run once by ``python``, recording the code dataclasses compile (cloudroi.service.codecache).
+    run once by ``python``, recording the code that libraries generate (cloudroi.service.codecache).
     First from the package, as Lambda runs it; when the package cannot run here (another
     architecture), from ``python``'s own environment with this source tree's cloudroi (the
-    texts are cloudroi's classes as Python's dataclasses writes them; a dependency of another
-    version there only costs its texts). Returns (texts, where recorded), (0, None) with a
-    warning when neither runs."""
+    texts are cloudroi's classes as that Python's dataclasses writes them; a dependency of
+    another version there only costs its texts). Returns (texts, where recorded), (0, None)
+    with a warning when neither runs."""
     table = target / "cloudroi" / service_module("codecache").TABLE_NAME
     argv = [python, "-S", "-c", RECORD_CODE, str(table)]
     count, problem = _record(argv, target, str(target))
     if count:
         return count, "package"
-    # -S as the function runs (site imports modules whose generated code would then be missed),
-    # with python's site-packages named instead
-    count, problem_here = _record(argv, ROOT, os.pathsep.join([str(ROOT), *site_packages(python)]))
+    # -S as the function runs (site would import modules before the recording, and their
+    # generated code would be missed), the site directories added while recording
+    count, problem_here = _record([*argv, *site_packages(python)], ROOT, str(ROOT))
     if count:
         return count, "build environment"
     table.unlink(missing_ok=True)

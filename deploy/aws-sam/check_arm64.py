@@ -5,27 +5,32 @@ with the x86_64 package's, byte for byte.
     python deploy/aws-sam/check_arm64.py                  # build both packages, run, compare
 
 Lambda's arm64 functions run on Graviton; this machine has no arm64 CPU. qemu's user-mode
-emulator runs an arm64 CPython (Debian bookworm's, 3.11, unpacked into ``--sysroot``; Lambda's
-runtime is 3.12, which Debian does not package) on the package built from PyPI's aarch64 wheels
-(``build_zip.py --arch arm64 --python-version 3.11``, byte code from this Python, 3.11 too). The
-function then answers under the real runtime client (``python -m awslambdaric``, as in the
-tests) with a Lambda Runtime API on 127.0.0.1, and the same requests go to the x86_64 package
-(``--from-env``). It checks that the package uses its cold-start helpers (no generated code
-compiled while every endpoint loads, the CA directory) and that every answer equals the x86_64
-one. Emulated time says nothing about Graviton's: no timings are compared. Needs the network
-for the arm64 wheels (PyPI) and, with ``--make-sysroot``, Debian's package archive.
+emulator runs an arm64 CPython (Debian 12 bookworm's 3.11, unpacked into ``--sysroot``; Lambda's
+runtime is 3.12, which bookworm does not package, so the host must be Debian 12 and this script
+run by a Python 3.11) on the package built from PyPI's aarch64 wheels (``build_zip.py --arch
+arm64 --python-version 3.11``, byte code from this Python), pinned to this environment's
+versions (a constraints file), so that both packages hold the same releases. The function then
+answers under the real runtime client (``python -m awslambdaric``, as in the tests) with a
+Lambda Runtime API on 127.0.0.1, and the same requests go to the x86_64 package (``--from-env``).
+It passes when every answer is a 200 equal to the x86_64 one and the package uses its
+cold-start helpers: no generated code compiled while every endpoint loads, every generating
+module served by the code table, no CA parsed up front. Emulated time says nothing about
+Graviton's: no timings are compared. Needs the network for the arm64 wheels (PyPI) and, with
+``--make-sysroot``, Debian's package archive; ``--make-sysroot`` also adds arm64 to dpkg's
+architectures.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
+import importlib.metadata
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +40,16 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import lambda_cold as lc  # noqa: E402 (after the path)
 from cloudroi.testing import RangeServer  # noqa: E402
 from tests.lambda_runtime_api import RuntimeClient  # noqa: E402
-from tests.test_deploy import PACKAGE_CHECK  # noqa: E402
 
-#: Debian's arm64 packages an arm64 CPython 3.11 needs, with the libraries its modules load.
+#: Debian 12's arm64 packages an arm64 CPython 3.11 needs, with the libraries its modules load.
 DEBS = [
     *("libc6", "libgcc-s1", "libstdc++6", "libexpat1", "zlib1g", "libssl3", "libffi8"),
     *("python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib", "libbz2-1.0"),
     *("liblzma5", "libsqlite3-0", "libuuid1", "libncursesw6", "libtinfo6", "libreadline8"),
     *("libcrypt1", "libnsl2", "libtirpc3", "libdb5.3", "libgdbm6"),
 ]
+#: How long one step may take under emulation (a cold start there takes some 10 s).
+STEP_S = 1200
 
 
 def make_sysroot(sysroot: Path) -> None:
@@ -52,11 +58,12 @@ def make_sysroot(sysroot: Path) -> None:
     subprocess.run(["dpkg", "--add-architecture", "arm64"], check=True)
     subprocess.run(["apt-get", "update", "-q"], check=True)
     subprocess.run(["apt-get", "install", "-y", "-q", "qemu-user-static"], check=True)
-    with tempfile.TemporaryDirectory() as debs:
-        os.chmod(debs, 0o755)  # apt's download user writes here
-        subprocess.run(["apt-get", "download", *(f"{d}:arm64" for d in DEBS)], cwd=debs, check=True)
-        for deb in Path(debs).glob("*.deb"):
-            subprocess.run(["dpkg", "-x", str(deb), str(sysroot)], check=True)
+    debs = sysroot.with_name(sysroot.name + "-debs")
+    debs.mkdir(parents=True, exist_ok=True)
+    download = ["apt-get", "download", "-o", "APT::Sandbox::User=root"]
+    subprocess.run([*download, *(f"{d}:arm64" for d in DEBS)], cwd=debs, check=True)
+    for deb in debs.glob("*.deb"):
+        subprocess.run(["dpkg", "-x", str(deb), str(sysroot)], check=True)
 
 
 def arm64_python(sysroot: Path, work: Path) -> str:
@@ -69,101 +76,113 @@ def arm64_python(sysroot: Path, work: Path) -> str:
     return str(script)
 
 
-def build(out: Path, *args: str) -> Path:
+def build(out: Path, *args: str, env: dict[str, str] | None = None) -> Path:
     argv = [sys.executable, str(ROOT / "deploy/aws-sam/build_zip.py"), "--out", str(out)]
     argv += ["--extras", "s3,geo,lambda", "--zip-level", "1", *args]
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env, timeout=STEP_S)
     return out / "package"
 
 
-def function_env(task: Path, allowed: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", *lc.LAMBDA_UNSET))}
-    env.update(lc.FUNCTION_ENV)
-    env.update({"PYTHONPATH": str(task), "PYTHONDONTWRITEBYTECODE": "1"})
-    env["CLOUDROI_ALLOWED_SOURCES"] = allowed
-    return env
+def pinned(work: Path) -> dict[str, str]:
+    """An environment whose pip installs this environment's releases (PIP_CONSTRAINT)."""
+    names = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if name and name.lower() != "cloudroi":
+            names[name.lower()] = f"{name}=={dist.version}"
+    constraints = work / "constraints.txt"
+    constraints.write_text("\n".join(sorted(names.values())) + "\n")
+    return {**os.environ, "PIP_CONSTRAINT": str(constraints)}
 
 
-def answers(python: str, task: Path, server: RangeServer, events: dict[str, Any]) -> dict[str, Any]:
-    """Status and body of each event, from one function process."""
-    env = function_env(task, server.url(""))
+def run(fn: lc.Function, code: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in lc.LAMBDA_UNSET}
+    env.update({**fn.env, "PYTHONDONTWRITEBYTECODE": "1"})
+    argv = [fn.python, *fn.args, "-c", code]
+    return subprocess.run(argv, cwd=fn.cwd, env=env, capture_output=True, text=True, timeout=STEP_S)
+
+
+def answers(fn: lc.Function, server: RangeServer, events: dict[str, Any]) -> dict[str, Any]:
+    """(kind, status, body) of each event, from one function process."""
+    env = {**lc.FUNCTION_ENV, **fn.env, "PYTHONDONTWRITEBYTECODE": "1"}
+    env["CLOUDROI_ALLOWED_SOURCES"] = server.url("")
     got = {}
-    with RuntimeClient(
-        python,
-        lc.HANDLER,
-        env,
-        cwd=str(task),
-        python_args=["-S"],
-        timeout=1800,
+    client = RuntimeClient(
+        fn.python, lc.HANDLER, env, cwd=str(fn.cwd), python_args=fn.args, timeout=STEP_S,
         unset=lc.LAMBDA_UNSET,
-    ) as client:
+    )  # fmt: skip
+    with client:
         for name, event in events.items():
             kind, payload = client.invoke(event)
-            body = payload.get("body", "") if kind == "response" else json.dumps(payload)
-            if payload.get("isBase64Encoded"):
-                body = base64.b64decode(body)
+            if not isinstance(payload, dict) or "body" not in payload:
+                got[name] = (kind, None, json.dumps(payload).encode())
+                continue
+            body = payload["body"]
+            body = base64.b64decode(body) if payload.get("isBase64Encoded") else body.encode()
             got[name] = (kind, payload.get("statusCode"), body)
     return got
 
 
+def events_for(server: RangeServer) -> dict[str, Any]:
+    url = server.url("scene.tif")
+    return {
+        **lc.requests(server),
+        "/region npy": lc.event("/region", f"url={url}&window=512,512,512,512&format=npy"),
+        "/region lon/lat": lc.event(
+            "/region", f"url={url}&bbox=15.05,54.9,15.2,55.0&coord_crs=EPSG:4326&format=npy"
+        ),
+        "/tiles z10 webp": lc.event("/tiles/WebMercatorQuad/10/555/324.webp", f"url={url}"),
+        "/statistics": lc.event("/statistics", f"url={url}"),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sysroot", type=Path, default=Path("/tmp/cloudroi-arm64-sysroot"))
+    ap.add_argument("--sysroot", type=Path, default=Path("/var/tmp/cloudroi-arm64-sysroot"))
     ap.add_argument("--work", type=Path, default=Path("/tmp/cloudroi-arm64-check"))
     ap.add_argument("--make-sysroot", action="store_true", help="install qemu, unpack CPython")
     args = ap.parse_args()
     if args.make_sysroot:
         make_sysroot(args.sysroot)
         return 0
-    if sys.version_info[:2] != (3, 11) or not shutil.which("qemu-aarch64-static"):
-        raise SystemExit("needs Python 3.11 here and qemu-aarch64-static (--make-sysroot)")
+    if sys.version_info[:2] != (3, 11):
+        raise SystemExit("run this with a Python 3.11 (the arm64 CPython's version)")
+    if (
+        not shutil.which("qemu-aarch64-static")
+        or not (args.sysroot / "usr/bin/python3.11").exists()
+    ):
+        raise SystemExit(f"no qemu-aarch64-static or no {args.sysroot}: run --make-sysroot")
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
-    python = arm64_python(args.sysroot, args.work)
-    arm = build(args.work / "arm64", "--arch", "arm64", "--python-version", "3.11",
-                "--compile-with", sys.executable)  # fmt: skip
-    x86 = build(args.work / "x86_64", "--from-env")
-
-    env = function_env(arm, "")
-    check = subprocess.run(
-        [python, "-S", "-c", PACKAGE_CHECK], cwd=arm, env=env, capture_output=True, text=True
-    )
-    print("package check:", check.stdout.strip() or check.stderr[-3000:])
-    machine = subprocess.run(
-        [python, "-S", "-c", "import platform, numpy; print(platform.machine(), numpy.__file__)"],
-        cwd=arm, env=env, capture_output=True, text=True,
+    arm_task = build(
+        args.work / "arm64", "--arch", "arm64", "--python-version", "3.11",
+        "--compile-with", sys.executable, env=pinned(args.work),
     )  # fmt: skip
-    print("runs on:", machine.stdout.strip())
+    arm = dataclasses.replace(
+        lc.Function.package(arm_task), python=arm64_python(args.sysroot, args.work)
+    )
+    x86 = lc.Function.package(build(args.work / "x86_64", "--from-env"))
+
+    machine = run(arm, "import platform, numpy; print(platform.machine())")
+    check = run(arm, lc.PACKAGE_CHECK)
+    print("runs on:", machine.stdout.strip() or machine.stderr[-2000:])
+    print("package check:", check.stdout.strip() or check.stderr[-3000:])
+    if machine.stdout.strip() != "aarch64" or check.returncode:
+        return 1
+    found = json.loads(check.stdout)
+    helpers = found["table"] and not found["compiled"] and not found["unserved"]
+    helpers = helpers and found["loaded"] == 0
 
     with RangeServer(lc.corpus()) as server:
-        url = server.url("scene.tif")
-        events = {
-            **lc.requests(server),
-            "/region npy": lc.event("/region", f"url={url}&window=512,512,512,512&format=npy"),
-            "/region lon/lat": lc.event(
-                "/region", f"url={url}&bbox=15.05,54.9,15.2,55.0&coord_crs=EPSG:4326&format=npy"
-            ),
-            "/tiles z10 webp": lc.event("/tiles/WebMercatorQuad/10/555/324.webp", f"url={url}"),
-            "/statistics": lc.event("/statistics", f"url={url}"),
-        }
-        on_arm, on_x86 = (
-            answers(python, arm, server, events),
-            answers(sys.executable, x86, server, events),
-        )
+        events = events_for(server)
+        on_arm, on_x86 = answers(arm, server, events), answers(x86, server, events)
     same = True
     for name in events:
         a, b = on_arm[name], on_x86[name]
         same = same and a == b and a[1] == 200
-        size = len(a[2])
-        print(f"{name:18} arm64 {a[1]}  x86_64 {b[1]}  equal: {a == b}  ({size} bytes)")
-    found = json.loads(check.stdout) if check.returncode == 0 else {}
-    ok = (
-        same
-        and found.get("table") is True
-        and found.get("loaded") == 0
-        and "aarch64" in machine.stdout
-    )
-    print("arm64 package:", "answers as the x86_64 one" if ok else "DIFFERS or failed")
+        print(f"{name:18} arm64 {a[1]}  x86_64 {b[1]}  equal: {a == b}  ({len(a[2])} bytes)")
+    ok = same and helpers
+    print("arm64 package:", "answers as the x86_64 one" if ok else "DIFFERS, or a helper unused")
     return 0 if ok else 1
 
 
