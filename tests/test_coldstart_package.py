@@ -590,7 +590,9 @@ def test_codecache_misses_compile_and_foreign_tables_are_refused(tmp_path: Path)
     damaged.write_bytes(b"\x00not marshal")
     empty = tmp_path / "empty.marshal"
     codecache.write({}, str(empty))
-    for path in (foreign, damaged, empty, tmp_path / "absent.marshal"):
+    not_code = tmp_path / "not-code.marshal"
+    not_code.write_bytes(marshal.dumps((codecache._magic(), {key: "def f(): pass"})))
+    for path in (foreign, damaged, empty, not_code, tmp_path / "absent.marshal"):
         assert codecache.install(str(path)) == 0
         assert not codecache.installed()
     # the source tree ships no table

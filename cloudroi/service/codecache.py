@@ -280,8 +280,8 @@ def write(table: dict[Key, CodeType], path: str) -> int:
 
 def install(path: str | None = None) -> int:
     """Use the table at ``path`` (default: the package's); the number of texts it holds. 0, and
-    nothing changes, when there is none, it is empty or from another Python, or a table or a
-    recording is already in use."""
+    nothing changes, when there is none, it is empty, damaged or from another Python, or a table
+    or a recording is already in use."""
     if installed():
         return 0
     where = table_path() if path is None else path
@@ -291,6 +291,8 @@ def install(path: str | None = None) -> int:
     except (OSError, ValueError, EOFError, TypeError):
         return 0
     if magic != _magic() or not isinstance(table, dict) or not table:
+        return 0
+    if not all(type(code) is CodeType for code in table.values()):  # damaged: none of it
         return 0
 
     served: set[Key] = set()
