@@ -122,16 +122,13 @@ from cloudroi.service import snapstart
 snapstart.prepare()
 import attr._make, collections, typing
 from aiohttp import connector
+loaded = [m for m in codecache.SITES if m in sys.modules]  # the generating modules loaded
 print(json.dumps({
     "table": codecache.installed(),
     "compiled": len(texts),
     "sample": texts[:3],
-    "served": sorted(  # the loaded generating modules that have their builtin from the table
-        m for m, b in codecache.SITES.items() if b in vars(sys.modules.get(m, codecache))
-    ),
-    "unserved": sorted(
-        m for m, b in codecache.SITES.items() if m in sys.modules and b not in vars(sys.modules[m])
-    ),
+    "served": sorted(m for m in loaded if codecache.SITES[m] in vars(sys.modules[m])),
+    "unserved": sorted(m for m in loaded if codecache.SITES[m] not in vars(sys.modules[m])),
     "loaded": len(connector._SSL_CONTEXT_VERIFIED.get_ca_certs()),
     "env": sorted(k for k in os.environ if k.startswith("SSL_CERT")),
 }))

@@ -7,10 +7,9 @@ Importing it first prepares two things a zip package built by ``build_zip.py`` s
 start: aiohttp's default TLS contexts from its hashed CA directory (``cloudroi.service.trust``:
 aiohttp, imported on the first request, then builds them without parsing a CA bundle), and the
 compiled code of what libraries generate as text (``@dataclass`` and attrs methods, namedtuples,
-string annotations: ``cloudroi.service.codecache``). Without
-them (the source tree, the container image) nothing changes. Under a Lambda runtime it also
-pauses the cyclic garbage collector until the first invocation has answered
-(``cloudroi.service.gcpause``).
+string annotations: ``cloudroi.service.codecache``). Without them (the source tree, the
+container image) nothing changes. Under a Lambda runtime it also pauses the cyclic garbage
+collector until the first invocation has answered (``cloudroi.service.gcpause``).
 """
 
 from .service import gcpause

@@ -20,18 +20,16 @@ import numpy as np
 import pytest
 
 import cloudroi
+from benchmarks.lambda_cold import LAMBDA_UNSET
 from cloudroi.cog import write_cog
 from cloudroi.service import codecache, trust
 from cloudroi.testing import RangeServer
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Environment variables that choose a trust store: the child processes start without them, as
-#: the function does on Lambda.
-TRUST_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "PROJ_CURL_CA_BUNDLE")
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in TRUST_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in LAMBDA_UNSET}  # as on Lambda
     env.update(extra)
     return env
 

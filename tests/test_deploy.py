@@ -45,7 +45,7 @@ from packaging.utils import canonicalize_name
 from samtranslator.parser.parser import Parser as SamParser
 from samtranslator.translator.translator import Translator as SamTranslator
 
-from benchmarks.lambda_cold import FUNCTION_ENV, PACKAGE_CHECK
+from benchmarks.lambda_cold import FUNCTION_ENV, LAMBDA_UNSET, PACKAGE_CHECK
 from cloudroi.cog import write_cog
 from cloudroi.service import CoreRequest, ServiceConfig, ServiceState, handle
 from cloudroi.service.config import settings_table
@@ -696,7 +696,7 @@ def test_zip_package_builds_under_the_limit_and_answers_alone(
         env,
         cwd=str(task),
         python_args=["-S"],
-        unset=("SSL_CERT_FILE", "SSL_CERT_DIR", "PROJ_CURL_CA_BUNDLE"),  # as on Lambda
+        unset=LAMBDA_UNSET,  # as on Lambda
     ) as client:
         kind, payload = client.invoke(event)
         query = f"url={server.url(prefix + 'a.tif')}"
