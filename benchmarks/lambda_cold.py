@@ -98,10 +98,25 @@ def event(path: str, query: str) -> dict[str, Any]:
 
 #: Run with ``-S`` from an unpacked zip package (PYTHONPATH = the package): does it use what it
 #: ships for the cold start? The code table (``compiled``: generated texts compiled anyway,
-#: ``unserved``: generating modules loaded without their shim) and the CA directory (``loaded``:
-#: CAs parsed up front by aiohttp's contexts). test_deploy.py and check_arm64.py run it.
+#: ``unserved``: generating modules loaded without their shim), the pattern table (``patterns``:
+#: installed; ``parsed``: the modules whose patterns were parsed anyway) and the CA directory
+#: (``loaded``: CAs parsed up front by aiohttp's contexts). test_deploy.py and check_arm64.py
+#: run it.
 PACKAGE_CHECK = """
 import builtins, json, os, sys
+import re._parser
+parsed = []
+parse = re._parser.parse
+def spy_parse(pattern, *args):  # a pattern parsed: one the pattern table did not serve
+    caller = sys._getframe(1)
+    while caller.f_globals.get("__name__", "").startswith(("re", "cloudroi.service.pattern")):
+        caller = caller.f_back
+    if isinstance(pattern, (str, bytes)):
+        parsed.append(caller.f_globals.get("__name__"))
+    return parse(pattern, *args)
+re._parser.parse = spy_parse
+from cloudroi.service import patterncache
+patterncache.install()  # first, as cloudroi.serverless does
 from cloudroi.service import codecache
 texts = []
 def spy(name):
@@ -129,10 +144,15 @@ print(json.dumps({
     "sample": texts[:3],
     "served": sorted(m for m in loaded if codecache.SITES[m] in vars(sys.modules[m])),
     "unserved": sorted(m for m in loaded if codecache.SITES[m] not in vars(sys.modules[m])),
+    "patterns": patterncache.installed(),
+    "parsed": sorted(set(parsed)),
     "loaded": len(connector._SSL_CONTEXT_VERIFIED.get_ca_certs()),
     "env": sorted(k for k in os.environ if k.startswith("SSL_CERT")),
 }))
 """
+#: The module whose patterns differ from process to process (built from sets, whose order
+#: follows the per-process string hash): the pattern table cannot serve them.
+UNSTABLE_PATTERNS = {"email._header_value_parser"}
 
 
 def requests(server: RangeServer) -> dict[str, dict[str, Any]]:

@@ -7,14 +7,19 @@ Importing it first prepares two things a zip package built by ``build_zip.py`` s
 start: aiohttp's default TLS contexts from its hashed CA directory (``cloudroi.service.trust``:
 aiohttp, imported on the first request, then builds them without parsing a CA bundle), and the
 compiled code of what libraries generate as text (``@dataclass`` and attrs methods, namedtuples,
-string annotations: ``cloudroi.service.codecache``). Without them (the source tree, the
+string annotations: ``cloudroi.service.codecache``), and the regular expressions modules compile
+as they are imported (``cloudroi.service.patterncache``). Without them (the source tree, the
 container image) nothing changes. Under a Lambda runtime it also pauses the cyclic garbage
 collector until the first invocation has answered (``cloudroi.service.gcpause``).
 """
 
-from .service import gcpause
-from .service.codecache import install as _install_code_cache
-from .service.trust import use_packaged_ca
+from .service.patterncache import install as _install_pattern_cache
+
+_install_pattern_cache()  # first: the modules below compile patterns too
+
+from .service import gcpause  # noqa: E402
+from .service.codecache import install as _install_code_cache  # noqa: E402
+from .service.trust import use_packaged_ca  # noqa: E402
 
 gcpause.pause()  # under a Lambda runtime, until the first invocation has answered
 use_packaged_ca()

@@ -22,7 +22,7 @@ import pytest
 import cloudroi
 from benchmarks.lambda_cold import LAMBDA_UNSET
 from cloudroi.cog import write_cog
-from cloudroi.service import codecache, trust
+from cloudroi.service import codecache, patterncache, trust
 from cloudroi.testing import RangeServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -669,12 +669,15 @@ def test_a_package_that_cannot_run_here_records_from_the_build_environment(
     found = build_zip.site_packages(sys.executable)
     assert found
     build_zip.site_packages = lambda python: [*found, str(extra)]
-    count, where = build_zip.record_code_cache(staged, sys.executable)
+    (patterns, count), where = build_zip.record_code_cache(staged, sys.executable)
     assert where == "build environment"
     assert count > 300
     magic, table = marshal.loads((staged / "cloudroi" / codecache.TABLE_NAME).read_bytes())
     assert magic == importlib.util.MAGIC_NUMBER + b"-O0"
     assert len(table) == count
+    assert patterns > 100  # and the pattern table beside it
+    assert patterncache.install(str(staged / "cloudroi" / patterncache.TABLE_NAME)) == patterns
+    patterncache.uninstall()
     assert any("_tuple_new(_cls, (left_pth, right_pth))" in key[0] for key in table)
     assert not (ROOT / "cloudroi" / codecache.TABLE_NAME).exists()  # nothing in the tree
 

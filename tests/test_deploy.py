@@ -45,7 +45,7 @@ from packaging.utils import canonicalize_name
 from samtranslator.parser.parser import Parser as SamParser
 from samtranslator.translator.translator import Translator as SamTranslator
 
-from benchmarks.lambda_cold import FUNCTION_ENV, LAMBDA_UNSET, PACKAGE_CHECK
+from benchmarks.lambda_cold import FUNCTION_ENV, LAMBDA_UNSET, PACKAGE_CHECK, UNSTABLE_PATTERNS
 from cloudroi.cog import write_cog
 from cloudroi.service import CoreRequest, ServiceConfig, ServiceState, handle
 from cloudroi.service.config import settings_table
@@ -681,6 +681,9 @@ def test_zip_package_builds_under_the_limit_and_answers_alone(
     assert report["code_cache_texts"] > 300
     assert report["code_cache_from"] == "package"
     assert "cloudroi/_codecache.marshal" in names
+    # and the regular expressions modules compile as they load
+    assert report["pattern_cache_patterns"] > 100
+    assert "cloudroi/_patterncache.marshal" in names
 
     task = tmp_path / "task"
     prefix = f"zip-{uuid.uuid4().hex[:8]}/"
@@ -727,11 +730,14 @@ def test_zip_package_builds_under_the_limit_and_answers_alone(
     assert check.returncode == 0, check.stderr[-3000:]
     found = json.loads(check.stdout)
     assert {"attr._make", "collections", "dataclasses", "typing"} <= set(found.pop("served"))
+    # every pattern compiled served from the pattern table, but those that differ per process
+    assert set(found.pop("parsed")) <= UNSTABLE_PATTERNS
     assert found == {
         "table": True,
         "compiled": 0,
         "sample": [],
         "unserved": [],
+        "patterns": True,
         "loaded": 0,
         "env": [],
     }

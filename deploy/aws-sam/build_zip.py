@@ -32,7 +32,9 @@ parsing a bundle (``cloudroi.service.trust``; about 90 ms of each cold start); w
 or the openssl command it warns and ships none (``"ca_certificates": 0``). And it runs the
 function's preparation once, recording the code libraries generate and compile as it loads
 (``@dataclass`` and attrs methods, namedtuples, string annotations), into
-``cloudroi/_codecache.marshal`` (``cloudroi.service.codecache``): from the staged package, or,
+``cloudroi/_codecache.marshal`` (``cloudroi.service.codecache``), and the regular expressions
+modules compile, into ``cloudroi/_patterncache.marshal`` (``cloudroi.service.patterncache``):
+from the staged package, or,
 when that cannot run on the build machine (a cross build), from the byte-code Python's own
 environment with this tree's cloudroi; skipped with a warning when neither runs.
 It writes ``OUT/package/`` (what ``CodeUri`` can point at) and ``OUT/function.zip`` and prints
@@ -81,8 +83,8 @@ PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----[ \t]*\r?\n.+?-----END CERTI
 
 
 def service_module(name: str) -> Any:
-    """``cloudroi.service.<name>`` of this tree, loaded on its own (trust and codecache use the
-    standard library only), for the names the function looks for."""
+    """``cloudroi.service.<name>`` of this tree, loaded on its own (trust, codecache and
+    patterncache use the standard library only), for the names the function looks for."""
     where = ROOT / "cloudroi" / "service" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"_{name}", where)
     assert spec is not None
@@ -299,31 +301,34 @@ def compile_bytecode(target: Path, python: str) -> None:
 
 
 RECORD_CODE = """
-import site, sys
-from cloudroi.service import codecache
-with codecache.record() as table:
-    for where in sys.argv[2:]:  # a build environment's site directories, with their .pth files
-        site.addsitedir(where)
-    import cloudroi.serverless
-    from cloudroi.service.snapstart import prepare
-    prepare()
+import os, site, sys
+from cloudroi.service import patterncache
+with patterncache.record() as patterns:
+    from cloudroi.service import codecache  # (which compiles a pattern)
+    with codecache.record() as table:
+        for where in sys.argv[2:]:  # a build environment's site directories, with their .pth
+            site.addsitedir(where)
+        import cloudroi.serverless
+        from cloudroi.service.snapstart import prepare
+        prepare()
 codecache.write(table, sys.argv[1])
-print(len(table))
+where = os.path.join(os.path.dirname(sys.argv[1]), patterncache.TABLE_NAME)
+print(patterncache.write(patterns, where), len(table))
 """
 
 
-def _record(argv: list[str], cwd: Path, pythonpath: str) -> tuple[int, str]:
-    """Run RECORD_CODE: (number of texts, "") or (0, what went wrong)."""
+def _record(argv: list[str], cwd: Path, pythonpath: str) -> tuple[tuple[int, int], str]:
+    """Run RECORD_CODE: ((patterns, texts), "") or ((0, 0), what went wrong)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "SSL_CERT"))}
     env.update({"PYTHONPATH": pythonpath, "PYTHONDONTWRITEBYTECODE": "1"})
     try:
         done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired:
-        return 0, "it did not finish in 600 s"
-    texts = done.stdout.split()
-    if done.returncode or not texts or not texts[-1].isdigit():
-        return 0, done.stderr[-1500:]
-    return int(texts[-1]), ""
+        return (0, 0), "it did not finish in 600 s"
+    counts = done.stdout.split()[-2:]
+    if done.returncode or len(counts) != 2 or not all(c.isdigit() for c in counts):
+        return (0, 0), done.stderr[-1500:]
+    return (int(counts[0]), int(counts[1])), ""
 
 
 def site_packages(python: str) -> list[str]:
@@ -340,31 +345,35 @@ def site_packages(python: str) -> list[str]:
     return [p for p in done.stdout.strip().split(os.pathsep) if p] if done.returncode == 0 else []
 
 
-def record_code_cache(target: Path, python: str) -> tuple[int, str | None]:
-    """``cloudroi/_codecache.marshal``: the function's preparation (every endpoint's modules)
-    run once by ``python``, recording the code that libraries generate (cloudroi.service.codecache).
+def record_code_cache(target: Path, python: str) -> tuple[tuple[int, int], str | None]:
+    """``cloudroi/_codecache.marshal`` and ``cloudroi/_patterncache.marshal``: the function's
+    preparation (every endpoint's modules) run once by ``python``, recording the code that
+    libraries generate and the regular expressions modules compile (cloudroi.service.codecache,
+    cloudroi.service.patterncache).
     First from the package, as Lambda runs it; when the package cannot run here (another
     architecture), from ``python``'s own environment with this source tree's cloudroi (the
     texts are cloudroi's classes as that Python's dataclasses writes them; a dependency of
-    another version there only costs its texts). Returns (texts, where recorded), (0, None)
-    with a warning when neither runs."""
+    another version there only costs its texts). Returns ((patterns, texts), where recorded),
+    ((0, 0), None) with a warning when neither runs."""
     table = target / "cloudroi" / service_module("codecache").TABLE_NAME
+    patterns = target / "cloudroi" / service_module("patterncache").TABLE_NAME
     argv = [python, "-S", "-c", RECORD_CODE, str(table)]
     count, problem = _record(argv, target, str(target))
-    if count:
+    if count[1]:
         return count, "package"
     # -S as the function runs (site would import modules before the recording, and their
     # generated code would be missed), the site directories added while recording
     count, problem_here = _record([*argv, *site_packages(python)], ROOT, str(ROOT))
-    if count:
+    if count[1]:
         return count, "build environment"
     table.unlink(missing_ok=True)
+    patterns.unlink(missing_ok=True)
     print(
         "warning: no compiled-code table: the package does not run here (build on the target "
         f"architecture), nor does cloudroi in {python}'s environment:\n{problem}\n{problem_here}",
         file=sys.stderr,
     )
-    return 0, None
+    return (0, 0), None
 
 
 def sizes(target: Path) -> tuple[int, list[tuple[str, int]]]:
@@ -407,10 +416,10 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         strip(staging)
         certificates, trusted = package_trust(staging, args)
         python = None if args.no_bytecode else bytecode_python(args)
-        code_texts, recorded = 0, None
+        (patterns, code_texts), recorded = (0, 0), None
         if python is not None:
             compile_bytecode(staging, python)
-            code_texts, recorded = record_code_cache(staging, python)
+            (patterns, code_texts), recorded = record_code_cache(staging, python)
         elif not args.no_bytecode:
             print(
                 f"warning: no Python {args.python_version} to compile byte code with "
@@ -431,6 +440,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         "ca_bundle": trusted,
         "code_cache_texts": code_texts,
         "code_cache_from": recorded,
+        "pattern_cache_patterns": patterns,
         "unzipped_bytes": unzipped,
         "zipped_bytes": zipped,
         "limit_bytes": LAMBDA_UNZIPPED_LIMIT,
