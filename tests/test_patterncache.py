@@ -5,8 +5,13 @@ checked in test_deploy.py (benchmarks.lambda_cold.PACKAGE_CHECK)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import marshal
 import re
+import subprocess
+import sys
+import threading
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -42,12 +47,15 @@ CASES: list[tuple[str | bytes, int, str | bytes]] = [
     (rb"(?P<tag>[A-Z]{4})\x00+(?P<n>[\x01-\xff])", 0, b"IHDR\x00\x00\x05 IEND\x00\x01"),
     (rb"[a-z]+", re.L | re.I, b"Hello WORLD"),
     (r"", 0, "abc"),
+    (r"(?i)straße|(?a:\w+)", 0, "STRASSE Straße ab_c"),  # inline flags: the recorded flags differ
+    (r"(?x) (?P<a> x ) \s* # comment", 0, "x  x"),
+    (r"(?ms)^a.b$", 0, "a\nb\nc"),
     (r"x" * 300 + r"|y{65535}", 0, "x" * 301),
 ]
 
 
-def _compile(pattern: str | bytes, flags: int) -> re.Pattern[Any]:
-    """re.compile without its cache (each call reaches re._compiler.compile)."""
+def _parsed(pattern: str | bytes, flags: int) -> re.Pattern[Any]:
+    """What re's parser makes of ``pattern`` (re.compile without its cache)."""
     re.purge()
     return re.compile(pattern, flags)
 
@@ -83,36 +91,48 @@ def _behaviour(compiled: re.Pattern[Any], text: str | bytes) -> list[Any]:
     ]
 
 
+def _recorded(tmp_path: Path, cases: list[tuple[str | bytes, int]]) -> tuple[Path, int]:
+    with patterncache.record() as table:
+        for pattern, flags in cases:
+            re.compile(pattern, flags)
+    path = tmp_path / "patterns.marshal"
+    return path, patterncache.write(table, str(path))
+
+
 def test_recorded_patterns_come_back_equal_without_parsing(
     tmp_path: Path, parses: list[Any]
 ) -> None:
     """Each pattern, recorded once, is served from the table: equal to the parser's (``==``
     compares the program), the same groups and the same matches, and the parser not called."""
-    want = [_compile(p, f) for p, f, _ in CASES]
+    want = [_parsed(p, f) for p, f, _ in CASES]
     with patterncache.record() as table:
-        recorded = [_compile(p, f) for p, f, _ in CASES]
+        recorded = [re.compile(p, f) for p, f, _ in CASES]
     assert recorded == want
-    assert set(table) == {(p, int(f)) for p, f, _ in CASES}
+    assert set(table) == {(type(p) is bytes, p, int(f)) for p, f, _ in CASES}
     path = tmp_path / "patterns.marshal"
     assert patterncache.write(table, str(path)) == len(CASES)
 
+    re.purge()
     parses.clear()
     assert patterncache.install(str(path)) == len(CASES)
     assert patterncache.installed()
-    served = [_compile(p, f) for p, f, _ in CASES]
+    served = [re.compile(p, f) for p, f, _ in CASES]
+    assert [re.match(p, t, f) is not None for p, f, t in CASES]  # (re.match: the same cache)
     assert parses == []  # nothing parsed
     for got, expected, (pattern, _, text) in zip(served, want, CASES, strict=True):
         assert got == expected, pattern
         assert _behaviour(got, text) == _behaviour(expected, text)
     assert patterncache.install(str(path)) == 0  # one at a time
+    with pytest.raises(RuntimeError), patterncache.record():
+        pass
     patterncache.uninstall()
     assert not patterncache.installed()
-    _compile("colou?r|grey|gray", re.I)
+    re.compile("colou?r|grey|gray", re.I)
     assert parses == ["colou?r|grey|gray"]  # the parser again
 
 
 class _Text(str):
-    """A str subclass: marshal refuses it, and it may compare unlike its value."""
+    """A str subclass: marshal refuses it, and re's cache keys on the type."""
 
 
 def test_what_the_table_cannot_hold_is_parsed_as_before(tmp_path: Path, parses: list[Any]) -> None:
@@ -123,70 +143,109 @@ def test_what_the_table_cannot_hold_is_parsed_as_before(tmp_path: Path, parses: 
     nested = "[[a]"  # FutureWarning: possible nested set
     with patterncache.record() as table:
         with pytest.warns(FutureWarning):
-            _compile(nested, 0)
-        _compile("ab+", 0)
-        _compile(b"ab+", 0)
-        _compile(_Text("cd+"), 0)
-    assert set(table) == {("ab+", 0), (b"ab+", 0)}
-    with patterncache.record() as debug_table:
-        _compile("q+", re.DEBUG)
+            re.compile(nested)
+        re.compile("ab+")
+        re.compile(b"ab+")
+        re.compile(_Text("cd+"))
+    assert set(table) == {(False, "ab+", 0), (True, b"ab+", 0)}
+    with patterncache.record() as debug_table, contextlib.redirect_stdout(io.StringIO()):
+        re.compile("q+", re.DEBUG)
     assert debug_table == {}
     path = tmp_path / "patterns.marshal"
     patterncache.write(table, str(path))
+    re.purge()
     assert patterncache.install(str(path)) == 2
-
     parses.clear()
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        re.compile("q+", re.DEBUG)  # DEBUG prints its program, table or not
+    assert "MAX_REPEAT 1 MAXREPEAT" in printed.getvalue()
     with pytest.warns(FutureWarning):
-        _compile(nested, 0)
-    assert _compile(b"ab+", 0).pattern == b"ab+"
-    assert _compile("ab+", 0).pattern == "ab+"
-    assert parses == [nested]
-    assert _compile(_Text("ab+"), 0).match("abbb")
-    assert _compile("zz", 0).fullmatch("zz")
-    assert parses == [nested, "ab+", "zz"]
+        re.compile(nested)
+    assert re.compile(b"ab+").pattern == b"ab+"
+    assert re.compile("ab+").pattern == "ab+"
+    assert parses == ["q+", nested]
+    assert re.compile(_Text("ab+")).match("abbb")
+    assert re.compile("zz").fullmatch("zz")
+    assert parses == ["q+", nested, "ab+", "zz"]
 
 
 def test_damaged_foreign_and_wrong_tables_are_not_used(tmp_path: Path, parses: list[Any]) -> None:
-    """A table of another Python, a damaged one (its CRC), an empty or absent one is not used;
-    an entry whose program _sre rejects, or that does not match its key, is parsed instead."""
-    with patterncache.record() as table:
-        want = _compile(r"(\d+)-(\d+)", 0)
-    good = tmp_path / "good.marshal"
-    patterncache.write(table, str(good))
+    """A table of another Python or another re, a damaged one (its CRC), an empty or absent
+    one is not used; an entry whose program _sre rejects, or that does not match its key, is
+    left out; install fills re's cache only as far as it has room."""
+    key = (False, r"(\d+)-(\d+)", 0)
+    want = _parsed(*key[1:])
+    good, count = _recorded(tmp_path, [key[1:]])
+    assert count == 1
+    table = patterncache._load(str(good))
+    assert table is not None
     data = good.read_bytes()
     (tmp_path / "flipped.marshal").write_bytes(data[:-7] + bytes([data[-7] ^ 0x10]) + data[-6:])
     (tmp_path / "short.marshal").write_bytes(data[:-3])
     (tmp_path / "garbage.marshal").write_bytes(b"\x00not marshal")
     entries = marshal.dumps(table)
     magic = patterncache._magic()
-    other = (magic[0], magic[1] - 1, magic[2])
-    (tmp_path / "foreign.marshal").write_bytes(marshal.dumps((other, zlib.crc32(entries), entries)))
+    engine = (magic[0], magic[1] - 1, *magic[2:])  # another program format
+    sources = (*magic[:4], magic[4] ^ 1)  # re's sources of another release
+    for name, other in (("foreign", engine), ("other-re", sources)):
+        data = marshal.dumps((other, zlib.crc32(entries), entries))
+        (tmp_path / f"{name}.marshal").write_bytes(data)
     (tmp_path / "old-layout.marshal").write_bytes(marshal.dumps((magic, table)))
     # a program changed, the table still readable: only its CRC tells
-    ((pattern, flags), args), *_ = table.items()
+    ((_, args),) = table.items()
     changed = (*args[:2], [*args[2][:-2], args[2][-2] ^ 1, args[2][-1]], *args[3:])
-    damaged = marshal.dumps({(pattern, flags): changed})
+    damaged = marshal.dumps({key: changed})
     (tmp_path / "changed.marshal").write_bytes(marshal.dumps((magic, zlib.crc32(entries), damaged)))
     patterncache.write({}, str(tmp_path / "empty.marshal"))
-    names = ("flipped", "short", "garbage", "foreign", "old-layout", "changed", "empty", "absent")
+    names = ("flipped", "short", "garbage", "foreign", "other-re", "old-layout", "changed")
+    names += ("empty", "absent")
+    re.purge()
+    assert patterncache.install(str(good)) == 1  # (the good one is used)
+    patterncache.uninstall()
     for name in names:
+        re.purge()
         assert patterncache.install(str(tmp_path / f"{name}.marshal")) == 0, name
         assert not patterncache.installed()
 
-    key = (r"(\d+)-(\d+)", 0)
     wrong = {
-        key: (key[0], 0, [1, 2, 3], 2, {}, (None, None, None)),  # not a program: _sre says so
-        ("x|y", 0): ("other", 0, *table[key][2:]),  # another pattern's entry
-        ("u+", 0): "not the arguments",
+        key: (key[1], 0, [1, 2, 3], 2, {}, (None, None, None)),  # not a program: _sre says so
+        (False, "x|y", 0): ("other", 0, *args[2:]),  # another pattern's entry
+        (True, "u+", 0): ("u+", *args[1:]),  # a str under a bytes key
+        (False, "v+", 0): "not the arguments",
+        (False, "w+", 0, 1): args,
+        (False, "(\\d+)=(\\d+)", 0): (r"(\d+)=(\d+)", *args[1:]),  # a real one
     }
     path = tmp_path / "wrong.marshal"
     patterncache.write(wrong, str(path))
-    assert patterncache.install(str(path)) == 3
+    re.purge()
+    assert patterncache.install(str(path)) == 1
     parses.clear()
-    assert _compile(*key) == want
-    assert _compile("x|y", 0).pattern == "x|y"
-    assert _compile("u+", 0).fullmatch("uuu")
-    assert parses == [key[0], "x|y", "u+"]
+    assert re.compile(*key[1:]) == want
+    assert re.compile("x|y").pattern == "x|y"
+    assert re.compile("v+").fullmatch("vvv")
+    assert parses == [key[1], "x|y", "v+"]
+    patterncache.uninstall()
+
+    re.purge()
+    re.compile("filler")
+    with pytest.MonkeyPatch.context() as mp:  # re's cache has room for one more
+        mp.setattr(re, "_MAXCACHE", 2)
+        assert patterncache.install(str(path)) == 1
+        patterncache.uninstall()
+        mp.setattr(re, "_MAXCACHE", 1)
+        assert patterncache.install(str(path)) == 0
+
+
+def test_warnings_name_the_line_that_compiled_the_pattern() -> None:
+    """While recording, a pattern's warning names the caller of re.compile, as without."""
+    for recording in (False, True):
+        re.purge()
+        with contextlib.ExitStack() as stack:
+            if recording:
+                stack.enter_context(patterncache.record())
+            with pytest.warns(FutureWarning) as warned:
+                re.compile("[[b]")
+        assert [w.filename for w in warned] == [__file__], recording
 
 
 def test_the_source_tree_ships_no_table() -> None:
@@ -194,3 +253,63 @@ def test_the_source_tree_ships_no_table() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert patterncache.install() == 0
+
+
+def test_recording_in_threads_keeps_every_pattern_and_every_warning() -> None:
+    """Threads compiling at once while recording: each pattern that does not warn is recorded,
+    none that does; every warning still reaches the caller, and ``warnings.warn`` is the
+    standard one again after."""
+    real_warn = warnings.warn
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(150):
+                re.compile(f"t{n}x{i}(a|b)+")
+                re.compile(f"[[t{n}y{i}]")
+        except BaseException as exc:
+            errors.append(exc)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with patterncache.record() as table:
+            threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    assert errors == []
+    assert warnings.warn is real_warn
+    assert len(table) == 4 * 150
+    assert all(key[1].startswith("t") for key in table)
+    nested = [w for w in caught if issubclass(w.category, FutureWarning)]
+    assert len(nested) == 4 * 150
+    assert {w.filename for w in nested} == {__file__}  # where the pattern was compiled
+
+
+RECORD_BOTH = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("pc", sys.argv[1])
+pc = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(pc)
+import re
+with pc.record() as table:
+    re.compile(b"ab+"), re.compile("ab+")
+pc.write(table, sys.argv[2])
+re.purge()
+assert pc.install(sys.argv[2]) == 2
+print(re.compile("ab+").pattern, re.compile(b"ab+").pattern.decode())
+"""
+
+
+def test_a_str_and_a_bytes_of_one_text_are_not_compared(tmp_path: Path) -> None:
+    """Under ``python -bb`` comparing a str with a bytes raises: the table's keys keep a str
+    pattern and a bytes one of the same text (which hash alike) apart without comparing them."""
+    done = subprocess.run(
+        [sys.executable, "-bb", "-c", RECORD_BOTH, patterncache.__file__, str(tmp_path / "t")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["ab+", "ab+"]

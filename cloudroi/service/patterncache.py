@@ -9,22 +9,25 @@ program in Python (``re._parser``, ``re._compiler``), then hands the program to 
 ``deploy/aws-sam/build_zip.py`` runs the function's preparation once under ``record`` (with the
 code table of ``cloudroi.service.codecache``) and keeps what ``re`` handed to ``_sre.compile``
 for each pattern: the pattern, its flags, the program, its groups. They ship as
-``cloudroi/_patterncache.marshal``. When ``cloudroi.serverless`` is imported, ``install`` puts a
-``compile`` in ``re._compiler`` that gives a recorded pattern to ``_sre.compile`` with those
-arguments. The program is the one the parser writes, so the Pattern is equal to the parser's
-(``==`` compares pattern, flags and program) and matches alike.
+``cloudroi/_patterncache.marshal``. When ``cloudroi.serverless`` is imported, ``install`` gives
+each to ``_sre.compile`` and puts the compiled patterns in ``re``'s own cache, under the key
+``re.compile`` looks up first. The program is the one the parser writes, so a pattern is equal
+to the parser's (``==`` compares pattern, flags and program) and matches alike; nothing else in
+``re`` changes, and everything not in the cache (a pattern not recorded, one evicted, one whose
+parsing warned when recorded so that the warning comes again, ``re.DEBUG``) is parsed as before.
 
-Everything else goes to the parser as before:
-- a pattern not in the table;
-- one whose parsing warned when recorded, so that the warning comes again;
-- one with ``re.DEBUG``, which prints its program;
-- a subclass of str or bytes.
+The program comes from ``re``'s Python sources and the Unicode database (case folding), and a
+patch release can change the sources (a fixed bug in the program a character set gets, say).
+So the table names what wrote it: the byte-code magic, ``_sre.MAGIC`` and ``CODESIZE``, the
+Unicode database's version and a CRC-32 of ``re``'s parser, compiler, constants and case-fold
+sources, and a process whose own differ does not use it (it parses, as without a table). The
+build records with the Python that compiles the package's byte code: for the table to be used
+on Lambda, that must be a release whose ``re`` is the runtime's.
 
 The table is trusted as the byte code beside it is: ``_sre`` rejects many a wrong program (that
-pattern is then parsed) but not all, and a damaged one can crash the interpreter, as damaged
-byte code can. So the table carries a CRC-32 of its entries, and a damaged table is not used,
-nor one of another Python (its byte-code magic, ``_sre.MAGIC``, ``_sre.CODESIZE``). The table
-exists only in a built package.
+pattern is then left out) but not all, and a damaged one can crash the interpreter, as damaged
+byte code can. So the table also carries a CRC-32 of its entries, and a damaged table is not
+used. The table exists only in a built package.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import marshal
 import os
 import re
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -46,13 +49,15 @@ __all__ = ["TABLE_NAME", "install", "installed", "record", "table_path", "uninst
 #: The table's file in the package, beside cloudroi's modules.
 TABLE_NAME = "_patterncache.marshal"
 
-#: (pattern, flags) -> the arguments ``re`` gave ``_sre.compile`` for it.
-Key = tuple[str | bytes, int]
+#: (bytes or not, pattern, flags) -> the arguments ``re`` gave ``_sre.compile`` for it. (The
+#: type first: a str and a bytes of the same text hash alike, and comparing them warns under
+#: ``python -b``.)
+Key = tuple[bool, str | bytes, int]
 Table = dict[Key, tuple[Any, ...]]
 
-_PARSE: Callable[..., Any] = _compiler.compile  # the parser's compile, whatever is installed
 _DEBUG = int(re.DEBUG)
-_shim: list[Callable[..., Any]] = []
+#: What ``install`` put in re's cache: (re's key, the pattern).
+_cached: list[tuple[tuple[type, str | bytes, int], re.Pattern[Any]]] = []
 
 
 def table_path() -> str:
@@ -61,43 +66,38 @@ def table_path() -> str:
     return os.path.join(package, TABLE_NAME)
 
 
-def _magic() -> tuple[bytes, int, int]:
+def _magic() -> tuple[bytes, int, int, str, int]:
+    """What the programs depend on: this Python's byte-code magic, the engine's program format,
+    the Unicode database, and re's sources (OSError without them)."""
+    import unicodedata
     from importlib.util import MAGIC_NUMBER
 
-    return MAGIC_NUMBER, _sre.MAGIC, _sre.CODESIZE
+    crc = 0
+    for name in ("_parser", "_compiler", "_constants", "_casefix"):
+        with open(importlib.import_module(f"re.{name}").__file__ or "", "rb") as f:
+            crc = zlib.crc32(f.read(), crc)
+    return MAGIC_NUMBER, _sre.MAGIC, _sre.CODESIZE, unicodedata.unidata_version, crc
 
 
 def _kept(pattern: Any, flags: Any) -> bool:
     """A pattern the table can hold: a str or bytes (not a subclass: marshal refuses them, and
-    a subclass may compare unlike its value), plain int flags, not DEBUG."""
+    re's cache would not find them), plain int flags, not DEBUG (re does not cache those)."""
     return type(pattern) in (str, bytes) and type(flags) is int and not flags & _DEBUG
-
-
-def _use(compile_: Callable[..., Any]) -> None:
-    uninstall()
-    _compiler.compile = compile_
-    _shim.append(compile_)
-
-
-def uninstall() -> None:
-    """Back to the parser."""
-    while _shim:
-        if _compiler.compile is _shim.pop():
-            _compiler.compile = _PARSE
-
-
-def installed() -> bool:
-    return bool(_shim)
 
 
 @contextmanager
 def record() -> Iterator[Table]:
-    """Within: the arguments of every pattern compiled (and kept, see ``_kept``) are kept."""
+    """Within: the arguments of every pattern compiled (and kept, see ``_kept``) are kept, but
+    for those whose parsing warns. Starts from an empty ``re`` cache (a cached pattern is not
+    compiled again); warnings still go where they would. Not while a table is in use."""
     import threading
     import warnings
 
+    if installed():
+        raise RuntimeError("a pattern table is in use")
     table: Table = {}
     seen = threading.local()
+    parse, warn = _compiler.compile, warnings.warn
 
     class Engine:
         """Stands for ``_sre`` in ``re._compiler``: its ``compile`` keeps its arguments."""
@@ -109,33 +109,45 @@ def record() -> Iterator[Table]:
             seen.args = args
             return _sre.compile(*args)
 
+    def warns(
+        message: Any, category: Any = None, stacklevel: int = 1, source: Any = None, **kw: Any
+    ) -> None:
+        parsing = getattr(seen, "parsing", False)
+        seen.warned = True  # (this thread's pattern, if it is parsing one)
+        # a frame higher for this function, and one more for compile_ below when parsing
+        warn(message, category, stacklevel + 1 + parsing, source, **kw)
+
     def compile_(pattern: Any, flags: int = 0) -> Any:
-        if not _kept(pattern, flags):
-            return _PARSE(pattern, flags)
-        seen.args = None
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            compiled = _PARSE(pattern, flags)
-        if caught:  # not kept: parsed again, for its warnings to go where they would
-            return _PARSE(pattern, flags)
+        seen.args, seen.warned, seen.parsing = None, False, True
+        try:
+            compiled = parse(pattern, flags)
+        finally:
+            seen.parsing = False
         args = seen.args
-        if args is not None and args[0] is pattern:
+        if _kept(pattern, flags) and args is not None and args[0] is pattern and not seen.warned:
             # the program's opcodes are int subclasses (named constants), which marshal refuses
-            table[(pattern, flags)] = (*args[:2], [int(op) for op in args[2]], *args[3:])
+            table[(type(pattern) is bytes, pattern, flags)] = (
+                *args[:2],
+                [int(op) for op in args[2]],
+                *args[3:],
+            )
         return compiled
 
-    _use(compile_)
-    _compiler._sre = Engine()
+    re.purge()
+    _compiler.compile, _compiler._sre, warnings.warn = compile_, Engine(), warns
     try:
         yield table
     finally:
+        if warnings.warn is warns:
+            warnings.warn = warn
+        if _compiler.compile is compile_:
+            _compiler.compile = parse
         _compiler._sre = _sre
-        uninstall()
 
 
 def write(table: Table, path: str) -> int:
-    """Write the table (this Python's magic first), leaving out an entry marshal cannot write;
-    returns the number of patterns written."""
+    """Write the table (what the programs depend on first), leaving out an entry marshal cannot
+    write; returns the number of patterns written."""
     kept = {}
     for key, args in table.items():
         try:
@@ -149,32 +161,63 @@ def write(table: Table, path: str) -> int:
     return len(kept)
 
 
-def install(path: str | None = None) -> int:
-    """Use the table at ``path`` (default: the package's); the number of patterns it holds. 0,
-    and nothing changes, when there is none, it is empty, damaged or from another Python, or
-    one is in use already."""
-    if installed():
-        return 0
+def _load(path: str) -> Table | None:
     try:
-        with open(table_path() if path is None else path, "rb") as f:
+        with open(path, "rb") as f:
             magic, crc, entries = marshal.loads(f.read())
         if magic != _magic() or type(entries) is not bytes or zlib.crc32(entries) != crc:
-            return 0
+            return None
         table = marshal.loads(entries)
     except (OSError, ValueError, EOFError, TypeError):
-        return 0
-    if type(table) is not dict or not table:
-        return 0
+        return None
+    return table if type(table) is dict else None
 
-    def compile_(pattern: Any, flags: int = 0) -> Any:
-        if _kept(pattern, flags):
-            args = table.get((pattern, flags))
-            if type(args) is tuple and args[:1] == (pattern,):
-                try:
-                    return _sre.compile(pattern, *args[1:])
-                except Exception:
-                    pass
-        return _PARSE(pattern, flags)
 
-    _use(compile_)
-    return len(table)
+def _compiled(key: Any, args: Any) -> tuple[tuple[type, str | bytes, int], Any] | None:
+    """re's cache key and the compiled pattern of one entry; None for an entry that is not
+    one (another shape, a program _sre refuses)."""
+    if type(key) is not tuple or len(key) != 3 or type(args) is not tuple or not args:
+        return None
+    is_bytes, pattern, flags = key
+    if type(pattern) is not (bytes if is_bytes else str) or not _kept(pattern, flags):
+        return None
+    if type(args[0]) is not type(pattern) or args[0] != pattern:
+        return None
+    try:
+        return (type(pattern), pattern, flags), _sre.compile(pattern, *args[1:])
+    except Exception:
+        return None
+
+
+def install(path: str | None = None) -> int:
+    """Put the table's patterns (at ``path``, default: the package's) in ``re``'s cache, as
+    many as it has room for; the number put. 0, and nothing changes, when there is none, it is
+    damaged or from another Python, ``re`` keeps no such cache, or one is in use already."""
+    cache = getattr(re, "_cache", None)
+    if installed() or type(cache) is not dict:
+        return 0
+    table = _load(table_path() if path is None else path)
+    room = int(getattr(re, "_MAXCACHE", 512)) - len(cache)
+    for key, args in (table or {}).items():
+        if len(_cached) >= room:
+            break
+        entry = _compiled(key, args)
+        if entry is not None and entry[0] not in cache:
+            cache[entry[0]] = entry[1]
+            _cached.append(entry)
+    return len(_cached)
+
+
+def uninstall() -> None:
+    """Take out of re's caches what ``install`` put there (what is still there)."""
+    for name in ("_cache", "_cache2"):
+        cache = getattr(re, name, None)
+        if type(cache) is dict:
+            for key, compiled in _cached:
+                if cache.get(key) is compiled:
+                    del cache[key]
+    _cached.clear()
+
+
+def installed() -> bool:
+    return bool(_cached)
