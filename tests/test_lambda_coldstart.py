@@ -265,3 +265,13 @@ def test_cold_start_benchmark_smoke(tmp_path: Path) -> None:
         assert sample["cpu_s"] > 0
         assert sample["rss_mb"] > 30
     assert 0 < doc["import_ms"] < 5000
+
+
+def test_cold_start_floors_run() -> None:
+    """``--floor``'s programs (each request's least library work, no cloudroi request code) run
+    and exit cleanly; from the source tree here (the benchmark gives them a built package)."""
+    from benchmarks.lambda_cold import FLOORS, Function, floor_s
+
+    for request in FLOORS:
+        (took,) = floor_s(request, Function(), 1)
+        assert 0 < took < 60

@@ -171,7 +171,7 @@ def main() -> int:
         return 1
     found = json.loads(check.stdout)
     helpers = found["table"] and not found["compiled"] and not found["unserved"]
-    helpers = helpers and found["patterns"] and set(found["parsed"]) <= lc.UNSTABLE_PATTERNS
+    helpers = helpers and found["patterns"] and not lc.unexplained(found["parsed"])
     helpers = helpers and found["loaded"] == 0
 
     with RangeServer(lc.corpus()) as server:
