@@ -111,8 +111,9 @@ def spy_parse(pattern, *args):  # a pattern parsed: one the pattern table did no
     caller = sys._getframe(1)
     while caller.f_globals.get("__name__", "") in ("re", "re._compiler"):
         caller = caller.f_back
-    if isinstance(pattern, (str, bytes)):
-        parsed.append([caller.f_globals.get("__name__"), str(pattern)[:300]])
+    if isinstance(pattern, (str, bytes)):  # (bytes shown by repr: str() warns under -b)
+        text = pattern if isinstance(pattern, str) else repr(pattern)
+        parsed.append([caller.f_globals.get("__name__"), text[:300]])
     return parse(pattern, *args)
 re._parser.parse = spy_parse
 calls = []
@@ -147,8 +148,10 @@ print(json.dumps({
 }))
 """
 #: Patterns that differ from process to process, so that no table can serve them: email's
-#: character classes built from sets (whose order follows the per-process string hash).
-UNSTABLE_PATTERNS = {"email._header_value_parser": r"\[\^.+\]\+"}
+#: character classes built from sets (whose order follows the per-process string hash), as
+#: ``[^...]+`` and ``([...]+)``.
+_MEMBERS = r"(?:\\.|[^\\\]])+"  # a character class's members: escapes, other characters
+UNSTABLE_PATTERNS = {"email._header_value_parser": rf"\[\^{_MEMBERS}\]\+|\(\[{_MEMBERS}\]\+\)"}
 
 
 def unexplained(parsed: list[list[str]]) -> list[list[str]]:
@@ -171,8 +174,10 @@ def unexplained(parsed: list[list[str]]) -> list[list[str]]:
 #: response can take here with these libraries, whatever cloudroi does.
 FLOOR_BASE = """
 import os
-from cloudroi.service import codecache, gcpause, patterncache, trust
-patterncache.install(), gcpause.pause(), trust.use_packaged_ca(), codecache.install()
+from cloudroi.service import patterncache
+patterncache.install()
+from cloudroi.service import codecache, gcpause, trust
+gcpause.pause(), trust.use_packaged_ca(), codecache.install()
 import asyncio, awslambdaric.bootstrap, aiohttp, numpy
 """
 _PNG = "imagecodecs.zlib_decode(imagecodecs.zlib_encode(b'x'))\n" + (
@@ -196,22 +201,33 @@ def floor_s(request: str, fn: Function, runs: int) -> list[float]:
     times = []
     for _ in range(runs):
         started = time.perf_counter()
-        subprocess.run([fn.python, *fn.args, "-c", code], cwd=fn.cwd, env=env, check=True)
+        done = subprocess.run(
+            [fn.python, *fn.args, "-c", code],
+            cwd=fn.cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         times.append(time.perf_counter() - started)
+        if done.returncode:
+            raise RuntimeError(f"the floor of {request} failed: {done.stderr[-2000:]}")
     return times
 
 
 def floor_table(results: list[Result], floors: dict[str, list[float]]) -> str:
+    """Each request's floor beside its first response; ``rest``: the median of the differences
+    of the pairs (a first response and a floor, run one after the other)."""
     lines = [
-        "| request | first response, median s | floor, median (min-max) s | the rest, s |",
+        "| request | first response, median s | floor, median (min-max) s | the rest, median s |",
         "|---|---|---|---|",
     ]
     for r in results:
         f = floors[r.request]
-        first, least = r.median("first_s"), statistics.median(f)
+        rest = statistics.median(s.first_s - t for s, t in zip(r.samples, f, strict=True))
         lines.append(
-            f"| {r.request} | {first:.3f} | **{least:.3f}** ({min(f):.3f}-{max(f):.3f})"
-            f" | {first - least:.3f} |"
+            f"| {r.request} | {r.median('first_s'):.3f} | **{statistics.median(f):.3f}**"
+            f" ({min(f):.3f}-{max(f):.3f}) | {rest:.3f} |"
         )
     return "\n".join(lines)
 
@@ -363,8 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
     ap.add_argument("--floor", action="store_true", help="also time FLOORS (with --package)")
     args = ap.parse_args(argv)
-    if args.floor and not args.package:
-        ap.error("--floor measures a built package's libraries: give --package")
+    if args.floor and (not args.package or args.snapstart):
+        ap.error("--floor measures a built package's cold start: give --package, no --snapstart")
     results: list[Result] = []
     for name in LAMBDA_UNSET:  # the function's environment is Lambda's, not this shell's
         os.environ.pop(name, None)
@@ -381,18 +397,20 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.snapstart:
             env["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
+        floors: dict[str, list[float]] = {}
         for name, doc in requests(server).items():
             result = Result(name)
-            for _ in range(args.runs):
+            for _ in range(args.runs):  # with --floor, a floor after each sample (in pairs)
                 result.samples.append(one_sample(doc, env, args.snapstart, fn))
+                if args.floor:
+                    floors.setdefault(name, []).extend(floor_s(name, fn, 1))
             results.append(result)
     imports = import_ms(max(args.runs, 3), fn)
-    floors = {r.request: floor_s(r.request, fn, args.runs) for r in results} if args.floor else {}
     where = f"package {args.package}" if args.package else "source tree"
     print(f"## Lambda cold start ({where}, {args.runs} runs, load {os.getloadavg()[0]:.1f})\n")
     print(markdown(results, imports))
     if floors:
-        print("\nfloor: the libraries' least work for each request, nothing of cloudroi's\n")
+        print("\nfloor: each request's least library work, no cloudroi endpoint (see FLOORS)\n")
         print(floor_table(results, floors))
     if args.json:
         doc = {

@@ -55,7 +55,8 @@ TABLE_NAME = "_patterncache.marshal"
 Key = tuple[bool, str | bytes, int]
 Table = dict[Key, tuple[Any, ...]]
 
-_DEBUG = int(re.DEBUG)
+#: Flags re does not cache (DEBUG), or warns about before compiling (TEMPLATE, 3.11-3.12).
+_UNKEPT = int(re.DEBUG) | 1
 #: What ``install`` put in re's cache: (re's key, the pattern).
 _cached: list[tuple[tuple[type, str | bytes, int], re.Pattern[Any]]] = []
 
@@ -66,23 +67,28 @@ def table_path() -> str:
     return os.path.join(package, TABLE_NAME)
 
 
-def _magic() -> tuple[bytes, int, int, str, int]:
-    """What the programs depend on: this Python's byte-code magic, the engine's program format,
-    the Unicode database, and re's sources (OSError without them)."""
+def _magic() -> tuple[bytes, int, int, str, str, int]:
+    """What the programs depend on: this Python's byte-code magic, the engine's program format
+    and byte order (character sets are packed in native order), the Unicode database, and re's
+    sources (OSError without them)."""
+    import sys
     import unicodedata
     from importlib.util import MAGIC_NUMBER
 
     crc = 0
     for name in ("_parser", "_compiler", "_constants", "_casefix"):
-        with open(importlib.import_module(f"re.{name}").__file__ or "", "rb") as f:
+        source = getattr(importlib.import_module(f"re.{name}"), "__file__", None) or ""
+        with open(source, "rb") as f:
             crc = zlib.crc32(f.read(), crc)
-    return MAGIC_NUMBER, _sre.MAGIC, _sre.CODESIZE, unicodedata.unidata_version, crc
+    versions = (_sre.MAGIC, _sre.CODESIZE, sys.byteorder, unicodedata.unidata_version)
+    return MAGIC_NUMBER, *versions, crc
 
 
 def _kept(pattern: Any, flags: Any) -> bool:
     """A pattern the table can hold: a str or bytes (not a subclass: marshal refuses them, and
-    re's cache would not find them), plain int flags, not DEBUG (re does not cache those)."""
-    return type(pattern) in (str, bytes) and type(flags) is int and not flags & _DEBUG
+    re's cache would not find them), plain int flags, not DEBUG (re does not cache those) nor
+    TEMPLATE (whose warning re gives only when the pattern is not cached)."""
+    return type(pattern) in (str, bytes) and type(flags) is int and not flags & _UNKEPT
 
 
 @contextmanager
@@ -118,13 +124,16 @@ def record() -> Iterator[Table]:
         warn(message, category, stacklevel + 1 + parsing, source, **kw)
 
     def compile_(pattern: Any, flags: int = 0) -> Any:
+        # (saved and put back: a finalizer run during the parse may compile a pattern too)
+        outer = vars(seen).copy()
         seen.args, seen.warned, seen.parsing = None, False, True
         try:
             compiled = parse(pattern, flags)
+            args, warned = seen.args, seen.warned
         finally:
-            seen.parsing = False
-        args = seen.args
-        if _kept(pattern, flags) and args is not None and args[0] is pattern and not seen.warned:
+            vars(seen).clear()
+            vars(seen).update(outer)
+        if _kept(pattern, flags) and args is not None and args[0] is pattern and not warned:
             # the program's opcodes are int subclasses (named constants), which marshal refuses
             table[(type(pattern) is bytes, pattern, flags)] = (
                 *args[:2],
@@ -162,13 +171,14 @@ def write(table: Table, path: str) -> int:
 
 
 def _load(path: str) -> Table | None:
+    """The table at ``path``; None when there is none, or it is damaged or another re's."""
     try:
         with open(path, "rb") as f:
             magic, crc, entries = marshal.loads(f.read())
-        if magic != _magic() or type(entries) is not bytes or zlib.crc32(entries) != crc:
+        if type(entries) is not bytes or zlib.crc32(entries) != crc or magic != _magic():
             return None
         table = marshal.loads(entries)
-    except (OSError, ValueError, EOFError, TypeError):
+    except Exception:  # unreadable, or re's sources or Unicode data not found: no table
         return None
     return table if type(table) is dict else None
 
@@ -185,7 +195,7 @@ def _compiled(key: Any, args: Any) -> tuple[tuple[type, str | bytes, int], Any] 
         return None
     try:
         return (type(pattern), pattern, flags), _sre.compile(pattern, *args[1:])
-    except Exception:
+    except Exception:  # not a program _sre takes: left to the parser
         return None
 
 
@@ -196,6 +206,7 @@ def install(path: str | None = None) -> int:
     cache = getattr(re, "_cache", None)
     if installed() or type(cache) is not dict:
         return 0
+    _cached.clear()  # (what re.purge or eviction took out already)
     table = _load(table_path() if path is None else path)
     room = int(getattr(re, "_MAXCACHE", 512)) - len(cache)
     for key, args in (table or {}).items():
@@ -220,4 +231,6 @@ def uninstall() -> None:
 
 
 def installed() -> bool:
-    return bool(_cached)
+    """Whether patterns ``install`` put in re's cache are still there."""
+    cache = getattr(re, "_cache", None)
+    return type(cache) is dict and any(cache.get(key) is p for key, p in _cached)
