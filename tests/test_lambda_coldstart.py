@@ -265,6 +265,7 @@ def test_cold_start_benchmark_smoke(tmp_path: Path) -> None:
         assert sample["cpu_s"] > 0
         assert sample["rss_mb"] > 30
     assert 0 < doc["import_ms"] < 5000
+    assert 0 < doc["calibration_ms"] < 5000
 
 
 def test_cold_start_floors_run() -> None:
