@@ -99,9 +99,9 @@ def event(path: str, query: str) -> dict[str, Any]:
 #: Run with ``-S`` from an unpacked zip package (PYTHONPATH = the package): does it use what it
 #: ships for the cold start? The code table (``compiled``: generated texts compiled anyway,
 #: ``unserved``: generating modules loaded without their shim), the pattern table (``patterns``:
-#: installed by the handler's import; ``parsed``: [module, pattern] parsed anyway) and the CA
-#: directory (``loaded``: CAs parsed up front by aiohttp's contexts). test_deploy.py and
-#: check_arm64.py run it.
+#: installed by the handler's import; ``pattern_table``: written by this Python's re; ``parsed``:
+#: [module, pattern] parsed anyway) and the CA directory (``loaded``: CAs parsed up front by
+#: aiohttp's contexts). test_deploy.py and check_arm64.py run it.
 PACKAGE_CHECK = """
 import builtins, json, os, sys
 import re._parser
@@ -142,6 +142,7 @@ print(json.dumps({
     "served": sorted(m for m in loaded if codecache.SITES[m] in vars(sys.modules[m])),
     "unserved": sorted(m for m in loaded if codecache.SITES[m] not in vars(sys.modules[m])),
     "patterns": patterncache.installed(),
+    "pattern_table": patterncache._load(patterncache.table_path()) is not None,  # this re's
     "parsed": parsed,
     "loaded": len(connector._SSL_CONTEXT_VERIFIED.get_ca_certs()),
     "env": sorted(k for k in os.environ if k.startswith("SSL_CERT")),

@@ -743,6 +743,7 @@ def test_zip_package_builds_under_the_limit_and_answers_alone(
         "sample": [],
         "unserved": [],
         "patterns": True,
+        "pattern_table": True,
         "loaded": 0,
         "env": [],
     }

@@ -14,7 +14,8 @@ each to ``_sre.compile`` and puts the compiled patterns in ``re``'s own cache, u
 ``re.compile`` looks up first. The program is the one the parser writes, so a pattern is equal
 to the parser's (``==`` compares pattern, flags and program) and matches alike; nothing else in
 ``re`` changes, and everything not in the cache (a pattern not recorded, one evicted, one whose
-parsing warned when recorded so that the warning comes again, ``re.DEBUG``) is parsed as before.
+parsing warned when recorded so that the warning comes again, ``re.DEBUG``, ``re.TEMPLATE``
+whose warning re gives before parsing) is parsed as before.
 
 The program comes from ``re``'s Python sources and the Unicode database (case folding), and a
 patch release can change the sources (a fixed bug in the program a character set gets, say).
