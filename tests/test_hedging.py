@@ -146,12 +146,15 @@ def test_hedging_is_off_unless_asked() -> None:
 
 
 async def test_hedging_cuts_the_p99_of_a_16_block_read(server: RangeServer) -> None:
+    """A 2 % tail of 2 s GETs, hedged past 0.25 s at the least. (With a 0.1 s floor and 1 s, a
+    loaded CI box once failed it, p99 0.87 s against 1.01 s: fast GETs slowed past the floor
+    spend the duplicate budget and shift which request the seeded tail slows, so that a slow
+    GET can go unhedged, or its duplicate be slow too.)"""
     up = Upstream.publish(server, {"a.tif": COG}, "hedge-p99")
     runs = 20
     p99 = {}
-    for mode, policy in (("off", None), ("on", POLICY)):
-        # 1 s: well past the threshold even where a loaded CI box makes it 0.2 s
-        tail = LongTail(share=0.02, delay=1.0, seed=7)
+    for mode, policy in (("off", None), ("on", HedgePolicy(floor=0.25, min_samples=16))):
+        tail = LongTail(share=0.02, delay=2.0, seed=7)
         async with fresh_context(policy) as ctx:
             server.latency = 0.0
             await warm(ctx, up.url("a.tif"))
@@ -166,7 +169,7 @@ async def test_hedging_cuts_the_p99_of_a_16_block_read(server: RangeServer) -> N
             assert stats.hedged <= 0.05 * (stats.requests - stats.hedged) + 1
         else:
             assert stats.hedged == stats.hedge_wins == 0
-    assert p99["off"] >= 1.0
+    assert p99["off"] >= 2.0
     assert p99["on"] <= p99["off"] / 3, p99
 
 
