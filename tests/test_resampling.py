@@ -350,3 +350,40 @@ def test_mode_of_a_footprint_without_valid_pixels() -> None:
     np.testing.assert_array_equal(out, [[[2.0, -9999.0]]])
     assert ok is not None
     np.testing.assert_array_equal(ok, [[[True, False]]])
+
+
+@pytest.mark.parametrize("nodata", [float("nan"), -9999.0, None], ids=["nan", "-9999", "none"])
+async def test_a_nan_reaches_only_the_outputs_that_take_it(
+    nodata: float | None, tmp_path: Path
+) -> None:
+    """Float pixels that are NaN (as nodata, beside another nodata, or with none): GDAL's
+    loops carry a NaN only into the outputs that take it as a tap (a masked one too, unless
+    its row has no valid tap), and its average skips masked pixels. A weight matrix product
+    once spread a single NaN over every output (NaN x 0 is NaN)."""
+    rng = np.random.default_rng(7)
+    a = (rng.random((2, 64, 64)) * 1000).astype(np.float32)
+    a[0, 0, 0] = a[0, 10, 17] = a[1, 50, 3] = np.nan
+    a[:, 30:33, 40:42] = np.nan  # a cluster: some rows have no valid tap at all
+    path = tmp_path / "nan.tif"
+    with quiet(), rasterio.open(
+        path, "w", driver="GTiff", width=64, height=64, count=2, dtype="float32",
+        nodata=nodata, tiled=True, blockxsize=32, blockysize=32,
+    ) as ds:  # fmt: skip
+        ds.write(a)
+    window = (0, 0, 64, 64)
+    async with cloudroi.open(str(path)) as img:
+        for kind in ("bilinear", "cubic", "average"):
+            # average when upsampling: values at a float32 ulp on more pixels (README)
+            shapes = [(16, 16), (21, 13)] + ([(100, 90)] if kind != "average" else [])
+            for shape in shapes:
+                got = await img.read(window, out_shape=shape, resampling=kind)
+                want = rio(path, window, shape, kind)
+                nans = int(np.isnan(want).sum())
+                if kind == "average" and nodata is not None and np.isnan(nodata):
+                    assert nans == 0, (kind, shape)  # masked pixels are skipped
+                else:
+                    assert 0 < nans < want.size // 4, (kind, shape, nans)
+                what = f"{kind} {shape}"
+                np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=what)
+                # the values: a float32 ulp apart at most (the order of GDAL's sums)
+                np.testing.assert_allclose(got, want, rtol=3e-7, equal_nan=True, err_msg=what)

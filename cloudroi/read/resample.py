@@ -67,8 +67,9 @@ class _Band:
     """The taps of one axis as dense weight blocks: outputs ``[g0, g1)`` take source
     ``[lo, hi)`` (relative to ``origin``) times ``dense`` (hi - lo, g1 - g0)."""
 
-    def __init__(self, axis: AxisPlan, origin: int) -> None:
+    def __init__(self, axis: AxisPlan, origin: int, taps: bool = False) -> None:
         idx = axis.index - origin
+        weight = axis.real.astype(np.float64) if taps else axis.weight
         n = idx.shape[0]
         self.n = n
         self.blocks: list[tuple[int, int, int, int, FloatArray]] = []
@@ -78,7 +79,7 @@ class _Band:
             lo, hi = int(part.min()), int(part.max()) + 1
             dense = np.zeros((hi - lo, g1 - g0))
             cols = np.broadcast_to(np.arange(g1 - g0)[:, None], part.shape)
-            np.add.at(dense, (part - lo, cols), axis.weight[g0:g1])
+            np.add.at(dense, (part - lo, cols), weight[g0:g1])
             self.blocks.append((g0, g1, lo, hi, dense))
 
     def last(self, arr: Any) -> FloatArray:
@@ -94,6 +95,25 @@ class _Band:
         for g0, g1, lo, hi, dense in self.blocks:
             out[..., g0:g1, :] = dense.T @ np.asarray(arr[..., lo:hi, :], dtype=np.float64)
         return out
+
+
+def _nan_free(block: Any) -> tuple[Any, BoolArray | None]:
+    """``block`` with NaN read as 0, and where its NaNs were (None: none). A matrix product
+    would spread a NaN to every output of its weight block (NaN x 0 is NaN); GDAL's loops
+    spread it only to the outputs that take it as a tap."""
+    if block.dtype.kind not in "fc":
+        return block, None
+    nan = np.isnan(block)
+    if not nan.any():
+        return block, None
+    return np.where(nan, 0, block), nan
+
+
+def _spread(nan: BoolArray, cols: _Band, rows: _Band) -> BoolArray:
+    """The outputs (bands, n, m) that take a tap (any weight, 0 included) on a NaN of ``nan``
+    (bands, h, w), as GDAL's separable passes carry a NaN: ``cols`` and ``rows`` hold the
+    taps (``_Band(..., taps=True)``)."""
+    return rows.rows(cols.last(nan) > 0) > 0
 
 
 def _runs_ok(valid: Any, axis: AxisPlan, origin: int, last: bool) -> BoolArray:
@@ -121,12 +141,17 @@ def _convolve(
     ok = None if valid is None else np.zeros(plan.shape, bool)
     negative = plan.kind == "cubic"
     cols = _Band(plan.cols, win.col_off)
+    col_taps = _Band(plan.cols, win.col_off, taps=True)
     for sl, row_axis in _strips(plan, src.shape[0]):
         lo, hi = row_axis.start - win.row_off, row_axis.stop - win.row_off
         rows = _Band(row_axis, row_axis.start)
-        block = src[:, lo:hi]
+        block, nan = _nan_free(src[:, lo:hi])
+        row_taps = _Band(row_axis, row_axis.start, taps=True)
         if valid is None:
             out[:, sl] = rows.rows(cols.last(block))
+            if nan is not None:
+                # a NaN reaches every output that takes it as a tap
+                out[:, sl][_spread(nan, col_taps, row_taps)] = np.nan
             continue
         assert ok is not None
         v = valid[lo:hi]
@@ -149,6 +174,12 @@ def _convolve(
         out[:, sl] = np.divide(
             rows.rows(h * hvalid), wsum2, out=np.zeros((src.shape[0], *wsum2.shape)), where=vok
         )
+        if nan is not None:
+            # GDAL multiplies a masked tap by its weight times 0, so a NaN reaches a row's
+            # result masked or not, unless the row has no valid tap (then it holds 0); the
+            # rows' pass carries it on the same way
+            hnan = (col_taps.last(nan) > 0) & hvalid
+            out[:, sl][row_taps.rows(hnan) > 0] = np.nan
         ok[sl] = vok
     return out, ok
 
@@ -163,10 +194,13 @@ def _average(
     ok = None if valid is None else np.zeros(plan.shape, bool)
     cols = _Band(plan.cols, win.col_off)
     col_sum = plan.cols.weight.sum(axis=1)
+    col_taps = _Band(plan.cols, win.col_off, taps=True)
     for sl, row_axis in _strips(plan, src.shape[0]):
         lo, hi = row_axis.start - win.row_off, row_axis.stop - win.row_off
         rows = _Band(row_axis, row_axis.start)
-        block = src[:, lo:hi]
+        block, nan = _nan_free(src[:, lo:hi])
+        if nan is not None and valid is not None:
+            nan &= valid[lo:hi]  # GDAL's average skips a masked pixel, NaN or not
         if valid is None:
             num = rows.rows(cols.last(block))
             den = np.outer(row_axis.weight.sum(axis=1), col_sum)
@@ -176,6 +210,8 @@ def _average(
             den = rows.rows(cols.last(v))
         good = den > 0
         out[:, sl] = np.divide(num, den, out=np.zeros_like(num), where=good)
+        if nan is not None and nan.any():
+            out[:, sl][_spread(nan, col_taps, _Band(row_axis, row_axis.start, taps=True))] = np.nan
         if ok is not None:
             ok[sl] = good
     return out, ok
