@@ -167,6 +167,21 @@ def _codec_specs() -> list[GdalSpec]:
             kind="finite",
             options=_opts(("COMPRESS", "LERC_ZSTD"), ("INTERLEAVE", "BAND")),
         ),
+        # NaN (and inf) pixels: GDAL writes a LERC mask (one per band when pixel-interleaved)
+        # and reads NaN back where it is 0
+        *(
+            GdalSpec(
+                f"lerc-{dt}-nan-{inter.lower()}",
+                dtype=dt,
+                bands=3,
+                options=_opts(("COMPRESS", comp), ("INTERLEAVE", inter)),
+            )
+            for dt, inter, comp in (
+                ("float32", "PIXEL", "LERC"),
+                ("float32", "BAND", "LERC_DEFLATE"),
+                ("float64", "PIXEL", "LERC_ZSTD"),
+            )
+        ),
         GdalSpec(
             "lerc-uint16-strips",
             dtype="uint16",

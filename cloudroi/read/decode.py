@@ -298,10 +298,34 @@ class BlockDecoder:
                 f"LERC block claims {width} x {height} x {depth}; blocks are "
                 f"{ifd.block_width} x {ifd.block_height} x {self.samples}"
             )
-        arr = _codec("lerc_decode")(data)
-        if isinstance(arr, tuple):
-            arr = arr[0]
-        return self._image_codec(np.asarray(arr), rows)
+        decoded = _codec("lerc_decode")(data, masks=True)
+        arr, masks = decoded if isinstance(decoded, tuple) else (decoded, None)
+        arr = np.asarray(arr)
+        if masks is not None and arr.dtype.kind == "f":
+            arr = _lerc_invalid_to_nan(arr, np.asarray(masks, dtype=bool))
+        if depth == 1 and self.samples > 1 and arr.ndim == 3 and arr.shape[0] == self.samples:
+            # one LERC band per sample (GDAL writes float pixels so when they have NaNs, a
+            # mask each): (samples, rows, cols) -> the block's (rows, cols, samples)
+            arr = np.moveaxis(arr, 0, -1)
+        return self._image_codec(arr, rows)
+
+
+def _lerc_invalid_to_nan(arr: npt.NDArray[Any], valid: npt.NDArray[np.bool_]) -> npt.NDArray[Any]:
+    """A float LERC blob's invalid pixels as NaN, as GDAL's LERC decoder returns them (the blob
+    holds no value there; liblerc leaves 0). ``valid`` is one mask for every value of a pixel
+    (rows, cols), or one per band (bands, rows, cols) like ``arr``."""
+    if valid.all():
+        return arr
+    out = np.array(arr, copy=True)
+    if valid.shape == out.shape:
+        out[~valid] = np.nan
+    elif out.ndim == 3 and valid.shape == out.shape[:2]:  # (rows, cols, depth)
+        out[~valid, :] = np.nan
+    elif out.ndim == 3 and valid.shape == out.shape[1:]:  # (bands, rows, cols), one mask
+        out[:, ~valid] = np.nan
+    else:
+        raise TiffFormatError(f"LERC mask of shape {valid.shape} for values of shape {out.shape}")
+    return out
 
 
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
