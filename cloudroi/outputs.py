@@ -24,6 +24,7 @@ import numpy.typing as npt
 from .cog import write_cog
 from .colormaps import Colormap
 from .crs import CRS
+from .errors import LimitExceededError
 from .tiff.geokeys import encode_directory, geotiff_keys
 
 __all__ = [
@@ -399,7 +400,19 @@ def _render_colormap(
     return Rendered(out, (lo, hi) if stretch else None)
 
 
+#: The longest side each rendered format holds (JPEG's 16-bit sizes, WebP's 14-bit ones).
+MAX_SIDE: dict[str, int] = {"jpeg": 65535, "webp": 16383}
+
+
+def check_side(fmt: str, width: int, height: int) -> None:
+    """``LimitExceededError`` for an image ``fmt`` cannot hold (before anything is read)."""
+    limit = MAX_SIDE.get(fmt)
+    if limit is not None and max(width, height) > limit:
+        raise LimitExceededError(f"a {fmt.upper()} image side of", max(width, height), limit)
+
+
 def _encode_image(fmt: str, pixels: npt.NDArray[np.uint8], quality: int, png_level: int) -> bytes:
+    check_side(fmt, pixels.shape[1], pixels.shape[0])
     if fmt == "png":
         if pixels.shape[2] == 1:  # the PNG encoder takes grey as (h, w)
             pixels = np.ascontiguousarray(pixels[:, :, 0])

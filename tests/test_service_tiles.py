@@ -224,6 +224,47 @@ async def test_tile_memory_and_pixel_limits_answer_413(
     assert json.loads(body)["code"] == "too_many_pixels"
 
 
+async def test_grids_the_service_cannot_answer_are_refused_before_planning(
+    client: Client, upstream: Upstream
+) -> None:
+    """A warp's planning holds about 80 bytes an output pixel (measured): the whole world at
+    4096 x 4096 once planned for seconds and 1.3 GB before its 413; now the budget refuses
+    its planning's bytes up front. A box far beyond the image's grid (with a small output)
+    is an invalid window, not an integer overflow; a side past JPEG's or WebP's limit is a
+    413 before any read, not the encoder's error."""
+    from cloudroi.region import georef
+
+    url = upstream.url("utm.tif")
+    world = "/bbox/-180,-85,180,85/4096x4096.npy"
+    status, _, body = await get(client, world, url=url, dst_crs="EPSG:3857")
+    assert status == 413, body
+    doc = json.loads(body)
+    assert doc["code"] == "request_too_large"
+    assert doc["value"] == 4096 * 4096 * georef.WARP_PLAN_BYTES  # the planning's bytes
+    for path, params in (
+        ("/bbox/-1e30,-1e30,1e30,1e30/256x256.png", {"coord_crs": "EPSG:32633"}),
+        ("/region", {"bbox": "-1e30,-1e30,1e30,1e30", "width": "256"}),
+        ("/region", {"bbox": "-1e300,-1e300,1e300,1e300", "width": "256", "height": "9"}),
+    ):
+        status, _, body = await get(client, path, url=url, **params)
+        assert status == 400, (path, params, body)
+        assert json.loads(body)["code"] == "invalid_window"
+    for fmt, side, limit in (("jpeg", 70000, 65535), ("webp", 20000, 16383)):
+        status, _, body = await get(
+            client, "/region", url=url, window="0,0,64,64", width=str(side), height="1",
+            format=fmt,
+        )  # fmt: skip
+        assert status == 413, body
+        doc = json.loads(body)
+        assert (doc["code"], doc["limit"], doc["value"]) == ("too_many_pixels", limit, side)
+    ext = {"jpeg": "jpg", "webp": "webp"}
+    for fmt in ("jpeg", "webp"):
+        box = "/bbox/14.80,45.45,14.95,45.55/1x70000." + ext[fmt]
+        status, _, body = await get(client, box, url=url)
+        assert status == 413, body
+        assert json.loads(body)["code"] == "too_many_pixels"
+
+
 # --------------------------------------------------------------------------------------------
 # tile sets
 # --------------------------------------------------------------------------------------------

@@ -271,8 +271,24 @@ def nearest_indices(src_size: int, dst_size: int, limit: int | None = None) -> n
     return np.asarray(np.clip(idx, 0, max(hi, 0)), dtype=np.intp)
 
 
+#: How far a window may reach, in pixels: its offsets and sizes stay within +-2**40, so that
+#: sampling it in int64 index arithmetic (and float64 coordinates) stays exact.
+MAX_EXTENT = 1 << 40
+
+
+def check_extent(win: Window) -> Window:
+    """``WindowError`` for a window whose offsets or sizes reach past ``MAX_EXTENT``."""
+    reach = max(abs(win.col_off), abs(win.row_off), win.width, win.height)
+    if reach > MAX_EXTENT:
+        raise WindowError(
+            f"the window reaches {float(reach):.3g} pixels from the image's origin, more than "
+            "2**40: ask for a box nearer the image"
+        )
+    return win
+
+
 def check_window(window: Sequence[int]) -> Window:
-    """Validate a user window: four integers, positive size."""
+    """Validate a user window: four integers, positive size, within ``MAX_EXTENT``."""
     if len(window) != 4:
         raise WindowError(f"a window is (col_off, row_off, width, height), got {window!r}")
     try:
@@ -284,7 +300,7 @@ def check_window(window: Sequence[int]) -> Window:
     win = Window(*values)
     if win.width <= 0 or win.height <= 0:
         raise WindowError(f"window size must be positive, got {win.width} x {win.height}")
-    return win
+    return check_extent(win)
 
 
 def check_shape(shape: Sequence[int]) -> tuple[int, int]:

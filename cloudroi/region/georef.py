@@ -58,6 +58,7 @@ __all__ = [
     "point_at",
     "read_tile",
     "read_warped",
+    "region_grid",
     "region_plan",
     "source_grid",
     "tile_matrix_set",
@@ -207,7 +208,35 @@ def region_plan(
     (CRS units per pixel) from the level ``gdalwarp -ovr AUTO`` would pick (or ``level``);
     LimitExceededError, before planning, for a grid over ``max_pixels`` (default: the image's
     ``max_output_bytes`` over 16 bytes of planner coordinates plus the bands, a pixel)."""
-    from ..warp import Grid, plan_region
+    from ..warp import plan_region
+
+    dst = region_grid(img, bounds, crs, shape=shape, resolution=resolution)
+    if max_pixels is None and img.options.max_output_bytes:
+        max_pixels = img.options.max_output_bytes // (16 + img.count * img.dtype.itemsize)
+    if max_pixels is not None and dst.width * dst.height > max_pixels:
+        raise LimitExceededError(
+            f"output pixels ({dst.width}x{dst.height})", dst.width * dst.height, max_pixels
+        )
+    return plan_region(
+        source_grid(img),
+        img.levels,
+        dst,
+        kernel(resampling, img.colormap is not None),
+        block_shape=img.block_shape,
+        level=level,
+    )
+
+
+def region_grid(
+    img: Image,
+    bounds: Bounds,
+    crs: Any,
+    *,
+    shape: tuple[int, int] | None = None,
+    resolution: float | tuple[float, float] | None = None,
+) -> Grid:
+    """The output grid of ``region_plan`` (cheap: no warp planned)."""
+    from ..warp import Grid
     from ..warp.transform import horizontal
 
     target = crs_text(crs)
@@ -224,20 +253,7 @@ def region_plan(
         dst = Grid.from_resolution(
             target, bounds, (abs(native.transform[1]), abs(native.transform[5]))
         )
-    if max_pixels is None and img.options.max_output_bytes:
-        max_pixels = img.options.max_output_bytes // (16 + img.count * img.dtype.itemsize)
-    if max_pixels is not None and dst.width * dst.height > max_pixels:
-        raise LimitExceededError(
-            f"output pixels ({dst.width}x{dst.height})", dst.width * dst.height, max_pixels
-        )
-    return plan_region(
-        source_grid(img),
-        img.levels,
-        dst,
-        kernel(resampling, img.colormap is not None),
-        block_shape=img.block_shape,
-        level=level,
-    )
+    return dst
 
 
 def check_tile(tms: TileMatrixSet, x: int, y: int, z: int) -> None:
@@ -343,6 +359,11 @@ async def _block(
         valid = await img.read_mask(win, plan.level, **budgets) > 0
     return SourceBlock(win, data, valid)
 
+
+#: Bytes per output pixel planning a warp holds at its peak (the approximated transform of every
+#: output pixel to the source, its split rows and the footprint): measured 75.8-80.4 with
+#: tracemalloc on 2048^2 and 4096^2 grids, inside, around and far outside the image.
+WARP_PLAN_BYTES = 88
 
 #: Bytes per output pixel a warp holds while it runs, beyond its output: source coordinates
 #: (two float64), their approximation rows, kernel weights and validity (an upper bound).

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import BandError, LevelError, NotGeoreferencedError, WindowError
 from ..outputs import RENDERED, render_bands
+from ..read.plan import check_extent
 from ..read.resampled import check_resampling
 from ..types import Window
 from .args import ArgumentError
@@ -112,6 +113,7 @@ def plan_region(img: Image, req: RegionRequest, *, rendered: bool = False) -> Re
         boundless = not win.within(width, height)
     else:
         win, boundless = Window(0, 0, width, height), False
+    check_extent(win)
     shape = out_shape(win, req.width, req.height)
     if req.max_size is not None:
         fitted = fit_max_size(win.height, win.width, req.max_size)

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from .. import __version__
-from ..errors import ObjectChangedError
+from ..errors import LimitExceededError, ObjectChangedError
 from ..image import Image
 from ..opening import open_image
 from ..region import Encoded, RequestBytes
@@ -136,8 +136,19 @@ async def cached_or(
 # -- limits decided from the header -------------------------------------------------------------
 
 
-def check_pixels(state: ServiceState, width: int, height: int) -> None:
-    """413 for an output of more pixels than the service's limit."""
+def check_pixels(state: ServiceState, width: int, height: int, fmt: str | None = None) -> None:
+    """413 for an output of more pixels than the service's limit, or wider or taller than
+    its format (``fmt``) holds."""
+    if fmt is not None:
+        from ..outputs import check_side  # imagecodecs: loaded by then, not at import
+
+        try:
+            check_side(fmt, width, height)
+        except LimitExceededError as exc:
+            raise Problem(
+                413, "too_many_pixels", f"{exc}; ask for a smaller width/height or another format",
+                limit=exc.limit, value=exc.value,
+            ) from exc  # fmt: skip
     limit = state.config.max_output_pixels
     if width * height > limit:
         raise Problem(

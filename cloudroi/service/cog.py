@@ -22,7 +22,7 @@ from .params import INFO_PARAMS, as_problem, query_dict
 from .problems import bad_request
 from .regions import regional_answer
 from .state import ServiceState
-from .tiles import native_rendering, warped_answer
+from .tiles import native_rendering, planned_region, warped_answer
 
 __all__ = ["info", "lonlat_point", "preview"]
 
@@ -147,14 +147,7 @@ async def preview(req: CoreRequest, state: ServiceState) -> CoreResponse:
         bounds = await asyncio.to_thread(georef.bounds_in, img, dst_crs)
         longest = max_size or max(w or 0, h or 0)
         shape = (h, w) if h and w else georef.max_size_shape(img, bounds, dst_crs, longest)
-        plan = await georef.plan_region_async(
-            img,
-            bounds,
-            dst_crs,
-            shape=shape,
-            resampling=q.style.kernel,
-            max_pixels=state.config.max_output_pixels,
-        )
+        plan = await planned_region(state, img, bounds, dst_crs, shape, q.style)
         return await cached_or(
             state, req, img, lambda: warped_answer(state, img, plan, q.style), key=q.canonical
         )

@@ -99,7 +99,7 @@ async def regional_answer(
 async def _answer(
     state: ServiceState, img: Image, plan: RegionPlan, rendering: Rendering
 ) -> CoreResponse:
-    check_pixels(state, plan.width, plan.height)
+    check_pixels(state, plan.width, plan.height, rendering.format)
     check_blocks(state, img)
     masked = rendering.mask_band or rendering.format == "tif"
     need = estimate_bytes(img, plan, rendering.format, masked)

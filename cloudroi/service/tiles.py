@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import TileOutsideBoundsError
 from ..image import Image
 from ..outputs import CONTENT_TYPES, RENDERED, render_bands
-from ..region import ImageData, RegionRequest, args, georef
+from ..region import ImageData, RegionRequest, RequestBytes, args, georef
 from ..region.args import ArgumentError
 from ..region.plan import expression_bands
 from .answers import (
@@ -117,7 +117,7 @@ async def _render(
 async def warped_answer(state: ServiceState, img: Image, plan: Any, style: Style) -> CoreResponse:
     """Check the limits on a warp plan, then read, warp and render it within the budget."""
     cfg = state.config
-    check_pixels(state, plan.dst.width, plan.dst.height)
+    check_pixels(state, plan.dst.width, plan.dst.height, style.format or "png")
     check_blocks(state, img)
     bands = _shown_bands(img, style, style.format)
     expr = style.expression
@@ -377,6 +377,40 @@ def _bbox_geometry(
     return box, coord_crs, dst_crs, shape, max_size
 
 
+async def planned_region(
+    state: ServiceState,
+    img: Image,
+    bounds: tuple[float, float, float, float],
+    crs: Any,
+    shape: tuple[int, int] | None,
+    style: Style,
+) -> Any:
+    """The warp plan of ``bounds`` onto a ``shape`` grid of ``crs`` (None: at the resolution
+    GDAL suggests), planned holding what planning holds (``georef.WARP_PLAN_BYTES`` an output
+    pixel) of the memory budget: a grid the service could never answer is refused before any
+    planning, not after seconds of it."""
+    if shape is None:  # the resolution GDAL suggests
+        grid = await asyncio.to_thread(georef.region_grid, img, bounds, crs)
+        height, width = grid.height, grid.width
+    else:
+        height, width = shape
+    check_pixels(state, width, height, style.format or "png")
+    pixels = width * height
+    need = RequestBytes(data=pixels * georef.WARP_PLAN_BYTES, mask=0, rendering=0, body=0)
+    return await holding(
+        state,
+        need,
+        lambda: georef.plan_region_async(
+            img,
+            bounds,
+            crs,
+            shape=shape,
+            resampling=style.kernel,
+            max_pixels=state.config.max_output_pixels,
+        ),
+    )
+
+
 async def bbox(req: CoreRequest, state: ServiceState) -> CoreResponse:
     """``/bbox/{minx},{miny},{maxx},{maxy}[/{width}x{height}].{format}``: the box (in
     ``coord_crs``, default lon/lat) on the grid of ``dst_crs`` (default: the image's)."""
@@ -398,13 +432,13 @@ async def bbox(req: CoreRequest, state: ServiceState) -> CoreResponse:
                 resampling=q.style.native_resampling(),
             )
             return await regional_answer(req, state, img, region, native_rendering(q.style))
-        plan = await georef.plan_region_async(
+        plan = await planned_region(
+            state,
             img,
             dst_box,
             target,
-            shape=shape or georef.max_size_shape(img, dst_box, target, max_size),
-            resampling=q.style.kernel,
-            max_pixels=state.config.max_output_pixels,
+            shape or georef.max_size_shape(img, dst_box, target, max_size),
+            q.style,
         )
         return await cached_or(
             state, req, img, lambda: warped_answer(state, img, plan, q.style), key=q.canonical
