@@ -79,3 +79,46 @@ def test_region_matches_gdalwarp_ovr_auto(
     the coarsest overview below ratio + 0.1) and the pixels warped from it."""
     a = region_vs_gdalwarp(warp_files[key], grid, kernel, name)  # type: ignore[arg-type]
     _check(name, grid, kernel, a)
+
+
+@pytest.mark.parametrize("nodata", [float("nan"), -9999.0, None], ids=["nan", "-9999", "none"])
+def test_nan_pixels_reach_what_gdal_reaches(nodata: float | None, tmp_path: Path) -> None:
+    """float32 NaN pixels (isolated and a 6 x 7 cluster) warped to Web Mercator at four
+    resolutions with every kernel, against ``reproject``: NaN where GDAL has NaN and nowhere
+    else, other values bit for bit. NaN as nodata is skipped; a valid NaN reaches each output
+    that takes it as a tap (weight 0 included) and no other: it once spread through products
+    by a weight of 0, a summed-area table's running totals, and stand-ins for taps outside
+    the window."""
+    import numpy as np
+    from affine import Affine
+    from rasterio.warp import transform_bounds
+
+    from tests.warp_data import _reproject, open_source, quiet, write_cog
+
+    yy, xx = np.mgrid[0:256, 0:256].astype(np.float64)
+    base = (100 + 50 * np.sin(xx / 17) * np.cos(yy / 23) + 0.3 * xx).astype(np.float32)
+    for r, c in ((20, 30), (64, 200), (128, 128), (190, 45), (230, 230), (100, 10), (0, 255)):
+        base[r, c] = np.nan
+    base[150:156, 160:167] = np.nan
+    crs, transform = "EPSG:32633", Affine(30.0, 0.0, 500000.0, 0.0, -30.0, 5000000.0)
+    path = tmp_path / "nan.tif"
+    with quiet():
+        write_cog(path, base[None].copy(), crs, transform, nodata)
+        src = open_source(path)
+        bounds = transform_bounds(crs, "EPSG:3857", 500000, 5000000 - 7680, 507680, 5000000)
+    for res in (20.0, 42.0, 110.0, 300.0):
+        dst = W.Grid.from_resolution("EPSG:3857", bounds, res)
+        for kernel in KERNELS:
+            plan = W.plan_region(src.grid, src.levels, dst, kernel, block_shape=src.block, level=0)
+            mine = W.execute(plan, src.blocks(plan), src_nodata=src.nodata)
+            out = np.zeros((2, dst.height, dst.width), np.float32)
+            with quiet():
+                _reproject(plan, src, dst, kernel, out)
+            both = mine.mask & (out[1] > 0)
+            what = f"{nodata} {res} {kernel}"
+            assert both.sum() > 0.5 * mine.mask.sum(), what
+            ref, got = out[0][both], mine.data[0][both]
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(ref), err_msg=what)
+            if nodata is None or not np.isnan(nodata):
+                assert np.isnan(ref).any(), what  # the case is there to see
+            np.testing.assert_array_equal(got, ref, err_msg=what)

@@ -77,6 +77,11 @@ def _check_blocks(blocks: Sequence[SourceBlock], size: tuple[int, int]) -> tuple
     return int(bands), dtype
 
 
+def _has_nan(a: npt.NDArray[Any]) -> bool:
+    """Whether float data holds a NaN (numpy's min propagates it: one pass, no mask array)."""
+    return a.dtype.kind == "f" and a.size > 0 and bool(np.isnan(a.min()))
+
+
 class Canvas:
     """The blocks of one level as a compact canvas: ``data`` is ``(bands, rows * cols)`` in the
     source dtype, ``valid`` the flat validity (None: all valid), ``row_map``/``col_map`` the
@@ -110,6 +115,13 @@ class Canvas:
         if nodata is not None:
             nd = np.isnan(canvas) if math.isnan(nodata) else canvas == nodata
             valid &= ~nd.all(axis=0)
+        #: NaN among the values (float data): the kernels then keep a NaN out of sums it is
+        #: not a tap of (a product by a weight of 0 is still NaN)
+        self.has_nan = _has_nan(canvas)
+        if self.has_nan and self.masked:
+            # GDAL's warper skips invalid pixels: their values must not reach any sum
+            canvas[:, ~valid] = 0
+            self.has_nan = _has_nan(canvas)
         self.data = canvas.reshape(self.bands, -1)
         self.present: BoolArray | None = None if present.all() else present.ravel()
         self._present_sat: npt.NDArray[np.int32] | None = None
@@ -226,6 +238,14 @@ class SummedArea:
         valid = np.ones(hc * wc, np.bool_) if canvas.valid is None else canvas.valid
         kind = np.int64 if np.issubdtype(canvas.dtype, np.integer) else np.float64
         vals = np.where(valid, canvas.data, 0).astype(kind).reshape(canvas.bands, hc, wc)
+        #: per band, an integral image of valid NaNs (None: none): a sum over a rectangle
+        #: holding one is NaN, as GDAL's pixel by pixel sum is, and no other is
+        self.nans: npt.NDArray[np.int64] | None = None
+        if canvas.has_nan:
+            nan = np.isnan(vals)
+            vals[nan] = 0
+            self.nans = np.zeros((canvas.bands, hc + 1, wc + 1), np.int64)
+            self.nans[:, 1:, 1:] = nan.cumsum(1, dtype=np.int64).cumsum(2)
         self.sums = np.zeros((canvas.bands, hc + 1, wc + 1), kind)
         self.sums[:, 1:, 1:] = vals.cumsum(1).cumsum(2)
         self.count = np.zeros((hc + 1, wc + 1), np.int64)
@@ -244,4 +264,8 @@ class SummedArea:
         d = np.where(empty, 0, cm[np.where(empty, 0, c1 - 1)] + 1)
         s = self.sums[:, b, d] - self.sums[:, a, d] - self.sums[:, b, c] + self.sums[:, a, c]
         n = self.count[b, d] - self.count[a, d] - self.count[b, c] + self.count[a, c]
-        return s.astype(np.float64), n.astype(np.float64)
+        out = s.astype(np.float64)
+        if self.nans is not None:
+            t = self.nans
+            out[(t[:, b, d] - t[:, a, d] - t[:, b, c] + t[:, a, c]) > 0] = np.nan
+        return out, n.astype(np.float64)

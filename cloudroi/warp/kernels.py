@@ -150,7 +150,10 @@ def _weighted_bilinear(
         wx = rx if dx == 0 else 1.0 - rx
         wy = ry if dy == 0 else 1.0 - ry
         w = np.where(use & ok, wx * wy, 0.0)
-        acc += v * w
+        if canvas.has_nan:  # a pixel outside the window is no tap (its clipped stand-in is)
+            acc += np.where(use, v * w, 0.0)
+        else:
+            acc += v * w
         div += w
     good = div >= 1e-5
     return np.where(good, acc / np.where(good, div, 1.0), 0.0), good
@@ -233,8 +236,9 @@ def cubic4(
 
 def _scaled_taps(
     kind: str, scale: float, pos: FloatArray, lo: int, hi: int, masked: bool
-) -> tuple[IntArray, FloatArray]:
-    """Source indices ``(taps, n)`` (clipped to ``[lo, hi)``) and weights along one axis."""
+) -> tuple[IntArray, FloatArray, BoolArray | None]:
+    """Source indices ``(taps, n)`` (clipped to ``[lo, hi)``), weights along one axis, and
+    which taps are inside ``[lo, hi)`` (None: all)."""
     radius = FILTER_RADIUS[kind]
     r = math.ceil(radius / scale) if scale < 1.0 else radius
     i0 = np.floor(pos - 0.5).astype(np.intp)
@@ -242,10 +246,12 @@ def _scaled_taps(
     t = np.arange(first, r + 1)[:, None]
     idx = i0 + t
     w = _filter(kind, (t - (pos - 0.5 - i0)) * min(scale, 1.0))
+    inside = None
     if idx.min() < lo or idx.max() >= hi:
-        w *= (idx >= lo) & (idx < hi)  # taps outside the window are dropped
+        inside = (idx >= lo) & (idx < hi)
+        w *= inside  # taps outside the window are dropped
         idx = np.clip(idx, lo, hi - 1)
-    return idx, w
+    return idx, w, inside
 
 
 def scaled(
@@ -257,19 +263,26 @@ def scaled(
     scale: tuple[float, float],
 ) -> tuple[FloatArray, BoolArray]:
     """Widened bilinear/cubic values ``(bands, n)`` and validity at positions ``x``, ``y``."""
-    cx, wx = _scaled_taps(kind, scale[0], x, sw.col_off, sw.col_end, canvas.masked)
-    cy, wy = _scaled_taps(kind, scale[1], y, sw.row_off, sw.row_end, canvas.masked)
+    cx, wx, in_x = _scaled_taps(kind, scale[0], x, sw.col_off, sw.col_end, canvas.masked)
+    cy, wy, in_y = _scaled_taps(kind, scale[1], y, sw.row_off, sw.row_end, canvas.masked)
     taps = Taps.grid(canvas, cy, cx)
     valid = canvas.valid if canvas.masked else None
     acc = np.zeros((canvas.bands, x.size))
     wsum = np.zeros(x.size)
     row = np.empty_like(acc)
     tmp = np.empty_like(acc)
+    nan = canvas.has_nan
     for j in range(cy.shape[0]):
-        if not wy[j].any():
+        # GDAL takes a tap of weight 0 too (a NaN there gives NaN), but no tap outside
+        if not wy[j].any() and not (nan and (in_y is None or in_y[j].any())):
             continue
         f = taps.row(j)
         v = np.take(canvas.data, f, axis=1)
+        if nan and (in_x is not None or in_y is not None):
+            inside = np.ones(wx.shape, np.bool_) if in_x is None else in_x.copy()
+            if in_y is not None:
+                inside &= in_y[j]
+            v = np.where(inside[None], v, 0.0)
         w = wx
         if valid is not None:
             w = np.where(valid[f], wx, 0.0) * wy[j]
