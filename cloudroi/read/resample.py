@@ -19,6 +19,7 @@ nodata value (0 without one) and is invalid. Validity is per band, as GDAL's ban
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -101,7 +102,9 @@ def _nan_free(block: Any) -> tuple[Any, BoolArray | None]:
     """``block`` with NaN read as 0, and where its NaNs were (None: none). A matrix product
     would spread a NaN to every output of its weight block (NaN x 0 is NaN); GDAL's loops
     spread it only to the outputs that take it as a tap."""
-    if block.dtype.kind not in "fc":
+    if block.dtype.kind not in "fc" or block.size == 0:
+        return block, None
+    if block.dtype.kind == "f" and not np.isnan(block.min()):  # min propagates NaN: no mask
         return block, None
     nan = np.isnan(block)
     if not nan.any():
@@ -141,17 +144,18 @@ def _convolve(
     ok = None if valid is None else np.zeros(plan.shape, bool)
     negative = plan.kind == "cubic"
     cols = _Band(plan.cols, win.col_off)
-    col_taps = _Band(plan.cols, win.col_off, taps=True)
+    col_taps = functools.cache(lambda: _Band(plan.cols, win.col_off, taps=True))
     for sl, row_axis in _strips(plan, src.shape[0]):
         lo, hi = row_axis.start - win.row_off, row_axis.stop - win.row_off
         rows = _Band(row_axis, row_axis.start)
         block, nan = _nan_free(src[:, lo:hi])
-        row_taps = _Band(row_axis, row_axis.start, taps=True)
+        if nan is not None:
+            row_taps = _Band(row_axis, row_axis.start, taps=True)
         if valid is None:
             out[:, sl] = rows.rows(cols.last(block))
             if nan is not None:
                 # a NaN reaches every output that takes it as a tap
-                out[:, sl][_spread(nan, col_taps, row_taps)] = np.nan
+                out[:, sl][_spread(nan, col_taps(), row_taps)] = np.nan
             continue
         assert ok is not None
         v = valid[lo:hi]
@@ -178,7 +182,7 @@ def _convolve(
             # GDAL multiplies a masked tap by its weight times 0, so a NaN reaches a row's
             # result masked or not, unless the row has no valid tap (then it holds 0); the
             # rows' pass carries it on the same way
-            hnan = (col_taps.last(nan) > 0) & hvalid
+            hnan = (col_taps().last(nan) > 0) & hvalid
             out[:, sl][row_taps.rows(hnan) > 0] = np.nan
         ok[sl] = vok
     return out, ok
@@ -194,7 +198,7 @@ def _average(
     ok = None if valid is None else np.zeros(plan.shape, bool)
     cols = _Band(plan.cols, win.col_off)
     col_sum = plan.cols.weight.sum(axis=1)
-    col_taps = _Band(plan.cols, win.col_off, taps=True)
+    col_taps = functools.cache(lambda: _Band(plan.cols, win.col_off, taps=True))
     for sl, row_axis in _strips(plan, src.shape[0]):
         lo, hi = row_axis.start - win.row_off, row_axis.stop - win.row_off
         rows = _Band(row_axis, row_axis.start)
@@ -211,7 +215,8 @@ def _average(
         good = den > 0
         out[:, sl] = np.divide(num, den, out=np.zeros_like(num), where=good)
         if nan is not None and nan.any():
-            out[:, sl][_spread(nan, col_taps, _Band(row_axis, row_axis.start, taps=True))] = np.nan
+            row_taps = _Band(row_axis, row_axis.start, taps=True)
+            out[:, sl][_spread(nan, col_taps(), row_taps)] = np.nan
         if ok is not None:
             ok[sl] = good
     return out, ok
