@@ -221,6 +221,43 @@ async def test_uint16_palette_equals_rasterio(server: RangeServer, tmp_path: Pat
     assert np.array_equal(png, img.colormap[data])
 
 
+async def test_a_colormap_beside_minisblack_and_minswhite_tables_equal_gdal(
+    server: RangeServer, tmp_path: Path
+) -> None:
+    """As GDAL: a ColorMap makes a band paletted whatever PhotometricInterpretation says
+    (GDAL writes MinIsBlack when a colour table is set on a file not created as a palette),
+    and a MinIsWhite 8 or 16-bit band reads as palette indices into an inverted grey table.
+    Either way the band is 'palette' and blending kernels are refused (GDAL falls back to
+    nearest), where they once blended the indices."""
+    from cloudroi.region.describe import colorinterp
+
+    data = (np.arange(64 * 64).reshape(1, 64, 64) % 4).astype(np.uint8)
+    grey = tmp_path / "grey-cmap.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # not georeferenced, on purpose
+        with rasterio.open(
+            grey, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8"
+        ) as dst:
+            dst.write(data)
+            dst.write_colormap(1, {0: (255, 0, 0, 255), 1: (0, 255, 0, 255), 3: (9, 9, 9, 255)})
+    with tifffile.TiffFile(grey) as tf:
+        assert int(tf.pages[0].photometric) == 1  # MinIsBlack beside the ColorMap
+    files = {"grey-cmap.tif": (grey, 256)}
+    for bits, dtype in ((8, np.uint8), (16, np.uint16)):
+        path = tmp_path / f"white{bits}.tif"
+        values = (np.arange(64 * 64).reshape(64, 64) * 7 % (1 << bits)).astype(dtype)
+        tifffile.imwrite(path, values, photometric="miniswhite")
+        files[path.name] = (path, 1 << bits)
+    up = Upstream.publish(server, {k: p.read_bytes() for k, (p, _) in files.items()}, "cmaps")
+    for name, (path, entries) in files.items():
+        async with await cloudroi.open(up.url(name)) as img:
+            assert img.colormap is not None, name
+            assert np.array_equal(img.colormap, _rasterio_palette(path, entries)), name
+            assert colorinterp(img) == ["palette"], name
+            with pytest.raises(cloudroi.ResamplingError):
+                await img.read((0, 0, 64, 64), out_shape=(16, 16), resampling="bilinear")
+
+
 async def test_library_renders_palette_by_default(
     server: RangeServer, files: dict[str, Path]
 ) -> None:

@@ -107,10 +107,10 @@ def colorinterp(img: Image, meta: GdalMetadata | None = None) -> list[str]:
     ifd = img.structure.levels[0]
     photometric, n = ifd.photometric, img.count
     names = ["undefined"] * n
-    if photometric in (0, 1):  # min-is-white / min-is-black
-        names[0] = "gray"
-    elif photometric == 3:
+    if img.colormap is not None:  # a ColorMap, or MinIsWhite's inverted grey table
         names[0] = "palette"
+    elif photometric in (0, 1):  # min-is-white / min-is-black
+        names[0] = "gray"
     elif photometric in (2, 6) and n >= 3:  # RGB, or YCbCr which GDAL hands out as RGB
         names[:3] = ["red", "green", "blue"]
     if img.alpha_band is not None:

@@ -1,4 +1,4 @@
-"""The ColorMap tag (320) of a paletted image (PhotometricInterpretation 3) as an RGBA table.
+"""The ColorMap tag (320) of a paletted image as an RGBA table (and MinIsWhite's grey one).
 
 TIFF stores a palette as three runs of 2**BitsPerSample 16-bit values (all reds, all greens, all
 blues). GDAL presents it as 8-bit RGBA entries, alpha 255, dividing by a factor it detects: 1
@@ -30,10 +30,22 @@ def palette_table(
     nodata: float | int | None = None,
 ) -> npt.NDArray[np.uint8] | None:
     """The palette as a (2**bits, 4) uint8 RGBA table, or None when the image is not a
-    1-band uint8/uint16 paletted image or its ColorMap does not hold 3 x 2**bits values."""
-    if raw is None or photometric != 3 or samples != 1 or bits not in PALETTE_BITS:
+    1-band uint8/uint16 image with a ColorMap of 3 x 2**bits values, nor a MinIsWhite one.
+
+    As GDAL's GTiff driver: a ColorMap makes the band paletted whatever the photometric
+    interpretation says (GDAL writes MinIsBlack beside a ColorMap when a colour table is set
+    on a file created without ``PHOTOMETRIC=PALETTE``), and a MinIsWhite band without one
+    gets an inverted grey table, ``255 * (n - 1 - i) // (n - 1)``, without a nodata entry."""
+    if samples != 1 or bits not in PALETTE_BITS:
         return None
     entries = 1 << bits
+    if raw is None:
+        if photometric != 0:
+            return None
+        grey = (255 * (entries - 1 - np.arange(entries, dtype=np.int64))) // (entries - 1)
+        inverted = np.full((entries, 4), 255, dtype=np.uint8)
+        inverted[:, :3] = grey.astype(np.uint8)[:, None]
+        return inverted
     if len(raw) != 3 * entries * 2:
         return None
     values = np.frombuffer(raw, dtype=np.dtype(byteorder + "u2")).reshape(3, entries)

@@ -464,10 +464,11 @@ def build(buf: SparseBuffer, result: ScanResult, limits: ParseLimits) -> TiffStr
 def _palette(
     tags: _Tags, base: ImageIFD, nodata: float | int | None
 ) -> np.ndarray[Any, np.dtype[np.uint8]] | None:
-    """The first IFD's ColorMap (SHORT values only) as an RGBA table, or None."""
+    """The first IFD's ColorMap (SHORT values only) as an RGBA table, MinIsWhite's inverted
+    grey table without one, or None."""
     entry = tags.raw.entries.get(Tag.COLORMAP)
-    if entry is None or entry.type != 3:
+    if entry is not None and entry.type != 3:
         return None
-    raw = tags.raw_bytes(Tag.COLORMAP)
+    raw = None if entry is None else tags.raw_bytes(Tag.COLORMAP)
     header = tags.header
     return palette_table(raw, header.byteorder, base.photometric, base.samples, base.bits, nodata)
