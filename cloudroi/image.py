@@ -387,7 +387,8 @@ class Image(GeoVerbs):
         With ``out_shape=(h, w)`` the window (in pixels of ``level``; of level 0 when level is 0)
         is resampled by nearest neighbour from the overview GDAL would choose. Outside pixels
         raise ``WindowError`` unless ``boundless``, which fills them with ``fill_value``, the
-        nodata value or 0. ``max_bytes``/``max_tiles`` refuse a read before any block is fetched.
+        nodata value or 0 (blocks a sparse file lacks hold nodata or 0, as in GDAL).
+        ``max_bytes``/``max_tiles`` refuse a read before any block is fetched.
         ``timeout`` (seconds) bounds the whole read, retries included: ``ReadTimeoutError``.
         ``resampling`` (with ``out_shape``): "nearest", or "bilinear", "cubic", "average",
         "mode" as GDAL's RasterIO resamples (its overview choice and kernels; blending ones are

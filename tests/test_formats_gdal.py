@@ -624,6 +624,29 @@ async def test_sparse_blocks_fetch_nothing(corpus: Corpus) -> None:
         assert (await img.read_mask((0, 0, 64, 64)) == 0).all()
 
 
+@pytest.mark.parametrize("name", ["sparse-nodata", "sparse-zero"])
+async def test_sparse_blocks_hold_nodata_whatever_the_fill_value(name: str, corpus: Corpus) -> None:
+    """As GDAL: an unwritten block reads as nodata (else 0); ``fill_value`` is for pixels
+    outside the image only (it once filled sparse blocks too). rasterio's boundless read of
+    the same window with the same fill value is the reference."""
+    import warnings
+
+    from rasterio.windows import Window as RioWindow
+
+    path = corpus.gdal(next(s for s in MASK_SPECS if s.name == name))
+    win = (-16, -16, 96, 96)
+    with warnings.catch_warnings(), rio_open(path) as ds:
+        warnings.simplefilter("ignore", PendingDeprecationWarning)  # rasterio's boundless VRT
+        want = ds.read(window=RioWindow(*win), boundless=True, fill_value=17)
+        inside = ds.read(window=RioWindow(0, 0, 64, 64))
+    async with cloudroi.open(str(path)) as img:
+        got = await img.read(win, boundless=True, fill_value=17)
+        assert (got[:, :16] == 17).all()  # outside: the fill value
+        assert (got[:, 16:80, 16:80] == (-5 if name == "sparse-nodata" else 0)).all()
+        assert_same(got, want, "boundless read with fill_value vs rasterio")
+        assert_same(await img.read((0, 0, 64, 64), fill_value=17), inside, "inside")
+
+
 # --------------------------------------------------------------------------------------------
 # georeferencing: EPSG code and geotransform vs rasterio
 # --------------------------------------------------------------------------------------------

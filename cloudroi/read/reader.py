@@ -290,8 +290,12 @@ class BlockReader:
         samples: Sequence[int],
         fill: Any,
         budgets: Budgets,
+        sparse: Any = None,
     ) -> npt.NDArray[Any]:
-        """``target``'s pixels of ``samples`` (0-based) as (len(samples), h, w)."""
+        """``target``'s pixels of ``samples`` (0-based) as (len(samples), h, w): ``fill``
+        outside the image, ``sparse`` (None: ``fill``) in blocks the file does not hold."""
+        if sparse is None:
+            sparse = fill
         height, width = target.shape
         shape = (len(samples), height, width)
         nbytes = shape[0] * height * width * ifd.dtype.itemsize
@@ -308,7 +312,7 @@ class BlockReader:
 
         def work(ref: BlockRef, block: npt.NDArray[Any] | None) -> None:
             if block is None:
-                target.fill(out, fill, ref, ifd, samples)
+                target.fill(out, sparse, ref, ifd, samples)
             else:
                 target.paste(out, block, ref, ifd, samples)
 
@@ -442,8 +446,9 @@ class LevelReader:
         self.nodata = nodata
 
     def fill(self, fill_value: float | int | None) -> Any:
-        """The value pixels outside the image (or in sparse blocks) get: ``fill_value``, else
-        nodata, else 0; 0 where the dtype cannot hold it."""
+        """The value pixels outside the image get: ``fill_value``, else nodata, else 0; 0
+        where the dtype cannot hold it. ``fill(None)`` is what sparse blocks hold (GDAL's
+        rule: nodata, else 0, whatever a read's ``fill_value``)."""
         value = self.nodata if fill_value is None else fill_value
         if value is None:
             return 0
@@ -465,4 +470,6 @@ class LevelReader:
         *,
         ifd: ImageIFD | None = None,
     ) -> npt.NDArray[Any]:
-        return await self.reader.read(ifd or self.ifd, target, samples, fill, budgets)
+        return await self.reader.read(
+            ifd or self.ifd, target, samples, fill, budgets, sparse=self.fill(None)
+        )
