@@ -338,8 +338,8 @@ def test_cli_read_resampling(upstream: Upstream, tmp_path: Path) -> None:
 
 
 def test_mode_of_a_footprint_without_valid_pixels() -> None:
-    """Float data (GDAL's "first seen" tie rule) whose last footprint is all nodata: the
-    output there is nodata and invalid (this once raised IndexError on the sample DEM)."""
+    """Float data whose last footprint is all nodata: the output there is nodata and invalid
+    (this once raised IndexError on the sample DEM)."""
     from cloudroi.read.resample import resample
     from cloudroi.read.resample_plan import plan_resample
 
@@ -387,3 +387,22 @@ async def test_a_nan_reaches_only_the_outputs_that_take_it(
                 np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=what)
                 # the values: a float32 ulp apart at most (the order of GDAL's sums)
                 np.testing.assert_allclose(got, want, rtol=3e-7, equal_nan=True, err_msg=what)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint16", "int32", "uint64", "float32", "float64"])
+async def test_mode_ties_go_where_gdals_do(dtype: str, tmp_path: Path) -> None:
+    """Noisy data (12 values) at non-integer factors, where most footprints hold ties: GDAL
+    3.10 keeps the value that reaches the top count first, for every data type (the 8-bit
+    rule; other types once took the value seen first, 650-1,300 of 6,700 pixels off)."""
+    rng = np.random.default_rng(3)
+    path = tmp_path / f"{dtype}.tif"
+    with quiet(), rasterio.open(
+        path, "w", driver="GTiff", width=301, height=203, count=1, dtype=dtype,
+        tiled=True, blockxsize=64, blockysize=64,
+    ) as ds:  # fmt: skip
+        ds.write(rng.integers(0, 12, (1, 203, 301)).astype(dtype))
+    window = (0, 0, 301, 203)
+    async with cloudroi.open(str(path)) as img:
+        for shape in ((67, 100), (50, 75), (13, 29)):
+            got = await img.read(window, out_shape=shape, resampling="mode")
+            np.testing.assert_array_equal(got, rio(path, window, shape, "mode"), str(shape))
