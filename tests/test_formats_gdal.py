@@ -514,6 +514,15 @@ MASK_SPECS = [
         mask="internal",
         options=_opts(("COMPRESS", "DEFLATE")),
     ),
+    # the mask's unwritten blocks are 0 (invalid), not the data's nodata
+    GdalSpec(
+        "sparse-internal-mask-nodata",
+        dtype="int16",
+        sparse=True,
+        nodata=-5,
+        mask="internal",
+        options=_opts(("COMPRESS", "DEFLATE")),
+    ),
 ]
 
 

@@ -470,6 +470,8 @@ class LevelReader:
         *,
         ifd: ImageIFD | None = None,
     ) -> npt.NDArray[Any]:
-        return await self.reader.read(
-            ifd or self.ifd, target, samples, fill, budgets, sparse=self.fill(None)
-        )
+        if ifd is None or ifd is self.ifd:  # the data: a sparse block holds nodata, else 0
+            return await self.reader.read(
+                self.ifd, target, samples, fill, budgets, sparse=self.fill(None)
+            )
+        return await self.reader.read(ifd, target, samples, fill, budgets)  # a mask: fill
