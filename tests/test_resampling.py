@@ -353,17 +353,21 @@ def test_mode_of_a_footprint_without_valid_pixels() -> None:
 
 
 @pytest.mark.parametrize("nodata", [float("nan"), -9999.0, None], ids=["nan", "-9999", "none"])
-async def test_a_nan_reaches_only_the_outputs_that_take_it(
+async def test_nan_and_inf_reach_only_the_outputs_that_take_them(
     nodata: float | None, tmp_path: Path
 ) -> None:
-    """Float pixels that are NaN (as nodata, beside another nodata, or with none): GDAL's
-    loops carry a NaN only into the outputs that take it as a tap (a masked one too, unless
-    its row has no valid tap), and its average skips masked pixels. A weight matrix product
-    once spread a single NaN over every output (NaN x 0 is NaN)."""
+    """Float pixels that are NaN or infinite (NaN as nodata, beside another nodata, or with
+    none): GDAL's loops carry them only into the outputs that take them as taps (masked ones
+    too, unless a row has no valid tap; an infinity times 0 is NaN, and GDAL's masked
+    convolutions store an infinity as the largest float), its average skips masked pixels,
+    and its mode counts NaNs as one value. A weight matrix product once spread a single NaN
+    or infinity over every output (NaN x 0 is NaN)."""
     rng = np.random.default_rng(7)
     a = (rng.random((2, 64, 64)) * 1000).astype(np.float32)
     a[0, 0, 0] = a[0, 10, 17] = a[1, 50, 3] = np.nan
     a[:, 30:33, 40:42] = np.nan  # a cluster: some rows have no valid tap at all
+    a[0, 5, 50] = a[1, 20, 20] = np.inf  # infinities: inf x 0 is NaN too; +inf -inf NaN
+    a[0, 6, 52] = a[1, 60, 60] = -np.inf
     path = tmp_path / "nan.tif"
     with quiet(), rasterio.open(
         path, "w", driver="GTiff", width=64, height=64, count=2, dtype="float32",
@@ -372,17 +376,21 @@ async def test_a_nan_reaches_only_the_outputs_that_take_it(
         ds.write(a)
     window = (0, 0, 64, 64)
     async with cloudroi.open(str(path)) as img:
-        for kind in ("bilinear", "cubic", "average"):
-            # average when upsampling: values at a float32 ulp on more pixels (README)
-            shapes = [(16, 16), (21, 13)] + ([(100, 90)] if kind != "average" else [])
+        for kind in ("bilinear", "cubic", "average", "mode"):
+            # average when upsampling: values at a float32 ulp on more pixels (README); mode
+            # of a footprint without a valid pixel: GDAL writes 0 for a NaN nodata (README)
+            shapes = [(16, 16), (21, 13)] + ([(100, 90)] if kind in ("bilinear", "cubic") else [])
             for shape in shapes:
                 got = await img.read(window, out_shape=shape, resampling=kind)
                 want = rio(path, window, shape, kind)
                 nans = int(np.isnan(want).sum())
-                if kind == "average" and nodata is not None and np.isnan(nodata):
+                nan_nodata = nodata is not None and np.isnan(nodata)
+                if kind == "mode" and nan_nodata:
                     assert nans == 0, (kind, shape)  # masked pixels are skipped
-                else:
+                elif kind != "mode" and not (kind == "average" and nan_nodata):
                     assert 0 < nans < want.size // 4, (kind, shape, nans)
+                    huge = np.abs(np.nan_to_num(want, nan=0.0)) >= np.finfo(np.float32).max
+                    assert huge.any(), (kind, shape)  # an infinity, or the largest float
                 what = f"{kind} {shape}"
                 np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=what)
                 # the values: a float32 ulp apart at most (the order of GDAL's sums)

@@ -20,7 +20,8 @@ nodata value (0 without one) and is invalid. Validity is per band, as GDAL's ban
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -68,11 +69,17 @@ class _Band:
     """The taps of one axis as dense weight blocks: outputs ``[g0, g1)`` take source
     ``[lo, hi)`` (relative to ``origin``) times ``dense`` (hi - lo, g1 - g0)."""
 
-    def __init__(self, axis: AxisPlan, origin: int, taps: bool = False) -> None:
+    def __init__(self, axis: AxisPlan, origin: int, taps: str | None = None) -> None:
         idx = axis.index - origin
-        weight = axis.real.astype(np.float64) if taps else axis.weight
+        weight = axis.weight
+        dtype: type = np.float64
+        if taps is not None:  # 1 for each tap of this kind, else 0: counts, exact in float32
+            kinds = {"all": True, "pos": weight > 0, "neg": weight < 0, "zero": weight == 0}
+            weight = (axis.real & kinds[taps]).astype(np.float64)
+            dtype = np.float32
         n = idx.shape[0]
         self.n = n
+        self.dtype = dtype
         self.blocks: list[tuple[int, int, int, int, FloatArray]] = []
         for g0 in range(0, n, _GROUP):
             g1 = min(n, g0 + _GROUP)
@@ -81,42 +88,115 @@ class _Band:
             dense = np.zeros((hi - lo, g1 - g0))
             cols = np.broadcast_to(np.arange(g1 - g0)[:, None], part.shape)
             np.add.at(dense, (part - lo, cols), weight[g0:g1])
-            self.blocks.append((g0, g1, lo, hi, dense))
+            self.blocks.append((g0, g1, lo, hi, dense.astype(dtype, copy=False)))
 
     def last(self, arr: Any) -> FloatArray:
         """``arr`` (..., L) -> (..., n): the weighted sum over the taps along the last axis."""
-        out = np.empty((*arr.shape[:-1], self.n))
+        out = np.empty((*arr.shape[:-1], self.n), self.dtype)
         for g0, g1, lo, hi, dense in self.blocks:
-            out[..., g0:g1] = np.asarray(arr[..., lo:hi], dtype=np.float64) @ dense
+            out[..., g0:g1] = np.asarray(arr[..., lo:hi], dtype=self.dtype) @ dense
         return out
 
     def rows(self, arr: Any) -> FloatArray:
         """``arr`` (..., L, w) -> (..., n, w): the same along the second-last axis."""
-        out = np.empty((*arr.shape[:-2], self.n, arr.shape[-1]))
+        out = np.empty((*arr.shape[:-2], self.n, arr.shape[-1]), self.dtype)
         for g0, g1, lo, hi, dense in self.blocks:
-            out[..., g0:g1, :] = dense.T @ np.asarray(arr[..., lo:hi, :], dtype=np.float64)
+            out[..., g0:g1, :] = dense.T @ np.asarray(arr[..., lo:hi, :], dtype=self.dtype)
         return out
 
 
-def _nan_free(block: Any) -> tuple[Any, BoolArray | None]:
-    """``block`` with NaN read as 0, and where its NaNs were (None: none). A matrix product
-    would spread a NaN to every output of its weight block (NaN x 0 is NaN); GDAL's loops
-    spread it only to the outputs that take it as a tap."""
+def _tap_sets(axis: AxisPlan, origin: int) -> Callable[[str], _Band]:
+    """The tap indicators of one axis by kind, built once each on first use."""
+
+    @functools.cache
+    def get(kind: str) -> _Band:
+        return _Band(axis, origin, kind)
+
+    return get
+
+
+@dataclass
+class _Odd:
+    """Where values are not finite: NaN, +inf and -inf (boolean arrays of one shape; None:
+    nowhere, the common case of NaN without infinities)."""
+
+    nan: BoolArray
+    pos: BoolArray | None = None
+    neg: BoolArray | None = None
+
+    def gated(self, keep: Any) -> _Odd:
+        def gate(a: BoolArray | None) -> BoolArray | None:
+            return None if a is None else a & keep
+
+        return _Odd(self.nan & keep, gate(self.pos), gate(self.neg))
+
+    def place(self, out: FloatArray) -> None:
+        """Write them into ``out`` (NaN wins over an infinity)."""
+        if self.pos is not None:
+            out[self.pos] = np.inf
+        if self.neg is not None:
+            out[self.neg] = -np.inf
+        out[self.nan] = np.nan
+
+
+def _finite(block: Any) -> tuple[Any, _Odd | None]:
+    """``block`` with NaN and infinities read as 0, and where they were (None: all finite).
+    A matrix product would spread one to every output of its weight block (inf or NaN times
+    0 is NaN); GDAL's loops carry it only into the outputs that take it as a tap."""
     if block.dtype.kind not in "fc" or block.size == 0:
         return block, None
-    if block.dtype.kind == "f" and not np.isnan(block.min()):  # min propagates NaN: no mask
+    if block.dtype.kind == "f" and np.isfinite(block.min()) and np.isfinite(block.max()):
+        return block, None  # no mask arrays for finite data
+    bad = ~np.isfinite(block)
+    if not bad.any():
         return block, None
     nan = np.isnan(block)
-    if not nan.any():
-        return block, None
-    return np.where(nan, 0, block), nan
+    odd = _Odd(nan)
+    if block.dtype.kind == "f":
+        inf = bad & ~nan
+        if inf.any():
+            odd.pos = inf & (block > 0)
+            odd.neg = inf & (block < 0)
+    clean = block.copy()
+    clean[bad] = 0
+    return clean, odd
 
 
-def _spread(nan: BoolArray, cols: _Band, rows: _Band) -> BoolArray:
-    """The outputs (bands, n, m) that take a tap (any weight, 0 included) on a NaN of ``nan``
-    (bands, h, w), as GDAL's separable passes carry a NaN: ``cols`` and ``rows`` hold the
-    taps (``_Band(..., taps=True)``)."""
-    return rows.rows(cols.last(nan) > 0) > 0
+def _carry(
+    odd: _Odd,
+    taps: Callable[[str], _Band],
+    last: bool,
+    valid: Any = None,
+    wsum: FloatArray | None = None,
+) -> _Odd:
+    """Where one separable pass (along the last axis, else the second-last) makes NaN or an
+    infinity, as GDAL's sum of value x weight x mask does: a NaN, or an infinity times 0 (a
+    tap of weight 0, or masked: ``valid`` False), gives NaN; an infinity times a weight gives
+    an infinity of their sign, and two of opposite signs NaN. ``taps(kind)``: the pass's tap
+    indicators ("all", "pos", "neg", "zero" weights); ``wsum``: the weights the pass divides
+    by (a negative one flips signs)."""
+
+    def hit(kind: str, flags: BoolArray) -> BoolArray:
+        band = taps(kind)
+        return (band.last(flags) if last else band.rows(flags)) > 0
+
+    if odd.pos is None and odd.neg is None:
+        return _Odd(hit("all", odd.nan))
+    pos = odd.pos if odd.pos is not None else np.zeros_like(odd.nan)
+    neg = odd.neg if odd.neg is not None else np.zeros_like(odd.nan)
+    dead = odd.nan
+    if valid is not None:
+        dead = dead | ((pos | neg) & ~valid)
+        pos, neg = pos & valid, neg & valid
+    nan = hit("all", dead) | hit("zero", pos | neg)
+    up = hit("pos", pos) | hit("neg", neg)
+    down = hit("pos", neg) | hit("neg", pos)
+    if wsum is not None:
+        flip = wsum < 0
+        if flip.any():
+            up, down = np.where(flip, down, up), np.where(flip, up, down)
+    both = up & down
+    return _Odd(nan | both, up & ~both, down & ~both)
 
 
 def _runs_ok(valid: Any, axis: AxisPlan, origin: int, last: bool) -> BoolArray:
@@ -144,18 +224,16 @@ def _convolve(
     ok = None if valid is None else np.zeros(plan.shape, bool)
     negative = plan.kind == "cubic"
     cols = _Band(plan.cols, win.col_off)
-    col_taps = functools.cache(lambda: _Band(plan.cols, win.col_off, taps=True))
+    col_taps = _tap_sets(plan.cols, win.col_off)
     for sl, row_axis in _strips(plan, src.shape[0]):
         lo, hi = row_axis.start - win.row_off, row_axis.stop - win.row_off
         rows = _Band(row_axis, row_axis.start)
-        block, nan = _nan_free(src[:, lo:hi])
-        if nan is not None:
-            row_taps = _Band(row_axis, row_axis.start, taps=True)
+        block, odd = _finite(src[:, lo:hi])
+        row_taps = _tap_sets(row_axis, row_axis.start)
         if valid is None:
             out[:, sl] = rows.rows(cols.last(block))
-            if nan is not None:
-                # a NaN reaches every output that takes it as a tap
-                out[:, sl][_spread(nan, col_taps(), row_taps)] = np.nan
+            if odd is not None:
+                _carry(_carry(odd, col_taps, True), row_taps, False).place(out[:, sl])
             continue
         assert ok is not None
         v = valid[lo:hi]
@@ -178,12 +256,12 @@ def _convolve(
         out[:, sl] = np.divide(
             rows.rows(h * hvalid), wsum2, out=np.zeros((src.shape[0], *wsum2.shape)), where=vok
         )
-        if nan is not None:
-            # GDAL multiplies a masked tap by its weight times 0, so a NaN reaches a row's
-            # result masked or not, unless the row has no valid tap (then it holds 0); the
-            # rows' pass carries it on the same way
-            hnan = (col_taps().last(nan) > 0) & hvalid
-            out[:, sl][row_taps.rows(hnan) > 0] = np.nan
+        if odd is not None:
+            # GDAL multiplies a masked tap by its weight times 0: a NaN or an infinity reaches
+            # a row's result masked or not, unless the row has no valid tap (it holds 0); the
+            # rows' pass carries them on over the valid rows
+            hodd = _carry(odd, col_taps, True, v, wsum).gated(hvalid)
+            _carry(hodd, row_taps, False, None, wsum2).place(out[:, sl])
         ok[sl] = vok
     return out, ok
 
@@ -198,13 +276,13 @@ def _average(
     ok = None if valid is None else np.zeros(plan.shape, bool)
     cols = _Band(plan.cols, win.col_off)
     col_sum = plan.cols.weight.sum(axis=1)
-    col_taps = functools.cache(lambda: _Band(plan.cols, win.col_off, taps=True))
+    col_taps = _tap_sets(plan.cols, win.col_off)
     for sl, row_axis in _strips(plan, src.shape[0]):
         lo, hi = row_axis.start - win.row_off, row_axis.stop - win.row_off
         rows = _Band(row_axis, row_axis.start)
-        block, nan = _nan_free(src[:, lo:hi])
-        if nan is not None and valid is not None:
-            nan &= valid[lo:hi]  # GDAL's average skips a masked pixel, NaN or not
+        block, odd = _finite(src[:, lo:hi])
+        if odd is not None and valid is not None:
+            odd = odd.gated(valid[lo:hi])  # GDAL's average skips a masked pixel, whatever it is
         if valid is None:
             num = rows.rows(cols.last(block))
             den = np.outer(row_axis.weight.sum(axis=1), col_sum)
@@ -214,9 +292,9 @@ def _average(
             den = rows.rows(cols.last(v))
         good = den > 0
         out[:, sl] = np.divide(num, den, out=np.zeros_like(num), where=good)
-        if nan is not None and nan.any():
-            row_taps = _Band(row_axis, row_axis.start, taps=True)
-            out[:, sl][_spread(nan, col_taps(), row_taps)] = np.nan
+        if odd is not None:
+            row_taps = _tap_sets(row_axis, row_axis.start)
+            _carry(_carry(odd, col_taps, True), row_taps, False).place(out[:, sl])
         if ok is not None:
             ok[sl] = good
     return out, ok
@@ -240,6 +318,8 @@ def _mode_of(values: Any, real: Any) -> tuple[Any, Any]:
     pos = np.arange(m)
     new = np.ones((p, m), bool)
     new[:, 1:] = sv[:, 1:] != sv[:, :-1]
+    if sv.dtype.kind == "f":  # NaNs count as one value (GDAL's), sorted together last
+        new[:, 1:] &= ~(np.isnan(sv[:, 1:]) & np.isnan(sv[:, :-1]))
     # The sort is stable, so the c-th entry of a run of equal values is its c-th occurrence
     # in footprint order (invalid entries sort last and are left out).
     occ = pos - np.maximum.accumulate(np.where(new, pos, 0), axis=1) + 1
@@ -321,6 +401,10 @@ def _one(
         return out.astype(src.dtype, copy=False), outs[0][1] if outs else None
     kernel = _average if plan.kind == "average" else _convolve
     values, ok = kernel(src, valid, plan)
+    if ok is not None and kernel is _convolve and src.dtype.kind == "f":
+        # GDAL's masked convolutions store an infinity as the type's largest finite value
+        top = float(np.finfo(src.dtype).max)
+        np.clip(values, -top, top, out=values)
     out = store(values, src.dtype, plan.kind != "average")
     if nodata is not None and _usable(nodata, src.dtype):
         hit = out == nodata if ok is None else (out == nodata) & ok
