@@ -82,13 +82,14 @@ def test_region_matches_gdalwarp_ovr_auto(
 
 
 @pytest.mark.parametrize("nodata", [float("nan"), -9999.0, None], ids=["nan", "-9999", "none"])
-def test_nan_pixels_reach_what_gdal_reaches(nodata: float | None, tmp_path: Path) -> None:
-    """float32 NaN pixels (isolated and a 6 x 7 cluster) warped to Web Mercator at four
-    resolutions with every kernel, against ``reproject``: NaN where GDAL has NaN and nowhere
-    else, other values bit for bit. NaN as nodata is skipped; a valid NaN reaches each output
-    that takes it as a tap (weight 0 included) and no other: it once spread through products
-    by a weight of 0, a summed-area table's running totals, and stand-ins for taps outside
-    the window."""
+def test_nan_and_inf_pixels_reach_what_gdal_reaches(nodata: float | None, tmp_path: Path) -> None:
+    """float32 NaN pixels (isolated and a 6 x 7 cluster) and infinities warped to Web
+    Mercator at four resolutions with every kernel, against ``reproject``: NaN where GDAL has
+    NaN and nowhere else, other values (infinities included) bit for bit. NaN as nodata is
+    skipped; a valid NaN reaches each output that takes it as a tap (weight 0 included) and
+    no other: it once spread through products by a weight of 0, a summed-area table's running
+    totals, and stand-ins for taps outside the window. GDAL's cubic (a polynomial of tap
+    differences) and average (a compensated sum) turn an infinity into NaN."""
     import numpy as np
     from affine import Affine
     from rasterio.warp import transform_bounds
@@ -100,6 +101,8 @@ def test_nan_pixels_reach_what_gdal_reaches(nodata: float | None, tmp_path: Path
     for r, c in ((20, 30), (64, 200), (128, 128), (190, 45), (230, 230), (100, 10), (0, 255)):
         base[r, c] = np.nan
     base[150:156, 160:167] = np.nan
+    base[40, 100] = base[200, 180] = np.inf  # infinities: times 0, or beside a later term, NaN
+    base[41, 102] = base[90, 240] = -np.inf
     crs, transform = "EPSG:32633", Affine(30.0, 0.0, 500000.0, 0.0, -30.0, 5000000.0)
     path = tmp_path / "nan.tif"
     with quiet():

@@ -133,6 +133,10 @@ class _Boxes:
         wsum = np.zeros(idx.size)
         wx_first, wx_last = self.wx[0][idx], self.wx[1][idx]
         wy_first, wy_last = self.wy[0][idx], self.wy[1][idx]
+        # GDAL sums with compensation: a NaN makes the average NaN, and so does an infinity
+        # with any term after it (inf - inf); one summed last stays an infinity
+        odd = np.zeros((canvas.bands, idx.size), np.bool_) if canvas.nonfinite else None
+        seen = np.zeros_like(odd) if odd is not None else None
         for j in range(h):
             wy = wy_first if j == 0 else (wy_last if j == h - 1 else 1.0)
             f = taps.row(j)
@@ -144,6 +148,12 @@ class _Boxes:
                     wt = np.where(canvas.valid[f[i]], wt, 0.0)
                 acc += v[:, i] * wt
                 wsum += wt
+                if odd is not None and seen is not None:
+                    live = wt != 0
+                    odd |= (seen | np.isnan(v[:, i])) & live
+                    seen |= np.isinf(v[:, i]) & live
+        if odd is not None:
+            acc[odd] = np.nan
         self.acc[:, idx] = acc
         self.wsum[idx] = wsum
 
@@ -154,6 +164,7 @@ class _Boxes:
         cols = _pieces(self.c0[idx], self.c1[idx], *(w[idx] for w in self.wx))
         acc = np.zeros((self.canvas.bands, idx.size))
         wsum = np.zeros(idx.size)
+        odd = np.zeros((self.canvas.bands, idx.size), np.int64)
         for ra, rb, rw in rows:
             for ca, cb, cw in cols:
                 w = rw * cw
@@ -161,11 +172,21 @@ class _Boxes:
                     (np.minimum(ca, sw.width), np.minimum(cb, sw.width)),
                     (np.maximum(ca - sw.width, 0), np.maximum(cb - sw.width, 0)),
                 ):
-                    s, n = sat.rect(
-                        ra + sw.row_off, rb + sw.row_off, a + sw.col_off, b + sw.col_off
-                    )
+                    box = (ra + sw.row_off, rb + sw.row_off, a + sw.col_off, b + sw.col_off)
+                    s, n = sat.rect(*box)
                     acc += s * w
                     wsum += n * w
+                    if sat.nans is not None:
+                        odd += sat.odd(*box)
+        if sat.nans is not None and odd.any():
+            # as ``direct``: NaN, unless the one odd value is an infinity summed last (the
+            # box's last pixel, in GDAL's row by row order)
+            last_r = self.r1[idx] - 1 + sw.row_off
+            last_c = (self.c1[idx] - 1) % sw.width + sw.col_off
+            tail, _ = self.canvas.take(last_r, last_c)
+            alone = (odd == 1) & np.isinf(tail)
+            acc = np.where(odd > 0, np.nan, acc)
+            acc = np.where(alone, tail, acc)
         self.acc[:, idx] = acc
         self.wsum[idx] = wsum
 

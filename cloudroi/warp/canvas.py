@@ -77,9 +77,11 @@ def _check_blocks(blocks: Sequence[SourceBlock], size: tuple[int, int]) -> tuple
     return int(bands), dtype
 
 
-def _has_nan(a: npt.NDArray[Any]) -> bool:
-    """Whether float data holds a NaN (numpy's min propagates it: one pass, no mask array)."""
-    return a.dtype.kind == "f" and a.size > 0 and bool(np.isnan(a.min()))
+def _nonfinite(a: npt.NDArray[Any]) -> bool:
+    """Whether float data holds a NaN or an infinity (min and max: no mask array)."""
+    if a.dtype.kind != "f" or a.size == 0:
+        return False
+    return not (np.isfinite(a.min()) and np.isfinite(a.max()))
 
 
 class Canvas:
@@ -115,13 +117,13 @@ class Canvas:
         if nodata is not None:
             nd = np.isnan(canvas) if math.isnan(nodata) else canvas == nodata
             valid &= ~nd.all(axis=0)
-        #: NaN among the values (float data): the kernels then keep a NaN out of sums it is
-        #: not a tap of (a product by a weight of 0 is still NaN)
-        self.has_nan = _has_nan(canvas)
-        if self.has_nan and self.masked:
+        #: NaN or an infinity among the values (float data): the kernels then keep them out
+        #: of sums they are not taps of (a product by a weight of 0 is NaN)
+        self.nonfinite = _nonfinite(canvas)
+        if self.nonfinite and self.masked:
             # GDAL's warper skips invalid pixels: their values must not reach any sum
             canvas[:, ~valid] = 0
-            self.has_nan = _has_nan(canvas)
+            self.nonfinite = _nonfinite(canvas)
         self.data = canvas.reshape(self.bands, -1)
         self.present: BoolArray | None = None if present.all() else present.ravel()
         self._present_sat: npt.NDArray[np.int32] | None = None
@@ -238,11 +240,10 @@ class SummedArea:
         valid = np.ones(hc * wc, np.bool_) if canvas.valid is None else canvas.valid
         kind = np.int64 if np.issubdtype(canvas.dtype, np.integer) else np.float64
         vals = np.where(valid, canvas.data, 0).astype(kind).reshape(canvas.bands, hc, wc)
-        #: per band, an integral image of valid NaNs (None: none): a sum over a rectangle
-        #: holding one is NaN, as GDAL's pixel by pixel sum is, and no other is
+        #: per band, an integral image of valid NaNs and infinities (None: none)
         self.nans: npt.NDArray[np.int64] | None = None
-        if canvas.has_nan:
-            nan = np.isnan(vals)
+        if canvas.nonfinite:
+            nan = ~np.isfinite(vals)
             vals[nan] = 0
             self.nans = np.zeros((canvas.bands, hc + 1, wc + 1), np.int64)
             self.nans[:, 1:, 1:] = nan.cumsum(1, dtype=np.int64).cumsum(2)
@@ -264,8 +265,17 @@ class SummedArea:
         d = np.where(empty, 0, cm[np.where(empty, 0, c1 - 1)] + 1)
         s = self.sums[:, b, d] - self.sums[:, a, d] - self.sums[:, b, c] + self.sums[:, a, c]
         n = self.count[b, d] - self.count[a, d] - self.count[b, c] + self.count[a, c]
-        out = s.astype(np.float64)
-        if self.nans is not None:
-            t = self.nans
-            out[(t[:, b, d] - t[:, a, d] - t[:, b, c] + t[:, a, c]) > 0] = np.nan
-        return out, n.astype(np.float64)
+        return s.astype(np.float64), n.astype(np.float64)
+
+    def odd(self, r0: IntArray, r1: IntArray, c0: IntArray, c1: IntArray) -> IntArray:
+        """How many NaNs and infinities ``(bands, n)`` the rectangles hold (as ``rect``)."""
+        t = self.nans
+        if t is None:
+            return np.zeros((self.canvas.bands, r0.size), np.int64)
+        empty = (r1 <= r0) | (c1 <= c0)
+        rm, cm = self.canvas.row_map, self.canvas.col_map
+        a = np.where(empty, 0, rm[np.where(empty, 0, r0)])
+        b = np.where(empty, 0, rm[np.where(empty, 0, r1 - 1)] + 1)
+        c = np.where(empty, 0, cm[np.where(empty, 0, c0)])
+        d = np.where(empty, 0, cm[np.where(empty, 0, c1 - 1)] + 1)
+        return np.asarray(t[:, b, d] - t[:, a, d] - t[:, b, c] + t[:, a, c])

@@ -10,6 +10,7 @@ destination mask is where GDAL's destination alpha would be 255.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,8 +137,11 @@ def execute(
     fill = 0 if nodata is None else nodata
     data = np.full((canvas.bands, plan.dst.height, plan.dst.width), fill, dtype=dtype)
     mask = np.zeros((plan.dst.height, plan.dst.width), np.bool_)
+    # infinities in the source make NaN (inf - inf, inf x 0) on purpose, as in GDAL
+    quiet = np.errstate(invalid="ignore", over="ignore") if canvas.nonfinite else nullcontext()
     for chunk in plan.chunks:
-        values, good, idx = _warp_chunk(canvas, chunk, plan.resampling)
+        with quiet:
+            values, good, idx = _warp_chunk(canvas, chunk, plan.resampling)
         win = chunk.dst
         if values.dtype != dtype or nodata is not None:
             values = store(values, dtype, nodata)

@@ -150,7 +150,7 @@ def _weighted_bilinear(
         wx = rx if dx == 0 else 1.0 - rx
         wy = ry if dy == 0 else 1.0 - ry
         w = np.where(use & ok, wx * wy, 0.0)
-        if canvas.has_nan:  # a pixel outside the window is no tap (its clipped stand-in is)
+        if canvas.nonfinite:  # a pixel outside the window is no tap (its clipped stand-in is)
             acc += np.where(use, v * w, 0.0)
         else:
             acc += v * w
@@ -192,6 +192,11 @@ def _cubic_interior(
     tmp = np.empty_like(acc)
     valid = canvas.valid if canvas.masked else None
     all_valid = None if valid is None else np.ones(x.size, np.bool_)
+    # Without masks GDAL evaluates the cubic as a polynomial of differences of the taps: one
+    # NaN or infinity among a pixel's 16 makes it NaN (inf - inf), whatever its weight
+    odd = None
+    if canvas.nonfinite and not canvas.masked:
+        odd = np.zeros((canvas.bands, x.size), np.bool_)
     for ty in range(4):
         f = t.row(ty)
         v = np.take(canvas.data, f, axis=1)
@@ -201,8 +206,12 @@ def _cubic_interior(
             row += tmp
         row *= wy[ty]
         acc += row
+        if odd is not None:
+            odd |= ~np.isfinite(v).all(axis=1)
         if all_valid is not None and valid is not None:
             all_valid &= valid[f].all(axis=0)
+    if odd is not None:
+        acc[odd] = np.nan
     return acc, all_valid
 
 
@@ -271,7 +280,7 @@ def scaled(
     wsum = np.zeros(x.size)
     row = np.empty_like(acc)
     tmp = np.empty_like(acc)
-    nan = canvas.has_nan
+    nan = canvas.nonfinite
     for j in range(cy.shape[0]):
         # GDAL takes a tap of weight 0 too (a NaN there gives NaN), but no tap outside
         if not wy[j].any() and not (nan and (in_y is None or in_y[j].any())):
