@@ -137,10 +137,9 @@ def execute(
     fill = 0 if nodata is None else nodata
     data = np.full((canvas.bands, plan.dst.height, plan.dst.width), fill, dtype=dtype)
     mask = np.zeros((plan.dst.height, plan.dst.width), np.bool_)
-    # infinities in the source make NaN (inf - inf, inf x 0) on purpose, as in GDAL
-    quiet = np.errstate(invalid="ignore", over="ignore") if canvas.nonfinite else nullcontext()
     for chunk in plan.chunks:
-        with quiet:
+        # infinities in the source make NaN (inf - inf, inf x 0) on purpose, as in GDAL
+        with np.errstate(invalid="ignore", over="ignore") if canvas.nonfinite else nullcontext():
             values, good, idx = _warp_chunk(canvas, chunk, plan.resampling)
         win = chunk.dst
         if values.dtype != dtype or nodata is not None:
