@@ -315,8 +315,9 @@ def render(
 
     uint8 data is shown as it is unless ``rescale`` is given; other dtypes map ``rescale`` =
     (min, max) onto 0..255 (or one (min, max) per band), or without it the valid pixels' own
-    range. With a ``mask`` and ``alpha`` an alpha channel is added; without ``alpha`` invalid
-    pixels are black. A ``colormap`` (1 band only) gives RGB(A): see ``_render_colormap``.
+    range, truncating as TiTiler does (``_index8``). With a ``mask`` and ``alpha`` an alpha
+    channel is added; without ``alpha`` invalid pixels are black. A ``colormap`` (1 band
+    only) gives RGB(A): see ``_render_colormap``.
     """
     if data.ndim != 3 or data.shape[0] not in (1, 3):
         raise ValueError(f"render takes 1 or 3 bands shaped (bands, h, w), got {data.shape}")
@@ -332,20 +333,9 @@ def render(
     else:
         ranges = _ranges(data, mask, rescale, nodata)
         used = ranges[0] if len(set(ranges)) == 1 else None
-        spans = [r[1] - r[0] or 1.0 for r in ranges]
-        # float32 is exact enough for 256 output levels (float64 for a span float32 cannot
-        # hold: -max..max); strips keep the copy small.
-        wide = max(spans) > float(np.finfo(np.float32).max)
-        work: np.dtype[Any] = np.dtype(np.float64 if wide else np.float32)
-        lo: npt.NDArray[Any] = np.array([r[0] for r in ranges], work).reshape(bands, 1, 1)
-        factor: npt.NDArray[Any] = 255.0 / np.array(spans, work).reshape(bands, 1, 1)
         for r0 in range(0, height, RENDER_ROWS):
-            with np.errstate(over="ignore", invalid="ignore"):  # values near float32's limits
-                scaled = (data[:, r0 : r0 + RENDER_ROWS].astype(work) - lo) * factor
-            np.nan_to_num(scaled, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
-            np.rint(scaled, out=scaled)
-            np.clip(scaled, 0, 255, out=scaled)
-            out[r0 : r0 + RENDER_ROWS, :, :bands] = np.moveaxis(scaled, 0, -1)
+            for b, (lo, hi) in enumerate(ranges):
+                out[r0 : r0 + RENDER_ROWS, :, b] = _index8(data[b, r0 : r0 + RENDER_ROWS], lo, hi)
     if mask is not None:
         if with_alpha:
             out[:, :, bands] = mask
@@ -355,13 +345,18 @@ def render(
 
 
 def _index8(values: npt.NDArray[Any], lo: float, hi: float) -> npt.NDArray[np.uint8]:
-    """Values mapped from (lo, hi) onto 0..255 and truncated: a colormap's row, computed in
-    float64 as TiTiler's rescale does, so colormapped renderings match its pixels."""
-    x = np.clip(values, lo, hi, dtype=np.float64)
-    x -= lo
-    x /= np.float64(hi - lo or 1.0)
-    x *= 255.0
-    np.nan_to_num(x, copy=False, nan=0.0)
+    """Values mapped from (lo, hi) onto 0..255 as TiTiler's rescale maps them, so renderings
+    (grey, RGB and colormapped) match its pixels: in float64, stored back into the band's own
+    float type (float16/32 round there), then truncated."""
+    with np.errstate(over="ignore", invalid="ignore"):  # values near their type's limits
+        x = np.clip(values, lo, hi, dtype=np.float64)
+        x -= lo
+        x /= np.float64(hi - lo or 1.0)
+        x *= 255.0
+        if values.dtype.kind == "f" and values.dtype.itemsize < 8:
+            x = x.astype(values.dtype).astype(np.float64)
+    np.nan_to_num(x, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+    np.clip(x, 0.0, 255.0, out=x)
     index: npt.NDArray[np.uint8] = x.astype(np.uint8)
     return index
 

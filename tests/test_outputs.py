@@ -134,11 +134,11 @@ def test_render_rescales_other_dtypes() -> None:
     data = np.array([[[0.0, 500.0, 1000.0, 2000.0, np.nan, -9999.0]]], dtype=np.float32)
     explicit = render(data, rescale=(0.0, 1000.0))
     assert explicit.rescale == (0.0, 1000.0)
-    assert explicit.pixels[0, :, 0].tolist() == [0, 128, 255, 255, 0, 0]
+    assert explicit.pixels[0, :, 0].tolist() == [0, 127, 255, 255, 0, 0]  # 127.5 truncated
     # Without a range: the valid values' own range (NaN and nodata left out).
     auto = render(data, nodata=-9999.0)
     assert auto.rescale == (0.0, 2000.0)
-    assert auto.pixels[0, :4, 0].tolist() == [0, 64, 128, 255]
+    assert auto.pixels[0, :4, 0].tolist() == [0, 63, 127, 255]  # as TiTiler: truncated
 
 
 def test_render_bands_rules() -> None:

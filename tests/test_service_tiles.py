@@ -501,3 +501,53 @@ async def test_the_library_tile_and_the_service_tile_are_the_same_pixels(
     assert np.array_equal(arr[:-1], tile.data)
     assert tile.mask is not None
     assert np.array_equal(arr[-1], tile.mask)
+
+
+@pytest.mark.parametrize("nodata", [float("nan"), None], ids=["nan", "none"])
+async def test_rescaled_float_tiles_with_nan_and_inf_equal_rio_tiler_renders(
+    server: RangeServer, make_client: MakeClient, tmp_path: Path, nodata: float | None
+) -> None:
+    """Grey PNG tiles of float32 data with NaN and infinities, ``rescale``d: the pixels of
+    rio-tiler's ``tile(...).rescale(...).render("PNG")``, which rescales in float64, stores the
+    result back into float32 and truncates (cloudroi once rounded: 1 DN off on thousands of
+    pixels a tile). Warping sources with infinities once failed on its second chunk (500)."""
+    from affine import Affine
+
+    rng = np.random.default_rng(5)
+    data = (rng.random((1, 512, 512)) * 2000 - 300).astype(np.float32)
+    data[0, 100:140, 200:260] = np.nan
+    data[0, 300, 300] = np.inf
+    data[0, 310, 120] = -np.inf
+    path = tmp_path / "float.tif"
+    with quiet(), rasterio.open(
+        path, "w", driver="GTiff", width=512, height=512, count=1, dtype="float32",
+        crs="EPSG:32633", transform=Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5040000.0),
+        nodata=nodata, tiled=True, blockxsize=256, blockysize=256,
+    ) as ds:  # fmt: skip
+        ds.write(data)
+    up = Upstream.publish(server, {"float.tif": path.read_bytes()}, "float-render")
+    client = await make_client(allowed_sources=(up.root,))
+    _, maxzoom = _zooms(path)
+    with quiet():
+        bounds = rasterio.warp.transform_bounds(
+            "EPSG:32633", "EPSG:4326", 500000, 5034880, 505120, 5040000
+        )
+    lon, lat = (bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2
+    for z in (maxzoom - 1, maxzoom):
+        t = TMS.tile(lon, lat, z)
+        status, _, body = await get(
+            client, f"/tiles/WebMercatorQuad/{z}/{t.x}/{t.y}@2x.png", url=up.url("float.tif"),
+            rescale="-300,1700",
+        )  # fmt: skip
+        assert status == 200, body
+        got = np.asarray(imagecodecs.png_decode(body))
+        ref = _rio_tiler(path, "tile", t.x, t.y, z, tilesize=512)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rio-tiler casts its NaNs to uint8
+            ref.rescale(in_range=((-300.0, 1700.0),))
+            want = np.asarray(imagecodecs.png_decode(ref.render(img_format="PNG")))
+        assert got.shape == want.shape == (512, 512, 2)
+        np.testing.assert_array_equal(got[:, :, 1], want[:, :, 1], err_msg=f"alpha z{z}")
+        valid = got[:, :, 1] == 255
+        assert valid.mean() > 0.2
+        np.testing.assert_array_equal(got[:, :, 0][valid], want[:, :, 0][valid], f"z{z}")

@@ -97,10 +97,11 @@ def _header(ranges: list[tuple[float, float]]) -> str:
 
 
 def _manual(values: npt.NDArray[Any], lo: float, hi: float) -> npt.NDArray[np.uint8]:
-    """``values`` mapped lo..hi -> 0..255 by hand (float32, rounded, clipped)."""
-    factor = np.float32(255.0) / np.float32(hi - lo)
-    scaled = (values.astype(np.float32) - np.float32(lo)) * factor
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    """``values`` mapped lo..hi -> 0..255 by hand, as rio-tiler's ``rescale_image`` does
+    (float64, stored back in the data's dtype, truncated)."""
+    scaled = (np.clip(values, lo, hi, dtype=np.float64) - lo) / np.float64(hi - lo) * 255
+    stored = scaled.astype(values.dtype)
+    return np.clip(np.nan_to_num(stored.astype(np.float64)), 0, 255).astype(np.uint8)
 
 
 def _file_window(path: Path, col: int, row: int, w: int, h: int) -> npt.NDArray[Any]:
