@@ -414,3 +414,26 @@ async def test_mode_ties_go_where_gdals_do(dtype: str, tmp_path: Path) -> None:
         for shape in ((67, 100), (50, 75), (13, 29)):
             got = await img.read(window, out_shape=shape, resampling="mode")
             np.testing.assert_array_equal(got, rio(path, window, shape, "mode"), str(shape))
+
+
+async def test_infinities_beside_an_internal_mask_stay_infinite(tmp_path: Path) -> None:
+    """With only a mask band (no nodata value) GDAL keeps an infinity its convolutions make;
+    with a nodata value it stores the largest float instead (the test above)."""
+    a = np.arange(400, dtype=np.float32).reshape(1, 20, 20)
+    a[0, 5, 5] = np.inf
+    a[0, 12, 3] = -np.inf
+    mask = np.full((20, 20), 255, np.uint8)
+    mask[15, 15] = 0
+    path = tmp_path / "mask-inf.tif"
+    with quiet(), rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(
+        path, "w", driver="GTiff", width=20, height=20, count=1, dtype="float32"
+    ) as ds:  # fmt: skip
+        ds.write(a)
+        ds.write_mask(mask)
+    async with cloudroi.open(str(path)) as img:
+        assert img.has_mask
+        for kind in ("bilinear", "cubic", "average"):
+            got = await img.read((0, 0, 20, 20), out_shape=(10, 10), resampling=kind)
+            want = rio(path, (0, 0, 20, 20), (10, 10), kind)
+            assert np.isinf(want).any(), kind
+            np.testing.assert_array_equal(got, want, err_msg=kind)

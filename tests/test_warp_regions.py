@@ -125,3 +125,49 @@ def test_nan_and_inf_pixels_reach_what_gdal_reaches(nodata: float | None, tmp_pa
             if nodata is None or not np.isnan(nodata):
                 assert np.isnan(ref).any(), what  # the case is there to see
             np.testing.assert_array_equal(got, ref, err_msg=what)
+
+
+def test_infinities_in_large_average_boxes_and_float64_cubic(tmp_path: Path) -> None:
+    """Average boxes over 4 pixels (the summed-area table) keep an infinity when it is the
+    last *valid* pixel GDAL sums (a nodata checkerboard), NaN otherwise; float64 cubic keeps
+    infinities (only float32's polynomial turns them into NaN). Against ``reproject``."""
+    import numpy as np
+    from affine import Affine
+    from rasterio.warp import transform_bounds
+
+    from tests.warp_data import _reproject, open_source, quiet, write_cog
+
+    yy, xx = np.mgrid[0:256, 0:256]
+    board = (100 + 0.3 * xx + 0.1 * yy).astype(np.float32)
+    board[(yy + xx) % 2 == 1] = -9999.0
+    board[5:256:23, 7:256:29] = np.where(
+        (yy[5:256:23, 7:256:29] + xx[5:256:23, 7:256:29]) % 2 == 0, np.inf, -9999.0
+    )
+    wide = (100 + 50 * np.sin(xx / 17) + 0.3 * yy).astype(np.float64)
+    wide[64, 200] = np.inf
+    wide[150, 160] = -np.inf
+    crs, transform = "EPSG:32633", Affine(30.0, 0.0, 500000.0, 0.0, -30.0, 5000000.0)
+    with quiet():
+        bounds = transform_bounds(crs, "EPSG:3857", 500000, 5000000 - 7680, 507680, 5000000)
+    for name, data, nodata, kernel, res in (
+        ("board", board, -9999.0, "average", 300.0),
+        ("wide", wide, None, "cubic", 20.0),
+    ):
+        path = tmp_path / f"{name}.tif"
+        with quiet():
+            write_cog(path, data[None].copy(), crs, transform, nodata)
+            src = open_source(path)
+        dst = W.Grid.from_resolution("EPSG:3857", bounds, res)
+        plan = W.plan_region(src.grid, src.levels, dst, kernel, block_shape=src.block, level=0)
+        mine = W.execute(plan, src.blocks(plan), src_nodata=src.nodata)
+        out = np.zeros((2, dst.height, dst.width), data.dtype)
+        with quiet():
+            _reproject(plan, src, dst, kernel, out)
+        both = mine.mask & (out[1] > 0)
+        got, ref = mine.data[0][both], out[0][both]
+        what = f"{name} {kernel} {res}"
+        assert np.isinf(ref).any(), what
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref), err_msg=what)
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(ref), err_msg=what)
+        # float64 cubic's finite values: GDAL's float64 path sums in another order (1e-13)
+        np.testing.assert_allclose(got, ref, rtol=1e-12, equal_nan=True, err_msg=what)

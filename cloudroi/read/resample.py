@@ -401,8 +401,9 @@ def _one(
         return out.astype(src.dtype, copy=False), outs[0][1] if outs else None
     kernel = _average if plan.kind == "average" else _convolve
     values, ok = kernel(src, valid, plan)
-    if ok is not None and kernel is _convolve and src.dtype.kind == "f":
-        # GDAL's masked convolutions store an infinity as the type's largest finite value
+    if nodata is not None and kernel is _convolve and src.dtype.kind == "f":
+        # GDAL's convolutions with a nodata value store an infinity as the type's largest
+        # finite value (with only a mask band they keep it)
         top = float(np.finfo(src.dtype).max)
         np.clip(values, -top, top, out=values)
     out = store(values, src.dtype, plan.kind != "average")

@@ -179,16 +179,27 @@ class _Boxes:
                     if sat.nans is not None:
                         odd += sat.odd(*box)
         if sat.nans is not None and odd.any():
-            # as ``direct``: NaN, unless the one odd value is an infinity summed last (the
-            # box's last pixel, in GDAL's row by row order)
-            last_r = self.r1[idx] - 1 + sw.row_off
-            last_c = (self.c1[idx] - 1) % sw.width + sw.col_off
-            tail, _ = self.canvas.take(last_r, last_c)
-            alone = (odd == 1) & np.isinf(tail)
+            # as ``direct``: NaN, unless the one odd value is an infinity no valid pixel
+            # follows in GDAL's row by row order (a few boxes: looked at pixel by pixel)
             acc = np.where(odd > 0, np.nan, acc)
-            acc = np.where(alone, tail, acc)
+            for b, j in np.argwhere(odd == 1):
+                tail = self._last_infinity(int(idx[j]), int(b))
+                if tail is not None:
+                    acc[b, j] = tail
         self.acc[:, idx] = acc
         self.wsum[idx] = wsum
+
+    def _last_infinity(self, box: int, band: int) -> float | None:
+        """The infinity of box ``box`` in ``band`` if it is the last valid value summed."""
+        sw = self.sw
+        rows = np.arange(self.r0[box], self.r1[box]) + sw.row_off
+        cols = np.arange(self.c0[box], self.c1[box]) % sw.width + sw.col_off
+        values, ok = self.canvas.take(np.repeat(rows, cols.size), np.tile(cols, rows.size))
+        v = values[band]
+        odd = np.flatnonzero(ok & ~np.isfinite(v))
+        if odd.size != 1 or not np.isinf(v[odd[0]]) or ok[odd[0] + 1 :].any():
+            return None
+        return float(v[odd[0]])
 
 
 def average(

@@ -194,8 +194,8 @@ def _cubic_interior(
     all_valid = None if valid is None else np.ones(x.size, np.bool_)
     # Without masks GDAL evaluates the cubic as a polynomial of differences of the taps: one
     # NaN or infinity among a pixel's 16 makes it NaN (inf - inf), whatever its weight
-    odd = None
-    if canvas.nonfinite and not canvas.masked:
+    odd = None  # (float32 and float16, which GDAL reads as float32; float64 keeps infinities)
+    if canvas.nonfinite and not canvas.masked and canvas.dtype.itemsize <= 4:
         odd = np.zeros((canvas.bands, x.size), np.bool_)
     for ty in range(4):
         f = t.row(ty)
