@@ -10,6 +10,7 @@ edge of the box in the antimeridian rule (docs/warp.md).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import rasterio
@@ -94,7 +95,7 @@ def test_nan_and_inf_pixels_reach_what_gdal_reaches(nodata: float | None, tmp_pa
     from affine import Affine
     from rasterio.warp import transform_bounds
 
-    from tests.warp_data import _reproject, open_source, quiet, write_cog
+    from tests.warp_data import open_source, quiet, write_cog
 
     yy, xx = np.mgrid[0:256, 0:256].astype(np.float64)
     base = (100 + 50 * np.sin(xx / 17) * np.cos(yy / 23) + 0.3 * xx).astype(np.float32)
@@ -112,15 +113,9 @@ def test_nan_and_inf_pixels_reach_what_gdal_reaches(nodata: float | None, tmp_pa
     for res in (20.0, 42.0, 110.0, 300.0):
         dst = W.Grid.from_resolution("EPSG:3857", bounds, res)
         for kernel in KERNELS:
-            plan = W.plan_region(src.grid, src.levels, dst, kernel, block_shape=src.block, level=0)
-            mine = W.execute(plan, src.blocks(plan), src_nodata=src.nodata)
-            out = np.zeros((2, dst.height, dst.width), np.float32)
-            with quiet():
-                _reproject(plan, src, dst, kernel, out)
-            both = mine.mask & (out[1] > 0)
+            got, ref, share = _band_vs_reproject(src, dst, kernel)
             what = f"{nodata} {res} {kernel}"
-            assert both.sum() > 0.5 * mine.mask.sum(), what
-            ref, got = out[0][both], mine.data[0][both]
+            assert share > 0.5, what
             np.testing.assert_array_equal(np.isnan(got), np.isnan(ref), err_msg=what)
             if nodata is None or not np.isnan(nodata):
                 assert np.isnan(ref).any(), what  # the case is there to see
@@ -135,7 +130,7 @@ def test_infinities_in_large_average_boxes_and_float64_cubic(tmp_path: Path) -> 
     from affine import Affine
     from rasterio.warp import transform_bounds
 
-    from tests.warp_data import _reproject, open_source, quiet, write_cog
+    from tests.warp_data import open_source, quiet, write_cog
 
     yy, xx = np.mgrid[0:256, 0:256]
     board = (100 + 0.3 * xx + 0.1 * yy).astype(np.float32)
@@ -158,16 +153,26 @@ def test_infinities_in_large_average_boxes_and_float64_cubic(tmp_path: Path) -> 
             write_cog(path, data[None].copy(), crs, transform, nodata)
             src = open_source(path)
         dst = W.Grid.from_resolution("EPSG:3857", bounds, res)
-        plan = W.plan_region(src.grid, src.levels, dst, kernel, block_shape=src.block, level=0)
-        mine = W.execute(plan, src.blocks(plan), src_nodata=src.nodata)
-        out = np.zeros((2, dst.height, dst.width), data.dtype)
-        with quiet():
-            _reproject(plan, src, dst, kernel, out)
-        both = mine.mask & (out[1] > 0)
-        got, ref = mine.data[0][both], out[0][both]
+        got, ref, _ = _band_vs_reproject(src, dst, kernel)
         what = f"{name} {kernel} {res}"
         assert np.isinf(ref).any(), what
         np.testing.assert_array_equal(np.isnan(got), np.isnan(ref), err_msg=what)
         np.testing.assert_array_equal(np.isinf(got), np.isinf(ref), err_msg=what)
         # float64 cubic's finite values: GDAL's float64 path sums in another order (1e-13)
         np.testing.assert_allclose(got, ref, rtol=1e-12, equal_nan=True, err_msg=what)
+
+
+def _band_vs_reproject(src: Any, dst: W.Grid, kernel: W.Resampling) -> tuple[Any, Any, float]:
+    """Band 1 of the engine's warp of ``src`` onto ``dst`` and of ``reproject``'s, over the
+    pixels both call valid, and the share of the engine's valid pixels those are."""
+    import numpy as np
+
+    from tests.warp_data import _reproject, quiet
+
+    plan = W.plan_region(src.grid, src.levels, dst, kernel, block_shape=src.block, level=0)
+    mine = W.execute(plan, src.blocks(plan), src_nodata=src.nodata)
+    out = np.zeros((2, dst.height, dst.width), src.arrays[0].dtype)
+    with quiet():
+        _reproject(plan, src, dst, kernel, out)
+    both = mine.mask & (out[1] > 0)
+    return mine.data[0][both], out[0][both], float(both.sum() / max(1, mine.mask.sum()))

@@ -257,12 +257,7 @@ class SummedArea:
     ) -> tuple[FloatArray, FloatArray]:
         """Sums of valid values ``(bands, n)`` and valid counts over the level rectangles
         ``[r0, r1) x [c0, c1)`` (empty ones give 0); every pixel in them must be held."""
-        empty = (r1 <= r0) | (c1 <= c0)
-        rm, cm = self.canvas.row_map, self.canvas.col_map
-        a = np.where(empty, 0, rm[np.where(empty, 0, r0)])
-        b = np.where(empty, 0, rm[np.where(empty, 0, r1 - 1)] + 1)
-        c = np.where(empty, 0, cm[np.where(empty, 0, c0)])
-        d = np.where(empty, 0, cm[np.where(empty, 0, c1 - 1)] + 1)
+        a, b, c, d = self._corners(r0, r1, c0, c1)
         s = self.sums[:, b, d] - self.sums[:, a, d] - self.sums[:, b, c] + self.sums[:, a, c]
         n = self.count[b, d] - self.count[a, d] - self.count[b, c] + self.count[a, c]
         return s.astype(np.float64), n.astype(np.float64)
@@ -272,10 +267,18 @@ class SummedArea:
         t = self.nans
         if t is None:
             return np.zeros((self.canvas.bands, r0.size), np.int64)
+        a, b, c, d = self._corners(r0, r1, c0, c1)
+        return np.asarray(t[:, b, d] - t[:, a, d] - t[:, b, c] + t[:, a, c])
+
+    def _corners(
+        self, r0: IntArray, r1: IntArray, c0: IntArray, c1: IntArray
+    ) -> tuple[IntArray, IntArray, IntArray, IntArray]:
+        """The integral images' rows ``a``, ``b`` and columns ``c``, ``d`` of the level
+        rectangles ``[r0, r1) x [c0, c1)`` (all 0 for an empty one)."""
         empty = (r1 <= r0) | (c1 <= c0)
         rm, cm = self.canvas.row_map, self.canvas.col_map
         a = np.where(empty, 0, rm[np.where(empty, 0, r0)])
         b = np.where(empty, 0, rm[np.where(empty, 0, r1 - 1)] + 1)
         c = np.where(empty, 0, cm[np.where(empty, 0, c0)])
         d = np.where(empty, 0, cm[np.where(empty, 0, c1 - 1)] + 1)
-        return np.asarray(t[:, b, d] - t[:, a, d] - t[:, b, c] + t[:, a, c])
+        return a, b, c, d
